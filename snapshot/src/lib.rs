@@ -1,1 +1,33 @@
-//! placeholder
+//! Root filesystems and OCI layers for ocibuild.
+//!
+//! This crate does everything ocibuild needs on the filesystem side of an
+//! image build:
+//!
+//! - [`unpack_layer`] / [`unpack_layer_file`] apply base-image layers onto a
+//!   root filesystem directory with OCI layer semantics (whiteouts, opaque
+//!   directories, hard links, ownership, modes, xattrs, timestamps), never
+//!   writing outside the rootfs ([`resolve_in_root`]).
+//! - [`Snapshotter`] is the one trait that diff implementations share: record
+//!   a baseline, then ask what changed. [`StatWalk`] implements it by walking
+//!   the tree with `lstat`; an overlayfs-based implementation can come later
+//!   behind the same trait.
+//! - [`write_layer`] turns [`Changes`] into a compressed layer file in a single
+//!   streaming pass, computing its digest and diff ID on the way.
+//! - [`sha256_file`] and [`HashingWriter`] are the digest helpers.
+
+#![warn(missing_docs)]
+
+pub mod digest;
+pub mod error;
+pub mod layer;
+pub mod rootpath;
+pub mod tarwriter;
+pub mod unpack;
+pub mod walk;
+
+pub use digest::{sha256_file, HashingWriter};
+pub use error::{Error, Result};
+// pub use layer::{write_layer, Compression, LayerInfo, LayerOptions};
+pub use rootpath::resolve_in_root;
+// pub use unpack::{unpack_layer, unpack_layer_file, UnpackStats};
+pub use walk::{Changes, Snapshotter, StatWalk};

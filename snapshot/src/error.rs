@@ -1,0 +1,87 @@
+//! The one error type of this crate.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result type used throughout `ocibuild-snapshot`.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong while reading, diffing or writing root filesystems and layers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation on `path` failed.
+    #[error("{path}: {op} failed: {source}")]
+    Io {
+        /// The path the operation was applied to.
+        path: PathBuf,
+        /// What was being done, e.g. "lstat" or "create file".
+        op: &'static str,
+        /// The underlying OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A path from a layer (or a link target) would lead outside the root filesystem.
+    #[error("unsafe path {path}: {reason}")]
+    UnsafePath {
+        /// The offending path as found in the layer.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Resolving a path inside the root met too many symbolic links.
+    #[error("{path}: too many levels of symbolic links (more than {limit})")]
+    SymlinkLoop {
+        /// The path being resolved.
+        path: PathBuf,
+        /// The number of links allowed.
+        limit: u32,
+    },
+    /// A tar stream could not be read.
+    #[error("reading layer tar: {source}")]
+    TarRead {
+        /// The error reported by the tar reader or decompressor.
+        #[source]
+        source: io::Error,
+    },
+    /// A layer entry is well-formed tar but cannot be applied.
+    #[error("layer entry {path}: {reason}")]
+    BadEntry {
+        /// The entry's path inside the layer.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A path or value cannot be written into a tar header.
+    #[error("cannot write tar entry {path}: {reason}")]
+    TarWrite {
+        /// The entry's path inside the layer.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `Snapshotter::changes` was called before `Snapshotter::baseline`.
+    #[error("{rootfs}: changes requested before a baseline was recorded")]
+    NoBaseline {
+        /// The root filesystem that was asked about.
+        rootfs: PathBuf,
+    },
+    /// An option value is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] for `path` and `op` from an I/O error.
+    pub fn io(path: &Path, op: &'static str, source: io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    }
+}
+
+/// Returns a closure turning an `io::Error` into an [`Error::Io`] for `path` and `op`.
+pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::io(path, op, source)
+}

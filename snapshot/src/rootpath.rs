@@ -1,0 +1,231 @@
+//! Resolving image paths inside a root directory ("securejoin").
+//!
+//! A path found in a layer or a Dockerfile means a path inside the image. On
+//! the host it must be looked up under the rootfs directory, and no `..` or
+//! symbolic link may lead it outside. [`resolve_in_root`] walks the path one
+//! component at a time, treating the rootfs as `/`.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// How many symbolic links one resolution may follow before giving up.
+pub const MAX_SYMLINKS: u32 = 40;
+
+/// One step still to be taken while resolving.
+enum Step {
+    /// Go back to the root (an absolute symlink target).
+    Root,
+    /// Go to the parent, never above the root.
+    Parent,
+    /// Enter the named entry.
+    Name(OsString),
+}
+
+/// Splits `path` into steps; `.` components are dropped.
+fn steps_of(path: &Path) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::Prefix(_) => steps.push(Step::Root),
+            Component::CurDir => {}
+            Component::ParentDir => steps.push(Step::Parent),
+            Component::Normal(name) => steps.push(Step::Name(name.to_os_string())),
+        }
+    }
+    steps
+}
+
+/// Builds the host path for the components resolved so far.
+fn host_path(root: &Path, resolved: &[OsString]) -> PathBuf {
+    let mut path = root.to_path_buf();
+    path.extend(resolved);
+    path
+}
+
+/// Returns the link target if `path` is a symbolic link, `None` if it is
+/// anything else or does not exist.
+fn read_link_if_any(path: &Path) -> Result<Option<PathBuf>> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(Error::io(path, "lstat", e)),
+    };
+    if !meta.file_type().is_symlink() {
+        return Ok(None);
+    }
+    let target = std::fs::read_link(path).map_err(|e| Error::io(path, "readlink", e))?;
+    Ok(Some(target))
+}
+
+/// True for errors that mean "nothing there": ENOENT, or ENOTDIR when a
+/// parent component is not a directory.
+fn is_missing(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+}
+
+/// Resolves `path` inside `root` as if `root` were `/` and returns the host path.
+///
+/// `path` may be absolute or relative; either way it is taken from the root
+/// of the image. `..` never climbs above `root`. Symbolic links met on the
+/// way are read and resolved inside `root` as well: absolute targets start
+/// again at `root`, relative ones at the link's directory. The last
+/// component is followed only when `follow_final` is true. Components that do
+/// not exist are appended as they are. More than [`MAX_SYMLINKS`] links give
+/// [`Error::SymlinkLoop`].
+///
+/// The returned path always lies under `root` (it is `root` joined with plain
+/// names only).
+pub fn resolve_in_root(root: &Path, path: &Path, follow_final: bool) -> Result<PathBuf> {
+    let mut pending: VecDeque<Step> = steps_of(path).into();
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut links = 0u32;
+    while let Some(step) = pending.pop_front() {
+        let name = match step {
+            Step::Root => {
+                resolved.clear();
+                continue;
+            }
+            Step::Parent => {
+                resolved.pop();
+                continue;
+            }
+            Step::Name(name) => name,
+        };
+        let is_final = pending.is_empty();
+        resolved.push(name);
+        if is_final && !follow_final {
+            break;
+        }
+        let candidate = host_path(root, &resolved);
+        let Some(target) = read_link_if_any(&candidate)? else {
+            continue;
+        };
+        links += 1;
+        if links > MAX_SYMLINKS {
+            return Err(Error::SymlinkLoop {
+                path: path.to_path_buf(),
+                limit: MAX_SYMLINKS,
+            });
+        }
+        resolved.pop();
+        for step in steps_of(&target).into_iter().rev() {
+            pending.push_front(step);
+        }
+    }
+    Ok(host_path(root, &resolved))
+}
+
+/// Returns `host` relative to `root`, or an empty path for `root` itself.
+pub(crate) fn relative_to<'a>(root: &Path, host: &'a Path) -> &'a Path {
+    host.strip_prefix(root).unwrap_or(host)
+}
+
+/// True if `name` is a single plain file name (not empty, `.`, `..`, and without `/`).
+pub(crate) fn is_plain_name(name: &OsStr) -> bool {
+    let mut components = Path::new(name).components();
+    matches!(
+        (components.next(), components.next()),
+        (Some(Component::Normal(n)), None) if n == name
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn dotdot_stays_in_root() {
+        let r = root();
+        let p = resolve_in_root(r.path(), Path::new("../../etc/passwd"), true).unwrap();
+        assert_eq!(p, r.path().join("etc/passwd"));
+    }
+
+    #[test]
+    fn absolute_path_is_taken_from_root() {
+        let r = root();
+        let p = resolve_in_root(r.path(), Path::new("/usr/bin/../lib/./x"), true).unwrap();
+        assert_eq!(p, r.path().join("usr/lib/x"));
+    }
+
+    #[test]
+    fn absolute_symlink_restarts_at_root() {
+        let r = root();
+        std::fs::create_dir(r.path().join("etc")).unwrap();
+        symlink("/etc", r.path().join("x")).unwrap();
+        let p = resolve_in_root(r.path(), Path::new("/x"), true).unwrap();
+        assert_eq!(p, r.path().join("etc"));
+        let p = resolve_in_root(r.path(), Path::new("/x/passwd"), false).unwrap();
+        assert_eq!(p, r.path().join("etc/passwd"));
+    }
+
+    #[test]
+    fn final_symlink_kept_without_follow() {
+        let r = root();
+        symlink("/etc", r.path().join("x")).unwrap();
+        let p = resolve_in_root(r.path(), Path::new("x"), false).unwrap();
+        assert_eq!(p, r.path().join("x"));
+    }
+
+    #[test]
+    fn symlink_loop_is_an_error() {
+        let r = root();
+        symlink("b", r.path().join("a")).unwrap();
+        symlink("a", r.path().join("b")).unwrap();
+        let err = resolve_in_root(r.path(), Path::new("a/file"), true).unwrap_err();
+        assert!(matches!(err, Error::SymlinkLoop { .. }), "{err}");
+    }
+
+    #[test]
+    fn relative_link_past_root_clamps() {
+        let r = root();
+        std::fs::create_dir_all(r.path().join("a/b")).unwrap();
+        symlink("../../../../tmp", r.path().join("a/b/up")).unwrap();
+        let p = resolve_in_root(r.path(), Path::new("a/b/up/file"), true).unwrap();
+        assert_eq!(p, r.path().join("tmp/file"));
+    }
+
+    #[test]
+    fn relative_link_resolves_from_its_directory() {
+        let r = root();
+        std::fs::create_dir_all(r.path().join("a/real")).unwrap();
+        symlink("real", r.path().join("a/link")).unwrap();
+        let p = resolve_in_root(r.path(), Path::new("a/link/f"), true).unwrap();
+        assert_eq!(p, r.path().join("a/real/f"));
+    }
+
+    #[test]
+    fn missing_components_are_appended_and_dotdot_still_clamped() {
+        let r = root();
+        symlink("/etc", r.path().join("evil")).unwrap();
+        let p = resolve_in_root(r.path(), Path::new("nope/../evil/x"), true).unwrap();
+        assert_eq!(p, r.path().join("etc/x"));
+        let p = resolve_in_root(r.path(), Path::new("nope/more"), true).unwrap();
+        assert_eq!(p, r.path().join("nope/more"));
+    }
+
+    #[test]
+    fn empty_path_is_root() {
+        let r = root();
+        assert_eq!(resolve_in_root(r.path(), Path::new(""), true).unwrap(), r.path());
+        assert_eq!(resolve_in_root(r.path(), Path::new("/"), true).unwrap(), r.path());
+    }
+
+    #[test]
+    fn plain_names() {
+        assert!(is_plain_name(OsStr::new("a")));
+        assert!(is_plain_name(OsStr::new(".a")));
+        assert!(!is_plain_name(OsStr::new("..")));
+        assert!(!is_plain_name(OsStr::new(".")));
+        assert!(!is_plain_name(OsStr::new("")));
+        assert!(!is_plain_name(OsStr::new("a/b")));
+    }
+}

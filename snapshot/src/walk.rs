@@ -1,0 +1,405 @@
+//! Finding what changed in a root filesystem between two points in time.
+//!
+//! [`Snapshotter`] is the interface; [`StatWalk`] implements it by walking the
+//! whole tree with `lstat` and comparing per-path records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{io_err, Error, Result};
+
+/// Something that can tell which paths of a rootfs changed since a baseline.
+pub trait Snapshotter {
+    /// Records the rootfs as it is now as the baseline for the next `changes` call.
+    fn baseline(&mut self, rootfs: &Path) -> Result<()>;
+    /// Compares the rootfs with the baseline, returns what changed, and makes the current state the new baseline.
+    fn changes(&mut self, rootfs: &Path) -> Result<Changes>;
+}
+
+/// The difference between two states of a rootfs, in the shape a layer needs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Paths (relative to rootfs, no leading slash) whose current content/metadata go into the layer: added or modified entries.
+    pub upserts: BTreeSet<PathBuf>,
+    /// Paths that existed in the baseline and are gone: each becomes a whiteout. Only top-most deleted paths (a deleted dir's children are not listed).
+    pub deletions: BTreeSet<PathBuf>,
+    /// Directories that were deleted and recreated (different inode): get an opaque whiteout; all their current descendants are in `upserts`.
+    pub opaque_dirs: BTreeSet<PathBuf>,
+}
+
+impl Changes {
+    /// True if nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletions.is_empty() && self.opaque_dirs.is_empty()
+    }
+}
+
+/// What is remembered about one path: enough `lstat` fields to notice any change.
+///
+/// `ctime` is the key field: the kernel updates it on content writes, chmod,
+/// chown, xattr changes and link count changes, even when `mtime` is reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    ino: u64,
+    dev: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    rdev: u64,
+}
+
+impl Record {
+    /// Takes the fields from `lstat` metadata.
+    fn from_metadata(meta: &Metadata) -> Self {
+        Record {
+            ino: meta.ino(),
+            dev: meta.dev(),
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            rdev: meta.rdev(),
+        }
+    }
+
+    /// True for directories.
+    fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// All records of one walk, by path relative to the rootfs.
+type Tree = BTreeMap<PathBuf, Record>;
+
+/// A [`Snapshotter`] that walks the rootfs with `lstat` and compares records.
+///
+/// Symbolic links are never followed. Filesystems mounted inside the rootfs
+/// are walked like any directory; paths that must not be walked (such as
+/// `proc`) go into the ignore list.
+#[derive(Debug, Clone, Default)]
+pub struct StatWalk {
+    ignore: BTreeSet<PathBuf>,
+    baseline: Option<Tree>,
+}
+
+impl StatWalk {
+    /// A walker that skips the subtrees at `ignore` (paths relative to the
+    /// rootfs, e.g. `proc`); with an empty list everything is walked.
+    pub fn new(ignore: Vec<PathBuf>) -> StatWalk {
+        let ignore = ignore.iter().map(|p| normalise_relative(p)).collect();
+        StatWalk {
+            ignore,
+            baseline: None,
+        }
+    }
+
+    /// Walks `rootfs` and records every path below it (not the root itself).
+    fn walk(&self, rootfs: &Path) -> Result<Tree> {
+        let mut tree = Tree::new();
+        self.walk_dir(rootfs, Path::new(""), &mut tree)?;
+        Ok(tree)
+    }
+
+    /// Records the children of the directory `rel` and descends into subdirectories.
+    fn walk_dir(&self, rootfs: &Path, rel: &Path, tree: &mut Tree) -> Result<()> {
+        let dir = rootfs.join(rel);
+        let entries = std::fs::read_dir(&dir).map_err(io_err(&dir, "read directory"))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir, "read directory"))?;
+            let child_rel = rel.join(entry.file_name());
+            if self.ignore.contains(&child_rel) {
+                continue;
+            }
+            let child = entry.path();
+            let meta = std::fs::symlink_metadata(&child).map_err(io_err(&child, "lstat"))?;
+            let record = Record::from_metadata(&meta);
+            tree.insert(child_rel.clone(), record);
+            if record.is_dir() {
+                self.walk_dir(rootfs, &child_rel, tree)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Snapshotter for StatWalk {
+    fn baseline(&mut self, rootfs: &Path) -> Result<()> {
+        self.baseline = Some(self.walk(rootfs)?);
+        wait_for_coarse_clock();
+        Ok(())
+    }
+
+    fn changes(&mut self, rootfs: &Path) -> Result<Changes> {
+        let Some(old) = self.baseline.as_ref() else {
+            return Err(Error::NoBaseline {
+                rootfs: rootfs.to_path_buf(),
+            });
+        };
+        let new = self.walk(rootfs)?;
+        let changes = compare(old, &new);
+        self.baseline = Some(new);
+        wait_for_coarse_clock();
+        Ok(changes)
+    }
+}
+
+/// Drops `/`, `.` and `..` so ignore entries compare with walked paths.
+fn normalise_relative(path: &Path) -> PathBuf {
+    path.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(name) => Some(name),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Works out the changes from `old` to `new`.
+fn compare(old: &Tree, new: &Tree) -> Changes {
+    let opaque_dirs = find_opaque_dirs(old, new);
+    let mut upserts = BTreeSet::new();
+    for (path, record) in new {
+        let changed = old.get(path) != Some(record);
+        if changed || has_ancestor_in(path, &opaque_dirs) {
+            upserts.insert(path.clone());
+        }
+    }
+    let deletions = old
+        .keys()
+        .filter(|path| !new.contains_key(*path))
+        .filter(|path| !deletion_is_covered(path, new, &opaque_dirs))
+        .cloned()
+        .collect();
+    Changes {
+        upserts,
+        deletions,
+        opaque_dirs,
+    }
+}
+
+/// Directories present in both trees whose inode changed (deleted and
+/// recreated), top-most only: an opaque parent already hides everything below.
+fn find_opaque_dirs(old: &Tree, new: &Tree) -> BTreeSet<PathBuf> {
+    let mut opaque = BTreeSet::new();
+    for (path, record) in new {
+        let Some(before) = old.get(path) else {
+            continue;
+        };
+        let recreated = (before.ino, before.dev) != (record.ino, record.dev);
+        if record.is_dir() && before.is_dir() && recreated && !has_ancestor_in(path, &opaque) {
+            opaque.insert(path.clone());
+        }
+    }
+    opaque
+}
+
+/// True if some proper ancestor of `path` is in `set`.
+fn has_ancestor_in(path: &Path, set: &BTreeSet<PathBuf>) -> bool {
+    path.ancestors().skip(1).any(|a| set.contains(a))
+}
+
+/// True if the deletion of `path` needs no whiteout of its own: an ancestor
+/// is gone too, is no longer a directory, or is opaque.
+fn deletion_is_covered(path: &Path, new: &Tree, opaque: &BTreeSet<PathBuf>) -> bool {
+    path.ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .any(|a| match new.get(a) {
+            None => true,
+            Some(record) => !record.is_dir() || opaque.contains(a),
+        })
+}
+
+/// Reads a clock as `(seconds, nanoseconds)`.
+fn clock_now(clock: libc::clockid_t) -> (i64, i64) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as i64, ts.tv_nsec as i64)
+}
+
+/// Waits until the kernel's coarse clock has passed the current time.
+///
+/// File timestamps (mtime, ctime) are taken from the kernel's coarse clock,
+/// which only advances once per timer tick (1 to 10 ms). A file written right
+/// after a walk, within the same tick, could get exactly the ctime the walk
+/// recorded, and its change would go unnoticed. Reading `CLOCK_REALTIME` after
+/// the walk and waiting until `CLOCK_REALTIME_COARSE` is past it guarantees
+/// that every later change carries a timestamp newer than anything recorded.
+/// The wait is capped at one second so a strange clock cannot hang a build.
+fn wait_for_coarse_clock() {
+    let target = clock_now(libc::CLOCK_REALTIME);
+    for _ in 0..1000 {
+        if clock_now(libc::CLOCK_REALTIME_COARSE) > target {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+
+    fn setup() -> (tempfile::TempDir, StatWalk) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("etc/conf.d")).unwrap();
+        fs::write(root.join("etc/passwd"), b"root:x:0:0\n").unwrap();
+        fs::write(root.join("etc/conf.d/a"), b"a").unwrap();
+        fs::write(root.join("etc/conf.d/b"), b"b").unwrap();
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        fs::write(root.join("usr/bin/tool"), b"#!/bin/sh\n").unwrap();
+        symlink("tool", root.join("usr/bin/link")).unwrap();
+        let mut walk = StatWalk::new(Vec::new());
+        walk.baseline(root).unwrap();
+        (dir, walk)
+    }
+
+    fn set(paths: &[&str]) -> BTreeSet<PathBuf> {
+        paths.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn unchanged_tree_is_empty() {
+        let (dir, mut walk) = setup();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn changes_without_baseline_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = StatWalk::new(Vec::new()).changes(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::NoBaseline { .. }));
+    }
+
+    #[test]
+    fn added_file_and_its_parent() {
+        let (dir, mut walk) = setup();
+        fs::write(dir.path().join("etc/new"), b"x").unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.upserts, set(&["etc", "etc/new"]));
+        assert!(changes.deletions.is_empty());
+        assert!(walk.changes(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn modified_content_same_size_and_mtime_restored() {
+        let (dir, mut walk) = setup();
+        let path = dir.path().join("etc/passwd");
+        let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(&path).unwrap());
+        fs::write(&path, b"toor:x:0:0\n").unwrap();
+        filetime::set_file_mtime(&path, mtime).unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.upserts, set(&["etc/passwd"]));
+    }
+
+    #[test]
+    fn chmod_and_chown_are_changes() {
+        let (dir, mut walk) = setup();
+        let tool = dir.path().join("usr/bin/tool");
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.upserts, set(&["usr/bin/tool"]));
+        chown(dir.path().join("etc/passwd"), Some(1000), Some(1000)).unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.upserts, set(&["etc/passwd"]));
+    }
+
+    #[test]
+    fn deleted_file_is_a_deletion() {
+        let (dir, mut walk) = setup();
+        fs::remove_file(dir.path().join("etc/passwd")).unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.deletions, set(&["etc/passwd"]));
+        assert_eq!(changes.upserts, set(&["etc"]));
+    }
+
+    #[test]
+    fn deleted_dir_is_one_deletion() {
+        let (dir, mut walk) = setup();
+        fs::remove_dir_all(dir.path().join("etc/conf.d")).unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.deletions, set(&["etc/conf.d"]));
+    }
+
+    #[test]
+    fn recreated_dir_is_opaque() {
+        let (dir, mut walk) = setup();
+        let root = dir.path();
+        fs::create_dir(root.join("etc/conf.new")).unwrap();
+        fs::write(root.join("etc/conf.new/c"), b"c").unwrap();
+        fs::remove_dir_all(root.join("etc/conf.d")).unwrap();
+        fs::rename(root.join("etc/conf.new"), root.join("etc/conf.d")).unwrap();
+        let changes = walk.changes(root).unwrap();
+        assert_eq!(changes.opaque_dirs, set(&["etc/conf.d"]));
+        assert_eq!(changes.upserts, set(&["etc", "etc/conf.d", "etc/conf.d/c"]));
+        assert!(changes.deletions.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn dir_replaced_by_file_is_an_upsert_only() {
+        let (dir, mut walk) = setup();
+        let root = dir.path();
+        fs::remove_dir_all(root.join("etc/conf.d")).unwrap();
+        fs::write(root.join("etc/conf.d"), b"now a file").unwrap();
+        let changes = walk.changes(root).unwrap();
+        assert_eq!(changes.upserts, set(&["etc", "etc/conf.d"]));
+        assert!(changes.deletions.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn symlink_retarget_is_a_change() {
+        let (dir, mut walk) = setup();
+        let link = dir.path().join("usr/bin/link");
+        fs::remove_file(&link).unwrap();
+        symlink("other", &link).unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert!(changes.upserts.contains(Path::new("usr/bin/link")));
+        assert!(changes.deletions.is_empty());
+    }
+
+    #[test]
+    fn new_hardlink_marks_both_paths() {
+        let (dir, mut walk) = setup();
+        fs::hard_link(dir.path().join("usr/bin/tool"), dir.path().join("usr/bin/tool2")).unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.upserts, set(&["usr/bin", "usr/bin/tool", "usr/bin/tool2"]));
+    }
+
+    #[test]
+    fn xattr_change_is_noticed() {
+        let (dir, mut walk) = setup();
+        let path = dir.path().join("etc/passwd");
+        if xattr::set(&path, "user.test", b"1").is_err() {
+            return; // filesystem without user xattrs
+        }
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.upserts, set(&["etc/passwd"]));
+    }
+
+    #[test]
+    fn ignored_subtrees_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("proc")).unwrap();
+        let mut walk = StatWalk::new(vec![PathBuf::from("/proc")]);
+        walk.baseline(dir.path()).unwrap();
+        fs::write(dir.path().join("proc/x"), b"x").unwrap();
+        fs::write(dir.path().join("y"), b"y").unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.upserts, set(&["y"]));
+    }
+}
