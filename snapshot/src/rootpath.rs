@@ -215,8 +215,14 @@ mod tests {
     #[test]
     fn empty_path_is_root() {
         let r = root();
-        assert_eq!(resolve_in_root(r.path(), Path::new(""), true).unwrap(), r.path());
-        assert_eq!(resolve_in_root(r.path(), Path::new("/"), true).unwrap(), r.path());
+        assert_eq!(
+            resolve_in_root(r.path(), Path::new(""), true).unwrap(),
+            r.path()
+        );
+        assert_eq!(
+            resolve_in_root(r.path(), Path::new("/"), true).unwrap(),
+            r.path()
+        );
     }
 
     #[test]

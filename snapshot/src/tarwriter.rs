@@ -221,7 +221,7 @@ fn pax_records(header: &EntryHeader) -> Vec<u8> {
 }
 
 /// Appends one PAX record `"<len> <key>=<value>\n"`, where `len` counts the whole record.
-fn push_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+pub(crate) fn push_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     let body = key.len() + value.len() + 3; // space, '=', newline
     let mut len = body + 1;
     while body + len.to_string().len() != len {

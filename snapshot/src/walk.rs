@@ -375,9 +375,16 @@ mod tests {
     #[test]
     fn new_hardlink_marks_both_paths() {
         let (dir, mut walk) = setup();
-        fs::hard_link(dir.path().join("usr/bin/tool"), dir.path().join("usr/bin/tool2")).unwrap();
+        fs::hard_link(
+            dir.path().join("usr/bin/tool"),
+            dir.path().join("usr/bin/tool2"),
+        )
+        .unwrap();
         let changes = walk.changes(dir.path()).unwrap();
-        assert_eq!(changes.upserts, set(&["usr/bin", "usr/bin/tool", "usr/bin/tool2"]));
+        assert_eq!(
+            changes.upserts,
+            set(&["usr/bin", "usr/bin/tool", "usr/bin/tool2"])
+        );
     }
 
     #[test]
