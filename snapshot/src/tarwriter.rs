@@ -249,12 +249,10 @@ fn ustar_block(header: &EntryHeader) -> Result<[u8; BLOCK]> {
     copy_truncated(&mut block[157..257], &header.link_name);
     block[257..263].copy_from_slice(b"ustar\0");
     block[263..265].copy_from_slice(b"00");
-    if matches!(header.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
-        check_device_number(header, header.dev_major)?;
-        check_device_number(header, header.dev_minor)?;
-        write_octal(&mut block[329..337], u64::from(header.dev_major));
-        write_octal(&mut block[337..345], u64::from(header.dev_minor));
-    }
+    check_device_number(header, header.dev_major)?;
+    check_device_number(header, header.dev_minor)?;
+    write_octal(&mut block[329..337], u64::from(header.dev_major));
+    write_octal(&mut block[337..345], u64::from(header.dev_minor));
     set_checksum(&mut block);
     Ok(block)
 }
@@ -314,7 +312,10 @@ mod tests {
         w.finish().unwrap()
     }
 
-    fn read_back(bytes: &[u8]) -> Vec<(Vec<u8>, tar::EntryType, u64, u64, Vec<u8>)> {
+    /// Path, type, uid, size and data of an entry read back.
+    type ReadBack = (Vec<u8>, tar::EntryType, u64, u64, Vec<u8>);
+
+    fn read_back(bytes: &[u8]) -> Vec<ReadBack> {
         let mut archive = tar::Archive::new(bytes);
         let mut out = Vec::new();
         for entry in archive.entries().unwrap() {

@@ -424,22 +424,22 @@ impl<'a> Unpacker<'a> {
             path: rel.to_path_buf(),
             reason: format!("invalid device {what} number"),
         };
-        let major = header
-            .device_major()
-            .map_err(|_| bad("major"))?
-            .unwrap_or(0);
-        let minor = header
-            .device_minor()
-            .map_err(|_| bad("minor"))?
-            .unwrap_or(0);
-        let file_type = match kind {
-            EntryType::Char => libc::S_IFCHR,
-            EntryType::Block => libc::S_IFBLK,
-            _ => libc::S_IFIFO,
+        let (file_type, dev) = match kind {
+            EntryType::Char | EntryType::Block => {
+                let major = header.device_major().map_err(|_| bad("major"))?;
+                let minor = header.device_minor().map_err(|_| bad("minor"))?;
+                let file_type = if kind == EntryType::Char {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
+                let dev = libc::makedev(major.unwrap_or(0), minor.unwrap_or(0));
+                (file_type, dev)
+            }
+            _ => (libc::S_IFIFO, 0),
         };
         self.clear_slot(host, false)?;
         let c = c_path(host)?;
-        let dev = libc::makedev(major, minor);
         // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
         let rc = unsafe { libc::mknod(c.as_ptr(), file_type | 0o600, dev) };
         if rc == 0 {

@@ -218,14 +218,14 @@ fn deletion_is_covered(path: &Path, new: &Tree, opaque: &BTreeSet<PathBuf>) -> b
 }
 
 /// Reads a clock as `(seconds, nanoseconds)`.
-fn clock_now(clock: libc::clockid_t) -> (i64, i64) {
+fn clock_now(clock: libc::clockid_t) -> (libc::time_t, libc::c_long) {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
     unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec as i64, ts.tv_nsec as i64)
+    (ts.tv_sec, ts.tv_nsec)
 }
 
 /// Waits until the kernel's coarse clock has passed the current time.
