@@ -4,7 +4,7 @@
 //! → compressor → hasher (digest) → temporary file, which is synced and then
 //! renamed into place. Nothing holds the whole layer in memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -237,6 +237,7 @@ fn write_tar<W: Write>(
         rootfs,
         opts,
         first_links: HashMap::new(),
+        non_dirs: HashSet::new(),
     };
     for (path, item) in plan {
         writer.write_item(&mut tar, path, *item)?;
@@ -327,6 +328,8 @@ struct EntryWriter<'a> {
     opts: &'a LayerOptions,
     /// Tar path of the first entry written for each multiply-linked inode.
     first_links: HashMap<(u64, u64), Vec<u8>>,
+    /// Planned paths found not to be directories; nothing may be read below them.
+    non_dirs: HashSet<PathBuf>,
 }
 
 impl EntryWriter<'_> {
@@ -337,11 +340,15 @@ impl EntryWriter<'_> {
         path: &Path,
         item: Item,
     ) -> Result<()> {
+        self.check_parent(path)?;
         if item == Item::Whiteout {
             return tar.append(&self.whiteout_header(path), &mut io::empty());
         }
         let host = self.rootfs.join(path);
         let meta = fs::symlink_metadata(&host).map_err(io_err(&host, "lstat"))?;
+        if !meta.is_dir() {
+            self.non_dirs.insert(path.to_path_buf());
+        }
         let Some(header) = self.header_for(path, &host, &meta)? else {
             return Ok(());
         };
@@ -350,6 +357,19 @@ impl EntryWriter<'_> {
         }
         let mut file = File::open(&host).map_err(io_err(&host, "open"))?;
         tar.append(&header, &mut file)
+    }
+
+    /// Refuses paths below a symlink or file: reading them would follow the
+    /// symlink, possibly out of the rootfs. Parents come first in the plan,
+    /// so checking the direct parent is enough.
+    fn check_parent(&self, path: &Path) -> Result<()> {
+        match path.parent() {
+            Some(parent) if self.non_dirs.contains(parent) => Err(Error::UnsafePath {
+                path: path.to_path_buf(),
+                reason: format!("parent {} is not a directory", parent.display()),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Header of a whiteout marker: an empty file owned by root, mode 0.
