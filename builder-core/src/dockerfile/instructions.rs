@@ -1,0 +1,509 @@
+//! One logical instruction line to an [`InstructionKind`].
+
+use super::{ArgDecl, Command, CopyArgs, Healthcheck, Heredoc, Instruction, InstructionKind, RunArgs};
+
+/// Every instruction keyword.
+const KEYWORDS: &[&str] = &[
+    "FROM",
+    "ARG",
+    "ENV",
+    "LABEL",
+    "WORKDIR",
+    "COPY",
+    "ADD",
+    "RUN",
+    "CMD",
+    "ENTRYPOINT",
+    "SHELL",
+    "USER",
+    "EXPOSE",
+    "VOLUME",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "ONBUILD",
+    "MAINTAINER",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlagKind {
+    /// `--name=value`, at most once.
+    Value,
+    /// `--name=value`, repeatable.
+    Repeated,
+    /// `--name`, `--name=true|false`, at most once.
+    Bool,
+}
+
+use FlagKind::{Bool, Repeated, Value};
+
+const FROM_FLAGS: &[(&str, FlagKind)] = &[("platform", Value)];
+const COPY_FLAGS: &[(&str, FlagKind)] = &[
+    ("from", Value),
+    ("chown", Value),
+    ("chmod", Value),
+    ("link", Bool),
+    ("parents", Bool),
+    ("exclude", Repeated),
+];
+const ADD_FLAGS: &[(&str, FlagKind)] = &[
+    ("chown", Value),
+    ("chmod", Value),
+    ("link", Bool),
+    ("checksum", Value),
+    ("keep-git-dir", Bool),
+    ("unpack", Bool),
+    ("exclude", Repeated),
+];
+const RUN_FLAGS: &[(&str, FlagKind)] = &[("mount", Repeated), ("network", Value), ("security", Value)];
+const HEALTHCHECK_FLAGS: &[(&str, FlagKind)] = &[
+    ("interval", Value),
+    ("timeout", Value),
+    ("start-period", Value),
+    ("start-interval", Value),
+    ("retries", Value),
+];
+
+/// Parsed leading flags of one instruction.
+struct Flags {
+    keyword: &'static str,
+    /// (name, value) in order; `None` value for a bare `--name`.
+    given: Vec<(String, Option<String>)>,
+}
+
+impl Flags {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Option<String>> + 'a {
+        self.given.iter().filter(move |(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    fn value(&self, name: &str) -> Result<Option<String>, String> {
+        match self.values(name).next() {
+            None => Ok(None),
+            Some(Some(v)) => Ok(Some(v.clone())),
+            Some(None) => Err(format!("missing a value on flag: --{name} for {}", self.keyword)),
+        }
+    }
+
+    fn repeated(&self, name: &str) -> Result<Vec<String>, String> {
+        self.values(name)
+            .map(|v| {
+                v.clone()
+                    .ok_or_else(|| format!("missing a value on flag: --{name} for {}", self.keyword))
+            })
+            .collect()
+    }
+
+    fn boolean(&self, name: &str) -> Result<Option<bool>, String> {
+        match self.values(name).next() {
+            None => Ok(None),
+            Some(None) => Ok(Some(true)),
+            Some(Some(v)) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(Some(true)),
+                "false" | "0" => Ok(Some(false)),
+                _ => Err(format!("invalid boolean value for flag --{name} of {}: {v}", self.keyword)),
+            },
+        }
+    }
+}
+
+/// Length in bytes of the word at the start of `text`: up to unquoted whitespace, quotes
+/// and the escape character respected.
+fn word_len(text: &str, escape: char) -> usize {
+    let mut quote: Option<char> = None;
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some('\'') => {}
+            _ if c == escape => {
+                chars.next();
+            }
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c.is_whitespace() => return i,
+            None => {}
+        }
+    }
+    text.len()
+}
+
+/// Splits `text` into words on unquoted, unescaped whitespace, keeping quotes and escapes
+/// in the words.
+fn split_words(text: &str, escape: char) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let len = word_len(rest, escape);
+        words.push(rest[..len].to_string());
+        rest = rest[len..].trim_start();
+    }
+    words
+}
+
+/// Extracts the leading `--flag[=value]` words of `rest`, checking them against `allowed`.
+fn take_flags<'a>(
+    rest: &'a str,
+    keyword: &'static str,
+    allowed: &[(&str, FlagKind)],
+    escape: char,
+) -> Result<(Flags, &'a str), String> {
+    let mut flags = Flags {
+        keyword,
+        given: Vec::new(),
+    };
+    let mut rest = rest.trim_start();
+    while rest.starts_with("--") {
+        let len = word_len(rest, escape);
+        let word = &rest[..len];
+        rest = rest[len..].trim_start();
+        if word == "--" {
+            break;
+        }
+        let body = &word[2..];
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let Some((_, kind)) = allowed.iter().find(|(n, _)| *n == name) else {
+            return Err(format!("unknown flag: --{name} for {keyword}"));
+        };
+        if *kind != Repeated && flags.given.iter().any(|(n, _)| n == name) {
+            return Err(format!("duplicate flag specified: --{name} for {keyword}"));
+        }
+        flags.given.push((name.to_string(), value));
+    }
+    Ok((flags, rest))
+}
+
+/// The JSON (exec) form of `rest`, if it is a JSON array of strings.
+fn json_array(rest: &str) -> Option<Vec<String>> {
+    let rest = rest.trim();
+    if !rest.starts_with('[') {
+        return None;
+    }
+    serde_json::from_str::<Vec<String>>(rest).ok()
+}
+
+fn command(rest: &str) -> Command {
+    match json_array(rest) {
+        Some(v) => Command::Exec(v),
+        None => Command::Shell(rest.trim().to_string()),
+    }
+}
+
+/// The heredoc markers (`<<EOF`, `<<-EOF`, `<<"EOF"`, `3<<EOF`...) among the words of
+/// `rest`, with empty bodies.
+fn heredoc_markers(rest: &str, escape: char) -> Vec<Heredoc> {
+    let mut docs = Vec::new();
+    for word in split_words(rest, escape) {
+        let Some(marker) = word.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix("<<") else {
+            continue;
+        };
+        let (chomp, delim) = match marker.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, marker),
+        };
+        if delim.contains('<') {
+            continue;
+        }
+        let mut name = String::new();
+        let mut quoted = false;
+        let mut quote: Option<char> = None;
+        let mut chars = delim.chars();
+        while let Some(c) = chars.next() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => name.push(c),
+                None if c == '"' || c == '\'' => {
+                    quote = Some(c);
+                    quoted = true;
+                }
+                None if c == escape => {
+                    quoted = true;
+                    if let Some(n) = chars.next() {
+                        name.push(n);
+                    }
+                }
+                // Shell operators end an unquoted delimiter (`<<EOF>file`).
+                None if matches!(c, '>' | '|' | ';' | '&' | '(' | ')') => break,
+                None => name.push(c),
+            }
+        }
+        if name.is_empty() {
+            continue;
+        }
+        docs.push(Heredoc {
+            name,
+            content: String::new(),
+            expand: !quoted,
+            chomp,
+        });
+    }
+    docs
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn unknown_instruction(word: &str) -> String {
+    let upper = word.to_uppercase();
+    let best = KEYWORDS
+        .iter()
+        .map(|k| (edit_distance(&upper, k), *k))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, k)) if d <= 2 => format!("unknown instruction: {word} (did you mean {k}?)"),
+        _ => format!("unknown instruction: {word}"),
+    }
+}
+
+fn require(rest: &str, keyword: &str) -> Result<String, String> {
+    let rest = rest.trim();
+    if rest.is_empty() {
+        Err(format!("{keyword} requires at least one argument"))
+    } else {
+        Ok(rest.to_string())
+    }
+}
+
+fn exactly_one(rest: &str, keyword: &str) -> Result<String, String> {
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    match words.as_slice() {
+        [one] => Ok((*one).to_string()),
+        _ => Err(format!("{keyword} requires exactly one argument")),
+    }
+}
+
+/// `KEY=VALUE ...` pairs (and, when `legacy` is allowed, `KEY value with spaces`).
+fn name_values(rest: &str, keyword: &str, legacy: bool, escape: char) -> Result<Vec<(String, String)>, String> {
+    let rest = rest.trim();
+    let words = split_words(rest, escape);
+    let Some(first) = words.first() else {
+        return Err(format!("{keyword} requires at least one argument"));
+    };
+    if !first.contains('=') {
+        if !legacy {
+            return Err(format!(
+                "{keyword} requires KEY=VALUE pairs, found \"{first}\" without '='"
+            ));
+        }
+        let key_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let key = &rest[..key_len];
+        let value = rest[key_len..].trim();
+        if value.is_empty() {
+            return Err(format!("{keyword} {key} has no value (use {keyword} {key}=VALUE)"));
+        }
+        return Ok(vec![(key.to_string(), value.to_string())]);
+    }
+    words
+        .into_iter()
+        .map(|w| match w.split_once('=') {
+            Some(("", _)) => Err(format!("{keyword} names can not be blank: \"{w}\"")),
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(format!(
+                "syntax error - can't find = in \"{w}\"; {keyword} must be of the form: name=value"
+            )),
+        })
+        .collect()
+}
+
+fn copy_args(rest: &str, keyword: &'static str, add: bool, escape: char) -> Result<CopyArgs, String> {
+    let (flags, rest) = take_flags(rest, keyword, if add { ADD_FLAGS } else { COPY_FLAGS }, escape)?;
+    let (mut words, json_form, heredocs) = match json_array(rest) {
+        Some(v) => (v, true, Vec::new()),
+        None => (
+            rest.split_whitespace().map(str::to_string).collect(),
+            false,
+            heredoc_markers(rest, escape),
+        ),
+    };
+    if words.len() < 2 {
+        return Err(format!("{keyword} requires at least two arguments (source and destination)"));
+    }
+    let dest = words.pop().unwrap_or_default();
+    Ok(CopyArgs {
+        sources: words,
+        dest,
+        from: flags.value("from")?,
+        chown: flags.value("chown")?,
+        chmod: flags.value("chmod")?,
+        link: flags.boolean("link")?.unwrap_or(false),
+        parents: flags.boolean("parents")?.unwrap_or(false),
+        exclude: flags.repeated("exclude")?,
+        checksum: flags.value("checksum")?,
+        keep_git_dir: flags.boolean("keep-git-dir")?,
+        unpack: flags.boolean("unpack")?,
+        heredocs,
+        json_form,
+    })
+}
+
+fn healthcheck(rest: &str, escape: char) -> Result<Healthcheck, String> {
+    let (flags, rest) = take_flags(rest, "HEALTHCHECK", HEALTHCHECK_FLAGS, escape)?;
+    let rest = rest.trim();
+    let type_len = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let (kind, args) = (&rest[..type_len], rest[type_len..].trim());
+    if kind.is_empty() {
+        return Err("HEALTHCHECK requires at least one argument".to_string());
+    }
+    if kind.eq_ignore_ascii_case("NONE") {
+        if !args.is_empty() {
+            return Err("HEALTHCHECK NONE takes no arguments".to_string());
+        }
+        if !flags.given.is_empty() {
+            return Err("HEALTHCHECK NONE takes no flags".to_string());
+        }
+        return Ok(Healthcheck::None);
+    }
+    if !kind.eq_ignore_ascii_case("CMD") {
+        return Err(format!("unknown type \"{kind}\" in HEALTHCHECK (try CMD)"));
+    }
+    if args.is_empty() {
+        return Err("HEALTHCHECK CMD requires a command".to_string());
+    }
+    Ok(Healthcheck::Check {
+        command: command(args),
+        interval: flags.value("interval")?,
+        timeout: flags.value("timeout")?,
+        start_period: flags.value("start-period")?,
+        start_interval: flags.value("start-interval")?,
+        retries: flags.value("retries")?,
+    })
+}
+
+/// Parses one logical instruction (continuations joined, trimmed). `line` is its first
+/// line, used for an `ONBUILD` trigger. Errors are messages; the caller adds the location.
+pub(super) fn parse_instruction(text: &str, escape: char, line: usize) -> Result<InstructionKind, String> {
+    let text = text.trim();
+    let kw_len = text.find(char::is_whitespace).unwrap_or(text.len());
+    let (word, rest) = (&text[..kw_len], text[kw_len..].trim_start());
+    let upper = word.to_ascii_uppercase();
+    let Some(keyword) = KEYWORDS.iter().copied().find(|k| *k == upper) else {
+        return Err(unknown_instruction(word));
+    };
+    Ok(match keyword {
+        "FROM" => {
+            let (flags, rest) = take_flags(rest, keyword, FROM_FLAGS, escape)?;
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let (image, alias) = match words.as_slice() {
+                [image] => (*image, None),
+                [image, as_, alias] if as_.eq_ignore_ascii_case("AS") => (*image, Some(alias.to_string())),
+                _ => return Err("FROM requires either one argument, or three: FROM <image> [AS <name>]".to_string()),
+            };
+            InstructionKind::From {
+                image: image.to_string(),
+                alias,
+                platform: flags.value("platform")?,
+            }
+        }
+        "ARG" => {
+            let words = split_words(rest, escape);
+            if words.is_empty() {
+                return Err("ARG requires at least one argument".to_string());
+            }
+            let decls = words
+                .into_iter()
+                .map(|w| {
+                    let (name, default) = match w.split_once('=') {
+                        Some((n, d)) => (n.to_string(), Some(d.to_string())),
+                        None => (w, None),
+                    };
+                    if name.is_empty() {
+                        Err("ARG names can not be blank".to_string())
+                    } else {
+                        Ok(ArgDecl { name, default })
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            InstructionKind::Arg(decls)
+        }
+        "ENV" => InstructionKind::Env(name_values(rest, keyword, true, escape)?),
+        "LABEL" => InstructionKind::Label(name_values(rest, keyword, false, escape)?),
+        "WORKDIR" => InstructionKind::Workdir(require(rest, keyword)?),
+        "COPY" => InstructionKind::Copy(copy_args(rest, keyword, false, escape)?),
+        "ADD" => InstructionKind::Add(copy_args(rest, keyword, true, escape)?),
+        "RUN" => {
+            let (flags, rest) = take_flags(rest, keyword, RUN_FLAGS, escape)?;
+            let cmd = command(rest);
+            let heredocs = match &cmd {
+                Command::Exec(v) if v.is_empty() => return Err("RUN requires at least one argument".to_string()),
+                Command::Shell(s) if s.is_empty() => return Err("RUN requires at least one argument".to_string()),
+                Command::Exec(_) => Vec::new(),
+                Command::Shell(s) => heredoc_markers(s, escape),
+            };
+            InstructionKind::Run(RunArgs {
+                command: cmd,
+                mounts: flags.repeated("mount")?,
+                network: flags.value("network")?,
+                security: flags.value("security")?,
+                heredocs,
+            })
+        }
+        "CMD" | "ENTRYPOINT" => {
+            let cmd = command(rest);
+            if cmd == Command::Shell(String::new()) {
+                return Err(format!("{keyword} requires at least one argument"));
+            }
+            if keyword == "CMD" {
+                InstructionKind::Cmd(cmd)
+            } else {
+                InstructionKind::Entrypoint(cmd)
+            }
+        }
+        "SHELL" => match json_array(rest) {
+            Some(v) if !v.is_empty() => InstructionKind::Shell(v),
+            Some(_) => return Err("SHELL requires at least one argument".to_string()),
+            None => return Err("SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]".to_string()),
+        },
+        "USER" => InstructionKind::User(exactly_one(rest, keyword)?),
+        "EXPOSE" => {
+            let ports: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+            if ports.is_empty() {
+                return Err("EXPOSE requires at least one argument".to_string());
+            }
+            InstructionKind::Expose(ports)
+        }
+        "VOLUME" => {
+            let paths = match json_array(rest) {
+                Some(v) => v,
+                None => rest.split_whitespace().map(str::to_string).collect(),
+            };
+            if paths.is_empty() {
+                return Err("VOLUME requires at least one argument".to_string());
+            }
+            if paths.iter().any(|p| p.trim().is_empty()) {
+                return Err("VOLUME specified can not be an empty string".to_string());
+            }
+            InstructionKind::Volume(paths)
+        }
+        "STOPSIGNAL" => InstructionKind::StopSignal(exactly_one(rest, keyword)?),
+        "HEALTHCHECK" => InstructionKind::Healthcheck(healthcheck(rest, escape)?),
+        "ONBUILD" => {
+            let trigger = require(rest, keyword)?;
+            let trigger_word = trigger.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+            if matches!(trigger_word.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+                return Err(format!("{trigger_word} isn't allowed as an ONBUILD trigger"));
+            }
+            let kind = parse_instruction(&trigger, escape, line)?;
+            InstructionKind::Onbuild(Box::new(Instruction {
+                line,
+                end_line: line,
+                original: trigger,
+                kind,
+            }))
+        }
+        "MAINTAINER" => InstructionKind::Maintainer(require(rest, keyword)?),
+        _ => return Err(unknown_instruction(word)),
+    })
+}
