@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# ocibuild test lab: local CNCF distribution registries plus base-image fixtures.
+#
+#   scripts/lab.sh up     install tools, start registries, push fixtures (idempotent)
+#   scripts/lab.sh env    print `export ...` lines; runs `up` first when needed
+#                         usage: eval "$(scripts/lab.sh env)"
+#   scripts/lab.sh down   stop both registries (data is kept in the state dir)
+#
+# State lives in ${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}. Progress goes to stderr;
+# stdout is reserved for `env`.
+#
+# Registries:
+#   plain  127.0.0.1:<port>   anonymous, delete enabled, fixtures busybox:latest and
+#                             busybox-multi:latest (OCI index: linux/amd64 + fake linux/arm64)
+#   auth   127.0.0.1:<port2>  htpasswd basic auth, user ocitest / ocitest-pw
+set -euo pipefail
+
+LAB_DIR="${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}"
+AUTH_USER=ocitest
+AUTH_PASSWORD=ocitest-pw
+PACKAGES=(docker-registry skopeo umoci busybox-static jq apache2-utils buildah curl)
+ENV_FILE="$LAB_DIR/env"
+
+log() { printf 'lab: %s\n' "$*" >&2; }
+die() {
+  printf 'lab: error: %s\n' "$*" >&2
+  exit 1
+}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root (or sudo) to run: $*"
+  fi
+}
+
+install_packages() {
+  local missing=() p
+  for p in "${PACKAGES[@]}"; do
+    if ! dpkg -s "$p" >/dev/null 2>&1; then
+      missing+=("$p")
+    fi
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    log "packages present: ${PACKAGES[*]}"
+    return
+  fi
+  log "installing missing packages: ${missing[*]}"
+  as_root apt-get update >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
+}
+
+# port_in_use PORT -> 0 when something listens on 127.0.0.1:PORT
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# free_port START [EXCLUDE] -> first free port >= START (and != EXCLUDE)
+free_port() {
+  local p="$1" exclude="${2:-}"
+  while [ "$p" -lt 65000 ]; do
+    if [ "$p" != "$exclude" ] && ! port_in_use "$p"; then
+      echo "$p"
+      return 0
+    fi
+    p=$((p + 1))
+  done
+  die "no free port found from $1 upward"
+}
+
+# http_status URL -> prints HTTP status code ("000" when unreachable)
+http_status() {
+  curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null || true
+}
+
+# registry_alive NAME -> 0 when the pid in NAME.pid is alive and /v2/ answers
+registry_alive() {
+  local name="$1" dir="$LAB_DIR/$1" pid addr code
+  [ -f "$dir/pid" ] && [ -f "$dir/addr" ] || return 1
+  pid="$(cat "$dir/pid")"
+  addr="$(cat "$dir/addr")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  code="$(http_status "http://$addr/v2/")"
+  [ "$code" = 200 ] || [ "$code" = 401 ] || {
+    log "$name registry (pid $pid) does not answer on $addr (status $code)"
+    return 1
+  }
+}
+
+stop_registry() {
+  local name="$1" dir="$LAB_DIR/$1" pid i
+  [ -f "$dir/pid" ] || return 0
+  pid="$(cat "$dir/pid")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name registry (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$dir/pid"
+}
+
+# start_registry NAME START_PORT EXCLUDE_PORT AUTH(0|1)
+start_registry() {
+  local name="$1" start="$2" exclude="$3" auth="$4"
+  local dir="$LAB_DIR/$name" port addr i code
+  if registry_alive "$name"; then
+    log "$name registry already running on $(cat "$dir/addr") (pid $(cat "$dir/pid"))"
+    return 0
+  fi
+  stop_registry "$name"
+  mkdir -p "$dir/data"
+  port="$(free_port "$start" "$exclude")"
+  addr="127.0.0.1:$port"
+  {
+    echo "version: 0.1"
+    echo "log:"
+    echo "  level: warn"
+    echo "  accesslog:"
+    echo "    disabled: true"
+    echo "storage:"
+    echo "  filesystem:"
+    echo "    rootdirectory: $dir/data"
+    echo "  delete:"
+    echo "    enabled: true"
+    echo "  cache:"
+    echo "    blobdescriptor: inmemory"
+    echo "http:"
+    echo "  addr: $addr"
+    if [ "$auth" = 1 ]; then
+      echo "auth:"
+      echo "  htpasswd:"
+      echo "    realm: ocibuild-lab"
+      echo "    path: $dir/htpasswd"
+    fi
+  } >"$dir/config.yml"
+  if [ "$auth" = 1 ]; then
+    htpasswd -Bbn "$AUTH_USER" "$AUTH_PASSWORD" >"$dir/htpasswd"
+  fi
+  log "starting $name registry on $addr (log: $dir/registry.log)"
+  # setsid detaches the registry from our process group; the inner shell records
+  # its own pid and then execs the registry, so the pid file is exact.
+  setsid -f sh -c 'echo $$ >"$1"; exec docker-registry serve "$2"' sh \
+    "$dir/pid" "$dir/config.yml" >>"$dir/registry.log" 2>&1 </dev/null 9>&-
+  echo "$addr" >"$dir/addr"
+  for i in $(seq 1 100); do
+    code="$(http_status "http://$addr/v2/")"
+    if [ "$code" = 200 ] || [ "$code" = 401 ]; then
+      log "$name registry ready on $addr (pid $(cat "$dir/pid"))"
+      return 0
+    fi
+    sleep 0.1
+  done
+  tail -n 20 "$dir/registry.log" >&2 || true
+  die "$name registry did not answer on http://$addr/v2/ within 10s (see $dir/registry.log)"
+}
+
+# Builds the busybox fixture as an OCI layout with umoci only (no ocibuild code).
+build_busybox_layout() {
+  local work="$1" layout="$1/oci" bundle="$1/bundle" rootfs a
+  rm -rf "$work"
+  mkdir -p "$work"
+  umoci init --layout "$layout"
+  umoci new --image "$layout:latest"
+  umoci unpack --image "$layout:latest" "$bundle" >&2
+  rootfs="$bundle/rootfs"
+  mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/root" "$rootfs/tmp" "$rootfs/var" "$rootfs/usr/bin"
+  chmod 1777 "$rootfs/tmp"
+  chmod 0700 "$rootfs/root"
+  local bb
+  bb="$(command -v busybox || true)"
+  [ -x /bin/busybox ] && bb=/bin/busybox
+  [ -n "$bb" ] || die "busybox binary not found (package busybox-static)"
+  install -m 0755 "$bb" "$rootfs/bin/busybox"
+  for a in $("$bb" --list); do
+    case "$a" in
+    busybox | */*) continue ;;
+    esac
+    [ -e "$rootfs/bin/$a" ] || ln -s busybox "$rootfs/bin/$a"
+  done
+  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' \
+    'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$rootfs/etc/passwd"
+  printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$rootfs/etc/group"
+  chmod 0644 "$rootfs/etc/passwd" "$rootfs/etc/group"
+  umoci repack --image "$layout:latest" "$bundle"
+  umoci config --image "$layout:latest" --os linux --architecture amd64 \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.cmd sh
+  umoci gc --layout "$layout"
+}
+
+# Adds tag "multi" to the layout: an OCI index with the amd64 image and a fake
+# linux/arm64 entry (same layers, config with architecture arm64).
+add_multi_index() {
+  local layout="$1" blobs="$1/blobs/sha256"
+  local man_digest man_size man cfg_digest cfg arm_cfg arm_cfg_digest arm_cfg_size
+  local arm_man arm_man_digest arm_man_size index index_digest index_size
+  man_digest="$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="latest") | .digest' "$layout/index.json")"
+  [ -n "$man_digest" ] || die "tag latest missing from $layout/index.json"
+  man="$blobs/${man_digest#sha256:}"
+  man_size="$(stat -c %s "$man")"
+  cfg_digest="$(jq -r .config.digest "$man")"
+  cfg="$blobs/${cfg_digest#sha256:}"
+
+  arm_cfg="$(mktemp)"
+  jq -c '.architecture = "arm64" | .variant = "v8"' "$cfg" >"$arm_cfg"
+  arm_cfg_digest="sha256:$(sha256sum "$arm_cfg" | cut -d' ' -f1)"
+  arm_cfg_size="$(stat -c %s "$arm_cfg")"
+  mv "$arm_cfg" "$blobs/${arm_cfg_digest#sha256:}"
+
+  arm_man="$(mktemp)"
+  jq -c --arg d "$arm_cfg_digest" --argjson s "$arm_cfg_size" \
+    '.config.digest = $d | .config.size = $s' "$man" >"$arm_man"
+  arm_man_digest="sha256:$(sha256sum "$arm_man" | cut -d' ' -f1)"
+  arm_man_size="$(stat -c %s "$arm_man")"
+  mv "$arm_man" "$blobs/${arm_man_digest#sha256:}"
+
+  index="$(mktemp)"
+  jq -cn --arg d1 "$man_digest" --argjson s1 "$man_size" \
+    --arg d2 "$arm_man_digest" --argjson s2 "$arm_man_size" '{
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.index.v1+json",
+      manifests: [
+        {mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $d1, size: $s1,
+         platform: {architecture: "amd64", os: "linux"}},
+        {mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $d2, size: $s2,
+         platform: {architecture: "arm64", os: "linux", variant: "v8"}}
+      ]}' >"$index"
+  index_digest="sha256:$(sha256sum "$index" | cut -d' ' -f1)"
+  index_size="$(stat -c %s "$index")"
+  mv "$index" "$blobs/${index_digest#sha256:}"
+  chmod 0644 "$blobs/${arm_cfg_digest#sha256:}" "$blobs/${arm_man_digest#sha256:}" "$blobs/${index_digest#sha256:}"
+
+  jq --arg d "$index_digest" --argjson s "$index_size" \
+    '.manifests += [{mediaType: "application/vnd.oci.image.index.v1+json", digest: $d, size: $s,
+      annotations: {"org.opencontainers.image.ref.name": "multi"}}]' \
+    "$layout/index.json" >"$layout/index.json.new"
+  mv "$layout/index.json.new" "$layout/index.json"
+}
+
+push_fixtures() {
+  local addr="$1" work="$LAB_DIR/fixture"
+  if skopeo inspect --tls-verify=false --raw "docker://$addr/busybox:latest" >/dev/null 2>&1 &&
+    skopeo inspect --tls-verify=false --raw "docker://$addr/busybox-multi:latest" >/dev/null 2>&1; then
+    log "fixtures busybox:latest and busybox-multi:latest already in $addr"
+    return 0
+  fi
+  log "building busybox fixture in $work"
+  build_busybox_layout "$work" >&2
+  add_multi_index "$work/oci" >&2
+  log "pushing $addr/busybox:latest"
+  skopeo copy --quiet --dest-tls-verify=false --preserve-digests \
+    "oci:$work/oci:latest" "docker://$addr/busybox:latest" >&2
+  log "pushing $addr/busybox-multi:latest"
+  skopeo copy --quiet --all --dest-tls-verify=false --preserve-digests \
+    "oci:$work/oci:multi" "docker://$addr/busybox-multi:latest" >&2
+}
+
+write_env() {
+  local tmp="$ENV_FILE.tmp"
+  {
+    echo "export OCIBUILD_TEST_REGISTRY=$(cat "$LAB_DIR/plain/addr")"
+    echo "export OCIBUILD_TEST_AUTH_REGISTRY=$(cat "$LAB_DIR/auth/addr")"
+    echo "export OCIBUILD_TEST_AUTH_USER=$AUTH_USER"
+    echo "export OCIBUILD_TEST_AUTH_PASSWORD=$AUTH_PASSWORD"
+    echo "export OCIBUILD_LAB_DIR=$LAB_DIR"
+  } >"$tmp"
+  mv "$tmp" "$ENV_FILE"
+}
+
+cmd_up() {
+  mkdir -p "$LAB_DIR/plain" "$LAB_DIR/auth"
+  exec 9>"$LAB_DIR/lock"
+  flock 9 2>/dev/null || true
+  install_packages
+  start_registry plain 5100 "" 0
+  local plain_port
+  plain_port="$(cut -d: -f2 "$LAB_DIR/plain/addr")"
+  start_registry auth $((plain_port + 1)) "$plain_port" 1
+  push_fixtures "$(cat "$LAB_DIR/plain/addr")"
+  write_env
+  log "ready; run: eval \"\$(scripts/lab.sh env)\""
+}
+
+cmd_env() {
+  if ! registry_alive plain || ! registry_alive auth || [ ! -f "$ENV_FILE" ]; then
+    cmd_up
+  fi
+  cat "$ENV_FILE"
+}
+
+cmd_down() {
+  stop_registry plain
+  stop_registry auth
+  rm -f "$ENV_FILE"
+  log "lab stopped (data kept in $LAB_DIR)"
+}
+
+case "${1:-}" in
+up) cmd_up ;;
+env) cmd_env ;;
+down) cmd_down ;;
+*)
+  echo "usage: $0 up|env|down" >&2
+  exit 2
+  ;;
+esac
