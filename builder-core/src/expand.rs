@@ -190,7 +190,12 @@ impl<'a> Expander<'a> {
 
     /// Processes unquoted text up to `stop` (an unquoted `}` closing a `${...}` word) or
     /// the end. With `eval` false the text is only scanned (for words that are not used).
-    fn unquoted(&mut self, out: &mut Out, stop: Option<char>, eval: bool) -> Result<(), ExpandError> {
+    fn unquoted(
+        &mut self,
+        out: &mut Out,
+        stop: Option<char>,
+        eval: bool,
+    ) -> Result<(), ExpandError> {
         loop {
             let Some(c) = self.next() else {
                 return match stop {
@@ -212,7 +217,11 @@ impl<'a> Expander<'a> {
                     match self.next() {
                         Some('\'') => break,
                         Some(_) => {}
-                        None => return Err(ExpandError::new("unexpected end of text while looking for matching single-quote")),
+                        None => {
+                            return Err(ExpandError::new(
+                                "unexpected end of text while looking for matching single-quote",
+                            ))
+                        }
                     }
                 }
                 let s: String = self.chars[start..self.pos - 1].iter().collect();
@@ -236,11 +245,18 @@ impl<'a> Expander<'a> {
 
     /// Processes double-quoted text (the opening quote consumed) up to `term`: `"` for a
     /// quoted string, `}` for a `${...}` word inside double quotes.
-    fn double_quoted(&mut self, out: &mut String, term: char, eval: bool) -> Result<(), ExpandError> {
+    fn double_quoted(
+        &mut self,
+        out: &mut String,
+        term: char,
+        eval: bool,
+    ) -> Result<(), ExpandError> {
         loop {
             let Some(c) = self.next() else {
                 return Err(if term == '"' {
-                    ExpandError::new("unexpected end of text while looking for matching double-quote")
+                    ExpandError::new(
+                        "unexpected end of text while looking for matching double-quote",
+                    )
                 } else {
                     ExpandError::new("missing '}' in substitution")
                 });
@@ -341,7 +357,11 @@ impl<'a> Expander<'a> {
         }
         match op {
             '?' if use_word => {
-                let message = if word.is_empty() { "parameter not set or null" } else { &word };
+                let message = if word.is_empty() {
+                    "parameter not set or null"
+                } else {
+                    &word
+                };
                 Err(ExpandError::new(format!("{name}: {message}")))
             }
             '?' => Ok(value.unwrap_or_default()),
@@ -373,7 +393,10 @@ impl<'a> Expander<'a> {
     }
 
     fn missing_brace(&self, start: usize) -> ExpandError {
-        ExpandError::new(format!("missing '}}' in substitution: ${{{}", self.text_from(start)))
+        ExpandError::new(format!(
+            "missing '}}' in substitution: ${{{}",
+            self.text_from(start)
+        ))
     }
 }
 
@@ -544,7 +567,10 @@ mod tests {
     #[test]
     fn backtick_escape_keeps_backslashes_literal() {
         let v = vars();
-        assert_eq!(expand_word(r"C:\Users\$NAME", &v, '`').unwrap(), r"C:\Users\world");
+        assert_eq!(
+            expand_word(r"C:\Users\$NAME", &v, '`').unwrap(),
+            r"C:\Users\world"
+        );
         assert_eq!(expand_word("`$NAME", &v, '`').unwrap(), "$NAME");
         assert_eq!(expand_word("\"a`\"b\"", &v, '`').unwrap(), "a\"b");
         assert_eq!(expand_word(r"\$NAME", &v, '`').unwrap(), r"\world");
@@ -602,7 +628,19 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_input() {
-        for s in ["$", "${", "${:", "${A:", "${A:-", "\\", "\"\\", "'", "\"$", "${A-${", "é$é${é}"] {
+        for s in [
+            "$",
+            "${",
+            "${:",
+            "${A:",
+            "${A:-",
+            "\\",
+            "\"\\",
+            "'",
+            "\"$",
+            "${A-${",
+            "é$é${é}",
+        ] {
             let _ = expand_word(s, &vars(), '\\');
             let _ = expand_words(s, &vars(), '`');
         }

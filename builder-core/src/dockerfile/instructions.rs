@@ -1,6 +1,8 @@
 //! One logical instruction line to an [`InstructionKind`].
 
-use super::{ArgDecl, Command, CopyArgs, Healthcheck, Heredoc, Instruction, InstructionKind, RunArgs};
+use super::{
+    ArgDecl, Command, CopyArgs, Healthcheck, Heredoc, Instruction, InstructionKind, RunArgs,
+};
 
 /// Every instruction keyword.
 const KEYWORDS: &[&str] = &[
@@ -54,7 +56,8 @@ const ADD_FLAGS: &[(&str, FlagKind)] = &[
     ("unpack", Bool),
     ("exclude", Repeated),
 ];
-const RUN_FLAGS: &[(&str, FlagKind)] = &[("mount", Repeated), ("network", Value), ("security", Value)];
+const RUN_FLAGS: &[(&str, FlagKind)] =
+    &[("mount", Repeated), ("network", Value), ("security", Value)];
 const HEALTHCHECK_FLAGS: &[(&str, FlagKind)] = &[
     ("interval", Value),
     ("timeout", Value),
@@ -72,22 +75,29 @@ struct Flags {
 
 impl Flags {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Option<String>> + 'a {
-        self.given.iter().filter(move |(n, _)| n == name).map(|(_, v)| v)
+        self.given
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 
     fn value(&self, name: &str) -> Result<Option<String>, String> {
         match self.values(name).next() {
             None => Ok(None),
             Some(Some(v)) => Ok(Some(v.clone())),
-            Some(None) => Err(format!("missing a value on flag: --{name} for {}", self.keyword)),
+            Some(None) => Err(format!(
+                "missing a value on flag: --{name} for {}",
+                self.keyword
+            )),
         }
     }
 
     fn repeated(&self, name: &str) -> Result<Vec<String>, String> {
         self.values(name)
             .map(|v| {
-                v.clone()
-                    .ok_or_else(|| format!("missing a value on flag: --{name} for {}", self.keyword))
+                v.clone().ok_or_else(|| {
+                    format!("missing a value on flag: --{name} for {}", self.keyword)
+                })
             })
             .collect()
     }
@@ -99,7 +109,10 @@ impl Flags {
             Some(Some(v)) => match v.to_ascii_lowercase().as_str() {
                 "true" | "1" => Ok(Some(true)),
                 "false" | "0" => Ok(Some(false)),
-                _ => Err(format!("invalid boolean value for flag --{name} of {}: {v}", self.keyword)),
+                _ => Err(format!(
+                    "invalid boolean value for flag --{name} of {}: {v}",
+                    self.keyword
+                )),
             },
         }
     }
@@ -195,7 +208,10 @@ fn command(rest: &str) -> Command {
 fn heredoc_markers(rest: &str, escape: char) -> Vec<Heredoc> {
     let mut docs = Vec::new();
     for word in split_words(rest, escape) {
-        let Some(marker) = word.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix("<<") else {
+        let Some(marker) = word
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .strip_prefix("<<")
+        else {
             continue;
         };
         let (chomp, delim) = match marker.strip_prefix('-') {
@@ -241,19 +257,32 @@ fn heredoc_markers(rest: &str, escape: char) -> Vec<Heredoc> {
     docs
 }
 
+/// Edit distance counting insertions, deletions, substitutions and transpositions of
+/// adjacent characters (optimal string alignment).
 fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * w + j] = if i == 0 {
+                j
+            } else if j == 0 {
+                i
+            } else {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut v = (d[(i - 1) * w + j - 1] + cost)
+                    .min(d[(i - 1) * w + j] + 1)
+                    .min(d[i * w + j - 1] + 1);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    v = v.min(d[(i - 2) * w + j - 2] + 1);
+                }
+                v
+            };
         }
-        prev = cur;
     }
-    prev[b.len()]
+    d[a.len() * w + b.len()]
 }
 
 fn unknown_instruction(word: &str) -> String {
@@ -286,7 +315,12 @@ fn exactly_one(rest: &str, keyword: &str) -> Result<String, String> {
 }
 
 /// `KEY=VALUE ...` pairs (and, when `legacy` is allowed, `KEY value with spaces`).
-fn name_values(rest: &str, keyword: &str, legacy: bool, escape: char) -> Result<Vec<(String, String)>, String> {
+fn name_values(
+    rest: &str,
+    keyword: &str,
+    legacy: bool,
+    escape: char,
+) -> Result<Vec<(String, String)>, String> {
     let rest = rest.trim();
     let words = split_words(rest, escape);
     let Some(first) = words.first() else {
@@ -302,7 +336,9 @@ fn name_values(rest: &str, keyword: &str, legacy: bool, escape: char) -> Result<
         let key = &rest[..key_len];
         let value = rest[key_len..].trim();
         if value.is_empty() {
-            return Err(format!("{keyword} {key} has no value (use {keyword} {key}=VALUE)"));
+            return Err(format!(
+                "{keyword} {key} has no value (use {keyword} {key}=VALUE)"
+            ));
         }
         return Ok(vec![(key.to_string(), value.to_string())]);
     }
@@ -318,8 +354,18 @@ fn name_values(rest: &str, keyword: &str, legacy: bool, escape: char) -> Result<
         .collect()
 }
 
-fn copy_args(rest: &str, keyword: &'static str, add: bool, escape: char) -> Result<CopyArgs, String> {
-    let (flags, rest) = take_flags(rest, keyword, if add { ADD_FLAGS } else { COPY_FLAGS }, escape)?;
+fn copy_args(
+    rest: &str,
+    keyword: &'static str,
+    add: bool,
+    escape: char,
+) -> Result<CopyArgs, String> {
+    let (flags, rest) = take_flags(
+        rest,
+        keyword,
+        if add { ADD_FLAGS } else { COPY_FLAGS },
+        escape,
+    )?;
     let (mut words, json_form, heredocs) = match json_array(rest) {
         Some(v) => (v, true, Vec::new()),
         None => (
@@ -329,7 +375,9 @@ fn copy_args(rest: &str, keyword: &'static str, add: bool, escape: char) -> Resu
         ),
     };
     if words.len() < 2 {
-        return Err(format!("{keyword} requires at least two arguments (source and destination)"));
+        return Err(format!(
+            "{keyword} requires at least two arguments (source and destination)"
+        ));
     }
     let dest = words.pop().unwrap_or_default();
     Ok(CopyArgs {
@@ -384,7 +432,11 @@ fn healthcheck(rest: &str, escape: char) -> Result<Healthcheck, String> {
 
 /// Parses one logical instruction (continuations joined, trimmed). `line` is its first
 /// line, used for an `ONBUILD` trigger. Errors are messages; the caller adds the location.
-pub(super) fn parse_instruction(text: &str, escape: char, line: usize) -> Result<InstructionKind, String> {
+pub(super) fn parse_instruction(
+    text: &str,
+    escape: char,
+    line: usize,
+) -> Result<InstructionKind, String> {
     let text = text.trim();
     let kw_len = text.find(char::is_whitespace).unwrap_or(text.len());
     let (word, rest) = (&text[..kw_len], text[kw_len..].trim_start());
@@ -398,8 +450,15 @@ pub(super) fn parse_instruction(text: &str, escape: char, line: usize) -> Result
             let words: Vec<&str> = rest.split_whitespace().collect();
             let (image, alias) = match words.as_slice() {
                 [image] => (*image, None),
-                [image, as_, alias] if as_.eq_ignore_ascii_case("AS") => (*image, Some(alias.to_string())),
-                _ => return Err("FROM requires either one argument, or three: FROM <image> [AS <name>]".to_string()),
+                [image, as_, alias] if as_.eq_ignore_ascii_case("AS") => {
+                    (*image, Some(alias.to_string()))
+                }
+                _ => {
+                    return Err(
+                        "FROM requires either one argument, or three: FROM <image> [AS <name>]"
+                            .to_string(),
+                    )
+                }
             };
             InstructionKind::From {
                 image: image.to_string(),
@@ -437,8 +496,12 @@ pub(super) fn parse_instruction(text: &str, escape: char, line: usize) -> Result
             let (flags, rest) = take_flags(rest, keyword, RUN_FLAGS, escape)?;
             let cmd = command(rest);
             let heredocs = match &cmd {
-                Command::Exec(v) if v.is_empty() => return Err("RUN requires at least one argument".to_string()),
-                Command::Shell(s) if s.is_empty() => return Err("RUN requires at least one argument".to_string()),
+                Command::Exec(v) if v.is_empty() => {
+                    return Err("RUN requires at least one argument".to_string())
+                }
+                Command::Shell(s) if s.is_empty() => {
+                    return Err("RUN requires at least one argument".to_string())
+                }
                 Command::Exec(_) => Vec::new(),
                 Command::Shell(s) => heredoc_markers(s, escape),
             };
@@ -464,7 +527,10 @@ pub(super) fn parse_instruction(text: &str, escape: char, line: usize) -> Result
         "SHELL" => match json_array(rest) {
             Some(v) if !v.is_empty() => InstructionKind::Shell(v),
             Some(_) => return Err("SHELL requires at least one argument".to_string()),
-            None => return Err("SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]".to_string()),
+            None => return Err(
+                "SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]"
+                    .to_string(),
+            ),
         },
         "USER" => InstructionKind::User(exactly_one(rest, keyword)?),
         "EXPOSE" => {
@@ -491,9 +557,15 @@ pub(super) fn parse_instruction(text: &str, escape: char, line: usize) -> Result
         "HEALTHCHECK" => InstructionKind::Healthcheck(healthcheck(rest, escape)?),
         "ONBUILD" => {
             let trigger = require(rest, keyword)?;
-            let trigger_word = trigger.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+            let trigger_word = trigger
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
             if matches!(trigger_word.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                return Err(format!("{trigger_word} isn't allowed as an ONBUILD trigger"));
+                return Err(format!(
+                    "{trigger_word} isn't allowed as an ONBUILD trigger"
+                ));
             }
             let kind = parse_instruction(&trigger, escape, line)?;
             InstructionKind::Onbuild(Box::new(Instruction {

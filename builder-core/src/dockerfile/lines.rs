@@ -89,7 +89,11 @@ pub(super) fn parse_file(text: &str, file: &Path) -> Result<Dockerfile, ParseErr
             break;
         }
         if seen.contains(&key) {
-            return Err(ctx.error(idx + 1, line, format!("only one {key} parser directive can be used")));
+            return Err(ctx.error(
+                idx + 1,
+                line,
+                format!("only one {key} parser directive can be used"),
+            ));
         }
         match key.as_str() {
             "escape" => {
@@ -160,7 +164,12 @@ pub(super) fn parse_file(text: &str, file: &Path) -> Result<Dockerfile, ParseErr
             InstructionKind::From { .. } => seen_from = true,
             InstructionKind::Arg(_) => {}
             _ if !seen_from => {
-                let keyword = ins.original.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+                let keyword = ins
+                    .original
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
                 return Err(ctx.error(
                     line_no,
                     &ins.original,
@@ -179,11 +188,18 @@ pub(super) fn parse_file(text: &str, file: &Path) -> Result<Dockerfile, ParseErr
                         return Err(ctx.error(
                             line_no,
                             &ins.original,
-                            format!("unterminated heredoc <<{}: no line equal to \"{}\" found", doc.name, doc.name),
+                            format!(
+                                "unterminated heredoc <<{}: no line equal to \"{}\" found",
+                                doc.name, doc.name
+                            ),
                         ));
                     };
                     i += 1;
-                    let line = if doc.chomp { line.trim_start_matches('\t') } else { line };
+                    let line = if doc.chomp {
+                        line.trim_start_matches('\t')
+                    } else {
+                        line
+                    };
                     if line == doc.name {
                         break;
                     }
