@@ -1,0 +1,845 @@
+//! Running one RUN command inside a root filesystem directory, isolated from the host.
+//!
+//! Three modes ([`Isolation`]):
+//! - [`Isolation::Namespaces`] (default): new mount + pid namespaces (plus a user namespace
+//!   mapping root to the caller when not run as root, a network namespace for
+//!   [`Network::None`], a UTS namespace for a hostname). Inside the rootfs a fresh `/proc`,
+//!   a minimal `/dev`, a read-only `/sys` (when permitted) and per-run copies of
+//!   `/etc/resolv.conf`, `/etc/hosts` (and `/etc/hostname`) are mounted, then the command is
+//!   run chrooted as pid 2 under a small init (pid 1) that reaps zombies.
+//! - [`Isolation::Chroot`]: fork, chroot, switch user, exec — for environments where
+//!   namespaces are forbidden but chroot is allowed.
+//! - [`Isolation::None`]: run directly on `/` (kaniko mode, inside a throwaway container).
+//!
+//! The rootfs is left exactly as the command left it: mount points that had to be created
+//! (and missing parents such as `/etc`) are removed afterwards and the timestamps of the
+//! directories that contained them are restored, so the snapshotter sees only the command's
+//! own changes. No mount is ever made in the caller's mount namespace.
+//!
+//! All unsafe code lives in the private `sys` submodule.
+
+mod rootfs;
+mod sys;
+mod user;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub use user::{resolve_user, ExecUser};
+
+use rootfs::{Kind, Placeholders};
+use sys::{ChildPlan, ErrorRecord, ExecPlan, NsPlan, Op, Stage};
+
+/// How RUN steps are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Mount + pid namespaces (+ user namespace when not root), chroot into the rootfs.
+    #[default]
+    Namespaces,
+    /// Only chroot, no namespaces: for pods where `unshare` is forbidden.
+    Chroot,
+    /// Run directly; the rootfs must be `/` (kaniko mode).
+    None,
+}
+
+/// The network a RUN command sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// The host's network.
+    #[default]
+    Host,
+    /// A new, empty network namespace (only a loopback device, down).
+    /// Requires [`Isolation::Namespaces`].
+    None,
+}
+
+/// A bind mount into the rootfs for the duration of one run (`RUN --mount`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Host path (file or directory) to bind.
+    pub source: PathBuf,
+    /// Absolute path inside the rootfs; created for the run and removed afterwards if missing.
+    pub target: String,
+    /// Make the bind mount read-only.
+    pub readonly: bool,
+}
+
+/// What to run and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Root filesystem directory on the host.
+    pub rootfs: PathBuf,
+    /// The full argv, e.g. `["/bin/sh", "-c", "echo hi"]`; argv\[0\] is looked up in the
+    /// command's `PATH` inside the rootfs when it has no `/`.
+    pub argv: Vec<String>,
+    /// Environment; `HOME` and `PATH` get Docker's defaults when absent. Later duplicates win.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the rootfs (must exist).
+    pub cwd: String,
+    /// `name`, `uid`, `uid:gid`, `name:group`, resolved against the rootfs' `/etc/passwd` and
+    /// `/etc/group`; `None` is root.
+    pub user: Option<String>,
+    /// Hostname (namespace mode only; ignored otherwise).
+    pub hostname: Option<String>,
+    /// Network access.
+    pub network: Network,
+    /// Isolation mode.
+    pub isolation: Isolation,
+    /// Bind mounts (namespace mode only).
+    pub extra_mounts: Vec<Mount>,
+    /// A host directory outside the rootfs for per-run files (copies of resolv.conf, hosts).
+    pub scratch_dir: PathBuf,
+}
+
+/// The result of a finished command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Exit code, or 128+signal when the command was killed by a signal.
+    pub status: i32,
+}
+
+/// Errors of [`run`] and [`probe`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IsolationError {
+    /// The kernel refused to create namespaces or to mount.
+    #[error(
+        "creating namespaces or mounting was refused ({source}); this happens e.g. in a \
+         Kubernetes pod's default seccomp/AppArmor profile or in an unprivileged container: \
+         use --isolation chroot where only chroot is allowed, or --isolation none inside a \
+         throwaway container (kaniko mode)"
+    )]
+    NamespacesDenied {
+        /// The refused system call's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The command could not be executed.
+    #[error("cannot execute {program:?} inside the rootfs: {source}")]
+    Exec {
+        /// argv\[0\].
+        program: String,
+        /// Why execve failed (ENOENT: not found in PATH).
+        #[source]
+        source: io::Error,
+    },
+    /// A user name that is not in the rootfs' passwd file.
+    #[error("unknown user {user:?}: no such entry in {}", file.display())]
+    UnknownUser {
+        /// The requested user.
+        user: String,
+        /// The passwd file looked at.
+        file: PathBuf,
+    },
+    /// A group name that is not in the rootfs' group file.
+    #[error("unknown group {group:?}: no such entry in {}", file.display())]
+    UnknownGroup {
+        /// The requested group.
+        group: String,
+        /// The group file looked at.
+        file: PathBuf,
+    },
+    /// A file operation on the host failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A mount inside the rootfs failed for another reason than a refusal.
+    #[error("mounting {target} inside the rootfs failed: {source}")]
+    Mount {
+        /// The mount target inside the rootfs.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// chroot into the rootfs failed.
+    #[error("chroot into {} failed: {source}", rootfs.display())]
+    Chroot {
+        /// The rootfs.
+        rootfs: PathBuf,
+        /// The underlying error (EPERM: chroot needs CAP_SYS_CHROOT).
+        #[source]
+        source: io::Error,
+    },
+    /// The working directory could not be entered.
+    #[error("cannot change to working directory {cwd:?} inside the rootfs: {source}")]
+    Chdir {
+        /// The working directory.
+        cwd: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// setgroups/setgid/setuid failed.
+    #[error("cannot switch to uid {uid} gid {gid}: {source}")]
+    SwitchUser {
+        /// Target uid.
+        uid: u32,
+        /// Target gid.
+        gid: u32,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Without root, the user namespace maps only root, so other users cannot be used.
+    #[error(
+        "user {user:?} (uid {uid}, gid {gid}) is not available when running without root: \
+         the user namespace maps only root"
+    )]
+    RootlessUser {
+        /// The requested user.
+        user: String,
+        /// Resolved uid.
+        uid: u32,
+        /// Resolved gid.
+        gid: u32,
+    },
+    /// The spec is inconsistent (empty argv, NUL bytes, unsupported combination, ...).
+    #[error("invalid run spec: {0}")]
+    InvalidSpec(String),
+    /// Another setup step failed (fork, pipes, sethostname, waiting).
+    #[error("{step} failed: {source}")]
+    Setup {
+        /// The step.
+        step: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Docker's default `PATH`.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Host device nodes bind-mounted into the minimal `/dev` (name, optional).
+const DEV_NODES: &[(&str, bool)] = &[
+    ("null", false),
+    ("zero", false),
+    ("full", false),
+    ("random", false),
+    ("urandom", false),
+    ("tty", true),
+];
+
+/// Longest partial line buffered before it is passed on without a newline.
+const MAX_LINE: usize = 64 * 1024;
+
+fn cstring(what: &str, bytes: impl Into<Vec<u8>>) -> Result<CString, IsolationError> {
+    CString::new(bytes)
+        .map_err(|_| IsolationError::InvalidSpec(format!("{what} contains a NUL byte")))
+}
+
+fn path_cstring(path: &Path) -> Result<CString, IsolationError> {
+    cstring(&path.display().to_string(), path.as_os_str().as_bytes())
+}
+
+fn io_error(path: &Path, source: io::Error) -> IsolationError {
+    IsolationError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Checks whether `isolation` works on this machine, for a clear early error:
+/// for [`Isolation::Namespaces`] a throwaway child creates the namespaces and mounts a `proc`;
+/// for [`Isolation::Chroot`] it chroots to `/`. [`Isolation::None`] always works.
+pub fn probe(isolation: Isolation) -> Result<(), IsolationError> {
+    let (ns, root) = match isolation {
+        Isolation::None => return Ok(()),
+        Isolation::Chroot => (None, Some(c"/".to_owned())),
+        Isolation::Namespaces => {
+            let ns = NsPlan {
+                flags: namespace_flags(Network::Host, false),
+                user_maps: user_maps(),
+                hostname: None,
+                ops: vec![Op::Mount {
+                    source: Some(c"proc".to_owned()),
+                    target: c"/proc".to_owned(),
+                    fstype: Some(c"proc".to_owned()),
+                    flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    data: None,
+                    optional: false,
+                }],
+            };
+            (Some(ns), None)
+        }
+    };
+    let mut plan = ChildPlan {
+        ns,
+        root,
+        cwd: c"/".to_owned(),
+        identity: None,
+        probe_only: true,
+        exec: ExecPlan::new(vec![c"true".to_owned()], Vec::new(), Vec::new()),
+    };
+    let mut child = sys::spawn(&mut plan).map_err(|source| IsolationError::Setup {
+        step: "fork",
+        source,
+    })?;
+    child.wait().map_err(|source| IsolationError::Setup {
+        step: "waitpid",
+        source,
+    })?;
+    match child.error_record() {
+        None => Ok(()),
+        Some(rec) => Err(match rec.stage {
+            Stage::Chroot => IsolationError::Chroot {
+                rootfs: PathBuf::from("/"),
+                source: io::Error::from_raw_os_error(rec.errno),
+            },
+            _ => IsolationError::NamespacesDenied {
+                source: io::Error::from_raw_os_error(rec.errno),
+            },
+        }),
+    }
+}
+
+fn namespace_flags(network: Network, uts: bool) -> libc::c_int {
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    if sys::effective_ids().0 != 0 {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    if network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if uts {
+        flags |= libc::CLONE_NEWUTS;
+    }
+    flags
+}
+
+/// One-id maps root → our euid/egid when not running as root.
+fn user_maps() -> Option<(Vec<u8>, Vec<u8>)> {
+    let (uid, gid) = sys::effective_ids();
+    (uid != 0).then(|| {
+        (
+            format!("0 {uid} 1\n").into_bytes(),
+            format!("0 {gid} 1\n").into_bytes(),
+        )
+    })
+}
+
+/// Runs the command, streaming the child's stdout and stderr (merged) line by line to
+/// `output`. Returns the command's exit status; errors are setup failures (including a
+/// command that cannot be executed), never a non-zero exit of the command.
+pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome, IsolationError> {
+    if spec.argv.is_empty() || spec.argv[0].is_empty() {
+        return Err(IsolationError::InvalidSpec("empty argv".into()));
+    }
+    if !spec.cwd.starts_with('/') {
+        return Err(IsolationError::InvalidSpec(format!(
+            "working directory {:?} is not absolute",
+            spec.cwd
+        )));
+    }
+    if spec.isolation != Isolation::Namespaces {
+        if spec.network == Network::None {
+            return Err(IsolationError::InvalidSpec(
+                "network none requires namespace isolation".into(),
+            ));
+        }
+        if !spec.extra_mounts.is_empty() {
+            return Err(IsolationError::InvalidSpec(
+                "mounts require namespace isolation".into(),
+            ));
+        }
+    }
+    let rootfs = fs::canonicalize(&spec.rootfs).map_err(|e| io_error(&spec.rootfs, e))?;
+    if spec.isolation == Isolation::None && rootfs != Path::new("/") {
+        return Err(IsolationError::InvalidSpec(format!(
+            "isolation none runs on the host root: rootfs must be \"/\", not {}",
+            spec.rootfs.display()
+        )));
+    }
+    let user = resolve_user(&rootfs, spec.user.as_deref())?;
+    let (euid, egid) = sys::effective_ids();
+    let identity = if euid == 0 {
+        Some((user.uid, user.gid, Some(user.additional_gids.clone())))
+    } else if spec.isolation == Isolation::Namespaces {
+        if user.uid != 0 || user.gid != 0 {
+            return Err(rootless_user(spec, &user));
+        }
+        // Inside the user namespace we are root; setgroups is denied there.
+        Some((0, 0, None))
+    } else if user.uid == euid && user.gid == egid {
+        None
+    } else {
+        return Err(rootless_user(spec, &user));
+    };
+    let exec = exec_plan(spec, &user)?;
+
+    let mut placeholders = Placeholders::default();
+    let (ns, root) = match spec.isolation {
+        Isolation::Namespaces => (
+            Some(namespace_plan(spec, &rootfs, &mut placeholders)?),
+            Some(path_cstring(&rootfs)?),
+        ),
+        Isolation::Chroot => {
+            chroot_files(spec, &rootfs, &mut placeholders)?;
+            (None, Some(path_cstring(&rootfs)?))
+        }
+        Isolation::None => (None, None),
+    };
+    placeholders.seal();
+    let mut plan = ChildPlan {
+        ns,
+        root,
+        cwd: cstring("working directory", spec.cwd.as_bytes())?,
+        identity,
+        probe_only: false,
+        exec,
+    };
+    let result = execute(&mut plan, output).and_then(|(status, record)| match record {
+        Some(rec) => Err(map_record(spec, &rootfs, &plan, &user, rec)),
+        None => Ok(RunOutcome { status }),
+    });
+    let cleaned = placeholders.remove();
+    let outcome = result?;
+    cleaned?;
+    Ok(outcome)
+}
+
+fn rootless_user(spec: &RunSpec, user: &ExecUser) -> IsolationError {
+    IsolationError::RootlessUser {
+        user: spec.user.clone().unwrap_or_else(|| "root".into()),
+        uid: user.uid,
+        gid: user.gid,
+    }
+}
+
+/// argv, envp (with HOME/PATH defaults) and the execvp candidates for argv[0].
+fn exec_plan(spec: &RunSpec, user: &ExecUser) -> Result<ExecPlan, IsolationError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(IsolationError::InvalidSpec(format!(
+                "invalid environment variable name {k:?}"
+            )));
+        }
+        match index.get(k) {
+            Some(&i) => env[i].1 = v.clone(),
+            None => {
+                index.insert(k.clone(), env.len());
+                env.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    if !index.contains_key("PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if !index.contains_key("HOME") {
+        env.push(("HOME".into(), user.home.clone()));
+    }
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let program = &spec.argv[0];
+    let candidates = if program.contains('/') {
+        vec![cstring("argv[0]", program.as_bytes())?]
+    } else {
+        path_var
+            .split(':')
+            .map(|dir| {
+                let full = if dir.is_empty() {
+                    program.clone()
+                } else {
+                    format!("{}/{program}", dir.trim_end_matches('/'))
+                };
+                cstring("PATH", full)
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| cstring("argv", a.as_bytes()))
+        .collect::<Result<_, _>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstring("environment", format!("{k}={v}")))
+        .collect::<Result<_, _>>()?;
+    Ok(ExecPlan::new(argv, envp, candidates))
+}
+
+/// Descriptions of the namespace ops, for error messages (index-aligned with `NsPlan::ops`).
+fn op_target(rootfs: &Path, op: &Op) -> String {
+    let target = match op {
+        Op::Mount { target, .. } | Op::Mkdir { path: target, .. } | Op::Touch { path: target } => {
+            target
+        }
+        Op::Symlink { link, .. } => link,
+    };
+    let p = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
+    match p.strip_prefix(rootfs) {
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => p.display().to_string(),
+    }
+}
+
+fn bind(source: &Path, target: &Path, flags: libc::c_ulong) -> Result<Op, IsolationError> {
+    Ok(Op::Mount {
+        source: Some(path_cstring(source)?),
+        target: path_cstring(target)?,
+        fstype: None,
+        flags: libc::MS_BIND | flags,
+        data: None,
+        optional: false,
+    })
+}
+
+fn fresh(
+    fstype: &std::ffi::CStr,
+    target: &Path,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+    optional: bool,
+) -> Result<Op, IsolationError> {
+    Ok(Op::Mount {
+        source: Some(fstype.to_owned()),
+        target: path_cstring(target)?,
+        fstype: Some(fstype.to_owned()),
+        flags,
+        data: data.map(|d| cstring("mount data", d)).transpose()?,
+        optional,
+    })
+}
+
+/// Writes the per-run copies of resolv.conf, hosts and hostname into the scratch dir.
+fn scratch_files(spec: &RunSpec) -> Result<Vec<(&'static str, PathBuf)>, IsolationError> {
+    let dir = &spec.scratch_dir;
+    fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let resolv = match fs::read("/etc/resolv.conf") {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_error(Path::new("/etc/resolv.conf"), e)),
+    };
+    let name = spec.hostname.as_deref().unwrap_or("");
+    let hosts = if name.is_empty() {
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string()
+    } else {
+        format!("127.0.0.1\tlocalhost {name}\n::1\tlocalhost ip6-localhost ip6-loopback {name}\n")
+    };
+    let mut files = vec![("resolv.conf", resolv), ("hosts", hosts.into_bytes())];
+    if !name.is_empty() {
+        files.push(("hostname", format!("{name}\n").into_bytes()));
+    }
+    files
+        .into_iter()
+        .map(|(name, content)| {
+            let path = dir.join(name);
+            // Replace rather than truncate: a previous run's copy may still be bind-mounted
+            // in a namespace that is just going away.
+            let _ = fs::remove_file(&path);
+            fs::write(&path, content).map_err(|e| io_error(&path, e))?;
+            Ok((name, path))
+        })
+        .collect()
+}
+
+fn namespace_plan(
+    spec: &RunSpec,
+    rootfs: &Path,
+    ph: &mut Placeholders,
+) -> Result<NsPlan, IsolationError> {
+    let hostname = spec.hostname.as_ref().filter(|h| !h.is_empty());
+    if let Some(h) = hostname {
+        if h.len() > 64 || h.contains('\0') {
+            return Err(IsolationError::InvalidSpec(format!(
+                "invalid hostname {h:?}"
+            )));
+        }
+    }
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let mut ops = Vec::new();
+
+    if let Some(proc_dir) = ph.ensure(rootfs, "/proc", Kind::Dir, true)? {
+        ops.push(fresh(c"proc", &proc_dir, nosuid_nodev_noexec, None, false)?);
+    }
+    if let Some(dev) = ph.ensure(rootfs, "/dev", Kind::Dir, true)? {
+        ops.push(fresh(
+            c"tmpfs",
+            &dev,
+            libc::MS_NOSUID | libc::MS_STRICTATIME,
+            Some("mode=755,size=65536k"),
+            false,
+        )?);
+        for (name, optional) in DEV_NODES {
+            let host = Path::new("/dev").join(name);
+            if !host.exists() {
+                continue;
+            }
+            let node = dev.join(name);
+            ops.push(Op::Touch {
+                path: path_cstring(&node)?,
+            });
+            let mut op = bind(&host, &node, 0)?;
+            if let Op::Mount { optional: o, .. } = &mut op {
+                *o = *optional;
+            }
+            ops.push(op);
+        }
+        ops.push(Op::Mkdir {
+            path: path_cstring(&dev.join("pts"))?,
+            mode: 0o755,
+        });
+        ops.push(fresh(
+            c"devpts",
+            &dev.join("pts"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+            true,
+        )?);
+        ops.push(Op::Mkdir {
+            path: path_cstring(&dev.join("shm"))?,
+            mode: 0o1777,
+        });
+        ops.push(fresh(
+            c"tmpfs",
+            &dev.join("shm"),
+            nosuid_nodev_noexec,
+            Some("mode=1777,size=65536k"),
+            false,
+        )?);
+        for (link, target) in [
+            ("ptmx", "pts/ptmx"),
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            ops.push(Op::Symlink {
+                target: cstring("symlink", target)?,
+                link: path_cstring(&dev.join(link))?,
+            });
+        }
+    }
+    if let Some(sys_dir) = ph.ensure(rootfs, "/sys", Kind::Dir, true)? {
+        // Optional: refused in a user namespace without its own network namespace.
+        ops.push(fresh(
+            c"sysfs",
+            &sys_dir,
+            libc::MS_RDONLY | nosuid_nodev_noexec,
+            None,
+            true,
+        )?);
+    }
+    for (name, copy) in scratch_files(spec)? {
+        if let Some(target) = ph.ensure(rootfs, &format!("/etc/{name}"), Kind::File, true)? {
+            ops.push(bind(&copy, &target, 0)?);
+        }
+    }
+    for m in &spec.extra_mounts {
+        if !m.target.starts_with('/') {
+            return Err(IsolationError::InvalidSpec(format!(
+                "mount target {:?} is not absolute",
+                m.target
+            )));
+        }
+        let meta = fs::metadata(&m.source).map_err(|e| io_error(&m.source, e))?;
+        let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+        let Some(target) = ph.ensure(rootfs, &m.target, kind, true)? else {
+            return Err(IsolationError::InvalidSpec(format!(
+                "mount target {:?} is a dangling symlink in the rootfs",
+                m.target
+            )));
+        };
+        ops.push(bind(&m.source, &target, libc::MS_REC)?);
+        if m.readonly {
+            // A read-only bind needs a remount that keeps the source's locked flags.
+            let locked = locked_mount_flags(&m.source)?;
+            ops.push(Op::Mount {
+                source: None,
+                target: path_cstring(&target)?,
+                fstype: None,
+                flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked,
+                data: None,
+                optional: false,
+            });
+        }
+    }
+    Ok(NsPlan {
+        flags: namespace_flags(spec.network, hostname.is_some()),
+        user_maps: user_maps(),
+        hostname: hostname.map(|h| h.clone().into_bytes()),
+        ops,
+    })
+}
+
+/// Mount flags of the filesystem holding `path` that a bind remount must repeat.
+fn locked_mount_flags(path: &Path) -> Result<libc::c_ulong, IsolationError> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let st = statvfs(path).map_err(|e| io_error(path, e.into()))?;
+    let f = st.flags();
+    let mut flags = 0;
+    for (st_flag, ms_flag) in [
+        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
+        (FsFlags::ST_NODEV, libc::MS_NODEV),
+        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if f.contains(st_flag) {
+            flags |= ms_flag;
+        }
+    }
+    Ok(flags)
+}
+
+/// Chroot mode cannot mount: provide resolv.conf and hosts as files when the rootfs has none.
+fn chroot_files(
+    spec: &RunSpec,
+    rootfs: &Path,
+    ph: &mut Placeholders,
+) -> Result<(), IsolationError> {
+    for (name, copy) in scratch_files(spec)? {
+        if name == "hostname" {
+            continue;
+        }
+        let content = fs::read(&copy).map_err(|e| io_error(&copy, e))?;
+        ph.create_file_with(rootfs, &format!("/etc/{name}"), &content)?;
+    }
+    Ok(())
+}
+
+/// Forks the child, streams its output line by line, waits, and collects any setup failure.
+fn execute(
+    plan: &mut ChildPlan,
+    output: &mut dyn FnMut(&[u8]),
+) -> Result<(i32, Option<ErrorRecord>), IsolationError> {
+    let mut child = sys::spawn(plan).map_err(|source| IsolationError::Setup {
+        step: "fork",
+        source,
+    })?;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut status = None;
+    let mut eof = false;
+    let result = loop {
+        // Once the child is gone, only drain what is already buffered: background processes
+        // (possible in chroot/none mode) may keep the pipe open indefinitely.
+        let timeout = if status.is_some() { 0 } else { 100 };
+        let readable = if eof {
+            false
+        } else {
+            match sys::poll_readable(&child.output, timeout) {
+                Ok(r) => r,
+                Err(source) => break Err(("poll", source)),
+            }
+        };
+        if readable {
+            match child.output.read(&mut buf) {
+                Ok(0) => eof = true,
+                Ok(n) => emit_lines(&mut pending, &buf[..n], output),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => break Err(("read", source)),
+            }
+            continue;
+        }
+        if status.is_some() {
+            break Ok(());
+        }
+        let waited = if eof {
+            child.wait().map(Some)
+        } else {
+            child.try_wait()
+        };
+        match waited {
+            Ok(s) => status = s,
+            Err(source) => break Err(("waitpid", source)),
+        }
+    };
+    if let Err((step, source)) = result {
+        if status.is_none() {
+            child.kill();
+            let _ = child.wait();
+        }
+        return Err(IsolationError::Setup { step, source });
+    }
+    if !pending.is_empty() {
+        output(&pending);
+    }
+    let status = status.unwrap_or(255);
+    Ok((status, child.error_record()))
+}
+
+fn emit_lines(pending: &mut Vec<u8>, data: &[u8], output: &mut dyn FnMut(&[u8])) {
+    pending.extend_from_slice(data);
+    let mut start = 0;
+    while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
+        output(&pending[start..start + pos + 1]);
+        start += pos + 1;
+    }
+    if pending.len() - start >= MAX_LINE {
+        output(&pending[start..]);
+        start = pending.len();
+    }
+    pending.drain(..start);
+}
+
+fn map_record(
+    spec: &RunSpec,
+    rootfs: &Path,
+    plan: &ChildPlan,
+    user: &ExecUser,
+    rec: ErrorRecord,
+) -> IsolationError {
+    let source = io::Error::from_raw_os_error(rec.errno);
+    let refused = matches!(rec.errno, libc::EPERM | libc::EACCES);
+    match rec.stage {
+        Stage::Unshare | Stage::UserMap | Stage::MakePrivate => {
+            IsolationError::NamespacesDenied { source }
+        }
+        Stage::Op if refused => IsolationError::NamespacesDenied { source },
+        Stage::Op => IsolationError::Mount {
+            target: plan
+                .ns
+                .as_ref()
+                .and_then(|ns| ns.ops.get(rec.index))
+                .map(|op| op_target(rootfs, op))
+                .unwrap_or_default(),
+            source,
+        },
+        Stage::Chroot => IsolationError::Chroot {
+            rootfs: spec.rootfs.clone(),
+            source,
+        },
+        Stage::Chdir => IsolationError::Chdir {
+            cwd: spec.cwd.clone(),
+            source,
+        },
+        Stage::Groups | Stage::Gid | Stage::Uid => IsolationError::SwitchUser {
+            uid: user.uid,
+            gid: user.gid,
+            source,
+        },
+        Stage::Exec => IsolationError::Exec {
+            program: spec.argv[0].clone(),
+            source,
+        },
+        Stage::Stdio => IsolationError::Setup {
+            step: "redirecting stdio",
+            source,
+        },
+        Stage::Fork => IsolationError::Setup {
+            step: "fork",
+            source,
+        },
+        Stage::Hostname => IsolationError::Setup {
+            step: "sethostname",
+            source,
+        },
+    }
+}

@@ -1,0 +1,453 @@
+//! Integration tests of `ocibuild_core::isolation` against a busybox rootfs.
+//! They need root (as the build machine has) and /bin/busybox.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ocibuild_core::isolation::{
+    probe, resolve_user, run, Isolation, IsolationError, Mount, Network, RunOutcome, RunSpec,
+};
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "id", "mkdir", "touch", "sleep", "readlink", "pwd", "env", "ps",
+    "mount", "hostname", "true", "test", "kill",
+];
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    rootfs: PathBuf,
+    scratch: PathBuf,
+    host: PathBuf,
+}
+
+/// A busybox rootfs. `etc`: write /etc/passwd and /etc/group; `dirs`: create /proc and /dev.
+fn fixture(etc: bool, dirs: bool) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in APPLETS {
+        symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    fs::create_dir_all(rootfs.join("work/sub")).unwrap();
+    fs::create_dir_all(rootfs.join("tmp")).unwrap();
+    fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    if etc {
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )
+        .unwrap();
+        fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    }
+    if dirs {
+        fs::create_dir_all(rootfs.join("proc")).unwrap();
+        fs::create_dir_all(rootfs.join("dev")).unwrap();
+    }
+    let scratch = tmp.path().join("scratch");
+    let host = tmp.path().join("host");
+    fs::create_dir_all(&host).unwrap();
+    Fixture {
+        rootfs,
+        scratch,
+        host,
+        _tmp: tmp,
+    }
+}
+
+impl Fixture {
+    fn spec(&self, script: &str) -> RunSpec {
+        RunSpec {
+            rootfs: self.rootfs.clone(),
+            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: None,
+            hostname: None,
+            network: Network::Host,
+            isolation: Isolation::Namespaces,
+            extra_mounts: Vec::new(),
+            scratch_dir: self.scratch.clone(),
+        }
+    }
+}
+
+fn run_capture(spec: &RunSpec) -> Result<(RunOutcome, String), IsolationError> {
+    let mut out = Vec::new();
+    let outcome = run(spec, &mut |line: &[u8]| out.extend_from_slice(line))?;
+    Ok((outcome, String::from_utf8_lossy(&out).into_owned()))
+}
+
+fn ok_output(spec: &RunSpec) -> String {
+    let (outcome, out) = run_capture(spec).unwrap();
+    assert_eq!(outcome.status, 0, "output: {out}");
+    out
+}
+
+/// Every path of a tree with type, mode, owner, size, link target and mtime (lstat).
+fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    fn walk(root: &Path, dir: &Path, map: &mut BTreeMap<PathBuf, String>) {
+        let meta = fs::symlink_metadata(dir).unwrap();
+        map.insert(
+            dir.strip_prefix(root).unwrap().to_path_buf(),
+            describe(dir, &meta),
+        );
+        if meta.is_dir() {
+            for entry in fs::read_dir(dir).unwrap() {
+                walk(root, &entry.unwrap().path(), map);
+            }
+        }
+    }
+    fn describe(path: &Path, m: &fs::Metadata) -> String {
+        let link = if m.file_type().is_symlink() {
+            fs::read_link(path).unwrap().display().to_string()
+        } else {
+            String::new()
+        };
+        format!(
+            "mode={:o} uid={} gid={} size={} mtime={}.{} link={link}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            if m.is_dir() { 0 } else { m.size() },
+            m.mtime(),
+            m.mtime_nsec()
+        )
+    }
+    let mut map = BTreeMap::new();
+    walk(root, root, &mut map);
+    map
+}
+
+fn mountinfo() -> String {
+    fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+#[test]
+fn exit_code_is_propagated() {
+    let f = fixture(true, true);
+    let (outcome, _) = run_capture(&f.spec("exit 3")).unwrap();
+    assert_eq!(outcome.status, 3);
+}
+
+#[test]
+fn output_is_captured_line_by_line() {
+    let f = fixture(true, true);
+    let mut lines = Vec::new();
+    let outcome = run(
+        &f.spec("echo hello; echo oops >&2; printf 'no newline'"),
+        &mut |l| lines.push(String::from_utf8_lossy(l).into_owned()),
+    )
+    .unwrap();
+    assert_eq!(outcome.status, 0);
+    assert_eq!(lines, vec!["hello\n", "oops\n", "no newline"]);
+}
+
+#[test]
+fn env_and_cwd_are_applied_with_docker_defaults() {
+    let f = fixture(true, true);
+    let mut spec = f.spec("echo \"$FOO|$PWD|$HOME|$PATH\"; pwd");
+    spec.env = vec![("FOO".into(), "first".into()), ("FOO".into(), "bar".into())];
+    spec.cwd = "/work/sub".into();
+    let out = ok_output(&spec);
+    assert_eq!(
+        out,
+        "bar|/work/sub|/root|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/work/sub\n"
+    );
+    // argv[0] is looked up in PATH inside the rootfs.
+    spec.argv = vec!["echo".into(), "via-path".into()];
+    spec.env = vec![("PATH".into(), "/nowhere:/bin".into())];
+    assert_eq!(ok_output(&spec), "via-path\n");
+}
+
+#[test]
+fn user_is_resolved_and_applied() {
+    let f = fixture(true, true);
+    let mut spec = f.spec("id -u; id -g; echo $HOME");
+    spec.user = Some("nobody".into());
+    assert_eq!(ok_output(&spec), "65534\n65534\n/nonexistent\n");
+    spec.user = Some("1000:1000".into());
+    assert_eq!(ok_output(&spec), "1000\n1000\n/\n");
+    spec.user = Some("1000".into());
+    assert_eq!(ok_output(&spec), "1000\n0\n/\n");
+    spec.user = Some("nobody:root".into());
+    assert_eq!(ok_output(&spec), "65534\n0\n/nonexistent\n");
+    spec.user = None;
+    assert_eq!(ok_output(&spec), "0\n0\n/root\n");
+}
+
+#[test]
+fn unknown_user_is_an_error() {
+    let f = fixture(true, true);
+    let before = tree(&f.rootfs);
+    let mut spec = f.spec("true");
+    spec.user = Some("ghost".into());
+    match run_capture(&spec) {
+        Err(IsolationError::UnknownUser { user, file }) => {
+            assert_eq!(user, "ghost");
+            assert!(file.ends_with("etc/passwd"), "{}", file.display());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    spec.user = Some("nobody:ghosts".into());
+    assert!(matches!(
+        run_capture(&spec),
+        Err(IsolationError::UnknownGroup { .. })
+    ));
+    assert_eq!(before, tree(&f.rootfs));
+    let u = resolve_user(&f.rootfs, Some("nobody")).unwrap();
+    assert_eq!((u.uid, u.gid), (65534, 65534));
+}
+
+#[test]
+fn pid_namespace_proc_and_dev() {
+    let f = fixture(true, true);
+    let out = ok_output(&f.spec(
+        "echo $$; read -r a b c d rest < /proc/self/stat; echo \"ppid=$d\"; \
+         echo x > /dev/null && echo devnull-ok; test -L /dev/fd && echo fd-ok; \
+         test -d /proc/1 && echo proc-ok; head -c 4 /dev/zero | wc -c",
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0] == "1" || lines[0] == "2", "{out}");
+    assert!(lines.contains(&"devnull-ok"), "{out}");
+    assert!(lines.contains(&"fd-ok"), "{out}");
+    assert!(lines.contains(&"proc-ok"), "{out}");
+}
+
+#[test]
+fn resolv_conf_writes_do_not_reach_the_host() {
+    let f = fixture(true, true);
+    let host_before = fs::read("/etc/resolv.conf").ok();
+    let before = tree(&f.rootfs);
+    let out = ok_output(&f.spec(
+        "echo 'nameserver 6.6.6.6' > /etc/resolv.conf; cat /etc/resolv.conf; \
+         echo '10.0.0.1 evil' >> /etc/hosts; cat /etc/hosts",
+    ));
+    assert!(out.starts_with("nameserver 6.6.6.6\n"), "{out}");
+    assert!(out.contains("127.0.0.1\tlocalhost"), "{out}");
+    assert_eq!(host_before, fs::read("/etc/resolv.conf").ok());
+    assert_eq!(before, tree(&f.rootfs));
+}
+
+#[test]
+fn rootfs_is_unchanged_when_the_command_changes_nothing() {
+    // Missing /proc, /dev, /sys, /etc/resolv.conf, /etc/hosts; then missing /etc as well;
+    // then with existing (empty) /proc and /dev.
+    for (etc, dirs) in [(true, false), (false, false), (true, true)] {
+        let f = fixture(etc, dirs);
+        let before = tree(&f.rootfs);
+        std::thread::sleep(Duration::from_millis(20));
+        let mut spec = f.spec("ls / /etc /proc/self > /dev/null; cat /etc/hosts > /dev/null");
+        spec.hostname = Some("builder".into());
+        ok_output(&spec);
+        assert_eq!(before, tree(&f.rootfs), "etc={etc} dirs={dirs}");
+    }
+}
+
+#[test]
+fn files_created_by_the_command_remain() {
+    let f = fixture(true, false);
+    let etc_before = fs::metadata(f.rootfs.join("etc")).unwrap().mtime_nsec();
+    std::thread::sleep(Duration::from_millis(20));
+    ok_output(&f.spec("echo data > /newfile; mkdir /etc/newdir; mkdir -p /proc/../dev/../sys"));
+    assert_eq!(
+        fs::read_to_string(f.rootfs.join("newfile")).unwrap(),
+        "data\n"
+    );
+    assert!(f.rootfs.join("etc/newdir").is_dir());
+    assert!(!f.rootfs.join("proc").exists());
+    assert!(!f.rootfs.join("dev").exists());
+    assert!(!f.rootfs.join("etc/resolv.conf").exists());
+    assert!(!f.rootfs.join("etc/hosts").exists());
+    // The command's change of /etc stays visible to the snapshotter.
+    assert_ne!(
+        fs::metadata(f.rootfs.join("etc")).unwrap().mtime_nsec(),
+        etc_before
+    );
+}
+
+#[test]
+fn killed_by_signal_gives_128_plus_signal() {
+    let f = fixture(true, true);
+    let (outcome, _) = run_capture(&f.spec("kill -9 $$")).unwrap();
+    assert_eq!(outcome.status, 137);
+    let (outcome, _) = run_capture(&f.spec("kill -15 $$")).unwrap();
+    assert_eq!(outcome.status, 143);
+}
+
+#[test]
+fn background_processes_do_not_block_and_zombies_are_reaped() {
+    let f = fixture(true, true);
+    let start = Instant::now();
+    let out = ok_output(&f.spec("sleep 100 & (sleep 0 &); sleep 0.2; echo done"));
+    assert_eq!(out, "done\n");
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let f = fixture(true, true);
+    let mut spec = f.spec("cat /proc/net/dev");
+    spec.network = Network::None;
+    let out = ok_output(&spec);
+    let ifaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, vec!["lo"], "{out}");
+}
+
+#[test]
+fn hostname_is_set() {
+    let f = fixture(true, true);
+    let mut spec = f.spec("hostname; cat /etc/hostname; grep -c builder /etc/hosts");
+    spec.hostname = Some("builder".into());
+    assert_eq!(ok_output(&spec), "builder\nbuilder\n2\n");
+}
+
+#[test]
+fn bind_mounts_are_readable_and_leave_no_trace() {
+    let f = fixture(true, true);
+    fs::write(f.host.join("data.txt"), "from host\n").unwrap();
+    fs::write(f.host.parent().unwrap().join("single"), "one file\n").unwrap();
+    let before = tree(&f.rootfs);
+    let mut spec = f.spec(
+        "cat /mnt/cache/data.txt; cat /opt/single; touch /mnt/cache/x 2>/dev/null && echo rw; \
+         echo w > /mnt/rw/written",
+    );
+    spec.extra_mounts = vec![
+        Mount {
+            source: f.host.clone(),
+            target: "/mnt/cache".into(),
+            readonly: true,
+        },
+        Mount {
+            source: f.host.parent().unwrap().join("single"),
+            target: "/opt/single".into(),
+            readonly: false,
+        },
+        Mount {
+            source: f.host.clone(),
+            target: "/mnt/rw".into(),
+            readonly: false,
+        },
+    ];
+    assert_eq!(ok_output(&spec), "from host\none file\n");
+    assert!(!f.host.join("x").exists());
+    assert_eq!(fs::read_to_string(f.host.join("written")).unwrap(), "w\n");
+    assert_eq!(before, tree(&f.rootfs));
+}
+
+#[test]
+fn host_mount_table_is_unchanged() {
+    let f = fixture(true, false);
+    let before = mountinfo();
+    let mut spec = f.spec("mount -t tmpfs none /tmp && echo mounted");
+    spec.network = Network::None;
+    spec.hostname = Some("h".into());
+    ok_output(&spec);
+    assert_eq!(before, mountinfo());
+}
+
+#[test]
+fn exec_failures_are_errors() {
+    let f = fixture(true, true);
+    let before = tree(&f.rootfs);
+    let mut spec = f.spec("true");
+    spec.argv = vec!["no-such-program".into()];
+    match run_capture(&spec) {
+        Err(IsolationError::Exec { program, source }) => {
+            assert_eq!(program, "no-such-program");
+            assert_eq!(source.raw_os_error(), Some(libc_enoent()));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    spec.argv = vec!["/bin/sh".into()];
+    spec.cwd = "/missing".into();
+    assert!(matches!(
+        run_capture(&spec),
+        Err(IsolationError::Chdir { .. })
+    ));
+    assert_eq!(before, tree(&f.rootfs));
+}
+
+fn libc_enoent() -> i32 {
+    std::io::Error::from(std::io::ErrorKind::NotFound)
+        .raw_os_error()
+        .unwrap_or(2)
+}
+
+#[test]
+fn chroot_mode_runs_without_namespaces_and_cleans_up() {
+    let f = fixture(true, false);
+    let before = tree(&f.rootfs);
+    let host_resolv = fs::read("/etc/resolv.conf").ok();
+    std::thread::sleep(Duration::from_millis(20));
+    let mut spec = f.spec("echo $$; test -e /proc/self && echo proc; cat /etc/resolv.conf; id -u");
+    spec.isolation = Isolation::Chroot;
+    spec.user = Some("nobody".into());
+    let out = ok_output(&spec);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].parse::<u32>().unwrap() > 2, "{out}");
+    assert!(!lines.contains(&"proc"), "{out}");
+    assert_eq!(lines.last(), Some(&"65534"));
+    if let Some(resolv) = &host_resolv {
+        assert!(
+            out.contains(String::from_utf8_lossy(resolv).trim_end()),
+            "{out}"
+        );
+    }
+    assert_eq!(before, tree(&f.rootfs));
+    let (outcome, _) = run_capture(&{
+        let mut s = spec.clone();
+        s.argv = vec!["/bin/sh".into(), "-c".into(), "exit 7".into()];
+        s
+    })
+    .unwrap();
+    assert_eq!(outcome.status, 7);
+    spec.network = Network::None;
+    assert!(matches!(
+        run_capture(&spec),
+        Err(IsolationError::InvalidSpec(_))
+    ));
+}
+
+#[test]
+fn none_mode_requires_host_root() {
+    let f = fixture(true, true);
+    let mut spec = f.spec("true");
+    spec.isolation = Isolation::None;
+    assert!(matches!(
+        run_capture(&spec),
+        Err(IsolationError::InvalidSpec(_))
+    ));
+    spec.rootfs = PathBuf::from("/");
+    spec.argv = vec!["sh".into(), "-c".into(), "pwd; exit 4".into()];
+    spec.cwd = "/tmp".into();
+    let (outcome, out) = run_capture(&spec).unwrap();
+    assert_eq!((outcome.status, out.as_str()), (4, "/tmp\n"));
+}
+
+#[test]
+fn probe_reports_support() {
+    probe(Isolation::None).unwrap();
+    probe(Isolation::Chroot).unwrap();
+    probe(Isolation::Namespaces).unwrap();
+}
+
+#[test]
+fn namespaces_denied_message_names_the_way_out() {
+    let err = IsolationError::NamespacesDenied {
+        source: std::io::Error::from_raw_os_error(1),
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("refused"), "{msg}");
+    assert!(msg.contains("--isolation chroot"), "{msg}");
+    assert!(msg.contains("--isolation none"), "{msg}");
+}
