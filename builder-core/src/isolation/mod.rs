@@ -190,10 +190,12 @@ pub enum IsolationError {
         #[source]
         source: io::Error,
     },
-    /// Without root, the user namespace maps only root, so other users cannot be used.
+    /// Without root privileges, no other user can be switched to (the rootless user
+    /// namespace maps only root; chroot/none modes keep the caller's identity).
     #[error(
-        "user {user:?} (uid {uid}, gid {gid}) is not available when running without root: \
-         the user namespace maps only root"
+        "user {user:?} (uid {uid}, gid {gid}) is not available without root privileges: \
+         the user namespace of rootless namespace isolation maps only root, and chroot/none \
+         isolation cannot switch users"
     )]
     RootlessUser {
         /// The requested user.
@@ -269,6 +271,7 @@ pub fn probe(isolation: Isolation) -> Result<(), IsolationError> {
                     data: None,
                     optional: false,
                 }],
+                first_user_op: 1,
             };
             (Some(ns), None)
         }
@@ -640,6 +643,7 @@ fn namespace_plan(
             ops.push(bind(&copy, &target, 0)?);
         }
     }
+    let first_user_op = ops.len();
     for m in &spec.extra_mounts {
         if !m.target.starts_with('/') {
             return Err(IsolationError::InvalidSpec(format!(
@@ -674,6 +678,7 @@ fn namespace_plan(
         user_maps: user_maps(),
         hostname: hostname.map(|h| h.clone().into_bytes()),
         ops,
+        first_user_op,
     })
 }
 
@@ -802,7 +807,15 @@ fn map_record(
         Stage::Unshare | Stage::UserMap | Stage::MakePrivate => {
             IsolationError::NamespacesDenied { source }
         }
-        Stage::Op if refused => IsolationError::NamespacesDenied { source },
+        Stage::Op
+            if refused
+                && plan
+                    .ns
+                    .as_ref()
+                    .is_some_and(|ns| rec.index < ns.first_user_op) =>
+        {
+            IsolationError::NamespacesDenied { source }
+        }
         Stage::Op => IsolationError::Mount {
             target: plan
                 .ns

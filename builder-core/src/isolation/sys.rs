@@ -76,6 +76,9 @@ pub(crate) struct ErrorRecord {
 
 const RECORD_LEN: usize = 12;
 
+/// The fd number of the error pipe in the children.
+const ERR_FD: RawFd = 3;
+
 /// One filesystem step performed inside the new mount namespace, before chroot.
 #[derive(Debug)]
 pub(crate) enum Op {
@@ -107,6 +110,9 @@ pub(crate) struct NsPlan {
     pub hostname: Option<Vec<u8>>,
     /// Mount steps, in order.
     pub ops: Vec<Op>,
+    /// Index of the first op serving a caller-requested mount (failures there are not
+    /// reported as a refusal of namespaces).
+    pub first_user_op: usize,
 }
 
 /// Everything the child needs, prepared before fork.
@@ -168,9 +174,10 @@ impl ExecPlan {
 /// A started child: its pid and the read ends of the output and error pipes.
 #[derive(Debug)]
 pub(crate) struct Child {
-    pub pid: libc::pid_t,
+    pid: libc::pid_t,
     pub output: File,
     errors: File,
+    reaped: bool,
 }
 
 fn last_errno() -> i32 {
@@ -214,25 +221,30 @@ pub(crate) fn spawn(plan: &mut ChildPlan) -> io::Result<Child> {
         pid,
         output: File::from(out_r),
         errors: File::from(err_r),
+        reaped: false,
     })
 }
 
 impl Child {
     /// Reaps the child if it exited: `Some(status)` as exit code or 128+signal.
-    pub(crate) fn try_wait(&self) -> io::Result<Option<i32>> {
+    pub(crate) fn try_wait(&mut self) -> io::Result<Option<i32>> {
         let mut status = 0;
         // SAFETY: `status` is a valid out-pointer; `pid` is our own unreaped child.
         let r = cvt(unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) })?;
+        self.reaped |= r == self.pid;
         Ok((r == self.pid).then(|| decode_status(status)))
     }
 
     /// Waits for the child to exit.
-    pub(crate) fn wait(&self) -> io::Result<i32> {
+    pub(crate) fn wait(&mut self) -> io::Result<i32> {
         loop {
             let mut status = 0;
             // SAFETY: as in `try_wait`.
             match cvt(unsafe { libc::waitpid(self.pid, &mut status, 0) }) {
-                Ok(_) => return Ok(decode_status(status)),
+                Ok(_) => {
+                    self.reaped = true;
+                    return Ok(decode_status(status));
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
@@ -241,8 +253,10 @@ impl Child {
 
     /// Kills the child (best effort; used on error paths before `wait`).
     pub(crate) fn kill(&self) {
-        // SAFETY: plain kill(2) of our own unreaped child, whose pid cannot be recycled yet.
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        if !self.reaped {
+            // SAFETY: kill(2) of our own unreaped child, whose pid cannot be recycled yet.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
     }
 
     /// After the child exited: the failure it reported before exec, if any.
@@ -266,6 +280,17 @@ impl Child {
             index: u32::from_ne_bytes(word(4)) as usize,
             errno: i32::from_ne_bytes(word(8)),
         })
+    }
+}
+
+impl Drop for Child {
+    /// Never leaves a running child or a zombie behind (e.g. when the output callback
+    /// panics): kills and reaps it. Its namespaces and mounts die with it.
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill();
+            let _ = self.wait();
+        }
     }
 }
 
@@ -353,6 +378,34 @@ unsafe fn write_file(path: &CStr, data: &[u8]) -> Result<(), i32> {
     Ok(())
 }
 
+/// Closes every fd >= `first`.
+///
+/// # Safety
+/// Only to be called in a forked child, where no other code owns those fds.
+unsafe fn close_fds_from(first: RawFd) {
+    // SAFETY: close_range/close only affect this process' fd table.
+    unsafe {
+        let r = libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+        if r < 0 {
+            // Kernels before 5.9: close one by one up to the fd limit.
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                limit.rlim_cur.min(65536) as RawFd
+            } else {
+                1024
+            };
+            for fd in first..max {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 fn opt_ptr(s: &Option<CString>) -> *const libc::c_char {
     s.as_ref().map_or(ptr::null(), |s| s.as_ptr())
 }
@@ -401,16 +454,31 @@ unsafe fn child_a(plan: &mut ChildPlan, parent: libc::pid_t, out: RawFd, err: Ra
         libc::sigprocmask(libc::SIG_SETMASK, &set, ptr::null_mut());
         libc::umask(0o022);
 
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        // stdin = /dev/null, stdout+stderr = output pipe, fd 3 = error pipe, and nothing
+        // else: every other inherited fd (even close-on-exec ones, since A and B never exec)
+        // is closed, so concurrent runs or file writes in other threads are not held open.
+        let out_high = libc::fcntl(out, libc::F_DUPFD_CLOEXEC, 10);
+        let err_high = libc::fcntl(err, libc::F_DUPFD_CLOEXEC, 10);
+        if err_high < 0 {
+            fail(err, Stage::Stdio, 0, last_errno());
+        }
+        if out_high < 0 {
+            fail(err_high, Stage::Stdio, 0, last_errno());
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if null < 0 {
-            fail(err, Stage::Stdio, 0, last_errno());
+            fail(err_high, Stage::Stdio, 0, last_errno());
         }
-        if libc::dup2(null, 0) < 0 || libc::dup2(out, 1) < 0 || libc::dup2(out, 2) < 0 {
-            fail(err, Stage::Stdio, 0, last_errno());
+        if libc::dup2(null, 0) < 0
+            || libc::dup2(out_high, 1) < 0
+            || libc::dup2(out_high, 2) < 0
+            || libc::dup2(err_high, ERR_FD) < 0
+            || libc::fcntl(ERR_FD, libc::F_SETFD, libc::FD_CLOEXEC) < 0
+        {
+            fail(err_high, Stage::Stdio, 0, last_errno());
         }
-        if null > 2 {
-            libc::close(null);
-        }
+        let err = ERR_FD;
+        close_fds_from(ERR_FD + 1);
 
         let Some(ns) = &plan.ns else {
             enter_and_exec(plan, err);
@@ -454,6 +522,7 @@ unsafe fn child_init(plan: &mut ChildPlan, err: RawFd) -> ! {
     // SAFETY (whole block): raw syscalls with valid, pre-built arguments; no allocation.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, c"ocibuild-init".as_ptr(), 0, 0, 0);
         let Some(ns) = &plan.ns else {
             libc::_exit(SETUP_FAILED);
         };
