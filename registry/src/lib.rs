@@ -1,1 +1,46 @@
-//! placeholder
+//! A thin OCI distribution client for ocibuild.
+//!
+//! # Why a thin client on reqwest
+//!
+//! We write our own small client on [`reqwest`] rather than using `oci-client`
+//! because ocibuild needs, in one HTTP stack that we control:
+//!
+//! * docker `config.json` auth: `auths` entries with `auth` or `username`/`password`,
+//!   `identitytoken`, and `credHelpers` / `credsStore` calling
+//!   `docker-credential-<name> get`;
+//! * bearer-token challenge handling with per-scope token caching (and basic auth);
+//! * plain http per registry (`--insecure`);
+//! * retries with backoff (100ms, 400ms, 1.6s) for idempotent requests and whole
+//!   blob uploads;
+//! * file-streamed uploads and downloads with sha256 verification, never holding a
+//!   layer in memory.
+//!
+//! The crate stays deliberately small: [`Reference`] parsing, wire [`manifest`] types,
+//! [`DockerConfig`] credential lookup and the async [`Client`].
+//!
+//! ```no_run
+//! # async fn demo() -> ocibuild_registry::Result<()> {
+//! use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
+//! let client = Client::new(ClientOptions {
+//!     docker_config: DockerConfig::load(None)?,
+//!     insecure_registries: vec!["127.0.0.1:5000".into()],
+//!     ..Default::default()
+//! })?;
+//! let r = Reference::parse("127.0.0.1:5000/busybox:latest")?;
+//! let pulled = client.pull_manifest(&r, &Platform::linux_amd64()).await?;
+//! let config = client.pull_blob_bytes(&r, &pulled.manifest.config.digest).await?;
+//! # let _ = config; Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod manifest;
+pub mod reference;
+
+pub use auth::{Credential, DockerConfig};
+pub use client::{sha256_digest, Client, ClientOptions, PulledManifest};
+pub use error::{Error, Result};
+pub use manifest::{media_types, Descriptor, ImageIndex, ImageManifest, Platform};
+pub use reference::Reference;

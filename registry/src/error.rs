@@ -1,0 +1,210 @@
+//! Typed errors of the registry client.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong while talking to a registry or reading credentials.
+///
+/// Messages name the registry, repository and digest involved and, where possible,
+/// what the user can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An image reference string could not be parsed.
+    #[error("invalid image reference {input:?}: {reason}")]
+    InvalidReference {
+        /// The string that was given.
+        input: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A digest string is malformed or uses an unsupported algorithm.
+    #[error("invalid digest {digest:?}: {reason}")]
+    InvalidDigest {
+        /// The digest that was given.
+        digest: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The docker config file exists but could not be read.
+    #[error("cannot read docker config {path}: {source}")]
+    ConfigRead {
+        /// The config file.
+        path: PathBuf,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+
+    /// The docker config file is not valid JSON or has an unexpected shape.
+    #[error("malformed docker config {path}: {reason}; fix the file or point DOCKER_CONFIG at another directory")]
+    ConfigParse {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A `docker-credential-<name>` helper failed.
+    #[error("credential helper docker-credential-{helper} failed for {server}: {reason}")]
+    CredentialHelper {
+        /// Helper name (the part after `docker-credential-`).
+        helper: String,
+        /// Server URL the credential was requested for.
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The HTTP client could not be constructed.
+    #[error("cannot set up HTTP client: {0}")]
+    ClientSetup(String),
+
+    /// A request could not be sent or its body could not be read (network level).
+    #[error("request to {registry} for repository {repository} failed ({what}): {source}; check that the registry is reachable (use --insecure for plain-http registries)")]
+    Http {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// What the request was for.
+        what: String,
+        /// Underlying reqwest error.
+        source: reqwest::Error,
+    },
+
+    /// The registry answered 401 even after authenticating.
+    #[error("401 from {registry} for repository {repository}: {hint}")]
+    Unauthorized {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// Explanation and what to do.
+        hint: String,
+    },
+
+    /// The registry answered 403.
+    #[error("403 from {registry} for repository {repository} ({what}): access denied{detail}; check that your account may {action} this repository")]
+    Denied {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// What the request was for.
+        what: String,
+        /// Registry-provided detail (may be empty).
+        detail: String,
+        /// "pull" or "push".
+        action: String,
+    },
+
+    /// The registry answered 404.
+    #[error("not found on {registry}: repository {repository}, {what}{detail}")]
+    NotFound {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// What was looked up (manifest tag, blob digest, ...).
+        what: String,
+        /// Registry-provided detail (may be empty).
+        detail: String,
+    },
+
+    /// The registry answered with an unexpected HTTP status.
+    #[error(
+        "unexpected HTTP {status} from {registry} for repository {repository} ({what}){detail}"
+    )]
+    Status {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// HTTP status code.
+        status: u16,
+        /// What the request was for.
+        what: String,
+        /// Registry-provided detail (may be empty).
+        detail: String,
+    },
+
+    /// Obtaining a bearer token failed.
+    #[error("cannot get a token for {registry} repository {repository} from {realm}: {reason}")]
+    Token {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// Token endpoint.
+        realm: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Content did not match its digest.
+    #[error("digest mismatch for {what} in {registry}/{repository}: expected {expected}, got {actual}; the registry or a proxy returned corrupt content")]
+    DigestMismatch {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// What was verified.
+        what: String,
+        /// Expected digest.
+        expected: String,
+        /// Digest of the received content.
+        actual: String,
+    },
+
+    /// The manifest is of a kind this client does not handle (e.g. docker schema 1).
+    #[error("unsupported manifest for {reference}: {reason}")]
+    UnsupportedManifest {
+        /// Canonical reference.
+        reference: String,
+        /// Why it is unsupported and what to do.
+        reason: String,
+    },
+
+    /// A manifest could not be parsed.
+    #[error("invalid manifest for {reference}: {reason}")]
+    InvalidManifest {
+        /// Canonical reference.
+        reference: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An image index had no entry for the requested platform.
+    #[error("{reference} has no image for platform {wanted}; available platforms: {}", available.join(", "))]
+    NoMatchingPlatform {
+        /// Canonical reference.
+        reference: String,
+        /// The requested platform (`os/arch[/variant]`).
+        wanted: String,
+        /// Platforms listed in the index.
+        available: Vec<String>,
+    },
+
+    /// The registry violated the distribution protocol (e.g. no Location header).
+    #[error("protocol error from {registry} for repository {repository}: {detail}")]
+    Protocol {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// What was wrong.
+        detail: String,
+    },
+
+    /// Local file I/O failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+}
