@@ -2,7 +2,24 @@
 //! arguments expanded), each step runs against a root filesystem in user space, each
 //! filesystem-changing step is snapshotted into an OCI layer, and the result is an image
 //! config + manifest pushed to a registry or written to a tarball.
+//!
+//! The entry point for tools embedding ocibuild is [`build`] with [`BuildOptions`]; progress
+//! arrives as [`BuildEvent`]s and failures as [`BuildError`]s that name the Dockerfile line.
 
+pub mod build;
+pub mod config;
+pub mod copy;
 pub mod dockerfile;
+pub mod error;
 pub mod expand;
+pub mod image;
 pub mod isolation;
+pub mod pathmatch;
+pub mod plan;
+mod stage;
+pub mod time;
+
+pub use build::{build, BuildEvent, BuildOptions, BuildOutput};
+pub use error::BuildError;
+pub use isolation::Isolation;
+pub use ocibuild_snapshot::Compression;

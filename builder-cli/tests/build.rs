@@ -1,0 +1,290 @@
+//! End-to-end behaviour of `ocibuild build` against the lab registry, checked with skopeo,
+//! umoci and GNU tar — tools independent of ocibuild.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+fn demo_args<'a>(base: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--context",
+        "../testdata/demo",
+        "--dockerfile",
+        "../testdata/demo/Dockerfile",
+        "--build-arg",
+        base,
+        "--insecure",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn env_of(config: &Value) -> Vec<String> {
+    config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn demo_image_has_the_expected_config_files_and_whiteout() {
+    let reg = registry();
+    let base_arg = format!("BASE_REGISTRY={reg}");
+    let dest = format!("{}:1", unique_repo("demo"));
+    let digest_file = tempfile::NamedTempFile::new().unwrap();
+    let digest_path = digest_file.path().to_str().unwrap();
+    build_ok(&demo_args(
+        &base_arg,
+        &["--destination", &dest, "--digest-file", digest_path],
+    ));
+
+    // The digest file holds the pushed manifest's digest.
+    let inspect = skopeo_inspect(&dest);
+    assert_eq!(
+        fs::read_to_string(digest_path).unwrap(),
+        inspect["Digest"].as_str().unwrap()
+    );
+
+    // Config: every field the Dockerfile sets, on top of the base image's.
+    let base = skopeo_config(&format!("{reg}/busybox:latest"));
+    let base_path = env_of(&base)
+        .into_iter()
+        .find(|e| e.starts_with("PATH="))
+        .unwrap();
+    let config = skopeo_config(&dest);
+    let c = &config["config"];
+    assert_eq!(
+        env_of(&config),
+        vec![
+            format!("PATH=/app/bin:{}", &base_path[5..]),
+            "APP_HOME=/app".to_string()
+        ]
+    );
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["User"], "nobody");
+    assert_eq!(c["ExposedPorts"], json!({"8080/tcp": {}}));
+    assert_eq!(c["Labels"]["org.opencontainers.image.title"], "demo");
+    assert_eq!(c["Entrypoint"], json!(["/app/bin/start"]));
+    assert_eq!(c["Cmd"], json!(["--port", "8080"]));
+    assert_eq!(config["os"], "linux");
+
+    // History: the base's entries, then one per instruction after FROM; only WORKDIR (it
+    // creates /app), the two COPYs and RUN made layers.
+    let history = config["history"].as_array().unwrap();
+    let base_history = base["history"].as_array().map_or(0, Vec::len);
+    let ours: Vec<(String, bool)> = history[base_history..]
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap().to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let with_layers: Vec<&str> = ours
+        .iter()
+        .filter(|(_, e)| !e)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    assert_eq!(ours.len(), 11, "{ours:?}");
+    assert_eq!(with_layers.len(), 4, "{ours:?}");
+    assert!(with_layers[0].starts_with("WORKDIR"));
+    assert!(with_layers[3].starts_with("RUN mkdir -p /var/lib/app"));
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(
+        diff_ids.len(),
+        base["rootfs"]["diff_ids"].as_array().unwrap().len() + 4
+    );
+
+    // Files, modes and owners, read back with umoci.
+    let img = unpack(&format!("docker://{dest}"));
+    let root = &img.rootfs;
+    let start = root.join("app/bin/start");
+    assert_eq!(
+        fs::read(&start).unwrap(),
+        fs::read(testdata("demo/bin/start")).unwrap()
+    );
+    assert_eq!(mode(&start), 0o755);
+    let meta = fs::metadata(&start).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert!(root.join("etc/app").is_dir());
+    assert!(!root.join("etc/app/config.txt").exists(), "RUN deleted it");
+    assert_eq!(
+        fs::read_to_string(root.join("var/lib/app/greeting")).unwrap(),
+        "hello\n"
+    );
+    assert!(
+        root.join("bin/busybox").is_file(),
+        "base image content is there"
+    );
+
+    // The RUN layer holds the whiteout and nothing of the isolation (proc, dev, resolv.conf).
+    let layers = img.layer_files();
+    let run_layer = tar_names(layers.last().unwrap());
+    assert!(
+        run_layer.contains(&"etc/app/.wh.config.txt".to_string()),
+        "{run_layer:?}"
+    );
+    assert!(
+        run_layer.contains(&"var/lib/app/greeting".to_string()),
+        "{run_layer:?}"
+    );
+    for name in &run_layer {
+        assert!(
+            !name.starts_with("proc") && !name.starts_with("dev") && !name.starts_with("sys"),
+            "{name} leaked into the RUN layer"
+        );
+        assert!(
+            name != "etc/resolv.conf" && name != "etc/hosts",
+            "{name} leaked"
+        );
+    }
+    // The second COPY layer carries the file the RUN later deletes.
+    let copy_layer = tar_names(&layers[layers.len() - 2]);
+    assert!(
+        copy_layer.contains(&"etc/app/config.txt".to_string()),
+        "{copy_layer:?}"
+    );
+}
+
+#[test]
+fn build_args_change_the_result_and_several_destinations_get_the_same_image() {
+    let reg = registry();
+    let base_arg = format!("BASE_REGISTRY={reg}");
+    let first = format!("{}:a", unique_repo("multi"));
+    let second = format!("{}:b", unique_repo("multi"));
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("image.tar");
+    build_ok(&demo_args(
+        &base_arg,
+        &[
+            "--build-arg",
+            "GREETING=bonjour",
+            "--label",
+            "team=ci",
+            "--destination",
+            &first,
+            "--destination",
+            &second,
+            "--tar-path",
+            tar.to_str().unwrap(),
+        ],
+    ));
+    let a = skopeo_inspect(&first);
+    let b = skopeo_inspect(&second);
+    assert_eq!(a["Digest"], b["Digest"]);
+    assert_eq!(a["Labels"]["team"], "ci");
+
+    // The tarball is a docker-archive skopeo reads, with the same content.
+    let img = unpack(&format!("docker-archive:{}", tar.display()));
+    assert_eq!(
+        fs::read_to_string(img.rootfs.join("var/lib/app/greeting")).unwrap(),
+        "bonjour\n"
+    );
+    let pushed = unpack(&format!("docker://{first}"));
+    assert_eq!(
+        fs::read_to_string(pushed.rootfs.join("var/lib/app/greeting")).unwrap(),
+        "bonjour\n"
+    );
+}
+
+#[test]
+fn scratch_image_round_trips_with_dockerignore_chmod_and_metadata() {
+    let dest = format!("{}:1", unique_repo("scratch"));
+    build_ok(&[
+        "--context",
+        "../testdata/scratch",
+        "--destination",
+        &dest,
+        "--insecure",
+    ]);
+    let config = skopeo_config(&dest);
+    let c = &config["config"];
+    assert!(env_of(&config).contains(&"GREETING=hello world".to_string()));
+    assert_eq!(c["WorkingDir"], "/usr/share/hello");
+    assert_eq!(
+        c["Labels"],
+        json!({"version": "1", "description": "static files only"})
+    );
+    assert_eq!(c["StopSignal"], "SIGTERM");
+    assert_eq!(c["Volumes"], json!({"/data": {}}));
+    assert_eq!(c["Cmd"], json!(["/hello"]));
+    assert!(c.get("Entrypoint").is_none_or(Value::is_null));
+
+    let img = unpack(&format!("docker://{dest}"));
+    let root = &img.rootfs;
+    assert_eq!(
+        fs::read_to_string(root.join("usr/share/hello/message.txt")).unwrap(),
+        "hello from scratch\n"
+    );
+    assert_eq!(mode(&root.join("usr/share/hello/secret.txt")), 0o600);
+    assert!(root.join("etc/passwd").is_file());
+    assert!(
+        !root.join("usr/share/hello/draft.local").exists(),
+        ".dockerignore excludes *.local"
+    );
+    // COPY rootfs/, then COPY secret.txt; WORKDIR found its directory and made no layer.
+    assert_eq!(img.layer_files().len(), 2);
+}
+
+#[test]
+fn a_failing_run_names_the_dockerfile_line_and_exit_code() {
+    let reg = registry();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {reg}/busybox:latest\nRUN echo visible-output && exit 3\nRUN echo never\n"),
+    )
+    .unwrap();
+    let out = ocibuild(&[
+        "build",
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--no-push",
+        "--insecure-pull",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(stderr.contains("exited with code 3"), "{stderr}");
+    assert!(stderr.contains("visible-output"), "{stderr}");
+    assert!(!stderr.contains("never\n"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_instruction_is_reported_with_file_and_line() {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nFORM x\n").unwrap();
+    let out = ocibuild(&[
+        "build",
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--no-push",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("unknown instruction"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_destination_is_explained() {
+    let out = ocibuild(&["build", "--context", "../testdata/scratch"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--destination"), "{stderr}");
+    assert!(stderr.contains("--no-push"), "{stderr}");
+}

@@ -1,0 +1,516 @@
+//! The build pipeline and the public embedding API: [`build`] takes [`BuildOptions`], runs
+//! the stages the target needs, and pushes or writes the resulting image, reporting progress
+//! as [`BuildEvent`]s.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ocibuild_core::BuildError> {
+//! let opts = ocibuild_core::BuildOptions {
+//!     context: "./app".into(),
+//!     dockerfile: "./app/Dockerfile".into(),
+//!     destinations: vec!["127.0.0.1:5000/demo:1".into()],
+//!     insecure: true,
+//!     ..Default::default()
+//! };
+//! let out = ocibuild_core::build(&opts, &mut |event| eprintln!("{event:?}")).await?;
+//! println!("{}", out.manifest_digest);
+//! # Ok(()) }
+//! ```
+//!
+//! The root filesystem of a stage is materialized lazily: it is unpacked from the base
+//! layers only when an instruction needs files (RUN, COPY, ADD, WORKDIR), so metadata-only
+//! builds unpack nothing. Every filesystem step is snapshotted into its own layer.
+
+use crate::config::ImageConfig;
+use crate::error::{BuildError, Result};
+use crate::image::{self, BlobStore, Image, ImageFormat, Layer, LayerBlob};
+use crate::isolation::Isolation;
+use crate::plan::{BuildArgs, Plan, StageBase};
+use crate::stage::StageRun;
+use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
+use ocibuild_snapshot::Compression;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything a build needs to know. `Default` gives an empty context and Dockerfile path,
+/// no destinations, namespace isolation and gzip at level 6.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile; a relative path that does not exist is looked up in the context.
+    pub dockerfile: PathBuf,
+    /// Where to push the image (`registry/repo:tag`), any number.
+    pub destinations: Vec<String>,
+    /// `--build-arg` values (`None`: declared without a value).
+    pub build_args: BuildArgs,
+    /// Labels added to the final image, after the Dockerfile's.
+    pub labels: Vec<(String, String)>,
+    /// The stage to build (default: the last).
+    pub target: Option<String>,
+    /// Build but push nothing.
+    pub no_push: bool,
+    /// Also write a `docker save`-style tarball here.
+    pub tar_path: Option<PathBuf>,
+    /// Write the manifest digest here.
+    pub digest_file: Option<PathBuf>,
+    /// Push over plain HTTP (also pulls from the destination registries over HTTP).
+    pub insecure: bool,
+    /// Pull over plain HTTP.
+    pub insecure_pull: bool,
+    /// Registries always spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// A docker `config.json` to read credentials from (default: `$DOCKER_CONFIG` or
+    /// `~/.docker`).
+    pub docker_config: Option<PathBuf>,
+    /// How RUN steps are isolated.
+    pub isolation: Isolation,
+    /// Layer compression (pinned: it decides layer digests).
+    pub compression: Compression,
+    /// Timestamps set to the epoch so identical inputs give identical digests.
+    pub reproducible: bool,
+    /// Target platform `os/arch[/variant]` (default: the host's).
+    pub platform: Option<String>,
+    /// Directory for root filesystems and layers (default: a fresh temporary directory,
+    /// removed afterwards).
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Progress of a build, for logs and UIs.
+#[derive(Debug, Clone)]
+pub enum BuildEvent {
+    /// A step starts: `number` of `total`, with the instruction text.
+    Step {
+        /// 1-based step number across the stages built.
+        number: usize,
+        /// Number of steps in the stages built.
+        total: usize,
+        /// The stage's name or index.
+        stage: String,
+        /// The instruction as written.
+        instruction: String,
+    },
+    /// Output of a RUN command.
+    Output(Vec<u8>),
+    /// The current step finished.
+    StepDone {
+        /// Its number.
+        number: usize,
+        /// Time it took.
+        elapsed: Duration,
+        /// The layer it made: digest and compressed size.
+        layer: Option<(String, u64)>,
+    },
+    /// A base image manifest was resolved.
+    Pulled {
+        /// The reference as written.
+        reference: String,
+        /// Its manifest digest.
+        digest: String,
+    },
+    /// The image was pushed.
+    Pushed {
+        /// Destination reference.
+        destination: String,
+        /// Manifest digest.
+        digest: String,
+    },
+    /// Something the user should know but that does not stop the build.
+    Warning(String),
+}
+
+/// What a successful build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// `sha256:` of the manifest.
+    pub manifest_digest: String,
+    /// `sha256:` of the config.
+    pub config_digest: String,
+    /// The image.
+    pub image: Image,
+    /// Destinations pushed to.
+    pub pushed: Vec<String>,
+}
+
+/// The event sink type: a callback the build reports progress to.
+pub type Events<'a> = &'a mut (dyn FnMut(BuildEvent) + Send);
+
+/// Runs a build.
+pub async fn build(opts: &BuildOptions, events: Events<'_>) -> Result<BuildOutput> {
+    let (work, _guard) = work_dir(opts)?;
+    let mut builder = Builder::new(opts, &work)?;
+    let image = builder.run_stages(events).await?;
+    builder.finish(image, events).await
+}
+
+/// A temporary work dir removed on drop, or the user's.
+fn work_dir(opts: &BuildOptions) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match &opts.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(BuildError::io(dir))?;
+            Ok((dir.clone(), None))
+        }
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("ocibuild-")
+                .tempdir()
+                .map_err(BuildError::io(std::env::temp_dir()))?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
+/// The platform to build for: `os/arch[/variant]` or the host's.
+pub fn parse_platform(spec: Option<&str>) -> Result<Platform> {
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    let spec = spec.unwrap_or("");
+    if spec.is_empty() {
+        return Ok(Platform {
+            architecture: host_arch.to_string(),
+            os: "linux".to_string(),
+            variant: None,
+            os_version: None,
+        });
+    }
+    let parts: Vec<&str> = spec.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+            architecture: arch.to_string(),
+            os: os.to_string(),
+            variant: parts.get(2).map(|v| v.to_string()),
+            os_version: None,
+        }),
+        _ => Err(BuildError::Options(format!(
+            "platform {spec:?}: expected os/arch[/variant], e.g. linux/amd64"
+        ))),
+    }
+}
+
+/// State shared by the stages of one build.
+pub(crate) struct Builder<'o> {
+    pub opts: &'o BuildOptions,
+    pub plan: Plan,
+    pub work: PathBuf,
+    pub context: PathBuf,
+    pub ignore: crate::pathmatch::IgnoreRules,
+    pub pull_client: Client,
+    pub push_client: Client,
+    pub blobs: BlobStore,
+    pub platform: Platform,
+    pub created: String,
+    pub used_args: BTreeSet<String>,
+    pub finished: Vec<Option<FinishedStage>>,
+    pub step: usize,
+    pub total_steps: usize,
+}
+
+/// A stage that has run: its image and, if it was materialized, its root filesystem.
+pub(crate) struct FinishedStage {
+    pub image: Image,
+    pub rootfs: Option<PathBuf>,
+}
+
+impl<'o> Builder<'o> {
+    fn new(opts: &'o BuildOptions, work: &Path) -> Result<Builder<'o>> {
+        let context = opts
+            .context
+            .canonicalize()
+            .map_err(BuildError::io(&opts.context))?;
+        let dockerfile_path = find_dockerfile(&opts.dockerfile, &context);
+        let text =
+            std::fs::read_to_string(&dockerfile_path).map_err(BuildError::io(&dockerfile_path))?;
+        let dockerfile = crate::dockerfile::parse(&text, &dockerfile_path)?;
+        let plan = Plan::new(&dockerfile, &opts.build_args)?;
+        let ignore = read_dockerignore(&context)?;
+        let docker_config = DockerConfig::load(opts.docker_config.as_deref())
+            .map_err(BuildError::registry("reading registry credentials"))?;
+        let dest_registries: Vec<String> = opts
+            .destinations
+            .iter()
+            .filter_map(|d| Reference::parse(d).ok().map(|r| r.registry))
+            .collect();
+        let mut pull_insecure = opts.insecure_registries.clone();
+        if opts.insecure {
+            pull_insecure.extend(dest_registries);
+        }
+        let client = |insecure_all: bool, insecure_registries: Vec<String>| {
+            Client::new(ClientOptions {
+                insecure_registries,
+                insecure_all,
+                docker_config: docker_config.clone(),
+                ..ClientOptions::default()
+            })
+            .map_err(BuildError::registry("setting up the registry client"))
+        };
+        let created = if opts.reproducible {
+            "1970-01-01T00:00:00Z".to_string()
+        } else {
+            crate::time::now_rfc3339()
+        };
+        let stage_count = plan.stages.len();
+        Ok(Builder {
+            pull_client: client(opts.insecure_pull, pull_insecure)?,
+            push_client: client(opts.insecure, opts.insecure_registries.clone())?,
+            blobs: BlobStore::new(work.join("blobs"))?,
+            platform: parse_platform(opts.platform.as_deref())?,
+            work: work.to_path_buf(),
+            opts,
+            plan,
+            context,
+            ignore,
+            created,
+            used_args: BTreeSet::new(),
+            finished: (0..stage_count).map(|_| None).collect(),
+            step: 0,
+            total_steps: 0,
+        })
+    }
+
+    async fn run_stages(&mut self, events: Events<'_>) -> Result<Image> {
+        let target = self.plan.target(self.opts.target.as_deref())?;
+        let needed = self.plan.needed_stages(target);
+        self.total_steps = needed
+            .iter()
+            .map(|i| 1 + self.plan.stages[*i].instructions.len())
+            .sum();
+        self.used_args.extend(self.plan.global_args.keys().cloned());
+        for index in needed {
+            let finished = StageRun::run(self, index, events).await?;
+            self.finished[index] = Some(finished);
+        }
+        self.warn_unused_args(events);
+        let done = self.finished[target].take().expect("the target stage ran");
+        Ok(done.image)
+    }
+
+    fn warn_unused_args(&self, events: Events<'_>) {
+        let unused: Vec<&str> = self
+            .opts
+            .build_args
+            .keys()
+            .filter(|k| !self.used_args.contains(*k) && !is_predefined_arg(k))
+            .map(String::as_str)
+            .collect();
+        if !unused.is_empty() {
+            events(BuildEvent::Warning(format!(
+                "build-args not consumed by any ARG: {}",
+                unused.join(", ")
+            )));
+        }
+    }
+
+    /// The image a stage starts from: scratch, an earlier stage, or a pulled base.
+    pub(crate) async fn base_image(
+        &mut self,
+        base: &StageBase,
+        platform: &Platform,
+        events: Events<'_>,
+    ) -> Result<Image> {
+        match base {
+            StageBase::Scratch => Ok(Image {
+                config: ImageConfig::scratch(
+                    &platform.os,
+                    &platform.architecture,
+                    platform.variant.as_deref(),
+                ),
+                layers: Vec::new(),
+                format: ImageFormat::Oci,
+            }),
+            StageBase::Stage(i) => {
+                let done = self.finished[*i]
+                    .as_ref()
+                    .expect("earlier stages run first");
+                Ok(done.image.clone())
+            }
+            StageBase::Image(name) => self.pull_image(name, platform, events).await,
+        }
+    }
+
+    /// Resolves `name` to a manifest and config (layers stay remote until needed).
+    pub(crate) async fn pull_image(
+        &self,
+        name: &str,
+        platform: &Platform,
+        events: Events<'_>,
+    ) -> Result<Image> {
+        let reference =
+            Reference::parse(name).map_err(BuildError::registry(format!("base image {name:?}")))?;
+        let context = format!("pulling {reference}");
+        let pulled = self
+            .pull_client
+            .pull_manifest(&reference, platform)
+            .await
+            .map_err(BuildError::registry(&context))?;
+        let config_bytes = self
+            .pull_client
+            .pull_blob_bytes(&reference, &pulled.manifest.config.digest)
+            .await
+            .map_err(BuildError::registry(&context))?;
+        let config = ImageConfig::from_json(&config_bytes).map_err(|e| {
+            BuildError::Options(format!(
+                "{context}: the image config is not valid JSON: {e}"
+            ))
+        })?;
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != pulled.manifest.layers.len() {
+            return Err(BuildError::Options(format!(
+                "{context}: the manifest has {} layers but the config lists {} diff_ids",
+                pulled.manifest.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let layers = pulled
+            .manifest
+            .layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(descriptor, diff_id)| Layer {
+                blob: LayerBlob::Remote {
+                    source: Box::new(reference.clone()),
+                    descriptor: Box::new(descriptor.clone()),
+                },
+                diff_id: diff_id.clone(),
+            })
+            .collect();
+        events(BuildEvent::Pulled {
+            reference: reference.to_string(),
+            digest: pulled.digest.clone(),
+        });
+        Ok(Image {
+            config,
+            layers,
+            format: ImageFormat::of_manifest(&pulled.media_type),
+        })
+    }
+
+    async fn finish(&mut self, mut image: Image, events: Events<'_>) -> Result<BuildOutput> {
+        if !self.opts.labels.is_empty() {
+            let labels = image
+                .config
+                .config
+                .labels
+                .get_or_insert_with(Default::default);
+            for (k, v) in &self.opts.labels {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+        image.config.created = Some(self.created.clone());
+        let manifested = image.manifest();
+        let destinations = self
+            .opts
+            .destinations
+            .iter()
+            .map(|d| {
+                Reference::parse(d).map_err(BuildError::registry(format!("destination {d:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(path) = &self.opts.tar_path {
+            let tags: Vec<String> = destinations
+                .iter()
+                .filter(|r| r.tag.is_some())
+                .map(|r| r.to_string())
+                .collect();
+            image::write_docker_archive(
+                &image,
+                &manifested,
+                &tags,
+                path,
+                &self.blobs,
+                &self.pull_client,
+            )
+            .await?;
+        }
+        let mut pushed = Vec::new();
+        if !self.opts.no_push {
+            for dest in &destinations {
+                let digest = image::push(
+                    &image,
+                    &manifested,
+                    dest,
+                    &self.push_client,
+                    &self.pull_client,
+                    &self.blobs,
+                )
+                .await?;
+                events(BuildEvent::Pushed {
+                    destination: dest.to_string(),
+                    digest,
+                });
+                pushed.push(dest.to_string());
+            }
+        }
+        if let Some(path) = &self.opts.digest_file {
+            std::fs::write(path, &manifested.manifest_digest).map_err(BuildError::io(path))?;
+        }
+        Ok(BuildOutput {
+            manifest_digest: manifested.manifest_digest,
+            config_digest: manifested.config_digest,
+            image,
+            pushed,
+        })
+    }
+}
+
+/// The Dockerfile path as given if it exists, else relative to the context.
+fn find_dockerfile(dockerfile: &Path, context: &Path) -> PathBuf {
+    if dockerfile.as_os_str().is_empty() {
+        return context.join("Dockerfile");
+    }
+    if dockerfile.is_relative() && !dockerfile.exists() {
+        return context.join(dockerfile);
+    }
+    dockerfile.to_path_buf()
+}
+
+fn read_dockerignore(context: &Path) -> Result<crate::pathmatch::IgnoreRules> {
+    let path = context.join(".dockerignore");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(crate::pathmatch::IgnoreRules::parse(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(BuildError::Io { path, source: e }),
+    }
+}
+
+/// Build args Docker defines without an ARG instruction (never warned about).
+pub(crate) fn is_predefined_arg(name: &str) -> bool {
+    matches!(
+        name.to_ascii_uppercase().as_str(),
+        "HTTP_PROXY" | "HTTPS_PROXY" | "FTP_PROXY" | "NO_PROXY" | "ALL_PROXY"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_or_default_to_the_host() {
+        let p = parse_platform(Some("linux/arm64/v8")).unwrap();
+        assert_eq!(
+            (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()),
+            ("linux", "arm64", Some("v8"))
+        );
+        assert_eq!(parse_platform(None).unwrap().os, "linux");
+        assert!(parse_platform(Some("linux")).is_err());
+    }
+
+    #[test]
+    fn dockerfile_is_found_in_the_context_when_not_at_the_given_path() {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("Dockerfile.web"), "FROM scratch\n").unwrap();
+        assert_eq!(
+            find_dockerfile(Path::new("Dockerfile.web"), ctx.path()),
+            ctx.path().join("Dockerfile.web")
+        );
+        assert_eq!(
+            find_dockerfile(Path::new(""), ctx.path()),
+            ctx.path().join("Dockerfile")
+        );
+    }
+}

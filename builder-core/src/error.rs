@@ -1,0 +1,120 @@
+//! The errors a build can end with. Each says where (Dockerfile file and line, or the path
+//! or registry involved), what went wrong and, where there is one, what to do.
+
+use std::path::PathBuf;
+
+/// Boxed error source kept inside [`BuildError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile could not be parsed.
+    #[error(transparent)]
+    Parse(#[from] crate::dockerfile::ParseError),
+
+    /// An instruction could not be carried out.
+    #[error("{file}:{line}: {instruction}\n  {}", chain(.source))]
+    Step {
+        /// The Dockerfile.
+        file: PathBuf,
+        /// The instruction's first line.
+        line: usize,
+        /// The instruction as written.
+        instruction: String,
+        /// What went wrong.
+        source: BoxError,
+    },
+
+    /// A RUN command exited with a non-zero status.
+    #[error("{file}:{line}: {instruction}\n  the command exited with code {code}")]
+    RunFailed {
+        /// The Dockerfile.
+        file: PathBuf,
+        /// The instruction's first line.
+        line: usize,
+        /// The instruction as written.
+        instruction: String,
+        /// Exit code (128 + signal number when killed by a signal).
+        code: i32,
+    },
+
+    /// The build options are inconsistent or refer to something missing.
+    #[error("{0}")]
+    Options(String),
+
+    /// A file of the build (Dockerfile, context, work directory, output) could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+
+    /// Talking to a registry failed.
+    #[error("{context}: {source}")]
+    Registry {
+        /// What ocibuild was doing (e.g. `pushing to 127.0.0.1:5000/demo:1`).
+        context: String,
+        /// The registry error.
+        source: Box<ocibuild_registry::Error>,
+    },
+
+    /// Unpacking or snapshotting a root filesystem failed.
+    #[error("{context}: {source}")]
+    Snapshot {
+        /// What ocibuild was doing.
+        context: String,
+        /// The snapshot error.
+        source: Box<ocibuild_snapshot::Error>,
+    },
+}
+
+/// The error and its sources, joined with `: `.
+fn chain(err: &BoxError) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+impl BuildError {
+    /// Builds an [`BuildError::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BuildError {
+        let path = path.into();
+        move |source| BuildError::Io { path, source }
+    }
+
+    /// Builds a [`BuildError::Registry`] with `context`.
+    pub fn registry(
+        context: impl Into<String>,
+    ) -> impl FnOnce(ocibuild_registry::Error) -> BuildError {
+        let context = context.into();
+        move |source| BuildError::Registry {
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    /// Builds a [`BuildError::Snapshot`] with `context`.
+    pub fn snapshot(
+        context: impl Into<String>,
+    ) -> impl FnOnce(ocibuild_snapshot::Error) -> BuildError {
+        let context = context.into();
+        move |source| BuildError::Snapshot {
+            context,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Result of build operations.
+pub type Result<T> = std::result::Result<T, BuildError>;

@@ -1,0 +1,244 @@
+//! Path patterns as `.dockerignore` and COPY/ADD sources use them: `*`, `?`, `[a-z]`,
+//! `[^a]`, `\` escapes within one path component, and `**` for any number of components.
+//! `.dockerignore` files use these patterns with `!` exceptions, the last match winning, and
+//! a pattern that matches a directory also matches everything below it.
+
+use std::path::{Component, Path};
+
+/// A compiled path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    parts: Vec<String>,
+}
+
+impl PathPattern {
+    /// Compiles `pattern`: cleaned like a path (`a//b/./c` is `a/b/c`), with a leading `/`
+    /// dropped because patterns are always relative to the context root.
+    pub fn new(pattern: &str) -> PathPattern {
+        let mut parts: Vec<String> = Vec::new();
+        for part in pattern.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                p => parts.push(p.to_string()),
+            }
+        }
+        PathPattern { parts }
+    }
+
+    /// True when the pattern is a plain path, with no wildcard character.
+    pub fn is_literal(&self) -> bool {
+        self.parts
+            .iter()
+            .all(|p| !p.contains(['*', '?', '[', '\\']))
+    }
+
+    /// True when `path` (relative, `/`-separated components) matches the whole pattern.
+    pub fn matches(&self, path: &Path) -> bool {
+        let names = components(path);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        match_parts(&self.parts, &names)
+    }
+
+    /// True when `path` or one of its parent directories matches.
+    pub fn matches_or_parent(&self, path: &Path) -> bool {
+        let names = components(path);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        (1..=names.len()).any(|n| match_parts(&self.parts, &names[..n]))
+    }
+}
+
+/// The normal components of a relative path, as strings (lossy for non-UTF-8 names).
+pub fn components(path: &Path) -> Vec<String> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn match_parts(pattern: &[String], names: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => names.is_empty(),
+        Some((first, rest)) if first == "**" => {
+            (0..=names.len()).any(|skip| match_parts(rest, &names[skip..]))
+        }
+        Some((first, rest)) => match names.split_first() {
+            Some((name, more)) => match_component(first, name) && match_parts(rest, more),
+            None => false,
+        },
+    }
+}
+
+/// Matches one path component against a glob (`*`, `?`, classes, `\` escapes).
+pub fn match_component(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    glob(&p, &n)
+}
+
+fn glob(p: &[char], n: &[char]) -> bool {
+    match p.first() {
+        None => n.is_empty(),
+        Some('*') => (0..=n.len()).any(|i| glob(&p[1..], &n[i..])),
+        Some('?') => !n.is_empty() && glob(&p[1..], &n[1..]),
+        Some('[') => match (n.first(), class(&p[1..])) {
+            (Some(c), Some((set, negated, used))) => {
+                set.contains(c) != negated && glob(&p[1 + used..], &n[1..])
+            }
+            (Some(c), None) => *c == '[' && glob(&p[1..], &n[1..]),
+            (None, _) => false,
+        },
+        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && glob(&p[2..], &n[1..]),
+        Some(c) => n.first() == Some(c) && glob(&p[1..], &n[1..]),
+    }
+}
+
+/// Parses a character class after `[`; returns the set of chars it matches (ranges expanded
+/// lazily into a small checker), whether it is negated and how many pattern chars it used.
+fn class(p: &[char]) -> Option<(CharSet, bool, usize)> {
+    let mut i = 0;
+    let negated = matches!(p.first(), Some('^') | Some('!'));
+    if negated {
+        i += 1;
+    }
+    let mut set = CharSet(Vec::new());
+    let mut first = true;
+    while i < p.len() {
+        let c = p[i];
+        if c == ']' && !first {
+            return Some((set, negated, i + 1));
+        }
+        first = false;
+        let lo = if c == '\\' && i + 1 < p.len() {
+            i += 1;
+            p[i]
+        } else {
+            c
+        };
+        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+            set.0.push((lo, p[i + 2]));
+            i += 3;
+        } else {
+            set.0.push((lo, lo));
+            i += 1;
+        }
+    }
+    None
+}
+
+struct CharSet(Vec<(char, char)>);
+
+impl CharSet {
+    fn contains(&self, c: &char) -> bool {
+        self.0.iter().any(|(lo, hi)| lo <= c && c <= hi)
+    }
+}
+
+/// The rules of a `.dockerignore` file.
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreRules {
+    rules: Vec<(PathPattern, bool)>,
+}
+
+impl IgnoreRules {
+    /// Parses `.dockerignore` text: one pattern per line, `#` comments, `!` exceptions.
+    pub fn parse(text: &str) -> IgnoreRules {
+        let rules = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|line| {
+                let (exception, pattern) = match line.strip_prefix('!') {
+                    Some(rest) => (true, rest.trim()),
+                    None => (false, line),
+                };
+                let compiled = PathPattern::new(pattern);
+                (!compiled.parts.is_empty()).then_some((compiled, exception))
+            })
+            .collect();
+        IgnoreRules { rules }
+    }
+
+    /// True when `path` (relative to the context root) is excluded from the context.
+    pub fn is_excluded(&self, path: &Path) -> bool {
+        let mut excluded = false;
+        for (pattern, exception) in &self.rules {
+            if pattern.matches_or_parent(path) {
+                excluded = !exception;
+            }
+        }
+        excluded
+    }
+
+    /// True when some `!` exception could re-include something below an excluded directory.
+    pub fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|(_, exception)| *exception)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn excluded(rules: &str, path: &str) -> bool {
+        IgnoreRules::parse(rules).is_excluded(Path::new(path))
+    }
+
+    #[test]
+    fn component_globs() {
+        assert!(match_component("*.txt", "a.txt"));
+        assert!(!match_component("*.txt", "a.txt.bak"));
+        assert!(match_component("a?c", "abc"));
+        assert!(match_component("[a-c]x", "bx"));
+        assert!(!match_component("[^a-c]x", "bx"));
+        assert!(match_component("\\*", "*"));
+        assert!(!match_component("\\*", "a"));
+        assert!(match_component("[", "["));
+    }
+
+    #[test]
+    fn double_star_spans_any_depth() {
+        let p = PathPattern::new("**/*.go");
+        assert!(p.matches(Path::new("a.go")));
+        assert!(p.matches(Path::new("x/y/a.go")));
+        assert!(!p.matches(Path::new("x/y/a.rs")));
+        let p = PathPattern::new("src/**/test");
+        assert!(p.matches(Path::new("src/test")));
+        assert!(p.matches(Path::new("src/a/b/test")));
+    }
+
+    #[test]
+    fn star_does_not_cross_directories() {
+        assert!(!PathPattern::new("*.txt").matches(Path::new("dir/a.txt")));
+        assert!(PathPattern::new("*/a.txt").matches(Path::new("dir/a.txt")));
+    }
+
+    #[test]
+    fn dockerignore_excludes_directories_with_their_contents() {
+        assert!(excluded("node_modules", "node_modules/x/y.js"));
+        assert!(excluded("/build/", "build/out"));
+        assert!(!excluded("node_modules", "src/node_modules"));
+        assert!(excluded("**/node_modules", "src/node_modules/a"));
+    }
+
+    #[test]
+    fn dockerignore_last_match_wins_and_exceptions_reinclude() {
+        let rules = "# comment\n*.md\n!README.md\n";
+        assert!(excluded(rules, "CHANGES.md"));
+        assert!(!excluded(rules, "README.md"));
+        assert!(!excluded(rules, "main.rs"));
+        let rules = "!README.md\n*.md\n";
+        assert!(excluded(rules, "README.md"));
+    }
+
+    #[test]
+    fn dockerignore_cleans_patterns() {
+        assert!(excluded("./a//b/", "a/b/c"));
+        assert!(excluded("a/../b", "b"));
+        assert!(!excluded("\n   \n# x\n", "x"));
+    }
+}

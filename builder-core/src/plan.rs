@@ -1,0 +1,271 @@
+//! The build plan: a parsed Dockerfile split into stages, with the global ARGs (those before
+//! the first FROM) evaluated, each stage's base resolved to scratch, an earlier stage or an
+//! image reference, and the set of stages the target needs.
+
+use crate::dockerfile::{Dockerfile, Instruction, InstructionKind};
+use crate::error::{BuildError, Result};
+use crate::expand::{expand_word, Vars};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageBase {
+    /// `FROM scratch`: an empty filesystem.
+    Scratch,
+    /// `FROM <earlier stage>`.
+    Stage(usize),
+    /// `FROM <image reference>`.
+    Image(String),
+}
+
+/// One build stage.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Position in the Dockerfile, from 0.
+    pub index: usize,
+    /// The `AS` name, lower-cased as Docker compares stage names case-insensitively.
+    pub name: Option<String>,
+    /// The FROM instruction.
+    pub from: Instruction,
+    /// What the stage starts from, after expanding global ARGs.
+    pub base: StageBase,
+    /// `--platform` of the FROM, expanded.
+    pub platform: Option<String>,
+    /// The instructions after FROM.
+    pub instructions: Vec<Instruction>,
+}
+
+/// A Dockerfile ready to execute.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The Dockerfile path, for messages.
+    pub file: PathBuf,
+    /// The escape character.
+    pub escape: char,
+    /// Global ARGs and their values (None: declared without a value).
+    pub global_args: BTreeMap<String, Option<String>>,
+    /// The stages in order.
+    pub stages: Vec<Stage>,
+}
+
+/// Build args from the command line: `Some(value)`, or `None` for "declared, no value".
+pub type BuildArgs = BTreeMap<String, Option<String>>;
+
+struct MapVars<'a>(&'a BTreeMap<String, Option<String>>);
+
+impl Vars for MapVars<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned().flatten()
+    }
+}
+
+impl Plan {
+    /// Splits `dockerfile` into stages, evaluating global ARGs with `build_args`.
+    pub fn new(dockerfile: &Dockerfile, build_args: &BuildArgs) -> Result<Plan> {
+        let mut plan = Plan {
+            file: dockerfile.file.clone(),
+            escape: dockerfile.escape,
+            global_args: BTreeMap::new(),
+            stages: Vec::new(),
+        };
+        for ins in &dockerfile.instructions {
+            match &ins.kind {
+                InstructionKind::From {
+                    image,
+                    alias,
+                    platform,
+                } => plan.add_stage(ins, image, alias.as_deref(), platform.as_deref())?,
+                InstructionKind::Arg(decls) if plan.stages.is_empty() => {
+                    for decl in decls {
+                        let value = match build_args.get(&decl.name) {
+                            Some(Some(v)) => Some(v.clone()),
+                            _ => match &decl.default {
+                                Some(d) => Some(plan.expand_global(ins, d)?),
+                                None => None,
+                            },
+                        };
+                        plan.global_args.insert(decl.name.clone(), value);
+                    }
+                }
+                _ => match plan.stages.last_mut() {
+                    Some(stage) => stage.instructions.push(ins.clone()),
+                    None => {
+                        return Err(plan.step_error(ins, "only ARG may come before the first FROM"))
+                    }
+                },
+            }
+        }
+        if plan.stages.is_empty() {
+            return Err(BuildError::Options(format!(
+                "{}: no FROM instruction",
+                plan.file.display()
+            )));
+        }
+        Ok(plan)
+    }
+
+    fn add_stage(
+        &mut self,
+        ins: &Instruction,
+        image: &str,
+        alias: Option<&str>,
+        platform: Option<&str>,
+    ) -> Result<()> {
+        let image = self.expand_global(ins, image)?;
+        if image.is_empty() {
+            return Err(self.step_error(ins, "the image name expands to an empty string"));
+        }
+        let base = if image.eq_ignore_ascii_case("scratch") {
+            StageBase::Scratch
+        } else if let Some(i) = self.stage_index(&image) {
+            StageBase::Stage(i)
+        } else {
+            StageBase::Image(image)
+        };
+        let platform = platform.map(|p| self.expand_global(ins, p)).transpose()?;
+        let name = alias.map(str::to_ascii_lowercase);
+        if let Some(n) = &name {
+            if self.stage_index(n).is_some() {
+                return Err(self.step_error(ins, &format!("duplicate stage name {n:?}")));
+            }
+        }
+        self.stages.push(Stage {
+            index: self.stages.len(),
+            name,
+            from: ins.clone(),
+            base,
+            platform,
+            instructions: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn expand_global(&self, ins: &Instruction, word: &str) -> Result<String> {
+        expand_word(word, &MapVars(&self.global_args), self.escape)
+            .map_err(|e| self.step_error(ins, &e.to_string()))
+    }
+
+    /// An error about instruction `ins`.
+    pub fn step_error(&self, ins: &Instruction, message: &str) -> BuildError {
+        BuildError::Step {
+            file: self.file.clone(),
+            line: ins.line,
+            instruction: ins.original.clone(),
+            source: message.to_string().into(),
+        }
+    }
+
+    /// The index of the stage called `name` (case-insensitive), or with that number.
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        self.stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+            .or_else(|| {
+                name.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i < self.stages.len())
+            })
+    }
+
+    /// The stage to build: `target` by name, or the last one.
+    pub fn target(&self, target: Option<&str>) -> Result<usize> {
+        match target {
+            None => Ok(self.stages.len() - 1),
+            Some(t) => self
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+                .ok_or_else(|| {
+                    let names: Vec<&str> = self
+                        .stages
+                        .iter()
+                        .filter_map(|s| s.name.as_deref())
+                        .collect();
+                    BuildError::Options(format!(
+                        "--target {t}: no stage has that name (stages: {})",
+                        if names.is_empty() {
+                            "none named".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ))
+                }),
+        }
+    }
+
+    /// The stages `target` needs (through FROM and COPY --from), itself included.
+    pub fn needed_stages(&self, target: usize) -> BTreeSet<usize> {
+        let mut needed = BTreeSet::new();
+        let mut todo = vec![target];
+        while let Some(i) = todo.pop() {
+            if !needed.insert(i) {
+                continue;
+            }
+            let stage = &self.stages[i];
+            if let StageBase::Stage(parent) = stage.base {
+                todo.push(parent);
+            }
+            for ins in &stage.instructions {
+                if let InstructionKind::Copy(args) = &ins.kind {
+                    if let Some(from) = &args.from {
+                        if let Some(dep) = self.stage_index(from).filter(|d| *d < i) {
+                            todo.push(dep);
+                        }
+                    }
+                }
+            }
+        }
+        needed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::parse;
+    use std::path::Path;
+
+    fn plan(text: &str, args: &[(&str, &str)]) -> Result<Plan> {
+        let df = parse(text, Path::new("Dockerfile")).unwrap();
+        let args = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect();
+        Plan::new(&df, &args)
+    }
+
+    #[test]
+    fn global_args_expand_in_from_and_build_args_override_them() {
+        let p = plan(
+            "ARG BASE=alpine\nARG TAG=1\nFROM ${BASE}:$TAG\n",
+            &[("TAG", "2")],
+        )
+        .unwrap();
+        assert_eq!(p.stages[0].base, StageBase::Image("alpine:2".into()));
+    }
+
+    #[test]
+    fn stages_resolve_scratch_names_and_dependencies() {
+        let text = "FROM scratch AS a\nFROM busybox AS Build\nCOPY --from=a / /\n\
+                    FROM build AS final\nFROM busybox AS unused\n";
+        let p = plan(text, &[]).unwrap();
+        assert_eq!(p.stages[0].base, StageBase::Scratch);
+        assert_eq!(p.stages[2].base, StageBase::Stage(1));
+        let target = p.target(Some("final")).unwrap();
+        assert_eq!(p.needed_stages(target), BTreeSet::from([0, 1, 2]));
+        assert_eq!(p.target(None).unwrap(), 3);
+        assert!(p
+            .target(Some("nope"))
+            .unwrap_err()
+            .to_string()
+            .contains("final"));
+    }
+
+    #[test]
+    fn instructions_before_from_other_than_arg_are_refused() {
+        let err = parse("ENV A=1\nFROM x\n", Path::new("Dockerfile")).unwrap_err();
+        assert!(err.to_string().contains("Dockerfile:1"), "{err}");
+    }
+}
