@@ -442,3 +442,101 @@ async fn basic_auth_registry() {
     assert!(matches!(err, Error::Unauthorized { .. }), "{msg}");
     assert!(msg.contains("rejected"), "{msg}");
 }
+
+type Handler = std::sync::Arc<dyn Fn(&str) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync>;
+
+/// A tiny HTTP/1.1 server; `handler` gets the request head and returns (status, headers, body).
+async fn serve_fn(handler: Handler) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&got).into_owned();
+                let (status, headers, body) = handler(&head);
+                let mut out = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                for (k, v) in headers {
+                    out.push_str(&format!("{k}: {v}\r\n"));
+                }
+                out.push_str("\r\n");
+                let _ = s.write_all(out.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn bearer_token_flow() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let _ = registry();
+    let blob: &'static [u8] = b"bearer protected blob";
+    let digest = sha256_digest(blob);
+    let token_calls = Arc::new(AtomicUsize::new(0));
+    let tc = token_calls.clone();
+    let realm = Arc::new(std::sync::Mutex::new(String::new()));
+    let realm2 = realm.clone();
+    let handler: Handler = Arc::new(move |head: &str| {
+        let first = head.lines().next().unwrap_or("").to_string();
+        let lower = head.to_ascii_lowercase();
+        if first.contains("/token?") {
+            tc.fetch_add(1, Ordering::SeqCst);
+            // Basic credentials from config.json must be sent to the token endpoint.
+            let ok = lower.contains("authorization: basic dxnlcjpwyxnz") // user:pass
+                && first.contains("service=fake")
+                && first.contains("scope=repository%3Abearer%2Frepo%3Apull");
+            return if ok {
+                (200, vec![], br#"{"token":"tok-123"}"#.to_vec())
+            } else {
+                (401, vec![], b"{}".to_vec())
+            };
+        }
+        if lower.contains("authorization: bearer tok-123") {
+            return (200, vec![], blob.to_vec());
+        }
+        let realm = realm2.lock().unwrap().clone();
+        (
+            401,
+            vec![(
+                "WWW-Authenticate".into(),
+                format!(
+                    r#"Bearer realm="{realm}",service="fake",scope="repository:bearer/repo:pull""#
+                ),
+            )],
+            b"{}".to_vec(),
+        )
+    });
+    let addr = serve_fn(handler).await;
+    *realm.lock().unwrap() = format!("http://{addr}/token");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_config(dir.path(), &addr, "user", "pass");
+    let c = client_for(&addr, DockerConfig::load(Some(&cfg_path)).unwrap());
+    let r = reference(&addr, "bearer/repo", "x");
+    assert_eq!(c.pull_blob_bytes(&r, &digest).await.unwrap(), blob);
+    // The token is cached per scope: a second pull needs no new token.
+    assert_eq!(c.pull_blob_bytes(&r, &digest).await.unwrap(), blob);
+    assert_eq!(token_calls.load(Ordering::SeqCst), 1);
+
+    // Anonymous token requests are refused by this fake: a clear token error.
+    let anon = client_for(&addr, DockerConfig::default());
+    let err = anon.pull_blob_bytes(&r, &digest).await.unwrap_err();
+    assert!(matches!(err, Error::Token { .. }), "{err}");
+    assert!(err.to_string().contains(&addr), "{err}");
+}
