@@ -288,3 +288,175 @@ fn a_missing_destination_is_explained() {
     assert!(stderr.contains("--destination"), "{stderr}");
     assert!(stderr.contains("--no-push"), "{stderr}");
 }
+
+#[test]
+fn no_push_with_tar_path_writes_an_archive_and_pushes_nothing() {
+    let reg = registry();
+    let base_arg = format!("BASE_REGISTRY={reg}");
+    let dest = format!("{}:never", unique_repo("nopush"));
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("out.tar");
+    build_ok(&demo_args(
+        &base_arg,
+        &[
+            "--destination",
+            &dest,
+            "--no-push",
+            "--tar-path",
+            tar.to_str().unwrap(),
+        ],
+    ));
+    let img = unpack(&format!("docker-archive:{}", tar.display()));
+    assert_eq!(
+        fs::read_to_string(img.rootfs.join("var/lib/app/greeting")).unwrap(),
+        "hello\n"
+    );
+    assert!(img.rootfs.join("bin/busybox").is_file());
+    let inspect = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{dest}")])
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success(), "--no-push must not push");
+}
+
+#[test]
+fn run_steps_see_env_args_workdir_user_and_both_command_forms() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/busybox:latest\n\
+             ARG COLOR=blue\n\
+             ENV FOO=bar\n\
+             RUN [\"/bin/sh\", \"-c\", \"id -u > /tmp/exec-form-uid\"]\n\
+             RUN echo \"$FOO $COLOR\" > /tmp/vars\n\
+             USER nobody\n\
+             WORKDIR /work/dir\n\
+             RUN id -u > /tmp/user-uid && pwd > /tmp/pwd && echo $HOME > /tmp/home\n"
+        ),
+        &[],
+    );
+    let dest = format!("{}:1", unique_repo("runsem"));
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+        "--insecure",
+        "--build-arg",
+        "COLOR=green",
+    ]);
+    let img = unpack(&format!("docker://{dest}"));
+    let read = |p: &str| fs::read_to_string(img.rootfs.join(p)).unwrap();
+    assert_eq!(read("tmp/exec-form-uid"), "0\n");
+    assert_eq!(read("tmp/vars"), "bar green\n");
+    assert_eq!(read("tmp/user-uid"), "65534\n");
+    assert_eq!(read("tmp/pwd"), "/work/dir\n");
+    assert_eq!(read("tmp/home"), "/nonexistent\n");
+    // WORKDIR creates the directory owned by the current USER, as BuildKit does.
+    let meta = fs::metadata(img.rootfs.join("work/dir")).unwrap();
+    assert_eq!(meta.uid(), 65534);
+    // ARG values reach RUN but never the image config.
+    let config = skopeo_config(&dest);
+    assert!(!env_of(&config).iter().any(|e| e.starts_with("COLOR=")));
+}
+
+#[test]
+fn manifest_lists_resolve_to_the_build_platform() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!("FROM {reg}/busybox-multi:latest\nRUN busybox true && echo ok > /ok\n"),
+        &[],
+    );
+    let dest = format!("{}:1", unique_repo("multi-arch"));
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+        "--insecure",
+    ]);
+    let config = skopeo_config(&dest);
+    assert_eq!(config["architecture"], "amd64");
+    let img = unpack(&format!("docker://{dest}"));
+    assert_eq!(fs::read_to_string(img.rootfs.join("ok")).unwrap(), "ok\n");
+}
+
+#[test]
+fn registries_with_basic_auth_use_docker_config_credentials() {
+    let auth_reg = std::env::var("OCIBUILD_TEST_AUTH_REGISTRY")
+        .expect("OCIBUILD_TEST_AUTH_REGISTRY is not set: run scripts/test.sh");
+    let user = std::env::var("OCIBUILD_TEST_AUTH_USER").unwrap();
+    let password = std::env::var("OCIBUILD_TEST_AUTH_PASSWORD").unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let token = run(
+        "sh",
+        &["-c", &format!("printf %s '{user}:{password}' | base64")],
+    );
+    fs::write(
+        docker_config.path().join("config.json"),
+        json!({"auths": {auth_reg.clone(): {"auth": token.trim()}}}).to_string(),
+    )
+    .unwrap();
+    let with_creds = [("DOCKER_CONFIG", docker_config.path().to_str().unwrap())];
+    let empty_config = tempfile::tempdir().unwrap();
+    let without_creds = [("DOCKER_CONFIG", empty_config.path().to_str().unwrap())];
+
+    // Push a scratch image to the registry that needs credentials...
+    let base = format!("{auth_reg}/auth-base:{}", std::process::id());
+    let args = [
+        "build",
+        "--context",
+        "../testdata/scratch",
+        "--destination",
+        &base,
+        "--insecure",
+    ];
+    let denied = ocibuild_with_env(&args, &without_creds);
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("401") || stderr.contains("credentials"),
+        "{stderr}"
+    );
+    let pushed = ocibuild_with_env(&args, &with_creds);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+
+    // ...then build FROM it, pulling with the same credentials.
+    let ctx = context_with(
+        &format!("FROM {base}\nCOPY extra.txt /extra.txt\n"),
+        &[("extra.txt", "x")],
+    );
+    let dest = format!("{auth_reg}/auth-derived:{}", std::process::id());
+    let out = ocibuild_with_env(
+        &[
+            "build",
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--destination",
+            &dest,
+            "--insecure",
+        ],
+        &with_creds,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            &format!("{user}:{password}"),
+            &format!("docker://{dest}"),
+        ],
+    );
+    let inspect: Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
+}

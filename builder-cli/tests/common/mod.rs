@@ -40,10 +40,28 @@ pub fn testdata(name: &str) -> PathBuf {
 
 /// Runs `ocibuild` with `args`.
 pub fn ocibuild(args: &[&str]) -> Output {
+    ocibuild_with_env(args, &[])
+}
+
+/// Runs `ocibuild` with `args` and extra environment variables.
+pub fn ocibuild_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ocibuild"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("running ocibuild")
+}
+
+/// Writes `Dockerfile` with `text` (and the given extra files) into a new temporary context.
+pub fn context_with(text: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), text).unwrap();
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
 }
 
 /// Runs `ocibuild build` and panics with its output when it fails.
