@@ -11,7 +11,8 @@
 #
 # Registries:
 #   plain  127.0.0.1:<port>   anonymous, delete enabled, fixtures busybox:latest and
-#                             busybox-multi:latest (OCI index: linux/amd64 + fake linux/arm64)
+#                             busybox-multi:latest (OCI index: linux/amd64 + fake linux/arm64),
+#                             busybox-docker:latest (the same image with Docker schema 2 types)
 #   auth   127.0.0.1:<port2>  htpasswd basic auth, user ocitest / ocitest-pw
 set -euo pipefail
 
@@ -249,8 +250,9 @@ add_multi_index() {
 push_fixtures() {
   local addr="$1" work="$LAB_DIR/fixture"
   if skopeo inspect --tls-verify=false --raw "docker://$addr/busybox:latest" >/dev/null 2>&1 &&
-    skopeo inspect --tls-verify=false --raw "docker://$addr/busybox-multi:latest" >/dev/null 2>&1; then
-    log "fixtures busybox:latest and busybox-multi:latest already in $addr"
+    skopeo inspect --tls-verify=false --raw "docker://$addr/busybox-multi:latest" >/dev/null 2>&1 &&
+    skopeo inspect --tls-verify=false --raw "docker://$addr/busybox-docker:latest" >/dev/null 2>&1; then
+    log "fixtures busybox, busybox-multi and busybox-docker already in $addr"
     return 0
   fi
   log "building busybox fixture in $work"
@@ -262,6 +264,9 @@ push_fixtures() {
   log "pushing $addr/busybox-multi:latest"
   skopeo copy --quiet --all --dest-tls-verify=false --preserve-digests \
     "oci:$work/oci:multi" "docker://$addr/busybox-multi:latest" >&2
+  log "pushing $addr/busybox-docker:latest (Docker schema 2 media types)"
+  skopeo copy --quiet --format v2s2 --dest-tls-verify=false \
+    "oci:$work/oci:latest" "docker://$addr/busybox-docker:latest" >&2
 }
 
 write_env() {

@@ -460,3 +460,85 @@ fn registries_with_basic_auth_use_docker_config_credentials() {
     let inspect: Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn docker_schema2_bases_are_pulled_and_the_result_keeps_their_format() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!("FROM {reg}/busybox-docker:latest\nRUN echo hi > /hi\n"),
+        &[],
+    );
+    let dest = format!("{}:1", unique_repo("docker-format"));
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+    ]);
+    let manifest = skopeo_manifest(&dest);
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+    }
+    let img = unpack(&format!("docker://{dest}"));
+    assert_eq!(fs::read_to_string(img.rootfs.join("hi")).unwrap(), "hi\n");
+}
+
+#[test]
+fn stages_copy_from_each_other_and_target_picks_one() {
+    let reg = registry();
+    let text = format!(
+        "FROM {reg}/busybox:latest AS build\n\
+         RUN mkdir /out && echo built > /out/app && chown 1000:1000 /out/app\n\
+         FROM build AS test\n\
+         RUN echo tested > /out/test-report\n\
+         FROM scratch\n\
+         COPY --from=build /out/app /app\n\
+         CMD [\"/app\"]\n"
+    );
+    let ctx = context_with(&text, &[]);
+    let dest = format!("{}:final", unique_repo("stages"));
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+    ]);
+    let img = unpack(&format!("docker://{dest}"));
+    let app = img.rootfs.join("app");
+    assert_eq!(fs::read_to_string(&app).unwrap(), "built\n");
+    let meta = fs::metadata(&app).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (1000, 1000),
+        "COPY --from keeps owners"
+    );
+    assert_eq!(img.layer_files().len(), 1, "only the COPY layer on scratch");
+    assert!(!img.rootfs.join("bin").exists());
+
+    let dest = format!("{}:test", unique_repo("stages"));
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+        "--target",
+        "test",
+    ]);
+    let img = unpack(&format!("docker://{dest}"));
+    assert_eq!(
+        fs::read_to_string(img.rootfs.join("out/test-report")).unwrap(),
+        "tested\n"
+    );
+    assert!(img.rootfs.join("bin/busybox").is_file());
+}

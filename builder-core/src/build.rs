@@ -218,10 +218,12 @@ pub(crate) struct FinishedStage {
 
 impl<'o> Builder<'o> {
     fn new(opts: &'o BuildOptions, work: &Path) -> Result<Builder<'o>> {
-        let context = opts
-            .context
-            .canonicalize()
-            .map_err(BuildError::io(&opts.context))?;
+        let context = opts.context.canonicalize().map_err(|e| {
+            BuildError::Options(format!(
+                "build context {}: {e}; pass an existing directory with --context",
+                opts.context.display()
+            ))
+        })?;
         let dockerfile_path = find_dockerfile(&opts.dockerfile, &context);
         let text =
             std::fs::read_to_string(&dockerfile_path).map_err(BuildError::io(&dockerfile_path))?;

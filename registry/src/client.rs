@@ -219,6 +219,8 @@ struct Inner {
     opts: ClientOptions,
     /// Authorization header values per (registry, scope key).
     tokens: Mutex<HashMap<(String, String), String>>,
+    /// The scheme found to work for each loopback registry (see [`Client::scheme`]).
+    schemes: Mutex<HashMap<String, &'static str>>,
 }
 
 /// A cheap-to-clone registry client.
@@ -233,6 +235,18 @@ impl std::fmt::Debug for Client {
             .field("opts", &self.inner.opts)
             .finish_non_exhaustive()
     }
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `::1` hosts (with or without a port).
+fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -252,6 +266,7 @@ impl Client {
                 http,
                 opts,
                 tokens: Mutex::new(HashMap::new()),
+                schemes: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -261,23 +276,44 @@ impl Client {
         &self.inner.opts
     }
 
-    fn scheme(&self, r: &Reference) -> &'static str {
+    /// The scheme to use with `r`'s registry: plain http when it is marked insecure; for a
+    /// loopback registry (`localhost`, `127.0.0.0/8`, `::1`) https when it answers https and
+    /// http otherwise, as Docker and go-containerregistry treat local registries; https
+    /// for everything else.
+    async fn scheme(&self, r: &Reference) -> &'static str {
         let o = &self.inner.opts;
         if o.insecure_all
             || o.insecure_registries
                 .iter()
                 .any(|x| x == &r.registry || x == r.api_host())
         {
-            "http"
-        } else {
-            "https"
+            return "http";
         }
+        if !is_loopback(r.api_host()) {
+            return "https";
+        }
+        if let Some(s) = self
+            .inner
+            .schemes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&r.registry).copied())
+        {
+            return s;
+        }
+        let ping = |scheme: &str| format!("{scheme}://{}/v2/", r.api_host());
+        let https_answers = self.inner.http.get(ping("https")).send().await.is_ok();
+        let scheme = if https_answers { "https" } else { "http" };
+        if let Ok(mut m) = self.inner.schemes.lock() {
+            m.insert(r.registry.clone(), scheme);
+        }
+        scheme
     }
 
-    fn url(&self, r: &Reference, tail: &str) -> Result<Url> {
+    async fn url(&self, r: &Reference, tail: &str) -> Result<Url> {
         let s = format!(
             "{}://{}/v2/{}/{}",
-            self.scheme(r),
+            self.scheme(r).await,
             r.api_host(),
             r.repository,
             tail
@@ -608,7 +644,7 @@ impl Client {
     async fn get_manifest_raw(&self, r: &Reference) -> Result<(String, Vec<u8>)> {
         let reference = r.tag_or_digest();
         let what = format!("manifest {reference}");
-        let url = self.url(r, &format!("manifests/{reference}"))?;
+        let url = self.url(r, &format!("manifests/{reference}")).await?;
         let accept = [
             media_types::OCI_MANIFEST,
             media_types::DOCKER_MANIFEST,
@@ -795,7 +831,7 @@ impl Client {
 
     async fn download_once(&self, r: &Reference, digest: &str, tmp: &Path) -> Result<u64> {
         let what = format!("blob {digest}");
-        let url = self.url(r, &format!("blobs/{digest}"))?;
+        let url = self.url(r, &format!("blobs/{digest}")).await?;
         let resp = self
             .send(
                 r,
@@ -843,7 +879,7 @@ impl Client {
     pub async fn pull_blob_bytes(&self, r: &Reference, digest: &str) -> Result<Vec<u8>> {
         check_sha256(digest)?;
         let what = format!("blob {digest}");
-        let url = self.url(r, &format!("blobs/{digest}"))?;
+        let url = self.url(r, &format!("blobs/{digest}")).await?;
         let resp = self
             .send(
                 r,
@@ -879,7 +915,7 @@ impl Client {
     pub async fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool> {
         check_sha256(digest)?;
         let what = format!("blob {digest}");
-        let url = self.url(r, &format!("blobs/{digest}"))?;
+        let url = self.url(r, &format!("blobs/{digest}")).await?;
         let resp = self
             .send(r, Access::Pull, &[], true, &what, |c| {
                 Ok(c.head(url.clone()))
@@ -903,7 +939,7 @@ impl Client {
     ) -> Result<bool> {
         check_sha256(digest)?;
         let what = format!("mount of blob {digest} from {from_repository}");
-        let url = self.url(target, "blobs/uploads/")?;
+        let url = self.url(target, "blobs/uploads/").await?;
         let extra = [format!("repository:{from_repository}:pull")];
         let resp = self
             .send(target, Access::Push, &extra, false, &what, |c| {
@@ -945,7 +981,7 @@ impl Client {
 
     /// Starts an upload session; returns the upload URL.
     async fn start_upload(&self, r: &Reference, what: &str) -> Result<Url> {
-        let url = self.url(r, "blobs/uploads/")?;
+        let url = self.url(r, "blobs/uploads/").await?;
         let resp = self
             .send(r, Access::Push, &[], false, what, |c| {
                 Ok(c.post(url.clone()).header(CONTENT_LENGTH, 0))
@@ -1056,7 +1092,7 @@ impl Client {
         }
         let reference = r.tag_or_digest();
         let what = format!("push of manifest {reference}");
-        let url = self.url(r, &format!("manifests/{reference}"))?;
+        let url = self.url(r, &format!("manifests/{reference}")).await?;
         let body = bytes.to_vec();
         let resp = self
             .send(r, Access::Push, &[], true, &what, |c| {
@@ -1130,7 +1166,27 @@ mod tests {
     }
 
     #[test]
-    fn scheme_and_urls() {
+    fn loopback_hosts_are_recognised() {
+        for host in [
+            "localhost:5000",
+            "127.0.0.1:5100",
+            "127.1.2.3",
+            "[::1]:5000",
+            "localhost",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "registry-1.docker.io",
+            "10.0.0.1:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[tokio::test]
+    async fn scheme_and_urls() {
         let c = Client::new(ClientOptions {
             insecure_registries: vec!["127.0.0.1:5000".into()],
             ..Default::default()
@@ -1138,12 +1194,12 @@ mod tests {
         .unwrap();
         let r = Reference::parse("127.0.0.1:5000/a/b:1").unwrap();
         assert_eq!(
-            c.url(&r, "manifests/1").unwrap().as_str(),
+            c.url(&r, "manifests/1").await.unwrap().as_str(),
             "http://127.0.0.1:5000/v2/a/b/manifests/1"
         );
         let hub = Reference::parse("busybox").unwrap();
         assert_eq!(
-            c.url(&hub, "blobs/uploads/").unwrap().as_str(),
+            c.url(&hub, "blobs/uploads/").await.unwrap().as_str(),
             "https://registry-1.docker.io/v2/library/busybox/blobs/uploads/"
         );
         assert_eq!(ClientOptions::default().retries, 3);

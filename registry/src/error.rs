@@ -63,7 +63,7 @@ pub enum Error {
     ClientSetup(String),
 
     /// A request could not be sent or its body could not be read (network level).
-    #[error("request to {registry} for repository {repository} failed ({what}): {source}; check that the registry is reachable (use --insecure for plain-http registries)")]
+    #[error("request to {registry} for repository {repository} failed ({what}): {source}; check that the registry is reachable; for a plain-HTTP registry use --insecure-registry HOST:PORT (or --insecure / --insecure-pull)")]
     Http {
         /// Registry host.
         registry: String,

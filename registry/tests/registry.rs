@@ -540,3 +540,16 @@ async fn bearer_token_flow() {
     assert!(matches!(err, Error::Token { .. }), "{err}");
     assert!(err.to_string().contains(&addr), "{err}");
 }
+
+/// Like Docker and go-containerregistry, a registry on a loopback address that does not
+/// answer https is spoken to over plain http without any insecure flag.
+#[tokio::test]
+async fn loopback_registries_fall_back_to_http_without_flags() {
+    let c = Client::new(ClientOptions::default()).unwrap();
+    let r = reference(&registry(), "busybox", "latest");
+    let pulled = c
+        .pull_manifest(&r, &Platform::linux_amd64())
+        .await
+        .expect("a plain-http loopback registry works without insecure flags");
+    assert!(!pulled.manifest.layers.is_empty());
+}
