@@ -6,6 +6,8 @@
 //! The entry point for tools embedding ocibuild is [`build`] with [`BuildOptions`]; progress
 //! arrives as [`BuildEvent`]s and failures as [`BuildError`]s that name the Dockerfile line.
 
+#![deny(missing_docs)]
+
 pub mod build;
 pub mod config;
 pub mod copy;
