@@ -135,38 +135,26 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 self.image.config.config.user = Some(user);
             }
             K::Expose(ports) => {
-                let mut expanded = Vec::new();
-                for p in ports {
-                    expanded.extend(self.expand_list(ins, p)?);
-                }
-                for port in expanded {
+                for port in self.expand_all(ins, ports)? {
                     for p in expose_ports(&port).map_err(|m| self.b.plan.step_error(ins, &m))? {
-                        let map = self
-                            .image
-                            .config
-                            .config
+                        let config = &mut self.image.config.config;
+                        config
                             .exposed_ports
-                            .get_or_insert_with(Default::default);
-                        map.insert(p, Empty {});
+                            .get_or_insert_with(Default::default)
+                            .insert(p, Empty {});
                     }
                 }
             }
             K::Volume(volumes) => {
-                let mut expanded = Vec::new();
-                for v in volumes {
-                    expanded.extend(self.expand_list(ins, v)?);
-                }
-                for v in expanded {
+                for v in self.expand_all(ins, volumes)? {
                     if v.is_empty() {
                         return Err(self.b.plan.step_error(ins, "VOLUME with an empty path"));
                     }
-                    let map = self
-                        .image
-                        .config
-                        .config
+                    let config = &mut self.image.config.config;
+                    config
                         .volumes
-                        .get_or_insert_with(Default::default);
-                    map.insert(v, Empty {});
+                        .get_or_insert_with(Default::default)
+                        .insert(v, Empty {});
                 }
             }
             K::StopSignal(sig) => {
@@ -227,9 +215,16 @@ impl<'b, 'o> StageRun<'b, 'o> {
             .map_err(|e| self.b.plan.step_error(ins, &e.to_string()))
     }
 
-    fn expand_list(&self, ins: &Instruction, text: &str) -> Result<Vec<String>> {
-        expand_words(text, &self.vars(), self.b.plan.escape)
-            .map_err(|e| self.b.plan.step_error(ins, &e.to_string()))
+    /// Expands each item and splits it into words (EXPOSE, VOLUME).
+    fn expand_all(&self, ins: &Instruction, items: &[String]) -> Result<Vec<String>> {
+        let vars = self.vars();
+        let mut words = Vec::new();
+        for item in items {
+            let expanded = expand_words(item, &vars, self.b.plan.escape)
+                .map_err(|e| self.b.plan.step_error(ins, &e.to_string()))?;
+            words.extend(expanded);
+        }
+        Ok(words)
     }
 
     /// The argv of CMD/ENTRYPOINT/RUN: exec form as is, shell form through SHELL.

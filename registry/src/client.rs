@@ -829,22 +829,21 @@ impl Client {
         }
     }
 
-    async fn download_once(&self, r: &Reference, digest: &str, tmp: &Path) -> Result<u64> {
-        let what = format!("blob {digest}");
+    /// GET of blob `digest`, failing on any non-success status.
+    async fn get_blob(&self, r: &Reference, digest: &str, what: &str) -> Result<reqwest::Response> {
         let url = self.url(r, &format!("blobs/{digest}")).await?;
         let resp = self
-            .send(
-                r,
-                Access::Pull,
-                &[],
-                true,
-                &what,
-                |c| Ok(c.get(url.clone())),
-            )
+            .send(r, Access::Pull, &[], true, what, |c| Ok(c.get(url.clone())))
             .await?;
         if !resp.status().is_success() {
-            return Err(Self::status_error(r, Access::Pull, &what, resp).await);
+            return Err(Self::status_error(r, Access::Pull, what, resp).await);
         }
+        Ok(resp)
+    }
+
+    async fn download_once(&self, r: &Reference, digest: &str, tmp: &Path) -> Result<u64> {
+        let what = format!("blob {digest}");
+        let resp = self.get_blob(r, digest, &what).await?;
         let io_err = |e: std::io::Error| Error::Io {
             path: tmp.to_path_buf(),
             source: e,
@@ -879,20 +878,7 @@ impl Client {
     pub async fn pull_blob_bytes(&self, r: &Reference, digest: &str) -> Result<Vec<u8>> {
         check_sha256(digest)?;
         let what = format!("blob {digest}");
-        let url = self.url(r, &format!("blobs/{digest}")).await?;
-        let resp = self
-            .send(
-                r,
-                Access::Pull,
-                &[],
-                true,
-                &what,
-                |c| Ok(c.get(url.clone())),
-            )
-            .await?;
-        if !resp.status().is_success() {
-            return Err(Self::status_error(r, Access::Pull, &what, resp).await);
-        }
+        let resp = self.get_blob(r, digest, &what).await?;
         let bytes = resp
             .bytes()
             .await

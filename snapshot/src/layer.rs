@@ -10,12 +10,13 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::HashingWriter;
 use crate::error::{io_err, Error, Result};
+use crate::rootpath::clean_relative;
 use crate::tarwriter::{EntryHeader, EntryKind, TarWriter};
 use crate::walk::Changes;
 
@@ -263,17 +264,17 @@ type Plan = BTreeMap<PathBuf, Item>;
 fn plan_entries(changes: &Changes) -> Result<Plan> {
     let mut plan = Plan::new();
     for path in changes.upserts.iter().chain(&changes.opaque_dirs) {
-        let path = clean_relative(path)?;
+        let path = clean_relative(path, "changed path")?;
         if !path.as_os_str().is_empty() {
             add_with_ancestors(&mut plan, &path);
         }
     }
     for dir in &changes.opaque_dirs {
-        let dir = clean_relative(dir)?;
+        let dir = clean_relative(dir, "changed path")?;
         plan.insert(dir.join(OPAQUE_MARKER), Item::Whiteout);
     }
     for path in &changes.deletions {
-        let path = clean_relative(path)?;
+        let path = clean_relative(path, "changed path")?;
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(Error::UnsafePath {
                 path,
@@ -302,24 +303,6 @@ fn add_ancestors(plan: &mut Plan, path: &Path) {
         }
         plan.entry(ancestor.to_path_buf()).or_insert(Item::Current);
     }
-}
-
-/// Makes a change path relative and clean; `..` is refused.
-fn clean_relative(path: &Path) -> Result<PathBuf> {
-    let mut clean = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(name) => clean.push(name),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::ParentDir => {
-                return Err(Error::UnsafePath {
-                    path: path.to_path_buf(),
-                    reason: "changed path contains `..`".into(),
-                })
-            }
-        }
-    }
-    Ok(clean)
 }
 
 /// Turns planned items into tar entries, remembering hard-linked inodes.

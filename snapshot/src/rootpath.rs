@@ -120,6 +120,25 @@ pub fn resolve_in_root(root: &Path, path: &Path, follow_final: bool) -> Result<P
 }
 
 /// Returns `host` relative to `root`, or an empty path for `root` itself.
+/// Makes `path` relative and clean (leading `/`, `.` components dropped); a `..` component
+/// is refused with `Error::UnsafePath` saying it is in a `what` (e.g. "entry name").
+pub(crate) fn clean_relative(path: &Path, what: &str) -> Result<PathBuf> {
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => clean.push(name),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                return Err(Error::UnsafePath {
+                    path: path.to_path_buf(),
+                    reason: format!("{what} contains a `..` component"),
+                })
+            }
+        }
+    }
+    Ok(clean)
+}
+
 pub(crate) fn relative_to<'a>(root: &Path, host: &'a Path) -> &'a Path {
     host.strip_prefix(root).unwrap_or(host)
 }

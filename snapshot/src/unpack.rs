@@ -12,13 +12,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 use tar::EntryType;
 
 use crate::error::{io_err, Error, Result};
-use crate::rootpath::{is_plain_name, relative_to, resolve_in_root};
+use crate::rootpath::{clean_relative, is_plain_name, relative_to, resolve_in_root};
 
 /// Prefix of whiteout file names.
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -148,21 +148,7 @@ fn parse_pax_time(value: &[u8], path: &Path) -> Result<FileTime> {
 /// Turns a tar entry name into a clean relative path: leading `/` and `./`
 /// and `.` components dropped; any `..` is refused.
 fn normalise_entry_path(raw: &[u8]) -> Result<PathBuf> {
-    let path = Path::new(OsStr::from_bytes(raw));
-    let mut clean = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(name) => clean.push(name),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::ParentDir => {
-                return Err(Error::UnsafePath {
-                    path: path.to_path_buf(),
-                    reason: "entry name contains a `..` component".into(),
-                })
-            }
-        }
-    }
-    Ok(clean)
+    clean_relative(Path::new(OsStr::from_bytes(raw)), "entry name")
 }
 
 /// Removes whatever is at `path` (a directory recursively); missing is fine.
