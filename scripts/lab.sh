@@ -12,7 +12,8 @@
 # Registries:
 #   plain  127.0.0.1:<port>   anonymous, delete enabled, fixtures busybox:latest and
 #                             busybox-multi:latest (OCI index: linux/amd64 + fake linux/arm64),
-#                             busybox-docker:latest (the same image with Docker schema 2 types)
+#                             busybox-docker:latest (the same image with Docker schema 2 types),
+#                             layered:latest (busybox + hard links, setuid, owners, whiteouts)
 #   auth   127.0.0.1:<port2>  htpasswd basic auth, user ocitest / ocitest-pw
 set -euo pipefail
 
@@ -198,6 +199,32 @@ build_busybox_layout() {
   umoci gc --layout "$layout"
 }
 
+# Adds tag "layered" to the layout: busybox plus a layer with a hard link, a setuid file
+# owned by 1234:2345, a symlink and an old mtime, plus a layer that deletes a directory
+# and a file (umoci writes the whiteouts), so unpacking can be tested on a foreign image.
+add_layered_image() {
+  local layout="$1" bundle="$2/layered-bundle" r
+  rm -rf "$bundle"
+  umoci unpack --image "$layout:latest" "$bundle" >&2
+  r="$bundle/rootfs"
+  mkdir -p "$r/data/dir" "$r/data/keep"
+  echo a >"$r/data/a"
+  ln "$r/data/a" "$r/data/b"
+  echo x >"$r/data/dir/x"
+  echo y >"$r/data/keep/y"
+  echo z >"$r/data/keep/z"
+  chown 1234:2345 "$r/data/a"
+  chmod 4750 "$r/data/a"
+  ln -s ../data/a "$r/data/link"
+  touch -d @1000000000 "$r/data/keep/z"
+  umoci repack --image "$layout:layered" "$bundle"
+  rm -rf "$bundle"
+  umoci unpack --image "$layout:layered" "$bundle" >&2
+  rm -rf "$r/data/dir"
+  rm "$r/data/keep/y"
+  umoci repack --image "$layout:layered" "$bundle"
+}
+
 # Adds tag "multi" to the layout: an OCI index with the amd64 image and a fake
 # linux/arm64 entry (same layers, config with architecture arm64).
 add_multi_index() {
@@ -251,19 +278,24 @@ push_fixtures() {
   local addr="$1" work="$LAB_DIR/fixture"
   if skopeo inspect --tls-verify=false --raw "docker://$addr/busybox:latest" >/dev/null 2>&1 &&
     skopeo inspect --tls-verify=false --raw "docker://$addr/busybox-multi:latest" >/dev/null 2>&1 &&
-    skopeo inspect --tls-verify=false --raw "docker://$addr/busybox-docker:latest" >/dev/null 2>&1; then
-    log "fixtures busybox, busybox-multi and busybox-docker already in $addr"
+    skopeo inspect --tls-verify=false --raw "docker://$addr/busybox-docker:latest" >/dev/null 2>&1 &&
+    skopeo inspect --tls-verify=false --raw "docker://$addr/layered:latest" >/dev/null 2>&1; then
+    log "fixtures busybox, busybox-multi, busybox-docker and layered already in $addr"
     return 0
   fi
   log "building busybox fixture in $work"
   build_busybox_layout "$work" >&2
   add_multi_index "$work/oci" >&2
+  add_layered_image "$work/oci" "$work" >&2
   log "pushing $addr/busybox:latest"
   skopeo copy --quiet --dest-tls-verify=false --preserve-digests \
     "oci:$work/oci:latest" "docker://$addr/busybox:latest" >&2
   log "pushing $addr/busybox-multi:latest"
   skopeo copy --quiet --all --dest-tls-verify=false --preserve-digests \
     "oci:$work/oci:multi" "docker://$addr/busybox-multi:latest" >&2
+  log "pushing $addr/layered:latest"
+  skopeo copy --quiet --dest-tls-verify=false --preserve-digests \
+    "oci:$work/oci:layered" "docker://$addr/layered:latest" >&2
   log "pushing $addr/busybox-docker:latest (Docker schema 2 media types)"
   skopeo copy --quiet --format v2s2 --dest-tls-verify=false \
     "oci:$work/oci:latest" "docker://$addr/busybox-docker:latest" >&2

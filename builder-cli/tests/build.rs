@@ -542,3 +542,33 @@ fn stages_copy_from_each_other_and_target_picks_one() {
     );
     assert!(img.rootfs.join("bin/busybox").is_file());
 }
+
+/// The `layered` fixture is made by umoci: a layer with a hard link, a setuid file owned by
+/// 1234:2345, a symlink and an old mtime, then a layer whose whiteouts delete a directory
+/// and a file. RUN sees the rootfs exactly as those layers describe it.
+#[test]
+fn base_layers_unpack_with_whiteouts_hardlinks_owners_modes_and_mtimes() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/layered:latest\n\
+             RUN {{ test ! -e /data/dir && echo dir-gone; test ! -e /data/keep/y && echo y-gone; \
+             stat -c '%u:%g %a %h' /data/a; \
+             [ $(stat -c %i /data/a) = $(stat -c %i /data/b) ] && echo same-inode; \
+             readlink /data/link; stat -c %Y /data/keep/z; }} > /report\n"
+        ),
+        &[],
+    );
+    let dest = format!("{}:1", unique_repo("layered"));
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+    ]);
+    let img = unpack(&format!("docker://{dest}"));
+    assert_eq!(
+        fs::read_to_string(img.rootfs.join("report")).unwrap(),
+        "dir-gone\ny-gone\n1234:2345 4750 2\nsame-inode\n../data/a\n1000000000\n"
+    );
+}
