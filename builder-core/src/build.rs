@@ -28,7 +28,7 @@ use crate::plan::{BuildArgs, Plan, StageBase};
 use crate::stage::StageRun;
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
 use ocibuild_snapshot::Compression;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -228,8 +228,11 @@ impl<'o> Builder<'o> {
         let text =
             std::fs::read_to_string(&dockerfile_path).map_err(BuildError::io(&dockerfile_path))?;
         let dockerfile = crate::dockerfile::parse(&text, &dockerfile_path)?;
-        let plan = Plan::new(&dockerfile, &opts.build_args)?;
-        let ignore = read_dockerignore(&context)?;
+        let platform = parse_platform(opts.platform.as_deref())?;
+        let build_platform = parse_platform(None)?;
+        let auto_args = platform_args(&platform, &build_platform);
+        let plan = Plan::new(&dockerfile, &opts.build_args, auto_args)?;
+        let ignore = read_dockerignore(&context, &dockerfile_path)?;
         let docker_config = DockerConfig::load(opts.docker_config.as_deref())
             .map_err(BuildError::registry("reading registry credentials"))?;
         let dest_registries: Vec<String> = opts
@@ -260,7 +263,7 @@ impl<'o> Builder<'o> {
             pull_client: client(opts.insecure_pull, pull_insecure)?,
             push_client: client(opts.insecure, opts.insecure_registries.clone())?,
             blobs: BlobStore::new(work.join("blobs"))?,
-            platform: parse_platform(opts.platform.as_deref())?,
+            platform,
             work: work.to_path_buf(),
             opts,
             plan,
@@ -470,13 +473,36 @@ fn find_dockerfile(dockerfile: &Path, context: &Path) -> PathBuf {
     dockerfile.to_path_buf()
 }
 
-fn read_dockerignore(context: &Path) -> Result<crate::pathmatch::IgnoreRules> {
-    let path = context.join(".dockerignore");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(crate::pathmatch::IgnoreRules::parse(&text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
-        Err(e) => Err(BuildError::Io { path, source: e }),
+/// The ignore rules: `<Dockerfile>.dockerignore` next to the Dockerfile when it exists
+/// (BuildKit's per-Dockerfile ignore file), else `.dockerignore` in the context root.
+fn read_dockerignore(context: &Path, dockerfile: &Path) -> Result<crate::pathmatch::IgnoreRules> {
+    let mut specific = dockerfile.as_os_str().to_owned();
+    specific.push(".dockerignore");
+    for path in [PathBuf::from(specific), context.join(".dockerignore")] {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok(crate::pathmatch::IgnoreRules::parse(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(BuildError::Io { path, source: e }),
+        }
     }
+    Ok(Default::default())
+}
+
+/// BuildKit's automatic platform ARGs for the target and the build platform.
+fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, String> {
+    let mut args = BTreeMap::new();
+    for (prefix, p) in [("TARGET", target), ("BUILD", build)] {
+        let variant = p.variant.clone().unwrap_or_default();
+        let mut platform = format!("{}/{}", p.os, p.architecture);
+        if !variant.is_empty() {
+            platform = format!("{platform}/{variant}");
+        }
+        args.insert(format!("{prefix}PLATFORM"), platform);
+        args.insert(format!("{prefix}OS"), p.os.clone());
+        args.insert(format!("{prefix}ARCH"), p.architecture.clone());
+        args.insert(format!("{prefix}VARIANT"), variant);
+    }
+    args
 }
 
 /// Build args Docker defines without an ARG instruction (never warned about).

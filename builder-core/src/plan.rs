@@ -45,6 +45,9 @@ pub struct Plan {
     pub escape: char,
     /// Global ARGs and their values (None: declared without a value).
     pub global_args: BTreeMap<String, Option<String>>,
+    /// Automatic platform ARGs (`TARGETPLATFORM`, `BUILDARCH`, ...): usable in FROM lines
+    /// without a declaration, and in a stage after `ARG NAME`.
+    pub auto_args: BTreeMap<String, String>,
     /// The stages in order.
     pub stages: Vec<Stage>,
 }
@@ -52,21 +55,33 @@ pub struct Plan {
 /// Build args from the command line: `Some(value)`, or `None` for "declared, no value".
 pub type BuildArgs = BTreeMap<String, Option<String>>;
 
-struct MapVars<'a>(&'a BTreeMap<String, Option<String>>);
+struct GlobalVars<'a> {
+    args: &'a BTreeMap<String, Option<String>>,
+    auto: &'a BTreeMap<String, String>,
+}
 
-impl Vars for MapVars<'_> {
+impl Vars for GlobalVars<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned().flatten()
+        match self.args.get(name) {
+            Some(value) => value.clone(),
+            None => self.auto.get(name).cloned(),
+        }
     }
 }
 
 impl Plan {
-    /// Splits `dockerfile` into stages, evaluating global ARGs with `build_args`.
-    pub fn new(dockerfile: &Dockerfile, build_args: &BuildArgs) -> Result<Plan> {
+    /// Splits `dockerfile` into stages, evaluating global ARGs with `build_args` and the
+    /// automatic platform ARGs `auto_args`.
+    pub fn new(
+        dockerfile: &Dockerfile,
+        build_args: &BuildArgs,
+        auto_args: BTreeMap<String, String>,
+    ) -> Result<Plan> {
         let mut plan = Plan {
             file: dockerfile.file.clone(),
             escape: dockerfile.escape,
             global_args: BTreeMap::new(),
+            auto_args,
             stages: Vec::new(),
         };
         for ins in &dockerfile.instructions {
@@ -142,8 +157,11 @@ impl Plan {
     }
 
     fn expand_global(&self, ins: &Instruction, word: &str) -> Result<String> {
-        expand_word(word, &MapVars(&self.global_args), self.escape)
-            .map_err(|e| self.step_error(ins, &e.to_string()))
+        let vars = GlobalVars {
+            args: &self.global_args,
+            auto: &self.auto_args,
+        };
+        expand_word(word, &vars, self.escape).map_err(|e| self.step_error(ins, &e.to_string()))
     }
 
     /// An error about instruction `ins`.
@@ -233,7 +251,8 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), Some(v.to_string())))
             .collect();
-        Plan::new(&df, &args)
+        let auto = BTreeMap::from([("TARGETARCH".to_string(), "amd64".to_string())]);
+        Plan::new(&df, &args, auto)
     }
 
     #[test]
@@ -244,6 +263,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.stages[0].base, StageBase::Image("alpine:2".into()));
+    }
+
+    #[test]
+    fn platform_args_work_in_from_without_declaration() {
+        let p = plan("FROM busybox-$TARGETARCH\n", &[]).unwrap();
+        assert_eq!(p.stages[0].base, StageBase::Image("busybox-amd64".into()));
+        let p = plan("ARG TARGETARCH=arm\nFROM busybox-$TARGETARCH\n", &[]).unwrap();
+        assert_eq!(p.stages[0].base, StageBase::Image("busybox-arm".into()));
     }
 
     #[test]

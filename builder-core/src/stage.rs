@@ -66,6 +66,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             args: BTreeMap::new(),
             cmd_set: false,
         };
+        run.run_onbuild_triggers(&stage.from, events).await?;
         for ins in &stage.instructions {
             let started = run.b.begin_step(&run.label, ins, events);
             let layer = run.dispatch(ins, events).await?;
@@ -94,7 +95,14 @@ impl<'b, 'o> StageRun<'b, 'o> {
                         Some(Some(v)) => Some(v.clone()),
                         _ => match &decl.default {
                             Some(d) => Some(self.expand(ins, d)?),
-                            None => self.b.plan.global_args.get(&decl.name).cloned().flatten(),
+                            None => self
+                                .b
+                                .plan
+                                .global_args
+                                .get(&decl.name)
+                                .cloned()
+                                .flatten()
+                                .or_else(|| self.b.plan.auto_args.get(&decl.name).cloned()),
                         },
                     };
                     self.b.used_args.insert(decl.name.clone());
@@ -181,16 +189,50 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 self.image.config.config.shell = Some(shell.clone());
             }
             K::Maintainer(name) => self.image.config.author = Some(name.clone()),
-            K::From { .. } => unreachable!("FROM starts a stage"),
-            _ => {
-                return Err(self
-                    .b
-                    .plan
-                    .step_error(ins, "this instruction is not supported yet by ocibuild"))
+            K::Healthcheck(check) => {
+                let health = healthcheck(check).map_err(|m| self.b.plan.step_error(ins, &m))?;
+                self.image.config.config.healthcheck = Some(health);
             }
+            K::Onbuild(trigger) => {
+                let triggers = self
+                    .image
+                    .config
+                    .config
+                    .on_build
+                    .get_or_insert_with(Vec::new);
+                triggers.push(trigger.original.clone());
+            }
+            K::From { .. } => unreachable!("FROM starts a stage"),
         }
         self.history(ins, true);
         Ok(None)
+    }
+
+    /// Runs the base image's ONBUILD triggers as if they followed FROM, then drops them:
+    /// triggers are not inherited by grand-children.
+    async fn run_onbuild_triggers(&mut self, from: &Instruction, events: Events<'_>) -> Result<()> {
+        let Some(triggers) = self.image.config.config.on_build.take() else {
+            return Ok(());
+        };
+        for trigger in triggers {
+            let text = format!("FROM scratch\n{trigger}\n");
+            let parsed = crate::dockerfile::parse(&text, &self.b.plan.file).map_err(|e| {
+                self.step_err(
+                    from,
+                    format!(
+                        "ONBUILD trigger {trigger:?} of the base image: {}",
+                        e.message
+                    ),
+                )
+            })?;
+            let Some(mut ins) = parsed.instructions.into_iter().nth(1) else {
+                continue;
+            };
+            ins.line = from.line;
+            ins.end_line = from.end_line;
+            self.dispatch(&ins, events).await?;
+        }
+        Ok(())
     }
 
     /// ARGs with a value, overridden by ENV.
@@ -373,12 +415,10 @@ impl<'b, 'o> StageRun<'b, 'o> {
         is_add: bool,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        if !args.heredocs.is_empty() {
-            return Err(self.step_err(ins, "heredocs in COPY/ADD are not supported yet"));
-        }
         let vars = self.vars();
         let mut sources = Vec::new();
-        for s in &args.sources {
+        let heredoc_names: Vec<String> = args.heredocs.iter().map(|d| d.name.clone()).collect();
+        for s in args.sources.iter().filter(|s| !s.starts_with("<<")) {
             let s = self.expand_with(ins, s, &vars)?;
             if is_add
                 && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
@@ -446,8 +486,28 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 }
             }
         };
-        copy::copy_sources(&from, &sources, &dest_abs, &rootfs, &opts)
-            .map_err(|e| self.step_err(ins, e))?;
+        if sources.len() + heredoc_names.len() > 1 && !dest_abs.ends_with('/') {
+            return Err(self.step_err(ins, copy::CopyError::DestNotDir { dest }));
+        }
+        if !sources.is_empty() {
+            copy::copy_sources(&from, &sources, &dest_abs, &rootfs, &opts)
+                .map_err(|e| self.step_err(ins, e))?;
+        }
+        if !heredoc_names.is_empty() {
+            let dir = self.write_heredocs(ins, args)?;
+            let heredocs = SourceRoot {
+                dir: &dir,
+                ignore: None,
+                origin: "heredoc".into(),
+                keep_owner: false,
+            };
+            let opts = CopyOptions {
+                extract_archives: false,
+                ..opts
+            };
+            copy::copy_sources(&heredocs, &heredoc_names, &dest_abs, &rootfs, &opts)
+                .map_err(|e| self.step_err(ins, e))?;
+        }
         self.commit(ins)
     }
 
@@ -492,9 +552,6 @@ impl<'b, 'o> StageRun<'b, 'o> {
         if !args.mounts.is_empty() {
             return Err(self.step_err(ins, "RUN --mount is not supported yet"));
         }
-        if !args.heredocs.is_empty() {
-            return Err(self.step_err(ins, "heredocs in RUN are not supported yet"));
-        }
         let network = match args.network.as_deref() {
             None | Some("default") | Some("host") => Network::Host,
             Some("none") => Network::None,
@@ -506,9 +563,17 @@ impl<'b, 'o> StageRun<'b, 'o> {
             }
         };
         let rootfs = self.rootfs().await?;
-        let argv = self.argv(&args.command);
+        let scratch = self.b.work.join("scratch");
+        std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
+        let (argv, extra_mounts) = self.run_argv(ins, args, &scratch)?;
         let mut env = self.image.config.env_pairs();
-        for (k, v) in &self.args {
+        let proxies = self
+            .b
+            .opts
+            .build_args
+            .iter()
+            .filter(|(k, _)| crate::build::is_predefined_arg(k));
+        for (k, v) in self.args.iter().chain(proxies) {
             if let Some(v) = v {
                 if !env.iter().any(|(ek, _)| ek == k) {
                     env.push((k.clone(), v.clone()));
@@ -524,8 +589,6 @@ impl<'b, 'o> StageRun<'b, 'o> {
             .unwrap_or_else(|| "/".into());
         let owner = self.user_ids(ins, &rootfs)?;
         self.make_dir(ins, &rootfs, &cwd, owner)?;
-        let scratch = self.b.work.join("scratch");
-        std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
         let spec = RunSpec {
             rootfs: rootfs.clone(),
             argv,
@@ -535,7 +598,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             hostname: None,
             network,
             isolation: self.b.opts.isolation,
-            extra_mounts: Vec::new(),
+            extra_mounts,
             scratch_dir: scratch,
         };
         let outcome = isolation::run(&spec, &mut |bytes: &[u8]| {
@@ -552,6 +615,195 @@ impl<'b, 'o> StageRun<'b, 'o> {
         }
         self.commit(ins)
     }
+}
+
+impl StageRun<'_, '_> {
+    /// The argv of a RUN and the mounts it needs. With heredocs (BuildKit's rules): a
+    /// command that is a single heredoc runs as a script file mounted at
+    /// `/dev/pipes/NAME` (so `#!` lines work); otherwise the command line and the heredoc
+    /// bodies go to the shell together, which reads the heredocs itself.
+    fn run_argv(
+        &self,
+        ins: &Instruction,
+        args: &RunArgs,
+        scratch: &Path,
+    ) -> Result<(Vec<String>, Vec<isolation::Mount>)> {
+        if args.heredocs.is_empty() {
+            return Ok((self.argv(&args.command), Vec::new()));
+        }
+        let Command::Shell(text) = &args.command else {
+            return Err(self.step_err(ins, "heredocs need the shell form of RUN"));
+        };
+        let single = args.heredocs.len() == 1 && text.split_whitespace().count() == 1;
+        if !single {
+            let mut script = text.clone();
+            for doc in &args.heredocs {
+                script.push('\n');
+                script.push_str(&doc.content);
+                script.push_str(&doc.name);
+            }
+            script.push('\n');
+            return Ok((self.argv(&Command::Shell(script)), Vec::new()));
+        }
+        let doc = &args.heredocs[0];
+        check_heredoc_name(&doc.name).map_err(|m| self.step_err(ins, m))?;
+        let dir = scratch.join(format!("heredoc-{}-{}", self.index, ins.line));
+        let file = dir.join(&doc.name);
+        write_file(&file, doc.content.as_bytes(), 0o755)?;
+        let target = format!("/dev/pipes/{}", doc.name);
+        let mount = isolation::Mount {
+            source: file,
+            target: target.clone(),
+            readonly: true,
+        };
+        Ok((self.argv(&Command::Shell(target)), vec![mount]))
+    }
+
+    /// Writes COPY/ADD heredocs (`<<NAME` sources) as files named NAME in a fresh
+    /// directory, expanding variables in unquoted ones (quotes and backslashes stay as
+    /// written, as BuildKit does), and returns that directory.
+    fn write_heredocs(&self, ins: &Instruction, args: &CopyArgs) -> Result<PathBuf> {
+        let dir = self
+            .b
+            .work
+            .join("scratch")
+            .join(format!("heredocs-{}-{}", self.index, ins.line));
+        let vars = self.vars();
+        for doc in &args.heredocs {
+            check_heredoc_name(&doc.name).map_err(|m| self.step_err(ins, m))?;
+            let content = if doc.expand {
+                let esc = self.b.plan.escape;
+                let mut raw = String::with_capacity(doc.content.len());
+                for c in doc.content.chars() {
+                    if c == '\'' || c == '"' || c == esc {
+                        raw.push(esc);
+                    }
+                    raw.push(c);
+                }
+                self.expand_with(ins, &raw, &vars)?
+            } else {
+                doc.content.clone()
+            };
+            write_file(&dir.join(&doc.name), content.as_bytes(), 0o644)?;
+        }
+        Ok(dir)
+    }
+}
+
+/// A heredoc name must work as a file name.
+fn check_heredoc_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!(
+            "heredoc name {name:?} cannot be used as a file name"
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` (creating its directory) with permission bits `mode`.
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, bytes)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    };
+    write().map_err(BuildError::io(path))
+}
+
+/// The image config form of HEALTHCHECK: `["NONE"]`, `["CMD", ...]` or
+/// `["CMD-SHELL", cmd]`, durations in nanoseconds (0 = default, omitted).
+fn healthcheck(
+    check: &crate::dockerfile::Healthcheck,
+) -> std::result::Result<crate::config::HealthConfig, String> {
+    use crate::dockerfile::Healthcheck as H;
+    let H::Check {
+        command,
+        interval,
+        timeout,
+        start_period,
+        start_interval,
+        retries,
+    } = check
+    else {
+        return Ok(crate::config::HealthConfig {
+            test: Some(vec!["NONE".to_string()]),
+            ..Default::default()
+        });
+    };
+    let test = match command {
+        Command::Exec(args) => std::iter::once("CMD".to_string())
+            .chain(args.iter().cloned())
+            .collect(),
+        Command::Shell(text) => vec!["CMD-SHELL".to_string(), text.clone()],
+    };
+    let retries = match retries {
+        None => None,
+        Some(r) => match r.parse::<i64>() {
+            Ok(n) if n >= 0 => (n != 0).then_some(n),
+            _ => {
+                return Err(format!(
+                    "--retries={r}: expected a whole number of at least 0"
+                ))
+            }
+        },
+    };
+    Ok(crate::config::HealthConfig {
+        test: Some(test),
+        interval: health_duration("interval", interval)?,
+        timeout: health_duration("timeout", timeout)?,
+        start_period: health_duration("start-period", start_period)?,
+        start_interval: health_duration("start-interval", start_interval)?,
+        retries,
+    })
+}
+
+/// A HEALTHCHECK duration flag in nanoseconds; 0 means "default" and is left out.
+fn health_duration(flag: &str, value: &Option<String>) -> std::result::Result<Option<i64>, String> {
+    let Some(text) = value else { return Ok(None) };
+    let nanos = parse_duration(text).ok_or_else(|| {
+        format!("--{flag}={text}: expected a duration such as 30s, 1m30s or 500ms")
+    })?;
+    if nanos != 0 && nanos < 1_000_000 {
+        return Err(format!("--{flag}={text}: must be at least 1ms"));
+    }
+    Ok((nanos != 0).then_some(nanos))
+}
+
+/// Parses a Go-style duration (`300ms`, `1.5h`, `2h45m`) into nanoseconds.
+fn parse_duration(text: &str) -> Option<i64> {
+    if text == "0" {
+        return Some(0);
+    }
+    if text.is_empty() {
+        return None;
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
+    }
+    (total <= i64::MAX as f64).then_some(total as i64)
 }
 
 /// Unpacks `image`'s layers into a fresh `dir`.
@@ -652,6 +904,59 @@ mod tests {
         );
         assert!(expose_ports("http").is_err());
         assert!(expose_ports("80/icmp").is_err());
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("1.5h"), Some(5_400_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("0"), Some(0));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("5d"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn healthcheck_forms_become_docker_config() {
+        use crate::dockerfile::Healthcheck as H;
+        assert_eq!(healthcheck(&H::None).unwrap().test.unwrap(), ["NONE"]);
+        let check = H::Check {
+            command: Command::Shell("curl -f localhost".into()),
+            interval: Some("5m".into()),
+            timeout: Some("3s".into()),
+            start_period: None,
+            start_interval: Some("0s".into()),
+            retries: Some("3".into()),
+        };
+        let h = healthcheck(&check).unwrap();
+        assert_eq!(h.test.clone().unwrap(), ["CMD-SHELL", "curl -f localhost"]);
+        assert_eq!(
+            (
+                h.interval,
+                h.timeout,
+                h.start_period,
+                h.start_interval,
+                h.retries
+            ),
+            (
+                Some(300_000_000_000),
+                Some(3_000_000_000),
+                None,
+                None,
+                Some(3)
+            )
+        );
+        let bad = H::Check {
+            command: Command::Exec(vec!["x".into()]),
+            interval: Some("1us".into()),
+            timeout: None,
+            start_period: None,
+            start_interval: None,
+            retries: None,
+        };
+        assert!(healthcheck(&bad).unwrap_err().contains("1ms"));
     }
 
     #[test]

@@ -570,10 +570,11 @@ fn namespace_plan(
     if let Some(proc_dir) = ph.ensure(rootfs, "/proc", Kind::Dir, true)? {
         ops.push(fresh(c"proc", &proc_dir, nosuid_nodev_noexec, None, false)?);
     }
-    if let Some(dev) = ph.ensure(rootfs, "/dev", Kind::Dir, true)? {
+    let dev_tmpfs = ph.ensure(rootfs, "/dev", Kind::Dir, true)?;
+    if let Some(dev) = &dev_tmpfs {
         ops.push(fresh(
             c"tmpfs",
-            &dev,
+            dev,
             libc::MS_NOSUID | libc::MS_STRICTATIME,
             Some("mode=755,size=65536k"),
             false,
@@ -644,6 +645,10 @@ fn namespace_plan(
         }
     }
     let first_user_op = ops.len();
+    let mut dev_dirs: Vec<PathBuf> = ["pts", "shm"]
+        .iter()
+        .filter_map(|d| dev_tmpfs.as_ref().map(|dev| dev.join(d)))
+        .collect();
     for m in &spec.extra_mounts {
         if !m.target.starts_with('/') {
             return Err(IsolationError::InvalidSpec(format!(
@@ -653,11 +658,15 @@ fn namespace_plan(
         }
         let meta = fs::metadata(&m.source).map_err(|e| io_error(&m.source, e))?;
         let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
-        let Some(target) = ph.ensure(rootfs, &m.target, kind, true)? else {
-            return Err(IsolationError::InvalidSpec(format!(
-                "mount target {:?} is a dangling symlink in the rootfs",
-                m.target
-            )));
+        let target = match (&dev_tmpfs, m.target.strip_prefix("/dev/")) {
+            // Under the fresh /dev tmpfs: the mount point is made inside it, at run time.
+            (Some(dev), Some(rel)) => dev_mount_point(dev, rel, kind, &mut dev_dirs, &mut ops)?,
+            _ => ph.ensure(rootfs, &m.target, kind, true)?.ok_or_else(|| {
+                IsolationError::InvalidSpec(format!(
+                    "mount target {:?} is a dangling symlink in the rootfs",
+                    m.target
+                ))
+            })?,
         };
         ops.push(bind(&m.source, &target, libc::MS_REC)?);
         if m.readonly {
@@ -680,6 +689,52 @@ fn namespace_plan(
         ops,
         first_user_op,
     })
+}
+
+/// Adds the ops that create mount point `rel` (relative to /dev) inside the fresh /dev
+/// tmpfs, with its missing parent directories; `made` lists directories already there.
+fn dev_mount_point(
+    dev: &Path,
+    rel: &str,
+    kind: Kind,
+    made: &mut Vec<PathBuf>,
+    ops: &mut Vec<Op>,
+) -> Result<PathBuf, IsolationError> {
+    let rel = Path::new(rel);
+    if rel
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(IsolationError::InvalidSpec(format!(
+            "mount target /dev/{} must be a plain path",
+            rel.display()
+        )));
+    }
+    let target = dev.join(rel);
+    let mut dir = dev.to_path_buf();
+    for part in rel.parent().into_iter().flat_map(Path::components) {
+        dir.push(part);
+        if !made.contains(&dir) {
+            ops.push(Op::Mkdir {
+                path: path_cstring(&dir)?,
+                mode: 0o755,
+            });
+            made.push(dir.clone());
+        }
+    }
+    ops.push(match kind {
+        Kind::Dir => Op::Mkdir {
+            path: path_cstring(&target)?,
+            mode: 0o755,
+        },
+        _ => Op::Touch {
+            path: path_cstring(&target)?,
+        },
+    });
+    if kind == Kind::Dir {
+        made.push(target.clone());
+    }
+    Ok(target)
 }
 
 /// Mount flags of the filesystem holding `path` that a bind remount must repeat.
