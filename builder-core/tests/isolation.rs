@@ -537,3 +537,20 @@ fn namespaces_denied_message_names_the_way_out() {
     assert!(msg.contains("--isolation chroot"), "{msg}");
     assert!(msg.contains("--isolation none"), "{msg}");
 }
+
+#[test]
+fn mounts_under_dev_are_made_inside_the_fresh_dev() {
+    let f = fixture(true, true);
+    let script = f.host.parent().unwrap().join("script");
+    fs::write(&script, "#!/bin/sh\necho from pipe $0\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let before = tree(&f.rootfs);
+    let mut spec = f.spec("/dev/pipes/EOF; test -e /dev/null && echo dev-intact");
+    spec.extra_mounts = vec![Mount {
+        source: script,
+        target: "/dev/pipes/EOF".into(),
+        readonly: true,
+    }];
+    assert_eq!(ok_output(&spec), "from pipe /dev/pipes/EOF\ndev-intact\n");
+    assert_eq!(tree(&f.rootfs), before, "nothing of the mount remains");
+}
