@@ -1,0 +1,3 @@
+ARG BASE_REGISTRY=127.0.0.1:5000
+FROM ${BASE_REGISTRY}/busybox:latest
+COPY . /ctx/
