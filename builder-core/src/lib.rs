@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod build;
+pub mod cache;
 pub mod config;
 pub mod copy;
 pub mod dockerfile;

@@ -1,0 +1,116 @@
+//! Errors of the layer cache.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the layer cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A file operation in the cache directory (or on a layer file) failed.
+    #[error("layer cache: cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done (`create`, `read`, `rename`, ...).
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// A cache key is not usable as a file name and registry tag.
+    #[error("invalid layer cache key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key given.
+        key: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A digest is not `sha256:` followed by 64 lowercase hex characters.
+    #[error("invalid digest {digest:?}: expected sha256: followed by 64 lowercase hex characters")]
+    InvalidDigest {
+        /// The digest given.
+        digest: String,
+    },
+
+    /// A [`CachedLayer`](super::CachedLayer) to store has an unusable field.
+    #[error("invalid layer cache entry: {reason}")]
+    InvalidEntry {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A file to store does not have the digest it was announced with.
+    #[error("{what} does not match its digest: expected {expected}, found {actual}")]
+    DigestMismatch {
+        /// The file or data checked.
+        what: String,
+        /// The announced digest.
+        expected: String,
+        /// The digest of its content.
+        actual: String,
+    },
+
+    /// A file to store does not have the size it was announced with.
+    #[error("{path} has {actual} bytes, but the layer says {expected}")]
+    SizeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The announced size.
+        expected: u64,
+        /// The file's size.
+        actual: u64,
+    },
+
+    /// A size such as `--cache-dir-max-size` could not be parsed.
+    #[error("invalid size {input:?}: {reason} (examples: 1024, 500MiB, 10GB, 2Gi)")]
+    InvalidSize {
+        /// The text given.
+        input: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A duration such as `--cache-ttl` could not be parsed.
+    #[error("invalid duration {input:?}: {reason} (examples: 336h, 2h30m, 14d)")]
+    InvalidDuration {
+        /// The text given.
+        input: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The cache repository is not a valid `registry/path` without tag or digest.
+    #[error("invalid cache repository {input:?}: {reason}")]
+    InvalidRepository {
+        /// The text given.
+        input: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A request to the cache repository failed.
+    #[error("layer cache {what} in {repository}: {source}")]
+    Registry {
+        /// What was being done.
+        what: String,
+        /// The cache repository.
+        repository: String,
+        /// The registry client's error.
+        source: Box<ocibuild_registry::Error>,
+    },
+}
+
+impl CacheError {
+    /// A closure turning an I/O error into [`CacheError::Io`] for `path`.
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> CacheError {
+        let path = path.into();
+        move |source| CacheError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The layer cache: reusing the layer a Dockerfile step made in an earlier build.
+//!
+//! Every cacheable step (RUN, COPY, ADD, WORKDIR) gets a chained key — a sha256 hex string
+//! computed from everything that decides the step's result — before it runs. The builder
+//! asks the cache for that key; on a hit it takes the recorded layer instead of running the
+//! step, on a miss it runs the step and stores the layer file under the key.
+//!
+//! Two stores exist and are meant to be used together, local first:
+//!
+//! * [`LocalCache`]: a directory, typically a volume shared by several build agents working
+//!   at the same time. It also keeps base-image blobs, manifests and configs so that they
+//!   are pulled once ([`LocalCache::blob`], [`LocalCache::image`]).
+//! * [`RegistryCache`]: a registry repository (kaniko's `--cache-repo`); each entry is a
+//!   one-layer image tagged with the key.
+//!
+//! [`LayerCache`] combines the two.
+//!
+//! # Directory layout of a [`LocalCache`]
+//!
+//! ```text
+//! DIR/
+//!   lock                  flock(2)ed exclusively (non-blocking) by whoever evicts
+//!   blobs/sha256/<hex>    content-addressed blobs: step layers and base-image layers
+//!   keys/<key>.json       one entry per step key: a CachedLayer as JSON; its mtime is the
+//!                         entry's last use (refreshed by every hit) and drives LRU eviction
+//!   images/<hex>.json     {"manifest": base64, "config": base64} of a base image, named by
+//!                         the manifest digest's hex
+//!   tmp/                  temporary files; ones older than an hour are removed by `open`
+//! ```
+//!
+//! # Safety with several processes
+//!
+//! Every file is written under `tmp/`, fsynced and renamed into place (or hard-linked into
+//! place, which is just as atomic), and the directory is fsynced after the rename: readers
+//! see either no file or a complete one, and a process killed at any moment leaves at most
+//! a stray temporary file. Storing a blob that is already present is a no-op. Blobs are
+//! verified (size and sha256) whenever they are handed out, and an entry whose blob is
+//! missing or corrupt is dropped with a warning. Eviction takes an exclusive `flock` on
+//! `DIR/lock` without waiting; when another process holds it, this process skips eviction.
+//!
+//! A path returned by a hit stays valid until the blob is evicted, possibly by another
+//! process: open the file (an open descriptor survives removal) or hard-link it right away.
+
+mod error;
+mod fsutil;
+mod local;
+mod parse;
+mod registry;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use ocibuild_registry::Reference;
+use ocibuild_snapshot::LayerInfo;
+
+pub use error::CacheError;
+pub use local::{CacheUsage, LocalCache};
+pub use parse::{parse_size, parse_ttl};
+pub use registry::RegistryCache;
+
+/// What a cache entry records about a step: enough to reuse its layer and history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedLayer {
+    /// `sha256:<hex>` of the compressed layer blob.
+    pub digest: String,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// Size of the layer blob in bytes.
+    pub size: u64,
+    /// OCI layer media type (`application/vnd.oci.image.layer.v1.tar+gzip`, `+zstd` or
+    /// plain `tar`).
+    pub media_type: String,
+    /// The history text of the step (`created_by`).
+    pub created_by: String,
+    /// RFC 3339 time the entry was made; a registry cache's TTL is measured from it.
+    pub created: String,
+}
+
+impl CachedLayer {
+    /// The entry for a layer a step just wrote, created now.
+    pub fn from_layer_info(info: &LayerInfo, created_by: &str) -> CachedLayer {
+        CachedLayer {
+            digest: info.digest.clone(),
+            diff_id: info.diff_id.clone(),
+            size: info.size,
+            media_type: info.oci_media_type().to_string(),
+            created_by: created_by.to_string(),
+            created: crate::time::now_rfc3339(),
+        }
+    }
+
+    /// Checks the fields a store relies on: both digests are `sha256:` + 64 lowercase hex,
+    /// the media type is not empty and `created` is an RFC 3339 time.
+    pub fn validate(&self) -> Result<(), CacheError> {
+        fsutil::digest_hex(&self.digest)?;
+        fsutil::digest_hex(&self.diff_id)?;
+        if self.media_type.trim().is_empty() {
+            return Err(CacheError::InvalidEntry {
+                reason: "the layer media type is empty".into(),
+            });
+        }
+        parse::parse_rfc3339(&self.created).map_err(|reason| CacheError::InvalidEntry {
+            reason: format!(
+                "created {:?} is not an RFC 3339 time: {reason}",
+                self.created
+            ),
+        })?;
+        Ok(())
+    }
+}
+
+/// Where a hit's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheHit {
+    /// In the local cache directory.
+    Local {
+        /// The entry.
+        layer: CachedLayer,
+        /// The verified blob file.
+        path: PathBuf,
+    },
+    /// In the registry cache repository (blob `layer.digest` of `repository`).
+    Registry {
+        /// The entry.
+        layer: CachedLayer,
+        /// The cache repository (its tag is the key).
+        repository: Reference,
+    },
+}
+
+impl CacheHit {
+    /// The entry, wherever it is.
+    pub fn layer(&self) -> &CachedLayer {
+        match self {
+            CacheHit::Local { layer, .. } | CacheHit::Registry { layer, .. } => layer,
+        }
+    }
+}
+
+/// A local and/or a registry cache used together: lookups try the local directory first,
+/// then the registry; stores go to both.
+#[derive(Debug, Default)]
+pub struct LayerCache {
+    /// The local directory cache, if any.
+    pub local: Option<LocalCache>,
+    /// The registry cache, if any.
+    pub registry: Option<RegistryCache>,
+}
+
+impl LayerCache {
+    /// Whether neither store is configured.
+    pub fn is_empty(&self) -> bool {
+        self.local.is_none() && self.registry.is_none()
+    }
+
+    /// Looks `key` up in the local cache, then in the registry cache. A registry error is
+    /// not fatal: it becomes a warning and the lookup is a miss.
+    pub async fn get(
+        &self,
+        key: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<CacheHit>, CacheError> {
+        if let Some(local) = &self.local {
+            if let Some((layer, path)) = local.get(key, warnings)? {
+                return Ok(Some(CacheHit::Local { layer, path }));
+            }
+        }
+        if let Some(registry) = &self.registry {
+            match registry.get(key, warnings).await {
+                Ok(Some(layer)) => {
+                    return Ok(Some(CacheHit::Registry {
+                        layer,
+                        repository: registry.reference(key)?,
+                    }))
+                }
+                Ok(None) => {}
+                Err(e) => warnings.push(format!("layer cache lookup of {key} failed: {e}")),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores the layer `file` under `key` in every configured store. Failures do not stop
+    /// the other store; they are returned as warnings.
+    pub async fn put(&self, key: &str, layer: &CachedLayer, file: &Path) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(local) = &self.local {
+            if let Err(e) = local.put(key, layer, file) {
+                warnings.push(format!(
+                    "storing {key} in the local layer cache failed: {e}"
+                ));
+            }
+        }
+        if let Some(registry) = &self.registry {
+            if let Err(e) = registry.put(key, layer, file).await {
+                warnings.push(format!(
+                    "storing {key} in the registry layer cache failed: {e}"
+                ));
+            }
+        }
+        warnings
+    }
+}
