@@ -196,6 +196,11 @@ impl LocalCache {
     /// sha256 `layer.digest`. Afterwards, with a size limit, least recently used blobs and
     /// their entries are evicted while the total exceeds it (never the blob just stored,
     /// so a single layer larger than the limit is still kept).
+    ///
+    /// A hard-linked blob shares its inode with `file`: the caller must not rewrite `file`
+    /// in place afterwards (replacing or removing it is fine; ocibuild writes layer files to
+    /// a temporary name and renames them). Were it rewritten, the next lookup would notice
+    /// the mismatch and drop the entry with a warning.
     pub fn put(&self, key: &str, layer: &CachedLayer, file: &Path) -> Result<(), CacheError> {
         validate_key(key)?;
         layer.validate()?;
