@@ -427,6 +427,10 @@ fn sigkill_mid_write_leaves_only_complete_entries() {
             hits += 1;
         }
         assert!(warnings.is_empty(), "{warnings:?}");
+        let leftovers = fs::read_dir(dir.join("tmp")).unwrap().count();
+        eprintln!(
+            "round {round}: killed after {delay_ms} ms: {hits} entries, {leftovers} temp files"
+        );
         assert!(hits >= total_hits, "round {round}: entries were lost");
         total_hits = hits;
         // Blobs in blobs/ are all complete, even those without an entry yet.
