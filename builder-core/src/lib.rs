@@ -15,6 +15,7 @@ pub mod copy;
 pub mod dockerfile;
 pub mod error;
 pub mod expand;
+pub mod fetch;
 pub mod image;
 pub mod isolation;
 pub mod pathmatch;

@@ -42,12 +42,22 @@ impl PathPattern {
         match_parts(&self.parts, &names)
     }
 
+    /// True when the pattern matches nothing (it was empty, `.` or `/`).
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
     /// True when `path` or one of its parent directories matches.
     pub fn matches_or_parent(&self, path: &Path) -> bool {
         let names = components(path);
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         (1..=names.len()).any(|n| match_parts(&self.parts, &names[..n]))
     }
+}
+
+/// True when one path component contains a wildcard (`*`, `?`, `[`) or an escape (`\\`).
+pub fn has_wildcard(component: &str) -> bool {
+    component.contains(['*', '?', '[', '\\'])
 }
 
 /// The normal components of a relative path, as strings (lossy for non-UTF-8 names).
@@ -163,6 +173,30 @@ impl IgnoreRules {
         IgnoreRules { rules }
     }
 
+    /// Rules from separate patterns, each written like one `.dockerignore` line (a leading
+    /// `!` makes an exception), as `COPY --exclude=PATTERN` gives them. Unlike file lines,
+    /// nothing is a comment and only surrounding whitespace is trimmed.
+    pub fn from_patterns<S: AsRef<str>>(patterns: &[S]) -> IgnoreRules {
+        let rules = patterns
+            .iter()
+            .map(|p| p.as_ref().trim())
+            .filter_map(|line| {
+                let (exception, pattern) = match line.strip_prefix('!') {
+                    Some(rest) => (true, rest.trim()),
+                    None => (false, line),
+                };
+                let compiled = PathPattern::new(pattern);
+                (!compiled.parts.is_empty()).then_some((compiled, exception))
+            })
+            .collect();
+        IgnoreRules { rules }
+    }
+
+    /// True when there are no rules at all.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// True when `path` (relative to the context root) is excluded from the context.
     pub fn is_excluded(&self, path: &Path) -> bool {
         let mut excluded = false;
@@ -233,6 +267,16 @@ mod tests {
         assert!(!excluded(rules, "main.rs"));
         let rules = "!README.md\n*.md\n";
         assert!(excluded(rules, "README.md"));
+    }
+
+    #[test]
+    fn exclude_flags_are_rules_without_comments() {
+        let rules = IgnoreRules::from_patterns(&["*.txt", "#x", "!keep.txt", " "]);
+        assert!(rules.is_excluded(Path::new("a.txt")));
+        assert!(!rules.is_excluded(Path::new("keep.txt")));
+        assert!(rules.is_excluded(Path::new("#x/y")));
+        assert!(IgnoreRules::from_patterns::<&str>(&[]).is_empty());
+        assert!(has_wildcard("a*") && has_wildcard("[ab]") && !has_wildcard("plain"));
     }
 
     #[test]
