@@ -1,25 +1,40 @@
-//! COPY and ADD: files from the build context (or another stage's root filesystem) into
-//! the root filesystem being built, following Docker's rules:
+//! COPY and ADD: files from the build context (or another stage's root filesystem, or a
+//! download) into the root filesystem being built, following Docker's rules:
 //!
 //! - a source directory copies its *contents*, not the directory itself;
 //! - a destination ending in `/`, an existing directory, or several sources make the
 //!   destination a directory; several sources require the trailing `/`;
-//! - sources may be globs (`*`, `?`, `[..]`, `**`); they must match something;
+//! - sources may be globs (`*`, `?`, `[..]`, `**`); they must match something, matches are
+//!   taken in sorted order, and a matched directory copies its contents;
+//! - `.dockerignore`d paths and `--exclude=PATTERN` paths are never copied;
+//! - `--parents` keeps the source's parent directories (from the context root, or from a
+//!   `/./` pivot in the source) under the destination;
 //! - files keep their permission bits and mtime; owners become 0:0 (or `--chown`) when
 //!   copying from the context and are kept when copying from a stage (unless `--chown`);
-//! - symlinks inside a copied directory stay symlinks, hard links stay hard links;
-//! - ADD extracts local tar archives (plain, gzip, bzip2, xz) into the destination.
+//! - symlinks inside a copied directory stay symlinks (verbatim), hard links stay hard links;
+//! - ADD extracts local tar archives (plain, gzip, bzip2, xz, zstd; told by content, not
+//!   by name) into the destination, and downloads `http(s)://` sources ([`add_sources`]).
 //!
-//! Every path is resolved inside its root: neither a source nor a destination can reach
-//! outside the context or the root filesystem through `..` or a symlink.
+//! Every path is resolved inside its root: a source cannot leave the build context through
+//! `..` or by following a symlink (that is an error, [`CopyError::OutsideRoot`] and
+//! [`CopyError::SymlinkOutside`]); in another stage's root filesystem symlinks are followed
+//! inside that root. Destinations (and archive members) never land outside the root
+//! filesystem (or the extraction directory).
 
-use crate::pathmatch::{IgnoreRules, PathPattern};
+use crate::fetch::{self, FetchError, FetchedFile};
+use crate::pathmatch::{self, IgnoreRules, PathPattern};
+use filetime::FileTime;
 use ocibuild_snapshot::resolve_in_root;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+/// How many symbolic links resolving one source may follow.
+const MAX_SYMLINKS: u32 = 40;
 
 /// What went wrong while copying.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +63,43 @@ pub enum CopyError {
         /// "build context" or "stage ...".
         origin: String,
     },
+    /// A source is, or goes through, a symlink whose target is outside the build context.
+    #[error("{source_name}: symlink {link} to {target} points outside the {origin}; copy the file it points to into the context instead")]
+    SymlinkOutside {
+        /// The source as written.
+        source_name: String,
+        /// The symlink, relative to the context root.
+        link: PathBuf,
+        /// Its target, as stored in the link.
+        target: PathBuf,
+        /// "build context" or similar.
+        origin: String,
+    },
+    /// Extracting a local archive (ADD) failed.
+    #[error("{archive}: extracting the archive failed at {member}: {message}; use ADD --unpack=false to copy it as a file")]
+    Archive {
+        /// The archive on the host.
+        archive: PathBuf,
+        /// The member being extracted ("its start" when reading the archive failed).
+        member: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// ADD of a git repository.
+    #[error("{source_name}: ADD of a git repository is not supported yet; clone it in a RUN step or ADD a tarball URL of the repository")]
+    GitUnsupported {
+        /// The source as written.
+        source_name: String,
+    },
+    /// `--checksum` with a source that is not a URL.
+    #[error("{source_name}: --checksum only applies to http:// and https:// sources; remove it or add the file from a URL")]
+    ChecksumNotUrl {
+        /// The local source.
+        source_name: String,
+    },
+    /// Downloading an ADD source failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     /// A filesystem operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -78,7 +130,9 @@ pub struct SourceRoot<'a> {
     pub ignore: Option<&'a IgnoreRules>,
     /// Human name for messages: "build context" or "stage build".
     pub origin: String,
-    /// Keep the sources' owners (copying from a stage or image) instead of 0:0.
+    /// Copying from a stage or image: keep the sources' owners instead of 0:0, and resolve
+    /// symlinks inside `dir` as that root filesystem's `/`. When false (the build context),
+    /// a symlink that has to be followed may not point outside `dir`.
     pub keep_owner: bool,
 }
 
@@ -89,12 +143,65 @@ pub struct CopyOptions {
     pub chown: Option<(u32, u32)>,
     /// `--chmod` as octal bits.
     pub chmod: Option<u32>,
-    /// ADD: extract local archives.
+    /// Extract local tar archives into the destination ([`copy_sources`],
+    /// [`copy_fetched`]); [`add_sources`] decides this itself from [`AddOptions::unpack`].
     pub extract_archives: bool,
+    /// `--exclude=PATTERN` values, in order (`.dockerignore` syntax, `!` exceptions).
+    /// A path is excluded when the patterns match it relative to the source root or, inside
+    /// a copied directory, relative to that directory.
+    pub exclude: Vec<String>,
+    /// `COPY --parents`: keep each source's parent directories under the destination.
+    pub parents: bool,
+}
+
+/// ADD-only options.
+#[derive(Debug, Clone, Default)]
+pub struct AddOptions {
+    /// `--checksum=sha256:<hex>` for URL sources.
+    pub checksum: Option<String>,
+    /// `--unpack`: `None` extracts local archives and not downloads; `Some(true)` also
+    /// extracts downloads; `Some(false)` extracts nothing.
+    pub unpack: Option<bool>,
+    /// `--keep-git-dir`: only meaningful for git sources, which are not supported yet.
+    pub keep_git_dir: Option<bool>,
+}
+
+/// What an ADD source is, told by its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A path in the context (or heredoc, or stage).
+    Local,
+    /// An `http://` or `https://` URL to download.
+    Url,
+    /// A git repository (`git@host:repo`, `git://`, `ssh://`, or a URL ending in `.git`).
+    Git,
+}
+
+/// Classifies an ADD source; `keep_git_dir` (the flag was given) makes a URL a git source.
+pub fn source_kind(source: &str, keep_git_dir: Option<bool>) -> SourceKind {
+    let lower = source.to_ascii_lowercase();
+    if lower.starts_with("git@") || lower.starts_with("git://") || lower.starts_with("ssh://") {
+        return SourceKind::Git;
+    }
+    if !fetch::is_url(source) {
+        return SourceKind::Local;
+    }
+    let path = lower.split(['#', '?']).next().unwrap_or_default();
+    if keep_git_dir.is_some() || path.trim_end_matches('/').ends_with(".git") {
+        SourceKind::Git
+    } else {
+        SourceKind::Url
+    }
+}
+
+/// True when `dest` as written names a directory.
+fn names_dir(dest: &str) -> bool {
+    dest.ends_with('/') || dest.ends_with("/.") || dest == "."
 }
 
 /// Copies `sources` (already expanded, relative to the source root) to `dest` (absolute
-/// path inside the image) in `rootfs`.
+/// path inside the image) in `rootfs`. Local archives are extracted when
+/// `opts.extract_archives` is set.
 pub fn copy_sources(
     from: &SourceRoot<'_>,
     sources: &[String],
@@ -102,90 +209,220 @@ pub fn copy_sources(
     rootfs: &Path,
     opts: &CopyOptions,
 ) -> Result<()> {
-    let mut matched: Vec<PathBuf> = Vec::new();
-    for source in sources {
-        matched.extend(expand_source(from, source)?);
-    }
-    let dest_is_dir = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
-    if sources.len() > 1 && !dest_is_dir {
+    if sources.len() > 1 && !names_dir(dest) {
         return Err(CopyError::DestNotDir {
             dest: dest.to_string(),
         });
     }
-    let dest_host = resolve_in_root(rootfs, Path::new(dest), true)?;
-    let dest_exists_as_dir = dest_host.is_dir();
-    let mut copier = Copier {
-        from,
-        opts,
-        rootfs,
-        links: HashMap::new(),
-    };
-    for rel in &matched {
-        let src = from.dir.join(rel);
-        let meta = fs::metadata(&src).map_err(io_err(&src))?;
-        if meta.is_dir() {
-            copier.ensure_dir(&dest_host, true)?;
-            copier.copy_dir_contents(&src, rel, &dest_host)?;
-        } else if opts.extract_archives && is_archive(&src)? {
-            copier.ensure_dir(&dest_host, true)?;
-            extract_archive(&src, &dest_host)?;
-        } else {
-            let target = if dest_is_dir || dest_exists_as_dir || matched.len() > 1 {
-                copier.ensure_dir(&dest_host, true)?;
-                dest_host.join(rel.file_name().unwrap_or_default())
-            } else {
-                let parent = dest_host.parent().unwrap_or(rootfs).to_path_buf();
-                copier.ensure_dir(&parent, false)?;
-                dest_host.clone()
-            };
-            copier.copy_entry(&src, rel, &target)?;
+    let exclude = IgnoreRules::from_patterns(&opts.exclude);
+    let mut matched: Vec<Match> = Vec::new();
+    for source in sources {
+        matched.extend(expand_source(from, source, &exclude)?);
+    }
+    let mut copier = Copier::new(from, opts, rootfs, exclude);
+    copier.copy_matches(&matched, dest, false, opts.extract_archives)
+}
+
+/// ADD: copies local `sources` from `from` like [`copy_sources`] and downloads `http(s)://`
+/// sources into `scratch` (created if missing; the caller removes it afterwards), all in
+/// the order given. Local archives are extracted unless `add.unpack == Some(false)`;
+/// downloads only when `add.unpack == Some(true)`. Git sources and `--checksum` with a
+/// local source are refused. `opts.extract_archives` is ignored.
+pub async fn add_sources(
+    from: &SourceRoot<'_>,
+    sources: &[String],
+    dest: &str,
+    rootfs: &Path,
+    opts: &CopyOptions,
+    add: &AddOptions,
+    scratch: &Path,
+) -> Result<()> {
+    let many = sources.len() > 1;
+    if many && !names_dir(dest) {
+        return Err(CopyError::DestNotDir {
+            dest: dest.to_string(),
+        });
+    }
+    let exclude = IgnoreRules::from_patterns(&opts.exclude);
+    // Check and expand every local source before downloading anything.
+    let mut planned: Vec<Option<Vec<Match>>> = Vec::new();
+    for source in sources {
+        match source_kind(source, add.keep_git_dir) {
+            SourceKind::Git => {
+                return Err(CopyError::GitUnsupported {
+                    source_name: source.clone(),
+                })
+            }
+            SourceKind::Local if add.checksum.is_some() => {
+                return Err(CopyError::ChecksumNotUrl {
+                    source_name: source.clone(),
+                })
+            }
+            SourceKind::Local => planned.push(Some(expand_source(from, source, &exclude)?)),
+            SourceKind::Url => planned.push(None),
+        }
+    }
+    if planned.iter().any(Option::is_none) {
+        fs::create_dir_all(scratch).map_err(io_err(scratch))?;
+    }
+    for (source, plan) in sources.iter().zip(planned) {
+        match plan {
+            Some(matches) => {
+                let mut copier = Copier::new(from, opts, rootfs, exclude.clone());
+                copier.copy_matches(&matches, dest, many, add.unpack != Some(false))?;
+            }
+            None => {
+                let fetched = fetch::download(source, scratch, add.checksum.as_deref()).await?;
+                copy_fetched_into(&fetched, dest, rootfs, opts, many, add.unpack == Some(true))?;
+            }
         }
     }
     Ok(())
 }
 
-/// Turns one source argument into the matching paths relative to the source root, with
-/// symlinks on the way resolved inside the root and `.dockerignore` applied.
-fn expand_source(from: &SourceRoot<'_>, source: &str) -> Result<Vec<PathBuf>> {
-    let rel = clean_relative(source).ok_or_else(|| CopyError::OutsideRoot {
+/// Places a downloaded file like a single-file COPY source: into `dest` when it ends in
+/// `/` or is an existing directory, else as the file `dest`. Extracted instead when
+/// `opts.extract_archives` is set and it is an archive.
+pub fn copy_fetched(
+    file: &FetchedFile,
+    dest: &str,
+    rootfs: &Path,
+    opts: &CopyOptions,
+) -> Result<()> {
+    copy_fetched_into(file, dest, rootfs, opts, false, opts.extract_archives)
+}
+
+fn copy_fetched_into(
+    file: &FetchedFile,
+    dest: &str,
+    rootfs: &Path,
+    opts: &CopyOptions,
+    force_dir: bool,
+    extract: bool,
+) -> Result<()> {
+    let from = SourceRoot {
+        dir: &file.dir,
+        ignore: None,
+        origin: format!("download of {}", file.url),
+        keep_owner: false,
+    };
+    let opts = CopyOptions {
+        parents: false,
+        exclude: Vec::new(),
+        ..opts.clone()
+    };
+    let name = PathBuf::from(&file.name);
+    let matched = [Match {
+        shown: name.clone(),
+        real: name.clone(),
+        dest_rel: name,
+    }];
+    let mut copier = Copier::new(&from, &opts, rootfs, IgnoreRules::default());
+    copier.copy_matches(&matched, dest, force_dir, extract)
+}
+
+/// One path a source matched.
+#[derive(Debug, Clone)]
+struct Match {
+    /// As matched, relative to the source root, before following symlinks.
+    shown: PathBuf,
+    /// With symlinks followed (inside the root), relative to the source root.
+    real: PathBuf,
+    /// Where it goes under the destination with `--parents`.
+    dest_rel: PathBuf,
+}
+
+/// Turns one source argument into the matching paths relative to the source root, sorted,
+/// with symlinks resolved inside the root, `.dockerignore` and `--exclude` applied.
+fn expand_source(from: &SourceRoot<'_>, source: &str, exclude: &IgnoreRules) -> Result<Vec<Match>> {
+    let outside = || CopyError::OutsideRoot {
         path: source.to_string(),
         origin: from.origin.clone(),
-    })?;
-    let pattern = PathPattern::new(&rel.to_string_lossy());
-    let candidates = if pattern.is_literal() {
-        let resolved = resolve_in_root(from.dir, &rel, true)?;
-        if fs::symlink_metadata(&resolved).is_err() {
-            vec![]
-        } else {
-            let inside = resolved
-                .strip_prefix(from.dir)
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            vec![inside]
-        }
-    } else {
-        glob_tree(from.dir, &pattern)?
     };
-    let excluded =
-        |p: &PathBuf| !p.as_os_str().is_empty() && from.ignore.is_some_and(|i| i.is_excluded(p));
-    let kept: Vec<PathBuf> = candidates
+    let rel = clean_relative(source).ok_or_else(outside)?;
+    let pivot = pivot_depth(source);
+    let comps = pathmatch::components(&rel);
+    let first_wild = comps
         .iter()
-        .filter(|p| !excluded(p))
-        .cloned()
-        .collect();
+        .position(|c| pathmatch::has_wildcard(c))
+        .unwrap_or(comps.len());
+    let prefix: PathBuf = comps[..first_wild].iter().collect();
+    let mut candidates = Vec::new();
+    if first_wild == comps.len() {
+        candidates.push(rel.clone());
+    } else {
+        let base = from.dir.join(resolve_source(from, source, &prefix)?);
+        if base.is_dir() {
+            let rest = &comps[first_wild..];
+            let pattern = PathPattern::new(&rest.join("/"));
+            let mut walker = walkdir::WalkDir::new(&base).min_depth(1);
+            if !rest.iter().any(|c| c == "**") {
+                walker = walker.max_depth(rest.len());
+            }
+            for entry in walker {
+                let entry = entry.map_err(|e| CopyError::Io {
+                    path: e.path().unwrap_or(&base).to_path_buf(),
+                    source: e.into(),
+                })?;
+                let r = entry.path().strip_prefix(&base).unwrap_or(entry.path());
+                if pattern.matches(r) {
+                    candidates.push(prefix.join(r));
+                }
+            }
+        }
+    }
+    candidates.sort();
+    let ignored =
+        |p: &Path| !p.as_os_str().is_empty() && from.ignore.is_some_and(|i| i.is_excluded(p));
+    let (mut by_ignore, mut by_exclude) = (false, false);
+    let mut kept = Vec::new();
+    for shown in candidates {
+        if ignored(&shown) {
+            by_ignore = true;
+            continue;
+        }
+        if exclude.is_excluded(&shown) {
+            by_exclude = true;
+            continue;
+        }
+        let real = resolve_source(from, source, &shown)?;
+        if fs::symlink_metadata(from.dir.join(&real)).is_err() {
+            continue;
+        }
+        if ignored(&real) {
+            by_ignore = true;
+            continue;
+        }
+        let dest_rel = shown.components().skip(pivot).collect();
+        kept.push(Match {
+            shown,
+            real,
+            dest_rel,
+        });
+    }
     if kept.is_empty() {
-        let hint = if candidates.is_empty() {
-            String::new()
+        let hint = if by_ignore {
+            " (it is excluded by .dockerignore)"
+        } else if by_exclude {
+            " (it is excluded by --exclude)"
         } else {
-            " (it is excluded by .dockerignore)".to_string()
+            ""
         };
         return Err(CopyError::NotFound {
             source_name: source.to_string(),
             origin: from.origin.clone(),
-            hint,
+            hint: hint.to_string(),
         });
     }
     Ok(kept)
+}
+
+/// How many leading components of a source `--parents` drops: those before a `/./` pivot.
+fn pivot_depth(source: &str) -> usize {
+    match source.find("/./") {
+        Some(i) => clean_relative(&source[..i]).map_or(0, |p| p.components().count()),
+        None => 0,
+    }
 }
 
 /// `a/./b/` → `a/b`; `/x` → `x`; `..` that would leave the root → None.
@@ -201,31 +438,194 @@ fn clean_relative(path: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Every path under `root` that matches `pattern`, sorted.
-fn glob_tree(root: &Path, pattern: &PathPattern) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let entry = entry.map_err(|e| CopyError::Io {
-            path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into(),
-        })?;
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        if pattern.matches(rel) {
-            found.push(rel.to_path_buf());
+/// Follows the symlinks in `rel` (a clean relative path) and returns the real path,
+/// relative to the source root. Inside a stage's root filesystem links resolve as in that
+/// image; in the context a link whose target is absolute or climbs above the root is an
+/// error. Missing components are kept as they are.
+fn resolve_source(from: &SourceRoot<'_>, source: &str, rel: &Path) -> Result<PathBuf> {
+    if from.keep_owner {
+        let host = resolve_in_root(from.dir, rel, true)?;
+        return Ok(host
+            .strip_prefix(from.dir)
+            .map(Path::to_path_buf)
+            .unwrap_or_default());
+    }
+    enum Step {
+        Parent,
+        Name(OsString),
+    }
+    let mut pending: VecDeque<Step> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(Step::Name(n.to_os_string())),
+            _ => None,
+        })
+        .collect();
+    let mut resolved = PathBuf::new();
+    let mut last_link: Option<(PathBuf, PathBuf)> = None;
+    let mut links = 0;
+    let escape = |link: Option<(PathBuf, PathBuf)>| {
+        let (link, target) = link.unwrap_or_default();
+        CopyError::SymlinkOutside {
+            source_name: source.to_string(),
+            link,
+            target,
+            origin: from.origin.clone(),
+        }
+    };
+    while let Some(step) = pending.pop_front() {
+        let name = match step {
+            Step::Parent => {
+                if !resolved.pop() {
+                    return Err(escape(last_link));
+                }
+                continue;
+            }
+            Step::Name(name) => name,
+        };
+        resolved.push(&name);
+        let host = from.dir.join(&resolved);
+        let meta = match fs::symlink_metadata(&host) {
+            Ok(meta) => meta,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                continue
+            }
+            Err(e) => return Err(io_err(&host)(e)),
+        };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        links += 1;
+        if links > MAX_SYMLINKS {
+            return Err(ocibuild_snapshot::Error::SymlinkLoop {
+                path: PathBuf::from(source),
+                limit: MAX_SYMLINKS,
+            }
+            .into());
+        }
+        let target = fs::read_link(&host).map_err(io_err(&host))?;
+        let link = (resolved.clone(), target.clone());
+        if target.has_root() {
+            return Err(escape(Some(link)));
+        }
+        last_link = Some(link);
+        resolved.pop();
+        for c in target.components().rev() {
+            match c {
+                Component::Normal(n) => pending.push_front(Step::Name(n.to_os_string())),
+                Component::ParentDir => pending.push_front(Step::Parent),
+                _ => {}
+            }
         }
     }
-    Ok(found)
+    Ok(resolved)
+}
+
+/// Paths of one entry being copied.
+#[derive(Debug, Clone)]
+struct EntryPaths {
+    /// Relative to the source root after following symlinks (for `.dockerignore`).
+    real: PathBuf,
+    /// Relative to the source root as matched (for `--exclude`).
+    shown: PathBuf,
+    /// Relative to the matched source directory (for `--exclude`).
+    inner: PathBuf,
+}
+
+impl EntryPaths {
+    fn child(&self, name: &OsStr) -> EntryPaths {
+        EntryPaths {
+            real: self.real.join(name),
+            shown: self.shown.join(name),
+            inner: self.inner.join(name),
+        }
+    }
 }
 
 struct Copier<'a> {
     from: &'a SourceRoot<'a>,
     opts: &'a CopyOptions,
     rootfs: &'a Path,
+    exclude: IgnoreRules,
     /// (dev, ino) of source files already copied → where they went, to keep hard links.
     links: HashMap<(u64, u64), PathBuf>,
 }
 
-impl Copier<'_> {
+impl<'a> Copier<'a> {
+    fn new(
+        from: &'a SourceRoot<'a>,
+        opts: &'a CopyOptions,
+        rootfs: &'a Path,
+        exclude: IgnoreRules,
+    ) -> Copier<'a> {
+        Copier {
+            from,
+            opts,
+            rootfs,
+            exclude,
+            links: HashMap::new(),
+        }
+    }
+
+    /// Copies every match to `dest`; `force_dir` treats `dest` as a directory.
+    fn copy_matches(
+        &mut self,
+        matched: &[Match],
+        dest: &str,
+        force_dir: bool,
+        extract: bool,
+    ) -> Result<()> {
+        let dest_is_dir = force_dir || names_dir(dest);
+        let dest_host = resolve_in_root(self.rootfs, Path::new(dest), true)?;
+        let dest_exists_as_dir = dest_host.is_dir();
+        for m in matched {
+            let src = self.from.dir.join(&m.real);
+            let meta = fs::metadata(&src).map_err(io_err(&src))?;
+            let paths = EntryPaths {
+                real: m.real.clone(),
+                shown: m.shown.clone(),
+                inner: PathBuf::new(),
+            };
+            if self.opts.parents {
+                let mut in_image = Path::new(dest).join(&m.dest_rel);
+                if m.dest_rel.as_os_str().is_empty() && !meta.is_dir() {
+                    // `--parents dir/file/./`: nothing left of the path but the file itself
+                    in_image.push(m.shown.file_name().unwrap_or_default());
+                }
+                let target = resolve_in_root(self.rootfs, &in_image, meta.is_dir())?;
+                if meta.is_dir() {
+                    self.ensure_dir(&target, true)?;
+                    self.copy_dir_contents(&src, &paths, &target)?;
+                    if !m.dest_rel.as_os_str().is_empty() {
+                        self.apply_metadata(&target, &meta)?;
+                    }
+                } else {
+                    let parent = target.parent().unwrap_or(self.rootfs).to_path_buf();
+                    self.ensure_dir(&parent, true)?;
+                    self.copy_entry(&src, &paths, &target)?;
+                }
+            } else if meta.is_dir() {
+                self.ensure_dir(&dest_host, true)?;
+                self.copy_dir_contents(&src, &paths, &dest_host)?;
+            } else if extract && is_archive(&src)? {
+                self.ensure_dir(&dest_host, true)?;
+                self.extract_archive(&src, &dest_host)?;
+            } else {
+                let target = if dest_is_dir || dest_exists_as_dir || matched.len() > 1 {
+                    self.ensure_dir(&dest_host, true)?;
+                    let name = m.shown.file_name().or(m.real.file_name());
+                    dest_host.join(name.unwrap_or_default())
+                } else {
+                    let parent = dest_host.parent().unwrap_or(self.rootfs).to_path_buf();
+                    self.ensure_dir(&parent, false)?;
+                    dest_host.clone()
+                };
+                self.copy_entry(&src, &paths, &target)?;
+            }
+        }
+        Ok(())
+    }
+
     fn owner(&self, meta: &fs::Metadata) -> (u32, u32) {
         match self.opts.chown {
             Some(ids) => ids,
@@ -260,7 +660,7 @@ impl Copier<'_> {
         lchown(dir, uid, gid)
     }
 
-    fn copy_dir_contents(&mut self, src: &Path, rel: &Path, dest: &Path) -> Result<()> {
+    fn copy_dir_contents(&mut self, src: &Path, paths: &EntryPaths, dest: &Path) -> Result<()> {
         let mut names: Vec<_> = fs::read_dir(src)
             .map_err(io_err(src))?
             .map(|e| e.map(|e| e.file_name()))
@@ -268,21 +668,24 @@ impl Copier<'_> {
             .map_err(io_err(src))?;
         names.sort();
         for name in names {
-            let child_rel = rel.join(&name);
-            if self.is_ignored(&child_rel) {
+            let child = paths.child(&name);
+            if self.is_skipped(&child) {
                 continue;
             }
-            self.copy_entry(&src.join(&name), &child_rel, &dest.join(&name))?;
+            self.copy_entry(&src.join(&name), &child, &dest.join(&name))?;
         }
         Ok(())
     }
 
-    fn is_ignored(&self, rel: &Path) -> bool {
-        self.from.ignore.is_some_and(|i| i.is_excluded(rel))
+    /// `.dockerignore`d or `--exclude`d.
+    fn is_skipped(&self, paths: &EntryPaths) -> bool {
+        self.from.ignore.is_some_and(|i| i.is_excluded(&paths.real))
+            || self.exclude.is_excluded(&paths.shown)
+            || self.exclude.is_excluded(&paths.inner)
     }
 
     /// Copies one entry (recursively for directories) to `target`, a host path in rootfs.
-    fn copy_entry(&mut self, src: &Path, rel: &Path, target: &Path) -> Result<()> {
+    fn copy_entry(&mut self, src: &Path, paths: &EntryPaths, target: &Path) -> Result<()> {
         let meta = fs::symlink_metadata(src).map_err(io_err(src))?;
         let ft = meta.file_type();
         if ft.is_dir() {
@@ -294,7 +697,7 @@ impl Copier<'_> {
                 }
                 Err(_) => fs::create_dir(target).map_err(io_err(target))?,
             }
-            self.copy_dir_contents(src, rel, target)?;
+            self.copy_dir_contents(src, paths, target)?;
             return self.apply_metadata(target, &meta);
         }
         remove_existing(target)?;
@@ -315,7 +718,7 @@ impl Copier<'_> {
         if ft.is_file() {
             copy_file_contents(src, target)?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            mknod_like(target, &meta)?;
+            mknod_at(target, meta.mode(), meta.rdev())?;
         } else {
             return Ok(()); // sockets are not copied
         }
@@ -332,6 +735,174 @@ impl Copier<'_> {
         fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(io_err(target))?;
         set_mtime(target, meta)
     }
+
+    /// Extracts the local archive `archive` into the directory `dest`, member by member.
+    fn extract_archive(&mut self, archive: &Path, dest: &Path) -> Result<()> {
+        let fail = |member: &str, message: String| CopyError::Archive {
+            archive: archive.to_path_buf(),
+            member: member.to_string(),
+            message,
+        };
+        let reader = open_decompressed(archive)?;
+        let mut tar = tar::Archive::new(reader);
+        let mut dir_times: Vec<(PathBuf, FileTime)> = Vec::new();
+        let entries = tar
+            .entries()
+            .map_err(|e| fail("its start", e.to_string()))?;
+        let mut previous = String::from("its start");
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|e| fail(&format!("the member after {previous}"), e.to_string()))?;
+            let raw = entry.path_bytes().into_owned();
+            let name = String::from_utf8_lossy(&raw).into_owned();
+            let rel = clean_member(&raw);
+            if !rel.as_os_str().is_empty() {
+                self.extract_member(&mut entry, &rel, dest, &mut dir_times)
+                    .map_err(|e| fail(&name, e.to_string()))?;
+            }
+            previous = name;
+        }
+        for (dir, mtime) in dir_times.iter().rev() {
+            filetime::set_symlink_file_times(dir, *mtime, *mtime).map_err(io_err(dir))?;
+        }
+        Ok(())
+    }
+
+    fn extract_member<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        rel: &Path,
+        dest: &Path,
+        dir_times: &mut Vec<(PathBuf, FileTime)>,
+    ) -> Result<()> {
+        let target = resolve_in_root(dest, rel, false)?;
+        let header = entry.header();
+        let kind = header.entry_type();
+        let invalid = |what: &str, e: io::Error| CopyError::Io {
+            path: rel.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::InvalidData, format!("bad {what}: {e}")),
+        };
+        let old = header.as_old();
+        // Empty numeric fields count as 0, as Go's archive/tar (and so Docker) reads them.
+        let number = |v: io::Result<u64>, raw: &[u8], what: &str| -> Result<u64> {
+            match v {
+                Ok(v) => Ok(v),
+                Err(_) if raw.iter().all(|b| matches!(b, 0 | b' ')) => Ok(0),
+                Err(e) => Err(invalid(what, e)),
+            }
+        };
+        let mode = number(header.mode().map(u64::from), &old.mode, "mode")? as u32 & 0o7777;
+        let mode = self.opts.chmod.unwrap_or(mode);
+        let id = |v: u64, what: &str| -> Result<u32> {
+            u32::try_from(v).map_err(|_| invalid(what, io::Error::other("too large")))
+        };
+        let (uid, gid) = match self.opts.chown {
+            Some(ids) => ids,
+            None => (
+                id(number(header.uid(), &old.uid, "uid")?, "uid")?,
+                id(number(header.gid(), &old.gid, "gid")?, "gid")?,
+            ),
+        };
+        let mtime = number(header.mtime(), &old.mtime, "mtime")?;
+        let mtime = FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
+        let device = (header.device_major(), header.device_minor());
+        if let Some(parent) = target.parent() {
+            if parent != dest {
+                self.ensure_dir(parent, false)?;
+            }
+        }
+        use tar::EntryType as T;
+        match kind {
+            T::Directory => {
+                match fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        remove_existing(&target)?;
+                        fs::create_dir(&target).map_err(io_err(&target))?;
+                    }
+                    Err(_) => fs::create_dir(&target).map_err(io_err(&target))?,
+                }
+                lchown(&target, uid, gid)?;
+                set_mode(&target, mode)?;
+                dir_times.push((target, mtime));
+                return Ok(());
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                remove_existing(&target)?;
+                let mut out = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(io_err(&target))?;
+                io::copy(entry, &mut out).map_err(io_err(&target))?;
+            }
+            T::Symlink => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| invalid("symlink", io::Error::other("no target")))?;
+                remove_existing(&target)?;
+                symlink(OsStr::from_bytes(&link), &target).map_err(io_err(&target))?;
+                lchown(&target, uid, gid)?;
+                return filetime::set_symlink_file_times(&target, mtime, mtime)
+                    .map_err(io_err(&target));
+            }
+            T::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| invalid("hard link", io::Error::other("no target")))?;
+                let first = resolve_in_root(dest, &clean_member(&link), false)?;
+                if first == target {
+                    return Ok(());
+                }
+                if !fs::symlink_metadata(&first).is_ok_and(|m| !m.is_dir()) {
+                    return Err(invalid(
+                        "hard link",
+                        io::Error::other(format!(
+                            "{} is not a file extracted before it",
+                            String::from_utf8_lossy(&link)
+                        )),
+                    ));
+                }
+                remove_existing(&target)?;
+                return fs::hard_link(&first, &target).map_err(io_err(&target));
+            }
+            T::Char | T::Block | T::Fifo => {
+                let kind_bits = match kind {
+                    T::Char => libc::S_IFCHR,
+                    T::Block => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                let major = device.0.ok().flatten().unwrap_or(0);
+                let minor = device.1.ok().flatten().unwrap_or(0);
+                remove_existing(&target)?;
+                mknod_at(&target, kind_bits | mode, libc::makedev(major, minor))?;
+            }
+            _ => return Ok(()), // global headers and other metadata-only entries
+        }
+        lchown(&target, uid, gid)?;
+        set_mode(&target, mode)?;
+        filetime::set_symlink_file_times(&target, mtime, mtime).map_err(io_err(&target))
+    }
+}
+
+/// A member name made relative and clean: leading `/` and `.` dropped, `..` never climbing
+/// above the extraction directory.
+fn clean_member(raw: &[u8]) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in Path::new(OsStr::from_bytes(raw)).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn set_mode(target: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(io_err(target))
 }
 
 fn remove_existing(target: &Path) -> Result<()> {
@@ -353,10 +924,11 @@ fn copy_file_contents(src: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mknod_like(target: &Path, meta: &fs::Metadata) -> Result<()> {
+/// Creates a device node or FIFO at `target` with `mode` (type and permission bits).
+fn mknod_at(target: &Path, mode: u32, rdev: u64) -> Result<()> {
     let path = nix_path(target)?;
     // SAFETY: `path` is a valid NUL-terminated string; mknod has no memory-safety preconditions.
-    let rc = unsafe { libc::mknod(path.as_ptr(), meta.mode() as libc::mode_t, meta.rdev()) };
+    let rc = unsafe { libc::mknod(path.as_ptr(), mode as libc::mode_t, rdev) };
     if rc != 0 {
         return Err(CopyError::Io {
             path: target.to_path_buf(),
@@ -367,7 +939,6 @@ fn mknod_like(target: &Path, meta: &fs::Metadata) -> Result<()> {
 }
 
 fn nix_path(path: &Path) -> Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
     std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| CopyError::Io {
         path: path.to_path_buf(),
         source: io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
@@ -380,50 +951,96 @@ pub(crate) fn lchown(path: &Path, uid: u32, gid: u32) -> Result<()> {
 }
 
 fn set_mtime(target: &Path, meta: &fs::Metadata) -> Result<()> {
-    let mtime = filetime::FileTime::from_last_modification_time(meta);
+    let mtime = FileTime::from_last_modification_time(meta);
     filetime::set_symlink_file_times(target, mtime, mtime).map_err(io_err(target))
 }
 
-/// True when `path` starts like a tar archive, compressed or not.
-fn is_archive(path: &Path) -> Result<bool> {
-    let mut head = [0u8; 512];
-    let mut file = fs::File::open(path).map_err(io_err(path))?;
-    let mut filled = 0;
-    while filled < head.len() {
-        let n = file.read(&mut head[filled..]).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    let head = &head[..filled];
-    let compressed = head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(b"BZh")
-        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]);
-    let plain_tar = filled >= 262 && &head[257..262] == b"ustar";
-    Ok(compressed || plain_tar)
+/// Compression told by magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
 }
 
-/// Extracts a local archive into `dest` with `tar` (it knows gzip, bzip2 and xz), refusing
-/// members that leave `dest`.
-fn extract_archive(archive: &Path, dest: &Path) -> Result<()> {
-    let status = std::process::Command::new("tar")
-        .arg("-x")
-        .arg("--no-same-permissions")
-        .arg("--same-owner")
-        .arg("-f")
-        .arg(archive)
-        .arg("-C")
-        .arg(dest)
-        .status()
-        .map_err(io_err(archive))?;
-    if !status.success() {
-        return Err(CopyError::Io {
-            path: archive.to_path_buf(),
-            source: io::Error::other(format!("extracting the archive failed ({status})")),
-        });
+fn sniff(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(b"BZh") {
+        Compression::Bzip2
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Compression::Xz
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
     }
-    Ok(())
+}
+
+/// Opens `path` decompressing it as its first bytes say.
+fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
+    let mut file = fs::File::open(path).map_err(io_err(path))?;
+    let mut head = [0u8; 6];
+    let n = read_full(&mut file, &mut head).map_err(io_err(path))?;
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    let reader: Box<dyn Read> = match sniff(&head[..n]) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
+        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::new(file))),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
+            file,
+        ))),
+        Compression::Zstd => Box::new(zstd::Decoder::new(file).map_err(io_err(path))?),
+        Compression::None => Box::new(BufReader::new(file)),
+    };
+    Ok(reader)
+}
+
+/// Reads until `buf` is full or the end; returns how much was read.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// True when `path` is a tar archive, compressed or not: its (decompressed) start is a
+/// valid tar header. A file that cannot be decompressed is not an archive.
+fn is_archive(path: &Path) -> Result<bool> {
+    let mut reader = open_decompressed(path)?;
+    let mut header = [0u8; 512];
+    match read_full(&mut reader, &mut header) {
+        Ok(512) => Ok(valid_tar_header(&header)),
+        _ => Ok(false),
+    }
+}
+
+/// Checks the header checksum (unsigned or, as old tars wrote it, signed).
+fn valid_tar_header(header: &[u8; 512]) -> bool {
+    let field = &header[148..156];
+    let text: String = field
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| !matches!(c, '\0' | ' '))
+        .collect();
+    let Ok(stored) = i64::from_str_radix(&text, 8) else {
+        return false;
+    };
+    let mut unsigned = 0i64;
+    let mut signed = 0i64;
+    for (i, &b) in header.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    stored == unsigned || stored == signed
 }
 
 #[cfg(test)]
@@ -576,7 +1193,7 @@ mod tests {
         let opts = CopyOptions {
             chown: Some((1000, 1001)),
             chmod: Some(0o600),
-            extract_archives: false,
+            ..CopyOptions::default()
         };
         copy_sources(&from, &["config.txt".into()], "/c/", rootfs.path(), &opts).unwrap();
         let meta = fs::metadata(rootfs.path().join("c/config.txt")).unwrap();
