@@ -353,12 +353,16 @@ fn expand_source(from: &SourceRoot<'_>, source: &str, exclude: &IgnoreRules) -> 
     } else {
         let base = from.dir.join(resolve_source(from, source, &prefix)?);
         if base.is_dir() {
-            let rest = &comps[first_wild..];
+            // Docker matches COPY sources with Go's filepath.Match, one component per
+            // pattern component: `**` there is just `*` (unlike in .dockerignore).
+            let rest: Vec<&str> = comps[first_wild..]
+                .iter()
+                .map(|c| if c == "**" { "*" } else { c.as_str() })
+                .collect();
             let pattern = PathPattern::new(&rest.join("/"));
-            let mut walker = walkdir::WalkDir::new(&base).min_depth(1);
-            if !rest.iter().any(|c| c == "**") {
-                walker = walker.max_depth(rest.len());
-            }
+            let walker = walkdir::WalkDir::new(&base)
+                .min_depth(1)
+                .max_depth(rest.len());
             for entry in walker {
                 let entry = entry.map_err(|e| CopyError::Io {
                     path: e.path().unwrap_or(&base).to_path_buf(),
@@ -670,11 +674,58 @@ impl<'a> Copier<'a> {
         for name in names {
             let child = paths.child(&name);
             if self.is_skipped(&child) {
+                if self.may_reinclude(&src.join(&name)) {
+                    self.copy_reincluded(&src.join(&name), &child, &dest.join(&name))?;
+                }
                 continue;
             }
             self.copy_entry(&src.join(&name), &child, &dest.join(&name))?;
         }
         Ok(())
+    }
+
+    /// True when `src` is a directory excluded by `.dockerignore` whose rules have `!`
+    /// exceptions, which may re-include something below it (Docker walks into it then).
+    fn may_reinclude(&self, src: &Path) -> bool {
+        self.from.ignore.is_some_and(|i| i.has_exceptions())
+            && fs::symlink_metadata(src).is_ok_and(|m| m.is_dir())
+    }
+
+    /// Copies what `!` exceptions re-include from the excluded directory `src`; the
+    /// directory itself is created (with its metadata) only when something is.
+    fn copy_reincluded(&mut self, src: &Path, paths: &EntryPaths, dest: &Path) -> Result<bool> {
+        let mut names: Vec<_> = fs::read_dir(src)
+            .map_err(io_err(src))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .map_err(io_err(src))?;
+        names.sort();
+        let existed = dest.is_dir();
+        let mut copied = false;
+        for name in names {
+            let child = paths.child(&name);
+            let (child_src, child_dest) = (src.join(&name), dest.join(&name));
+            let skipped = self.is_skipped(&child);
+            if skipped && !self.may_reinclude(&child_src) {
+                continue;
+            }
+            if !dest.is_dir() {
+                fs::create_dir(dest).map_err(io_err(dest))?;
+            }
+            if skipped {
+                copied |= self.copy_reincluded(&child_src, &child, &child_dest)?;
+            } else {
+                self.copy_entry(&child_src, &child, &child_dest)?;
+                copied = true;
+            }
+        }
+        if copied {
+            let meta = fs::symlink_metadata(src).map_err(io_err(src))?;
+            self.apply_metadata(dest, &meta)?;
+        } else if !existed && dest.is_dir() {
+            fs::remove_dir(dest).map_err(io_err(dest))?;
+        }
+        Ok(copied)
     }
 
     /// `.dockerignore`d or `--exclude`d.

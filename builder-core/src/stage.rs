@@ -420,11 +420,6 @@ impl<'b, 'o> StageRun<'b, 'o> {
         let heredoc_names: Vec<String> = args.heredocs.iter().map(|d| d.name.clone()).collect();
         for s in args.sources.iter().filter(|s| !s.starts_with("<<")) {
             let s = self.expand_with(ins, s, &vars)?;
-            if is_add
-                && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@"))
-            {
-                return Err(self.step_err(ins, format!("ADD from a URL ({s}) is not supported yet; download it in a RUN step or COPY a local file")));
-            }
             sources.push(s);
         }
         let dest = self.expand_with(ins, &args.dest, &vars)?;
@@ -449,7 +444,10 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 let spec = self.expand_with(ins, spec, &vars)?;
                 let ids = isolation::resolve_user(&rootfs, Some(&spec))
                     .map_err(|e| self.step_err(ins, e))?;
-                Some((ids.uid, ids.gid))
+                // "A username without groupname or a UID without GID uses the same numeric
+                // UID as the GID" (Dockerfile reference, COPY --chown).
+                let gid = if spec.contains(':') { ids.gid } else { ids.uid };
+                Some((ids.uid, gid))
             }
             None => None,
         };
@@ -462,10 +460,17 @@ impl<'b, 'o> StageRun<'b, 'o> {
             })?),
             None => None,
         };
+        let exclude = args
+            .exclude
+            .iter()
+            .map(|e| self.expand_with(ins, e, &vars))
+            .collect::<Result<Vec<_>>>()?;
         let opts = CopyOptions {
             chown,
             chmod,
             extract_archives: is_add,
+            exclude,
+            parents: args.parents,
         };
         let from_dir;
         let from = match &args.from {
@@ -489,7 +494,18 @@ impl<'b, 'o> StageRun<'b, 'o> {
         if sources.len() + heredoc_names.len() > 1 && !dest_abs.ends_with('/') {
             return Err(self.step_err(ins, copy::CopyError::DestNotDir { dest }));
         }
-        if !sources.is_empty() {
+        if !sources.is_empty() && is_add {
+            let add = copy::AddOptions {
+                checksum: args.checksum.clone(),
+                unpack: args.unpack,
+                keep_git_dir: args.keep_git_dir,
+            };
+            let scratch = self.b.work.join("add-downloads");
+            let result =
+                copy::add_sources(&from, &sources, &dest_abs, &rootfs, &opts, &add, &scratch).await;
+            let _ = std::fs::remove_dir_all(&scratch);
+            result.map_err(|e| self.step_err(ins, e))?;
+        } else if !sources.is_empty() {
             copy::copy_sources(&from, &sources, &dest_abs, &rootfs, &opts)
                 .map_err(|e| self.step_err(ins, e))?;
         }
@@ -503,6 +519,8 @@ impl<'b, 'o> StageRun<'b, 'o> {
             };
             let opts = CopyOptions {
                 extract_archives: false,
+                exclude: Vec::new(),
+                parents: false,
                 ..opts
             };
             copy::copy_sources(&heredocs, &heredoc_names, &dest_abs, &rootfs, &opts)
