@@ -14,4 +14,7 @@ eval "$(scripts/lab.sh env)"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace 2>&1
+# Everything but the side-by-side suite, then the suite with its per-case report and the
+# `conformance: N cases, N identical, N differ` summary visible in the log.
+cargo test --workspace 2>&1 -- --skip conformance_suite_matches_buildah
+cargo test -p ocibuild-cli --test conformance 2>&1 -- --nocapture

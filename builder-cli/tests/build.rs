@@ -572,3 +572,72 @@ fn base_layers_unpack_with_whiteouts_hardlinks_owners_modes_and_mtimes() {
         "dir-gone\ny-gone\n1234:2345 4750 2\nsame-inode\n../data/a\n1000000000\n"
     );
 }
+
+/// Serves `body` at any path on a loopback port for `requests` requests; returns the port.
+fn serve_once(body: &'static [u8], requests: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_downloads_urls_and_verifies_their_checksum() {
+    let body: &'static [u8] = b"downloaded content\n";
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body))
+    );
+    let port = serve_once(body, 2);
+    let ctx = context_with(
+        &format!(
+            "FROM scratch\nADD --checksum={digest} http://127.0.0.1:{port}/files/data.txt /downloads/\n"
+        ),
+        &[],
+    );
+    let dest = format!("{}:1", unique_repo("add-url"));
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+    ]);
+    let img = unpack(&format!("docker://{dest}"));
+    let file = img.rootfs.join("downloads/data.txt");
+    assert_eq!(fs::read(&file).unwrap(), body);
+    assert_eq!(mode(&file), 0o600, "ADD from a URL gives mode 0600");
+
+    let bad = context_with(
+        &format!(
+            "FROM scratch\nADD --checksum=sha256:{} http://127.0.0.1:{port}/files/data.txt /d/\n",
+            "0".repeat(64)
+        ),
+        &[],
+    );
+    let out = ocibuild(&[
+        "build",
+        "--context",
+        bad.path().to_str().unwrap(),
+        "--no-push",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(
+        stderr.contains(&digest),
+        "the error names the actual digest: {stderr}"
+    );
+}
