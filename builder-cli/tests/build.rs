@@ -641,3 +641,46 @@ fn add_downloads_urls_and_verifies_their_checksum() {
         "the error names the actual digest: {stderr}"
     );
 }
+
+#[test]
+fn from_platform_and_custom_platform_pick_the_matching_manifest() {
+    let reg = registry();
+    // The fixture's arm64/v8 entry reuses the amd64 layer, so RUN still works on this host.
+    let ctx = context_with(
+        &format!(
+            "FROM --platform=linux/arm64 {reg}/busybox-multi:latest\n\
+             ARG TARGETARCH\nRUN echo \"target=$TARGETARCH\" > /arch\n"
+        ),
+        &[],
+    );
+    let dest = format!("{}:1", unique_repo("platform"));
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+    ]);
+    assert_eq!(skopeo_config(&dest)["architecture"], "arm64");
+
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/busybox-multi:latest\nARG TARGETARCH\nRUN echo \"$TARGETARCH\" > /arch\n"
+        ),
+        &[],
+    );
+    let dest = format!("{}:2", unique_repo("platform"));
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--destination",
+        &dest,
+        "--custom-platform",
+        "linux/arm64/v8",
+    ]);
+    assert_eq!(skopeo_config(&dest)["architecture"], "arm64");
+    let img = unpack(&format!("docker://{dest}"));
+    assert_eq!(
+        fs::read_to_string(img.rootfs.join("arch")).unwrap(),
+        "arm64\n"
+    );
+}
