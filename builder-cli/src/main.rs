@@ -1,7 +1,7 @@
 //! `ocibuild`: build OCI images from Dockerfiles without a daemon.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use ocibuild_core::{BuildEvent, BuildOptions, Compression, Isolation};
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,7 +21,31 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Build an image from a Dockerfile and push it.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+    /// Pre-fetch base images into a cache directory (the cache warmer).
+    Warm(WarmArgs),
+}
+
+#[derive(Args, Debug)]
+struct WarmArgs {
+    /// The cache directory to fill.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: PathBuf,
+    /// Images to fetch (all their layers, config and manifest).
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+    /// Size limit of the cache directory (e.g. 10GB, 500MiB).
+    #[arg(long, value_name = "SIZE")]
+    cache_dir_max_size: Option<String>,
+    /// Pull over plain HTTP.
+    #[arg(long)]
+    insecure_pull: bool,
+    /// A registry to always use over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
+    /// Platform `os/arch[/variant]` to fetch (default: the host's).
+    #[arg(long = "custom-platform", alias = "platform", value_name = "OS/ARCH")]
+    platform: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +107,29 @@ struct BuildArgs {
     /// Log level: panic, fatal, error, warn, info, debug or trace.
     #[arg(short = 'v', long, default_value = "info")]
     verbosity: Verbosity,
+    /// Use the layer cache: unchanged steps are taken from it instead of running.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    cache: bool,
+    /// Registry repository for cached layers (default with --cache and no --cache-dir:
+    /// <first destination>/cache).
+    #[arg(long, value_name = "REGISTRY/REPO")]
+    cache_repo: Option<String>,
+    /// Local cache directory (e.g. on a PVC): cached layers with --cache, base image
+    /// layers always; safe for several builds at once.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Size limit of --cache-dir; least recently used entries are evicted (e.g. 10GB).
+    #[arg(long, value_name = "SIZE")]
+    cache_dir_max_size: Option<String>,
+    /// Entries in --cache-repo older than this are ignored.
+    #[arg(long, value_name = "DURATION", default_value = "336h")]
+    cache_ttl: String,
+    /// Cache COPY/ADD layers.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
+    cache_copy_layers: bool,
+    /// Cache RUN layers.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
+    cache_run_layers: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -113,7 +160,8 @@ enum Verbosity {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Commands::Build(args) => run_build(args),
+        Commands::Build(args) => run_build(*args),
+        Commands::Warm(args) => run_warm(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,6 +193,12 @@ fn run_build(args: BuildArgs) -> Result<()> {
     let mut log = Log { verbosity };
     let out = runtime.block_on(ocibuild_core::build(&opts, &mut |e| log.event(e)))?;
     if verbosity >= Verbosity::Info {
+        if opts.cache {
+            eprintln!(
+                "cache: {} hits, {} misses",
+                out.cache_hits, out.cache_misses
+            );
+        }
         eprintln!(
             "built {} in {:.2}s ({} layers)",
             out.manifest_digest,
@@ -152,6 +206,30 @@ fn run_build(args: BuildArgs) -> Result<()> {
             out.image.layers.len()
         );
     }
+    Ok(())
+}
+
+fn run_warm(args: WarmArgs) -> Result<()> {
+    let max_size = args
+        .cache_dir_max_size
+        .as_deref()
+        .map(ocibuild_core::cache::parse_size)
+        .transpose()
+        .context("--cache-dir-max-size")?;
+    let opts = ocibuild_core::warm::WarmOptions {
+        cache_dir: args.cache_dir,
+        images: args.images,
+        cache_dir_max_size: max_size,
+        insecure_pull: args.insecure_pull,
+        insecure_registries: args.insecure_registries,
+        platform: args.platform,
+        docker_config: None,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let mut log = Log {
+        verbosity: Verbosity::Info,
+    };
+    runtime.block_on(ocibuild_core::warm::warm(&opts, &mut |e| log.event(e)))?;
     Ok(())
 }
 
@@ -212,6 +290,18 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
         reproducible: args.reproducible,
         platform: args.platform.clone(),
         work_dir: args.work_dir.clone(),
+        cache: args.cache,
+        cache_repo: args.cache_repo.clone(),
+        cache_dir: args.cache_dir.clone(),
+        cache_dir_max_size: args
+            .cache_dir_max_size
+            .as_deref()
+            .map(ocibuild_core::cache::parse_size)
+            .transpose()
+            .context("--cache-dir-max-size")?,
+        cache_ttl: ocibuild_core::cache::parse_ttl(&args.cache_ttl).context("--cache-ttl")?,
+        cache_run_layers: args.cache_run_layers,
+        cache_copy_layers: args.cache_copy_layers,
     })
 }
 
@@ -245,6 +335,9 @@ impl Log {
                 ),
                 None => eprintln!("      -> no layer, {:.2}s", elapsed.as_secs_f64()),
             },
+            BuildEvent::Cache { key, hit } if info => {
+                eprintln!("      CACHE {} {key}", if hit { "HIT" } else { "MISS" });
+            }
             BuildEvent::Pulled { reference, digest } if info => {
                 eprintln!("      base {reference}@{digest}");
             }

@@ -20,6 +20,7 @@
 //! layers only when an instruction needs files (RUN, COPY, ADD, WORKDIR), so metadata-only
 //! builds unpack nothing. Every filesystem step is snapshotted into its own layer.
 
+use crate::cache::{LayerCache, LocalCache, RegistryCache};
 use crate::config::ImageConfig;
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobStore, Image, ImageFormat, Layer, LayerBlob};
@@ -33,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Everything a build needs to know. `Default` gives an empty context and Dockerfile path,
-/// no destinations, namespace isolation and gzip at level 6.
-#[derive(Debug, Clone, Default)]
+/// no destinations, namespace isolation, gzip at level 6 and no layer cache.
+#[derive(Debug, Clone)]
 pub struct BuildOptions {
     /// The build context directory.
     pub context: PathBuf,
@@ -74,7 +75,58 @@ pub struct BuildOptions {
     /// Directory for root filesystems and layers (default: a fresh temporary directory,
     /// removed afterwards).
     pub work_dir: Option<PathBuf>,
+    /// Use the layer cache: steps whose key is cached are not run (see [`crate::cache`]).
+    pub cache: bool,
+    /// Registry repository for cached layers (kaniko's `--cache-repo`); with `cache` and
+    /// neither this nor `cache_dir`, `<first destination>/cache` is used.
+    pub cache_repo: Option<String>,
+    /// Local cache directory (a PVC in Kubernetes): cached layers when `cache` is on, and
+    /// base image layers always.
+    pub cache_dir: Option<PathBuf>,
+    /// Size limit of `cache_dir`, in bytes; least recently used entries are evicted.
+    pub cache_dir_max_size: Option<u64>,
+    /// Entries of `cache_repo` older than this are ignored.
+    pub cache_ttl: Duration,
+    /// Cache RUN layers.
+    pub cache_run_layers: bool,
+    /// Cache COPY/ADD layers.
+    pub cache_copy_layers: bool,
 }
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            context: PathBuf::new(),
+            dockerfile: PathBuf::new(),
+            destinations: Vec::new(),
+            build_args: BuildArgs::new(),
+            labels: Vec::new(),
+            target: None,
+            no_push: false,
+            tar_path: None,
+            digest_file: None,
+            insecure: false,
+            insecure_pull: false,
+            insecure_registries: Vec::new(),
+            docker_config: None,
+            isolation: Isolation::default(),
+            compression: Compression::default(),
+            reproducible: false,
+            platform: None,
+            work_dir: None,
+            cache: false,
+            cache_repo: None,
+            cache_dir: None,
+            cache_dir_max_size: None,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_run_layers: true,
+            cache_copy_layers: true,
+        }
+    }
+}
+
+/// The default `cache_ttl`: two weeks, as kaniko.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Progress of a build, for logs and UIs.
 #[derive(Debug, Clone)]
@@ -100,6 +152,13 @@ pub enum BuildEvent {
         elapsed: Duration,
         /// The layer it made: digest and compressed size.
         layer: Option<(String, u64)>,
+    },
+    /// A cacheable step's key was looked up in the layer cache.
+    Cache {
+        /// The step's key.
+        key: String,
+        /// Whether the layer came from the cache (the step did not run).
+        hit: bool,
     },
     /// A base image manifest was resolved.
     Pulled {
@@ -130,6 +189,10 @@ pub struct BuildOutput {
     pub image: Image,
     /// Destinations pushed to.
     pub pushed: Vec<String>,
+    /// Steps whose layer came from the cache.
+    pub cache_hits: usize,
+    /// Cacheable steps that ran.
+    pub cache_misses: usize,
 }
 
 /// The event sink type: a callback the build reports progress to.
@@ -208,12 +271,19 @@ pub(crate) struct Builder<'o> {
     pub finished: Vec<Option<FinishedStage>>,
     pub step: usize,
     pub total_steps: usize,
+    pub cache: LayerCache,
+    pub cache_hits: usize,
+    pub cache_misses: usize,
+    /// Warnings raised where no event sink is at hand, reported at the end of the step.
+    pub warnings: Vec<String>,
 }
 
 /// A stage that has run: its image and, if it was materialized, its root filesystem.
 pub(crate) struct FinishedStage {
     pub image: Image,
     pub rootfs: Option<PathBuf>,
+    /// The cache key of its last step.
+    pub key: String,
 }
 
 impl<'o> Builder<'o> {
@@ -259,10 +329,23 @@ impl<'o> Builder<'o> {
             crate::time::now_rfc3339()
         };
         let stage_count = plan.stages.len();
+        let pull_client = client(opts.insecure_pull, pull_insecure)?;
+        let push_client = client(opts.insecure, opts.insecure_registries.clone())?;
+        let local_cache = match &opts.cache_dir {
+            Some(dir) => Some(LocalCache::open(dir, opts.cache_dir_max_size).map_err(|e| {
+                BuildError::Options(format!("cache directory {}: {e}", dir.display()))
+            })?),
+            None => None,
+        };
+        let cache = layer_cache(opts, local_cache.clone(), &push_client)?;
         Ok(Builder {
-            pull_client: client(opts.insecure_pull, pull_insecure)?,
-            push_client: client(opts.insecure, opts.insecure_registries.clone())?,
-            blobs: BlobStore::new(work.join("blobs"))?,
+            blobs: BlobStore::new(work.join("blobs"), local_cache)?,
+            pull_client,
+            push_client,
+            cache,
+            cache_hits: 0,
+            cache_misses: 0,
+            warnings: Vec::new(),
             platform,
             work: work.to_path_buf(),
             opts,
@@ -458,8 +541,44 @@ impl<'o> Builder<'o> {
             config_digest: manifested.config_digest,
             image,
             pushed,
+            cache_hits: self.cache_hits,
+            cache_misses: self.cache_misses,
         })
     }
+}
+
+/// The layer cache the options ask for: the local directory and/or the cache repository
+/// (by default `<first destination>/cache`), or none when `cache` is off.
+fn layer_cache(
+    opts: &BuildOptions,
+    local: Option<LocalCache>,
+    client: &Client,
+) -> Result<LayerCache> {
+    if !opts.cache {
+        return Ok(LayerCache::default());
+    }
+    let repo = match (&opts.cache_repo, &local, opts.destinations.first()) {
+        (Some(repo), _, _) => Some(repo.clone()),
+        (None, None, Some(dest)) => {
+            let r = Reference::parse(dest)
+                .map_err(BuildError::registry(format!("destination {dest:?}")))?;
+            Some(format!("{}/{}/cache", r.registry, r.repository))
+        }
+        _ => None,
+    };
+    let registry = match repo {
+        Some(repo) => Some(
+            RegistryCache::new(client.clone(), &repo, opts.cache_ttl)
+                .map_err(|e| BuildError::Options(format!("--cache-repo {repo}: {e}")))?,
+        ),
+        None => None,
+    };
+    if local.is_none() && registry.is_none() {
+        return Err(BuildError::Options(
+            "the layer cache needs a store: pass --cache-dir DIR or --cache-repo REGISTRY/REPO (or a --destination)".into(),
+        ));
+    }
+    Ok(LayerCache { local, registry })
 }
 
 /// The Dockerfile path as given if it exists, else relative to the context.

@@ -223,6 +223,67 @@ pub fn copy_sources(
     copier.copy_matches(&matched, dest, false, opts.extract_archives)
 }
 
+/// A digest of everything [`copy_sources`] would read for `sources` (URLs excluded): for
+/// each entry its path, type, permission bits, owner, size, content and link target —
+/// never its mtime — after `.dockerignore` and `--exclude`. Used in layer cache keys.
+pub fn hash_sources(
+    from: &SourceRoot<'_>,
+    sources: &[String],
+    opts: &CopyOptions,
+) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let exclude = IgnoreRules::from_patterns(&opts.exclude);
+    let mut hasher = Sha256::new();
+    for source in sources.iter().filter(|s| !crate::fetch::is_url(s)) {
+        hasher.update(source.as_bytes());
+        hasher.update([0]);
+        for m in expand_source(from, source, &exclude)? {
+            let root = from.dir.join(&m.real);
+            for entry in walkdir::WalkDir::new(&root).sort_by_file_name() {
+                let entry = entry.map_err(|e| CopyError::Io {
+                    path: e.path().unwrap_or(&root).to_path_buf(),
+                    source: e.into(),
+                })?;
+                let inner = entry.path().strip_prefix(&root).unwrap_or(Path::new(""));
+                let real = m.real.join(inner);
+                let ignored = !inner.as_os_str().is_empty()
+                    && (from.ignore.is_some_and(|i| i.is_excluded(&real))
+                        || exclude.is_excluded(&m.shown.join(inner))
+                        || exclude.is_excluded(inner));
+                if ignored {
+                    continue;
+                }
+                hash_entry(&mut hasher, &m.dest_rel.join(inner), entry.path())?;
+            }
+        }
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+fn hash_entry(hasher: &mut sha2::Sha256, name: &Path, path: &Path) -> Result<()> {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
+    hasher.update(name.as_os_str().as_bytes());
+    let header = format!(
+        "\0{:o} {} {} {}\0",
+        meta.mode(),
+        meta.uid(),
+        meta.gid(),
+        if meta.is_file() { meta.len() } else { 0 }
+    );
+    hasher.update(header.as_bytes());
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(path).map_err(io_err(path))?;
+        hasher.update(target.as_os_str().as_bytes());
+    } else if meta.is_file() {
+        let mut file = fs::File::open(path).map_err(io_err(path))?;
+        io::copy(&mut file, hasher).map_err(io_err(path))?;
+    }
+    hasher.update([0]);
+    Ok(())
+}
+
 /// ADD: copies local `sources` from `from` like [`copy_sources`] and downloads `http(s)://`
 /// sources into `scratch` (created if missing; the caller removes it afterwards), all in
 /// the order given. Local archives are extracted unless `add.unpack == Some(false)`;

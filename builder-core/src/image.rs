@@ -181,13 +181,15 @@ impl Image {
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
+    cache: Option<crate::cache::LocalCache>,
 }
 
 impl BlobStore {
-    /// A store in `dir` (created if missing).
-    pub fn new(dir: PathBuf) -> Result<BlobStore> {
+    /// A store in `dir` (created if missing); with `cache`, remote blobs are taken from
+    /// and added to that local cache directory, so base images are pulled once.
+    pub fn new(dir: PathBuf, cache: Option<crate::cache::LocalCache>) -> Result<BlobStore> {
         fs::create_dir_all(&dir).map_err(BuildError::io(&dir))?;
-        Ok(BlobStore { dir })
+        Ok(BlobStore { dir, cache })
     }
 
     /// Where blob `digest` lives.
@@ -202,18 +204,58 @@ impl BlobStore {
             LayerBlob::Remote { source, descriptor } => {
                 let path = self.path(&descriptor.digest);
                 if !path.exists() {
-                    client
-                        .pull_blob_to_file(source, &descriptor.digest, &path)
-                        .await
-                        .map_err(BuildError::registry(format!(
-                            "pulling layer {} of {source}",
-                            descriptor.digest
-                        )))?;
+                    self.fetch(client, source, &descriptor.digest, &path)
+                        .await?;
                 }
                 Ok(path)
             }
         }
     }
+
+    /// Puts blob `digest` of `source` at `path`: from the local cache when it has it, else
+    /// pulled (into the cache first, when there is one).
+    async fn fetch(
+        &self,
+        client: &Client,
+        source: &Reference,
+        digest: &str,
+        path: &Path,
+    ) -> Result<()> {
+        let context = || format!("pulling layer {digest} of {source}");
+        if let Some(cache) = &self.cache {
+            if let Some(cached) = cache.blob(digest) {
+                return link_or_copy(&cached, path);
+            }
+            let tmp = cache.temp_path("pull");
+            client
+                .pull_blob_to_file(source, digest, &tmp)
+                .await
+                .map_err(BuildError::registry(context()))?;
+            let cached = cache.put_blob(digest, &tmp).map_err(|e| {
+                BuildError::Options(format!(
+                    "{}: storing it in the cache directory: {e}",
+                    context()
+                ))
+            })?;
+            return link_or_copy(&cached, path);
+        }
+        client
+            .pull_blob_to_file(source, digest, path)
+            .await
+            .map_err(BuildError::registry(context()))?;
+        Ok(())
+    }
+}
+
+/// Hard-links `from` to `to` (a copy across filesystems), so that a cache eviction cannot
+/// take a file away during the build.
+pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    let tmp = to.with_extension("partial");
+    fs::copy(from, &tmp).map_err(BuildError::io(from))?;
+    fs::rename(&tmp, to).map_err(BuildError::io(to))
 }
 
 /// Pushes `image` to `dest`: blobs the registry lacks (mounted from the base repository when

@@ -22,6 +22,7 @@ pub mod pathmatch;
 pub mod plan;
 mod stage;
 pub mod time;
+pub mod warm;
 
 pub use build::{build, BuildEvent, BuildOptions, BuildOutput};
 pub use error::BuildError;

@@ -6,6 +6,7 @@
 //! only ENV is stored in the image.
 
 use crate::build::{BuildEvent, Builder, Events, FinishedStage};
+use crate::cache::{CacheHit, CachedLayer, StepKey};
 use crate::config::Empty;
 use crate::copy::{self, CopyOptions, SourceRoot};
 use crate::dockerfile::{Command, CopyArgs, Instruction, InstructionKind, RunArgs};
@@ -13,6 +14,9 @@ use crate::error::{BoxError, BuildError, Result};
 use crate::expand::{expand_word, expand_words, Vars};
 use crate::image::{Image, Layer, LayerBlob};
 use crate::isolation::{self, Network, RunSpec};
+use crate::plan::StageBase;
+use ocibuild_registry::{Descriptor, Reference};
+use ocibuild_snapshot::LayerInfo;
 use ocibuild_snapshot::{LayerOptions, Snapshotter, StatWalk};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,10 @@ pub(crate) struct StageRun<'b, 'o> {
     snapshotter: StatWalk,
     args: BTreeMap<String, Option<String>>,
     cmd_set: bool,
+    /// The cache key of the last step (see [`crate::cache::StepKey`]).
+    key: String,
+    /// The key to store the next committed layer under (set on a cache miss).
+    pending_key: Option<String>,
 }
 
 struct StageVars(BTreeMap<String, String>);
@@ -55,6 +63,13 @@ impl<'b, 'o> StageRun<'b, 'o> {
             None => b.platform.clone(),
         };
         let image = b.base_image(&stage.base, &platform, events).await?;
+        let key = match &stage.base {
+            StageBase::Stage(i) => b.finished[*i]
+                .as_ref()
+                .map(|f| f.key.clone())
+                .unwrap_or_default(),
+            _ => image_identity(&image, &platform.to_string()),
+        };
         b.end_step(started, None, events);
         let mut run = StageRun {
             b,
@@ -65,6 +80,8 @@ impl<'b, 'o> StageRun<'b, 'o> {
             snapshotter: StatWalk::new(Vec::new()),
             args: BTreeMap::new(),
             cmd_set: false,
+            key,
+            pending_key: None,
         };
         run.run_onbuild_triggers(&stage.from, events).await?;
         for ins in &stage.instructions {
@@ -75,6 +92,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         Ok(FinishedStage {
             image: run.image,
             rootfs: run.rootfs,
+            key: run.key,
         })
     }
 
@@ -204,6 +222,14 @@ impl<'b, 'o> StageRun<'b, 'o> {
             }
             K::From { .. } => unreachable!("FROM starts a stage"),
         }
+        self.key = StepKey::after(&self.key, "metadata")
+            .field("instruction", &ins.original)
+            .field(
+                "config",
+                serde_json::to_vec(&self.image.config.config).unwrap_or_default(),
+            )
+            .field("author", self.image.config.author.as_deref().unwrap_or(""))
+            .finish();
         self.history(ins, true);
         Ok(None)
     }
@@ -319,7 +345,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
     }
 
     /// Snapshots what the instruction changed into a layer (none when nothing changed).
-    fn commit(&mut self, ins: &Instruction) -> Result<Option<(String, u64)>> {
+    async fn commit(&mut self, ins: &Instruction) -> Result<Option<(String, u64)>> {
         let rootfs = self.rootfs.clone().expect("commit after materializing");
         let changes = self
             .snapshotter
@@ -328,7 +354,8 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 "snapshotting {}",
                 rootfs.display()
             )))?;
-        if changes.is_empty() {
+        let pending_key = self.pending_key.take();
+        if changes.is_empty() && pending_key.is_none() {
             self.history(ins, true);
             return Ok(None);
         }
@@ -342,6 +369,16 @@ impl<'b, 'o> StageRun<'b, 'o> {
         let info = ocibuild_snapshot::write_layer(&rootfs, &changes, &out, &opts).map_err(
             BuildError::snapshot(format!("writing the layer of line {}", ins.line)),
         )?;
+        if let Some(key) = pending_key {
+            let entry = CachedLayer::from_layer_info(&info, &ins.original);
+            for warning in self.b.cache.put(&key, &entry, &info.path).await {
+                self.b.warn(warning);
+            }
+        }
+        if changes.is_empty() {
+            self.history(ins, true);
+            return Ok(None);
+        }
         let summary = (info.digest.clone(), info.size);
         self.image.config.rootfs.diff_ids.push(info.diff_id.clone());
         self.image.layers.push(Layer {
@@ -356,7 +393,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         &mut self,
         ins: &Instruction,
         dir: &str,
-        _events: Events<'_>,
+        events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
         let dir = self.expand(ins, dir)?;
         let current = self
@@ -368,10 +405,20 @@ impl<'b, 'o> StageRun<'b, 'o> {
             .unwrap_or_else(|| "/".into());
         let path = clean_path(&Path::new(&current).join(&dir));
         self.image.config.config.working_dir = Some(path.clone());
+        let key = StepKey::after(&self.key, "WORKDIR")
+            .field("path", &path)
+            .field(
+                "user",
+                self.image.config.config.user.as_deref().unwrap_or(""),
+            )
+            .finish();
+        if let Some(done) = self.lookup(ins, key, true, events).await? {
+            return Ok(done);
+        }
         let rootfs = self.rootfs().await?;
         let owner = self.user_ids(ins, &rootfs)?;
         self.make_dir(ins, &rootfs, &path, owner)?;
-        self.commit(ins)
+        self.commit(ins).await
     }
 
     /// The numeric ids of the image's current USER (root when unset).
@@ -437,6 +484,15 @@ impl<'b, 'o> StageRun<'b, 'o> {
         };
         if (dest.ends_with('/') || dest == ".") && !dest_abs.ends_with('/') {
             dest_abs.push('/');
+        }
+        let key = self
+            .copy_key(ins, args, is_add, &sources, &dest_abs, &vars)
+            .await?;
+        if let Some(done) = self
+            .lookup(ins, key, self.b.opts.cache_copy_layers, events)
+            .await?
+        {
+            return Ok(done);
         }
         let rootfs = self.rootfs().await?;
         let chown = match &args.chown {
@@ -526,7 +582,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             copy::copy_sources(&heredocs, &heredoc_names, &dest_abs, &rootfs, &opts)
                 .map_err(|e| self.step_err(ins, e))?;
         }
-        self.commit(ins)
+        self.commit(ins).await
     }
 
     /// The root filesystem of `--from=NAME`: an earlier stage, or an image pulled for it.
@@ -580,7 +636,6 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 ))
             }
         };
-        let rootfs = self.rootfs().await?;
         let scratch = self.b.work.join("scratch");
         std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
         let (argv, extra_mounts) = self.run_argv(ins, args, &scratch)?;
@@ -605,6 +660,26 @@ impl<'b, 'o> StageRun<'b, 'o> {
             .working_dir
             .clone()
             .unwrap_or_else(|| "/".into());
+        let env_text: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let heredocs: Vec<&str> = args.heredocs.iter().map(|d| d.content.as_str()).collect();
+        let key = StepKey::after(&self.key, "RUN")
+            .list("argv", &argv)
+            .list("env", &env_text)
+            .list("heredocs", &heredocs)
+            .field(
+                "user",
+                self.image.config.config.user.as_deref().unwrap_or(""),
+            )
+            .field("cwd", &cwd)
+            .field("network", format!("{network:?}"))
+            .finish();
+        if let Some(done) = self
+            .lookup(ins, key, self.b.opts.cache_run_layers, events)
+            .await?
+        {
+            return Ok(done);
+        }
+        let rootfs = self.rootfs().await?;
         let owner = self.user_ids(ins, &rootfs)?;
         self.make_dir(ins, &rootfs, &cwd, owner)?;
         let spec = RunSpec {
@@ -631,11 +706,216 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 code: outcome.status,
             });
         }
-        self.commit(ins)
+        self.commit(ins).await
     }
 }
 
 impl StageRun<'_, '_> {
+    /// Makes `key` the current key and, when the cache is on for this kind of step, looks
+    /// it up: a hit adds the cached layer (and returns what the step produced), a miss
+    /// remembers the key so that the step's layer is stored under it.
+    async fn lookup(
+        &mut self,
+        ins: &Instruction,
+        key: String,
+        enabled: bool,
+        events: Events<'_>,
+    ) -> Result<Option<Option<(String, u64)>>> {
+        self.key = key.clone();
+        if !enabled || self.b.cache.is_empty() {
+            return Ok(None);
+        }
+        let mut warnings = Vec::new();
+        let hit = match self.b.cache.get(&key, &mut warnings).await {
+            Ok(hit) => hit,
+            Err(e) => {
+                warnings.push(format!("layer cache lookup of {key} failed: {e}"));
+                None
+            }
+        };
+        for warning in warnings {
+            events(BuildEvent::Warning(warning));
+        }
+        events(BuildEvent::Cache {
+            key: key.clone(),
+            hit: hit.is_some(),
+        });
+        match hit {
+            None => {
+                self.b.cache_misses += 1;
+                self.pending_key = Some(key);
+                Ok(None)
+            }
+            Some(hit) => {
+                self.b.cache_hits += 1;
+                Ok(Some(self.apply_hit(ins, hit).await?))
+            }
+        }
+    }
+
+    /// Adds a cached layer to the image (and to the root filesystem if it is already
+    /// unpacked; otherwise nothing is unpacked now).
+    async fn apply_hit(
+        &mut self,
+        ins: &Instruction,
+        hit: CacheHit,
+    ) -> Result<Option<(String, u64)>> {
+        let cached = hit.layer().clone();
+        if cached.diff_id == empty_layer_diff_id() {
+            self.history(ins, true);
+            return Ok(None);
+        }
+        let blob = match hit {
+            CacheHit::Local { path, layer } => {
+                let dir = self.b.work.join("layers");
+                std::fs::create_dir_all(&dir).map_err(BuildError::io(&dir))?;
+                let copy = dir.join(layer.digest.replace(':', "-"));
+                if !copy.exists() {
+                    crate::image::link_or_copy(&path, &copy)?;
+                }
+                LayerBlob::Local(LayerInfo {
+                    digest: layer.digest.clone(),
+                    diff_id: layer.diff_id.clone(),
+                    size: layer.size,
+                    path: copy,
+                    compression: compression_of(&layer.media_type),
+                })
+            }
+            CacheHit::Registry { layer, repository } => LayerBlob::Remote {
+                source: Box::new(Reference {
+                    tag: None,
+                    digest: None,
+                    ..repository
+                }),
+                descriptor: Box::new(Descriptor {
+                    media_type: layer.media_type.clone(),
+                    digest: layer.digest.clone(),
+                    size: layer.size,
+                    platform: None,
+                    annotations: None,
+                    urls: None,
+                }),
+            },
+        };
+        let layer = Layer {
+            blob,
+            diff_id: cached.diff_id.clone(),
+        };
+        if let Some(rootfs) = self.rootfs.clone() {
+            let file = self.b.blobs.local_file(&self.b.pull_client, &layer).await?;
+            ocibuild_snapshot::unpack_layer_file(&file, &rootfs).map_err(BuildError::snapshot(
+                format!("unpacking cached layer {}", cached.digest),
+            ))?;
+            self.snapshotter
+                .baseline(&rootfs)
+                .map_err(BuildError::snapshot(format!(
+                    "recording {}",
+                    rootfs.display()
+                )))?;
+        }
+        self.image
+            .config
+            .rootfs
+            .diff_ids
+            .push(cached.diff_id.clone());
+        self.image.layers.push(layer);
+        self.history(ins, false);
+        Ok(Some((cached.digest, cached.size)))
+    }
+
+    /// The cache key of a COPY/ADD: its expanded arguments and a digest of its sources.
+    async fn copy_key(
+        &mut self,
+        ins: &Instruction,
+        args: &CopyArgs,
+        is_add: bool,
+        sources: &[String],
+        dest_abs: &str,
+        vars: &StageVars,
+    ) -> Result<String> {
+        let mut flags = Vec::new();
+        for (name, value) in [
+            ("chown", &args.chown),
+            ("chmod", &args.chmod),
+            ("from", &args.from),
+            ("checksum", &args.checksum),
+        ] {
+            if let Some(v) = value {
+                flags.push(format!("{name}={}", self.expand_with(ins, v, vars)?));
+            }
+        }
+        flags.push(format!(
+            "parents={} link={} add={is_add} unpack={:?} keep_git_dir={:?}",
+            args.parents, args.link, args.unpack, args.keep_git_dir
+        ));
+        let exclude = args
+            .exclude
+            .iter()
+            .map(|e| self.expand_with(ins, e, vars))
+            .collect::<Result<Vec<_>>>()?;
+        let opts = CopyOptions {
+            exclude: exclude.clone(),
+            ..Default::default()
+        };
+        let content = match &args.from {
+            None => {
+                let from = SourceRoot {
+                    dir: &self.b.context,
+                    ignore: Some(&self.b.ignore),
+                    origin: "build context".into(),
+                    keep_owner: false,
+                };
+                copy::hash_sources(&from, sources, &opts).map_err(|e| self.step_err(ins, e))?
+            }
+            Some(name) => {
+                let name = self.expand_with(ins, name, vars)?;
+                match self.b.plan.stage_index(&name).filter(|i| *i < self.index) {
+                    Some(i) => self.b.finished[i]
+                        .as_ref()
+                        .map(|f| f.key.clone())
+                        .unwrap_or_default(),
+                    None => {
+                        let platform = self.b.platform.clone();
+                        let image = self.b.pull_image(&name, &platform, &mut |_| {}).await?;
+                        image_identity(&image, &platform.to_string())
+                    }
+                }
+            }
+        };
+        // A URL without --checksum can change at any time: never reuse its layer.
+        let unpinned_url =
+            sources.iter().any(|s| crate::fetch::is_url(s)) && args.checksum.is_none();
+        let nonce = if unpinned_url {
+            crate::time::now_rfc3339() + &std::process::id().to_string()
+        } else {
+            String::new()
+        };
+        let heredocs: Vec<String> = args
+            .heredocs
+            .iter()
+            .map(|d| format!("{}\0{}\0{}", d.name, d.expand, d.content))
+            .collect();
+        Ok(
+            StepKey::after(&self.key, if is_add { "ADD" } else { "COPY" })
+                .list("sources", sources)
+                .field("dest", dest_abs)
+                .list("flags", &flags)
+                .list("exclude", &exclude)
+                .field("content", content)
+                .list("heredocs", &heredocs)
+                .field(
+                    "vars",
+                    if heredocs.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{:?}", vars.0)
+                    },
+                )
+                .field("nonce", nonce)
+                .finish(),
+        )
+    }
+
     /// The argv of a RUN and the mounts it needs. With heredocs (BuildKit's rules): a
     /// command that is a single heredoc runs as a script file mounted at
     /// `/dev/pipes/NAME` (so `#!` lines work); otherwise the command line and the heredoc
@@ -824,6 +1104,34 @@ fn parse_duration(text: &str) -> Option<i64> {
     (total <= i64::MAX as f64).then_some(total as i64)
 }
 
+/// The first cache key of a stage built on `image`: its config and layer digests.
+fn image_identity(image: &Image, platform: &str) -> String {
+    let layers: Vec<&str> = image.layers.iter().map(Layer::digest).collect();
+    StepKey::after("", "FROM")
+        .field("platform", platform)
+        .field("config", image.config.to_json())
+        .list("layers", &layers)
+        .finish()
+}
+
+/// The diff ID of a layer with no entries (two zero blocks), which a cached step that
+/// changed nothing records.
+fn empty_layer_diff_id() -> String {
+    crate::image::sha256_digest(&[0u8; 1024])
+}
+
+/// The compression of a layer from its media type.
+fn compression_of(media_type: &str) -> ocibuild_snapshot::Compression {
+    use ocibuild_snapshot::Compression;
+    if media_type.ends_with("+zstd") {
+        Compression::Zstd { level: 3 }
+    } else if media_type.ends_with("gzip") {
+        Compression::Gzip { level: 6 }
+    } else {
+        Compression::None
+    }
+}
+
 /// Unpacks `image`'s layers into a fresh `dir`.
 pub(crate) async fn materialize(b: &Builder<'_>, image: &Image, dir: &Path) -> Result<()> {
     if dir.exists() {
@@ -895,16 +1203,24 @@ impl Builder<'_> {
     }
 
     pub(crate) fn end_step(
-        &self,
+        &mut self,
         started: (usize, Instant),
         layer: Option<(String, u64)>,
         events: Events<'_>,
     ) {
+        for warning in std::mem::take(&mut self.warnings) {
+            events(BuildEvent::Warning(warning));
+        }
         events(BuildEvent::StepDone {
             number: started.0,
             elapsed: started.1.elapsed(),
             layer,
         });
+    }
+
+    /// Records a warning for the current step.
+    pub(crate) fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
     }
 }
 

@@ -43,6 +43,7 @@
 
 mod error;
 mod fsutil;
+mod key;
 mod local;
 mod parse;
 mod registry;
@@ -54,6 +55,7 @@ use ocibuild_registry::Reference;
 use ocibuild_snapshot::LayerInfo;
 
 pub use error::CacheError;
+pub use key::StepKey;
 pub use local::{CacheUsage, LocalCache};
 pub use parse::{parse_size, parse_ttl};
 pub use registry::RegistryCache;

@@ -1,0 +1,86 @@
+//! The cache warmer: pre-fetches base images (manifest, config and every layer) into a
+//! local cache directory, so that builds using `--cache-dir` pull nothing but the tag
+//! lookup — like kaniko's warmer, for a cache directory kept on a PersistentVolumeClaim.
+
+use crate::build::{parse_platform, BuildEvent, Events};
+use crate::cache::LocalCache;
+use crate::error::{BuildError, Result};
+use ocibuild_registry::{Client, ClientOptions, DockerConfig, Reference};
+use std::path::PathBuf;
+
+/// What to warm.
+#[derive(Debug, Clone, Default)]
+pub struct WarmOptions {
+    /// The cache directory.
+    pub cache_dir: PathBuf,
+    /// Image references to fetch.
+    pub images: Vec<String>,
+    /// Size limit of the cache directory in bytes.
+    pub cache_dir_max_size: Option<u64>,
+    /// Pull over plain HTTP.
+    pub insecure_pull: bool,
+    /// Registries always spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Platform `os/arch[/variant]` (default: the host's).
+    pub platform: Option<String>,
+    /// A docker `config.json` to read credentials from.
+    pub docker_config: Option<PathBuf>,
+}
+
+/// Fetches every image of `opts` into the cache directory; blobs already there are not
+/// downloaded again. Reports each image as [`BuildEvent::Pulled`].
+pub async fn warm(opts: &WarmOptions, events: Events<'_>) -> Result<()> {
+    let cache = LocalCache::open(&opts.cache_dir, opts.cache_dir_max_size).map_err(|e| {
+        BuildError::Options(format!("cache directory {}: {e}", opts.cache_dir.display()))
+    })?;
+    let docker_config = DockerConfig::load(opts.docker_config.as_deref())
+        .map_err(BuildError::registry("reading registry credentials"))?;
+    let client = Client::new(ClientOptions {
+        insecure_all: opts.insecure_pull,
+        insecure_registries: opts.insecure_registries.clone(),
+        docker_config,
+        ..ClientOptions::default()
+    })
+    .map_err(BuildError::registry("setting up the registry client"))?;
+    let platform = parse_platform(opts.platform.as_deref())?;
+    let cache_err = |what: String| {
+        move |e: crate::cache::CacheError| BuildError::Options(format!("{what}: {e}"))
+    };
+    for name in &opts.images {
+        let reference =
+            Reference::parse(name).map_err(BuildError::registry(format!("image {name:?}")))?;
+        let context = format!("warming {reference}");
+        let pulled = client
+            .pull_manifest(&reference, &platform)
+            .await
+            .map_err(BuildError::registry(&context))?;
+        let config = client
+            .pull_blob_bytes(&reference, &pulled.manifest.config.digest)
+            .await
+            .map_err(BuildError::registry(&context))?;
+        for layer in &pulled.manifest.layers {
+            if cache.blob(&layer.digest).is_some() {
+                continue;
+            }
+            let tmp = cache.temp_path("warm");
+            client
+                .pull_blob_to_file(&reference, &layer.digest, &tmp)
+                .await
+                .map_err(BuildError::registry(format!(
+                    "{context}: layer {}",
+                    layer.digest
+                )))?;
+            cache
+                .put_blob(&layer.digest, &tmp)
+                .map_err(cache_err(format!("{context}: layer {}", layer.digest)))?;
+        }
+        cache
+            .put_image(&pulled.digest, &pulled.bytes, &config)
+            .map_err(cache_err(context.clone()))?;
+        events(BuildEvent::Pulled {
+            reference: reference.to_string(),
+            digest: pulled.digest,
+        });
+    }
+    Ok(())
+}
