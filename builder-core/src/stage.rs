@@ -660,7 +660,13 @@ impl<'b, 'o> StageRun<'b, 'o> {
             .working_dir
             .clone()
             .unwrap_or_else(|| "/".into());
-        let env_text: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Proxy settings are not part of the key (as in BuildKit): they do not change what
+        // the step builds, and they differ between CI agents.
+        let env_text: Vec<String> = env
+            .iter()
+            .filter(|(k, _)| !crate::build::is_predefined_arg(k) || self.args.contains_key(k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let heredocs: Vec<&str> = args.heredocs.iter().map(|d| d.content.as_str()).collect();
         let key = StepKey::after(&self.key, "RUN")
             .list("argv", &argv)
