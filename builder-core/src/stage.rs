@@ -698,6 +698,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             network,
             isolation: self.b.opts.isolation,
             extra_mounts,
+            tmpfs_mounts: Vec::new(),
             scratch_dir: scratch,
         };
         let outcome = isolation::run(&spec, &mut |bytes: &[u8]| {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ocibuild_core::isolation::{
     probe, resolve_user, run, Isolation, IsolationError, Mount, Network, RunOutcome, RunSpec,
+    TmpfsMount,
 };
 
 const APPLETS: &[&str] = &[
@@ -71,6 +72,7 @@ impl Fixture {
             network: Network::Host,
             isolation: Isolation::Namespaces,
             extra_mounts: Vec::new(),
+            tmpfs_mounts: Vec::new(),
             scratch_dir: self.scratch.clone(),
         }
     }
@@ -553,4 +555,23 @@ fn mounts_under_dev_are_made_inside_the_fresh_dev() {
     }];
     assert_eq!(ok_output(&spec), "from pipe /dev/pipes/EOF\ndev-intact\n");
     assert_eq!(tree(&f.rootfs), before, "nothing of the mount remains");
+}
+
+#[test]
+fn tmpfs_mounts_are_fresh_writable_and_leave_no_trace() {
+    let f = fixture(true, true);
+    let before = tree(&f.rootfs);
+    let mut spec = f.spec(
+        "echo x > /scratch/space/file && cat /scratch/space/file && grep -c ' /scratch/space tmpfs ' /proc/mounts",
+    );
+    spec.tmpfs_mounts = vec![TmpfsMount {
+        target: "/scratch/space".into(),
+        size: Some(1 << 20),
+    }];
+    assert_eq!(ok_output(&spec), "x\n1\n");
+    assert_eq!(
+        tree(&f.rootfs),
+        before,
+        "nothing written to the tmpfs remains"
+    );
 }

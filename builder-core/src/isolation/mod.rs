@@ -68,6 +68,15 @@ pub struct Mount {
     pub readonly: bool,
 }
 
+/// A fresh tmpfs mounted for one RUN (`RUN --mount=type=tmpfs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfsMount {
+    /// Absolute path inside the rootfs; created for the run and removed afterwards if missing.
+    pub target: String,
+    /// Size limit in bytes (the kernel's default when `None`).
+    pub size: Option<u64>,
+}
+
 /// What to run and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSpec {
@@ -91,6 +100,8 @@ pub struct RunSpec {
     pub isolation: Isolation,
     /// Bind mounts (namespace mode only).
     pub extra_mounts: Vec<Mount>,
+    /// Tmpfs mounts (namespace mode only); with the bind mounts, mounted parents first.
+    pub tmpfs_mounts: Vec<TmpfsMount>,
     /// A host directory outside the rootfs for per-run files (copies of resolv.conf, hosts).
     pub scratch_dir: PathBuf,
 }
@@ -350,7 +361,7 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome, 
                 "network none requires namespace isolation".into(),
             ));
         }
-        if !spec.extra_mounts.is_empty() {
+        if !spec.extra_mounts.is_empty() || !spec.tmpfs_mounts.is_empty() {
             return Err(IsolationError::InvalidSpec(
                 "mounts require namespace isolation".into(),
             ));
@@ -649,25 +660,58 @@ fn namespace_plan(
         .iter()
         .filter_map(|d| dev_tmpfs.as_ref().map(|dev| dev.join(d)))
         .collect();
-    for m in &spec.extra_mounts {
-        if !m.target.starts_with('/') {
+    let mut mounts: Vec<(&str, Option<&Mount>, Option<&TmpfsMount>)> = spec
+        .extra_mounts
+        .iter()
+        .map(|m| (m.target.as_str(), Some(m), None))
+        .chain(
+            spec.tmpfs_mounts
+                .iter()
+                .map(|t| (t.target.as_str(), None, Some(t))),
+        )
+        .collect();
+    mounts.sort_by_key(|(target, _, _)| Path::new(target).components().count());
+    for (target_path, bind_mount, tmpfs) in mounts {
+        if !target_path.starts_with('/') {
             return Err(IsolationError::InvalidSpec(format!(
-                "mount target {:?} is not absolute",
-                m.target
+                "mount target {target_path:?} is not absolute"
             )));
         }
-        let meta = fs::metadata(&m.source).map_err(|e| io_error(&m.source, e))?;
-        let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
-        let target = match (&dev_tmpfs, m.target.strip_prefix("/dev/")) {
+        let kind = match bind_mount {
+            Some(m) => {
+                let meta = fs::metadata(&m.source).map_err(|e| io_error(&m.source, e))?;
+                if meta.is_dir() {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                }
+            }
+            None => Kind::Dir,
+        };
+        let target = match (&dev_tmpfs, target_path.strip_prefix("/dev/")) {
             // Under the fresh /dev tmpfs: the mount point is made inside it, at run time.
             (Some(dev), Some(rel)) => dev_mount_point(dev, rel, kind, &mut dev_dirs, &mut ops)?,
-            _ => ph.ensure(rootfs, &m.target, kind, true)?.ok_or_else(|| {
+            _ => ph.ensure(rootfs, target_path, kind, true)?.ok_or_else(|| {
                 IsolationError::InvalidSpec(format!(
-                    "mount target {:?} is a dangling symlink in the rootfs",
-                    m.target
+                    "mount target {target_path:?} is a dangling symlink in the rootfs"
                 ))
             })?,
         };
+        if let Some(t) = tmpfs {
+            let data = match t.size {
+                Some(size) => format!("mode=1777,size={size}"),
+                None => "mode=1777".to_string(),
+            };
+            ops.push(fresh(
+                c"tmpfs",
+                &target,
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(&data),
+                false,
+            )?);
+            continue;
+        }
+        let Some(m) = bind_mount else { continue };
         ops.push(bind(&m.source, &target, libc::MS_REC)?);
         if m.readonly {
             // A read-only bind needs a remount that keeps the source's locked flags.
