@@ -916,3 +916,162 @@ fn tiny_cache_dir_max_size_evicts_but_builds_still_work() {
         }
     }
 }
+
+#[test]
+fn dockerignored_files_do_not_invalidate_copy() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!("FROM {reg}/busybox:latest\nCOPY . /app/\nRUN ls /app > /listing\n"),
+        &[
+            (".dockerignore", "*.log\nDockerfile\n"),
+            ("main.txt", "main\n"),
+            ("debug.log", "one\n"),
+        ],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let repo = unique_repo("cache-ignore");
+    cached_build(ctx.path(), cache.path(), &format!("{repo}:1"), &[]);
+    fs::write(ctx.path().join("debug.log"), "two\n").unwrap();
+    fs::write(ctx.path().join("other.log"), "new\n").unwrap();
+    let ignored = cached_build(ctx.path(), cache.path(), &format!("{repo}:2"), &[]);
+    assert_all_hit(&ignored, &["COPY . /app/", "RUN ls"]);
+    fs::write(ctx.path().join("extra.txt"), "x\n").unwrap();
+    let added = cached_build(ctx.path(), cache.path(), &format!("{repo}:3"), &[]);
+    assert_eq!(result_of(&added, "COPY . /app/"), Some(false), "{added}");
+    assert_eq!(result_of(&added, "RUN ls"), Some(false), "{added}");
+    let img = unpack(&format!("docker://{repo}:3"));
+    assert_eq!(read(&img.rootfs, "/listing"), "extra.txt\nmain.txt\n");
+}
+
+#[test]
+fn multi_stage_hits_and_copy_from_a_fully_cached_stage() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/busybox:latest AS builder\n\
+             COPY src.txt /src.txt\n\
+             RUN tr a-z A-Z < /src.txt > /out.txt\n\
+             FROM {reg}/busybox:latest\n\
+             COPY final.txt /final.txt\n\
+             COPY --from=builder /out.txt /out.txt\n\
+             RUN cat /final.txt /out.txt > /both\n"
+        ),
+        &[("src.txt", "hello\n"), ("final.txt", "final1\n")],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let repo = unique_repo("cache-multi");
+    let all = [
+        "COPY src.txt",
+        "RUN tr",
+        "COPY final.txt",
+        "COPY --from=builder",
+        "RUN cat",
+    ];
+    cached_build(ctx.path(), cache.path(), &format!("{repo}:1"), &[]);
+    let same = cached_build(ctx.path(), cache.path(), &format!("{repo}:2"), &[]);
+    assert_all_hit(&same, &all);
+
+    // Only the final stage changes before its COPY --from: the builder stage is all hits
+    // (never unpacked), yet the COPY --from that misses must read its files.
+    fs::write(ctx.path().join("final.txt"), "final2\n").unwrap();
+    let out = cached_build(ctx.path(), cache.path(), &format!("{repo}:3"), &[]);
+    assert_eq!(result_of(&out, "COPY src.txt"), Some(true), "{out}");
+    assert_eq!(result_of(&out, "RUN tr"), Some(true), "{out}");
+    assert_eq!(result_of(&out, "COPY final.txt"), Some(false), "{out}");
+    assert_eq!(result_of(&out, "COPY --from=builder"), Some(false), "{out}");
+    let img = unpack(&format!("docker://{repo}:3"));
+    assert_eq!(read(&img.rootfs, "/both"), "final2\nHELLO\n");
+
+    // A change in the builder stage reaches the final stage's COPY --from.
+    fs::write(ctx.path().join("src.txt"), "world\n").unwrap();
+    let out = cached_build(ctx.path(), cache.path(), &format!("{repo}:4"), &[]);
+    assert_eq!(result_of(&out, "COPY final.txt"), Some(true), "{out}");
+    assert_eq!(result_of(&out, "COPY --from=builder"), Some(false), "{out}");
+    assert_eq!(result_of(&out, "RUN cat"), Some(false), "{out}");
+    let img = unpack(&format!("docker://{repo}:4"));
+    assert_eq!(read(&img.rootfs, "/both"), "final2\nWORLD\n");
+}
+
+#[test]
+fn cached_deletion_applied_after_a_miss_reaches_later_steps() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/busybox:latest\n\
+             COPY x.txt /x.txt\n\
+             RUN rm -rf /home /etc/group && mkdir /made\n\
+             COPY y.txt /y.txt\n\
+             RUN ls / > /listing && ls /etc > /etc-listing\n"
+        ),
+        &[("x.txt", "x\n"), ("y.txt", "y\n")],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let repo = unique_repo("cache-whiteout");
+    let first = cached_build(ctx.path(), cache.path(), &format!("{repo}:1"), &[]);
+    // Drop the entries' blobs of the first COPY and the last RUN: those two rerun, the
+    // RUN with the deletions in between is a hit applied onto the unpacked rootfs.
+    fs::remove_file(entry_blob(cache.path(), &key_of(&first, "COPY x.txt"))).unwrap();
+    fs::remove_file(entry_blob(cache.path(), &key_of(&first, "RUN ls"))).unwrap();
+    let out = cached_build(ctx.path(), cache.path(), &format!("{repo}:2"), &[]);
+    assert_eq!(result_of(&out, "COPY x.txt"), Some(false), "{out}");
+    assert_eq!(result_of(&out, "RUN rm"), Some(true), "{out}");
+    assert_eq!(result_of(&out, "COPY y.txt"), Some(true), "{out}");
+    assert_eq!(result_of(&out, "RUN ls"), Some(false), "{out}");
+    let one = unpack(&format!("docker://{repo}:1"));
+    let two = unpack(&format!("docker://{repo}:2"));
+    for img in [&one, &two] {
+        assert!(!img.rootfs.join("home").exists());
+        assert!(!img.rootfs.join("etc/group").exists());
+        assert!(img.rootfs.join("made").is_dir());
+    }
+    let listing = read(&two.rootfs, "/listing");
+    assert!(!listing.lines().any(|l| l == "home"), "{listing}");
+    assert!(listing.lines().any(|l| l == "made"), "{listing}");
+    assert_eq!(read(&two.rootfs, "/listing"), read(&one.rootfs, "/listing"));
+    assert_eq!(
+        read(&two.rootfs, "/etc-listing"),
+        read(&one.rootfs, "/etc-listing")
+    );
+    assert_eq!(read(&two.rootfs, "/y.txt"), "y\n");
+}
+
+#[test]
+fn registry_hits_are_unpacked_when_a_later_step_misses() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/busybox:latest\n\
+             RUN echo first > /first\n\
+             COPY f.txt /f.txt\n\
+             RUN cat /first /f.txt > /both\n"
+        ),
+        &[("f.txt", "one\n")],
+    );
+    // No --cache-repo and no --cache-dir: the default is <first destination>/cache.
+    let repo = unique_repo("cache-default-repo");
+    let build = |tag: &str| {
+        stderr_of(&build_ok(&[
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--cache",
+            "--destination",
+            &format!("{repo}:{tag}"),
+        ]))
+    };
+    let first = build("1");
+    let tags = run(
+        "skopeo",
+        &[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{repo}/cache"),
+        ],
+    );
+    assert!(tags.contains(&key_of(&first, "RUN echo first")), "{tags}");
+    fs::write(ctx.path().join("f.txt"), "two\n").unwrap();
+    let out = build("2");
+    assert_eq!(result_of(&out, "RUN echo first"), Some(true), "{out}");
+    assert_eq!(result_of(&out, "COPY f.txt"), Some(false), "{out}");
+    let img = unpack(&format!("docker://{repo}:2"));
+    assert_eq!(read(&img.rootfs, "/both"), "first\ntwo\n");
+}
