@@ -1,0 +1,753 @@
+//! Tests of `ocibuild_core::mounts`: `--mount` / `--secret` parsing, cache directories
+//! (including locking across real processes) and secrets.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ocibuild_core::mounts::{
+    missing_secret, parse_mount, parse_secret_flag, CacheMounts, MountError, MountSpec,
+    SecretSource, Secrets, Sharing,
+};
+
+/// Set in child processes: which role the child plays.
+const CHILD_ENV: &str = "OCIBUILD_MOUNTS_TEST_CHILD";
+/// The cache directory a child uses.
+const CHILD_DIR_ENV: &str = "OCIBUILD_MOUNTS_TEST_DIR";
+
+fn cache(target: &str, id: &str) -> MountSpec {
+    MountSpec::Cache {
+        target: target.into(),
+        id: id.into(),
+        sharing: Sharing::Shared,
+        readonly: false,
+        from: None,
+        source: None,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+fn err(spec: &str) -> String {
+    match parse_mount(spec) {
+        Ok(m) => panic!("{spec:?} parsed as {m:?}, expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// parse_mount
+
+#[test]
+fn cache_defaults_and_every_key() {
+    assert_eq!(
+        parse_mount("type=cache,target=/root/.cache").unwrap(),
+        cache("/root/.cache", "/root/.cache")
+    );
+    assert_eq!(
+        parse_mount(
+            "type=cache,target=/root/.gradle,id=gradle,sharing=locked,ro,from=builder,\
+             source=/seed,mode=0700,uid=1000,gid=100"
+        )
+        .unwrap(),
+        MountSpec::Cache {
+            target: "/root/.gradle".into(),
+            id: "gradle".into(),
+            sharing: Sharing::Locked,
+            readonly: true,
+            from: Some("builder".into()),
+            source: Some("/seed".into()),
+            mode: 0o700,
+            uid: 1000,
+            gid: 100,
+        }
+    );
+    for (text, sharing) in [
+        ("shared", Sharing::Shared),
+        ("private", Sharing::Private),
+        ("locked", Sharing::Locked),
+        ("LOCKED", Sharing::Locked),
+    ] {
+        let m = parse_mount(&format!("type=cache,target=/c,sharing={text}")).unwrap();
+        assert!(matches!(m, MountSpec::Cache { sharing: s, .. } if s == sharing));
+    }
+    // Keys in any order and case; type after target; empty id falls back to the target.
+    assert_eq!(
+        parse_mount("Target=/x,TYPE=Cache,id=").unwrap(),
+        cache("/x", "/x")
+    );
+    // mode with 0o prefix, readonly=false, rw.
+    let m = parse_mount("type=cache,dst=/x,mode=0o750,readonly=false").unwrap();
+    assert!(matches!(
+        m,
+        MountSpec::Cache {
+            mode: 0o750,
+            readonly: false,
+            ..
+        }
+    ));
+    let m = parse_mount("type=cache,dst=/x,ro=true,rw").unwrap();
+    assert!(matches!(
+        m,
+        MountSpec::Cache {
+            readonly: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn bind_is_the_default_type() {
+    assert_eq!(
+        parse_mount("target=/src").unwrap(),
+        MountSpec::Bind {
+            target: "/src".into(),
+            from: None,
+            source: "/".into(),
+            readwrite: false
+        }
+    );
+    assert_eq!(
+        parse_mount("type=bind,from=build,src=/out/app,destination=/app,rw").unwrap(),
+        MountSpec::Bind {
+            target: "/app".into(),
+            from: Some("build".into()),
+            source: "/out/app".into(),
+            readwrite: true
+        }
+    );
+    for (flags, rw) in [
+        ("readwrite=true", true),
+        ("readwrite=false", false),
+        ("rw=1", true),
+        ("rw=0", false),
+        ("ro", false),
+        ("ro=false", true),
+        ("readonly=TRUE", false),
+        ("readonly=f", true),
+    ] {
+        let m = parse_mount(&format!("type=bind,target=/t,{flags}")).unwrap();
+        assert!(
+            matches!(m, MountSpec::Bind { readwrite, .. } if readwrite == rw),
+            "{flags}"
+        );
+    }
+}
+
+#[test]
+fn tmpfs_and_sizes() {
+    assert_eq!(
+        parse_mount("type=tmpfs,target=/tmp").unwrap(),
+        MountSpec::Tmpfs {
+            target: "/tmp".into(),
+            size: None
+        }
+    );
+    for (text, bytes) in [
+        ("1024", 1024u64),
+        ("64m", 64 << 20),
+        ("64M", 64 << 20),
+        ("1g", 1 << 30),
+        ("512k", 512 << 10),
+        ("2GiB", 2 << 30),
+    ] {
+        assert_eq!(
+            parse_mount(&format!("type=tmpfs,dst=/t,size={text}")).unwrap(),
+            MountSpec::Tmpfs {
+                target: "/t".into(),
+                size: Some(bytes)
+            },
+            "{text}"
+        );
+    }
+    let e = err("type=tmpfs,target=/t,size=lots");
+    assert!(e.contains("size") && e.contains("lots"), "{e}");
+}
+
+#[test]
+fn secret_defaults() {
+    assert_eq!(
+        parse_mount("type=secret,id=npmrc").unwrap(),
+        MountSpec::Secret {
+            id: "npmrc".into(),
+            target: Some("/run/secrets/npmrc".into()),
+            env: None,
+            required: false,
+            mode: 0o400,
+            uid: 0,
+            gid: 0
+        }
+    );
+    // The id defaults to the target's file name.
+    assert_eq!(
+        parse_mount("type=secret,target=/root/.npmrc").unwrap(),
+        MountSpec::Secret {
+            id: ".npmrc".into(),
+            target: Some("/root/.npmrc".into()),
+            env: None,
+            required: false,
+            mode: 0o400,
+            uid: 0,
+            gid: 0
+        }
+    );
+    // env only: no file unless a target is given.
+    assert_eq!(
+        parse_mount("type=secret,id=token,env=API_TOKEN,required").unwrap(),
+        MountSpec::Secret {
+            id: "token".into(),
+            target: None,
+            env: Some("API_TOKEN".into()),
+            required: true,
+            mode: 0o400,
+            uid: 0,
+            gid: 0
+        }
+    );
+    assert_eq!(
+        parse_mount(
+            "type=secret,id=token,env=TOKEN,target=/t,required=false,mode=0440,uid=1,gid=2,ro"
+        )
+        .unwrap(),
+        MountSpec::Secret {
+            id: "token".into(),
+            target: Some("/t".into()),
+            env: Some("TOKEN".into()),
+            required: false,
+            mode: 0o440,
+            uid: 1,
+            gid: 2
+        }
+    );
+    // source= names the secret, as in BuildKit.
+    let m = parse_mount("type=secret,src=aws").unwrap();
+    assert!(matches!(&m, MountSpec::Secret { id, .. } if id == "aws"));
+    assert_eq!(m.target(), Some("/run/secrets/aws"));
+    let m = parse_mount("type=secret,required=true,id=x").unwrap();
+    assert!(matches!(m, MountSpec::Secret { required: true, .. }));
+}
+
+#[test]
+fn quoting_and_relative_targets() {
+    assert_eq!(
+        parse_mount(r#"type=cache,"target=/a,b",id="x ""y"" z""#).unwrap(),
+        cache("/a,b", r#"x "y" z"#)
+    );
+    assert_eq!(
+        parse_mount(r#"type=cache,target="/with space""#).unwrap(),
+        cache("/with space", "/with space")
+    );
+    assert_eq!(
+        parse_mount("type=cache,target=root/.m2").unwrap(),
+        cache("/root/.m2", "/root/.m2")
+    );
+    assert_eq!(
+        parse_mount("type=cache,target=/a/../b/./c/").unwrap(),
+        cache("/b/c", "/b/c")
+    );
+    let e = err(r#"type=cache,target="/open"#);
+    assert!(e.contains("quote"), "{e}");
+}
+
+#[test]
+fn mount_errors() {
+    let e = err("type=cache,target=/x,colour=blue");
+    assert!(e.contains("colour") && e.contains("expected"), "{e}");
+    let e = err("type=volume,target=/x");
+    assert!(e.contains("volume") && e.contains("tmpfs"), "{e}");
+    let e = err("type=ssh");
+    assert!(e.contains("not supported yet"), "{e}");
+    assert!(matches!(
+        parse_mount("type=ssh,target=/x"),
+        Err(MountError::SshNotSupported)
+    ));
+    for kind in ["cache", "bind", "tmpfs"] {
+        let e = err(&format!("type={kind},id=x"));
+        let e2 = err(&format!("type={kind}"));
+        assert!(e2.contains("target") && e2.contains(kind), "{e2}");
+        assert!(e.contains("target") || e.contains("does not apply"), "{e}");
+    }
+    let e = err("type=secret");
+    assert!(e.contains("id="), "{e}");
+    let e = err("type=cache,target=/x,mode=0999");
+    assert!(e.contains("mode") && e.contains("octal"), "{e}");
+    let e = err("type=cache,target=/x,mode=abc");
+    assert!(e.contains("mode"), "{e}");
+    let e = err("type=cache,target=/x,sharing=sometimes");
+    assert!(e.contains("sometimes") && e.contains("locked"), "{e}");
+    let e = err("type=cache,target=/x,uid=me");
+    assert!(e.contains("uid"), "{e}");
+    let e = err("type=cache,target=/x,ro=maybe");
+    assert!(e.contains("maybe"), "{e}");
+    let e = err("type=cache,target=/");
+    assert!(e.contains("root"), "{e}");
+    let e = err("type=cache,target");
+    assert!(e.contains("key=value"), "{e}");
+    let e = err("type");
+    assert!(e.contains("key=value"), "{e}");
+    // Keys that mean nothing for the type.
+    for spec in [
+        "type=bind,target=/x,sharing=locked",
+        "type=bind,target=/x,id=a",
+        "type=bind,target=/x,mode=0755",
+        "type=cache,target=/x,size=1m",
+        "type=cache,target=/x,required",
+        "type=cache,target=/x,env=A",
+        "type=tmpfs,target=/x,ro",
+        "type=tmpfs,target=/x,from=a",
+        "type=secret,id=a,from=b",
+        "type=secret,id=a,sharing=locked",
+    ] {
+        let e = err(spec);
+        assert!(e.contains("does not apply"), "{spec}: {e}");
+    }
+    let e = err("type=secret,id=a,rw");
+    assert!(e.contains("read-only"), "{e}");
+    let e = err("type=secret,id=a,source=b");
+    assert!(e.contains("id=") && e.contains("source="), "{e}");
+    let e = err("type=secret,id=a,env=A=B");
+    assert!(e.contains("env"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// parse_secret_flag
+
+#[test]
+fn secret_flags() {
+    assert_eq!(
+        parse_secret_flag("id=npmrc,src=/home/me/.npmrc").unwrap(),
+        ("npmrc".into(), SecretSource::File("/home/me/.npmrc".into()))
+    );
+    assert_eq!(
+        parse_secret_flag("id=npmrc,source=/f").unwrap().1,
+        SecretSource::File("/f".into())
+    );
+    assert_eq!(
+        parse_secret_flag("id=tok,env=GITHUB_TOKEN").unwrap(),
+        ("tok".into(), SecretSource::Env("GITHUB_TOKEN".into()))
+    );
+    assert_eq!(
+        parse_secret_flag("id=GITHUB_TOKEN").unwrap(),
+        (
+            "GITHUB_TOKEN".into(),
+            SecretSource::Env("GITHUB_TOKEN".into())
+        )
+    );
+    assert_eq!(
+        parse_secret_flag("type=file,id=a,src=/f").unwrap().1,
+        SecretSource::File("/f".into())
+    );
+    assert_eq!(
+        parse_secret_flag("type=env,id=a,src=VAR").unwrap().1,
+        SecretSource::Env("VAR".into())
+    );
+    assert_eq!(
+        parse_secret_flag("TYPE=ENV,ID=a,ENV=VAR").unwrap(),
+        ("a".into(), SecretSource::Env("VAR".into()))
+    );
+    assert_eq!(
+        parse_secret_flag("type=env,id=A").unwrap().1,
+        SecretSource::Env("A".into())
+    );
+    assert_eq!(
+        parse_secret_flag(r#"id=a,"src=/x,y""#).unwrap().1,
+        SecretSource::File("/x,y".into())
+    );
+    for (bad, needle) in [
+        ("src=/f", "id="),
+        ("id=", "id="),
+        ("", "id="),
+        ("id=a,src=/f,env=V", "both"),
+        ("id=a,type=ssh", "ssh"),
+        ("id=a,type=file", "src="),
+        ("id=a,type=file,env=V", "type=file"),
+        ("id=a,colour=1", "colour"),
+        ("id=a,required", "key=value"),
+        ("id=a,src=", "src"),
+        ("id=a,env=", "env"),
+    ] {
+        match parse_secret_flag(bad) {
+            Ok(v) => panic!("{bad:?} parsed as {v:?}"),
+            Err(e) => assert!(e.to_string().contains(needle), "{bad}: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// CacheMounts
+
+#[test]
+fn shared_cache_same_dir_fresh_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caches");
+    let caches = CacheMounts::open(&root).unwrap();
+    assert!(root.is_dir());
+    let a = caches
+        .acquire("gradle", Sharing::Shared, 0o750, 1000, 1001)
+        .unwrap();
+    assert!(a.fresh);
+    assert!(a.path.starts_with(&root) && a.path.is_dir());
+    let meta = fs::metadata(&a.path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!((meta.uid(), meta.gid()), (1000, 1001));
+    }
+    fs::write(a.path.join("kept"), "x").unwrap();
+    let b = caches
+        .acquire("gradle", Sharing::Shared, 0o700, 0, 0)
+        .unwrap();
+    assert_eq!(a.path, b.path);
+    assert!(!b.fresh);
+    // An existing directory keeps its mode and content.
+    assert_eq!(
+        fs::metadata(&b.path).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    assert!(b.path.join("kept").exists());
+    // Another CacheMounts on the same directory (another build) sees the same cache.
+    let c = CacheMounts::open(&root)
+        .unwrap()
+        .acquire("gradle", Sharing::Locked, 0o755, 0, 0)
+        .unwrap();
+    assert_eq!(c.path, a.path);
+    assert!(!c.fresh);
+    // A different id is a different directory.
+    let d = caches
+        .acquire("maven", Sharing::Shared, 0o755, 0, 0)
+        .unwrap();
+    assert_ne!(d.path, a.path);
+    assert!(d.fresh);
+}
+
+#[test]
+fn cache_ids_stay_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caches");
+    let caches = CacheMounts::open(&root).unwrap();
+    let mut seen = Vec::new();
+    for id in [
+        "/root/.cache",
+        "../escape",
+        "../../../../etc",
+        "..",
+        ".",
+        "a/../../b",
+        "/",
+        "",
+        "x\0y",
+        &"long".repeat(200),
+    ] {
+        for sharing in [Sharing::Shared, Sharing::Locked, Sharing::Private] {
+            let lease = caches.acquire(id, sharing, 0o755, 0, 0).unwrap();
+            assert_eq!(lease.path.parent(), Some(root.as_path()), "{id:?}");
+            let name = lease.path.file_name().unwrap().to_str().unwrap();
+            assert!(!name.starts_with('.') && !name.contains('/'), "{name}");
+            seen.push(lease.path.clone());
+        }
+    }
+    // Nothing was created outside the cache directory.
+    let outside: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(outside, vec![std::ffi::OsString::from("caches")]);
+    // Distinct ids got distinct directories ("../escape" and "/escape" too).
+    let a = caches.acquire("a/b", Sharing::Shared, 0o755, 0, 0).unwrap();
+    let b = caches.acquire("a_b", Sharing::Shared, 0o755, 0, 0).unwrap();
+    assert_ne!(a.path, b.path);
+}
+
+#[test]
+fn private_cache_gives_concurrent_holders_own_dirs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let caches = CacheMounts::open(tmp.path()).unwrap();
+    let a = caches
+        .acquire("npm", Sharing::Private, 0o755, 0, 0)
+        .unwrap();
+    let b = caches
+        .acquire("npm", Sharing::Private, 0o755, 0, 0)
+        .unwrap();
+    assert!(a.fresh && b.fresh);
+    assert_ne!(a.path, b.path);
+    let a_path = a.path.clone();
+    drop(a);
+    // Released: the next user gets the first directory back, no longer fresh.
+    let c = caches
+        .acquire("npm", Sharing::Private, 0o755, 0, 0)
+        .unwrap();
+    assert_eq!(c.path, a_path);
+    assert!(!c.fresh);
+    // From another thread at the same time as b and c: a third directory.
+    let caches2 = caches.clone();
+    let d = std::thread::spawn(move || {
+        caches2
+            .acquire("npm", Sharing::Private, 0o755, 0, 0)
+            .unwrap()
+            .path
+    })
+    .join()
+    .unwrap();
+    assert!(d != b.path && d != c.path);
+}
+
+#[test]
+fn locked_cache_blocks_other_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let caches = CacheMounts::open(tmp.path()).unwrap();
+    let first = caches.acquire("m2", Sharing::Locked, 0o755, 0, 0).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let caches2 = caches.clone();
+    let waiter = std::thread::spawn(move || {
+        let lease = caches2.acquire("m2", Sharing::Locked, 0o755, 0, 0).unwrap();
+        tx.send(lease.path.clone()).unwrap();
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "a second Locked lease was granted while the first was held"
+    );
+    let first_path = first.path.clone();
+    drop(first);
+    let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(got, first_path);
+    waiter.join().unwrap();
+    // A Shared user is not held up by a Locked holder.
+    let _held = caches.acquire("m2", Sharing::Locked, 0o755, 0, 0).unwrap();
+    let shared = caches.acquire("m2", Sharing::Shared, 0o755, 0, 0).unwrap();
+    assert_eq!(shared.path, first_path);
+}
+
+fn now_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// The child role of [`locked_cache_serialises_processes`].
+fn locked_child(dir: &Path) {
+    let caches = CacheMounts::open(dir).unwrap();
+    let lease = caches
+        .acquire("shared-build-cache", Sharing::Locked, 0o755, 0, 0)
+        .unwrap();
+    let log = dir.join("log");
+    let append = |line: String| {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        f.write_all(line.as_bytes()).unwrap();
+    };
+    let pid = std::process::id();
+    append(format!("start {pid} {}\n", now_nanos()));
+    fs::write(lease.path.join(format!("by-{pid}")), "").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    append(format!("end {pid} {}\n", now_nanos()));
+    drop(lease);
+}
+
+#[test]
+fn locked_cache_serialises_processes() {
+    if let Some(role) = std::env::var_os(CHILD_ENV) {
+        assert_eq!(role, "locked");
+        let dir = PathBuf::from(std::env::var_os(CHILD_DIR_ENV).unwrap());
+        locked_child(&dir);
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("caches");
+    let exe = std::env::current_exe().unwrap();
+    let started = Instant::now();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "locked_cache_serialises_processes",
+                    "--test-threads=1",
+                    "--nocapture",
+                ])
+                .env(CHILD_ENV, "locked")
+                .env(CHILD_DIR_ENV, &dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "child failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let log = fs::read_to_string(dir.join("log")).unwrap();
+    let lines: Vec<Vec<&str>> = log.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    // start A, end A, start B, end B: one pid at a time.
+    assert_eq!((lines[0][0], lines[1][0]), ("start", "end"), "{log}");
+    assert_eq!((lines[2][0], lines[3][0]), ("start", "end"), "{log}");
+    assert_eq!(lines[0][1], lines[1][1], "{log}");
+    assert_eq!(lines[2][1], lines[3][1], "{log}");
+    assert_ne!(lines[0][1], lines[2][1], "{log}");
+    let t = |i: usize| lines[i][2].parse::<u128>().unwrap();
+    assert!(t(1) <= t(2), "the two holders overlapped:\n{log}");
+    assert!(t(1) - t(0) >= 300_000_000 && t(3) - t(2) >= 300_000_000);
+    // Both used the same directory, one after the other.
+    let entries = fs::read_dir(
+        dir.read_dir()
+            .unwrap()
+            .find_map(|e| {
+                let p = e.unwrap().path();
+                (p.is_dir()).then_some(p)
+            })
+            .unwrap(),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(entries, 2);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets
+
+const VALUE: &str = "s3cr3t-Value-9f8e7d";
+
+#[test]
+fn secret_values_from_file_and_env() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("npmrc");
+    fs::write(&file, VALUE).unwrap();
+    let var = "OCIBUILD_MOUNTS_TEST_SECRET_SET";
+    std::env::set_var(var, VALUE);
+    let secrets = Secrets::new(vec![
+        ("npmrc".into(), SecretSource::File(file.clone())),
+        ("token".into(), SecretSource::Env(var.into())),
+        ("dup".into(), SecretSource::Env("NOPE".into())),
+        ("dup".into(), SecretSource::File(file.clone())),
+    ]);
+    assert_eq!(secrets.ids(), vec!["npmrc", "token", "dup"]);
+    assert_eq!(
+        secrets.value("npmrc").unwrap().as_deref(),
+        Some(VALUE.as_bytes())
+    );
+    assert_eq!(
+        secrets.value("token").unwrap().as_deref(),
+        Some(VALUE.as_bytes())
+    );
+    // Later duplicate wins.
+    assert_eq!(
+        secrets.value("dup").unwrap().as_deref(),
+        Some(VALUE.as_bytes())
+    );
+    assert_eq!(secrets.value("other").unwrap(), None);
+    assert!(Secrets::default().ids().is_empty());
+    // Read when asked: a changed file is seen.
+    fs::write(&file, "v2").unwrap();
+    assert_eq!(secrets.value("npmrc").unwrap().as_deref(), Some(&b"v2"[..]));
+
+    // Debug never shows values.
+    let debug = format!("{secrets:?} {:?}", SecretSource::Env(var.into()));
+    assert!(!debug.contains(VALUE), "{debug}");
+    assert!(debug.contains("npmrc") && debug.contains(var), "{debug}");
+}
+
+#[test]
+fn secret_errors_name_the_source_not_the_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("absent");
+    // Unreadable: a directory whose name is... not the value, while the value is in env.
+    let unset = "OCIBUILD_MOUNTS_TEST_SECRET_UNSET";
+    std::env::remove_var(unset);
+    let secrets = Secrets::new(vec![
+        ("f".into(), SecretSource::File(missing.clone())),
+        ("d".into(), SecretSource::File(tmp.path().to_path_buf())),
+        ("e".into(), SecretSource::Env(unset.into())),
+    ]);
+    let e = secrets.value("f").unwrap_err().to_string();
+    assert!(e.contains("\"f\"") && e.contains("absent"), "{e}");
+    let e = secrets.value("d").unwrap_err().to_string();
+    assert!(e.contains("\"d\""), "{e}");
+    let e = secrets.value("e").unwrap_err();
+    let text = format!("{e} {e:?}");
+    assert!(text.contains(unset) && text.contains("\"e\""), "{text}");
+    assert!(!text.contains(VALUE));
+    // An unreadable file that exists with a value (permission denied needs non-root).
+    let locked = tmp.path().join("locked");
+    fs::write(&locked, VALUE).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+    let s = Secrets::new(vec![("l".into(), SecretSource::File(locked.clone()))]);
+    match s.value("l") {
+        Ok(v) => assert_eq!(v.as_deref(), Some(VALUE.as_bytes())), // root reads anyway
+        Err(e) => {
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains(VALUE), "{text}");
+        }
+    }
+    // write_to reports the same errors.
+    let e = secrets
+        .write_to("e", &tmp.path().join("out"), 0o400, 0, 0)
+        .unwrap_err();
+    assert!(matches!(e, MountError::SecretEnvUnset { .. }));
+
+    let e = missing_secret("npmrc").to_string();
+    assert!(
+        e.contains("npmrc")
+            && e.contains("--secret id=npmrc,src=<file>")
+            && e.contains("--secret id=npmrc,env=<VAR>"),
+        "{e}"
+    );
+}
+
+#[test]
+fn write_to_makes_a_private_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("src");
+    fs::write(&file, VALUE).unwrap();
+    let secrets = Secrets::new(vec![
+        ("npmrc".into(), SecretSource::File(file)),
+        ("../../evil".into(), SecretSource::Env("PATH".into())),
+    ]);
+    let dir = tmp.path().join("run-1/secrets");
+    let path = secrets
+        .write_to("npmrc", &dir, 0o400, 0, 0)
+        .unwrap()
+        .unwrap();
+    assert!(path.starts_with(&dir));
+    assert_eq!(fs::read_to_string(&path).unwrap(), VALUE);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o400);
+    assert_eq!(
+        fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    // A second write of the same id gets another file; other modes and owners.
+    let again = secrets
+        .write_to("npmrc", &dir, 0o440, 1000, 1000)
+        .unwrap()
+        .unwrap();
+    assert_ne!(again, path);
+    let meta = fs::metadata(&again).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o440);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+    }
+    // Ids cannot escape the directory.
+    let evil = secrets
+        .write_to("../../evil", &dir, 0o400, 0, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(evil.parent(), Some(dir.as_path()));
+    // Unknown id: nothing written.
+    assert_eq!(secrets.write_to("nope", &dir, 0o400, 0, 0).unwrap(), None);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
+}
