@@ -130,6 +130,14 @@ struct BuildArgs {
     /// Cache RUN layers.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
     cache_run_layers: bool,
+    /// Directory for `RUN --mount=type=cache` (default: mounts/ in --cache-dir, else
+    /// ~/.cache/ocibuild/mounts).
+    #[arg(long, value_name = "DIR")]
+    cache_mounts_dir: Option<PathBuf>,
+    /// A secret for `RUN --mount=type=secret`: `id=NAME,src=FILE` or `id=NAME,env=VAR`;
+    /// repeatable.
+    #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
+    secrets: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -302,6 +310,12 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
         cache_ttl: ocibuild_core::cache::parse_ttl(&args.cache_ttl).context("--cache-ttl")?,
         cache_run_layers: args.cache_run_layers,
         cache_copy_layers: args.cache_copy_layers,
+        cache_mounts_dir: args.cache_mounts_dir.clone(),
+        secrets: args
+            .secrets
+            .iter()
+            .map(|s| ocibuild_core::mounts::parse_secret_flag(s).context("--secret"))
+            .collect::<Result<Vec<_>>>()?,
     })
 }
 

@@ -25,6 +25,7 @@ use crate::config::ImageConfig;
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobStore, Image, ImageFormat, Layer, LayerBlob};
 use crate::isolation::Isolation;
+use crate::mounts::{CacheMounts, MountError, SecretSource, Secrets};
 use crate::plan::{BuildArgs, Plan, StageBase};
 use crate::stage::StageRun;
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
@@ -91,6 +92,11 @@ pub struct BuildOptions {
     pub cache_run_layers: bool,
     /// Cache COPY/ADD layers.
     pub cache_copy_layers: bool,
+    /// Directory backing `RUN --mount=type=cache` (default: `mounts/` in `cache_dir`, else
+    /// `$XDG_CACHE_HOME/ocibuild/mounts` or `~/.cache/ocibuild/mounts`).
+    pub cache_mounts_dir: Option<PathBuf>,
+    /// Secrets for `RUN --mount=type=secret` (`--secret id=NAME,src=FILE|env=VAR`).
+    pub secrets: Vec<(String, SecretSource)>,
 }
 
 impl Default for BuildOptions {
@@ -121,6 +127,8 @@ impl Default for BuildOptions {
             cache_ttl: DEFAULT_CACHE_TTL,
             cache_run_layers: true,
             cache_copy_layers: true,
+            cache_mounts_dir: None,
+            secrets: Vec::new(),
         }
     }
 }
@@ -276,6 +284,9 @@ pub(crate) struct Builder<'o> {
     pub cache_misses: usize,
     /// Warnings raised where no event sink is at hand, reported at the end of the step.
     pub warnings: Vec<String>,
+    /// Secrets given for the build.
+    pub secrets: Secrets,
+    cache_mounts: Option<CacheMounts>,
 }
 
 /// A stage that has run: its image and, if it was materialized, its root filesystem.
@@ -346,6 +357,8 @@ impl<'o> Builder<'o> {
             cache_hits: 0,
             cache_misses: 0,
             warnings: Vec::new(),
+            secrets: Secrets::new(opts.secrets.clone()),
+            cache_mounts: None,
             platform,
             work: work.to_path_buf(),
             opts,
@@ -358,6 +371,15 @@ impl<'o> Builder<'o> {
             step: 0,
             total_steps: 0,
         })
+    }
+
+    /// The directories of `RUN --mount=type=cache`, opened on first use.
+    pub(crate) fn cache_mounts(&mut self) -> std::result::Result<&CacheMounts, MountError> {
+        if self.cache_mounts.is_none() {
+            let dir = cache_mounts_dir(self.opts);
+            self.cache_mounts = Some(CacheMounts::open(&dir)?);
+        }
+        Ok(self.cache_mounts.as_ref().expect("opened above"))
     }
 
     async fn run_stages(&mut self, events: Events<'_>) -> Result<Image> {
@@ -579,6 +601,21 @@ fn layer_cache(
         ));
     }
     Ok(LayerCache { local, registry })
+}
+
+/// Where `RUN --mount=type=cache` directories live.
+fn cache_mounts_dir(opts: &BuildOptions) -> PathBuf {
+    if let Some(dir) = &opts.cache_mounts_dir {
+        return dir.clone();
+    }
+    if let Some(dir) = &opts.cache_dir {
+        return dir.join("mounts");
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    base.join("ocibuild").join("mounts")
 }
 
 /// The Dockerfile path as given if it exists, else relative to the context.

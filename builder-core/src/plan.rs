@@ -5,6 +5,7 @@
 use crate::dockerfile::{Dockerfile, Instruction, InstructionKind};
 use crate::error::{BuildError, Result};
 use crate::expand::{expand_word, Vars};
+use crate::mounts::MountSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -226,11 +227,22 @@ impl Plan {
                 todo.push(parent);
             }
             for ins in &stage.instructions {
-                if let InstructionKind::Copy(args) = &ins.kind {
-                    if let Some(from) = &args.from {
-                        if let Some(dep) = self.stage_index(from).filter(|d| *d < i) {
-                            todo.push(dep);
-                        }
+                let froms: Vec<String> = match &ins.kind {
+                    InstructionKind::Copy(args) => args.from.iter().cloned().collect(),
+                    InstructionKind::Run(args) => args
+                        .mounts
+                        .iter()
+                        .filter_map(|m| crate::mounts::parse_mount(m).ok())
+                        .filter_map(|m| match m {
+                            MountSpec::Bind { from, .. } | MountSpec::Cache { from, .. } => from,
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for from in froms {
+                    if let Some(dep) = self.stage_index(&from).filter(|d| *d < i) {
+                        todo.push(dep);
                     }
                 }
             }
@@ -276,13 +288,19 @@ mod tests {
     #[test]
     fn stages_resolve_scratch_names_and_dependencies() {
         let text = "FROM scratch AS a\nFROM busybox AS Build\nCOPY --from=a / /\n\
-                    FROM build AS final\nFROM busybox AS unused\n";
+                    FROM build AS final\nFROM busybox AS unused\n\
+                    FROM busybox AS m\nRUN --mount=type=bind,from=a,target=/a true\n";
         let p = plan(text, &[]).unwrap();
         assert_eq!(p.stages[0].base, StageBase::Scratch);
         assert_eq!(p.stages[2].base, StageBase::Stage(1));
         let target = p.target(Some("final")).unwrap();
         assert_eq!(p.needed_stages(target), BTreeSet::from([0, 1, 2]));
-        assert_eq!(p.target(None).unwrap(), 3);
+        assert_eq!(p.target(None).unwrap(), 4);
+        assert_eq!(
+            p.needed_stages(4),
+            BTreeSet::from([0, 4]),
+            "RUN --mount from= is a dependency"
+        );
         assert!(p
             .target(Some("nope"))
             .unwrap_err()

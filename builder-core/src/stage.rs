@@ -14,6 +14,7 @@ use crate::error::{BoxError, BuildError, Result};
 use crate::expand::{expand_word, expand_words, Vars};
 use crate::image::{Image, Layer, LayerBlob};
 use crate::isolation::{self, Network, RunSpec};
+use crate::mounts::{self, MountSpec};
 use crate::plan::StageBase;
 use ocibuild_registry::{Descriptor, Reference};
 use ocibuild_snapshot::LayerInfo;
@@ -623,8 +624,15 @@ impl<'b, 'o> StageRun<'b, 'o> {
         args: &RunArgs,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        if !args.mounts.is_empty() {
-            return Err(self.step_err(ins, "RUN --mount is not supported yet"));
+        let vars = self.vars();
+        let mut mount_specs = Vec::new();
+        let mut mount_texts = Vec::new();
+        for text in &args.mounts {
+            let text = self.expand_with(ins, text, &vars)?;
+            let spec = mounts::parse_mount(&text)
+                .map_err(|e| self.step_err(ins, format!("--mount={text}: {e}")))?;
+            mount_specs.push(spec);
+            mount_texts.push(text);
         }
         let network = match args.network.as_deref() {
             None | Some("default") | Some("host") => Network::Host,
@@ -668,7 +676,13 @@ impl<'b, 'o> StageRun<'b, 'o> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let heredocs: Vec<&str> = args.heredocs.iter().map(|d| d.content.as_str()).collect();
+        let mut mount_inputs = Vec::new();
+        for spec in &mount_specs {
+            mount_inputs.push(self.mount_input(ins, spec, &vars).await?);
+        }
         let key = StepKey::after(&self.key, "RUN")
+            .list("mounts", &mount_texts)
+            .list("mount-inputs", &mount_inputs)
             .list("argv", &argv)
             .list("env", &env_text)
             .list("heredocs", &heredocs)
@@ -688,6 +702,30 @@ impl<'b, 'o> StageRun<'b, 'o> {
         let rootfs = self.rootfs().await?;
         let owner = self.user_ids(ins, &rootfs)?;
         self.make_dir(ins, &rootfs, &cwd, owner)?;
+        let mut extra_mounts = extra_mounts;
+        let mut tmpfs_mounts = Vec::new();
+        let mut leases = Vec::new();
+        let mount_dir = scratch.join(format!("mounts-{}-{}", self.index, ins.line));
+        let prepared = self
+            .prepare_mounts(ins, &mount_specs, &mount_dir, &mut env, events)
+            .await;
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&mount_dir);
+                return Err(e);
+            }
+        };
+        for m in prepared {
+            match m {
+                Prepared::Bind(mount) => extra_mounts.push(mount),
+                Prepared::Cache(mount, lease) => {
+                    extra_mounts.push(mount);
+                    leases.push(lease);
+                }
+                Prepared::Tmpfs(t) => tmpfs_mounts.push(t),
+            }
+        }
         let spec = RunSpec {
             rootfs: rootfs.clone(),
             argv,
@@ -698,13 +736,15 @@ impl<'b, 'o> StageRun<'b, 'o> {
             network,
             isolation: self.b.opts.isolation,
             extra_mounts,
-            tmpfs_mounts: Vec::new(),
+            tmpfs_mounts,
             scratch_dir: scratch,
         };
         let outcome = isolation::run(&spec, &mut |bytes: &[u8]| {
             events(BuildEvent::Output(bytes.to_vec()))
-        })
-        .map_err(|e| self.step_err(ins, e))?;
+        });
+        drop(leases);
+        let _ = std::fs::remove_dir_all(&mount_dir);
+        let outcome = outcome.map_err(|e| self.step_err(ins, e))?;
         if outcome.status != 0 {
             return Err(BuildError::RunFailed {
                 file: self.b.plan.file.clone(),
@@ -923,6 +963,212 @@ impl StageRun<'_, '_> {
         )
     }
 
+    /// What a `--mount` contributes to the RUN's cache key besides its text: the content of
+    /// a bind source (context files, or the source stage's key). Cache mount contents and
+    /// secret values never do.
+    async fn mount_input(
+        &mut self,
+        ins: &Instruction,
+        spec: &MountSpec,
+        vars: &StageVars,
+    ) -> Result<String> {
+        let MountSpec::Bind { from, source, .. } = spec else {
+            return Ok(String::new());
+        };
+        match from {
+            None => {
+                let context = SourceRoot {
+                    dir: &self.b.context,
+                    ignore: Some(&self.b.ignore),
+                    origin: "build context".into(),
+                    keep_owner: false,
+                };
+                let source = source.trim_start_matches('/');
+                let source = if source.is_empty() {
+                    ".".to_string()
+                } else {
+                    source.to_string()
+                };
+                copy::hash_sources(&context, &[source], &CopyOptions::default())
+                    .map_err(|e| self.step_err(ins, e))
+            }
+            Some(name) => {
+                let name = self.expand_with(ins, name, vars)?;
+                match self.b.plan.stage_index(&name).filter(|i| *i < self.index) {
+                    Some(i) => Ok(self.b.finished[i]
+                        .as_ref()
+                        .map(|f| f.key.clone())
+                        .unwrap_or_default()),
+                    None => {
+                        let platform = self.b.platform.clone();
+                        let image = self.b.pull_image(&name, &platform, &mut |_| {}).await?;
+                        Ok(image_identity(&image, &platform.to_string()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns the RUN's `--mount`s into mounts for the isolated command: cache directories
+    /// (held for the run), secrets written to files in `dir` or added to `env`, binds of the
+    /// context or another stage (copied to `dir` first when writable, so writes are
+    /// discarded) and tmpfs.
+    async fn prepare_mounts(
+        &mut self,
+        ins: &Instruction,
+        specs: &[MountSpec],
+        dir: &Path,
+        env: &mut Vec<(String, String)>,
+        events: Events<'_>,
+    ) -> Result<Vec<Prepared>> {
+        std::fs::create_dir_all(dir).map_err(BuildError::io(dir))?;
+        let mut prepared = Vec::new();
+        for (n, spec) in specs.iter().enumerate() {
+            match spec {
+                MountSpec::Tmpfs { target, size } => {
+                    prepared.push(Prepared::Tmpfs(isolation::TmpfsMount {
+                        target: target.clone(),
+                        size: *size,
+                    }))
+                }
+                MountSpec::Secret {
+                    id,
+                    target,
+                    env: env_name,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let secrets = &self.b.secrets;
+                    let missing = || {
+                        if *required {
+                            Err(self.step_err(ins, mounts::missing_secret(id)))
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    if let Some(name) = env_name {
+                        match secrets.value(id).map_err(|e| self.step_err(ins, e))? {
+                            Some(value) => env
+                                .push((name.clone(), String::from_utf8_lossy(&value).into_owned())),
+                            None => missing()?,
+                        }
+                    }
+                    let Some(target) = target
+                        .clone()
+                        .or_else(|| env_name.is_none().then(|| format!("/run/secrets/{id}")))
+                    else {
+                        continue;
+                    };
+                    match secrets
+                        .write_to(id, &dir.join(format!("secret-{n}")), *mode, *uid, *gid)
+                        .map_err(|e| self.step_err(ins, e))?
+                    {
+                        Some(file) => prepared.push(Prepared::Bind(isolation::Mount {
+                            source: file,
+                            target,
+                            readonly: true,
+                        })),
+                        None => missing()?,
+                    }
+                }
+                MountSpec::Cache {
+                    target,
+                    id,
+                    sharing,
+                    readonly,
+                    from,
+                    source,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let lease = match self.b.cache_mounts() {
+                        Ok(cache) => cache.acquire(id, *sharing, *mode, *uid, *gid),
+                        Err(e) => Err(e),
+                    }
+                    .map_err(|e| self.step_err(ins, e))?;
+                    if lease.fresh {
+                        if let Some(name) = from {
+                            let root = self.source_rootfs(ins, name, events).await?;
+                            let seed = SourceRoot {
+                                dir: &root,
+                                ignore: None,
+                                origin: format!("stage or image {name:?}"),
+                                keep_owner: true,
+                            };
+                            let src = source.clone().unwrap_or_else(|| "/".into());
+                            copy::copy_sources(
+                                &seed,
+                                &[src],
+                                &format!("{}/", lease.path.display()),
+                                Path::new("/"),
+                                &CopyOptions::default(),
+                            )
+                            .map_err(|e| self.step_err(ins, e))?;
+                        }
+                    }
+                    let mount = isolation::Mount {
+                        source: lease.path.clone(),
+                        target: target.clone(),
+                        readonly: *readonly,
+                    };
+                    prepared.push(Prepared::Cache(mount, lease));
+                }
+                MountSpec::Bind {
+                    target,
+                    from,
+                    source,
+                    readwrite,
+                } => {
+                    let root = match from {
+                        None => self.b.context.clone(),
+                        Some(name) => self.source_rootfs(ins, name, events).await?,
+                    };
+                    let host = ocibuild_snapshot::resolve_in_root(&root, Path::new(source), true)
+                        .map_err(|e| self.step_err(ins, e))?;
+                    if !host.exists() {
+                        return Err(self.step_err(
+                            ins,
+                            format!(
+                                "--mount source {source:?} does not exist in {}",
+                                from.as_deref().unwrap_or("the build context")
+                            ),
+                        ));
+                    }
+                    let source_path = if *readwrite {
+                        let copy_dir = dir.join(format!("bind-{n}"));
+                        let status = std::process::Command::new("cp")
+                            .arg("-a")
+                            .arg(&host)
+                            .arg(&copy_dir)
+                            .status()
+                            .map_err(BuildError::io(&host))?;
+                        if !status.success() {
+                            return Err(self.step_err(
+                                ins,
+                                format!(
+                                    "copying {} for a writable bind mount failed",
+                                    host.display()
+                                ),
+                            ));
+                        }
+                        copy_dir
+                    } else {
+                        host
+                    };
+                    prepared.push(Prepared::Bind(isolation::Mount {
+                        source: source_path,
+                        target: target.clone(),
+                        readonly: !*readwrite,
+                    }));
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
     /// The argv of a RUN and the mounts it needs. With heredocs (BuildKit's rules): a
     /// command that is a single heredoc runs as a script file mounted at
     /// `/dev/pipes/NAME` (so `#!` lines work); otherwise the command line and the heredoc
@@ -1109,6 +1355,13 @@ fn parse_duration(text: &str) -> Option<i64> {
         total += number * scale;
     }
     (total <= i64::MAX as f64).then_some(total as i64)
+}
+
+/// A `--mount` ready for the isolated command.
+enum Prepared {
+    Bind(isolation::Mount),
+    Cache(isolation::Mount, mounts::CacheLease),
+    Tmpfs(isolation::TmpfsMount),
 }
 
 /// The first cache key of a stage built on `image`: its config and layer digests.

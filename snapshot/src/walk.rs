@@ -55,17 +55,26 @@ struct Record {
 }
 
 impl Record {
-    /// Takes the fields from `lstat` metadata.
+    /// Takes the fields from `lstat` metadata. For directories, `ctime` and `size` are
+    /// left out: they change whenever an entry is added or removed, even when it is put
+    /// back (as the mount points of a RUN are), while every real change below a directory
+    /// is seen on the entry itself (and the layer writer adds its parents); a directory's
+    /// own mode, owner and mtime are still compared.
     fn from_metadata(meta: &Metadata) -> Self {
+        let is_dir = meta.is_dir();
         Record {
             ino: meta.ino(),
             dev: meta.dev(),
             mode: meta.mode(),
             uid: meta.uid(),
             gid: meta.gid(),
-            size: meta.size(),
+            size: if is_dir { 0 } else { meta.size() },
             mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
+            ctime: if is_dir {
+                (0, 0)
+            } else {
+                (meta.ctime(), meta.ctime_nsec())
+            },
             rdev: meta.rdev(),
         }
     }
@@ -275,6 +284,18 @@ mod tests {
     #[test]
     fn unchanged_tree_is_empty() {
         let (dir, mut walk) = setup();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn a_directory_whose_entry_came_and_went_with_mtime_restored_is_unchanged() {
+        let (dir, mut walk) = setup();
+        let etc = dir.path().join("etc");
+        let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(&etc).unwrap());
+        fs::write(etc.join("resolv.conf"), b"").unwrap();
+        fs::remove_file(etc.join("resolv.conf")).unwrap();
+        filetime::set_file_mtime(&etc, mtime).unwrap();
         let changes = walk.changes(dir.path()).unwrap();
         assert!(changes.is_empty(), "{changes:?}");
     }
