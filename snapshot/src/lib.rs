@@ -29,5 +29,5 @@ pub use digest::{sha256_file, HashingWriter};
 pub use error::{Error, Result};
 pub use layer::{write_layer, Compression, LayerInfo, LayerOptions};
 pub use rootpath::resolve_in_root;
-pub use unpack::{unpack_layer, unpack_layer_file, UnpackStats};
+pub use unpack::{unpack_layer, unpack_layer_file, unpack_layer_file_skipping, UnpackStats};
 pub use walk::{Changes, Snapshotter, StatWalk};

@@ -64,16 +64,24 @@ fn sniff(magic: &[u8]) -> Sniffed {
 /// Applies the layer file at `path` onto `rootfs`; gzip, zstd and plain tar
 /// are recognised by their magic bytes.
 pub fn unpack_layer_file(path: &Path, rootfs: &Path) -> Result<UnpackStats> {
+    unpack_layer_file_skipping(path, rootfs, &[])
+}
+
+/// Like [`unpack_layer_file`], but entries at or below the `skip` paths (relative to
+/// rootfs) are left alone: not written, not removed by whiteouts or opaque markers. Used
+/// when unpacking into a live `/` (kaniko mode), where `/proc`, `/dev`, mount points and
+/// the builder's own directory must survive.
+pub fn unpack_layer_file_skipping(path: &Path, rootfs: &Path, skip: &[PathBuf]) -> Result<UnpackStats> {
     let file = File::open(path).map_err(io_err(path, "open layer"))?;
     let mut reader = BufReader::with_capacity(64 * 1024, file);
     let magic = reader.fill_buf().map_err(io_err(path, "read layer"))?;
     let result = match sniff(magic) {
-        Sniffed::Gzip => unpack_layer(flate2::bufread::MultiGzDecoder::new(reader), rootfs),
+        Sniffed::Gzip => unpack_skipping(flate2::bufread::MultiGzDecoder::new(reader), rootfs, skip),
         Sniffed::Zstd => {
             let decoder = zstd::Decoder::with_buffer(reader).map_err(io_err(path, "start zstd"))?;
-            unpack_layer(decoder, rootfs)
+            unpack_skipping(decoder, rootfs, skip)
         }
-        Sniffed::Plain => unpack_layer(reader, rootfs),
+        Sniffed::Plain => unpack_skipping(reader, rootfs, skip),
     };
     result.map_err(|e| match e {
         Error::TarRead { source } => Error::io(path, "read layer", source),
@@ -83,8 +91,13 @@ pub fn unpack_layer_file(path: &Path, rootfs: &Path) -> Result<UnpackStats> {
 
 /// Applies one uncompressed layer tar from `tar_stream` onto `rootfs`.
 pub fn unpack_layer<R: Read>(tar_stream: R, rootfs: &Path) -> Result<UnpackStats> {
+    unpack_skipping(tar_stream, rootfs, &[])
+}
+
+fn unpack_skipping<R: Read>(tar_stream: R, rootfs: &Path, skip: &[PathBuf]) -> Result<UnpackStats> {
     let mut archive = tar::Archive::new(tar_stream);
     let mut unpacker = Unpacker::new(rootfs);
+    unpacker.skip = skip.to_vec();
     let entries = archive
         .entries()
         .map_err(|source| Error::TarRead { source })?;
@@ -184,6 +197,8 @@ struct Unpacker<'a> {
     /// Directory mtimes to set once all entries are in place.
     dir_times: BTreeMap<PathBuf, FileTime>,
     stats: UnpackStats,
+    /// Relative paths whose subtrees are left alone.
+    skip: Vec<PathBuf>,
 }
 
 impl<'a> Unpacker<'a> {
@@ -197,6 +212,7 @@ impl<'a> Unpacker<'a> {
             opaque: Vec::new(),
             dir_times: BTreeMap::new(),
             stats: UnpackStats::default(),
+            skip: Vec::new(),
         }
     }
 
@@ -205,6 +221,9 @@ impl<'a> Unpacker<'a> {
         self.stats.entries += 1;
         let raw = entry.path_bytes().into_owned();
         let rel = normalise_entry_path(&raw)?;
+        if self.is_skipped(&rel) {
+            return Ok(());
+        }
         let kind = entry.header().entry_type();
         if kind == EntryType::XGlobalHeader {
             return Ok(());
@@ -287,6 +306,10 @@ impl<'a> Unpacker<'a> {
     }
 
     /// True if `host` was created by this layer.
+    fn is_skipped(&self, rel: &Path) -> bool {
+        self.skip.iter().any(|s| rel.starts_with(s))
+    }
+
     fn is_created(&self, host: &Path) -> bool {
         self.created.contains(relative_to(self.rootfs, host))
     }
@@ -306,7 +329,7 @@ impl<'a> Unpacker<'a> {
             });
         }
         let host = parent.join(victim);
-        if self.is_created(&host) {
+        if self.is_created(&host) || self.is_skipped(relative_to(self.rootfs, &host)) {
             return Ok(());
         }
         self.dir_times.remove(&host);
@@ -526,7 +549,12 @@ impl<'a> Unpacker<'a> {
         for entry in entries {
             let entry = entry.map_err(io_err(dir, "read directory"))?;
             let child = entry.path();
-            if !self.is_created(&child) {
+            let rel = relative_to(self.rootfs, &child);
+            if self.is_skipped(rel) {
+                continue;
+            }
+            let holds_skipped = self.skip.iter().any(|s| s.starts_with(rel));
+            if !self.is_created(&child) && !holds_skipped {
                 remove_any(&child)?;
                 continue;
             }

@@ -431,3 +431,29 @@ fn pax_time_parsing() {
     );
     assert!(parse_pax_time(b"abc", p).is_err());
 }
+
+#[test]
+fn skipped_paths_are_never_written_or_removed() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    fs::create_dir_all(r.join("proc/self")).unwrap();
+    fs::write(r.join("proc/self/status"), b"live").unwrap();
+    fs::create_dir_all(r.join("kaniko")).unwrap();
+    fs::write(r.join("kaniko/executor"), b"bin").unwrap();
+    fs::write(r.join("old"), b"lower").unwrap();
+    let layer = Layer::new()
+        .plain("proc/self/status", b"from image")
+        .plain(".wh.kaniko", b"")
+        .plain(".wh..wh..opq", b"")
+        .plain("new", b"n")
+        .bytes();
+    let file = r.parent().unwrap().join(format!("skip-{}.tar", std::process::id()));
+    fs::write(&file, layer).unwrap();
+    let skip = vec![PathBuf::from("proc"), PathBuf::from("kaniko")];
+    unpack_layer_file_skipping(&file, r, &skip).unwrap();
+    fs::remove_file(&file).unwrap();
+    assert_eq!(fs::read(r.join("proc/self/status")).unwrap(), b"live");
+    assert_eq!(fs::read(r.join("kaniko/executor")).unwrap(), b"bin");
+    assert!(!r.join("old").exists(), "the opaque root removed lower files");
+    assert_eq!(fs::read(r.join("new")).unwrap(), b"n");
+}
