@@ -138,6 +138,19 @@ struct BuildArgs {
     /// repeatable.
     #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
     secrets: Vec<String>,
+    /// With --isolation none: the builder's own directory, left alone (and holding the
+    /// work directory).
+    #[arg(long, value_name = "DIR", default_value = "/kaniko")]
+    kaniko_dir: PathBuf,
+    /// With --isolation none: a path of / to leave alone; repeatable.
+    #[arg(long = "ignore-path", value_name = "PATH")]
+    ignore_paths: Vec<PathBuf>,
+    /// With --isolation none: leave /var/run alone.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
+    ignore_var_run: bool,
+    /// With --isolation none: build in / even outside a container (overwrites this machine).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -316,6 +329,10 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
             .iter()
             .map(|s| ocibuild_core::mounts::parse_secret_flag(s).context("--secret"))
             .collect::<Result<Vec<_>>>()?,
+        kaniko_dir: args.kaniko_dir.clone(),
+        ignore_paths: args.ignore_paths.clone(),
+        ignore_var_run: args.ignore_var_run,
+        force: args.force,
     })
 }
 

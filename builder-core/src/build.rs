@@ -97,6 +97,15 @@ pub struct BuildOptions {
     pub cache_mounts_dir: Option<PathBuf>,
     /// Secrets for `RUN --mount=type=secret` (`--secret id=NAME,src=FILE|env=VAR`).
     pub secrets: Vec<(String, SecretSource)>,
+    /// With [`Isolation::None`]: the builder's own directory, never touched (kaniko's
+    /// `--kaniko-dir`, default `/kaniko`); the work directory goes there too.
+    pub kaniko_dir: PathBuf,
+    /// With [`Isolation::None`]: more paths to leave alone (`--ignore-path`).
+    pub ignore_paths: Vec<PathBuf>,
+    /// With [`Isolation::None`]: leave `/var/run` alone (`--ignore-var-run`, default true).
+    pub ignore_var_run: bool,
+    /// Build in `/` even when not in a container (`--force`): this overwrites the machine.
+    pub force: bool,
 }
 
 impl Default for BuildOptions {
@@ -129,6 +138,10 @@ impl Default for BuildOptions {
             cache_copy_layers: true,
             cache_mounts_dir: None,
             secrets: Vec::new(),
+            kaniko_dir: PathBuf::from("/kaniko"),
+            ignore_paths: Vec::new(),
+            ignore_var_run: true,
+            force: false,
         }
     }
 }
@@ -222,10 +235,17 @@ fn work_dir(opts: &BuildOptions) -> Result<(PathBuf, Option<tempfile::TempDir>)>
             Ok((dir.clone(), None))
         }
         None => {
+            // In `/` mode the temporary directory would be unpacked over: keep it in the
+            // builder's own (ignored) directory instead.
+            let parent = match opts.isolation {
+                Isolation::None => opts.kaniko_dir.clone(),
+                _ => std::env::temp_dir(),
+            };
+            std::fs::create_dir_all(&parent).map_err(BuildError::io(&parent))?;
             let tmp = tempfile::Builder::new()
                 .prefix("ocibuild-")
-                .tempdir()
-                .map_err(BuildError::io(std::env::temp_dir()))?;
+                .tempdir_in(&parent)
+                .map_err(BuildError::io(&parent))?;
             Ok((tmp.path().to_path_buf(), Some(tmp)))
         }
     }
@@ -286,6 +306,10 @@ pub(crate) struct Builder<'o> {
     pub warnings: Vec<String>,
     /// Secrets given for the build.
     pub secrets: Secrets,
+    /// With [`Isolation::None`]: the paths of `/` to leave alone, relative to `/`.
+    pub live_ignore: Option<Vec<PathBuf>>,
+    /// Whether a stage was already unpacked into `/`.
+    pub live_root_used: std::sync::atomic::AtomicBool,
     cache_mounts: Option<CacheMounts>,
 }
 
@@ -358,6 +382,8 @@ impl<'o> Builder<'o> {
             cache_misses: 0,
             warnings: Vec::new(),
             secrets: Secrets::new(opts.secrets.clone()),
+            live_ignore: live_ignore(opts, &context, work)?,
+            live_root_used: Default::default(),
             cache_mounts: None,
             platform,
             work: work.to_path_buf(),
@@ -601,6 +627,30 @@ fn layer_cache(
         ));
     }
     Ok(LayerCache { local, registry })
+}
+
+/// The ignore list for building in `/`, after refusing to do so outside a container.
+fn live_ignore(opts: &BuildOptions, context: &Path, work: &Path) -> Result<Option<Vec<PathBuf>>> {
+    if opts.isolation != Isolation::None {
+        return Ok(None);
+    }
+    if !opts.force && !crate::liveroot::in_container() {
+        return Err(BuildError::Options(
+            "--isolation none builds in / and overwrites this machine's root filesystem with the \
+             base image, like kaniko; ocibuild only does that inside a container (found no \
+             /.dockerenv, /run/.containerenv, $container or container cgroup). Use the default \
+             --isolation namespaces here, or pass --force if this really is a throwaway system."
+                .into(),
+        ));
+    }
+    let keep = [context.to_path_buf(), work.to_path_buf()];
+    let list = crate::liveroot::ignore_list(&crate::liveroot::IgnoreSpec {
+        kaniko_dir: &opts.kaniko_dir,
+        ignore_var_run: opts.ignore_var_run,
+        extra: &opts.ignore_paths,
+        keep: &keep,
+    });
+    Ok(Some(crate::liveroot::relative(&list)))
 }
 
 /// Where `RUN --mount=type=cache` directories live.

@@ -18,6 +18,7 @@ pub mod expand;
 pub mod fetch;
 pub mod image;
 pub mod isolation;
+pub mod liveroot;
 pub mod mounts;
 pub mod pathmatch;
 pub mod plan;

@@ -72,13 +72,14 @@ impl<'b, 'o> StageRun<'b, 'o> {
             _ => image_identity(&image, &platform.to_string()),
         };
         b.end_step(started, None, events);
+        let ignore = b.live_ignore.clone().unwrap_or_default();
         let mut run = StageRun {
             b,
             index,
             label,
             image,
             rootfs: None,
-            snapshotter: StatWalk::new(Vec::new()),
+            snapshotter: StatWalk::new(ignore),
             args: BTreeMap::new(),
             cmd_set: false,
             key,
@@ -90,9 +91,16 @@ impl<'b, 'o> StageRun<'b, 'o> {
             let layer = run.dispatch(ins, events).await?;
             run.b.end_step(started, layer, events);
         }
+        // In `/` mode the next stage replaces the files: a later COPY --from unpacks the
+        // stage's layers elsewhere instead.
+        let rootfs = if run.b.live_ignore.is_some() {
+            None
+        } else {
+            run.rootfs
+        };
         Ok(FinishedStage {
             image: run.image,
-            rootfs: run.rootfs,
+            rootfs,
             key: run.key,
         })
     }
@@ -332,11 +340,14 @@ impl<'b, 'o> StageRun<'b, 'o> {
         if let Some(dir) = &self.rootfs {
             return Ok(dir.clone());
         }
-        let dir = self
-            .b
-            .work
-            .join(format!("stage-{}", self.index))
-            .join("rootfs");
+        let dir = if self.b.live_ignore.is_some() {
+            PathBuf::from("/")
+        } else {
+            self.b
+                .work
+                .join(format!("stage-{}", self.index))
+                .join("rootfs")
+        };
         materialize(self.b, &self.image, &dir).await?;
         self.snapshotter
             .baseline(&dir)
@@ -1394,6 +1405,22 @@ fn compression_of(media_type: &str) -> ocibuild_snapshot::Compression {
 
 /// Unpacks `image`'s layers into a fresh `dir`.
 pub(crate) async fn materialize(b: &Builder<'_>, image: &Image, dir: &Path) -> Result<()> {
+    if let (Some(ignore), true) = (&b.live_ignore, dir == Path::new("/")) {
+        // Like kaniko: the first stage is unpacked over the container's files; later stages
+        // first remove what the previous one left.
+        if b.live_root_used
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            crate::liveroot::delete_filesystem(dir, ignore).map_err(BuildError::io(dir))?;
+        }
+        for layer in &image.layers {
+            let file = b.blobs.local_file(&b.pull_client, layer).await?;
+            ocibuild_snapshot::unpack_layer_file_skipping(&file, dir, ignore).map_err(
+                BuildError::snapshot(format!("unpacking layer {} into /", layer.digest())),
+            )?;
+        }
+        return Ok(());
+    }
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(BuildError::io(dir))?;
     }
