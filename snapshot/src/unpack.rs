@@ -71,12 +71,18 @@ pub fn unpack_layer_file(path: &Path, rootfs: &Path) -> Result<UnpackStats> {
 /// rootfs) are left alone: not written, not removed by whiteouts or opaque markers. Used
 /// when unpacking into a live `/` (kaniko mode), where `/proc`, `/dev`, mount points and
 /// the builder's own directory must survive.
-pub fn unpack_layer_file_skipping(path: &Path, rootfs: &Path, skip: &[PathBuf]) -> Result<UnpackStats> {
+pub fn unpack_layer_file_skipping(
+    path: &Path,
+    rootfs: &Path,
+    skip: &[PathBuf],
+) -> Result<UnpackStats> {
     let file = File::open(path).map_err(io_err(path, "open layer"))?;
     let mut reader = BufReader::with_capacity(64 * 1024, file);
     let magic = reader.fill_buf().map_err(io_err(path, "read layer"))?;
     let result = match sniff(magic) {
-        Sniffed::Gzip => unpack_skipping(flate2::bufread::MultiGzDecoder::new(reader), rootfs, skip),
+        Sniffed::Gzip => {
+            unpack_skipping(flate2::bufread::MultiGzDecoder::new(reader), rootfs, skip)
+        }
         Sniffed::Zstd => {
             let decoder = zstd::Decoder::with_buffer(reader).map_err(io_err(path, "start zstd"))?;
             unpack_skipping(decoder, rootfs, skip)

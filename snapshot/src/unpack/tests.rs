@@ -447,13 +447,19 @@ fn skipped_paths_are_never_written_or_removed() {
         .plain(".wh..wh..opq", b"")
         .plain("new", b"n")
         .bytes();
-    let file = r.parent().unwrap().join(format!("skip-{}.tar", std::process::id()));
+    let file = r
+        .parent()
+        .unwrap()
+        .join(format!("skip-{}.tar", std::process::id()));
     fs::write(&file, layer).unwrap();
     let skip = vec![PathBuf::from("proc"), PathBuf::from("kaniko")];
     unpack_layer_file_skipping(&file, r, &skip).unwrap();
     fs::remove_file(&file).unwrap();
     assert_eq!(fs::read(r.join("proc/self/status")).unwrap(), b"live");
     assert_eq!(fs::read(r.join("kaniko/executor")).unwrap(), b"bin");
-    assert!(!r.join("old").exists(), "the opaque root removed lower files");
+    assert!(
+        !r.join("old").exists(),
+        "the opaque root removed lower files"
+    );
     assert_eq!(fs::read(r.join("new")).unwrap(), b"n");
 }
