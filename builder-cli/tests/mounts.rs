@@ -117,6 +117,24 @@ fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Every regular file under `dir` (recursively; symlinks are not followed).
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                todo.push(entry.path());
+            } else if kind.is_file() {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
 /// The entry names of every layer of an unpacked image, as GNU tar lists them.
 fn all_tar_names(img: &Unpacked) -> Vec<String> {
     img.layer_files()
@@ -401,6 +419,8 @@ fn secrets_are_readable_in_the_run_and_appear_nowhere_else() {
         &[],
     );
     let dest = format!("{}:1", unique_repo("secrets"));
+    let work = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
     let secret_flag = format!("id=npmrc,src={}", npmrc_file.display());
     let out = ocibuild_with_env(
         &[
@@ -415,6 +435,11 @@ fn secrets_are_readable_in_the_run_and_appear_nowhere_else() {
             "id=tok,env=TOKEN_VAR",
             "-v",
             "trace",
+            "--work-dir",
+            work.path().to_str().unwrap(),
+            "--cache",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
         ],
         &[("TOKEN_VAR", &token)],
     );
@@ -465,6 +490,24 @@ fn secrets_are_readable_in_the_run_and_appear_nowhere_else() {
             "secret in stderr:\n{}",
             stderr_of(&out)
         );
+    }
+    // Nor in any file left in the work directory (root filesystems, layers, mount
+    // scratch) or in the layer cache directory (keys, blobs, mount caches).
+    assert!(
+        !find_named(work.path(), "npmrc.sum").is_empty(),
+        "the work directory keeps the root filesystem, so it is worth searching"
+    );
+    for dir in [work.path(), cache.path()] {
+        for file in all_files(dir) {
+            let data = fs::read(&file).unwrap();
+            for value in [&npmrc, &token] {
+                assert!(
+                    !contains(&data, value.as_bytes()),
+                    "a secret value is in {}",
+                    file.display()
+                );
+            }
+        }
     }
     // History was checked as part of the config; make sure it is there to check.
     let config = skopeo_config(&dest);
@@ -570,10 +613,11 @@ fn network_none_cuts_the_run_off_while_the_default_reaches_the_host() {
         "wget must fail without a network:\n{}",
         stderr_of(&out)
     );
+    let stderr = stderr_of(&out);
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
     assert!(
-        stderr_of(&out).contains("Dockerfile:2"),
-        "{}",
-        stderr_of(&out)
+        stderr.contains("Network is unreachable") && stderr.contains("exited with code 1"),
+        "wget itself reports the missing network: {stderr}"
     );
     assert_eq!(server.count(), 0, "no request left the RUN");
 
@@ -651,6 +695,64 @@ fn bind_mounts_of_stages_and_context_and_tmpfs_leave_nothing_behind() {
         );
     }
     assert!(!ctx.path().join("x").exists(), "the context is untouched");
+}
+
+#[test]
+fn mounts_over_existing_directories_hide_them_only_for_the_step_and_make_no_layer() {
+    let reg = registry();
+    let mounts = tempfile::tempdir().unwrap();
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/busybox:latest\n\
+             RUN --mount=type=cache,target=/etc,id=etc sh -c 'rm -f /etc/passwd; echo x > /etc/newfile'\n\
+             RUN --mount=type=tmpfs,target=/root --mount=type=secret,id=s,target=/usr/s.conf \
+             --mount=type=bind,target=/usr/src/ctx sh -c 'touch /root/y && cat /usr/s.conf /usr/src/ctx/f'\n"
+        ),
+        &[("f", "context file\n")],
+    );
+    let dest = format!("{}:1", unique_repo("shadow"));
+    let out = ocibuild_with_env(
+        &[
+            "build",
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "--destination",
+            &dest,
+            "--cache-mounts-dir",
+            mounts.path().to_str().unwrap(),
+            "--secret",
+            "id=s,env=SHADOW_SECRET",
+        ],
+        &[("SHADOW_SECRET", "shadow-secret-value\n")],
+    );
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("shadow-secret-value\ncontext file\n"),
+        "the RUN saw the secret and the context: {stderr}"
+    );
+    // The RUNs only wrote into their mounts: the image has the base layers and no more.
+    let base = skopeo_manifest(&format!("{reg}/busybox:latest"));
+    let built = skopeo_manifest(&dest);
+    assert_eq!(
+        built["layers"].as_array().unwrap().len(),
+        base["layers"].as_array().unwrap().len(),
+        "mount points make no layer: {stderr}"
+    );
+    let img = unpack(&format!("docker://{dest}"));
+    assert!(
+        img.rootfs.join("etc/passwd").is_file(),
+        "/etc was only hidden"
+    );
+    assert!(!img.rootfs.join("etc/newfile").exists());
+    assert!(img.rootfs.join("root").is_dir());
+    assert!(!img.rootfs.join("root/y").exists());
+    assert!(!img.rootfs.join("usr/s.conf").exists());
+    assert!(!img.rootfs.join("usr/src").exists());
+    // The write went to the cache directory.
+    let newfile = find_named(mounts.path(), "newfile");
+    assert_eq!(newfile.len(), 1, "{newfile:?}");
+    assert_eq!(fs::read_to_string(&newfile[0]).unwrap(), "x\n");
 }
 
 // ---------------------------------------------------------------------------------------
