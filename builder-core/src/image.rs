@@ -7,6 +7,7 @@ use crate::error::{BuildError, Result};
 use ocibuild_registry::{media_types, Client, Descriptor, ImageManifest, Reference};
 use ocibuild_snapshot::LayerInfo;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -30,14 +31,24 @@ impl ImageFormat {
         }
     }
 
-    fn manifest_media_type(self) -> &'static str {
+    /// The flag spelling: `oci` or `docker`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Oci => "oci",
+            ImageFormat::Docker => "docker",
+        }
+    }
+
+    /// The manifest media type of this format.
+    pub fn manifest_media_type(self) -> &'static str {
         match self {
             ImageFormat::Oci => media_types::OCI_MANIFEST,
             ImageFormat::Docker => media_types::DOCKER_MANIFEST,
         }
     }
 
-    fn config_media_type(self) -> &'static str {
+    /// The config media type of this format.
+    pub fn config_media_type(self) -> &'static str {
         match self {
             ImageFormat::Oci => media_types::OCI_CONFIG,
             ImageFormat::Docker => media_types::DOCKER_CONFIG,
@@ -46,7 +57,7 @@ impl ImageFormat {
 
     /// A layer media type translated into this format (gzip and plain tar layers have an
     /// equivalent in both; others are kept).
-    fn layer_media_type(self, media_type: &str) -> String {
+    pub fn layer_media_type(self, media_type: &str) -> String {
         let docker_gzip = media_types::DOCKER_LAYER_GZIP;
         let docker_tar = "application/vnd.docker.image.rootfs.diff.tar";
         match (self, media_type) {
@@ -57,6 +68,35 @@ impl ImageFormat {
             (_, m) => m.to_string(),
         }
     }
+}
+
+impl std::fmt::Display for ImageFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ImageFormat {
+    type Err = BuildError;
+
+    /// `oci` or `docker` (case-insensitive), as `--image-format` takes them.
+    fn from_str(s: &str) -> Result<ImageFormat> {
+        match s.to_ascii_lowercase().as_str() {
+            "oci" => Ok(ImageFormat::Oci),
+            "docker" => Ok(ImageFormat::Docker),
+            _ => Err(BuildError::Options(format!(
+                "--image-format {s:?}: expected docker or oci"
+            ))),
+        }
+    }
+}
+
+/// Whether a layer media type has no Docker schema 2 equivalent (zstd, and any other OCI
+/// compression Docker does not define).
+fn is_oci_only_layer(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.oci.image.layer.")
+        && media_type != media_types::OCI_LAYER_GZIP
+        && media_type != media_types::OCI_LAYER_TAR
 }
 
 /// Where a layer's bytes are.
@@ -144,8 +184,36 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 impl Image {
-    /// Serialises config and manifest.
+    /// Serialises config and manifest, without annotations and without checking that the
+    /// layers fit the format (see [`Image::manifest_with`], which `build` should use).
     pub fn manifest(&self) -> Manifested {
+        self.serialise(&BTreeMap::new())
+            .expect("a manifest always serialises")
+    }
+
+    /// Serialises config and manifest in `self.format` (set it first to force a format,
+    /// e.g. from `--image-format`), with `annotations` as the manifest's `annotations` map
+    /// (keys sorted; left out when empty, so an image without annotations keeps the digest
+    /// it had before). Layer media types are translated into the format (gzip and plain
+    /// tar have both spellings); a zstd layer in a Docker image is an error, since Docker
+    /// schema 2 has no zstd type.
+    pub fn manifest_with(&self, annotations: &BTreeMap<String, String>) -> Result<Manifested> {
+        if self.format == ImageFormat::Docker {
+            for layer in &self.layers {
+                let descriptor = layer.descriptor(self.format);
+                if is_oci_only_layer(&descriptor.media_type) {
+                    return Err(BuildError::Options(format!(
+                        "zstd layers need --image-format oci: layer {} has media type {}, \
+                         which Docker schema 2 manifests cannot carry",
+                        descriptor.digest, descriptor.media_type
+                    )));
+                }
+            }
+        }
+        self.serialise(annotations)
+    }
+
+    fn serialise(&self, annotations: &BTreeMap<String, String>) -> Result<Manifested> {
         let config = self.config.to_json();
         let config_digest = sha256_digest(&config);
         let manifest = ImageManifest {
@@ -164,16 +232,17 @@ impl Image {
                 .iter()
                 .map(|l| l.descriptor(self.format))
                 .collect(),
-            annotations: None,
+            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
         };
-        let manifest = serde_json::to_vec(&manifest).expect("a manifest always serialises");
-        Manifested {
+        let manifest = serde_json::to_vec(&manifest)
+            .map_err(|e| BuildError::Options(format!("serialising the image manifest: {e}")))?;
+        Ok(Manifested {
             manifest_digest: sha256_digest(&manifest),
             config,
             config_digest,
             manifest,
             media_type: self.format.manifest_media_type(),
-        }
+        })
     }
 }
 
@@ -370,4 +439,122 @@ fn append_bytes<W: std::io::Write>(
     header.set_mode(0o644);
     header.set_cksum();
     tar.append_data(&mut header, name, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ocibuild_snapshot::Compression;
+
+    fn image(format: ImageFormat, compression: Compression, base_type: &str) -> Image {
+        let remote = Layer {
+            blob: LayerBlob::Remote {
+                source: Box::new(Reference::parse("r.io/base:1").unwrap()),
+                descriptor: Box::new(Descriptor {
+                    media_type: base_type.to_string(),
+                    digest: format!("sha256:{}", "a".repeat(64)),
+                    size: 3,
+                    platform: None,
+                    annotations: None,
+                    urls: None,
+                }),
+            },
+            diff_id: format!("sha256:{}", "b".repeat(64)),
+        };
+        let local = Layer {
+            blob: LayerBlob::Local(LayerInfo {
+                digest: format!("sha256:{}", "c".repeat(64)),
+                diff_id: format!("sha256:{}", "d".repeat(64)),
+                size: 5,
+                path: PathBuf::from("/nonexistent"),
+                compression,
+            }),
+            diff_id: format!("sha256:{}", "d".repeat(64)),
+        };
+        Image {
+            config: ImageConfig::scratch("linux", "amd64", None),
+            layers: vec![remote, local],
+            format,
+        }
+    }
+
+    fn parsed(m: &Manifested) -> ImageManifest {
+        serde_json::from_slice(&m.manifest).unwrap()
+    }
+
+    #[test]
+    fn annotations_are_sorted_and_absent_when_empty() {
+        let img = image(
+            ImageFormat::Oci,
+            Compression::default(),
+            media_types::OCI_LAYER_GZIP,
+        );
+        let plain = img.manifest_with(&BTreeMap::new()).unwrap();
+        assert_eq!(plain.manifest, img.manifest().manifest);
+        assert!(!String::from_utf8_lossy(&plain.manifest).contains("annotations"));
+        let annotations = BTreeMap::from([
+            ("z".to_string(), "1".to_string()),
+            ("a".to_string(), "2".to_string()),
+        ]);
+        let m = img.manifest_with(&annotations).unwrap();
+        assert!(
+            String::from_utf8_lossy(&m.manifest).ends_with(r#""annotations":{"a":"2","z":"1"}}"#)
+        );
+        assert_eq!(m.manifest_digest, sha256_digest(&m.manifest));
+    }
+
+    #[test]
+    fn a_forced_format_converts_every_media_type() {
+        let mut img = image(
+            ImageFormat::Docker,
+            Compression::default(),
+            media_types::DOCKER_LAYER_GZIP,
+        );
+        img.format = ImageFormat::Oci;
+        let m = parsed(&img.manifest_with(&BTreeMap::new()).unwrap());
+        assert_eq!(m.media_type.as_deref(), Some(media_types::OCI_MANIFEST));
+        assert_eq!(m.config.media_type, media_types::OCI_CONFIG);
+        assert!(m
+            .layers
+            .iter()
+            .all(|l| l.media_type == media_types::OCI_LAYER_GZIP));
+        img.format = ImageFormat::Docker;
+        let m = parsed(&img.manifest_with(&BTreeMap::new()).unwrap());
+        assert_eq!(m.media_type.as_deref(), Some(media_types::DOCKER_MANIFEST));
+        assert_eq!(m.config.media_type, media_types::DOCKER_CONFIG);
+        assert!(m
+            .layers
+            .iter()
+            .all(|l| l.media_type == media_types::DOCKER_LAYER_GZIP));
+    }
+
+    #[test]
+    fn zstd_layers_are_refused_in_docker_images() {
+        let zstd = Compression::Zstd { level: 3 };
+        let img = image(ImageFormat::Docker, zstd, media_types::DOCKER_LAYER_GZIP);
+        let err = img.manifest_with(&BTreeMap::new()).unwrap_err().to_string();
+        assert!(err.contains("zstd layers need --image-format oci"), "{err}");
+        let img = image(
+            ImageFormat::Docker,
+            Compression::default(),
+            media_types::OCI_LAYER_ZSTD,
+        );
+        assert!(
+            img.manifest_with(&BTreeMap::new()).is_err(),
+            "a zstd base layer too"
+        );
+        let img = image(ImageFormat::Oci, zstd, media_types::OCI_LAYER_ZSTD);
+        assert!(img.manifest_with(&BTreeMap::new()).is_ok());
+    }
+
+    #[test]
+    fn formats_parse_from_flag_values() {
+        assert_eq!("OCI".parse::<ImageFormat>().unwrap(), ImageFormat::Oci);
+        assert_eq!(
+            "docker".parse::<ImageFormat>().unwrap(),
+            ImageFormat::Docker
+        );
+        assert!("v2".parse::<ImageFormat>().is_err());
+        assert_eq!(ImageFormat::Docker.to_string(), "docker");
+    }
 }

@@ -20,6 +20,7 @@ pub mod image;
 pub mod isolation;
 pub mod liveroot;
 pub mod mounts;
+pub mod output;
 pub mod pathmatch;
 pub mod plan;
 mod stage;
