@@ -4,7 +4,7 @@
 #   scripts/lab.sh up     install tools, start registries, push fixtures (idempotent)
 #   scripts/lab.sh env    print `export ...` lines; runs `up` first when needed
 #                         usage: eval "$(scripts/lab.sh env)"
-#   scripts/lab.sh down   stop both registries (data is kept in the state dir)
+#   scripts/lab.sh down   stop all registries (data is kept in the state dir)
 #
 # State lives in ${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}. Progress goes to stderr;
 # stdout is reserved for `env`.
@@ -15,13 +15,24 @@
 #                             busybox-docker:latest (the same image with Docker schema 2 types),
 #                             layered:latest (busybox + hard links, setuid, owners, whiteouts)
 #   auth   127.0.0.1:<port2>  htpasswd basic auth, user ocitest / ocitest-pw
+#   tls    127.0.0.1:<port3>  https with a certificate of the lab CA (certs/ca.pem), anonymous
+#   mtls   127.0.0.1:<port4>  https that requires a client certificate signed by the lab CA
+#                             (certs/client.pem + certs/client-key.pem)
+#
+# The lab CA, the server certificate (SAN IP:127.0.0.1, DNS:localhost) and the client
+# certificate are made with openssl in $LAB_DIR/certs once and reused afterwards.
+#
+# S3 (build contexts from s3://): moto_server (PyPI moto[server], in a venv under the state
+# dir) on http://127.0.0.1:<port5> with IAM authentication on, so signatures are checked;
+# one IAM user with an access key allowed everything (OCIBUILD_TEST_S3_* in the env file).
 set -euo pipefail
 
 LAB_DIR="${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}"
 AUTH_USER=ocitest
 AUTH_PASSWORD=ocitest-pw
-PACKAGES=(docker-registry skopeo umoci busybox-static jq apache2-utils buildah curl)
+PACKAGES=(docker-registry skopeo umoci busybox-static jq apache2-utils buildah curl openssl git python3-venv)
 ENV_FILE="$LAB_DIR/env"
+CERTS="$LAB_DIR/certs"
 
 log() { printf 'lab: %s\n' "$*" >&2; }
 die() {
@@ -73,9 +84,73 @@ free_port() {
   die "no free port found from $1 upward"
 }
 
-# http_status URL -> prints HTTP status code ("000" when unreachable)
+# http_status URL [CURL_ARGS...] -> prints HTTP status code ("000" when unreachable)
 http_status() {
-  curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "$1" 2>/dev/null || true
+  local url="$1"
+  shift
+  curl -sS -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null || true
+}
+
+# registry_status NAME ADDR -> HTTP status of NAME's /v2/ (https with the lab CA and,
+# for mtls, the client certificate for the TLS registries)
+registry_status() {
+  case "$1" in
+  tls) http_status "https://$2/v2/" --cacert "$CERTS/ca.pem" ;;
+  mtls) http_status "https://$2/v2/" --cacert "$CERTS/ca.pem" \
+    --cert "$CERTS/client.pem" --key "$CERTS/client-key.pem" ;;
+  *) http_status "http://$2/v2/" ;;
+  esac
+}
+
+# cert_valid FILE -> 0 when FILE is a certificate valid for at least another 30 days
+cert_valid() {
+  [ -s "$1" ] && openssl x509 -in "$1" -noout -checkend 2592000 >/dev/null 2>&1
+}
+
+# make_certs: lab CA, server certificate (127.0.0.1 / localhost) and client certificate,
+# all signed by the CA; kept when present and valid.
+make_certs() {
+  local f ok=1
+  for f in ca.pem ca-key.pem server.pem server-key.pem client.pem client-key.pem; do
+    [ -s "$CERTS/$f" ] || ok=0
+  done
+  if [ "$ok" = 1 ] && cert_valid "$CERTS/ca.pem" && cert_valid "$CERTS/server.pem" &&
+    cert_valid "$CERTS/client.pem" &&
+    openssl verify -CAfile "$CERTS/ca.pem" "$CERTS/server.pem" "$CERTS/client.pem" >/dev/null 2>&1; then
+    log "TLS certificates present in $CERTS"
+    return 0
+  fi
+  log "making lab CA, server and client certificates in $CERTS"
+  local tmp="$CERTS.tmp"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/ca-key.pem"
+  openssl req -x509 -new -sha256 -days 3650 -key "$tmp/ca-key.pem" \
+    -subj "/CN=ocibuild lab CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$tmp/ca.pem"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=serverAuth" \
+    "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$tmp/server.ext"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=clientAuth" >"$tmp/client.ext"
+  for f in server client; do
+    openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/$f-key.pem.ec"
+    # PKCS#8 keys: accepted by curl, Go and rustls alike.
+    openssl pkcs8 -topk8 -nocrypt -in "$tmp/$f-key.pem.ec" -out "$tmp/$f-key.pem"
+    rm -f "$tmp/$f-key.pem.ec"
+    openssl req -new -sha256 -key "$tmp/$f-key.pem" -subj "/CN=ocibuild lab $f" -out "$tmp/$f.csr"
+    openssl x509 -req -sha256 -days 3650 -in "$tmp/$f.csr" -CA "$tmp/ca.pem" \
+      -CAkey "$tmp/ca-key.pem" -set_serial "0x$(openssl rand -hex 16)" \
+      -extfile "$tmp/$f.ext" -out "$tmp/$f.pem" 2>/dev/null
+    rm -f "$tmp/$f.csr" "$tmp/$f.ext"
+  done
+  chmod 0644 "$tmp"/*.pem
+  rm -rf "$CERTS"
+  mv "$tmp" "$CERTS"
 }
 
 # registry_alive NAME -> 0 when the pid in NAME.pid is alive and /v2/ answers
@@ -85,7 +160,7 @@ registry_alive() {
   pid="$(cat "$dir/pid")"
   addr="$(cat "$dir/addr")"
   kill -0 "$pid" 2>/dev/null || return 1
-  code="$(http_status "http://$addr/v2/")"
+  code="$(registry_status "$name" "$addr")"
   [ "$code" = 200 ] || [ "$code" = 401 ] || {
     log "$name registry (pid $pid) does not answer on $addr (status $code)"
     return 1
@@ -110,9 +185,9 @@ stop_registry() {
   rm -f "$dir/pid"
 }
 
-# start_registry NAME START_PORT EXCLUDE_PORT AUTH(0|1)
+# start_registry NAME START_PORT EXCLUDE_PORT AUTH(0|1) [TLS(none|tls|mtls)]
 start_registry() {
-  local name="$1" start="$2" exclude="$3" auth="$4"
+  local name="$1" start="$2" exclude="$3" auth="$4" tls="${5:-none}"
   local dir="$LAB_DIR/$name" port addr i code
   if registry_alive "$name"; then
     log "$name registry already running on $(cat "$dir/addr") (pid $(cat "$dir/pid"))"
@@ -137,6 +212,15 @@ start_registry() {
     echo "    blobdescriptor: inmemory"
     echo "http:"
     echo "  addr: $addr"
+    if [ "$tls" != none ]; then
+      echo "  tls:"
+      echo "    certificate: $CERTS/server.pem"
+      echo "    key: $CERTS/server-key.pem"
+      if [ "$tls" = mtls ]; then
+        echo "    clientcas:"
+        echo "      - $CERTS/ca.pem"
+      fi
+    fi
     if [ "$auth" = 1 ]; then
       echo "auth:"
       echo "  htpasswd:"
@@ -154,7 +238,7 @@ start_registry() {
     "$dir/pid" "$dir/config.yml" >>"$dir/registry.log" 2>&1 </dev/null 9>&-
   echo "$addr" >"$dir/addr"
   for i in $(seq 1 100); do
-    code="$(http_status "http://$addr/v2/")"
+    code="$(registry_status "$name" "$addr")"
     if [ "$code" = 200 ] || [ "$code" = 401 ]; then
       log "$name registry ready on $addr (pid $(cat "$dir/pid"))"
       return 0
@@ -162,7 +246,7 @@ start_registry() {
     sleep 0.1
   done
   tail -n 20 "$dir/registry.log" >&2 || true
-  die "$name registry did not answer on http://$addr/v2/ within 10s (see $dir/registry.log)"
+  die "$name registry did not answer on $addr/v2/ within 10s (see $dir/registry.log)"
 }
 
 # Builds the busybox fixture as an OCI layout with umoci only (no ocibuild code).
@@ -301,6 +385,87 @@ push_fixtures() {
     "oci:$work/oci:latest" "docker://$addr/busybox-docker:latest" >&2
 }
 
+S3_VENV="$LAB_DIR/s3-venv"
+
+# Installs moto[server] (an S3-compatible server that checks SigV4 signatures) in a venv.
+install_s3_server() {
+  if [ -x "$S3_VENV/bin/moto_server" ] && "$S3_VENV/bin/python" -c 'import boto3, moto' 2>/dev/null; then
+    log "moto[server] present in $S3_VENV"
+    return 0
+  fi
+  local py=/usr/bin/python3
+  [ -x "$py" ] || py="$(command -v python3)" || die "python3 not found"
+  log "installing moto[server] into $S3_VENV"
+  rm -rf "$S3_VENV"
+  "$py" -m venv "$S3_VENV" >&2
+  "$S3_VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]' >&2
+}
+
+# s3_alive -> 0 when moto_server runs and its access key was created
+s3_alive() {
+  local dir="$LAB_DIR/s3" pid
+  [ -f "$dir/pid" ] && [ -f "$dir/port" ] && [ -s "$dir/keys" ] || return 1
+  pid="$(cat "$dir/pid")"
+  kill -0 "$pid" 2>/dev/null && port_in_use "$(cat "$dir/port")"
+}
+
+stop_s3_server() {
+  local dir="$LAB_DIR/s3" pid i
+  [ -f "$dir/pid" ] || return 0
+  pid="$(cat "$dir/pid")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping S3 server (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/pid" "$dir/keys"
+}
+
+# Starts moto_server with IAM auth after 3 anonymous calls, which create the test user,
+# its policy and its access key (saved in s3/keys: key id, then secret).
+start_s3_server() {
+  local dir="$LAB_DIR/s3" port i
+  if s3_alive; then
+    log "S3 server already running on 127.0.0.1:$(cat "$dir/port") (pid $(cat "$dir/pid"))"
+    return 0
+  fi
+  stop_s3_server
+  mkdir -p "$dir"
+  port="$(free_port 5300)"
+  log "starting S3 server (moto) on 127.0.0.1:$port (log: $dir/s3.log)"
+  setsid -f sh -c 'echo $$ >"$1"; shift; exec env INITIAL_NO_AUTH_ACTION_COUNT=3 "$@"' sh \
+    "$dir/pid" "$S3_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" \
+    >>"$dir/s3.log" 2>&1 </dev/null 9>&-
+  echo "$port" >"$dir/port"
+  for i in $(seq 1 300); do
+    port_in_use "$port" && break
+    sleep 0.1
+  done
+  port_in_use "$port" || {
+    tail -n 20 "$dir/s3.log" >&2 || true
+    die "S3 server did not listen on 127.0.0.1:$port within 30s (see $dir/s3.log)"
+  }
+  "$S3_VENV/bin/python" - "http://127.0.0.1:$port" "$dir/keys" <<'PY' >&2 || die "creating the S3 test user failed (see $dir/s3.log)"
+import json, sys, boto3
+endpoint, keys = sys.argv[1], sys.argv[2]
+iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                   aws_access_key_id="setup", aws_secret_access_key="setup")
+iam.create_user(UserName="ocitest")
+iam.put_user_policy(UserName="ocitest", PolicyName="all", PolicyDocument=json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+key = iam.create_access_key(UserName="ocitest")["AccessKey"]
+with open(keys + ".tmp", "w") as f:
+    f.write(key["AccessKeyId"] + "\n" + key["SecretAccessKey"] + "\n")
+PY
+  mv "$dir/keys.tmp" "$dir/keys"
+  log "S3 server ready on http://127.0.0.1:$port (pid $(cat "$dir/pid"))"
+}
+
 write_env() {
   local tmp="$ENV_FILE.tmp"
   {
@@ -308,13 +473,21 @@ write_env() {
     echo "export OCIBUILD_TEST_AUTH_REGISTRY=$(cat "$LAB_DIR/auth/addr")"
     echo "export OCIBUILD_TEST_AUTH_USER=$AUTH_USER"
     echo "export OCIBUILD_TEST_AUTH_PASSWORD=$AUTH_PASSWORD"
+    echo "export OCIBUILD_TEST_TLS_REGISTRY=$(cat "$LAB_DIR/tls/addr")"
+    echo "export OCIBUILD_TEST_MTLS_REGISTRY=$(cat "$LAB_DIR/mtls/addr")"
+    echo "export OCIBUILD_TEST_TLS_CA=$CERTS/ca.pem"
+    echo "export OCIBUILD_TEST_TLS_CLIENT_CERT=$CERTS/client.pem"
+    echo "export OCIBUILD_TEST_TLS_CLIENT_KEY=$CERTS/client-key.pem"
+    echo "export OCIBUILD_TEST_S3_ENDPOINT=http://127.0.0.1:$(cat "$LAB_DIR/s3/port")"
+    echo "export OCIBUILD_TEST_S3_ACCESS_KEY=$(sed -n 1p "$LAB_DIR/s3/keys")"
+    echo "export OCIBUILD_TEST_S3_SECRET_KEY=$(sed -n 2p "$LAB_DIR/s3/keys")"
     echo "export OCIBUILD_LAB_DIR=$LAB_DIR"
   } >"$tmp"
   mv "$tmp" "$ENV_FILE"
 }
 
 cmd_up() {
-  mkdir -p "$LAB_DIR/plain" "$LAB_DIR/auth"
+  mkdir -p "$LAB_DIR/plain" "$LAB_DIR/auth" "$LAB_DIR/tls" "$LAB_DIR/mtls"
   exec 9>"$LAB_DIR/lock"
   flock 9 2>/dev/null || true
   install_packages
@@ -322,13 +495,23 @@ cmd_up() {
   local plain_port
   plain_port="$(cut -d: -f2 "$LAB_DIR/plain/addr")"
   start_registry auth $((plain_port + 1)) "$plain_port" 1
+  make_certs
+  local auth_port tls_port
+  auth_port="$(cut -d: -f2 "$LAB_DIR/auth/addr")"
+  start_registry tls $((auth_port + 1)) "$plain_port" 0 tls
+  tls_port="$(cut -d: -f2 "$LAB_DIR/tls/addr")"
+  start_registry mtls $((tls_port + 1)) "$auth_port" 0 mtls
   push_fixtures "$(cat "$LAB_DIR/plain/addr")"
+  install_s3_server
+  start_s3_server
   write_env
   log "ready; run: eval \"\$(scripts/lab.sh env)\""
 }
 
 cmd_env() {
-  if ! registry_alive plain || ! registry_alive auth || [ ! -f "$ENV_FILE" ]; then
+  if ! registry_alive plain || ! registry_alive auth || ! registry_alive tls ||
+    ! registry_alive mtls || ! s3_alive || [ ! -f "$ENV_FILE" ] || ! grep -q MTLS "$ENV_FILE" ||
+    ! grep -q S3_ENDPOINT "$ENV_FILE"; then
     cmd_up
   fi
   cat "$ENV_FILE"
@@ -337,6 +520,9 @@ cmd_env() {
 cmd_down() {
   stop_registry plain
   stop_registry auth
+  stop_registry tls
+  stop_registry mtls
+  stop_s3_server
   rm -f "$ENV_FILE"
   log "lab stopped (data kept in $LAB_DIR)"
 }

@@ -16,9 +16,16 @@ use tokio::io::AsyncWriteExt;
 use crate::auth::{Credential, DockerConfig};
 use crate::error::{Error, Result};
 use crate::manifest::{media_types, ImageIndex, ImageManifest, Platform};
+use crate::mirror::PullSources;
 use crate::reference::{validate_digest, Reference};
+use crate::tls::{tls_failure, tls_hint, HttpClients};
 
 /// Options for [`Client::new`].
+///
+/// Registry hosts in the TLS options are written `host[:port]` as in image references;
+/// an `https://` prefix or trailing `/` is ignored, and `docker.io`, `index.docker.io`
+/// and `registry-1.docker.io` all mean docker hub. A registry matches when its name or
+/// API host equals the option's host (ports must match too).
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Registries (`host[:port]`) spoken to over plain http.
@@ -31,6 +38,38 @@ pub struct ClientOptions {
     pub retries: u32,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Extra trust roots per registry: `(host[:port], PEM file)` (kaniko
+    /// `--registry-certificate host=path`). Every certificate in the file is trusted for
+    /// that registry in addition to the built-in roots; several entries for one registry
+    /// add up.
+    pub ca_certificates: Vec<(String, PathBuf)>,
+    /// Client certificates for mutual TLS: `(host[:port], certificate PEM, key PEM)`
+    /// (kaniko `--registry-client-cert host=cert,key`). The certificate file may hold
+    /// the chain; the key must be unencrypted (PKCS#8, PKCS#1 or SEC1). The last entry
+    /// for a registry wins.
+    pub client_certificates: Vec<(String, PathBuf, PathBuf)>,
+    /// Registries whose TLS certificate is not verified at all (kaniko
+    /// `--skip-tls-verify-registry`); they are still spoken to over https.
+    pub skip_tls_verify: Vec<String>,
+    /// Skip TLS certificate verification for every registry (kaniko `--skip-tls-verify`).
+    pub skip_tls_verify_all: bool,
+    /// Mirrors for pulls of docker hub images (kaniko `--registry-mirror`, repeatable):
+    /// `host[:port][/prefix]`, tried in order with the same repository path (below
+    /// `prefix`) before docker hub itself. Pushes never use them.
+    pub mirrors: Vec<String>,
+    /// With mirrors or registry map entries for a registry, do not fall back to the
+    /// registry itself when all of them fail (kaniko `--skip-default-registry-fallback`).
+    pub skip_default_registry_fallback: bool,
+    /// Replacement registries for pulls (kaniko `--registry-map orig=r1;r2`):
+    /// `(original host, [host[:port][/prefix], ...])`. Pulls from the original registry try
+    /// each replacement in order, then (unless `skip_default_registry_fallback`) the
+    /// original. Map entries come before [`mirrors`](Self::mirrors) for docker hub.
+    pub registry_map: Vec<(String, Vec<String>)>,
+    /// Extra attempts for a failing push request (blob upload, manifest PUT) with
+    /// exponential backoff (kaniko `--push-retry`). Pushes retry transient failures
+    /// (network errors, 5xx, 429) `max(retries, push_retries)` times; default 0, so
+    /// pushes keep the general `retries`.
+    pub push_retries: u32,
 }
 
 impl Default for ClientOptions {
@@ -41,6 +80,14 @@ impl Default for ClientOptions {
             docker_config: DockerConfig::default(),
             retries: 3,
             user_agent: concat!("ocibuild/", env!("CARGO_PKG_VERSION")).to_string(),
+            ca_certificates: Vec::new(),
+            client_certificates: Vec::new(),
+            skip_tls_verify: Vec::new(),
+            skip_tls_verify_all: false,
+            mirrors: Vec::new(),
+            skip_default_registry_fallback: false,
+            registry_map: Vec::new(),
+            push_retries: 0,
         }
     }
 }
@@ -215,7 +262,13 @@ fn error_detail(body: &str) -> String {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// HTTP clients per TLS configuration.
+    http: HttpClients,
+    /// Mirrors and registry map.
+    sources: PullSources,
+    /// For a pulled (registry, repository): the (registry, repository) of the source
+    /// that served its last manifest; tried first for its blobs.
+    pulled_from: Mutex<HashMap<(String, String), (String, String)>>,
     opts: ClientOptions,
     /// Authorization header values per (registry, scope key).
     tokens: Mutex<HashMap<(String, String), String>>,
@@ -254,16 +307,18 @@ const BASIC_SCOPE: &str = "*basic*";
 
 impl Client {
     /// Creates a client.
+    ///
+    /// Reads the CA and client certificate files named in `opts` and checks the mirror
+    /// and registry map entries: an unreadable or invalid file is an
+    /// [`Error::TlsConfig`], a malformed entry an [`Error::ClientSetup`].
     pub fn new(opts: ClientOptions) -> Result<Client> {
-        let http = reqwest::Client::builder()
-            .user_agent(opts.user_agent.clone())
-            .connect_timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .build()
-            .map_err(|e| Error::ClientSetup(e.to_string()))?;
+        let http = HttpClients::new(&opts)?;
+        let sources = PullSources::new(&opts)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
+                sources,
+                pulled_from: Mutex::new(HashMap::new()),
                 opts,
                 tokens: Mutex::new(HashMap::new()),
                 schemes: Mutex::new(HashMap::new()),
@@ -274,6 +329,24 @@ impl Client {
     /// The options this client was created with.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.opts
+    }
+
+    /// The references a pull of `r` tries, in order: its registry map entries and (for
+    /// docker hub) mirrors, then `r` itself unless
+    /// [`ClientOptions::skip_default_registry_fallback`] is set. Just `r` when nothing
+    /// replaces its registry.
+    pub fn pull_sources(&self, r: &Reference) -> Vec<Reference> {
+        self.inner.sources.candidates(r)
+    }
+
+    /// The HTTP client with `r`'s registry's TLS configuration.
+    fn http_for(&self, r: &Reference) -> &reqwest::Client {
+        self.inner.http.for_registry(&r.registry, r.api_host())
+    }
+
+    /// Retries allowed for push requests.
+    fn push_retry_limit(&self) -> u32 {
+        self.inner.opts.retries.max(self.inner.opts.push_retries)
     }
 
     /// The scheme to use with `r`'s registry: plain http when it is marked insecure; for a
@@ -302,8 +375,30 @@ impl Client {
             return s;
         }
         let ping = |scheme: &str| format!("{scheme}://{}/v2/", r.api_host());
-        let https_answers = self.inner.http.get(ping("https")).send().await.is_ok();
-        let scheme = if https_answers { "https" } else { "http" };
+        let http = self.http_for(r);
+        let scheme = match http.get(ping("https")).send().await {
+            Ok(_) => "https",
+            Err(e) => {
+                // A registry answering plain http is used over http, as is a host that
+                // answers neither. A host that answers plain http but not like a registry
+                // (a TLS server answers plain requests with 400) or whose https attempt
+                // failed in TLS stays on https, so that the real request reports the TLS
+                // problem instead of a confusing HTTP error.
+                match http.get(ping("http")).send().await.map(|r| r.status()) {
+                    Ok(s)
+                        if s.is_success()
+                            || s == StatusCode::UNAUTHORIZED
+                            || s == StatusCode::FORBIDDEN
+                            || s == StatusCode::NOT_FOUND =>
+                    {
+                        "http"
+                    }
+                    Ok(_) => "https",
+                    Err(_) if tls_failure(&e).is_some() => "https",
+                    Err(_) => "http",
+                }
+            }
+        };
         if let Ok(mut m) = self.inner.schemes.lock() {
             m.insert(r.registry.clone(), scheme);
         }
@@ -357,6 +452,17 @@ impl Client {
     }
 
     fn http_err(r: &Reference, what: &str, e: reqwest::Error) -> Error {
+        if e.url().map(|u| u.scheme() == "https").unwrap_or(true) {
+            if let Some(reason) = tls_failure(&e) {
+                return Error::Tls {
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    what: what.to_string(),
+                    hint: tls_hint(&r.registry, &reason),
+                    reason,
+                };
+            }
+        }
         Error::Http {
             registry: r.registry.clone(),
             repository: r.repository.clone(),
@@ -479,7 +585,7 @@ impl Client {
                         form.push(("service", s.clone()));
                     }
                     form.push(("scope", all_scopes.join(" ")));
-                    self.inner.http.post(realm_url.clone()).form(&form)
+                    self.http_for(r).post(realm_url.clone()).form(&form)
                 }
                 other => {
                     let mut q: Vec<(&str, String)> = Vec::new();
@@ -489,7 +595,7 @@ impl Client {
                     for s in &all_scopes {
                         q.push(("scope", s.clone()));
                     }
-                    let mut b = self.inner.http.get(realm_url.clone()).query(&q);
+                    let mut b = self.http_for(r).get(realm_url.clone()).query(&q);
                     if let Some(Credential::Basic { username, password }) = other {
                         b = b.basic_auth(username, Some(password));
                     }
@@ -498,13 +604,21 @@ impl Client {
             };
             let resp = match req.send().await {
                 Ok(resp) => resp,
-                Err(e) if attempt < self.inner.opts.retries => {
-                    let _ = e;
+                Err(e) if attempt < self.inner.opts.retries && tls_failure(&e).is_none() => {
                     self.backoff(attempt).await;
                     attempt += 1;
                     continue;
                 }
-                Err(e) => return Err(terr(e.to_string())),
+                Err(e) => {
+                    let reason = crate::tls::error_chain(&e).join(": ");
+                    return Err(match tls_failure(&e) {
+                        Some(tls) => terr(format!(
+                            "TLS error: {reason}; {}",
+                            tls_hint(&r.registry, &tls)
+                        )),
+                        None => terr(reason),
+                    });
+                }
             };
             let status = resp.status();
             if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
@@ -543,12 +657,16 @@ impl Client {
         }
     }
 
+    /// Sleeps 100ms · 4^attempt, at most 30s.
     async fn backoff(&self, attempt: u32) {
-        let ms = 100u64.saturating_mul(4u64.saturating_pow(attempt.min(6)));
+        let ms = 100u64
+            .saturating_mul(4u64.saturating_pow(attempt.min(6)))
+            .min(30_000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
-    /// Sends a request with auth handling and (for idempotent requests) retries.
+    /// Sends a request with auth handling and up to `retries` retries of transient
+    /// failures (0 for requests that are not idempotent). TLS failures are not retried.
     ///
     /// `build` is called for every attempt, so bodies can be re-created.
     async fn send<F>(
@@ -556,7 +674,7 @@ impl Client {
         r: &Reference,
         access: Access,
         extra_scopes: &[String],
-        idempotent: bool,
+        retries: u32,
         what: &str,
         build: F,
     ) -> Result<Response>
@@ -567,7 +685,7 @@ impl Client {
         let mut attempt = 0u32;
         let mut authed: Option<bool> = None;
         loop {
-            let mut rb = build(&self.inner.http)?;
+            let mut rb = build(self.http_for(r))?;
             if let Some(h) = self.cached_auth(&r.registry, &scopes) {
                 rb = rb.header(AUTHORIZATION, h);
             }
@@ -584,9 +702,8 @@ impl Client {
                         );
                         continue;
                     }
-                    if idempotent
-                        && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
-                        && attempt < self.inner.opts.retries
+                    if (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS)
+                        && attempt < retries
                     {
                         self.backoff(attempt).await;
                         attempt += 1;
@@ -595,7 +712,35 @@ impl Client {
                     return Ok(resp);
                 }
                 Err(e) => {
-                    if idempotent && attempt < self.inner.opts.retries && is_transient(&e) {
+                    if tls_failure(&e).is_some() {
+                        return Err(Self::http_err(r, what, e));
+                    }
+                    // The connection was set up but dropped: maybe TLS in disguise.
+                    if attempt == 0 && !e.is_connect() && !e.is_timeout() {
+                        if let Some(reason) = match e.url() {
+                            Some(url) => {
+                                crate::tls::diagnose(
+                                    &self.inner.opts,
+                                    &r.registry,
+                                    r.api_host(),
+                                    url,
+                                )
+                                .await
+                            }
+                            None => None,
+                        } {
+                            return Err(Error::Tls {
+                                registry: r.registry.clone(),
+                                repository: r.repository.clone(),
+                                what: what.to_string(),
+                                hint: tls_hint(&r.registry, &reason),
+                                reason: format!(
+                                    "the registry closed the connection after the TLS handshake; a TLS 1.2 handshake with the same settings got: {reason}"
+                                ),
+                            });
+                        }
+                    }
+                    if attempt < retries && is_transient(&e) {
                         self.backoff(attempt).await;
                         attempt += 1;
                         continue;
@@ -653,7 +798,7 @@ impl Client {
         ]
         .join(", ");
         let resp = self
-            .send(r, Access::Pull, &[], true, &what, |c| {
+            .send(r, Access::Pull, &[], self.inner.opts.retries, &what, |c| {
                 Ok(c.get(url.clone()).header(ACCEPT, accept.clone()))
             })
             .await?;
@@ -720,9 +865,110 @@ impl Client {
         Ok((mt, bytes))
     }
 
+    /// Runs `f` on each pull source of `r` (see [`Client::pull_sources`]) until one
+    /// succeeds. For blobs the source that served `r`'s last manifest goes first; a
+    /// manifest's source is remembered.
+    ///
+    /// With one source its error is returned unchanged. When every source fails: the
+    /// last [`Error::NotFound`] (its detail naming the other sources) if all were
+    /// not-found errors, else [`Error::AllSourcesFailed`].
+    async fn try_sources<T, F, Fut>(&self, r: &Reference, manifest: bool, f: F) -> Result<T>
+    where
+        F: Fn(Reference) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut candidates = self.inner.sources.candidates(r);
+        let key = (r.registry.clone(), r.repository.clone());
+        if !manifest && candidates.len() > 1 {
+            let preferred = self
+                .inner
+                .pulled_from
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&key).cloned());
+            if let Some((reg, repo)) = preferred {
+                if let Some(i) = candidates
+                    .iter()
+                    .position(|c| c.registry == reg && c.repository == repo)
+                {
+                    let c = candidates.remove(i);
+                    candidates.insert(0, c);
+                }
+            }
+        }
+        let several = candidates.len() > 1;
+        let mut failures: Vec<(String, Error)> = Vec::new();
+        for c in candidates {
+            let label = format!("{}/{}", c.registry, c.repository);
+            let source = (c.registry.clone(), c.repository.clone());
+            match f(c).await {
+                Ok(v) => {
+                    if manifest && several {
+                        if let Ok(mut m) = self.inner.pulled_from.lock() {
+                            m.insert(key, source);
+                        }
+                    }
+                    return Ok(v);
+                }
+                Err(e) => failures.push((label, e)),
+            }
+        }
+        if failures.len() == 1 {
+            if let Some((_, e)) = failures.pop() {
+                return Err(e);
+            }
+        }
+        if failures
+            .iter()
+            .all(|(_, e)| matches!(e, Error::NotFound { .. }))
+        {
+            let others: Vec<String> = failures
+                .iter()
+                .take(failures.len().saturating_sub(1))
+                .map(|(l, _)| l.clone())
+                .collect();
+            if let Some((
+                _,
+                Error::NotFound {
+                    registry,
+                    repository,
+                    what,
+                    detail,
+                },
+            )) = failures.pop()
+            {
+                return Err(Error::NotFound {
+                    registry,
+                    repository,
+                    what,
+                    detail: format!("{detail} (not found on {} either)", others.join(", ")),
+                });
+            }
+        }
+        Err(Error::AllSourcesFailed {
+            reference: r.to_string(),
+            failures,
+        })
+    }
+
     /// Pulls the image manifest for `r`, resolving an index / manifest list to the
     /// entry for `platform`.
+    ///
+    /// With mirrors or registry map entries for `r`'s registry, each source is tried in
+    /// turn (see [`Client::pull_sources`]); the blobs of `r` are then pulled from the
+    /// source that served the manifest first.
     pub async fn pull_manifest(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+    ) -> Result<PulledManifest> {
+        self.try_sources(r, true, |c| async move {
+            self.pull_manifest_from(&c, platform).await
+        })
+        .await
+    }
+
+    async fn pull_manifest_from(
         &self,
         r: &Reference,
         platform: &Platform,
@@ -782,9 +1028,22 @@ impl Client {
     }
 
     /// Downloads blob `digest` to `dest` (via a temp file next to it), verifying sha256.
-    /// Returns the size in bytes.
+    /// Returns the size in bytes. Uses `r`'s mirrors / registry map like
+    /// [`Client::pull_manifest`].
     pub async fn pull_blob_to_file(&self, r: &Reference, digest: &str, dest: &Path) -> Result<u64> {
         check_sha256(digest)?;
+        self.try_sources(r, false, |c| async move {
+            self.pull_blob_to_file_from(&c, digest, dest).await
+        })
+        .await
+    }
+
+    async fn pull_blob_to_file_from(
+        &self,
+        r: &Reference,
+        digest: &str,
+        dest: &Path,
+    ) -> Result<u64> {
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -833,7 +1092,9 @@ impl Client {
     async fn get_blob(&self, r: &Reference, digest: &str, what: &str) -> Result<reqwest::Response> {
         let url = self.url(r, &format!("blobs/{digest}")).await?;
         let resp = self
-            .send(r, Access::Pull, &[], true, what, |c| Ok(c.get(url.clone())))
+            .send(r, Access::Pull, &[], self.inner.opts.retries, what, |c| {
+                Ok(c.get(url.clone()))
+            })
             .await?;
         if !resp.status().is_success() {
             return Err(Self::status_error(r, Access::Pull, what, resp).await);
@@ -875,8 +1136,16 @@ impl Client {
     }
 
     /// Downloads a small blob (e.g. an image config) into memory, verifying sha256.
+    /// Uses `r`'s mirrors / registry map like [`Client::pull_manifest`].
     pub async fn pull_blob_bytes(&self, r: &Reference, digest: &str) -> Result<Vec<u8>> {
         check_sha256(digest)?;
+        self.try_sources(r, false, |c| async move {
+            self.pull_blob_bytes_from(&c, digest).await
+        })
+        .await
+    }
+
+    async fn pull_blob_bytes_from(&self, r: &Reference, digest: &str) -> Result<Vec<u8>> {
         let what = format!("blob {digest}");
         let resp = self.get_blob(r, digest, &what).await?;
         let bytes = resp
@@ -903,7 +1172,7 @@ impl Client {
         let what = format!("blob {digest}");
         let url = self.url(r, &format!("blobs/{digest}")).await?;
         let resp = self
-            .send(r, Access::Pull, &[], true, &what, |c| {
+            .send(r, Access::Pull, &[], self.inner.opts.retries, &what, |c| {
                 Ok(c.head(url.clone()))
             })
             .await?;
@@ -928,7 +1197,7 @@ impl Client {
         let url = self.url(target, "blobs/uploads/").await?;
         let extra = [format!("repository:{from_repository}:pull")];
         let resp = self
-            .send(target, Access::Push, &extra, false, &what, |c| {
+            .send(target, Access::Push, &extra, 0, &what, |c| {
                 Ok(c.post(url.clone())
                     .query(&[("mount", digest), ("from", from_repository)])
                     .header(CONTENT_LENGTH, 0))
@@ -939,7 +1208,7 @@ impl Client {
             StatusCode::ACCEPTED => {
                 if let Ok(loc) = self.location(target, &url, &resp) {
                     let _ = self
-                        .send(target, Access::Push, &[], false, &what, |c| {
+                        .send(target, Access::Push, &[], 0, &what, |c| {
                             Ok(c.request(Method::DELETE, loc.clone()))
                         })
                         .await;
@@ -969,7 +1238,7 @@ impl Client {
     async fn start_upload(&self, r: &Reference, what: &str) -> Result<Url> {
         let url = self.url(r, "blobs/uploads/").await?;
         let resp = self
-            .send(r, Access::Push, &[], false, what, |c| {
+            .send(r, Access::Push, &[], 0, what, |c| {
                 Ok(c.post(url.clone()).header(CONTENT_LENGTH, 0))
             })
             .await?;
@@ -992,7 +1261,7 @@ impl Client {
                 let mut loc = self.start_upload(r, &what).await?;
                 loc.query_pairs_mut().append_pair("digest", digest);
                 let resp = self
-                    .send(r, Access::Push, &[], false, &what, |c| {
+                    .send(r, Access::Push, &[], 0, &what, |c| {
                         Ok(c.put(loc.clone())
                             .header(CONTENT_TYPE, "application/octet-stream")
                             .header(CONTENT_LENGTH, size)
@@ -1011,7 +1280,7 @@ impl Client {
                 Err(e) => {
                     let transient = matches!(&e, Error::Http { .. })
                         || matches!(&e, Error::Status { status, .. } if *status >= 500 || *status == 429);
-                    if transient && attempt < self.inner.opts.retries {
+                    if transient && attempt < self.push_retry_limit() {
                         self.backoff(attempt).await;
                         attempt += 1;
                         continue;
@@ -1081,7 +1350,7 @@ impl Client {
         let url = self.url(r, &format!("manifests/{reference}")).await?;
         let body = bytes.to_vec();
         let resp = self
-            .send(r, Access::Push, &[], true, &what, |c| {
+            .send(r, Access::Push, &[], self.push_retry_limit(), &what, |c| {
                 Ok(c.put(url.clone())
                     .header(CONTENT_TYPE, media_type)
                     .body(body.clone()))
@@ -1189,6 +1458,103 @@ mod tests {
             "https://registry-1.docker.io/v2/library/busybox/blobs/uploads/"
         );
         assert_eq!(ClientOptions::default().retries, 3);
+    }
+
+    /// A one-request-per-connection HTTP server answering manifest PUTs with 503
+    /// `failures` times, then 201. Returns its address and the PUT counter.
+    async fn flaky_registry(
+        failures: usize,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::AtomicUsize;
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let puts = Arc::new(AtomicUsize::new(0));
+        let counter = puts.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let status = if head.starts_with("PUT ") {
+                        let n = counter.fetch_add(1, Ordering::SeqCst);
+                        if n < failures {
+                            "503 Service Unavailable"
+                        } else {
+                            "201 Created"
+                        }
+                    } else {
+                        "404 Not Found"
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        (addr, puts)
+    }
+
+    #[tokio::test]
+    async fn pushes_honour_push_retries() {
+        let push = |addr: String, retries: u32, push_retries: u32| async move {
+            let c = Client::new(ClientOptions {
+                insecure_registries: vec![addr.clone()],
+                retries,
+                push_retries,
+                ..Default::default()
+            })
+            .unwrap();
+            let r = Reference::parse(&format!("{addr}/a:1")).unwrap();
+            c.push_manifest(&r, media_types::OCI_MANIFEST, b"{}").await
+        };
+        // Two failures: push_retries 2 beats retries 0.
+        let (addr, puts) = flaky_registry(2).await;
+        push(addr, 0, 2).await.expect("third attempt succeeds");
+        assert_eq!(puts.load(Ordering::SeqCst), 3);
+        // One extra attempt is not enough.
+        let (addr, puts) = flaky_registry(2).await;
+        let e = push(addr, 0, 1).await.expect_err("two attempts fail");
+        assert!(matches!(e, Error::Status { status: 503, .. }), "{e}");
+        assert_eq!(puts.load(Ordering::SeqCst), 2);
+        // The general retry count still applies when it is larger.
+        let (addr, puts) = flaky_registry(1).await;
+        push(addr, 1, 0).await.expect("second attempt succeeds");
+        assert_eq!(puts.load(Ordering::SeqCst), 2);
+        assert_eq!(ClientOptions::default().push_retries, 0);
     }
 
     #[test]

@@ -75,6 +75,44 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    /// The TLS connection to a registry failed: its certificate is not trusted or not
+    /// valid for the host, it wants a client certificate, or it does not speak TLS.
+    #[error("TLS error talking to registry {registry} (repository {repository}, {what}): {reason}; {hint}")]
+    Tls {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// What the request was for.
+        what: String,
+        /// The TLS failure as reported by the TLS library.
+        reason: String,
+        /// What to do about it (names `--registry-certificate`, `--skip-tls-verify-registry`
+        /// and `--registry-client-cert`).
+        hint: String,
+    },
+
+    /// A CA certificate or client certificate/key file given for a registry is unusable.
+    #[error("TLS setting for registry {registry}: {}: {reason}", path.display())]
+    TlsConfig {
+        /// Registry host the file was given for.
+        registry: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A pull was tried from every source of a reference (its mirrors or registry map
+    /// entries, then the registry itself unless the fallback is disabled) and all failed.
+    #[error("cannot pull {reference} from any of its sources: {}", failures.iter().map(|(s, e)| format!("[{s}] {e}")).collect::<Vec<_>>().join("; "))]
+    AllSourcesFailed {
+        /// Canonical reference that was asked for.
+        reference: String,
+        /// Each source tried (`host[/prefix]`, in order) with its error.
+        failures: Vec<(String, Error)>,
+    },
+
     /// The registry answered 401 even after authenticating.
     #[error("401 from {registry} for repository {repository}: {hint}")]
     Unauthorized {

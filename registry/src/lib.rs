@@ -10,6 +10,10 @@
 //!   `docker-credential-<name> get`;
 //! * bearer-token challenge handling with per-scope token caching (and basic auth);
 //! * plain http per registry (`--insecure`);
+//! * per-registry TLS: private CAs, client certificates (mutual TLS) and skipped
+//!   verification, with one HTTP client per distinct TLS configuration;
+//! * registry mirrors and registry maps for pulls, with or without falling back to the
+//!   original registry;
 //! * retries with backoff (100ms, 400ms, 1.6s) for idempotent requests and whole
 //!   blob uploads;
 //! * file-streamed uploads and downloads with sha256 verification, never holding a
@@ -37,7 +41,9 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod manifest;
+mod mirror;
 pub mod reference;
+mod tls;
 
 pub use auth::{Credential, DockerConfig};
 pub use client::{sha256_digest, Client, ClientOptions, PulledManifest};
