@@ -850,12 +850,18 @@ impl<'a> Copier<'a> {
 
     /// Extracts the local archive `archive` into the directory `dest`, member by member.
     fn extract_archive(&mut self, archive: &Path, dest: &Path) -> Result<()> {
+        let reader = open_decompressed(archive)?;
+        self.extract_tar(reader, archive, dest)
+    }
+
+    /// Extracts the (decompressed) tar stream `reader` into `dest`; `archive` names it in
+    /// errors.
+    fn extract_tar<R: Read>(&mut self, reader: R, archive: &Path, dest: &Path) -> Result<()> {
         let fail = |member: &str, message: String| CopyError::Archive {
             archive: archive.to_path_buf(),
             member: member.to_string(),
             message,
         };
-        let reader = open_decompressed(archive)?;
         let mut tar = tar::Archive::new(reader);
         let mut dir_times: Vec<(PathBuf, FileTime)> = Vec::new();
         let entries = tar
@@ -995,6 +1001,40 @@ impl<'a> Copier<'a> {
         set_mode(&target, mode)?;
         filetime::set_symlink_file_times(&target, mtime, mtime).map_err(io_err(&target))
     }
+}
+
+/// Extracts a tar stream, plain or compressed (gzip, bzip2, xz, zstd; told by its first
+/// bytes), into the existing directory `dest` with the same rules as `ADD` of a local
+/// archive: members never land outside `dest`, symlinks are followed inside it. Files are
+/// owned by the current user; `name` names the archive in errors. Used for build contexts.
+pub(crate) fn extract_tar_stream<R: Read>(reader: R, name: &Path, dest: &Path) -> Result<()> {
+    let mut reader = reader;
+    let mut head = [0u8; 6];
+    let n = read_full(&mut reader, &mut head).map_err(io_err(name))?;
+    let whole = io::Cursor::new(head[..n].to_vec()).chain(reader);
+    let reader: Box<dyn Read + '_> = match sniff(&head[..n]) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(whole))),
+        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::new(whole))),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
+            whole,
+        ))),
+        Compression::Zstd => Box::new(zstd::Decoder::new(whole).map_err(io_err(name))?),
+        Compression::None => Box::new(whole),
+    };
+    let from = SourceRoot {
+        dir: dest,
+        ignore: None,
+        origin: "build context".into(),
+        keep_owner: false,
+    };
+    // SAFETY: getuid/getgid cannot fail and have no preconditions.
+    let me = unsafe { (libc::getuid(), libc::getgid()) };
+    let opts = CopyOptions {
+        chown: Some(me),
+        ..CopyOptions::default()
+    };
+    let mut copier = Copier::new(&from, &opts, dest, IgnoreRules::default());
+    copier.extract_tar(reader, name, dest)
 }
 
 /// A member name made relative and clean: leading `/` and `.` dropped, `..` never climbing

@@ -11,6 +11,7 @@
 pub mod build;
 pub mod cache;
 pub mod config;
+pub mod context;
 pub mod copy;
 pub mod dockerfile;
 pub mod error;
