@@ -151,6 +151,31 @@ struct BuildArgs {
     /// With --isolation none: build in / even outside a container (overwrites this machine).
     #[arg(long)]
     force: bool,
+    /// Also write the image as an OCI image layout into this directory (an existing layout
+    /// gets the image added, named after the first destination's tag).
+    #[arg(long, value_name = "DIR")]
+    oci_layout_path: Option<PathBuf>,
+    /// Write `REGISTRY/REPO@DIGEST` for each destination to this file.
+    #[arg(long, value_name = "PATH")]
+    image_name_with_digest_file: Option<PathBuf>,
+    /// Write `REGISTRY/REPO:TAG@DIGEST` for each destination to this file.
+    #[arg(long, value_name = "PATH")]
+    image_name_tag_with_digest_file: Option<PathBuf>,
+    /// Annotation `KEY=VALUE` on the image manifest; repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// Manifest and config media types (default: those of the base image; OCI for scratch).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    image_format: Option<ImageFormatArg>,
+    /// Print the build plan (stages, bases, steps, what the target needs) and exit.
+    #[arg(long, alias = "dry-run")]
+    dryrun: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ImageFormatArg {
+    Docker,
+    Oci,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -208,6 +233,10 @@ fn report(err: &anyhow::Error) -> String {
 
 fn run_build(args: BuildArgs) -> Result<()> {
     let opts = build_options(&args)?;
+    if args.dryrun {
+        print!("{}", ocibuild_core::output::dry_run(&opts)?);
+        return Ok(());
+    }
     let verbosity = args.verbosity;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let started = std::time::Instant::now();
@@ -255,7 +284,7 @@ fn run_warm(args: WarmArgs) -> Result<()> {
 }
 
 fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
-    if args.destinations.is_empty() && !args.no_push {
+    if args.destinations.is_empty() && !args.no_push && !args.dryrun {
         bail!("no --destination given: pass --destination REGISTRY/REPO:TAG, or --no-push (with --tar-path to keep the image)");
     }
     let mut build_args = std::collections::BTreeMap::new();
@@ -333,6 +362,14 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
         ignore_paths: args.ignore_paths.clone(),
         ignore_var_run: args.ignore_var_run,
         force: args.force,
+        oci_layout_path: args.oci_layout_path.clone(),
+        image_name_with_digest_file: args.image_name_with_digest_file.clone(),
+        image_name_tag_with_digest_file: args.image_name_tag_with_digest_file.clone(),
+        annotations: ocibuild_core::output::parse_annotations(&args.annotations)?,
+        image_format: args.image_format.map(|f| match f {
+            ImageFormatArg::Docker => ocibuild_core::image::ImageFormat::Docker,
+            ImageFormatArg::Oci => ocibuild_core::image::ImageFormat::Oci,
+        }),
     })
 }
 

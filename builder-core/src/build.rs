@@ -106,6 +106,18 @@ pub struct BuildOptions {
     pub ignore_var_run: bool,
     /// Build in `/` even when not in a container (`--force`): this overwrites the machine.
     pub force: bool,
+    /// Also write the image into this OCI image layout directory (`--oci-layout-path`).
+    pub oci_layout_path: Option<PathBuf>,
+    /// Write `<registry>/<repo>@<digest>` per destination here (kaniko's
+    /// `--image-name-with-digest-file`).
+    pub image_name_with_digest_file: Option<PathBuf>,
+    /// Write `<registry>/<repo>:<tag>@<digest>` per destination here (kaniko's
+    /// `--image-name-tag-with-digest-file`).
+    pub image_name_tag_with_digest_file: Option<PathBuf>,
+    /// Annotations of the manifest (`--annotation KEY=VALUE`).
+    pub annotations: BTreeMap<String, String>,
+    /// Force the manifest format (`--image-format`); `None` follows the base image.
+    pub image_format: Option<ImageFormat>,
 }
 
 impl Default for BuildOptions {
@@ -142,6 +154,11 @@ impl Default for BuildOptions {
             ignore_paths: Vec::new(),
             ignore_var_run: true,
             force: false,
+            oci_layout_path: None,
+            image_name_with_digest_file: None,
+            image_name_tag_with_digest_file: None,
+            annotations: BTreeMap::new(),
+            image_format: None,
         }
     }
 }
@@ -221,10 +238,21 @@ pub type Events<'a> = &'a mut (dyn FnMut(BuildEvent) + Send);
 
 /// Runs a build.
 pub async fn build(opts: &BuildOptions, events: Events<'_>) -> Result<BuildOutput> {
+    digest_files(opts).check(&opts.destinations)?;
+    crate::output::check_image_format(opts.image_format, opts.compression)?;
     let (work, _guard) = work_dir(opts)?;
     let mut builder = Builder::new(opts, &work)?;
     let image = builder.run_stages(events).await?;
     builder.finish(image, events).await
+}
+
+/// The digest files the options ask for.
+fn digest_files(opts: &BuildOptions) -> crate::output::DigestFiles<'_> {
+    crate::output::DigestFiles {
+        digest_file: opts.digest_file.as_deref(),
+        image_name_with_digest_file: opts.image_name_with_digest_file.as_deref(),
+        image_name_tag_with_digest_file: opts.image_name_tag_with_digest_file.as_deref(),
+    }
 }
 
 /// A temporary work dir removed on drop, or the user's.
@@ -537,7 +565,10 @@ impl<'o> Builder<'o> {
             }
         }
         image.config.created = Some(self.created.clone());
-        let manifested = image.manifest();
+        if let Some(format) = self.opts.image_format {
+            image.format = format;
+        }
+        let manifested = image.manifest_with(&self.opts.annotations)?;
         let destinations = self
             .opts
             .destinations
@@ -562,6 +593,18 @@ impl<'o> Builder<'o> {
             )
             .await?;
         }
+        if let Some(dir) = &self.opts.oci_layout_path {
+            let ref_name = crate::output::layout_ref_name(&destinations);
+            crate::output::write_oci_layout(
+                &image,
+                &manifested,
+                dir,
+                ref_name.as_deref(),
+                &self.blobs,
+                &self.pull_client,
+            )
+            .await?;
+        }
         let mut pushed = Vec::new();
         if !self.opts.no_push {
             for dest in &destinations {
@@ -581,9 +624,11 @@ impl<'o> Builder<'o> {
                 pushed.push(dest.to_string());
             }
         }
-        if let Some(path) = &self.opts.digest_file {
-            std::fs::write(path, &manifested.manifest_digest).map_err(BuildError::io(path))?;
-        }
+        crate::output::write_digest_files(
+            &manifested.manifest_digest,
+            &destinations,
+            &digest_files(self.opts),
+        )?;
         Ok(BuildOutput {
             manifest_digest: manifested.manifest_digest,
             config_digest: manifested.config_digest,
