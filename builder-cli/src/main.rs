@@ -24,6 +24,39 @@ enum Commands {
     Build(Box<BuildArgs>),
     /// Pre-fetch base images into a cache directory (the cache warmer).
     Warm(WarmArgs),
+    /// kaniko's executor: the same flags and defaults (also when this binary is invoked
+    /// under the name `executor`), building in `/` when inside a container.
+    #[command(args_conflicts_with_subcommands = true)]
+    Executor(Box<ExecutorArgs>),
+}
+
+#[derive(Args, Debug)]
+struct ExecutorArgs {
+    #[command(subcommand)]
+    command: Option<ExecutorCommand>,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum ExecutorCommand {
+    /// Store registry credentials in $DOCKER_CONFIG/config.json (default /kaniko/.docker).
+    Login(LoginArgs),
+}
+
+#[derive(Args, Debug)]
+struct LoginArgs {
+    /// The registry (host[:port]).
+    registry: String,
+    /// User name.
+    #[arg(short = 'u', long)]
+    username: String,
+    /// Password (prefer --password-stdin).
+    #[arg(short = 'p', long)]
+    password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Args, Debug)]
@@ -50,9 +83,17 @@ struct WarmArgs {
 
 #[derive(Args, Debug)]
 struct BuildArgs {
-    /// Build context directory.
-    #[arg(short = 'c', long, default_value = ".")]
-    context: PathBuf,
+    /// Build context: a directory (`dir://` optional), `tar://PATH.tar[.gz]`, `tar://stdin`,
+    /// `git://host/repo.git#REF#COMMIT`, `s3://bucket/key.tar.gz` or `https://…/ctx.tar.gz`
+    /// (default: `.`; `/workspace/` for `executor`).
+    #[arg(short = 'c', long, value_name = "CONTEXT")]
+    context: Option<String>,
+    /// Sub-directory of the context to build from.
+    #[arg(long, value_name = "PATH")]
+    context_sub_path: Option<String>,
+    /// Git context options: `branch=..,single-branch=..,recurse-submodules=..,insecure-skip-tls=..`.
+    #[arg(long, value_name = "OPTIONS")]
+    git: Option<String>,
     /// Dockerfile path (looked up in the context when relative and not found).
     #[arg(short = 'f', long, default_value = "Dockerfile")]
     dockerfile: PathBuf,
@@ -86,9 +127,10 @@ struct BuildArgs {
     /// A registry to always use over plain HTTP; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
-    /// How RUN steps are isolated.
-    #[arg(long, value_enum, default_value = "namespaces")]
-    isolation: IsolationArg,
+    /// How RUN steps are isolated (default: namespaces; for `executor` inside a
+    /// container: none, building in `/` like kaniko).
+    #[arg(long, value_enum)]
+    isolation: Option<IsolationArg>,
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]
     compression: CompressionArg,
@@ -124,9 +166,9 @@ struct BuildArgs {
     /// Entries in --cache-repo older than this are ignored.
     #[arg(long, value_name = "DURATION", default_value = "336h")]
     cache_ttl: String,
-    /// Cache COPY/ADD layers.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
-    cache_copy_layers: bool,
+    /// Cache COPY/ADD layers (default true; false for `executor`, as kaniko).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    cache_copy_layers: Option<bool>,
     /// Cache RUN layers.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
     cache_run_layers: bool,
@@ -170,6 +212,105 @@ struct BuildArgs {
     /// Print the build plan (stages, bases, steps, what the target needs) and exit.
     #[arg(long, alias = "dry-run")]
     dryrun: bool,
+    /// Do not push layers to the cache repository (they are still looked up there).
+    #[arg(long)]
+    no_push_cache: bool,
+    /// Skip TLS verification for every registry.
+    #[arg(long)]
+    skip_tls_verify: bool,
+    /// Skip TLS verification when pulling base images.
+    #[arg(long)]
+    skip_tls_verify_pull: bool,
+    /// Skip TLS verification for this registry; repeatable.
+    #[arg(long = "skip-tls-verify-registry", value_name = "HOST[:PORT]")]
+    skip_tls_verify_registry: Vec<String>,
+    /// Trust this CA for a registry: `REGISTRY=PATH.pem`; repeatable.
+    #[arg(long = "registry-certificate", value_name = "REGISTRY=PATH")]
+    registry_certificates: Vec<String>,
+    /// Client certificate for a registry (mTLS): `REGISTRY=CERT.pem,KEY.pem`; repeatable.
+    #[arg(long = "registry-client-cert", value_name = "REGISTRY=CERT,KEY")]
+    registry_client_certs: Vec<String>,
+    /// A mirror for docker.io pulls; repeatable.
+    #[arg(long = "registry-mirror", value_name = "HOST")]
+    registry_mirrors: Vec<String>,
+    /// Pull from replacements: `ORIGINAL=REPLACEMENT[;REPLACEMENT...]`; repeatable.
+    #[arg(long = "registry-map", value_name = "ORIGINAL=REPLACEMENTS")]
+    registry_maps: Vec<String>,
+    /// Do not fall back to the original registry when mirrors/maps fail.
+    #[arg(long)]
+    skip_default_registry_fallback: bool,
+    /// Retries of a failing push.
+    #[arg(long, value_name = "N", default_value = "0")]
+    push_retry: u32,
+    /// Retries of a failing base image download.
+    #[arg(long, value_name = "N", default_value = "0")]
+    image_download_retry: u32,
+    /// Log format: text, color or json.
+    #[arg(long, value_enum, default_value = "color")]
+    log_format: LogFormat,
+    /// Prefix log lines with a timestamp.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    log_timestamp: bool,
+    /// With --isolation none: delete the built filesystem from / at the end.
+    #[arg(long)]
+    cleanup: bool,
+    /// kaniko: snapshot mode (full, redo, time). ocibuild always compares inode, mode,
+    /// owner, size, mtime and ctime, which is as exact as `full`; accepted for compatibility.
+    #[arg(long, value_name = "MODE")]
+    snapshot_mode: Option<String>,
+    /// kaniko flags ocibuild accepts but that change nothing in its builds (each is
+    /// reported as a warning when given; see the README's executor table).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    compressed_caching: Option<bool>,
+    /// See `--compressed-caching`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    single_snapshot: Option<bool>,
+    /// See `--compressed-caching` (ocibuild always skips stages the target does not need).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    skip_unused_stages: Option<bool>,
+    /// See `--compressed-caching`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    use_new_run: Option<bool>,
+    /// See `--compressed-caching`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    push_ignore_immutable_tag_errors: Option<bool>,
+    /// See `--compressed-caching`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    skip_push_permission_check: Option<bool>,
+    /// See `--compressed-caching`.
+    #[arg(long, value_name = "N")]
+    image_fs_extract_retry: Option<u32>,
+    /// See `--compressed-caching`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    force_build_metadata: Option<bool>,
+    /// See `--compressed-caching`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    materialize: Option<bool>,
+    /// With --isolation none: delete the filesystem of / (but the ignored paths) before
+    /// building.
+    #[arg(long)]
+    pre_cleanup: bool,
+    /// See `--compressed-caching` (ocibuild never deletes the context).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    preserve_context: Option<bool>,
+    /// See `--compressed-caching` (ocibuild uses the docker-credential-* helpers named in
+    /// config.json).
+    #[arg(long = "credential-helpers", value_name = "NAMES")]
+    credential_helpers: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Color,
+    Json,
+}
+
+/// Which command line the build flags came from: their defaults differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Build,
+    Executor,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -204,10 +345,29 @@ enum Verbosity {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|n| n.to_os_string())
+        })
+        .unwrap_or_default();
+    let own_subcommand = argv
+        .get(1)
+        .is_some_and(|a| ["build", "warm", "executor"].iter().any(|s| a == *s));
+    if invoked_as == "executor" && !own_subcommand {
+        argv.insert(1, "executor".into());
+    }
+    let cli = Cli::parse_from(argv);
     let result = match cli.command {
-        Commands::Build(args) => run_build(*args),
+        Commands::Build(args) => run_build(*args, Mode::Build),
         Commands::Warm(args) => run_warm(args),
+        Commands::Executor(args) => match args.command {
+            Some(ExecutorCommand::Login(login)) => run_login(login),
+            None => run_build(args.build, Mode::Executor),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -231,17 +391,61 @@ fn report(err: &anyhow::Error) -> String {
     text
 }
 
-fn run_build(args: BuildArgs) -> Result<()> {
-    let opts = build_options(&args)?;
+fn run_build(args: BuildArgs, mode: Mode) -> Result<()> {
+    let mut opts = build_options(&args, mode)?;
+    let verbosity = args.verbosity;
+    let mut log = Log {
+        verbosity,
+        format: args.log_format,
+        timestamps: args.log_timestamp,
+    };
+    for warning in ignored_flag_warnings(&args) {
+        log.event(BuildEvent::Warning(warning));
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // A remote or archived context is made available as a directory first.
+    let default_context = if mode == Mode::Executor {
+        "/workspace/"
+    } else {
+        "."
+    };
+    let context_text = args.context.as_deref().unwrap_or(default_context);
+    let source = ocibuild_core::context::parse_context(context_text).context("--context")?;
+    let git = match &args.git {
+        Some(text) => ocibuild_core::context::parse_git_options(text).context("--git")?,
+        None => Default::default(),
+    };
+    let context_parent = match opts.isolation {
+        Isolation::None => opts.kaniko_dir.clone(),
+        _ => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&context_parent)
+        .with_context(|| format!("creating {}", context_parent.display()))?;
+    let context_work = tempfile::Builder::new()
+        .prefix("ocibuild-context-")
+        .tempdir_in(&context_parent)
+        .context("creating a directory for the build context")?;
+    opts.context = runtime
+        .block_on(ocibuild_core::context::prepare_context(
+            &source,
+            args.context_sub_path.as_deref(),
+            &git,
+            context_work.path(),
+        ))
+        .context("preparing the build context")?;
     if args.dryrun {
         print!("{}", ocibuild_core::output::dry_run(&opts)?);
         return Ok(());
     }
-    let verbosity = args.verbosity;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    if args.pre_cleanup {
+        clean_root(&opts).context("--pre-cleanup")?;
+    }
     let started = std::time::Instant::now();
-    let mut log = Log { verbosity };
-    let out = runtime.block_on(ocibuild_core::build(&opts, &mut |e| log.event(e)))?;
+    let out = runtime.block_on(ocibuild_core::build(&opts, &mut |e| log.event(e)));
+    if args.cleanup {
+        clean_root(&opts).context("--cleanup")?;
+    }
+    let out = out?;
     if verbosity >= Verbosity::Info {
         if opts.cache {
             eprintln!(
@@ -278,12 +482,221 @@ fn run_warm(args: WarmArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut log = Log {
         verbosity: Verbosity::Info,
+        format: LogFormat::Text,
+        timestamps: false,
     };
     runtime.block_on(ocibuild_core::warm::warm(&opts, &mut |e| log.event(e)))?;
     Ok(())
 }
 
-fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
+/// `--cleanup` / `--pre-cleanup`: with `--isolation none`, removes everything from `/`
+/// except the ignored paths.
+fn clean_root(opts: &BuildOptions) -> Result<()> {
+    if opts.isolation != Isolation::None {
+        bail!("only meaningful with --isolation none (building in /)");
+    }
+    let keep = [opts.context.clone()];
+    let list = ocibuild_core::liveroot::ignore_list(&ocibuild_core::liveroot::IgnoreSpec {
+        kaniko_dir: &opts.kaniko_dir,
+        ignore_var_run: opts.ignore_var_run,
+        extra: &opts.ignore_paths,
+        keep: &keep,
+    });
+    let relative = ocibuild_core::liveroot::relative(&list);
+    ocibuild_core::liveroot::delete_filesystem(std::path::Path::new("/"), &relative)
+        .context("deleting the filesystem of /")
+}
+
+/// One warning per given kaniko flag that changes nothing in ocibuild, so none is ignored
+/// silently.
+fn ignored_flag_warnings(args: &BuildArgs) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut note = |given: bool, flag: &str, why: &str| {
+        if given {
+            warnings.push(format!("{flag} changes nothing in ocibuild: {why}"));
+        }
+    };
+    note(
+        args.compressed_caching.is_some(),
+        "--compressed-caching",
+        "layers are always streamed from disk, never held in memory",
+    );
+    note(
+        args.single_snapshot.is_some(),
+        "--single-snapshot",
+        "every filesystem step is snapshotted into its own layer",
+    );
+    note(
+        args.skip_unused_stages.is_some(),
+        "--skip-unused-stages",
+        "stages the target does not need are always skipped, as in BuildKit",
+    );
+    note(
+        args.use_new_run.is_some(),
+        "--use-new-run",
+        "RUN is always snapshotted by comparing the filesystem",
+    );
+    note(
+        args.push_ignore_immutable_tag_errors.is_some(),
+        "--push-ignore-immutable-tag-errors",
+        "a rejected tag push is reported as an error",
+    );
+    note(
+        args.skip_push_permission_check.is_some(),
+        "--skip-push-permission-check",
+        "ocibuild does not check push permission before building",
+    );
+    note(
+        args.image_fs_extract_retry.is_some(),
+        "--image-fs-extract-retry",
+        "layers are verified by digest when downloaded and unpacked once",
+    );
+    note(
+        args.force_build_metadata.is_some(),
+        "--force-build-metadata",
+        "metadata-only instructions always get history entries",
+    );
+    note(
+        args.materialize.is_some(),
+        "--materialize",
+        "the root filesystem is unpacked whenever a step needs it",
+    );
+    note(
+        args.preserve_context.is_some(),
+        "--preserve-context",
+        "ocibuild never deletes the build context",
+    );
+    note(
+        !args.credential_helpers.is_empty(),
+        "--credential-helpers",
+        "use docker-credential-* helpers through credHelpers/credsStore in config.json",
+    );
+    note(args.snapshot_mode.is_some(), "--snapshot-mode", "snapshots always compare inode, mode, owner, size, mtime and ctime (as exact as kaniko's full mode)");
+    warnings
+}
+
+/// Splits `KEY=VALUE` (for `--registry-certificate` and friends).
+fn split_pair<'a>(flag: &str, text: &'a str) -> Result<(&'a str, &'a str)> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k, v)),
+        _ => bail!("{flag} {text:?}: expected REGISTRY=VALUE"),
+    }
+}
+
+/// The registry client settings of the TLS, mirror and retry flags.
+fn registry_options(args: &BuildArgs) -> Result<ocibuild_registry::ClientOptions> {
+    let mut options = ocibuild_registry::ClientOptions {
+        skip_tls_verify: args.skip_tls_verify_registry.clone(),
+        skip_tls_verify_all: args.skip_tls_verify,
+        mirrors: args.registry_mirrors.clone(),
+        skip_default_registry_fallback: args.skip_default_registry_fallback,
+        push_retries: args.push_retry,
+        ..Default::default()
+    };
+    options.retries = options.retries.max(args.image_download_retry);
+    for text in &args.registry_certificates {
+        let (registry, path) = split_pair("--registry-certificate", text)?;
+        options
+            .ca_certificates
+            .push((registry.to_string(), PathBuf::from(path)));
+    }
+    for text in &args.registry_client_certs {
+        let (registry, files) = split_pair("--registry-client-cert", text)?;
+        let Some((cert, key)) = files.split_once(',') else {
+            bail!("--registry-client-cert {text:?}: expected REGISTRY=CERT.pem,KEY.pem");
+        };
+        options.client_certificates.push((
+            registry.to_string(),
+            PathBuf::from(cert),
+            PathBuf::from(key),
+        ));
+    }
+    for text in &args.registry_maps {
+        let (original, replacements) = split_pair("--registry-map", text)?;
+        let replacements = replacements
+            .split(';')
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect();
+        options
+            .registry_map
+            .push((original.to_string(), replacements));
+    }
+    Ok(options)
+}
+
+/// `executor login`: adds the credentials to `$DOCKER_CONFIG/config.json` (default
+/// `/kaniko/.docker/config.json`), keeping everything else in the file.
+fn run_login(args: LoginArgs) -> Result<()> {
+    use std::io::Read;
+    let password = match (&args.password, args.password_stdin) {
+        (Some(p), false) => p.clone(),
+        (None, true) => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the password from standard input")?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        }
+        _ => bail!("pass exactly one of --password and --password-stdin"),
+    };
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/kaniko/.docker"));
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let auth = base64_encode(format!("{}:{password}", args.username).as_bytes());
+    let Some(object) = config.as_object_mut() else {
+        bail!("{} does not hold a JSON object", path.display());
+    };
+    let auths = object
+        .entry("auths")
+        .or_insert_with(|| serde_json::json!({}));
+    let Some(auths) = auths.as_object_mut() else {
+        bail!("{}: \"auths\" is not an object", path.display());
+    };
+    auths.insert(args.registry.clone(), serde_json::json!({ "auth": auth }));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "login succeeded: credentials for {} stored in {}",
+        args.registry,
+        path.display()
+    );
+    Ok(())
+}
+
+/// Standard base64 with padding.
+fn base64_encode(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn build_options(args: &BuildArgs, mode: Mode) -> Result<BuildOptions> {
     if args.destinations.is_empty() && !args.no_push && !args.dryrun {
         bail!("no --destination given: pass --destination REGISTRY/REPO:TAG, or --no-push (with --tar-path to keep the image)");
     }
@@ -318,7 +731,7 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
         (CompressionArg::Uncompressed, _) => Compression::None,
     };
     Ok(BuildOptions {
-        context: args.context.clone(),
+        context: PathBuf::from("."),
         dockerfile: args.dockerfile.clone(),
         destinations: args.destinations.clone(),
         build_args,
@@ -330,8 +743,14 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
         insecure: args.insecure,
         insecure_pull: args.insecure_pull,
         insecure_registries: args.insecure_registries.clone(),
-        docker_config: None,
-        isolation: match args.isolation {
+        docker_config: match (mode, std::env::var_os("DOCKER_CONFIG")) {
+            (Mode::Executor, None) => Some(PathBuf::from("/kaniko/.docker/config.json")),
+            _ => None,
+        },
+        isolation: match args.isolation.unwrap_or(match mode {
+            Mode::Executor if ocibuild_core::liveroot::in_container() => IsolationArg::None,
+            _ => IsolationArg::Namespaces,
+        }) {
             IsolationArg::Namespaces => Isolation::Namespaces,
             IsolationArg::Chroot => Isolation::Chroot,
             IsolationArg::None => Isolation::None,
@@ -351,7 +770,7 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
             .context("--cache-dir-max-size")?,
         cache_ttl: ocibuild_core::cache::parse_ttl(&args.cache_ttl).context("--cache-ttl")?,
         cache_run_layers: args.cache_run_layers,
-        cache_copy_layers: args.cache_copy_layers,
+        cache_copy_layers: args.cache_copy_layers.unwrap_or(mode == Mode::Build),
         cache_mounts_dir: args.cache_mounts_dir.clone(),
         secrets: args
             .secrets
@@ -362,6 +781,9 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
         ignore_paths: args.ignore_paths.clone(),
         ignore_var_run: args.ignore_var_run,
         force: args.force,
+        registry: registry_options(args)?,
+        skip_tls_verify_pull: args.skip_tls_verify_pull,
+        no_push_cache: args.no_push_cache,
         oci_layout_path: args.oci_layout_path.clone(),
         image_name_with_digest_file: args.image_name_with_digest_file.clone(),
         image_name_tag_with_digest_file: args.image_name_tag_with_digest_file.clone(),
@@ -373,15 +795,18 @@ fn build_options(args: &BuildArgs) -> Result<BuildOptions> {
     })
 }
 
-/// Prints build events as a step-by-step log on stderr.
+/// Prints build events as a step-by-step log on stderr: plain text, text with colour, or
+/// one JSON object per line (`--log-format`), optionally timestamped.
 struct Log {
     verbosity: Verbosity,
+    format: LogFormat,
+    timestamps: bool,
 }
 
 impl Log {
     fn event(&mut self, event: BuildEvent) {
         let info = self.verbosity >= Verbosity::Info;
-        match event {
+        let (level, text) = match event {
             BuildEvent::Step {
                 number,
                 total,
@@ -389,34 +814,76 @@ impl Log {
                 instruction,
             } if info => {
                 let first_line = instruction.lines().next().unwrap_or_default();
-                eprintln!("[{number}/{total}] (stage {stage}) {first_line}");
+                (
+                    "info",
+                    format!("[{number}/{total}] (stage {stage}) {first_line}"),
+                )
             }
             BuildEvent::Output(bytes) if info => {
-                let _ = std::io::stderr().write_all(&bytes);
+                if self.format == LogFormat::Json {
+                    let text = String::from_utf8_lossy(&bytes);
+                    ("info", text.trim_end_matches('\n').to_string())
+                } else {
+                    let _ = std::io::stderr().write_all(&bytes);
+                    return;
+                }
             }
             BuildEvent::StepDone { elapsed, layer, .. } if info => match layer {
-                Some((digest, size)) => eprintln!(
-                    "      -> layer {} ({}), {:.2}s",
-                    short(&digest),
-                    human_size(size),
-                    elapsed.as_secs_f64()
+                Some((digest, size)) => (
+                    "info",
+                    format!(
+                        "      -> layer {} ({}), {:.2}s",
+                        short(&digest),
+                        human_size(size),
+                        elapsed.as_secs_f64()
+                    ),
                 ),
-                None => eprintln!("      -> no layer, {:.2}s", elapsed.as_secs_f64()),
+                None => (
+                    "info",
+                    format!("      -> no layer, {:.2}s", elapsed.as_secs_f64()),
+                ),
             },
-            BuildEvent::Cache { key, hit } if info => {
-                eprintln!("      CACHE {} {key}", if hit { "HIT" } else { "MISS" });
-            }
+            BuildEvent::Cache { key, hit } if info => (
+                "info",
+                format!("      CACHE {} {key}", if hit { "HIT" } else { "MISS" }),
+            ),
             BuildEvent::Pulled { reference, digest } if info => {
-                eprintln!("      base {reference}@{digest}");
+                ("info", format!("      base {reference}@{digest}"))
             }
             BuildEvent::Pushed {
                 destination,
                 digest,
-            } if info => eprintln!("pushed {destination}@{digest}"),
+            } if info => ("info", format!("pushed {destination}@{digest}")),
             BuildEvent::Warning(text) if self.verbosity >= Verbosity::Warn => {
-                eprintln!("warning: {text}");
+                ("warning", format!("warning: {text}"))
             }
-            _ => {}
+            _ => return,
+        };
+        self.print(level, &text);
+    }
+
+    fn print(&self, level: &str, text: &str) {
+        let time = ocibuild_core::time::now_rfc3339();
+        match self.format {
+            LogFormat::Json => {
+                let line =
+                    serde_json::json!({"level": level, "msg": text.trim_start(), "time": time});
+                eprintln!("{line}");
+            }
+            LogFormat::Color | LogFormat::Text => {
+                let stamp = if self.timestamps {
+                    format!("{time} ")
+                } else {
+                    String::new()
+                };
+                let colour = self.format == LogFormat::Color
+                    && std::io::IsTerminal::is_terminal(&std::io::stderr());
+                if colour && level == "warning" {
+                    eprintln!("{stamp}\x1b[33m{text}\x1b[0m");
+                } else {
+                    eprintln!("{stamp}{text}");
+                }
+            }
         }
     }
 }

@@ -106,6 +106,14 @@ pub struct BuildOptions {
     pub ignore_var_run: bool,
     /// Build in `/` even when not in a container (`--force`): this overwrites the machine.
     pub force: bool,
+    /// Registry client settings shared by pulls and pushes: TLS roots and client
+    /// certificates per registry, TLS verification skipping, mirrors, registry maps, push
+    /// retries (its insecure fields are added to the ones above).
+    pub registry: ClientOptions,
+    /// Skip TLS verification when pulling (`--skip-tls-verify-pull`).
+    pub skip_tls_verify_pull: bool,
+    /// Look layers up in the cache repository but never push to it (`--no-push-cache`).
+    pub no_push_cache: bool,
     /// Also write the image into this OCI image layout directory (`--oci-layout-path`).
     pub oci_layout_path: Option<PathBuf>,
     /// Write `<registry>/<repo>@<digest>` per destination here (kaniko's
@@ -154,6 +162,9 @@ impl Default for BuildOptions {
             ignore_paths: Vec::new(),
             ignore_var_run: true,
             force: false,
+            registry: ClientOptions::default(),
+            skip_tls_verify_pull: false,
+            no_push_cache: false,
             oci_layout_path: None,
             image_name_with_digest_file: None,
             image_name_tag_with_digest_file: None,
@@ -351,20 +362,8 @@ pub(crate) struct FinishedStage {
 
 impl<'o> Builder<'o> {
     fn new(opts: &'o BuildOptions, work: &Path) -> Result<Builder<'o>> {
-        let context = opts.context.canonicalize().map_err(|e| {
-            BuildError::Options(format!(
-                "build context {}: {e}; pass an existing directory with --context",
-                opts.context.display()
-            ))
-        })?;
-        let dockerfile_path = find_dockerfile(&opts.dockerfile, &context);
-        let text =
-            std::fs::read_to_string(&dockerfile_path).map_err(BuildError::io(&dockerfile_path))?;
-        let dockerfile = crate::dockerfile::parse(&text, &dockerfile_path)?;
+        let (context, dockerfile_path, plan) = load_plan(opts)?;
         let platform = parse_platform(opts.platform.as_deref())?;
-        let build_platform = parse_platform(None)?;
-        let auto_args = platform_args(&platform, &build_platform);
-        let plan = Plan::new(&dockerfile, &opts.build_args, auto_args)?;
         let ignore = read_dockerignore(&context, &dockerfile_path)?;
         let docker_config = DockerConfig::load(opts.docker_config.as_deref())
             .map_err(BuildError::registry("reading registry credentials"))?;
@@ -377,14 +376,18 @@ impl<'o> Builder<'o> {
         if opts.insecure {
             pull_insecure.extend(dest_registries);
         }
-        let client = |insecure_all: bool, insecure_registries: Vec<String>| {
-            Client::new(ClientOptions {
+        let client = |insecure_all: bool, insecure_registries: Vec<String>, skip_tls: bool| {
+            let mut options = ClientOptions {
                 insecure_registries,
                 insecure_all,
                 docker_config: docker_config.clone(),
-                ..ClientOptions::default()
-            })
-            .map_err(BuildError::registry("setting up the registry client"))
+                ..opts.registry.clone()
+            };
+            options
+                .insecure_registries
+                .extend(opts.registry.insecure_registries.iter().cloned());
+            options.skip_tls_verify_all |= skip_tls;
+            Client::new(options).map_err(BuildError::registry("setting up the registry client"))
         };
         let created = if opts.reproducible {
             "1970-01-01T00:00:00Z".to_string()
@@ -392,8 +395,8 @@ impl<'o> Builder<'o> {
             crate::time::now_rfc3339()
         };
         let stage_count = plan.stages.len();
-        let pull_client = client(opts.insecure_pull, pull_insecure)?;
-        let push_client = client(opts.insecure, opts.insecure_registries.clone())?;
+        let pull_client = client(opts.insecure_pull, pull_insecure, opts.skip_tls_verify_pull)?;
+        let push_client = client(opts.insecure, opts.insecure_registries.clone(), false)?;
         let local_cache = match &opts.cache_dir {
             Some(dir) => Some(LocalCache::open(dir, opts.cache_dir_max_size).map_err(|e| {
                 BuildError::Options(format!("cache directory {}: {e}", dir.display()))
@@ -671,7 +674,11 @@ fn layer_cache(
             "the layer cache needs a store: pass --cache-dir DIR or --cache-repo REGISTRY/REPO (or a --destination)".into(),
         ));
     }
-    Ok(LayerCache { local, registry })
+    Ok(LayerCache {
+        local,
+        registry,
+        registry_read_only: opts.no_push_cache,
+    })
 }
 
 /// The ignore list for building in `/`, after refusing to do so outside a container.
@@ -711,6 +718,25 @@ fn cache_mounts_dir(opts: &BuildOptions) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from("/var/cache"));
     base.join("ocibuild").join("mounts")
+}
+
+/// Reads and plans the Dockerfile of `opts`: the canonical context directory, the
+/// Dockerfile's path and the plan (global and automatic platform ARGs evaluated).
+pub(crate) fn load_plan(opts: &BuildOptions) -> Result<(PathBuf, PathBuf, Plan)> {
+    let context = opts.context.canonicalize().map_err(|e| {
+        BuildError::Options(format!(
+            "build context {}: {e}; pass an existing directory with --context",
+            opts.context.display()
+        ))
+    })?;
+    let dockerfile_path = find_dockerfile(&opts.dockerfile, &context);
+    let text =
+        std::fs::read_to_string(&dockerfile_path).map_err(BuildError::io(&dockerfile_path))?;
+    let dockerfile = crate::dockerfile::parse(&text, &dockerfile_path)?;
+    let platform = parse_platform(opts.platform.as_deref())?;
+    let auto_args = platform_args(&platform, &parse_platform(None)?);
+    let plan = Plan::new(&dockerfile, &opts.build_args, auto_args)?;
+    Ok((context, dockerfile_path, plan))
 }
 
 /// The Dockerfile path as given if it exists, else relative to the context.

@@ -522,32 +522,7 @@ pub fn describe_plan(plan: &Plan, target: usize) -> String {
 /// for the target platform with the build args, and returns [`describe_plan`] of the
 /// target. Nothing is pulled, run or written.
 pub fn dry_run(opts: &BuildOptions) -> Result<String> {
-    let context = opts.context.canonicalize().map_err(|e| {
-        BuildError::Options(format!(
-            "build context {}: {e}; pass an existing directory with --context",
-            opts.context.display()
-        ))
-    })?;
-    let dockerfile_path = if opts.dockerfile.as_os_str().is_empty() {
-        context.join("Dockerfile")
-    } else if opts.dockerfile.is_relative() && !opts.dockerfile.exists() {
-        context.join(&opts.dockerfile)
-    } else {
-        opts.dockerfile.clone()
-    };
-    let text = fs::read_to_string(&dockerfile_path).map_err(BuildError::io(&dockerfile_path))?;
-    let dockerfile = crate::dockerfile::parse(&text, &dockerfile_path)?;
-    let target_platform = crate::build::parse_platform(opts.platform.as_deref())?;
-    let build_platform = crate::build::parse_platform(None)?;
-    let mut auto_args = BTreeMap::new();
-    for (prefix, p) in [("TARGET", &target_platform), ("BUILD", &build_platform)] {
-        let variant = p.variant.clone().unwrap_or_default();
-        auto_args.insert(format!("{prefix}PLATFORM"), p.to_string());
-        auto_args.insert(format!("{prefix}OS"), p.os.clone());
-        auto_args.insert(format!("{prefix}ARCH"), p.architecture.clone());
-        auto_args.insert(format!("{prefix}VARIANT"), variant);
-    }
-    let plan = Plan::new(&dockerfile, &opts.build_args, auto_args)?;
+    let (_, _, plan) = crate::build::load_plan(opts)?;
     let target = plan.target(opts.target.as_deref())?;
     Ok(describe_plan(&plan, target))
 }

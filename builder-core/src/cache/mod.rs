@@ -147,6 +147,8 @@ pub struct LayerCache {
     pub local: Option<LocalCache>,
     /// The registry cache, if any.
     pub registry: Option<RegistryCache>,
+    /// Look layers up in the registry cache but never store them there (`--no-push-cache`).
+    pub registry_read_only: bool,
 }
 
 impl LayerCache {
@@ -193,7 +195,7 @@ impl LayerCache {
                 ));
             }
         }
-        if let Some(registry) = &self.registry {
+        if let Some(registry) = self.registry.as_ref().filter(|_| !self.registry_read_only) {
             if let Err(e) = registry.put(key, layer, file).await {
                 warnings.push(format!(
                     "storing {key} in the registry layer cache failed: {e}"
