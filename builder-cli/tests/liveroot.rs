@@ -9,59 +9,6 @@ use common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output};
-
-/// A root filesystem holding only ocibuild (at /kaniko/executor) and the libraries it
-/// needs, plus the demo context at /workspace; `container` adds `/.dockerenv`.
-fn throwaway_root(container: bool) -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    for dir in ["kaniko", "proc", "dev", "tmp", "workspace", "etc"] {
-        fs::create_dir_all(r.join(dir)).unwrap();
-    }
-    let exe = env!("CARGO_BIN_EXE_ocibuild");
-    fs::copy(exe, r.join("kaniko/executor")).unwrap();
-    for lib in run("ldd", &[exe])
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        let dest = r.join(lib.trim_start_matches('/'));
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(lib, &dest).unwrap();
-    }
-    run(
-        "cp",
-        &[
-            "-a",
-            &format!("{}/.", testdata("demo").display()),
-            r.join("workspace").to_str().unwrap(),
-        ],
-    );
-    if container {
-        fs::write(r.join(".dockerenv"), "").unwrap();
-    }
-    root
-}
-
-/// Runs `/kaniko/executor ARGS` chrooted into `root` in new mount, pid and cgroup
-/// namespaces, without the container hints of this process's environment.
-fn in_root(root: &Path, args: &[&str]) -> Output {
-    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-    let r = root.display();
-    let script = format!(
-        "mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && \
-         exec chroot {r} /kaniko/executor {}",
-        quoted.join(" ")
-    );
-    Command::new("unshare")
-        .args([
-            "--mount", "--pid", "--cgroup", "--fork", "sh", "-c", &script,
-        ])
-        .env_remove("container")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .expect("running unshare")
-}
 
 #[test]
 fn builds_in_the_containers_root_and_leaves_the_ignored_paths_alone() {

@@ -203,3 +203,101 @@ pub fn tar_names(layer: &Path) -> Vec<String> {
         .map(|l| l.trim_end_matches('/').to_string())
         .collect()
 }
+
+/// A throwaway root filesystem holding only ocibuild (at /kaniko/executor, so that it runs
+/// under kaniko's name) and the libraries it needs, plus the demo context at /workspace;
+/// `container` adds `/.dockerenv` so that ocibuild believes it runs in a container.
+pub fn throwaway_root(container: bool) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for dir in ["kaniko", "proc", "dev", "tmp", "workspace", "etc"] {
+        std::fs::create_dir_all(r.join(dir)).unwrap();
+    }
+    let exe = env!("CARGO_BIN_EXE_ocibuild");
+    std::fs::copy(exe, r.join("kaniko/executor")).unwrap();
+    for lib in run("ldd", &[exe])
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let dest = r.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dest).unwrap();
+    }
+    run(
+        "cp",
+        &[
+            "-a",
+            &format!("{}/.", testdata("demo").display()),
+            r.join("workspace").to_str().unwrap(),
+        ],
+    );
+    if container {
+        std::fs::write(r.join(".dockerenv"), "").unwrap();
+    }
+    root
+}
+
+/// Runs `/kaniko/executor ARGS` chrooted into `root` in new mount, pid and cgroup
+/// namespaces, without the container hints of this process's environment.
+pub fn in_root(root: &Path, args: &[&str]) -> Output {
+    in_root_with_stdin(root, args, None)
+}
+
+/// [`in_root`] with `stdin` (if any) written to the executor's standard input. The
+/// environment's `container`, `KUBERNETES_SERVICE_HOST` and `DOCKER_CONFIG` are removed,
+/// so only the root itself tells the executor where it runs and where credentials are.
+pub fn in_root_with_stdin(root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let r = root.display();
+    let script = format!(
+        "mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && \
+         exec chroot {r} /kaniko/executor {}",
+        quoted.join(" ")
+    );
+    let mut child = Command::new("unshare")
+        .args([
+            "--mount", "--pid", "--cgroup", "--fork", "sh", "-c", &script,
+        ])
+        .env_remove("container")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("DOCKER_CONFIG")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running unshare");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(bytes).unwrap();
+    }
+    child.wait_with_output().expect("waiting for unshare")
+}
+
+/// Runs `ocibuild ARGS` with extra environment variables and `stdin` on its standard input.
+pub fn ocibuild_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocibuild"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running ocibuild");
+    let mut pipe = child.stdin.take().unwrap();
+    let bytes = stdin.to_vec();
+    // A writer thread: ocibuild may start writing its log before it has read all of stdin.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&bytes);
+    });
+    let out = child.wait_with_output().expect("waiting for ocibuild");
+    writer.join().unwrap();
+    out
+}
