@@ -380,15 +380,7 @@ fn main() -> ExitCode {
 
 /// The error and those of its causes that its own message does not already include.
 fn report(err: &anyhow::Error) -> String {
-    let mut text = err.to_string();
-    for cause in err.chain().skip(1) {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-    }
-    text
+    ocibuild_core::error::error_chain(err.as_ref())
 }
 
 fn run_build(args: BuildArgs, mode: Mode) -> Result<()> {

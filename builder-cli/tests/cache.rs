@@ -9,48 +9,13 @@ use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-/// A loopback HTTP server that answers every request with `ok` and counts them.
-struct Counter {
-    port: u16,
-    requests: Arc<AtomicUsize>,
+/// A RUN line fetching from the counting server (busybox wget; RUN shares the host network).
+trait RunLine {
+    fn run_line(&self) -> String;
 }
 
-impl Counter {
-    fn start() -> Counter {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let seen = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                // Counted before answering, so the count is final when the RUN is done.
-                seen.fetch_add(1, Ordering::SeqCst);
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-                );
-            }
-        });
-        Counter { port, requests }
-    }
-
-    fn count(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-
-    /// A RUN that fetches from this server (busybox wget; RUN shares the host network).
+impl RunLine for Counter {
     fn run_line(&self) -> String {
         format!(
             "RUN wget -q -O /fetched http://127.0.0.1:{}/ && cat /fetched\n",
@@ -214,7 +179,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[test]
 fn unchanged_rebuild_hits_every_step_and_runs_nothing() {
-    let server = Counter::start();
+    let server = Counter::start("ok\n");
     let reg = registry();
     let dockerfile = format!(
         "FROM {reg}/busybox:latest\n\
@@ -598,7 +563,7 @@ fn corrupt_base_layer_blob_in_cache_dir_is_fetched_again() {
 
 #[test]
 fn registry_cache_repo_serves_hits_and_is_tagged_by_key() {
-    let server = Counter::start();
+    let server = Counter::start("ok\n");
     let reg = registry();
     let ctx = context_with(
         &format!(
@@ -678,7 +643,7 @@ fn registry_cache_repo_serves_hits_and_is_tagged_by_key() {
 
 #[test]
 fn registry_cache_entries_older_than_the_ttl_are_ignored() {
-    let server = Counter::start();
+    let server = Counter::start("ok\n");
     let reg = registry();
     let ctx = context_with(
         &format!("FROM {reg}/busybox:latest\n{}", server.run_line()),
@@ -710,7 +675,7 @@ fn registry_cache_entries_older_than_the_ttl_are_ignored() {
 
 #[test]
 fn run_layers_not_cached_when_disabled_but_copies_are() {
-    let server = Counter::start();
+    let server = Counter::start("ok\n");
     let reg = registry();
     let ctx = context_with(
         &format!(

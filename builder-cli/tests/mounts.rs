@@ -7,52 +7,10 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::io::{Read, Write};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
-/// A loopback HTTP server that answers every request with `body` and counts the requests.
-struct Counter {
-    port: u16,
-    requests: Arc<AtomicUsize>,
-}
-
-impl Counter {
-    fn start(body: String) -> Counter {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let seen = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                // Counted before answering, so the count is final when the RUN is done.
-                seen.fetch_add(1, Ordering::SeqCst);
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(body.as_bytes());
-            }
-        });
-        Counter { port, requests }
-    }
-
-    fn count(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-}
 
 /// A string no one else produces: a tag plus 32 hex digits of a hash of time, pid, counter.
 fn unique_string(tag: &str) -> String {
@@ -598,7 +556,7 @@ fn a_missing_optional_secret_is_just_not_mounted() {
 #[test]
 fn network_none_cuts_the_run_off_while_the_default_reaches_the_host() {
     let reg = registry();
-    let server = Counter::start("hello\n".into());
+    let server = Counter::start("hello\n");
     let offline = context_with(
         &format!(
             "FROM {reg}/busybox:latest\n\

@@ -71,8 +71,9 @@ pub enum BuildError {
     },
 }
 
-/// The error and its sources, joined with `: `.
-fn chain(err: &BoxError) -> String {
+/// The error and its sources, joined with `: `, leaving out a source whose text the
+/// message already contains.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -84,6 +85,10 @@ fn chain(err: &BoxError) -> String {
         source = s.source();
     }
     text
+}
+
+fn chain(err: &BoxError) -> String {
+    error_chain(err.as_ref())
 }
 
 impl BuildError {

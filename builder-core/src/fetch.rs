@@ -203,7 +203,7 @@ pub async fn download(
     }
     let request_err = |e: reqwest::Error| FetchError::Request {
         url: url.to_string(),
-        message: error_chain(&e),
+        message: crate::error::error_chain(&e),
     };
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(30))
@@ -292,21 +292,6 @@ pub async fn download(
         digest,
         last_modified,
     })
-}
-
-/// An error with its causes, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// A usable file name: not empty, not `.`/`..`, without `/` or NUL.

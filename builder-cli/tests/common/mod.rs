@@ -204,6 +204,52 @@ pub fn tar_names(layer: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A loopback HTTP server that answers every request with `body` and counts the requests.
+pub struct Counter {
+    /// The port it listens on.
+    pub port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Counter {
+    /// Starts the server on a free loopback port.
+    pub fn start(body: impl Into<String>) -> Counter {
+        use std::io::{Read, Write};
+        let body: String = body.into();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // Counted before answering, so the count is final when the RUN is done.
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body.as_bytes());
+            }
+        });
+        Counter { port, requests }
+    }
+
+    /// Requests answered so far.
+    pub fn count(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A throwaway root filesystem holding only ocibuild (at /kaniko/executor, so that it runs
 /// under kaniko's name) and the libraries it needs, plus the demo context at /workspace;
 /// `container` adds `/.dockerenv` so that ocibuild believes it runs in a container.
