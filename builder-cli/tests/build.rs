@@ -684,3 +684,41 @@ fn from_platform_and_custom_platform_pick_the_matching_manifest() {
         "arm64\n"
     );
 }
+
+/// As in a Kubernetes pod's default profile: without CAP_SYS_ADMIN, creating namespaces
+/// and mounting are refused. The error says so and names the way out, which works.
+#[test]
+fn without_namespace_rights_the_error_names_the_isolation_to_use() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!("FROM {reg}/busybox:latest\nRUN echo ran > /ran\n"),
+        &[],
+    );
+    let build = |isolation: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"])
+            .arg(env!("CARGO_BIN_EXE_ocibuild"))
+            .args([
+                "build",
+                "--context",
+                ctx.path().to_str().unwrap(),
+                "--no-push",
+            ])
+            .args(["--isolation", isolation])
+            .output()
+            .expect("running setpriv (util-linux)")
+    };
+    let out = build("namespaces");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(stderr.contains("--isolation chroot"), "{stderr}");
+    assert!(stderr.contains("--isolation none"), "{stderr}");
+    let out = build("chroot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
