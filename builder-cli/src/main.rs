@@ -113,7 +113,7 @@ struct BuildArgs {
     #[arg(long)]
     no_push: bool,
     /// Write the image as a `docker save`-style tarball to this path.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, alias = "tarPath", value_name = "PATH")]
     tar_path: Option<PathBuf>,
     /// Write the pushed manifest digest to this file.
     #[arg(long, value_name = "PATH")]
@@ -188,7 +188,7 @@ struct BuildArgs {
     #[arg(long = "ignore-path", value_name = "PATH")]
     ignore_paths: Vec<PathBuf>,
     /// With --isolation none: leave /var/run alone.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
+    #[arg(long, alias = "whitelist-var-run", num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
     ignore_var_run: bool,
     /// With --isolation none: build in / even outside a container (overwrites this machine).
     #[arg(long)]
@@ -256,7 +256,7 @@ struct BuildArgs {
     cleanup: bool,
     /// kaniko: snapshot mode (full, redo, time). ocibuild always compares inode, mode,
     /// owner, size, mtime and ctime, which is as exact as `full`; accepted for compatibility.
-    #[arg(long, value_name = "MODE")]
+    #[arg(long, alias = "snapshotMode", value_name = "MODE")]
     snapshot_mode: Option<String>,
     /// kaniko flags ocibuild accepts but that change nothing in its builds (each is
     /// reported as a warning when given; see the README's executor table).
