@@ -662,21 +662,38 @@ fn layer_cache(
         }
         _ => None,
     };
-    let registry = match repo {
-        Some(repo) => Some(
-            RegistryCache::new(client.clone(), &repo, opts.cache_ttl)
-                .map_err(|e| BuildError::Options(format!("--cache-repo {repo}: {e}")))?,
-        ),
-        None => None,
-    };
-    if local.is_none() && registry.is_none() {
+    let (mut registry, mut layout) = (None, None);
+    match repo {
+        Some(repo) if repo.starts_with("oci:") => {
+            let dir = &repo["oci:".len()..];
+            if dir.is_empty() {
+                return Err(BuildError::Options(
+                    "--cache-repo oci:: give the OCI layout directory, as in oci:/path/to/layout"
+                        .into(),
+                ));
+            }
+            layout = Some(
+                crate::cache::LayoutCache::open(Path::new(dir), opts.cache_ttl)
+                    .map_err(|e| BuildError::Options(format!("--cache-repo {repo}: {e}")))?,
+            );
+        }
+        Some(repo) => {
+            registry = Some(
+                RegistryCache::new(client.clone(), &repo, opts.cache_ttl)
+                    .map_err(|e| BuildError::Options(format!("--cache-repo {repo}: {e}")))?,
+            );
+        }
+        None => {}
+    }
+    if local.is_none() && registry.is_none() && layout.is_none() {
         return Err(BuildError::Options(
-            "the layer cache needs a store: pass --cache-dir DIR or --cache-repo REGISTRY/REPO (or a --destination)".into(),
+            "the layer cache needs a store: pass --cache-dir DIR or --cache-repo REGISTRY/REPO or oci:DIR (or a --destination)".into(),
         ));
     }
     Ok(LayerCache {
         local,
         registry,
+        layout,
         registry_read_only: opts.no_push_cache,
     })
 }

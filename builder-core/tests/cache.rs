@@ -786,6 +786,7 @@ async fn layer_cache_tries_local_then_registry() {
     let both = LayerCache {
         local: Some(LocalCache::open(&tmp.path().join("cache"), None).unwrap()),
         registry: Some(RegistryCache::new(client(), &repo, Duration::from_secs(3600)).unwrap()),
+        layout: None,
         registry_read_only: false,
     };
     let (layer, file) = layer_file(tmp.path(), 600, 20_000);
@@ -804,6 +805,7 @@ async fn layer_cache_tries_local_then_registry() {
     let registry_only = LayerCache {
         local: Some(LocalCache::open(&tmp.path().join("other"), None).unwrap()),
         registry: Some(RegistryCache::new(client(), &repo, Duration::from_secs(3600)).unwrap()),
+        layout: None,
         registry_read_only: false,
     };
     match registry_only.get(&k, &mut warnings).await.unwrap() {

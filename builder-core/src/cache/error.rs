@@ -88,6 +88,15 @@ pub enum CacheError {
         reason: String,
     },
 
+    /// The `oci:` cache directory is not a usable OCI image layout.
+    #[error("layer cache: {dir} is not a usable OCI image layout: {reason}")]
+    InvalidLayout {
+        /// The layout directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A request to the cache repository failed.
     #[error("layer cache {what} in {repository}: {source}")]
     Registry {

@@ -5,15 +5,18 @@
 //! asks the cache for that key; on a hit it takes the recorded layer instead of running the
 //! step, on a miss it runs the step and stores the layer file under the key.
 //!
-//! Two stores exist and are meant to be used together, local first:
+//! Three stores exist and are meant to be used together, local first:
 //!
 //! * [`LocalCache`]: a directory, typically a volume shared by several build agents working
 //!   at the same time. It also keeps base-image blobs, manifests and configs so that they
 //!   are pulled once ([`LocalCache::blob`], [`LocalCache::image`]).
 //! * [`RegistryCache`]: a registry repository (kaniko's `--cache-repo`); each entry is a
 //!   one-layer image tagged with the key.
+//! * [`LayoutCache`]: an OCI image layout directory (kaniko's `--cache-repo oci:DIR`,
+//!   for air-gapped CI); each entry is a one-layer image named in `index.json` with the
+//!   key as `org.opencontainers.image.ref.name`.
 //!
-//! [`LayerCache`] combines the two.
+//! [`LayerCache`] combines them.
 //!
 //! # Directory layout of a [`LocalCache`]
 //!
@@ -44,6 +47,7 @@
 mod error;
 mod fsutil;
 mod key;
+mod layout;
 mod local;
 mod parse;
 mod registry;
@@ -56,6 +60,7 @@ use ocibuild_snapshot::LayerInfo;
 
 pub use error::CacheError;
 pub use key::StepKey;
+pub use layout::LayoutCache;
 pub use local::{CacheUsage, LocalCache};
 pub use parse::{parse_size, parse_ttl};
 pub use registry::RegistryCache;
@@ -114,7 +119,8 @@ impl CachedLayer {
 /// Where a hit's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheHit {
-    /// In the local cache directory.
+    /// A verified blob file on disk: in the local cache directory, or in the OCI layout
+    /// of an `oci:` cache repository.
     Local {
         /// The entry.
         layer: CachedLayer,
@@ -139,26 +145,30 @@ impl CacheHit {
     }
 }
 
-/// A local and/or a registry cache used together: lookups try the local directory first,
-/// then the registry; stores go to both.
+/// A local, an OCI layout and/or a registry cache used together: lookups try the local
+/// directory first, then the layout, then the registry; stores go to all of them.
 #[derive(Debug, Default)]
 pub struct LayerCache {
     /// The local directory cache, if any.
     pub local: Option<LocalCache>,
     /// The registry cache, if any.
     pub registry: Option<RegistryCache>,
-    /// Look layers up in the registry cache but never store them there (`--no-push-cache`).
+    /// The OCI layout cache (`--cache-repo oci:DIR`), if any.
+    pub layout: Option<LayoutCache>,
+    /// Look layers up in the registry (or layout) cache but never store them there
+    /// (`--no-push-cache`).
     pub registry_read_only: bool,
 }
 
 impl LayerCache {
     /// Whether neither store is configured.
     pub fn is_empty(&self) -> bool {
-        self.local.is_none() && self.registry.is_none()
+        self.local.is_none() && self.registry.is_none() && self.layout.is_none()
     }
 
-    /// Looks `key` up in the local cache, then in the registry cache. A registry error is
-    /// not fatal: it becomes a warning and the lookup is a miss.
+    /// Looks `key` up in the local cache, then in the layout cache, then in the registry
+    /// cache. A layout or registry error is not fatal: it becomes a warning and the lookup
+    /// is a miss.
     pub async fn get(
         &self,
         key: &str,
@@ -167,6 +177,13 @@ impl LayerCache {
         if let Some(local) = &self.local {
             if let Some((layer, path)) = local.get(key, warnings)? {
                 return Ok(Some(CacheHit::Local { layer, path }));
+            }
+        }
+        if let Some(layout) = &self.layout {
+            match layout.get(key, warnings) {
+                Ok(Some((layer, path))) => return Ok(Some(CacheHit::Local { layer, path })),
+                Ok(None) => {}
+                Err(e) => warnings.push(format!("layer cache lookup of {key} failed: {e}")),
             }
         }
         if let Some(registry) = &self.registry {
@@ -192,6 +209,13 @@ impl LayerCache {
             if let Err(e) = local.put(key, layer, file) {
                 warnings.push(format!(
                     "storing {key} in the local layer cache failed: {e}"
+                ));
+            }
+        }
+        if let Some(layout) = self.layout.as_ref().filter(|_| !self.registry_read_only) {
+            if let Err(e) = layout.put(key, layer, file) {
+                warnings.push(format!(
+                    "storing {key} in the OCI layout layer cache failed: {e}"
                 ));
             }
         }

@@ -152,53 +152,11 @@ impl RegistryCache {
             }
             Err(e) => return Err(self.registry_error(format!("config of {key}"))(e)),
         };
-        let config: EntryConfig = match serde_json::from_slice(&config) {
-            Ok(c) => c,
-            Err(e) => {
-                warnings.push(format!(
-                    "registry cache entry {reference} has an unreadable config ({e}); ignored"
-                ));
-                return Ok(None);
-            }
+        let Some(cached) =
+            entry_from_config(&reference.to_string(), layer, &config, self.ttl, warnings)
+        else {
+            return Ok(None);
         };
-        let cached = CachedLayer {
-            digest: layer.digest.clone(),
-            diff_id: config.rootfs.diff_ids.first().cloned().unwrap_or_default(),
-            size: layer.size,
-            media_type: layer.media_type.clone(),
-            created_by: config
-                .history
-                .first()
-                .and_then(|h| h.created_by.clone())
-                .unwrap_or_default(),
-            created: config.created.unwrap_or_default(),
-        };
-        if config.rootfs.diff_ids.len() != 1 {
-            warnings.push(format!(
-                "registry cache entry {reference} has {} diff IDs instead of 1; ignored",
-                config.rootfs.diff_ids.len()
-            ));
-            return Ok(None);
-        }
-        if let Err(e) = cached.validate() {
-            warnings.push(format!(
-                "registry cache entry {reference} is invalid: {e}; ignored"
-            ));
-            return Ok(None);
-        }
-        let created = parse_rfc3339(&cached.created).unwrap_or(0);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let age = Duration::from_secs(now.saturating_sub(created).max(0) as u64);
-        if age >= self.ttl {
-            warnings.push(format!(
-                "registry cache entry {reference} expired (created {}, TTL {}s); ignored",
-                cached.created,
-                self.ttl.as_secs()
-            ));
-            return Ok(None);
-        }
         let exists = self
             .client
             .blob_exists(&reference, &cached.digest)
@@ -243,16 +201,7 @@ impl RegistryCache {
                 .await
                 .map_err(self.registry_error(format!("upload of layer {}", layer.digest)))?;
         }
-        let config = serde_json::json!({
-            "architecture": host_architecture(),
-            "os": "linux",
-            "created": layer.created,
-            "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
-            "history": [{ "created": layer.created, "created_by": layer.created_by }],
-        });
-        let config = serde_json::to_vec(&config).map_err(|e| CacheError::InvalidEntry {
-            reason: format!("cannot serialise the config: {e}"),
-        })?;
+        let config = entry_config(layer)?;
         let config_digest = crate::image::sha256_digest(&config);
         let config_exists = self
             .client
@@ -289,4 +238,78 @@ impl RegistryCache {
             .map_err(self.registry_error(format!("push of entry {key}")))?;
         Ok(())
     }
+}
+
+/// The config of a one-layer cache entry image: an OCI config with `rootfs.diff_ids =
+/// [diff_id]`, one history entry with `created_by`, and `created = layer.created` (from
+/// which the TTL is measured). Shared by the registry and the OCI layout cache.
+pub(super) fn entry_config(layer: &CachedLayer) -> Result<Vec<u8>, CacheError> {
+    let config = serde_json::json!({
+        "architecture": host_architecture(),
+        "os": "linux",
+        "created": layer.created,
+        "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
+        "history": [{ "created": layer.created, "created_by": layer.created_by }],
+    });
+    serde_json::to_vec(&config).map_err(|e| CacheError::InvalidEntry {
+        reason: format!("cannot serialise the config: {e}"),
+    })
+}
+
+/// The entry recorded by a cache image whose one layer is `layer` and whose config is
+/// `config`: `None` with a warning naming `name` when the config is unreadable, does not
+/// have exactly one diff ID, the entry is invalid, or it is older than `ttl`.
+pub(super) fn entry_from_config(
+    name: &str,
+    layer: &Descriptor,
+    config: &[u8],
+    ttl: Duration,
+    warnings: &mut Vec<String>,
+) -> Option<CachedLayer> {
+    let config: EntryConfig = match serde_json::from_slice(config) {
+        Ok(c) => c,
+        Err(e) => {
+            warnings.push(format!(
+                "cache entry {name} has an unreadable config ({e}); ignored"
+            ));
+            return None;
+        }
+    };
+    if config.rootfs.diff_ids.len() != 1 {
+        warnings.push(format!(
+            "cache entry {name} has {} diff IDs instead of 1; ignored",
+            config.rootfs.diff_ids.len()
+        ));
+        return None;
+    }
+    let cached = CachedLayer {
+        digest: layer.digest.clone(),
+        diff_id: config.rootfs.diff_ids.first().cloned().unwrap_or_default(),
+        size: layer.size,
+        media_type: layer.media_type.clone(),
+        created_by: config
+            .history
+            .first()
+            .and_then(|h| h.created_by.clone())
+            .unwrap_or_default(),
+        created: config.created.unwrap_or_default(),
+    };
+    if let Err(e) = cached.validate() {
+        warnings.push(format!("cache entry {name} is invalid: {e}; ignored"));
+        return None;
+    }
+    let created = parse_rfc3339(&cached.created).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let age = Duration::from_secs(now.saturating_sub(created).max(0) as u64);
+    if age >= ttl {
+        warnings.push(format!(
+            "cache entry {name} expired (created {}, TTL {}s); ignored",
+            cached.created,
+            ttl.as_secs()
+        ));
+        return None;
+    }
+    Some(cached)
 }
