@@ -42,6 +42,87 @@ struct ExecutorArgs {
 enum ExecutorCommand {
     /// Store registry credentials in $DOCKER_CONFIG/config.json (default /kaniko/.docker).
     Login(LoginArgs),
+    /// Push an image already on disk (a `docker save`/`--tar-path` tarball or an OCI image
+    /// layout directory, `DIR[:NAME]`) to registries.
+    Push(PushArgs),
+}
+
+/// Registry connection flags shared by commands that only talk to registries.
+#[derive(Args, Debug)]
+struct RegistryTlsArgs {
+    /// Use plain HTTP for every registry.
+    #[arg(long)]
+    insecure: bool,
+    /// A registry to always use over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
+    /// Skip TLS verification for every registry.
+    #[arg(long)]
+    skip_tls_verify: bool,
+    /// Skip TLS verification for this registry; repeatable.
+    #[arg(long = "skip-tls-verify-registry", value_name = "HOST[:PORT]")]
+    skip_tls_verify_registry: Vec<String>,
+    /// Trust this CA for a registry: `REGISTRY=PATH.pem`; repeatable.
+    #[arg(long = "registry-certificate", value_name = "REGISTRY=PATH")]
+    registry_certificates: Vec<String>,
+    /// Client certificate for a registry (mTLS): `REGISTRY=CERT.pem,KEY.pem`; repeatable.
+    #[arg(long = "registry-client-cert", value_name = "REGISTRY=CERT,KEY")]
+    registry_client_certs: Vec<String>,
+    /// Retries of a failing push.
+    #[arg(long, value_name = "N", default_value = "0")]
+    push_retry: u32,
+}
+
+impl RegistryTlsArgs {
+    /// The registry client settings of these flags (credentials not included).
+    fn client_options(&self) -> Result<ocibuild_registry::ClientOptions> {
+        let mut options = ocibuild_registry::ClientOptions {
+            insecure_all: self.insecure,
+            insecure_registries: self.insecure_registries.clone(),
+            skip_tls_verify: self.skip_tls_verify_registry.clone(),
+            skip_tls_verify_all: self.skip_tls_verify,
+            push_retries: self.push_retry,
+            ..Default::default()
+        };
+        for text in &self.registry_certificates {
+            let (registry, path) = split_pair("--registry-certificate", text)?;
+            options
+                .ca_certificates
+                .push((registry.to_string(), PathBuf::from(path)));
+        }
+        for text in &self.registry_client_certs {
+            let (registry, files) = split_pair("--registry-client-cert", text)?;
+            let Some((cert, key)) = files.split_once(',') else {
+                bail!("--registry-client-cert {text:?}: expected REGISTRY=CERT.pem,KEY.pem");
+            };
+            options.client_certificates.push((
+                registry.to_string(),
+                PathBuf::from(cert),
+                PathBuf::from(key),
+            ));
+        }
+        Ok(options)
+    }
+}
+
+#[derive(Args, Debug)]
+struct PushArgs {
+    /// The image: a docker-archive tarball, or an OCI image layout directory (`DIR` with
+    /// one image, or `DIR:NAME` for the entry named NAME).
+    #[arg(value_name = "PATH")]
+    path: String,
+    /// Registry reference to push to; repeat for several.
+    #[arg(short = 'd', long = "destination", value_name = "REF", required = true)]
+    destinations: Vec<String>,
+    /// Write the pushed manifest digest to this file.
+    #[arg(long, value_name = "PATH")]
+    digest_file: Option<PathBuf>,
+    /// Where a tarball is extracted before pushing (default: the system's temporary
+    /// directory).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryTlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -366,6 +447,7 @@ fn main() -> ExitCode {
         Commands::Warm(args) => run_warm(args),
         Commands::Executor(args) => match args.command {
             Some(ExecutorCommand::Login(login)) => run_login(login),
+            Some(ExecutorCommand::Push(push)) => run_push(push),
             None => run_build(args.build, Mode::Executor),
         },
     };
@@ -665,6 +747,37 @@ fn run_login(args: LoginArgs) -> Result<()> {
         args.registry,
         path.display()
     );
+    Ok(())
+}
+
+/// `executor push`: pushes a tarball or OCI layout to every destination, printing
+/// `pushed REF@DIGEST` for each on standard output.
+fn run_push(args: PushArgs) -> Result<()> {
+    let docker_config = std::env::var_os("DOCKER_CONFIG")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("config.json"))
+        .unwrap_or_else(|| PathBuf::from("/kaniko/.docker/config.json"));
+    let mut client = args.registry.client_options()?;
+    client.docker_config = ocibuild_registry::DockerConfig::load(Some(&docker_config))
+        .context("reading registry credentials")?;
+    let opts = ocibuild_core::pushimage::PushOptions {
+        source: args.path,
+        destinations: args.destinations,
+        digest_file: args.digest_file,
+        client,
+        work_dir: args.work_dir,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(ocibuild_core::pushimage::push_image(
+        &opts,
+        &mut |dest, digest| {
+            let name = ocibuild_registry::Reference {
+                digest: None,
+                ..dest.clone()
+            };
+            println!("pushed {name}@{digest}");
+        },
+    ))?;
     Ok(())
 }
 

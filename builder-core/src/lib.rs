@@ -24,6 +24,7 @@ pub mod mounts;
 pub mod output;
 pub mod pathmatch;
 pub mod plan;
+pub mod pushimage;
 mod stage;
 pub mod time;
 pub mod warm;
