@@ -3,6 +3,9 @@
 #
 #   scripts/build-static.sh        prints the path of the static binary on stdout
 #
+# OCIBUILD_STATIC_PROFILE=dev builds the unoptimised binary (what the test suite uses, to
+# stay fast); the default is the release profile, for the published images.
+#
 # Only the gnu toolchain is needed: glibc is linked statically with +crt-static. Host
 # names are resolved by reqwest's pure-Rust resolver (hickory-dns, reading /etc/resolv.conf
 # and /etc/hosts), never by glibc's getaddrinfo, which cannot load NSS modules in a static
@@ -13,6 +16,11 @@ cd "$(dirname "$0")/.."
 
 TARGET=x86_64-unknown-linux-gnu
 TARGET_DIR="${OCIBUILD_STATIC_TARGET_DIR:-$PWD/target/static}"
+PROFILE="${OCIBUILD_STATIC_PROFILE:-release}"
+case "$PROFILE" in
+dev) PROFILE_DIR=debug ;;
+*) PROFILE_DIR="$PROFILE" ;;
+esac
 
 log() { printf 'build-static: %s\n' "$*" >&2; }
 die() {
@@ -23,12 +31,12 @@ die() {
 command -v cargo >/dev/null 2>&1 || die "cargo is not installed"
 command -v file >/dev/null 2>&1 || die "file is not installed (apt-get install file)"
 
-log "cargo build --release --target $TARGET --bin ocibuild (CARGO_TARGET_DIR=$TARGET_DIR)"
+log "cargo build --profile $PROFILE --target $TARGET --bin ocibuild (CARGO_TARGET_DIR=$TARGET_DIR)"
 RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
   CARGO_TARGET_DIR="$TARGET_DIR" \
-  cargo build --release --locked --target "$TARGET" --bin ocibuild >&2
+  cargo build --profile "$PROFILE" --locked --target "$TARGET" --bin ocibuild >&2
 
-BIN="$TARGET_DIR/$TARGET/release/ocibuild"
+BIN="$TARGET_DIR/$TARGET/$PROFILE_DIR/ocibuild"
 [ -x "$BIN" ] || die "$BIN was not built"
 
 desc="$(file -b "$BIN")"

@@ -45,11 +45,14 @@ fn deploy_file(name: &str) -> PathBuf {
     repo_root().join("deploy").join(name)
 }
 
-/// The static `ocibuild` built by `scripts/build-static.sh` (a release build: done once).
+/// The static `ocibuild` built by `scripts/build-static.sh`, once; unoptimised
+/// (`OCIBUILD_STATIC_PROFILE=dev`) to keep the suite fast — the images are the same but for
+/// the binary's speed.
 fn static_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let out = Command::new(repo_root().join("scripts/build-static.sh"))
+            .env("OCIBUILD_STATIC_PROFILE", "dev")
             .stderr(Stdio::inherit())
             .output()
             .expect("running scripts/build-static.sh");
