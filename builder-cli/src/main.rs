@@ -84,23 +84,11 @@ impl RegistryTlsArgs {
             push_retries: self.push_retry,
             ..Default::default()
         };
-        for text in &self.registry_certificates {
-            let (registry, path) = split_pair("--registry-certificate", text)?;
-            options
-                .ca_certificates
-                .push((registry.to_string(), PathBuf::from(path)));
-        }
-        for text in &self.registry_client_certs {
-            let (registry, files) = split_pair("--registry-client-cert", text)?;
-            let Some((cert, key)) = files.split_once(',') else {
-                bail!("--registry-client-cert {text:?}: expected REGISTRY=CERT.pem,KEY.pem");
-            };
-            options.client_certificates.push((
-                registry.to_string(),
-                PathBuf::from(cert),
-                PathBuf::from(key),
-            ));
-        }
+        add_tls_files(
+            &mut options,
+            &self.registry_certificates,
+            &self.registry_client_certs,
+        )?;
         Ok(options)
     }
 }
@@ -657,6 +645,33 @@ fn split_pair<'a>(flag: &str, text: &'a str) -> Result<(&'a str, &'a str)> {
     }
 }
 
+/// Adds `--registry-certificate REGISTRY=PATH` and `--registry-client-cert
+/// REGISTRY=CERT,KEY` values to `options`.
+fn add_tls_files(
+    options: &mut ocibuild_registry::ClientOptions,
+    certificates: &[String],
+    client_certs: &[String],
+) -> Result<()> {
+    for text in certificates {
+        let (registry, path) = split_pair("--registry-certificate", text)?;
+        options
+            .ca_certificates
+            .push((registry.to_string(), PathBuf::from(path)));
+    }
+    for text in client_certs {
+        let (registry, files) = split_pair("--registry-client-cert", text)?;
+        let Some((cert, key)) = files.split_once(',') else {
+            bail!("--registry-client-cert {text:?}: expected REGISTRY=CERT.pem,KEY.pem");
+        };
+        options.client_certificates.push((
+            registry.to_string(),
+            PathBuf::from(cert),
+            PathBuf::from(key),
+        ));
+    }
+    Ok(())
+}
+
 /// The registry client settings of the TLS, mirror and retry flags.
 fn registry_options(args: &BuildArgs) -> Result<ocibuild_registry::ClientOptions> {
     let mut options = ocibuild_registry::ClientOptions {
@@ -668,23 +683,11 @@ fn registry_options(args: &BuildArgs) -> Result<ocibuild_registry::ClientOptions
         ..Default::default()
     };
     options.retries = options.retries.max(args.image_download_retry);
-    for text in &args.registry_certificates {
-        let (registry, path) = split_pair("--registry-certificate", text)?;
-        options
-            .ca_certificates
-            .push((registry.to_string(), PathBuf::from(path)));
-    }
-    for text in &args.registry_client_certs {
-        let (registry, files) = split_pair("--registry-client-cert", text)?;
-        let Some((cert, key)) = files.split_once(',') else {
-            bail!("--registry-client-cert {text:?}: expected REGISTRY=CERT.pem,KEY.pem");
-        };
-        options.client_certificates.push((
-            registry.to_string(),
-            PathBuf::from(cert),
-            PathBuf::from(key),
-        ));
-    }
+    add_tls_files(
+        &mut options,
+        &args.registry_certificates,
+        &args.registry_client_certs,
+    )?;
     for text in &args.registry_maps {
         let (original, replacements) = split_pair("--registry-map", text)?;
         let replacements = replacements

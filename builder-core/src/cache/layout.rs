@@ -34,7 +34,7 @@ use super::fsutil::{
     check_blob, copy_to_temp, digest_hex, remove_if_exists, sync_dir, validate_key, write_atomic,
     BlobCheck,
 };
-use super::registry::{entry_config, entry_from_config};
+use super::registry::{entry_config, entry_from_config, entry_manifest};
 use super::{CacheError, CachedLayer};
 use crate::output::{OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
 
@@ -339,24 +339,7 @@ impl LayoutCache {
         let config = entry_config(layer)?;
         let config_digest = crate::image::sha256_digest(&config);
         self.put_small_blob(&config_digest, &config)?;
-        let descriptor = |media_type: &str, digest: &str, size: u64| Descriptor {
-            media_type: media_type.to_string(),
-            digest: digest.to_string(),
-            size,
-            platform: None,
-            annotations: None,
-            urls: None,
-        };
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(media_types::OCI_MANIFEST.to_string()),
-            config: descriptor(media_types::OCI_CONFIG, &config_digest, config.len() as u64),
-            layers: vec![descriptor(&layer.media_type, &layer.digest, layer.size)],
-            annotations: None,
-        };
-        let manifest = serde_json::to_vec(&manifest).map_err(|e| CacheError::InvalidEntry {
-            reason: format!("cannot serialise the manifest: {e}"),
-        })?;
+        let manifest = entry_manifest(layer, &config_digest, config.len() as u64)?;
         let manifest_digest = crate::image::sha256_digest(&manifest);
         self.put_small_blob(&manifest_digest, &manifest)?;
         let entry = json!({

@@ -214,24 +214,7 @@ impl RegistryCache {
                 .await
                 .map_err(self.registry_error(format!("upload of config of {key}")))?;
         }
-        let descriptor = |media_type: &str, digest: &str, size: u64| Descriptor {
-            media_type: media_type.to_string(),
-            digest: digest.to_string(),
-            size,
-            platform: None,
-            annotations: None,
-            urls: None,
-        };
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(media_types::OCI_MANIFEST.to_string()),
-            config: descriptor(media_types::OCI_CONFIG, &config_digest, config.len() as u64),
-            layers: vec![descriptor(&layer.media_type, &layer.digest, layer.size)],
-            annotations: None,
-        };
-        let manifest = serde_json::to_vec(&manifest).map_err(|e| CacheError::InvalidEntry {
-            reason: format!("cannot serialise the manifest: {e}"),
-        })?;
+        let manifest = entry_manifest(layer, &config_digest, config.len() as u64)?;
         self.client
             .push_manifest(&reference, media_types::OCI_MANIFEST, &manifest)
             .await
@@ -243,6 +226,32 @@ impl RegistryCache {
 /// The config of a one-layer cache entry image: an OCI config with `rootfs.diff_ids =
 /// [diff_id]`, one history entry with `created_by`, and `created = layer.created` (from
 /// which the TTL is measured). Shared by the registry and the OCI layout cache.
+/// The manifest of a cache entry: an OCI manifest with the entry's config and one layer.
+pub(super) fn entry_manifest(
+    layer: &CachedLayer,
+    config_digest: &str,
+    config_size: u64,
+) -> Result<Vec<u8>, CacheError> {
+    let descriptor = |media_type: &str, digest: &str, size: u64| Descriptor {
+        media_type: media_type.to_string(),
+        digest: digest.to_string(),
+        size,
+        platform: None,
+        annotations: None,
+        urls: None,
+    };
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(media_types::OCI_MANIFEST.to_string()),
+        config: descriptor(media_types::OCI_CONFIG, config_digest, config_size),
+        layers: vec![descriptor(&layer.media_type, &layer.digest, layer.size)],
+        annotations: None,
+    };
+    serde_json::to_vec(&manifest).map_err(|e| CacheError::InvalidEntry {
+        reason: format!("cannot serialise the manifest: {e}"),
+    })
+}
+
 pub(super) fn entry_config(layer: &CachedLayer) -> Result<Vec<u8>, CacheError> {
     let config = serde_json::json!({
         "architecture": host_architecture(),
