@@ -728,7 +728,10 @@ fn run_login(args: LoginArgs) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let auth = base64_encode(format!("{}:{password}", args.username).as_bytes());
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{password}", args.username),
+    );
     let Some(object) = config.as_object_mut() else {
         bail!("{} does not hold a JSON object", path.display());
     };
@@ -782,26 +785,6 @@ fn run_push(args: PushArgs) -> Result<()> {
         },
     ))?;
     Ok(())
-}
-
-/// Standard base64 with padding.
-fn base64_encode(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn build_options(args: &BuildArgs, mode: Mode) -> Result<BuildOptions> {
