@@ -286,20 +286,12 @@ fn image_format_forces_media_types_and_refuses_zstd_for_docker() {
         &["--destination", &dest, "--image-format", "oci"],
     ));
     let manifest = skopeo_manifest(&dest);
-    assert_eq!(
-        manifest["mediaType"],
-        "application/vnd.oci.image.manifest.v1+json"
+    assert_media_types(
+        &manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
     );
-    assert_eq!(
-        manifest["config"]["mediaType"],
-        "application/vnd.oci.image.config.v1+json"
-    );
-    for layer in manifest["layers"].as_array().unwrap() {
-        assert_eq!(
-            layer["mediaType"],
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        );
-    }
     let unpacked = unpack(&format!("docker://{dest}"));
     assert_eq!(
         fs::read_to_string(unpacked.rootfs.join("hello.txt")).unwrap(),
@@ -326,20 +318,12 @@ fn image_format_forces_media_types_and_refuses_zstd_for_docker() {
         ],
     ));
     let manifest = skopeo_manifest(&dest);
-    assert_eq!(
-        manifest["mediaType"],
-        "application/vnd.docker.distribution.manifest.v2+json"
+    assert_media_types(
+        &manifest,
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.container.image.v1+json",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
     );
-    assert_eq!(
-        manifest["config"]["mediaType"],
-        "application/vnd.docker.container.image.v1+json"
-    );
-    for layer in manifest["layers"].as_array().unwrap() {
-        assert_eq!(
-            layer["mediaType"],
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        );
-    }
     let index = layout.join("index.json");
     assert_eq!(
         jq(".manifests[0].mediaType", &index),

@@ -133,6 +133,20 @@ pub fn skopeo_manifest(reference: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// Asserts the media types of a manifest: its own, its config's and every layer's.
+pub fn assert_media_types(
+    manifest: &Value,
+    manifest_type: &str,
+    config_type: &str,
+    layer_type: &str,
+) {
+    assert_eq!(manifest["mediaType"], manifest_type, "{manifest}");
+    assert_eq!(manifest["config"]["mediaType"], config_type, "{manifest}");
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(layer["mediaType"], layer_type, "{manifest}");
+    }
+}
+
 /// An image copied with skopeo into an OCI layout and unpacked with umoci.
 pub struct Unpacked {
     _dir: tempfile::TempDir,
