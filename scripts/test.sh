@@ -2,19 +2,51 @@
 # Runs the whole test suite on a Debian 12 machine: installs and starts the test lab (apt
 # packages, the CNCF distribution registries, base-image fixtures made without ocibuild),
 # then checks formatting and lints and runs every test against the lab.
-set -euo pipefail
+#
+# Every phase runs even when an earlier one failed (`cargo test --no-fail-fast`, and the
+# phases themselves), so one failure never hides the others; the script exits non-zero
+# when any phase failed and lists them. Each phase prints a header and its wall time.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is not installed: install Rust (https://rustup.rs) first" >&2
     exit 1
 fi
-scripts/lab.sh up
+
+failed=()
+suite_start=$SECONDS
+
+# phase NAME COMMAND...: runs COMMAND under a header, prints its wall time, records failure.
+phase() {
+    local name="$1" start=$SECONDS status
+    shift
+    printf '\n=== %s ===\n' "$name"
+    "$@"
+    status=$?
+    printf '=== %s: %s in %ss ===\n' "$name" "$([ "$status" = 0 ] && echo ok || echo "FAILED ($status)")" \
+        "$((SECONDS - start))"
+    [ "$status" = 0 ] || failed+=("$name")
+    return 0
+}
+
+phase lab scripts/lab.sh up
+if [ "${#failed[@]}" -ne 0 ]; then
+    echo "the test lab could not be set up: no test can run" >&2
+    exit 1
+fi
 eval "$(scripts/lab.sh env)"
 
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+phase fmt cargo fmt --all -- --check
+phase clippy cargo clippy --workspace --all-targets -- -D warnings
 # Everything but the side-by-side suite, then the suite with its per-case report and the
 # `conformance: N cases, N identical, N differ` summary visible in the log.
-cargo test --workspace 2>&1 -- --skip conformance_suite_matches_buildah
-cargo test -p ocibuild-cli --test conformance 2>&1 -- --nocapture
+phase tests cargo test --workspace --no-fail-fast -- --skip conformance_suite_matches_buildah
+phase conformance cargo test -p ocibuild-cli --no-fail-fast --test conformance -- --nocapture
+
+printf '\n=== all phases: %ss ===\n' "$((SECONDS - suite_start))"
+if [ "${#failed[@]}" -ne 0 ]; then
+    echo "FAILED phases: ${failed[*]}" >&2
+    exit 1
+fi
+echo "all phases passed"

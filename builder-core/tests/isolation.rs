@@ -24,12 +24,35 @@ struct Fixture {
     host: PathBuf,
 }
 
+/// Copies `src` to `dest` (mode 0755) through a `cp` child process, so that this test
+/// process never holds a writable descriptor of a file that is executed later: a
+/// concurrent test's `fork` would copy that descriptor into its child until the child
+/// `exec`s, and executing the file meanwhile fails with ETXTBSY ("Text file busy").
+fn install_executable(src: &Path, dest: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg(src)
+        .arg(dest)
+        .status()
+        .expect("running cp");
+    assert!(status.success(), "cp {src:?} {dest:?}");
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// [`install_executable`] of a script with the text `text`, staged in `stage` (a
+/// directory outside any rootfs under test).
+fn install_script(stage: &Path, text: &str, dest: &Path) {
+    let src = stage.join(".script-source");
+    fs::write(&src, text).unwrap();
+    install_executable(&src, dest);
+    fs::remove_file(&src).unwrap();
+}
+
 /// A busybox rootfs. `etc`: write /etc/passwd and /etc/group; `dirs`: create /proc and /dev.
 fn fixture(etc: bool, dirs: bool) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let rootfs = tmp.path().join("rootfs");
     fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    install_executable(Path::new("/bin/busybox"), &rootfs.join("bin/busybox"));
     for applet in APPLETS {
         symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
@@ -316,12 +339,11 @@ fn background_processes_do_not_block_and_zombies_are_reaped() {
 #[test]
 fn scripts_without_shebang_run_with_sh() {
     let f = fixture(true, true);
-    fs::write(f.rootfs.join("work/script"), "echo from-script \"$1\"\n").unwrap();
-    fs::set_permissions(
-        f.rootfs.join("work/script"),
-        fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    install_script(
+        f.host.parent().unwrap(),
+        "echo from-script \"$1\"\n",
+        &f.rootfs.join("work/script"),
+    );
     let mut spec = f.spec("");
     spec.argv = vec!["script".into(), "arg1".into()];
     spec.env = vec![("PATH".into(), "/work".into())];
@@ -544,8 +566,11 @@ fn namespaces_denied_message_names_the_way_out() {
 fn mounts_under_dev_are_made_inside_the_fresh_dev() {
     let f = fixture(true, true);
     let script = f.host.parent().unwrap().join("script");
-    fs::write(&script, "#!/bin/sh\necho from pipe $0\n").unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    install_script(
+        f.host.parent().unwrap(),
+        "#!/bin/sh\necho from pipe $0\n",
+        &script,
+    );
     let before = tree(&f.rootfs);
     let mut spec = f.spec("/dev/pipes/EOF; test -e /dev/null && echo dev-intact");
     spec.extra_mounts = vec![Mount {

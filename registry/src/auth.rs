@@ -462,9 +462,7 @@ mod tests {
     fn write_helper(dir: &Path) {
         use std::os::unix::fs::PermissionsExt;
         let script = dir.join("docker-credential-test");
-        std::fs::write(
-            &script,
-            r#"#!/bin/sh
+        let text = r#"#!/bin/sh
 [ "$1" = get ] || exit 2
 read -r server
 case "$server" in
@@ -473,9 +471,19 @@ case "$server" in
   broken.example.com) echo 'boom' >&2; exit 3 ;;
   *) echo 'credentials not found in native keychain'; exit 1 ;;
 esac
-"#,
-        )
-        .unwrap();
+"#;
+        // Staged, then copied by a `cp` child: a file this multi-threaded test process had
+        // open for writing could be inherited by a concurrent test's forked child until it
+        // execs, and running the helper meanwhile fails with ETXTBSY ("Text file busy").
+        let staged = dir.join("helper-source");
+        std::fs::write(&staged, text).unwrap();
+        let cp = std::process::Command::new("cp")
+            .arg(&staged)
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        std::fs::remove_file(&staged).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 

@@ -274,7 +274,11 @@ pub fn throwaway_root(container: bool) -> tempfile::TempDir {
         std::fs::create_dir_all(r.join(dir)).unwrap();
     }
     let exe = env!("CARGO_BIN_EXE_ocibuild");
-    std::fs::copy(exe, r.join("kaniko/executor")).unwrap();
+    // Copied by a `cp` child, never through a descriptor of this (multi-threaded) test
+    // process: a concurrent test's fork would inherit a writable descriptor of the copy
+    // until its child execs, and running the executor meanwhile fails with ETXTBSY
+    // ("Text file busy").
+    run("cp", &[exe, r.join("kaniko/executor").to_str().unwrap()]);
     for lib in run("ldd", &[exe])
         .split_whitespace()
         .filter(|w| w.starts_with('/'))
