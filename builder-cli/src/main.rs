@@ -200,6 +200,10 @@ struct BuildArgs {
     /// container: none, building in `/` like kaniko).
     #[arg(long, value_enum)]
     isolation: Option<IsolationArg>,
+    /// Grant an entitlement to the Dockerfile: `security.insecure` lets
+    /// `RUN --security=insecure` run with every capability and no seccomp filter.
+    #[arg(long, value_enum, value_name = "ENTITLEMENT")]
+    allow: Vec<EntitlementArg>,
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]
     compression: CompressionArg,
@@ -386,6 +390,12 @@ enum Mode {
 enum ImageFormatArg {
     Docker,
     Oci,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EntitlementArg {
+    #[value(name = "security.insecure")]
+    SecurityInsecure,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -846,6 +856,7 @@ fn build_options(args: &BuildArgs, mode: Mode) -> Result<BuildOptions> {
             IsolationArg::Chroot => Isolation::Chroot,
             IsolationArg::None => Isolation::None,
         },
+        allow_insecure: args.allow.contains(&EntitlementArg::SecurityInsecure),
         compression,
         reproducible: args.reproducible,
         platform: args.platform.clone(),

@@ -67,6 +67,9 @@ pub struct BuildOptions {
     pub docker_config: Option<PathBuf>,
     /// How RUN steps are isolated.
     pub isolation: Isolation,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run with every
+    /// capability and no seccomp filter (refused otherwise).
+    pub allow_insecure: bool,
     /// Layer compression (pinned: it decides layer digests).
     pub compression: Compression,
     /// Timestamps set to the epoch so identical inputs give identical digests.
@@ -145,6 +148,7 @@ impl Default for BuildOptions {
             insecure_registries: Vec::new(),
             docker_config: None,
             isolation: Isolation::default(),
+            allow_insecure: false,
             compression: Compression::default(),
             reproducible: false,
             platform: None,

@@ -13,7 +13,7 @@ use crate::dockerfile::{Command, CopyArgs, Instruction, InstructionKind, RunArgs
 use crate::error::{BoxError, BuildError, Result};
 use crate::expand::{expand_word, expand_words, Vars};
 use crate::image::{Image, Layer, LayerBlob};
-use crate::isolation::{self, Network, RunSpec};
+use crate::isolation::{self, Network, RunSpec, Security};
 use crate::mounts::{self, MountSpec};
 use crate::plan::StageBase;
 use ocibuild_registry::{Descriptor, Reference};
@@ -655,6 +655,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 ))
             }
         };
+        let security = self.run_security(ins, args.security.as_deref())?;
         let scratch = self.b.work.join("scratch");
         std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
         let (argv, extra_mounts) = self.run_argv(ins, args, &scratch)?;
@@ -702,8 +703,13 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 self.image.config.config.user.as_deref().unwrap_or(""),
             )
             .field("cwd", &cwd)
-            .field("network", format!("{network:?}"))
-            .finish();
+            .field("network", format!("{network:?}"));
+        // Only an insecure step adds a field, so the keys of ordinary steps stay as they were.
+        let key = match security {
+            Security::Insecure => key.field("security", "insecure"),
+            Security::Sandbox => key,
+        }
+        .finish();
         if let Some(done) = self
             .lookup(ins, key, self.b.opts.cache_run_layers, events)
             .await?
@@ -746,6 +752,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             hostname: None,
             network,
             isolation: self.b.opts.isolation,
+            security,
             extra_mounts,
             tmpfs_mounts,
             scratch_dir: scratch,
@@ -1178,6 +1185,23 @@ impl StageRun<'_, '_> {
             }
         }
         Ok(prepared)
+    }
+
+    /// `RUN --security=sandbox|insecure`; insecure only with `--allow security.insecure`.
+    fn run_security(&self, ins: &Instruction, value: Option<&str>) -> Result<Security> {
+        match value {
+            None | Some("sandbox") => Ok(Security::Sandbox),
+            Some("insecure") if self.b.opts.allow_insecure => Ok(Security::Insecure),
+            Some("insecure") => Err(self.step_err(
+                ins,
+                "--security=insecure runs the command with every capability and no seccomp \
+                 filter: start the build with --allow security.insecure to permit it",
+            )),
+            Some(other) => Err(self.step_err(
+                ins,
+                format!("--security={other}: expected sandbox or insecure"),
+            )),
+        }
     }
 
     /// The argv of a RUN and the mounts it needs. With heredocs (BuildKit's rules): a

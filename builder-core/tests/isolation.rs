@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use ocibuild_core::isolation::{
     probe, resolve_user, run, Isolation, IsolationError, Mount, Network, RunOutcome, RunSpec,
-    TmpfsMount,
+    Security, TmpfsMount,
 };
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "ls", "id", "mkdir", "touch", "sleep", "readlink", "pwd", "env", "ps",
-    "mount", "hostname", "true", "test", "kill",
+    "mount", "hostname", "true", "test", "kill", "grep", "wc", "mknod", "cut",
 ];
 
 struct Fixture {
@@ -94,6 +94,7 @@ impl Fixture {
             hostname: None,
             network: Network::Host,
             isolation: Isolation::Namespaces,
+            security: Security::Sandbox,
             extra_mounts: Vec::new(),
             tmpfs_mounts: Vec::new(),
             scratch_dir: self.scratch.clone(),
@@ -447,14 +448,148 @@ fn bind_mounts_are_readable_and_leave_no_trace() {
 }
 
 #[test]
-fn host_mount_table_is_unchanged() {
+fn a_command_cannot_mount_and_the_host_mount_table_is_unchanged() {
     let f = fixture(true, false);
     let before = mountinfo();
-    let mut spec = f.spec("mount -t tmpfs none /tmp && echo mounted");
+    let mut spec = f.spec("mount -t tmpfs none /tmp && echo mounted || echo refused");
     spec.network = Network::None;
     spec.hostname = Some("h".into());
-    ok_output(&spec);
+    assert!(ok_output(&spec).ends_with("refused\n"));
     assert_eq!(before, mountinfo());
+    // The insecure escape hatch may mount, still only in its own mount namespace.
+    spec.security = Security::Insecure;
+    assert_eq!(ok_output(&spec), "mounted\n");
+    assert_eq!(before, mountinfo());
+}
+
+/// `CapEff`, `CapPrm`, `CapInh`, `CapBnd`, `CapAmb` and `Seccomp` of the command.
+fn status_fields(spec: &mut RunSpec) -> BTreeMap<String, String> {
+    spec.argv = vec!["/bin/cat".into(), "/proc/self/status".into()];
+    ok_output(spec)
+        .lines()
+        .filter_map(|l| l.split_once(":\t"))
+        .filter(|(k, _)| k.starts_with("Cap") || *k == "Seccomp")
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+const DOCKER_CAPS: &str = "00000000a80425fb";
+
+#[test]
+fn a_root_command_holds_dockers_default_capabilities_under_seccomp() {
+    let f = fixture(true, true);
+    let status = status_fields(&mut f.spec(""));
+    for set in ["CapEff", "CapPrm", "CapInh", "CapBnd"] {
+        assert_eq!(status[set], DOCKER_CAPS, "{set}: {status:?}");
+    }
+    assert_eq!(status["CapAmb"], "0000000000000000");
+    assert_eq!(status["Seccomp"], "2", "filter mode");
+}
+
+#[test]
+fn a_non_root_command_holds_no_capability() {
+    let f = fixture(true, true);
+    let mut spec = f.spec("");
+    spec.user = Some("nobody".into());
+    let status = status_fields(&mut spec);
+    for set in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        assert_eq!(status[set], "0000000000000000", "{set}: {status:?}");
+    }
+    assert_eq!(status["CapBnd"], DOCKER_CAPS);
+}
+
+#[test]
+fn the_insecure_escape_hatch_holds_every_capability_without_a_filter() {
+    let f = fixture(true, true);
+    let mut spec = f.spec("");
+    spec.security = Security::Insecure;
+    let status = status_fields(&mut spec);
+    let host: String = fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t").map(str::to_string))
+        .unwrap();
+    assert_eq!(status["CapEff"], host);
+    assert_eq!(status["Seccomp"], "0");
+}
+
+#[test]
+fn the_root_is_switched_with_pivot_root_and_no_host_mount_is_left_inside() {
+    let f = fixture(true, true);
+    fs::write(f.rootfs.join("marker-inside"), "").unwrap();
+    let out = ok_output(
+        &f.spec("ls /../../.. && ls /proc/1/root/../.. && cut -d' ' -f5 /proc/self/mountinfo"),
+    );
+    assert_eq!(out.matches("marker-inside").count(), 2, "{out}");
+    // Only the rootfs and what the sandbox mounted inside it: the old root is detached.
+    let mount_points: Vec<&str> = out.lines().skip_while(|l| *l != "/").collect();
+    assert_eq!(mount_points.first(), Some(&"/"), "{out}");
+    for point in &mount_points {
+        assert!(
+            *point == "/"
+                || ["/proc", "/dev", "/sys", "/etc/"]
+                    .iter()
+                    .any(|p| point.starts_with(p)),
+            "unexpected mount point {point} in {out}"
+        );
+    }
+}
+
+#[test]
+fn proc_is_masked_and_kernel_settings_are_read_only() {
+    let f = fixture(true, true);
+    // Each masked path that this kernel has reads empty inside.
+    let masked: Vec<&str> = ["kcore", "keys", "timer_list", "sched_debug"]
+        .into_iter()
+        .filter(|p| Path::new("/proc").join(p).exists())
+        .collect();
+    assert!(!masked.is_empty(), "the host has none of the masked files");
+    let reads: Vec<String> = masked
+        .iter()
+        .map(|p| format!("wc -c < /proc/{p};"))
+        .collect();
+    let out = ok_output(&f.spec(&format!(
+        "{} (echo x > /proc/sys/kernel/hostname) 2>/dev/null && echo wrote-sys || echo ro-sys; \
+         ls -A /proc/acpi 2>/dev/null | wc -l",
+        reads.join(" ")
+    )));
+    let expected = format!("{}ro-sys\n0\n", "0\n".repeat(masked.len()));
+    assert_eq!(out, expected);
+    assert_ne!(
+        fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        "x\n"
+    );
+}
+
+#[test]
+fn device_nodes_can_be_made_but_not_opened() {
+    let f = fixture(true, true);
+    let out = ok_output(&f.spec(
+        "mknod /work/mem c 1 1 && echo made; cat /work/mem >/dev/null 2>&1 && echo opened || echo refused; \
+         mknod /dev/mem2 c 1 1 && cat /dev/mem2 > /dev/null 2>&1 && echo opened-dev || echo refused-dev",
+    ));
+    assert_eq!(out, "made\nrefused\nrefused-dev\n");
+    let node = fs::symlink_metadata(f.rootfs.join("work/mem")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &node.file_type()
+    ));
+}
+
+#[test]
+fn chroot_mode_leaves_no_process_behind() {
+    let f = fixture(true, true);
+    // The shell reads /dev/null for background jobs; chroot mode mounts no /dev.
+    fs::write(f.rootfs.join("dev/null"), "").unwrap();
+    let mut spec = f.spec("(sleep 876543 &) ; sleep 876542 & echo started");
+    spec.isolation = Isolation::Chroot;
+    assert_eq!(ok_output(&spec), "started\n");
+    let left: Vec<String> = fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("87654"))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
 }
 
 #[test]

@@ -18,7 +18,9 @@
 //!
 //! All unsafe code lives in the private `sys` submodule.
 
+mod caps;
 mod rootfs;
+mod seccomp;
 mod sys;
 mod user;
 
@@ -32,7 +34,7 @@ use std::path::{Path, PathBuf};
 pub use user::{resolve_user, ExecUser};
 
 use rootfs::{Kind, Placeholders};
-use sys::{ChildPlan, ErrorRecord, ExecPlan, NsPlan, Op, Stage};
+use sys::{ChildPlan, ErrorRecord, ExecPlan, NsPlan, Op, Privileges, RootPlan, Source, Stage};
 
 /// How RUN steps are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,6 +57,18 @@ pub enum Network {
     /// A new, empty network namespace (only a loopback device, down).
     /// Requires [`Isolation::Namespaces`].
     None,
+}
+
+/// What a RUN command may do (`RUN --security`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Security {
+    /// The sandbox: Docker's default capability bound, the seccomp filter, masked and
+    /// read-only parts of /proc and /sys.
+    #[default]
+    Sandbox,
+    /// `RUN --security=insecure`: every capability, no seccomp filter, /proc and /sys
+    /// unmasked. Still in its own namespaces and root.
+    Insecure,
 }
 
 /// A bind mount into the rootfs for the duration of one run (`RUN --mount`).
@@ -98,6 +112,8 @@ pub struct RunSpec {
     pub network: Network,
     /// Isolation mode.
     pub isolation: Isolation,
+    /// The sandbox, or its insecure escape hatch.
+    pub security: Security,
     /// Bind mounts (namespace mode only).
     pub extra_mounts: Vec<Mount>,
     /// Tmpfs mounts (namespace mode only); with the bind mounts, mounted parents first.
@@ -271,16 +287,18 @@ pub fn probe(isolation: Isolation) -> Result<(), IsolationError> {
         Isolation::Chroot => (None, Some(c"/".to_owned())),
         Isolation::Namespaces => {
             let ns = NsPlan {
-                flags: namespace_flags(Network::Host, false),
+                flags: namespace_flags(Network::Host),
                 user_maps: user_maps(),
                 hostname: None,
+                root: None,
                 ops: vec![Op::Mount {
-                    source: Some(c"proc".to_owned()),
-                    target: c"/proc".to_owned(),
+                    source: Source::Path(c"proc".to_owned()),
+                    target: c"proc".to_owned(),
                     fstype: Some(c"proc".to_owned()),
                     flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     data: None,
                     optional: false,
+                    if_exists: false,
                 }],
                 first_user_op: 1,
             };
@@ -292,6 +310,7 @@ pub fn probe(isolation: Isolation) -> Result<(), IsolationError> {
         root,
         cwd: c"/".to_owned(),
         identity: None,
+        privileges: None,
         probe_only: true,
         exec: ExecPlan::new(vec![c"true".to_owned()], Vec::new(), Vec::new()),
     };
@@ -317,18 +336,66 @@ pub fn probe(isolation: Isolation) -> Result<(), IsolationError> {
     }
 }
 
-fn namespace_flags(network: Network, uts: bool) -> libc::c_int {
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+/// Mount, pid, UTS, IPC and cgroup namespaces (the cgroup one where the kernel has it),
+/// a user namespace when not root, a network namespace for [`Network::None`].
+fn namespace_flags(network: Network) -> libc::c_int {
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if Path::new("/proc/self/ns/cgroup").exists() {
+        flags |= libc::CLONE_NEWCGROUP;
+    }
     if sys::effective_ids().0 != 0 {
         flags |= libc::CLONE_NEWUSER;
     }
     if network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
-    if uts {
-        flags |= libc::CLONE_NEWUTS;
-    }
     flags
+}
+
+/// The capability bound, capabilities and seccomp filter of the command; `None` in
+/// [`Isolation::None`] (kaniko mode runs the command as it is) and for a caller without
+/// root privileges outside a user namespace (which holds nothing to give up).
+///
+/// The command keeps Docker's default set, less what the caller itself lacks (a pod may
+/// have dropped e.g. CAP_NET_RAW), less CAP_SYS_CHROOT in chroot mode. The filter is
+/// installed with the caller's CAP_SYS_ADMIN where it has it; without it (a pod's default
+/// profile), under `no_new_privs` — unless a filter already applies to the caller (the
+/// container runtime's), which the command inherits anyway.
+fn privileges(spec: &RunSpec) -> Option<Privileges> {
+    let root = sys::effective_ids().0 == 0;
+    let last_cap = caps::last_cap();
+    let held = match spec.isolation {
+        Isolation::None => return None,
+        Isolation::Chroot if !root => return None,
+        // Root of a new user namespace: everything, inside it.
+        Isolation::Namespaces if !root => caps::Held::all(last_cap),
+        _ => caps::Held::current().unwrap_or_else(|| caps::Held::all(last_cap)),
+    };
+    if spec.security == Security::Insecure {
+        return Some(Privileges {
+            drop_bounding: 0,
+            root_caps: None,
+            last_cap,
+            seccomp: None,
+            no_new_privs: false,
+        });
+    }
+    let mut keep = caps::default_mask();
+    if spec.isolation == Isolation::Chroot {
+        // A chrooted command that may chroot again can climb out of the root.
+        keep &= !(1 << caps::SYS_CHROOT);
+    }
+    let may_filter = held.effective & (1 << caps::SYS_ADMIN) != 0;
+    Some(Privileges {
+        drop_bounding: held.bounding & !keep,
+        root_caps: Some(keep & held.permitted),
+        last_cap,
+        seccomp: (may_filter || !held.filtered)
+            .then(seccomp::program)
+            .flatten(),
+        no_new_privs: !may_filter,
+    })
 }
 
 /// One-id maps root → our euid/egid when not running as root.
@@ -395,7 +462,7 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome, 
     let (ns, root) = match spec.isolation {
         Isolation::Namespaces => (
             Some(namespace_plan(spec, &rootfs, &mut placeholders)?),
-            Some(path_cstring(&rootfs)?),
+            None,
         ),
         Isolation::Chroot => {
             chroot_files(spec, &rootfs, &mut placeholders)?;
@@ -409,11 +476,12 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome, 
         root,
         cwd: cstring("working directory", spec.cwd.as_bytes())?,
         identity,
+        privileges: privileges(spec),
         probe_only: false,
         exec,
     };
     let result = execute(&mut plan, output).and_then(|(status, record)| match record {
-        Some(rec) => Err(map_record(spec, &rootfs, &plan, &user, rec)),
+        Some(rec) => Err(map_record(spec, &plan, &user, rec)),
         None => Ok(RunOutcome { status }),
     });
     let cleaned = placeholders.remove();
@@ -488,46 +556,142 @@ fn exec_plan(spec: &RunSpec, user: &ExecUser) -> Result<ExecPlan, IsolationError
 }
 
 /// Descriptions of the namespace ops, for error messages (index-aligned with `NsPlan::ops`).
-fn op_target(rootfs: &Path, op: &Op) -> String {
-    let target = match op {
-        Op::Mount { target, .. } | Op::Mkdir { path: target, .. } | Op::Touch { path: target } => {
-            target
+fn op_target(op: &Op) -> String {
+    let (dir, name) = match op {
+        Op::Mount { target, .. } => return format!("/{}", target.to_string_lossy()),
+        Op::Mkdir { dir, name, .. } | Op::Touch { dir, name } | Op::Symlink { dir, name, .. } => {
+            (dir, name)
         }
-        Op::Symlink { link, .. } => link,
     };
-    let p = PathBuf::from(std::ffi::OsStr::from_bytes(target.as_bytes()));
-    match p.strip_prefix(rootfs) {
-        Ok(rel) => format!("/{}", rel.display()),
-        Err(_) => p.display().to_string(),
+    let dir = dir.to_string_lossy();
+    let dir = dir.trim_start_matches('.');
+    format!("{dir}/{}", name.to_string_lossy())
+}
+
+/// `host` (a path under `rootfs`, as the placeholders resolved it) relative to `rootfs`,
+/// for resolution inside the rootfs in the child.
+fn inner(rootfs: &Path, host: &Path) -> Result<CString, IsolationError> {
+    let rel = host.strip_prefix(rootfs).map_err(|_| {
+        IsolationError::InvalidSpec(format!("{} is not inside the rootfs", host.display()))
+    })?;
+    if rel.as_os_str().is_empty() {
+        return Ok(c".".to_owned());
+    }
+    path_cstring(rel)
+}
+
+/// `host`'s parent and name, relative to `rootfs`.
+fn inner_split(rootfs: &Path, host: &Path) -> Result<(CString, CString), IsolationError> {
+    let parent = host.parent().unwrap_or(rootfs);
+    let name = host.file_name().unwrap_or_default();
+    Ok((inner(rootfs, parent)?, cstring("path", name.as_bytes())?))
+}
+
+/// A mount op onto `target` (a rootfs-relative path).
+fn mount_op(source: Source, target: CString, flags: libc::c_ulong) -> Op {
+    Op::Mount {
+        source,
+        target,
+        fstype: None,
+        flags,
+        data: None,
+        optional: false,
+        if_exists: false,
     }
 }
 
-fn bind(source: &Path, target: &Path, flags: libc::c_ulong) -> Result<Op, IsolationError> {
-    Ok(Op::Mount {
-        source: Some(path_cstring(source)?),
-        target: path_cstring(target)?,
-        fstype: None,
-        flags: libc::MS_BIND | flags,
-        data: None,
-        optional: false,
-    })
+fn bind(source: &Path, target: CString, flags: libc::c_ulong) -> Result<Op, IsolationError> {
+    Ok(mount_op(
+        Source::Path(path_cstring(source)?),
+        target,
+        libc::MS_BIND | flags,
+    ))
 }
 
 fn fresh(
     fstype: &std::ffi::CStr,
-    target: &Path,
+    target: CString,
     flags: libc::c_ulong,
     data: Option<&str>,
     optional: bool,
 ) -> Result<Op, IsolationError> {
     Ok(Op::Mount {
-        source: Some(fstype.to_owned()),
-        target: path_cstring(target)?,
+        source: Source::Path(fstype.to_owned()),
+        target,
         fstype: Some(fstype.to_owned()),
         flags,
         data: data.map(|d| cstring("mount data", d)).transpose()?,
         optional,
+        if_exists: false,
     })
+}
+
+/// Files of /proc that tell about the host or its hardware, hidden behind /dev/null.
+const PROC_MASKED_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "timer_stats",
+];
+/// Directories of /proc and /sys hidden behind an empty read-only tmpfs.
+const MASKED_DIRS: &[&str] = &["proc/acpi", "proc/scsi", "sys/firmware"];
+/// Parts of /proc that configure the kernel: read-only.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus"];
+
+/// The ops that mask and write-protect /proc (`proc` = its rootfs-relative path) and
+/// /sys, as runc does for every container. Paths missing on this kernel are skipped.
+fn mask_ops(proc: &str, sys: Option<&str>) -> Result<Vec<Op>, IsolationError> {
+    let hidden = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let mut ops = Vec::new();
+    for name in PROC_MASKED_FILES {
+        let target = cstring("path", format!("{proc}/{name}"))?;
+        let mut op = bind(Path::new("/dev/null"), target, 0)?;
+        if let Op::Mount { if_exists, .. } = &mut op {
+            *if_exists = true;
+        }
+        ops.push(op);
+    }
+    for dir in MASKED_DIRS {
+        let target = match dir.split_once('/') {
+            Some(("proc", rest)) => format!("{proc}/{rest}"),
+            Some((_, rest)) => match sys {
+                Some(sys) => format!("{sys}/{rest}"),
+                None => continue,
+            },
+            None => continue,
+        };
+        let mut op = fresh(
+            c"tmpfs",
+            cstring("path", target)?,
+            libc::MS_RDONLY | hidden,
+            Some("size=0"),
+            // sysfs itself may be refused (rootless without a network namespace).
+            dir.starts_with("sys/"),
+        )?;
+        if let Op::Mount { if_exists, .. } = &mut op {
+            *if_exists = true;
+        }
+        ops.push(op);
+    }
+    for name in PROC_READ_ONLY {
+        let target = cstring("path", format!("{proc}/{name}"))?;
+        for (source, flags) in [
+            (Source::Target, libc::MS_BIND | libc::MS_REC),
+            (
+                Source::None,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | hidden,
+            ),
+        ] {
+            let mut op = mount_op(source, target.clone(), flags);
+            if let Op::Mount { if_exists, .. } = &mut op {
+                *if_exists = true;
+            }
+            ops.push(op);
+        }
+    }
+    Ok(ops)
 }
 
 /// Writes the per-run copies of resolv.conf, hosts and hostname into the scratch dir.
@@ -578,87 +742,138 @@ fn namespace_plan(
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let mut ops = Vec::new();
 
-    if let Some(proc_dir) = ph.ensure(rootfs, "/proc", Kind::Dir, true)? {
-        ops.push(fresh(c"proc", &proc_dir, nosuid_nodev_noexec, None, false)?);
+    let proc_dir = ph.ensure(rootfs, "/proc", Kind::Dir, true)?;
+    if let Some(proc_dir) = &proc_dir {
+        let target = inner(rootfs, proc_dir)?;
+        ops.push(fresh(c"proc", target, nosuid_nodev_noexec, None, false)?);
     }
     let dev_tmpfs = ph.ensure(rootfs, "/dev", Kind::Dir, true)?;
     if let Some(dev) = &dev_tmpfs {
-        ops.push(fresh(
-            c"tmpfs",
-            dev,
-            libc::MS_NOSUID | libc::MS_STRICTATIME,
-            Some("mode=755,size=65536k"),
-            false,
-        )?);
-        for (name, optional) in DEV_NODES {
-            let host = Path::new("/dev").join(name);
-            if !host.exists() {
-                continue;
-            }
-            let node = dev.join(name);
-            ops.push(Op::Touch {
-                path: path_cstring(&node)?,
-            });
-            let mut op = bind(&host, &node, 0)?;
-            if let Op::Mount { optional: o, .. } = &mut op {
-                *o = *optional;
-            }
-            ops.push(op);
-        }
-        ops.push(Op::Mkdir {
-            path: path_cstring(&dev.join("pts"))?,
-            mode: 0o755,
-        });
-        ops.push(fresh(
-            c"devpts",
-            &dev.join("pts"),
-            libc::MS_NOSUID | libc::MS_NOEXEC,
-            Some("newinstance,ptmxmode=0666,mode=0620"),
-            true,
-        )?);
-        ops.push(Op::Mkdir {
-            path: path_cstring(&dev.join("shm"))?,
-            mode: 0o1777,
-        });
-        ops.push(fresh(
-            c"tmpfs",
-            &dev.join("shm"),
-            nosuid_nodev_noexec,
-            Some("mode=1777,size=65536k"),
-            false,
-        )?);
-        for (link, target) in [
-            ("ptmx", "pts/ptmx"),
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-        ] {
-            ops.push(Op::Symlink {
-                target: cstring("symlink", target)?,
-                link: path_cstring(&dev.join(link))?,
-            });
-        }
+        dev_ops(rootfs, dev, &mut ops)?;
     }
-    if let Some(sys_dir) = ph.ensure(rootfs, "/sys", Kind::Dir, true)? {
+    let sys_dir = ph.ensure(rootfs, "/sys", Kind::Dir, true)?;
+    if let Some(sys_dir) = &sys_dir {
         // Optional: refused in a user namespace without its own network namespace.
+        let target = inner(rootfs, sys_dir)?;
         ops.push(fresh(
             c"sysfs",
-            &sys_dir,
+            target,
             libc::MS_RDONLY | nosuid_nodev_noexec,
             None,
             true,
         )?);
     }
+    if spec.security == Security::Sandbox {
+        if let Some(proc_dir) = &proc_dir {
+            let proc = inner(rootfs, proc_dir)?.to_string_lossy().into_owned();
+            let sys = sys_dir
+                .as_ref()
+                .map(|d| inner(rootfs, d).map(|c| c.to_string_lossy().into_owned()))
+                .transpose()?;
+            ops.extend(mask_ops(&proc, sys.as_deref())?);
+        }
+    }
     for (name, copy) in scratch_files(spec)? {
         if let Some(target) = ph.ensure(rootfs, &format!("/etc/{name}"), Kind::File, true)? {
-            ops.push(bind(&copy, &target, 0)?);
+            ops.push(bind(&copy, inner(rootfs, &target)?, 0)?);
         }
     }
     let first_user_op = ops.len();
+    user_mount_ops(spec, rootfs, ph, dev_tmpfs.as_deref(), &mut ops)?;
+    Ok(NsPlan {
+        flags: namespace_flags(spec.network),
+        user_maps: user_maps(),
+        hostname: hostname.map(|h| h.clone().into_bytes()),
+        root: Some(RootPlan {
+            path: path_cstring(rootfs)?,
+            remount_flags: libc::MS_NODEV | locked_mount_flags(rootfs)?,
+        }),
+        ops,
+        first_user_op,
+    })
+}
+
+/// The minimal /dev: a fresh `nodev` tmpfs (so a device node a command makes there cannot
+/// be opened) holding binds of the host's harmless device nodes, devpts, shm and the
+/// usual symlinks.
+fn dev_ops(rootfs: &Path, dev: &Path, ops: &mut Vec<Op>) -> Result<(), IsolationError> {
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    ops.push(fresh(
+        c"tmpfs",
+        inner(rootfs, dev)?,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+        false,
+    )?);
+    let dev_dir = inner(rootfs, dev)?;
+    let entry = |name: &str| cstring("path", name);
+    for (name, optional) in DEV_NODES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue;
+        }
+        ops.push(Op::Touch {
+            dir: dev_dir.clone(),
+            name: entry(name)?,
+        });
+        let mut op = bind(&host, inner(rootfs, &dev.join(name))?, 0)?;
+        if let Op::Mount { optional: o, .. } = &mut op {
+            *o = *optional;
+        }
+        ops.push(op);
+    }
+    ops.push(Op::Mkdir {
+        dir: dev_dir.clone(),
+        name: entry("pts")?,
+        mode: 0o755,
+    });
+    ops.push(fresh(
+        c"devpts",
+        inner(rootfs, &dev.join("pts"))?,
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+        true,
+    )?);
+    ops.push(Op::Mkdir {
+        dir: dev_dir.clone(),
+        name: entry("shm")?,
+        mode: 0o1777,
+    });
+    ops.push(fresh(
+        c"tmpfs",
+        inner(rootfs, &dev.join("shm"))?,
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+        false,
+    )?);
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ops.push(Op::Symlink {
+            target: cstring("symlink", target)?,
+            dir: dev_dir.clone(),
+            name: entry(link)?,
+        });
+    }
+    Ok(())
+}
+
+/// The ops of the caller's bind and tmpfs mounts (`RUN --mount`), parents first. Binds
+/// are remounted `nodev` (and read-only when asked), keeping the source's locked flags.
+fn user_mount_ops(
+    spec: &RunSpec,
+    rootfs: &Path,
+    ph: &mut Placeholders,
+    dev_tmpfs: Option<&Path>,
+    ops: &mut Vec<Op>,
+) -> Result<(), IsolationError> {
     let mut dev_dirs: Vec<PathBuf> = ["pts", "shm"]
         .iter()
-        .filter_map(|d| dev_tmpfs.as_ref().map(|dev| dev.join(d)))
+        .filter_map(|d| dev_tmpfs.map(|dev| dev.join(d)))
         .collect();
     let mut mounts: Vec<(&str, Option<&Mount>, Option<&TmpfsMount>)> = spec
         .extra_mounts
@@ -688,15 +903,16 @@ fn namespace_plan(
             }
             None => Kind::Dir,
         };
-        let target = match (&dev_tmpfs, target_path.strip_prefix("/dev/")) {
+        let target = match (dev_tmpfs, target_path.strip_prefix("/dev/")) {
             // Under the fresh /dev tmpfs: the mount point is made inside it, at run time.
-            (Some(dev), Some(rel)) => dev_mount_point(dev, rel, kind, &mut dev_dirs, &mut ops)?,
+            (Some(dev), Some(rel)) => dev_mount_point(rootfs, dev, rel, kind, &mut dev_dirs, ops)?,
             _ => ph.ensure(rootfs, target_path, kind, true)?.ok_or_else(|| {
                 IsolationError::InvalidSpec(format!(
                     "mount target {target_path:?} is a dangling symlink in the rootfs"
                 ))
             })?,
         };
+        let target = inner(rootfs, &target)?;
         if let Some(t) = tmpfs {
             let data = match t.size {
                 Some(size) => format!("mode=1777,size={size}"),
@@ -704,7 +920,7 @@ fn namespace_plan(
             };
             ops.push(fresh(
                 c"tmpfs",
-                &target,
+                target,
                 libc::MS_NOSUID | libc::MS_NODEV,
                 Some(&data),
                 false,
@@ -712,32 +928,22 @@ fn namespace_plan(
             continue;
         }
         let Some(m) = bind_mount else { continue };
-        ops.push(bind(&m.source, &target, libc::MS_REC)?);
-        if m.readonly {
-            // A read-only bind needs a remount that keeps the source's locked flags.
-            let locked = locked_mount_flags(&m.source)?;
-            ops.push(Op::Mount {
-                source: None,
-                target: path_cstring(&target)?,
-                fstype: None,
-                flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked,
-                data: None,
-                optional: false,
-            });
-        }
+        ops.push(bind(&m.source, target.clone(), libc::MS_REC)?);
+        let readonly = if m.readonly { libc::MS_RDONLY } else { 0 };
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV | readonly;
+        ops.push(mount_op(
+            Source::None,
+            target,
+            flags | locked_mount_flags(&m.source)?,
+        ));
     }
-    Ok(NsPlan {
-        flags: namespace_flags(spec.network, hostname.is_some()),
-        user_maps: user_maps(),
-        hostname: hostname.map(|h| h.clone().into_bytes()),
-        ops,
-        first_user_op,
-    })
+    Ok(())
 }
 
 /// Adds the ops that create mount point `rel` (relative to /dev) inside the fresh /dev
 /// tmpfs, with its missing parent directories; `made` lists directories already there.
 fn dev_mount_point(
+    rootfs: &Path,
     dev: &Path,
     rel: &str,
     kind: Kind,
@@ -759,21 +965,23 @@ fn dev_mount_point(
     for part in rel.parent().into_iter().flat_map(Path::components) {
         dir.push(part);
         if !made.contains(&dir) {
+            let (parent, name) = inner_split(rootfs, &dir)?;
             ops.push(Op::Mkdir {
-                path: path_cstring(&dir)?,
+                dir: parent,
+                name,
                 mode: 0o755,
             });
             made.push(dir.clone());
         }
     }
+    let (parent, name) = inner_split(rootfs, &target)?;
     ops.push(match kind {
         Kind::Dir => Op::Mkdir {
-            path: path_cstring(&target)?,
+            dir: parent,
+            name,
             mode: 0o755,
         },
-        _ => Op::Touch {
-            path: path_cstring(&target)?,
-        },
+        _ => Op::Touch { dir: parent, name },
     });
     if kind == Kind::Dir {
         made.push(target.clone());
@@ -895,7 +1103,6 @@ fn emit_lines(pending: &mut Vec<u8>, data: &[u8], output: &mut dyn FnMut(&[u8]))
 
 fn map_record(
     spec: &RunSpec,
-    rootfs: &Path,
     plan: &ChildPlan,
     user: &ExecUser,
     rec: ErrorRecord,
@@ -920,8 +1127,20 @@ fn map_record(
                 .ns
                 .as_ref()
                 .and_then(|ns| ns.ops.get(rec.index))
-                .map(|op| op_target(rootfs, op))
+                .map(op_target)
                 .unwrap_or_default(),
+            source,
+        },
+        Stage::RootBind | Stage::PivotRoot => IsolationError::Setup {
+            step: "entering the rootfs (bind mount and pivot_root)",
+            source,
+        },
+        Stage::Capabilities => IsolationError::Setup {
+            step: "bounding capabilities",
+            source,
+        },
+        Stage::Seccomp => IsolationError::Setup {
+            step: "installing the seccomp filter",
             source,
         },
         Stage::Chroot => IsolationError::Chroot {

@@ -1,19 +1,31 @@
-//! The only unsafe code of ocibuild: fork, namespaces, mounts, chroot, identity switch and
-//! exec, behind a narrow crate-private API.
+//! The only unsafe code of ocibuild: fork, namespaces, mounts, the root switch, the
+//! capability bound, the seccomp filter, the identity switch and exec, behind a narrow
+//! crate-private API.
 //!
-//! Everything that allocates (C strings, pointer arrays, file contents) is prepared by the
-//! parent in a [`ChildPlan`] before `fork`. After `fork` (the parent may be multi-threaded)
-//! the child only performs raw system calls through `libc` — async-signal-safe functions —
-//! and reports a failure as a fixed-size [`ErrorRecord`] written to a close-on-exec pipe
-//! before `_exit`.
+//! Everything that allocates (C strings, pointer arrays, the BPF program) is prepared by
+//! the parent in a [`ChildPlan`] before `fork`. After `fork` (the parent may be
+//! multi-threaded) the child only performs raw system calls through `libc` —
+//! async-signal-safe functions — and reports a failure as a fixed-size [`ErrorRecord`]
+//! written to a close-on-exec pipe before `_exit`.
 //!
 //! Process layout in namespace mode (`P` = caller, `A` = first child, `B`, `C`):
 //! `P` forks `A`; `A` unshares the namespaces, makes mount propagation private, and forks
-//! `B`, which is pid 1 of the new pid namespace. `B` mounts /proc, /dev, ... inside the
-//! rootfs, chroots, then forks `C` (pid 2), which switches user and execs the command. `B`
-//! reaps every zombie and exits with `C`'s status (128+signal when killed); `A` exits with
-//! `B`'s. When `B` exits the kernel kills whatever is left in the namespace, and the mount
-//! namespace with all mounts disappears with its last process.
+//! `B`, which is pid 1 of the new pid namespace. `B` bind-mounts the rootfs onto itself
+//! (`nodev`), mounts /proc, /dev, ... inside it — every target opened with
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` on the rootfs and mounted through its
+//! fd, so no symlink in the rootfs leads a mount outside it — then enters the rootfs with
+//! `pivot_root` and detaches the old root, so no path leads back to the host. `B` forks `C`
+//! (pid 2), which bounds its capabilities, installs the seccomp filter (while it still
+//! holds CAP_SYS_ADMIN, so `no_new_privs` is not needed and setuid programs keep working),
+//! switches user and execs the command; `B` drops every capability of its own, reaps every
+//! zombie and exits with `C`'s status (128+signal when killed); `A` exits with `B`'s. When
+//! `B` exits the kernel kills whatever is left in the namespace, and the mount namespace
+//! with all mounts disappears with its last process.
+//!
+//! Chroot and none modes: `A` becomes a child subreaper and forks `C`, which chroots (chroot
+//! mode), bounds its capabilities (without CAP_SYS_CHROOT in chroot mode), installs the
+//! filter, switches user and execs. When `C` exits, `A` kills every process left below it
+//! (orphans are re-parented to `A`) before it exits with `C`'s status.
 
 use std::ffi::{c_int, c_ulong, CStr, CString};
 use std::fs::File;
@@ -35,11 +47,15 @@ pub(crate) enum Stage {
     Fork,
     Hostname,
     Op,
+    RootBind,
+    PivotRoot,
     Chroot,
     Chdir,
     Groups,
     Gid,
     Uid,
+    Capabilities,
+    Seccomp,
     Exec,
 }
 
@@ -54,11 +70,15 @@ impl Stage {
             Fork,
             Hostname,
             Op,
+            RootBind,
+            PivotRoot,
             Chroot,
             Chdir,
             Groups,
             Gid,
             Uid,
+            Capabilities,
+            Seccomp,
             Exec,
         ]
         .into_iter()
@@ -79,24 +99,74 @@ const RECORD_LEN: usize = 12;
 /// The fd number of the error pipe in the children.
 const ERR_FD: RawFd = 3;
 
-/// One filesystem step performed inside the new mount namespace, before chroot.
+/// Where a mount's source comes from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// No source (remounts).
+    None,
+    /// A filesystem name or host path, passed to mount(2) as it is.
+    Path(CString),
+    /// The target itself (a bind of a path inside the rootfs onto itself).
+    Target,
+}
+
+/// One filesystem step performed inside the new mount namespace, before the root switch.
+/// Paths are relative to the rootfs and resolved inside it (`RESOLVE_IN_ROOT`).
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// `mount(2)`; failures of `optional` mounts are ignored.
+    /// `mount(2)` onto the resolved `target`; failures of `optional` mounts are ignored,
+    /// and a missing target is skipped when `if_exists`.
     Mount {
-        source: Option<CString>,
+        source: Source,
         target: CString,
         fstype: Option<CString>,
         flags: c_ulong,
         data: Option<CString>,
         optional: bool,
+        if_exists: bool,
     },
-    /// Creates a directory (inside a fresh tmpfs).
-    Mkdir { path: CString, mode: libc::mode_t },
+    /// Creates directory `name` in the resolved directory `dir` (inside a fresh tmpfs).
+    Mkdir {
+        dir: CString,
+        name: CString,
+        mode: libc::mode_t,
+    },
     /// Creates an empty file to bind-mount on (inside a fresh tmpfs).
-    Touch { path: CString },
-    /// Creates a symlink `link` → `target` (inside a fresh tmpfs).
-    Symlink { target: CString, link: CString },
+    Touch { dir: CString, name: CString },
+    /// Creates a symlink `name` → `target` in the resolved directory `dir` (inside a fresh
+    /// tmpfs).
+    Symlink {
+        target: CString,
+        dir: CString,
+        name: CString,
+    },
+}
+
+/// The rootfs of namespace mode: bound onto itself, then entered with `pivot_root`.
+#[derive(Debug)]
+pub(crate) struct RootPlan {
+    /// Host path of the rootfs directory.
+    pub path: CString,
+    /// Flags for the remount of the rootfs bind: `MS_NODEV` plus the locked flags of the
+    /// filesystem holding it (which a remount must repeat).
+    pub remount_flags: c_ulong,
+}
+
+/// What the command may do: applied by the command's process just before exec.
+#[derive(Debug)]
+pub(crate) struct Privileges {
+    /// Capabilities to drop from the bounding set (bit n = capability n).
+    pub drop_bounding: u64,
+    /// Effective, permitted and inheritable set of a command running as uid 0 (`None`:
+    /// the caller's); any other uid gets none.
+    pub root_caps: Option<u64>,
+    /// The highest capability number of the kernel.
+    pub last_cap: u32,
+    /// The seccomp program, if any.
+    pub seccomp: Option<Vec<libc::sock_filter>>,
+    /// Set `no_new_privs` before installing the filter: needed when the caller lacks
+    /// CAP_SYS_ADMIN (setuid programs then gain nothing).
+    pub no_new_privs: bool,
 }
 
 /// Namespace setup for [`ChildPlan`].
@@ -108,6 +178,8 @@ pub(crate) struct NsPlan {
     pub user_maps: Option<(Vec<u8>, Vec<u8>)>,
     /// Hostname to set in the new UTS namespace.
     pub hostname: Option<Vec<u8>>,
+    /// The rootfs to switch to (`None`: stay, as `probe` does).
+    pub root: Option<RootPlan>,
     /// Mount steps, in order.
     pub ops: Vec<Op>,
     /// Index of the first op serving a caller-requested mount (failures there are not
@@ -120,13 +192,15 @@ pub(crate) struct NsPlan {
 pub(crate) struct ChildPlan {
     /// `None` for chroot/none modes.
     pub ns: Option<NsPlan>,
-    /// Directory to chroot into (`None`: no chroot).
+    /// Chroot mode: the directory to chroot into (`None`: no chroot).
     pub root: Option<CString>,
     /// Working directory inside the root.
     pub cwd: CString,
     /// Identity switch: (uid, gid, supplementary groups or `None` to leave them alone);
     /// `None` keeps the current identity.
     pub identity: Option<(libc::uid_t, libc::gid_t, Option<Vec<libc::gid_t>>)>,
+    /// Capability bound, capabilities and seccomp filter (`None`: unchanged).
+    pub privileges: Option<Privileges>,
     /// Stop after the namespace/mount/chroot steps and exit 0 (used by `probe`).
     pub probe_only: bool,
     /// The command.
@@ -481,7 +555,7 @@ unsafe fn child_a(plan: &mut ChildPlan, parent: libc::pid_t, out: RawFd, err: Ra
         close_fds_from(ERR_FD + 1);
 
         let Some(ns) = &plan.ns else {
-            enter_and_exec(plan, err);
+            run_reaped(plan, err);
         };
         if libc::unshare(ns.flags) < 0 {
             fail(err, Stage::Unshare, 0, last_errno());
@@ -514,7 +588,7 @@ unsafe fn child_a(plan: &mut ChildPlan, parent: libc::pid_t, out: RawFd, err: Ra
     }
 }
 
-/// Pid 1 of the new pid namespace: mounts, chroot, then forks the command and reaps.
+/// Pid 1 of the new pid namespace: mounts, root switch, then forks the command and reaps.
 ///
 /// # Safety
 /// Only to be called in a forked child.
@@ -531,49 +605,26 @@ unsafe fn child_init(plan: &mut ChildPlan, err: RawFd) -> ! {
                 fail(err, Stage::Hostname, 0, last_errno());
             }
         }
-        for (index, op) in ns.ops.iter().enumerate() {
-            let (ret, optional) = match op {
-                Op::Mount {
-                    source,
-                    target,
-                    fstype,
-                    flags,
-                    data,
-                    optional,
-                } => (
-                    libc::mount(
-                        opt_ptr(source),
-                        target.as_ptr(),
-                        opt_ptr(fstype),
-                        *flags,
-                        opt_ptr(data).cast(),
-                    ),
-                    *optional,
-                ),
-                Op::Mkdir { path, mode } => (libc::mkdir(path.as_ptr(), *mode), false),
-                Op::Touch { path } => {
-                    let fd = libc::open(
-                        path.as_ptr(),
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC,
-                        0o666,
-                    );
-                    if fd >= 0 {
-                        libc::close(fd);
-                    }
-                    (fd, false)
-                }
-                Op::Symlink { target, link } => {
-                    (libc::symlink(target.as_ptr(), link.as_ptr()), false)
-                }
-            };
-            if ret < 0 && !optional {
-                fail(err, Stage::Op, index, last_errno());
+        let Some(root) = &ns.root else {
+            // probe: the ops' paths are relative to the current root.
+            let fd = libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            run_ops(&ns.ops, fd, err);
+            libc::_exit(0);
+        };
+        let rootfd = bind_root(root, err);
+        run_ops(&ns.ops, rootfd, err);
+        libc::close(rootfd);
+        if !switch_root(root, err) {
+            // Without pivot_root the old root stays reachable through a chroot escape, so
+            // the command may not chroot.
+            if let Some(p) = &mut plan.privileges {
+                p.drop_bounding |= 1 << super::caps::SYS_CHROOT;
+                p.root_caps = p.root_caps.map(|c| c & !(1 << super::caps::SYS_CHROOT));
             }
         }
-        if plan.probe_only && plan.root.is_none() {
-            libc::_exit(0);
+        if libc::chdir(plan.cwd.as_ptr()) < 0 {
+            fail(err, Stage::Chdir, 0, last_errno());
         }
-        enter_root(plan, err);
         if plan.probe_only {
             libc::_exit(0);
         }
@@ -585,15 +636,400 @@ unsafe fn child_init(plan: &mut ChildPlan, err: RawFd) -> ! {
             become_user_and_exec(plan, err);
         }
         libc::close(err);
+        // This process is the command's init: it only waits, and needs no capability.
+        set_capabilities(0);
         wait_and_exit(pid, true)
     }
 }
 
-/// chroot (when configured) and chdir to the working directory.
+/// Binds the rootfs onto itself (so that it is a mount point `pivot_root` accepts),
+/// remounts the bind `nodev`, and returns an `O_PATH` fd of it.
 ///
 /// # Safety
 /// Only to be called in a forked child.
-unsafe fn enter_root(plan: &ChildPlan, err: RawFd) {
+unsafe fn bind_root(root: &RootPlan, err: RawFd) -> RawFd {
+    // SAFETY: NUL-terminated paths prepared before fork.
+    unsafe {
+        let path = root.path.as_ptr();
+        let bind = libc::MS_BIND | libc::MS_REC;
+        if libc::mount(path, path, ptr::null(), bind, ptr::null()) < 0 {
+            fail(err, Stage::RootBind, 0, last_errno());
+        }
+        let remount = libc::MS_BIND | libc::MS_REMOUNT | root.remount_flags;
+        if libc::mount(ptr::null(), path, ptr::null(), remount, ptr::null()) < 0 {
+            fail(err, Stage::RootBind, 1, last_errno());
+        }
+        let fd = libc::open(path, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        if fd < 0 {
+            fail(err, Stage::RootBind, 2, last_errno());
+        }
+        fd
+    }
+}
+
+/// Enters the rootfs: `pivot_root` with the old root detached, or — where `pivot_root` is
+/// refused (a rootfs on the initramfs) — moving the rootfs onto `/` and chrooting.
+/// Returns false in the latter case.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn switch_root(root: &RootPlan, err: RawFd) -> bool {
+    // SAFETY: NUL-terminated paths prepared before fork.
+    unsafe {
+        if libc::chdir(root.path.as_ptr()) < 0 {
+            fail(err, Stage::PivotRoot, 0, last_errno());
+        }
+        let dot = c".".as_ptr();
+        if libc::syscall(libc::SYS_pivot_root, dot, dot) == 0 {
+            // The old root is now stacked on top of the new one: detach it.
+            if libc::umount2(dot, libc::MNT_DETACH) < 0 {
+                fail(err, Stage::PivotRoot, 1, last_errno());
+            }
+            if libc::chdir(c"/".as_ptr()) < 0 {
+                fail(err, Stage::PivotRoot, 2, last_errno());
+            }
+            return true;
+        }
+        if last_errno() != libc::EINVAL {
+            fail(err, Stage::PivotRoot, 0, last_errno());
+        }
+        if libc::mount(dot, c"/".as_ptr(), ptr::null(), libc::MS_MOVE, ptr::null()) < 0 {
+            fail(err, Stage::PivotRoot, 3, last_errno());
+        }
+        if libc::chroot(dot) < 0 || libc::chdir(c"/".as_ptr()) < 0 {
+            fail(err, Stage::Chroot, 0, last_errno());
+        }
+        false
+    }
+}
+
+/// Opens `path` relative to `dirfd` with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`:
+/// `..` and symlinks (absolute ones too) never leave `dirfd`, and no /proc magic link is
+/// followed. On kernels without openat2 (before 5.6), `openat` with `O_NOFOLLOW`: the paths
+/// were resolved inside the rootfs by the parent, and no process of the build runs
+/// meanwhile. Returns the fd or -errno.
+///
+/// # Safety
+/// Only to be called in a forked child; `path` is NUL-terminated.
+unsafe fn open_in_root(dirfd: RawFd, path: &CStr, flags: c_int) -> RawFd {
+    /// `struct open_how` (linux/openat2.h).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `how` is a valid open_how of the size passed; `path` is NUL-terminated.
+    unsafe {
+        let size = std::mem::size_of::<OpenHow>();
+        let fd = libc::syscall(libc::SYS_openat2, dirfd, path.as_ptr(), &how, size) as RawFd;
+        if fd >= 0 {
+            return fd;
+        }
+        if last_errno() != libc::ENOSYS {
+            return -last_errno();
+        }
+        let fd = libc::openat(
+            dirfd,
+            path.as_ptr(),
+            flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        );
+        if fd < 0 {
+            -last_errno()
+        } else {
+            fd
+        }
+    }
+}
+
+/// `/proc/self/fd/<fd>` in `buf`, NUL-terminated: mounting onto (or from) it acts on the
+/// file the fd refers to.
+fn fd_path(fd: RawFd, buf: &mut [u8; 32]) -> *const libc::c_char {
+    let prefix = b"/proc/self/fd/";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.unsigned_abs(), 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[prefix.len() + i] = digits[len - 1 - i];
+    }
+    buf[prefix.len() + len] = 0;
+    buf.as_ptr().cast()
+}
+
+/// Performs the namespace ops relative to `rootfd`; an `index`ed error record on failure.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn run_ops(ops: &[Op], rootfd: RawFd, err: RawFd) {
+    for (index, op) in ops.iter().enumerate() {
+        // SAFETY: see `run_op`.
+        let (ret, optional) = unsafe { run_op(op, rootfd) };
+        if ret < 0 && !optional {
+            // SAFETY: in the forked child.
+            unsafe { fail(err, Stage::Op, index, -ret) };
+        }
+    }
+}
+
+/// One op; returns (0 or -errno, whether a failure is ignored).
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn run_op(op: &Op, rootfd: RawFd) -> (c_int, bool) {
+    // SAFETY (whole block): raw syscalls on fds opened here and NUL-terminated strings
+    // prepared before fork.
+    unsafe {
+        let (dir, name) = match op {
+            Op::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+                optional,
+                if_exists,
+            } => {
+                let fd = open_in_root(rootfd, target, libc::O_PATH);
+                if fd < 0 {
+                    return (
+                        if *if_exists && fd == -libc::ENOENT {
+                            0
+                        } else {
+                            fd
+                        },
+                        *optional,
+                    );
+                }
+                let mut buf = [0u8; 32];
+                let target = fd_path(fd, &mut buf);
+                let source = match source {
+                    Source::None => ptr::null(),
+                    Source::Path(p) => p.as_ptr(),
+                    Source::Target => target,
+                };
+                let ret = libc::mount(
+                    source,
+                    target,
+                    opt_ptr(fstype),
+                    *flags,
+                    opt_ptr(data).cast(),
+                );
+                let ret = if ret < 0 { -last_errno() } else { 0 };
+                libc::close(fd);
+                return (ret, *optional);
+            }
+            Op::Mkdir { dir, name, .. }
+            | Op::Touch { dir, name }
+            | Op::Symlink { dir, name, .. } => (dir, name),
+        };
+        let dirfd = open_in_root(rootfd, dir, libc::O_PATH | libc::O_DIRECTORY);
+        if dirfd < 0 {
+            return (dirfd, false);
+        }
+        let ret = match op {
+            Op::Mkdir { mode, .. } => libc::mkdirat(dirfd, name.as_ptr(), *mode),
+            Op::Touch { .. } => {
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+                let fd = libc::openat(dirfd, name.as_ptr(), flags, 0o666);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd
+            }
+            Op::Symlink { target, .. } => libc::symlinkat(target.as_ptr(), dirfd, name.as_ptr()),
+            Op::Mount { .. } => 0,
+        };
+        let ret = if ret < 0 { -last_errno() } else { 0 };
+        libc::close(dirfd);
+        (ret, false)
+    }
+}
+
+/// Chroot and none modes: become a child subreaper, fork the command, wait for it, then
+/// kill everything it left behind, and exit with its status.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn run_reaped(plan: &mut ChildPlan, err: RawFd) -> ! {
+    // SAFETY (whole block): raw syscalls; see the callees.
+    unsafe {
+        if plan.probe_only {
+            enter_chroot(plan, err);
+            libc::_exit(0);
+        }
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as c_ulong, 0, 0, 0);
+        let pid = libc::fork();
+        if pid < 0 {
+            fail(err, Stage::Fork, 0, last_errno());
+        }
+        if pid == 0 {
+            enter_chroot(plan, err);
+            become_user_and_exec(plan, err);
+        }
+        libc::close(err);
+        let status = wait_for(pid);
+        kill_descendants();
+        libc::_exit(status)
+    }
+}
+
+/// Waits for `pid`, reaping any other child meanwhile; its exit code or 128+signal.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn wait_for(pid: libc::pid_t) -> c_int {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r == pid {
+            return decode_status(status);
+        }
+        if r < 0 && last_errno() != libc::EINTR {
+            return SETUP_FAILED;
+        }
+    }
+}
+
+/// As a child subreaper: SIGKILLs every child (orphaned descendants are re-parented to
+/// us) and reaps, until no child is left.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn kill_descendants() {
+    // SAFETY (whole block): raw syscalls with stack buffers.
+    unsafe {
+        let me = libc::getpid();
+        loop {
+            kill_children_of(me);
+            let r = libc::waitpid(-1, ptr::null_mut(), libc::WNOHANG);
+            if r < 0 && last_errno() == libc::ECHILD {
+                return;
+            }
+            if r == 0 {
+                // Children left that are not dead yet: give them a moment.
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                };
+                libc::nanosleep(&pause, ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// SIGKILLs every process whose parent is `parent`, found by reading `/proc/<pid>/stat`.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn kill_children_of(parent: libc::pid_t) {
+    // SAFETY (whole block): getdents64 into a stack buffer whose records the kernel
+    // writes with their lengths; reads into stack buffers of the sizes passed.
+    unsafe {
+        let dir = libc::open(
+            c"/proc".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if dir < 0 {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+            if n <= 0 {
+                break;
+            }
+            let mut off = 0usize;
+            while off < n as usize {
+                // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
+                let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+                let name = &buf[off + 19..off + reclen];
+                if let Some(pid) = parse_pid(name) {
+                    if parent_of(dir, name) == Some(parent) {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+                off += reclen;
+            }
+        }
+        libc::close(dir);
+    }
+}
+
+/// The pid a `/proc` entry name stands for (NUL-terminated digits).
+fn parse_pid(name: &[u8]) -> Option<libc::pid_t> {
+    let mut pid: libc::pid_t = 0;
+    for &b in name.iter().take_while(|&&b| b != 0) {
+        if !b.is_ascii_digit() || pid > libc::pid_t::MAX / 10 - 1 {
+            return None;
+        }
+        pid = pid * 10 + libc::pid_t::from(b - b'0');
+    }
+    (pid > 0).then_some(pid)
+}
+
+/// The parent pid in `/proc/<name>/stat` (`name` NUL-terminated), read relative to the
+/// open `/proc` directory `proc`.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn parent_of(proc: RawFd, name: &[u8]) -> Option<libc::pid_t> {
+    let mut path = [0u8; 32];
+    let len = name.iter().position(|&b| b == 0)?;
+    if len + 6 > path.len() {
+        return None;
+    }
+    path[..len].copy_from_slice(&name[..len]);
+    path[len..len + 5].copy_from_slice(b"/stat");
+    let mut stat = [0u8; 512];
+    // SAFETY: `path` is NUL-terminated (zero-filled past the copy); `stat` is writable.
+    let n = unsafe {
+        let fd = libc::openat(proc, path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, stat.as_mut_ptr().cast(), stat.len());
+        libc::close(fd);
+        n
+    };
+    let stat = &stat[..usize::try_from(n).ok()?];
+    // "pid (comm) state ppid ...": comm may hold anything, so look after the last ')'.
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat[close + 1..]
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty());
+    fields.next()?; // state
+    let ppid = fields.next()?;
+    let mut value: libc::pid_t = 0;
+    for &b in ppid {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value
+            .checked_mul(10)?
+            .checked_add(libc::pid_t::from(b - b'0'))?;
+    }
+    Some(value)
+}
+
+/// Chroot mode: chroot into the root; every mode: chdir to the working directory.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn enter_chroot(plan: &ChildPlan, err: RawFd) {
     // SAFETY: NUL-terminated paths prepared before fork.
     unsafe {
         if let Some(root) = &plan.root {
@@ -610,22 +1046,81 @@ unsafe fn enter_root(plan: &ChildPlan, err: RawFd) {
     }
 }
 
-/// Chroot/none modes: enter the root, switch user, exec.
+/// Sets the effective, permitted and inheritable capability sets to `mask` (which must be
+/// a subset of the permitted set). Returns 0 or -1.
 ///
 /// # Safety
 /// Only to be called in a forked child.
-unsafe fn enter_and_exec(plan: &mut ChildPlan, err: RawFd) -> ! {
-    // SAFETY: see the callees.
+unsafe fn set_capabilities(mask: u64) -> c_int {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let word = |w: u64| Data {
+        effective: w as u32,
+        permitted: w as u32,
+        inheritable: w as u32,
+    };
+    let data = [word(mask), word(mask >> 32)];
+    // SAFETY: capset(2) with a version-3 header and its two data words.
+    unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) as c_int }
+}
+
+/// Bounds the capabilities of this process (before the identity switch, while it still
+/// holds CAP_SETPCAP and CAP_SYS_ADMIN), and installs the seccomp filter.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn restrict(p: &Privileges, err: RawFd) {
+    // SAFETY (whole block): prctl with plain integers; the filter program outlives the
+    // call (it lives in the plan).
     unsafe {
-        enter_root(plan, err);
-        if plan.probe_only {
-            libc::_exit(0);
+        for cap in 0..=p.last_cap.min(63) {
+            if p.drop_bounding & (1 << cap) != 0
+                && libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) < 0
+                && last_errno() != libc::EINVAL
+            {
+                fail(err, Stage::Capabilities, cap as usize, last_errno());
+            }
         }
-        become_user_and_exec(plan, err)
+        if let Some(program) = &p.seccomp {
+            if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) < 0 {
+                fail(err, Stage::Seccomp, 1, last_errno());
+            }
+            let prog = libc::sock_fprog {
+                len: program.len() as libc::c_ushort,
+                filter: program.as_ptr() as *mut libc::sock_filter,
+            };
+            let mode = libc::SECCOMP_MODE_FILTER as c_ulong;
+            if libc::prctl(
+                libc::PR_SET_SECCOMP,
+                mode,
+                &prog as *const _ as c_ulong,
+                0,
+                0,
+            ) < 0
+            {
+                fail(err, Stage::Seccomp, 0, last_errno());
+            }
+        }
     }
 }
 
-/// Sets groups, gid, uid, closes stray fds on exec, and execs with execvp semantics.
+/// Sets groups and gid, bounds capabilities and installs the filter, sets uid, sets the
+/// final capability sets, closes stray fds on exec, and execs with execvp semantics.
 ///
 /// # Safety
 /// Only to be called in a forked child.
@@ -633,7 +1128,7 @@ unsafe fn become_user_and_exec(plan: &mut ChildPlan, err: RawFd) -> ! {
     // SAFETY (whole block): raw syscalls with pointer arrays prepared before fork, each
     // NULL-terminated; `sh_argv[1]` is only overwritten in this (forked) copy.
     unsafe {
-        if let Some((uid, gid, groups)) = &plan.identity {
+        if let Some((_, gid, groups)) = &plan.identity {
             if let Some(groups) = groups {
                 if libc::setgroups(groups.len(), groups.as_ptr()) < 0 {
                     fail(err, Stage::Groups, 0, last_errno());
@@ -642,9 +1137,35 @@ unsafe fn become_user_and_exec(plan: &mut ChildPlan, err: RawFd) -> ! {
             if libc::setgid(*gid) < 0 {
                 fail(err, Stage::Gid, 0, last_errno());
             }
+        }
+        if let Some(p) = &plan.privileges {
+            restrict(p, err);
+        }
+        if let Some((uid, _, _)) = &plan.identity {
             if libc::setuid(*uid) < 0 {
                 fail(err, Stage::Uid, 0, last_errno());
             }
+        }
+        if let Some(p) = &plan.privileges {
+            // uid 0 keeps the bounded set; any other uid lost its permitted and effective
+            // sets in setuid and now loses the inheritable one too.
+            let caps = if libc::geteuid() == 0 {
+                p.root_caps
+            } else {
+                Some(0)
+            };
+            if let Some(caps) = caps {
+                if set_capabilities(caps) < 0 {
+                    fail(err, Stage::Capabilities, 64, last_errno());
+                }
+            }
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
+                0,
+                0,
+                0,
+            );
         }
         // Mark every inherited fd above stderr close-on-exec (our error pipe already is).
         libc::syscall(
