@@ -12,6 +12,11 @@
  *   attack ptrace PID            ptrace(PTRACE_ATTACH, PID), then kill(PID, SIGKILL)
  *   attack open-r PATH...        open(O_RDONLY), read up to 64 KiB: "ok BYTES" or errno
  *   attack open-w PATH...        open(O_WRONLY) and close, writing nothing
+ *   attack status                the capability sets and the seccomp mode as the kernel
+ *                                reports them to the process (capget, prctl), lines
+ *                                "attack: CapEff: HEX" ... "attack: Seccomp: N", without /proc
+ *   attack background SECONDS    leaves `sleep SECONDS` running in the background (its own
+ *                                session, stdio closed) and returns once it has been exec'd
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -22,10 +27,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void report(const char *name, long rc, int err) {
@@ -134,7 +142,62 @@ static int open_paths(int argc, char **argv, int flags) {
   return 0;
 }
 
+static int status(void) {
+  struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2];
+  if (syscall(SYS_capget, &head, data) < 0) {
+    report("capget", -1, errno);
+    return 1;
+  }
+  unsigned long long inh = data[0].inheritable | (unsigned long long)data[1].inheritable << 32;
+  unsigned long long prm = data[0].permitted | (unsigned long long)data[1].permitted << 32;
+  unsigned long long eff = data[0].effective | (unsigned long long)data[1].effective << 32;
+  unsigned long long bnd = 0, amb = 0;
+  for (int cap = 0; cap < 64; cap++) {
+    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1)
+      bnd |= 1ULL << cap;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, cap, 0, 0) == 1)
+      amb |= 1ULL << cap;
+  }
+  printf("attack: CapInh: %016llx\nattack: CapPrm: %016llx\nattack: CapEff: %016llx\n"
+         "attack: CapBnd: %016llx\nattack: CapAmb: %016llx\nattack: Seccomp: %d\n",
+         inh, prm, eff, bnd, amb, prctl(PR_GET_SECCOMP, 0, 0, 0, 0));
+  fflush(stdout);
+  return 0;
+}
+
+static int background(const char *seconds) {
+  /* The write end closes when the grandchild execs (or exits): EOF is the handshake. */
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0)
+    return 1;
+  pid_t child = fork();
+  if (child == 0) {
+    if (fork() != 0)
+      _exit(0);
+    setsid();
+    close(fds[0]);
+    close(0);
+    close(1);
+    close(2);
+    execl("/bin/sleep", "sleep", seconds, (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  char c;
+  while (read(fds[0], &c, 1) > 0)
+    ;
+  waitpid(child, NULL, 0);
+  printf("attack: background started\n");
+  fflush(stdout);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && !strcmp(argv[1], "status"))
+    return status();
+  if (argc >= 3 && !strcmp(argv[1], "background"))
+    return background(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "chroot-escape"))
     return chroot_escape(argv[2]);
   if (argc >= 2 && !strcmp(argv[1], "syscalls"))
@@ -145,6 +208,7 @@ int main(int argc, char **argv) {
     return open_paths(argc, argv, O_RDONLY);
   if (argc >= 2 && !strcmp(argv[1], "open-w"))
     return open_paths(argc, argv, O_WRONLY);
-  fprintf(stderr, "usage: attack chroot-escape MARKER | syscalls | ptrace PID | open-r PATH... | open-w PATH...\n");
+  fprintf(stderr, "usage: attack chroot-escape MARKER | syscalls | ptrace PID | open-r PATH... |\n"
+                  "       open-w PATH... | status | background SECONDS\n");
   return 2;
 }
