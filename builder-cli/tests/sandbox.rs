@@ -354,13 +354,20 @@ fn host_processes(token: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A `sleep` duration (seconds, below 2^32) no other process on the machine has in its
+/// command line: `prefix` and five digits of this process's id (a concurrent run of this
+/// suite gets other digits, so neither finds nor kills the other's processes).
+fn sleep_seconds(prefix: &str) -> String {
+    format!("{prefix}{:05}", std::process::id() % 100_000)
+}
+
 /// Kills, on drop, every host process with the token in its command line (what a RUN
 /// may have left behind).
-struct KillOnDrop(&'static str);
+struct KillOnDrop(String);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        for pid in host_processes(self.0) {
+        for pid in host_processes(&self.0) {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
@@ -471,6 +478,15 @@ impl HostDir {
             "{what}: host dir mtime changed"
         );
     }
+}
+
+/// A RUN shell fragment that runs `command` and prints `attack: NAME ok` or
+/// `attack: NAME refused` (its error messages go to /tmp/.err of the rootfs: no /dev/null
+/// is needed, --isolation chroot has none).
+fn attempt(name: &str, command: &str) -> String {
+    format!(
+        "if {command} 2>>/tmp/.err; then echo 'attack: {name} ok'; else echo 'attack: {name} refused'; fi"
+    )
 }
 
 /// Asserts that a RUN's error result is one of `allowed` (errno names, see attack.c).
@@ -814,8 +830,8 @@ fn proc_and_sys_are_masked_and_read_only() {
 
 #[test]
 fn background_processes_of_a_run_do_not_outlive_the_build() {
-    let token = "987654";
-    let _cleanup = KillOnDrop(token);
+    let token = sleep_seconds("9876");
+    let _cleanup = KillOnDrop(token.clone());
     let ctx = attack_context(
         &format!(
             "{}RUN (sleep {token} &) ; /attack background {token}; echo started\n",
@@ -825,7 +841,7 @@ fn background_processes_of_a_run_do_not_outlive_the_build() {
     );
     let built = build(ctx.path(), Iso::Namespaces, &[]).ok();
     assert_eq!(built.result("background"), "started");
-    let left = host_processes(token);
+    let left = host_processes(&token);
     assert!(
         left.is_empty(),
         "`sleep {token}` still runs on the host as {left:?}"
@@ -958,17 +974,19 @@ fn a_bind_mount_below_a_symlinked_dir_stays_inside_the_rootfs() {
 fn a_read_only_context_bind_mount_cannot_be_remounted_writable() {
     let ctx = attack_context(
         &format!(
-            "{}RUN --mount=type=bind,target=/ctx mount -o remount,rw,bind /ctx 2>>/tmp/.err; \
-             touch /ctx/pwned 2>>/tmp/.err; true\n",
-            from_busybox_with_attack()
+            "{}RUN --mount=type=bind,target=/ctx {}; {}\n",
+            from_busybox_with_attack(),
+            attempt("remount", "mount -o remount,rw,bind /ctx"),
+            attempt("write", "touch /ctx/pwned"),
         ),
         &[],
     );
-    build(ctx.path(), Iso::Namespaces, &[]).ok();
+    let built = build(ctx.path(), Iso::Namespaces, &[]).ok();
     assert!(
         !ctx.path().join("pwned").exists(),
         "the RUN wrote into the context on the host"
     );
+    assert_eq!(built.result("write"), "refused", "the mount is read-only");
 }
 
 #[test]
@@ -979,14 +997,16 @@ fn a_secret_cannot_be_written_or_remounted_writable() {
     fs::write(&secret, &value).unwrap();
     let ctx = attack_context(
         &format!(
-            "{}RUN --mount=type=secret,id=s sh -c 'mount -o remount,rw,bind /run/secrets/s 2>>/tmp/.err; \
-             echo pwned > /run/secrets/s 2>>/tmp/.err; chmod 777 /run/secrets/s 2>>/tmp/.err; true'\n",
-            from_busybox_with_attack()
+            "{}RUN --mount=type=secret,id=s {}; {}; {}\n",
+            from_busybox_with_attack(),
+            attempt("remount", "mount -o remount,rw,bind /run/secrets/s"),
+            attempt("write", "echo pwned > /run/secrets/s"),
+            attempt("chmod", "chmod 777 /run/secrets/s"),
         ),
         &[],
     );
     let flag = format!("id=s,src={}", secret.display());
-    build(ctx.path(), Iso::Namespaces, &["--secret", &flag]).ok();
+    let built = build(ctx.path(), Iso::Namespaces, &["--secret", &flag]).ok();
     assert_eq!(
         fs::read_to_string(&secret).unwrap(),
         value,
@@ -994,6 +1014,7 @@ fn a_secret_cannot_be_written_or_remounted_writable() {
     );
     let mode = fs::metadata(&secret).unwrap().mode() & 0o7777;
     assert_ne!(mode, 0o777, "the RUN changed the secret's mode");
+    assert_eq!(built.result("write"), "refused", "the secret is read-only");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1151,8 +1172,8 @@ fn under_chroot_isolation_mount_and_hostname_are_refused() {
 
 #[test]
 fn under_chroot_isolation_background_processes_do_not_outlive_the_build() {
-    let token = "987653";
-    let _cleanup = KillOnDrop(token);
+    let token = sleep_seconds("9875");
+    let _cleanup = KillOnDrop(token.clone());
     let ctx = attack_context(
         &format!(
             "{}RUN /attack background {token}; echo started\n",
@@ -1162,7 +1183,7 @@ fn under_chroot_isolation_background_processes_do_not_outlive_the_build() {
     );
     let built = build(ctx.path(), Iso::Chroot, &[]).ok();
     assert_eq!(built.result("background"), "started");
-    let left = host_processes(token);
+    let left = host_processes(&token);
     assert!(
         left.is_empty(),
         "`sleep {token}` still runs on the host as {left:?}"
