@@ -725,8 +725,8 @@ fn a_run_cannot_mount_proc_or_tmpfs() {
         &[],
     );
     let built = build(ctx.path(), Iso::Namespaces, &[]).ok();
-    assert_eq!(built.result("mount-proc"), "refused");
-    assert_eq!(built.result("mount-tmpfs"), "refused");
+    assert_eq!(built.result("mount-proc"), "refused", "mount -t proc");
+    assert_eq!(built.result("mount-tmpfs"), "refused", "mount -t tmpfs");
     assert!(
         built.leftover_mounts.is_empty(),
         "{:?}",
@@ -749,7 +749,11 @@ fn seccomp_refuses_keyrings_user_namespaces_bpf_perf_and_modules() {
         &[],
     );
     let built = build(ctx.path(), Iso::Namespaces, &[]).ok();
-    assert_eq!(built.result("root-Seccomp:"), "2");
+    assert_eq!(
+        built.result("root-Seccomp:"),
+        "2",
+        "seccomp mode (2: filter)"
+    );
     for call in [
         "keyctl",
         "add_key",
