@@ -58,22 +58,27 @@ fn unique_string(tag: &str) -> String {
     format!("{tag}-{}", &hash[..24])
 }
 
-/// The attack tool (`testdata/sandbox/attack.c`), compiled once per test process. The
-/// compiler, a child process, writes the executable: this (multi-threaded) process never
-/// holds a writable descriptor of it (see `throwaway_root` in common/mod.rs: ETXTBSY).
+/// The attack tool (`testdata/sandbox/attack.c`), compiled once per test process, to
+/// `$CARGO_TARGET_TMPDIR/sandbox-attack-<source hash>` (reused while the source is
+/// unchanged). The compiler, a child process, writes the executable under a name of its
+/// own that is then renamed into place: this (multi-threaded) process never holds a
+/// writable descriptor of it (see `throwaway_root` in common/mod.rs: ETXTBSY), and
+/// concurrent test processes never see a half-written tool.
 fn attack_tool() -> &'static Path {
     static TOOL: OnceLock<PathBuf> = OnceLock::new();
     TOOL.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("sandbox-attack-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap()
-            .keep();
-        let exe = dir.join("attack");
+        use sha2::Digest;
         let source = testdata("sandbox").join("attack.c");
+        let hash = hex::encode(sha2::Sha256::digest(fs::read(&source).unwrap()));
+        let exe =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sandbox-attack-{}", &hash[..16]));
+        if exe.exists() {
+            return exe;
+        }
+        let partial = exe.with_extension(format!("partial-{}", std::process::id()));
         let out = Command::new("cc")
             .args(["-static", "-O1", "-Wall", "-o"])
-            .arg(&exe)
+            .arg(&partial)
             .arg(&source)
             .output()
             .expect("running cc (scripts/lab.sh up installs gcc and libc6-dev)");
@@ -83,6 +88,7 @@ fn attack_tool() -> &'static Path {
             source.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+        fs::rename(&partial, &exe).unwrap();
         exe
     })
 }
