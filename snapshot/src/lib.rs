@@ -20,6 +20,7 @@
 pub mod digest;
 pub mod error;
 pub mod layer;
+pub mod rootfd;
 pub mod rootpath;
 pub mod tarwriter;
 pub mod unpack;
@@ -28,6 +29,7 @@ pub mod walk;
 pub use digest::{sha256_file, HashingWriter};
 pub use error::{Error, Result};
 pub use layer::{write_layer, Compression, LayerInfo, LayerOptions};
-pub use rootpath::resolve_in_root;
+pub use rootfd::{Dir, RootDir};
+pub use rootpath::{is_missing, resolve_in_root};
 pub use unpack::{unpack_layer, unpack_layer_file, unpack_layer_file_skipping, UnpackStats};
 pub use walk::{Changes, Snapshotter, StatWalk};

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub const MAX_SYMLINKS: u32 = 40;
 
 /// One step still to be taken while resolving.
-enum Step {
+pub(crate) enum Step {
     /// Go back to the root (an absolute symlink target).
     Root,
     /// Go to the parent, never above the root.
@@ -26,7 +26,7 @@ enum Step {
 }
 
 /// Splits `path` into steps; `.` components are dropped.
-fn steps_of(path: &Path) -> Vec<Step> {
+pub(crate) fn steps_of(path: &Path) -> Vec<Step> {
     let mut steps = Vec::new();
     for component in path.components() {
         match component {
@@ -63,7 +63,7 @@ fn read_link_if_any(path: &Path) -> Result<Option<PathBuf>> {
 
 /// True for errors that mean "nothing there": ENOENT, or ENOTDIR when a
 /// parent component is not a directory.
-fn is_missing(e: &io::Error) -> bool {
+pub fn is_missing(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
 }
 
