@@ -103,6 +103,28 @@ fn openat2_in_root(root: RawFd, path: &Path, flags: OFlag) -> io::Result<OwnedFd
     Ok(owned(rc as RawFd))
 }
 
+/// `setxattr(path, key, value)`, following `path` (used on `/proc/self/fd` entries).
+fn set_xattr_following(path: &str, key: &OsStr, value: &[u8]) -> io::Result<()> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte");
+    let path = CString::new(path).map_err(|_| invalid())?;
+    let key = CString::new(key.as_bytes()).map_err(|_| invalid())?;
+    // SAFETY: `path` and `key` are NUL-terminated, `value` is valid for `value.len()`
+    // bytes, and all outlive the call; the kernel only reads them.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            key.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A directory inside a root filesystem, held open.
 ///
 /// Every method acts on a direct child named by a plain file name (`.` names the
@@ -381,8 +403,8 @@ impl Dir {
         if is_link.map_err(|e| Error::io(&self.display_path().join(name), "lstat", e))? {
             return Err(self.err(name, "set xattr", Errno::EOPNOTSUPP));
         }
-        let magic = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        xattr::set(&magic, key, value)
+        let magic = format!("/proc/self/fd/{}", file.as_raw_fd());
+        set_xattr_following(&magic, key, value)
             .map_err(|e| Error::io(&self.display_path().join(name), "set xattr", e))
     }
 }
@@ -685,4 +707,4 @@ impl RootDir {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

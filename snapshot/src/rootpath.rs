@@ -119,7 +119,6 @@ pub fn resolve_in_root(root: &Path, path: &Path, follow_final: bool) -> Result<P
     Ok(host_path(root, &resolved))
 }
 
-/// Returns `host` relative to `root`, or an empty path for `root` itself.
 /// Makes `path` relative and clean (leading `/`, `.` components dropped); a `..` component
 /// is refused with `Error::UnsafePath` saying it is in a `what` (e.g. "entry name").
 pub(crate) fn clean_relative(path: &Path, what: &str) -> Result<PathBuf> {
@@ -137,10 +136,6 @@ pub(crate) fn clean_relative(path: &Path, what: &str) -> Result<PathBuf> {
         }
     }
     Ok(clean)
-}
-
-pub(crate) fn relative_to<'a>(root: &Path, host: &'a Path) -> &'a Path {
-    host.strip_prefix(root).unwrap_or(host)
 }
 
 /// True if `name` is a single plain file name (not empty, `.`, `..`, and without `/`).

@@ -8,9 +8,9 @@ use std::os::unix::fs::symlink;
 
 /// Everything observable about a tree: per path, its kind, content or link target, mode,
 /// mtime and owner.
-type Tree = BTreeMap<PathBuf, (String, Vec<u8>, u32, i64, i64, u32)>;
+pub(crate) type Tree = BTreeMap<PathBuf, (String, Vec<u8>, u32, i64, i64, u32)>;
 
-fn tree(root: &Path) -> Tree {
+pub(crate) fn tree(root: &Path) -> Tree {
     let mut out = Tree::new();
     let mut todo = vec![root.to_path_buf()];
     while let Some(path) = todo.pop() {
@@ -45,7 +45,7 @@ fn tree(root: &Path) -> Tree {
 use std::os::unix::ffi::OsStringExt;
 
 /// A "host" directory with `etc/resolv.conf`, `etc/hosts` and old mtimes.
-fn host() -> tempfile::TempDir {
+pub(crate) fn host() -> tempfile::TempDir {
     let host = tempfile::tempdir().unwrap();
     fs::create_dir(host.path().join("etc")).unwrap();
     fs::write(host.path().join("etc/resolv.conf"), b"nameserver 1.1.1.1\n").unwrap();
