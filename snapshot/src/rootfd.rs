@@ -425,8 +425,34 @@ struct Walk {
 enum Missing {
     /// Keep its name and go on without entering it.
     Append,
-    /// Create it as a directory with this mode and enter it.
-    Create(u32),
+    /// Create it as a directory and enter it.
+    Create(NewDir),
+}
+
+/// How a missing directory is made while walking.
+#[derive(Clone, Copy)]
+struct NewDir {
+    /// Passed to `mkdirat` (so the umask applies), or set exactly when `owner` is given.
+    mode: u32,
+    /// Owner to give each created directory (then the mode is set exactly too).
+    owner: Option<(u32, u32)>,
+}
+
+impl NewDir {
+    /// Creates `name` in `dir` unless it appeared meanwhile.
+    fn make(&self, dir: &Dir, name: &OsStr) -> Result<()> {
+        match dir.mkdir(name, self.mode) {
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
+                return Ok(())
+            }
+            other => other?,
+        }
+        if let Some((uid, gid)) = self.owner {
+            dir.chmod(name, self.mode)?;
+            dir.chown(name, uid, gid)?;
+        }
+        Ok(())
+    }
 }
 
 impl Walk {
@@ -469,12 +495,8 @@ impl Walk {
                 self.stop(Errno::ENOENT, name);
                 return Ok(None);
             }
-            (None, Missing::Create(mode)) => {
-                match top.mkdir(&name, mode) {
-                    Err(Error::Io { source, .. })
-                        if source.raw_os_error() == Some(libc::EEXIST) => {}
-                    other => other?,
-                }
+            (None, Missing::Create(new)) => {
+                new.make(top, &name)?;
                 let dir = top.open_dir(&name)?;
                 self.dirs.push(dir);
                 self.names.push(name);
@@ -662,7 +684,19 @@ impl RootDir {
     /// existing symlinks inside the root (like `mkdir -p` in a chroot), and returns it. Its
     /// [`Dir::rel`] is the resolved, symlink-free path.
     pub fn create_dir_all(&self, path: &Path, mode: u32) -> Result<Dir> {
-        self.walk(path, true, Missing::Create(mode))?
+        let new = NewDir { mode, owner: None };
+        self.walk(path, true, Missing::Create(new))?
+            .into_dir(self.host_path(), path)
+    }
+
+    /// Like [`RootDir::create_dir_all`], but each directory it creates gets exactly `mode`
+    /// (no umask) and the owner `uid:gid`; existing directories are left as they are.
+    pub fn create_dir_all_owned(&self, path: &Path, mode: u32, owner: (u32, u32)) -> Result<Dir> {
+        let new = NewDir {
+            mode,
+            owner: Some(owner),
+        };
+        self.walk(path, true, Missing::Create(new))?
             .into_dir(self.host_path(), path)
     }
 
