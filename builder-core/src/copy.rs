@@ -1019,8 +1019,9 @@ impl<'a> Copier<'a> {
                 };
                 let (first_dir, first_name) =
                     self.root.open_parent(&first).map_err(|_| not_extracted())?;
-                if !first_dir.lstat(&first_name)?.is_some_and(|m| !m.is_dir()) {
-                    return Err(not_extracted());
+                match first_dir.lstat(&first_name)? {
+                    Some(m) if !m.is_dir() => {}
+                    _ => return Err(not_extracted()),
                 }
                 dir.remove_all(&name)?;
                 return Ok(first_dir.hard_link(&first_name, &dir, &name)?);
