@@ -1127,6 +1127,8 @@ impl StageRun<'_, '_> {
                         None => self.b.context.clone(),
                         Some(name) => self.source_rootfs(ins, name, events).await?,
                     };
+                    // Read only: the source of a bind mount (or of `cp -a` for rw) in the
+                    // context or another stage's rootfs, where no command is running.
                     let host = ocibuild_snapshot::resolve_in_root(&root, Path::new(source), true)
                         .map_err(|e| self.step_err(ins, e))?;
                     if !host.exists() {
