@@ -6,7 +6,11 @@
 //! - [`unpack_layer`] / [`unpack_layer_file`] apply base-image layers onto a
 //!   root filesystem directory with OCI layer semantics (whiteouts, opaque
 //!   directories, hard links, ownership, modes, xattrs, timestamps), never
-//!   writing outside the rootfs ([`resolve_in_root`]).
+//!   writing outside the rootfs ([`RootDir`]).
+//! - [`RootDir`] and [`Dir`] are the one way ocibuild writes inside a rootfs from the
+//!   host: paths are resolved inside it on directory descriptors (`openat2` with
+//!   `RESOLVE_IN_ROOT`, or an equivalent walk), and files are created, removed, linked,
+//!   chowned, chmodded and timestamped by name, never following a link out of it.
 //! - [`Snapshotter`] is the one trait that diff implementations share: record
 //!   a baseline, then ask what changed. [`StatWalk`] implements it by walking
 //!   the tree with `lstat`; an overlayfs-based implementation can come later
