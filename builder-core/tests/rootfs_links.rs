@@ -5,60 +5,13 @@
 //! creation.
 
 use ocibuild_core::copy::{copy_sources, CopyOptions, SourceRoot};
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-type Tree = BTreeMap<PathBuf, (u32, u32, i64, i64, Vec<u8>)>;
-
-/// Everything observable about the tree under `root`, links not followed.
-fn tree(root: &Path) -> Tree {
-    let mut out = Tree::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(path) = todo.pop() {
-        let meta = fs::symlink_metadata(&path).unwrap();
-        let data = if meta.is_dir() {
-            for e in fs::read_dir(&path).unwrap() {
-                todo.push(e.unwrap().path());
-            }
-            Vec::new()
-        } else if meta.is_symlink() {
-            fs::read_link(&path)
-                .unwrap()
-                .to_string_lossy()
-                .as_bytes()
-                .to_vec()
-        } else {
-            fs::read(&path).unwrap()
-        };
-        let rel = path.strip_prefix(root).unwrap().to_path_buf();
-        out.insert(
-            rel,
-            (
-                meta.mode(),
-                meta.uid(),
-                meta.mtime(),
-                meta.mtime_nsec(),
-                data,
-            ),
-        );
-    }
-    out
-}
-
-/// "The host": `etc/hosts`, `etc/resolv.conf`, old mtimes.
-fn host() -> tempfile::TempDir {
-    let host = tempfile::tempdir().unwrap();
-    fs::create_dir(host.path().join("etc")).unwrap();
-    fs::write(host.path().join("etc/hosts"), "127.0.0.1 host\n").unwrap();
-    fs::write(host.path().join("etc/resolv.conf"), "nameserver 9.9.9.9\n").unwrap();
-    let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
-    for p in ["etc/hosts", "etc/resolv.conf", "etc", ""] {
-        filetime::set_symlink_file_times(host.path().join(p), old, old).unwrap();
-    }
-    host
-}
+#[path = "support/host_tree.rs"]
+mod host_tree;
+use host_tree::{host, tree};
 
 /// A rootfs after a hostile RUN: `/etc` links to the host's `etc` by absolute path,
 /// `/up` by a `../../..` relative path, `/hostfile` to the host's `etc/hosts`.

@@ -3,64 +3,11 @@
 //! exactly the same afterwards.
 
 use super::*;
-use std::collections::BTreeMap;
 use std::os::unix::fs::symlink;
 
-type Tree = BTreeMap<PathBuf, (bool, Vec<u8>, u32, i64, i64)>;
-
-/// Everything observable about the tree under `root` (not following links).
-fn tree(root: &Path) -> Tree {
-    let mut out = Tree::new();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(path) = todo.pop() {
-        let meta = fs::symlink_metadata(&path).unwrap();
-        let data = if meta.is_dir() {
-            for e in fs::read_dir(&path).unwrap() {
-                todo.push(e.unwrap().path());
-            }
-            Vec::new()
-        } else if meta.is_symlink() {
-            fs::read_link(&path)
-                .unwrap()
-                .to_string_lossy()
-                .as_bytes()
-                .to_vec()
-        } else {
-            fs::read(&path).unwrap()
-        };
-        let rel = path.strip_prefix(root).unwrap().to_path_buf();
-        out.insert(
-            rel,
-            (
-                meta.is_dir(),
-                data,
-                meta.mode(),
-                meta.mtime(),
-                meta.mtime_nsec(),
-            ),
-        );
-    }
-    out
-}
-
-const OLD: i64 = 1_000_000_000;
-
-fn set_old(path: &Path) {
-    let t = FileTime::from_unix_time(OLD, 0);
-    filetime::set_symlink_file_times(path, t, t).unwrap();
-}
-
-/// A host directory with `etc/resolv.conf` and `etc/hosts`, all with old mtimes.
-fn host() -> tempfile::TempDir {
-    let host = tempfile::tempdir().unwrap();
-    fs::create_dir(host.path().join("etc")).unwrap();
-    fs::write(host.path().join("etc/resolv.conf"), "nameserver 9.9.9.9\n").unwrap();
-    fs::write(host.path().join("etc/hosts"), "127.0.0.1 host\n").unwrap();
-    for p in ["etc/resolv.conf", "etc/hosts", "etc", ""] {
-        set_old(&host.path().join(p));
-    }
-    host
-}
+#[path = "../../../tests/support/host_tree.rs"]
+mod host_tree;
+use host_tree::{host, set_old, tree};
 
 /// What a hostile RUN leaves at `/etc`: a link to the host's `etc`, absolute or relative.
 fn link_to_host(root: &Path, host: &Path, relative: bool) {
