@@ -20,17 +20,25 @@
 //! [`CopyError::SymlinkOutside`]); in another stage's root filesystem symlinks are followed
 //! inside that root. Destinations (and archive members) never land outside the root
 //! filesystem (or the extraction directory).
+//!
+//! Every write into the root filesystem goes through [`RootDir`]: the destination's parent
+//! is opened inside the root by descriptor (symlinks resolved as if the rootfs were `/`),
+//! and the entry is created, replaced, linked, chowned, chmodded and timestamped by name
+//! relative to that descriptor, never following a symlink in its place. Archive members are
+//! confined the same way to their extraction directory (a [`RootDir`] of its own). Sources
+//! are only read, by plain host paths: the build context and other stages' root
+//! filesystems have no process running in them while a COPY runs.
 
 use crate::fetch::{self, FetchError, FetchedFile};
 use crate::pathmatch::{self, IgnoreRules, PathPattern};
 use filetime::FileTime;
-use ocibuild_snapshot::resolve_in_root;
+use ocibuild_snapshot::{Dir, RootDir};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 /// How many symbolic links resolving one source may follow.
@@ -219,7 +227,7 @@ pub fn copy_sources(
     for source in sources {
         matched.extend(expand_source(from, source, &exclude)?);
     }
-    let mut copier = Copier::new(from, opts, rootfs, exclude);
+    let mut copier = Copier::new(from, opts, rootfs, exclude)?;
     copier.copy_matches(&matched, dest, false, opts.extract_archives)
 }
 
@@ -329,7 +337,7 @@ pub async fn add_sources(
     for (source, plan) in sources.iter().zip(planned) {
         match plan {
             Some(matches) => {
-                let mut copier = Copier::new(from, opts, rootfs, exclude.clone());
+                let mut copier = Copier::new(from, opts, rootfs, exclude.clone())?;
                 copier.copy_matches(&matches, dest, many, add.unpack != Some(false))?;
             }
             None => {
@@ -378,7 +386,7 @@ fn copy_fetched_into(
         real: name.clone(),
         dest_rel: name,
     }];
-    let mut copier = Copier::new(&from, &opts, rootfs, IgnoreRules::default());
+    let mut copier = Copier::new(&from, &opts, rootfs, IgnoreRules::default())?;
     copier.copy_matches(&matched, dest, force_dir, extract)
 }
 
@@ -509,11 +517,7 @@ fn clean_relative(path: &str) -> Option<PathBuf> {
 /// error. Missing components are kept as they are.
 fn resolve_source(from: &SourceRoot<'_>, source: &str, rel: &Path) -> Result<PathBuf> {
     if from.keep_owner {
-        let host = resolve_in_root(from.dir, rel, true)?;
-        return Ok(host
-            .strip_prefix(from.dir)
-            .map(Path::to_path_buf)
-            .unwrap_or_default());
+        return Ok(RootDir::open(from.dir)?.resolve(rel, true)?);
     }
     enum Step {
         Parent,
@@ -610,26 +614,36 @@ impl EntryPaths {
 struct Copier<'a> {
     from: &'a SourceRoot<'a>,
     opts: &'a CopyOptions,
-    rootfs: &'a Path,
+    /// The root filesystem (or extraction directory) written to.
+    root: RootDir,
     exclude: IgnoreRules,
-    /// (dev, ino) of source files already copied → where they went, to keep hard links.
+    /// (dev, ino) of source files already copied → where they went (resolved, inside the
+    /// root), to keep hard links.
     links: HashMap<(u64, u64), PathBuf>,
+}
+
+/// Opens the directory `name` in `parent`, creating it first when it is not one.
+fn open_or_create_dir(parent: &Dir, name: &OsStr) -> Result<Dir> {
+    if !parent.lstat(name)?.is_some_and(|m| m.is_dir()) {
+        parent.mkdir(name, 0o755)?;
+    }
+    Ok(parent.open_dir(name)?)
 }
 
 impl<'a> Copier<'a> {
     fn new(
         from: &'a SourceRoot<'a>,
         opts: &'a CopyOptions,
-        rootfs: &'a Path,
+        rootfs: &Path,
         exclude: IgnoreRules,
-    ) -> Copier<'a> {
-        Copier {
+    ) -> Result<Copier<'a>> {
+        Ok(Copier {
             from,
             opts,
-            rootfs,
+            root: RootDir::open(rootfs)?,
             exclude,
             links: HashMap::new(),
-        }
+        })
     }
 
     /// Copies every match to `dest`; `force_dir` treats `dest` as a directory.
@@ -641,9 +655,10 @@ impl<'a> Copier<'a> {
         extract: bool,
     ) -> Result<()> {
         let dest_is_dir = force_dir || names_dir(dest);
-        let dest_host = resolve_in_root(self.rootfs, Path::new(dest), true)?;
-        let dest_exists_as_dir = dest_host.is_dir();
+        let dest_rel = self.root.resolve(Path::new(dest), true)?;
+        let dest_exists_as_dir = self.root.lstat(&dest_rel)?.is_some_and(|m| m.is_dir());
         for m in matched {
+            // Sources are read by host path: nothing runs in the source root meanwhile.
             let src = self.from.dir.join(&m.real);
             let meta = fs::metadata(&src).map_err(io_err(&src))?;
             let paths = EntryPaths {
@@ -652,41 +667,57 @@ impl<'a> Copier<'a> {
                 inner: PathBuf::new(),
             };
             if self.opts.parents {
-                let mut in_image = Path::new(dest).join(&m.dest_rel);
-                if m.dest_rel.as_os_str().is_empty() && !meta.is_dir() {
-                    // `--parents dir/file/./`: nothing left of the path but the file itself
-                    in_image.push(m.shown.file_name().unwrap_or_default());
-                }
-                let target = resolve_in_root(self.rootfs, &in_image, meta.is_dir())?;
-                if meta.is_dir() {
-                    self.ensure_dir(&target, true)?;
-                    self.copy_dir_contents(&src, &paths, &target)?;
-                    if !m.dest_rel.as_os_str().is_empty() {
-                        self.apply_metadata(&target, &meta)?;
-                    }
-                } else {
-                    let parent = target.parent().unwrap_or(self.rootfs).to_path_buf();
-                    self.ensure_dir(&parent, true)?;
-                    self.copy_entry(&src, &paths, &target)?;
-                }
+                self.copy_with_parents(m, dest, &src, &paths, &meta)?;
             } else if meta.is_dir() {
-                self.ensure_dir(&dest_host, true)?;
-                self.copy_dir_contents(&src, &paths, &dest_host)?;
+                self.ensure_dir(&dest_rel, true)?;
+                let dir = self.root.open_dir(&dest_rel)?;
+                self.copy_dir_contents(&src, &paths, &dir)?;
             } else if extract && is_archive(&src)? {
-                self.ensure_dir(&dest_host, true)?;
-                self.extract_archive(&src, &dest_host)?;
+                self.ensure_dir(&dest_rel, true)?;
+                self.extract_archive(&src, &dest_rel)?;
             } else {
                 let target = if dest_is_dir || dest_exists_as_dir || matched.len() > 1 {
-                    self.ensure_dir(&dest_host, true)?;
+                    self.ensure_dir(&dest_rel, true)?;
                     let name = m.shown.file_name().or(m.real.file_name());
-                    dest_host.join(name.unwrap_or_default())
+                    dest_rel.join(name.unwrap_or_default())
                 } else {
-                    let parent = dest_host.parent().unwrap_or(self.rootfs).to_path_buf();
-                    self.ensure_dir(&parent, false)?;
-                    dest_host.clone()
+                    self.ensure_dir(dest_rel.parent().unwrap_or(Path::new("")), false)?;
+                    dest_rel.clone()
                 };
-                self.copy_entry(&src, &paths, &target)?;
+                let (dir, name) = self.root.open_parent(&target)?;
+                self.copy_entry(&src, &paths, &dir, &name)?;
             }
+        }
+        Ok(())
+    }
+
+    /// `--parents`: copies the match `m` (at `src`) to `dest` joined with its parents.
+    fn copy_with_parents(
+        &mut self,
+        m: &Match,
+        dest: &str,
+        src: &Path,
+        paths: &EntryPaths,
+        meta: &fs::Metadata,
+    ) -> Result<()> {
+        let mut in_image = Path::new(dest).join(&m.dest_rel);
+        if m.dest_rel.as_os_str().is_empty() && !meta.is_dir() {
+            // `--parents dir/file/./`: nothing left of the path but the file itself
+            in_image.push(m.shown.file_name().unwrap_or_default());
+        }
+        let target = self.root.resolve(&in_image, meta.is_dir())?;
+        if meta.is_dir() {
+            self.ensure_dir(&target, true)?;
+            let dir = self.root.open_dir(&target)?;
+            self.copy_dir_contents(src, paths, &dir)?;
+            if !m.dest_rel.as_os_str().is_empty() {
+                let (parent, name) = self.root.open_parent(&target)?;
+                self.apply_metadata(&parent, &name, meta)?;
+            }
+        } else {
+            self.ensure_dir(target.parent().unwrap_or(Path::new("")), true)?;
+            let (parent, name) = self.root.open_parent(&target)?;
+            self.copy_entry(src, paths, &parent, &name)?;
         }
         Ok(())
     }
@@ -699,48 +730,43 @@ impl<'a> Copier<'a> {
         }
     }
 
-    /// Creates `dir` and missing parents (mode 0755, owned by `--chown` or root). An
-    /// existing non-directory in the way is replaced when `replace` is set.
-    fn ensure_dir(&self, dir: &Path, replace: bool) -> Result<()> {
-        if let Ok(meta) = fs::symlink_metadata(dir) {
+    /// Creates the directory `rel` (inside the root) and missing parents (mode 0755, owned
+    /// by `--chown` or root). An existing non-directory in the way is replaced when
+    /// `replace` is set.
+    fn ensure_dir(&self, rel: &Path, replace: bool) -> Result<()> {
+        if rel.as_os_str().is_empty() {
+            return Ok(());
+        }
+        if let Some(meta) = self.root.lstat(rel)? {
             if meta.is_dir() {
                 return Ok(());
             }
             if !replace {
                 return Err(CopyError::Io {
-                    path: dir.to_path_buf(),
+                    path: self.root.host_path().join(rel),
                     source: io::Error::new(io::ErrorKind::AlreadyExists, "not a directory"),
                 });
             }
-            fs::remove_file(dir).map_err(io_err(dir))?;
+            let (parent, name) = self.root.open_parent(rel)?;
+            parent.remove(&name)?;
         }
-        if let Some(parent) = dir.parent() {
-            if parent.starts_with(self.rootfs) && parent != self.rootfs {
-                self.ensure_dir(parent, false)?;
-            }
-        }
-        fs::create_dir(dir).map_err(io_err(dir))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(io_err(dir))?;
-        let (uid, gid) = self.opts.chown.unwrap_or((0, 0));
-        lchown(dir, uid, gid)
+        let owner = self.opts.chown.unwrap_or((0, 0));
+        self.root.create_dir_all_owned(rel, 0o755, owner)?;
+        Ok(())
     }
 
-    fn copy_dir_contents(&mut self, src: &Path, paths: &EntryPaths, dest: &Path) -> Result<()> {
-        let mut names: Vec<_> = fs::read_dir(src)
-            .map_err(io_err(src))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(io_err(src))?;
-        names.sort();
-        for name in names {
+    /// Copies the contents of the source directory `src` into `dest`.
+    fn copy_dir_contents(&mut self, src: &Path, paths: &EntryPaths, dest: &Dir) -> Result<()> {
+        for name in sorted_names(src)? {
             let child = paths.child(&name);
+            let child_src = src.join(&name);
             if self.is_skipped(&child) {
-                if self.may_reinclude(&src.join(&name)) {
-                    self.copy_reincluded(&src.join(&name), &child, &dest.join(&name))?;
+                if self.may_reinclude(&child_src) {
+                    self.copy_reincluded(&child_src, &child, dest, &name)?;
                 }
                 continue;
             }
-            self.copy_entry(&src.join(&name), &child, &dest.join(&name))?;
+            self.copy_entry(&child_src, &child, dest, &name)?;
         }
         Ok(())
     }
@@ -752,39 +778,43 @@ impl<'a> Copier<'a> {
             && fs::symlink_metadata(src).is_ok_and(|m| m.is_dir())
     }
 
-    /// Copies what `!` exceptions re-include from the excluded directory `src`; the
-    /// directory itself is created (with its metadata) only when something is.
-    fn copy_reincluded(&mut self, src: &Path, paths: &EntryPaths, dest: &Path) -> Result<bool> {
-        let mut names: Vec<_> = fs::read_dir(src)
-            .map_err(io_err(src))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(io_err(src))?;
-        names.sort();
-        let existed = dest.is_dir();
+    /// Copies what `!` exceptions re-include from the excluded directory `src` to `name`
+    /// in `parent`; the directory itself is created (with its metadata) only when
+    /// something is.
+    fn copy_reincluded(
+        &mut self,
+        src: &Path,
+        paths: &EntryPaths,
+        parent: &Dir,
+        name: &OsStr,
+    ) -> Result<bool> {
+        let existed = parent.lstat(name)?.is_some_and(|m| m.is_dir());
+        let mut dest: Option<Dir> = None;
         let mut copied = false;
-        for name in names {
-            let child = paths.child(&name);
-            let (child_src, child_dest) = (src.join(&name), dest.join(&name));
+        for child_name in sorted_names(src)? {
+            let child = paths.child(&child_name);
+            let child_src = src.join(&child_name);
             let skipped = self.is_skipped(&child);
             if skipped && !self.may_reinclude(&child_src) {
                 continue;
             }
-            if !dest.is_dir() {
-                fs::create_dir(dest).map_err(io_err(dest))?;
-            }
+            let dir = match dest.take() {
+                Some(dir) => dir,
+                None => open_or_create_dir(parent, name)?,
+            };
             if skipped {
-                copied |= self.copy_reincluded(&child_src, &child, &child_dest)?;
+                copied |= self.copy_reincluded(&child_src, &child, &dir, &child_name)?;
             } else {
-                self.copy_entry(&child_src, &child, &child_dest)?;
+                self.copy_entry(&child_src, &child, &dir, &child_name)?;
                 copied = true;
             }
+            dest = Some(dir);
         }
         if copied {
             let meta = fs::symlink_metadata(src).map_err(io_err(src))?;
-            self.apply_metadata(dest, &meta)?;
-        } else if !existed && dest.is_dir() {
-            fs::remove_dir(dest).map_err(io_err(dest))?;
+            self.apply_metadata(parent, name, &meta)?;
+        } else if !existed && parent.lstat(name)?.is_some_and(|m| m.is_dir()) {
+            parent.remove_dir(name)?;
         }
         Ok(copied)
     }
@@ -796,67 +826,84 @@ impl<'a> Copier<'a> {
             || self.exclude.is_excluded(&paths.inner)
     }
 
-    /// Copies one entry (recursively for directories) to `target`, a host path in rootfs.
-    fn copy_entry(&mut self, src: &Path, paths: &EntryPaths, target: &Path) -> Result<()> {
+    /// Copies one entry (recursively for directories) to `name` in `parent`.
+    fn copy_entry(
+        &mut self,
+        src: &Path,
+        paths: &EntryPaths,
+        parent: &Dir,
+        name: &OsStr,
+    ) -> Result<()> {
         let meta = fs::symlink_metadata(src).map_err(io_err(src))?;
         let ft = meta.file_type();
         if ft.is_dir() {
-            match fs::symlink_metadata(target) {
-                Ok(existing) if existing.is_dir() => {}
-                Ok(_) => {
-                    fs::remove_file(target).map_err(io_err(target))?;
-                    fs::create_dir(target).map_err(io_err(target))?;
+            match parent.lstat(name)? {
+                Some(existing) if existing.is_dir() => {}
+                Some(_) => {
+                    parent.remove(name)?;
+                    parent.mkdir(name, 0o755)?;
                 }
-                Err(_) => fs::create_dir(target).map_err(io_err(target))?,
+                None => parent.mkdir(name, 0o755)?,
             }
-            self.copy_dir_contents(src, paths, target)?;
-            return self.apply_metadata(target, &meta);
+            let dir = parent.open_dir(name)?;
+            self.copy_dir_contents(src, paths, &dir)?;
+            return self.apply_metadata(parent, name, &meta);
         }
-        remove_existing(target)?;
+        parent.remove_all(name)?;
         if ft.is_symlink() {
             let link = fs::read_link(src).map_err(io_err(src))?;
-            symlink(&link, target).map_err(io_err(target))?;
+            parent.symlink(&link, name)?;
             let (uid, gid) = self.owner(&meta);
-            lchown(target, uid, gid)?;
-            return set_mtime(target, &meta);
+            parent.chown(name, uid, gid)?;
+            return set_mtime(parent, name, &meta);
         }
         if ft.is_file() && meta.nlink() > 1 {
             if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
-                return fs::hard_link(first, target).map_err(io_err(target));
+                let (first_dir, first_name) = self.root.open_parent(first)?;
+                return Ok(first_dir.hard_link(&first_name, parent, name)?);
             }
             self.links
-                .insert((meta.dev(), meta.ino()), target.to_path_buf());
+                .insert((meta.dev(), meta.ino()), parent.rel().join(name));
         }
         if ft.is_file() {
-            copy_file_contents(src, target)?;
+            copy_file_contents(src, parent, name)?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            mknod_at(target, meta.mode(), meta.rdev())?;
+            parent.mknod(name, meta.mode(), meta.rdev())?;
         } else {
             return Ok(()); // sockets are not copied
         }
-        self.apply_metadata(target, &meta)
+        self.apply_metadata(parent, name, &meta)
     }
 
-    fn apply_metadata(&self, target: &Path, meta: &fs::Metadata) -> Result<()> {
+    /// Gives `name` in `parent` the owner, mode and mtime a copy of `meta` gets.
+    fn apply_metadata(&self, parent: &Dir, name: &OsStr, meta: &fs::Metadata) -> Result<()> {
         let (uid, gid) = self.owner(meta);
-        lchown(target, uid, gid)?;
+        parent.chown(name, uid, gid)?;
         let mode = match self.opts.chmod {
             Some(bits) => bits,
             None => meta.mode() & 0o7777,
         };
-        fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(io_err(target))?;
-        set_mtime(target, meta)
+        parent.chmod(name, mode)?;
+        set_mtime(parent, name, meta)
     }
 
-    /// Extracts the local archive `archive` into the directory `dest`, member by member.
+    /// Extracts the local archive `archive` into the directory `dest` (inside the root),
+    /// member by member, confined to that directory.
     fn extract_archive(&mut self, archive: &Path, dest: &Path) -> Result<()> {
         let reader = open_decompressed(archive)?;
-        self.extract_tar(reader, archive, dest)
+        let mut inner = Copier {
+            from: self.from,
+            opts: self.opts,
+            root: RootDir::from_dir(self.root.open_dir(dest)?),
+            exclude: self.exclude.clone(),
+            links: HashMap::new(),
+        };
+        inner.extract_tar(reader, archive)
     }
 
-    /// Extracts the (decompressed) tar stream `reader` into `dest`; `archive` names it in
-    /// errors.
-    fn extract_tar<R: Read>(&mut self, reader: R, archive: &Path, dest: &Path) -> Result<()> {
+    /// Extracts the (decompressed) tar stream `reader` into the root; `archive` names it
+    /// in errors.
+    fn extract_tar<R: Read>(&mut self, reader: R, archive: &Path) -> Result<()> {
         let fail = |member: &str, message: String| CopyError::Archive {
             archive: archive.to_path_buf(),
             member: member.to_string(),
@@ -875,13 +922,14 @@ impl<'a> Copier<'a> {
             let name = String::from_utf8_lossy(&raw).into_owned();
             let rel = clean_member(&raw);
             if !rel.as_os_str().is_empty() {
-                self.extract_member(&mut entry, &rel, dest, &mut dir_times)
+                self.extract_member(&mut entry, &rel, &mut dir_times)
                     .map_err(|e| fail(&name, e.to_string()))?;
             }
             previous = name;
         }
         for (dir, mtime) in dir_times.iter().rev() {
-            filetime::set_symlink_file_times(dir, *mtime, *mtime).map_err(io_err(dir))?;
+            let (parent, name) = self.root.open_parent(dir)?;
+            parent.set_times(&name, *mtime, *mtime)?;
         }
         Ok(())
     }
@@ -890,10 +938,9 @@ impl<'a> Copier<'a> {
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         rel: &Path,
-        dest: &Path,
         dir_times: &mut Vec<(PathBuf, FileTime)>,
     ) -> Result<()> {
-        let target = resolve_in_root(dest, rel, false)?;
+        let target = self.root.resolve(rel, false)?;
         let header = entry.header();
         let kind = header.entry_type();
         let invalid = |what: &str, e: io::Error| CopyError::Io {
@@ -924,65 +971,60 @@ impl<'a> Copier<'a> {
         let mtime = number(header.mtime(), &old.mtime, "mtime")?;
         let mtime = FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
         let device = (header.device_major(), header.device_minor());
-        if let Some(parent) = target.parent() {
-            if parent != dest {
-                self.ensure_dir(parent, false)?;
-            }
-        }
+        self.ensure_dir(target.parent().unwrap_or(Path::new("")), false)?;
+        let (dir, name) = self.root.open_parent(&target)?;
         use tar::EntryType as T;
         match kind {
             T::Directory => {
-                match fs::symlink_metadata(&target) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_existing(&target)?;
-                        fs::create_dir(&target).map_err(io_err(&target))?;
+                match dir.lstat(&name)? {
+                    Some(m) if m.is_dir() => {}
+                    Some(_) => {
+                        dir.remove_all(&name)?;
+                        dir.mkdir(&name, 0o755)?;
                     }
-                    Err(_) => fs::create_dir(&target).map_err(io_err(&target))?,
+                    None => dir.mkdir(&name, 0o755)?,
                 }
-                lchown(&target, uid, gid)?;
-                set_mode(&target, mode)?;
+                dir.chown(&name, uid, gid)?;
+                dir.chmod(&name, mode)?;
                 dir_times.push((target, mtime));
                 return Ok(());
             }
             T::Regular | T::Continuous | T::GNUSparse => {
-                remove_existing(&target)?;
-                let mut out = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(io_err(&target))?;
-                io::copy(entry, &mut out).map_err(io_err(&target))?;
+                dir.remove_all(&name)?;
+                let mut out = dir.create_file(&name, 0o600)?;
+                let shown = dir.display_path().join(&name);
+                io::copy(entry, &mut out).map_err(io_err(&shown))?;
             }
             T::Symlink => {
                 let link = entry
                     .link_name_bytes()
                     .ok_or_else(|| invalid("symlink", io::Error::other("no target")))?;
-                remove_existing(&target)?;
-                symlink(OsStr::from_bytes(&link), &target).map_err(io_err(&target))?;
-                lchown(&target, uid, gid)?;
-                return filetime::set_symlink_file_times(&target, mtime, mtime)
-                    .map_err(io_err(&target));
+                dir.remove_all(&name)?;
+                dir.symlink(Path::new(OsStr::from_bytes(&link)), &name)?;
+                dir.chown(&name, uid, gid)?;
+                return Ok(dir.set_times(&name, mtime, mtime)?);
             }
             T::Link => {
                 let link = entry
                     .link_name_bytes()
                     .ok_or_else(|| invalid("hard link", io::Error::other("no target")))?;
-                let first = resolve_in_root(dest, &clean_member(&link), false)?;
+                let first = self.root.resolve(&clean_member(&link), false)?;
                 if first == target {
                     return Ok(());
                 }
-                if !fs::symlink_metadata(&first).is_ok_and(|m| !m.is_dir()) {
-                    return Err(invalid(
-                        "hard link",
-                        io::Error::other(format!(
-                            "{} is not a file extracted before it",
-                            String::from_utf8_lossy(&link)
-                        )),
-                    ));
+                let not_extracted = || {
+                    let text = String::from_utf8_lossy(&link);
+                    let msg = format!("{text} is not a file extracted before it");
+                    invalid("hard link", io::Error::other(msg))
+                };
+                let (first_dir, first_name) =
+                    self.root.open_parent(&first).map_err(|_| not_extracted())?;
+                match first_dir.lstat(&first_name)? {
+                    Some(m) if !m.is_dir() => {}
+                    _ => return Err(not_extracted()),
                 }
-                remove_existing(&target)?;
-                return fs::hard_link(&first, &target).map_err(io_err(&target));
+                dir.remove_all(&name)?;
+                return Ok(first_dir.hard_link(&first_name, &dir, &name)?);
             }
             T::Char | T::Block | T::Fifo => {
                 let kind_bits = match kind {
@@ -992,15 +1034,26 @@ impl<'a> Copier<'a> {
                 };
                 let major = device.0.ok().flatten().unwrap_or(0);
                 let minor = device.1.ok().flatten().unwrap_or(0);
-                remove_existing(&target)?;
-                mknod_at(&target, kind_bits | mode, libc::makedev(major, minor))?;
+                dir.remove_all(&name)?;
+                dir.mknod(&name, kind_bits | mode, libc::makedev(major, minor))?;
             }
             _ => return Ok(()), // global headers and other metadata-only entries
         }
-        lchown(&target, uid, gid)?;
-        set_mode(&target, mode)?;
-        filetime::set_symlink_file_times(&target, mtime, mtime).map_err(io_err(&target))
+        dir.chown(&name, uid, gid)?;
+        dir.chmod(&name, mode)?;
+        Ok(dir.set_times(&name, mtime, mtime)?)
     }
+}
+
+/// The names in the source directory `src`, sorted.
+fn sorted_names(src: &Path) -> Result<Vec<OsString>> {
+    let mut names: Vec<_> = fs::read_dir(src)
+        .map_err(io_err(src))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(io_err(src))?;
+    names.sort();
+    Ok(names)
 }
 
 /// Extracts a tar stream, plain or compressed (gzip, bzip2, xz, zstd; told by its first
@@ -1033,8 +1086,8 @@ pub(crate) fn extract_tar_stream<R: Read>(reader: R, name: &Path, dest: &Path) -
         chown: Some(me),
         ..CopyOptions::default()
     };
-    let mut copier = Copier::new(&from, &opts, dest, IgnoreRules::default());
-    copier.extract_tar(reader, name, dest)
+    let mut copier = Copier::new(&from, &opts, dest, IgnoreRules::default())?;
+    copier.extract_tar(reader, name)
 }
 
 /// A member name made relative and clean: leading `/` and `.` dropped, `..` never climbing
@@ -1053,58 +1106,19 @@ fn clean_member(raw: &[u8]) -> PathBuf {
     out
 }
 
-fn set_mode(target: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(target, fs::Permissions::from_mode(mode)).map_err(io_err(target))
-}
-
-fn remove_existing(target: &Path) -> Result<()> {
-    match fs::symlink_metadata(target) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(target).map_err(io_err(target)),
-        Ok(_) => fs::remove_file(target).map_err(io_err(target)),
-        Err(_) => Ok(()),
-    }
-}
-
-fn copy_file_contents(src: &Path, target: &Path) -> Result<()> {
+/// Copies the content of the source file `src` into the new file `name` in `dir`.
+fn copy_file_contents(src: &Path, dir: &Dir, name: &OsStr) -> Result<()> {
     let mut input = fs::File::open(src).map_err(io_err(src))?;
-    let mut output = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(target)
-        .map_err(io_err(target))?;
-    io::copy(&mut input, &mut output).map_err(io_err(target))?;
+    let mut output = dir.create_file(name, 0o644)?;
+    let shown = dir.display_path().join(name);
+    io::copy(&mut input, &mut output).map_err(io_err(&shown))?;
     Ok(())
 }
 
-/// Creates a device node or FIFO at `target` with `mode` (type and permission bits).
-fn mknod_at(target: &Path, mode: u32, rdev: u64) -> Result<()> {
-    let path = nix_path(target)?;
-    // SAFETY: `path` is a valid NUL-terminated string; mknod has no memory-safety preconditions.
-    let rc = unsafe { libc::mknod(path.as_ptr(), mode as libc::mode_t, rdev) };
-    if rc != 0 {
-        return Err(CopyError::Io {
-            path: target.to_path_buf(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
-}
-
-fn nix_path(path: &Path) -> Result<std::ffi::CString> {
-    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| CopyError::Io {
-        path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
-    })
-}
-
-/// Changes the owner of `path` without following a final symlink.
-pub(crate) fn lchown(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err(path))
-}
-
-fn set_mtime(target: &Path, meta: &fs::Metadata) -> Result<()> {
+/// Sets `name` in `dir` to the modification time of `meta` (atime too), not following it.
+fn set_mtime(dir: &Dir, name: &OsStr, meta: &fs::Metadata) -> Result<()> {
     let mtime = FileTime::from_last_modification_time(meta);
-    filetime::set_symlink_file_times(target, mtime, mtime).map_err(io_err(target))
+    Ok(dir.set_times(name, mtime, mtime)?)
 }
 
 /// Compression told by magic bytes.
@@ -1198,7 +1212,7 @@ fn valid_tar_header(header: &[u8; 512]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
     fn context() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@
 //! This overwrites the machine's `/`, so ocibuild refuses to do it outside a container
 //! unless forced.
 
+use ocibuild_snapshot::{Dir, RootDir};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -102,27 +103,34 @@ pub fn in_container() -> bool {
 }
 
 /// Removes everything under `root` except the ignored paths (relative to `root`) and the
-/// directories leading to them, as kaniko does between stages.
+/// directories leading to them, as kaniko does between stages. Entries are removed by name
+/// in directory descriptors ([`ocibuild_snapshot::Dir`]): symlinks are removed, never
+/// followed, and only real directories are descended into.
 pub fn delete_filesystem(root: &Path, ignore: &[PathBuf]) -> std::io::Result<()> {
-    delete_below(root, Path::new(""), ignore)
+    let root = RootDir::open(root).map_err(into_io)?;
+    delete_below(root.as_dir(), Path::new(""), ignore).map_err(into_io)
 }
 
-fn delete_below(root: &Path, rel: &Path, ignore: &[PathBuf]) -> std::io::Result<()> {
-    for entry in fs::read_dir(root.join(rel))? {
-        let entry = entry?;
-        let child = rel.join(entry.file_name());
+/// The OS error inside a rootfs operation's error (or the error as text).
+fn into_io(e: ocibuild_snapshot::Error) -> std::io::Error {
+    match e {
+        ocibuild_snapshot::Error::Io { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+fn delete_below(dir: &Dir, rel: &Path, ignore: &[PathBuf]) -> ocibuild_snapshot::Result<()> {
+    for name in dir.names()? {
+        let child = rel.join(&name);
         if ignore.iter().any(|i| child.starts_with(i)) {
             continue;
         }
         let holds_ignored = ignore.iter().any(|i| i.starts_with(&child));
-        let path = root.join(&child);
-        let is_dir = entry.file_type()?.is_dir();
+        let is_dir = dir.lstat(&name)?.is_some_and(|m| m.is_dir());
         if holds_ignored && is_dir {
-            delete_below(root, &child, ignore)?;
-        } else if is_dir {
-            fs::remove_dir_all(&path)?;
+            delete_below(&dir.open_dir(&name)?, &child, ignore)?;
         } else {
-            fs::remove_file(&path)?;
+            dir.remove_all(&name)?;
         }
     }
     Ok(())

@@ -440,7 +440,10 @@ impl<'b, 'o> StageRun<'b, 'o> {
         Ok((ids.uid, ids.gid))
     }
 
-    /// Creates `path` (inside the image) and missing parents, owned by `owner`.
+    /// Creates `path` (inside the image) and missing parents (mode 0755), owned by
+    /// `owner`. Symlinks on the way are followed inside the rootfs only, and every
+    /// directory is created and chowned by name in its parent's descriptor
+    /// ([`ocibuild_snapshot::RootDir`]), so a link a RUN left behind cannot lead outside.
     fn make_dir(
         &self,
         ins: &Instruction,
@@ -448,22 +451,9 @@ impl<'b, 'o> StageRun<'b, 'o> {
         path: &str,
         owner: (u32, u32),
     ) -> Result<()> {
-        let host = ocibuild_snapshot::resolve_in_root(rootfs, Path::new(path), true)
+        let root = ocibuild_snapshot::RootDir::open(rootfs).map_err(|e| self.step_err(ins, e))?;
+        root.create_dir_all_owned(Path::new(path), 0o755, owner)
             .map_err(|e| self.step_err(ins, e))?;
-        if host.is_dir() {
-            return Ok(());
-        }
-        let mut missing = Vec::new();
-        let mut cur = host.as_path();
-        while !cur.exists() && cur != rootfs {
-            missing.push(cur.to_path_buf());
-            cur = cur.parent().unwrap_or(rootfs);
-        }
-        for dir in missing.iter().rev() {
-            std::fs::create_dir(dir)
-                .map_err(|e| self.step_err(ins, format!("{}: {e}", dir.display())))?;
-            copy::lchown(dir, owner.0, owner.1).map_err(|e| self.step_err(ins, e))?;
-        }
         Ok(())
     }
 
@@ -1144,6 +1134,8 @@ impl StageRun<'_, '_> {
                         None => self.b.context.clone(),
                         Some(name) => self.source_rootfs(ins, name, events).await?,
                     };
+                    // Read only: the source of a bind mount (or of `cp -a` for rw) in the
+                    // context or another stage's rootfs, where no command is running.
                     let host = ocibuild_snapshot::resolve_in_root(&root, Path::new(source), true)
                         .map_err(|e| self.step_err(ins, e))?;
                     if !host.exists() {

@@ -327,6 +327,8 @@ impl EntryWriter<'_> {
         if item == Item::Whiteout {
             return tar.append(&self.whiteout_header(path), &mut io::empty());
         }
+        // Read only, after the command finished: `path` comes from the walk (plain names),
+        // and nothing is written through it.
         let host = self.rootfs.join(path);
         let meta = fs::symlink_metadata(&host).map_err(io_err(&host, "lstat"))?;
         if !meta.is_dir() {

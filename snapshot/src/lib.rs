@@ -6,7 +6,11 @@
 //! - [`unpack_layer`] / [`unpack_layer_file`] apply base-image layers onto a
 //!   root filesystem directory with OCI layer semantics (whiteouts, opaque
 //!   directories, hard links, ownership, modes, xattrs, timestamps), never
-//!   writing outside the rootfs ([`resolve_in_root`]).
+//!   writing outside the rootfs ([`RootDir`]).
+//! - [`RootDir`] and [`Dir`] are the one way ocibuild writes inside a rootfs from the
+//!   host: paths are resolved inside it on directory descriptors (`openat2` with
+//!   `RESOLVE_IN_ROOT`, or an equivalent walk), and files are created, removed, linked,
+//!   chowned, chmodded and timestamped by name, never following a link out of it.
 //! - [`Snapshotter`] is the one trait that diff implementations share: record
 //!   a baseline, then ask what changed. [`StatWalk`] implements it by walking
 //!   the tree with `lstat`; an overlayfs-based implementation can come later
@@ -20,6 +24,7 @@
 pub mod digest;
 pub mod error;
 pub mod layer;
+pub mod rootfd;
 pub mod rootpath;
 pub mod tarwriter;
 pub mod unpack;
@@ -28,6 +33,7 @@ pub mod walk;
 pub use digest::{sha256_file, HashingWriter};
 pub use error::{Error, Result};
 pub use layer::{write_layer, Compression, LayerInfo, LayerOptions};
-pub use rootpath::resolve_in_root;
+pub use rootfd::{Dir, RootDir};
+pub use rootpath::{is_missing, resolve_in_root};
 pub use unpack::{unpack_layer, unpack_layer_file, unpack_layer_file_skipping, UnpackStats};
 pub use walk::{Changes, Snapshotter, StatWalk};

@@ -5,18 +5,18 @@
 //! symbolic link may lead it outside. [`resolve_in_root`] walks the path one
 //! component at a time, treating the rootfs as `/`.
 
-use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::rootfd::RootDir;
 
 /// How many symbolic links one resolution may follow before giving up.
 pub const MAX_SYMLINKS: u32 = 40;
 
 /// One step still to be taken while resolving.
-enum Step {
+pub(crate) enum Step {
     /// Go back to the root (an absolute symlink target).
     Root,
     /// Go to the parent, never above the root.
@@ -26,7 +26,7 @@ enum Step {
 }
 
 /// Splits `path` into steps; `.` components are dropped.
-fn steps_of(path: &Path) -> Vec<Step> {
+pub(crate) fn steps_of(path: &Path) -> Vec<Step> {
     let mut steps = Vec::new();
     for component in path.components() {
         match component {
@@ -39,31 +39,9 @@ fn steps_of(path: &Path) -> Vec<Step> {
     steps
 }
 
-/// Builds the host path for the components resolved so far.
-fn host_path(root: &Path, resolved: &[OsString]) -> PathBuf {
-    let mut path = root.to_path_buf();
-    path.extend(resolved);
-    path
-}
-
-/// Returns the link target if `path` is a symbolic link, `None` if it is
-/// anything else or does not exist.
-fn read_link_if_any(path: &Path) -> Result<Option<PathBuf>> {
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if is_missing(&e) => return Ok(None),
-        Err(e) => return Err(Error::io(path, "lstat", e)),
-    };
-    if !meta.file_type().is_symlink() {
-        return Ok(None);
-    }
-    let target = std::fs::read_link(path).map_err(|e| Error::io(path, "readlink", e))?;
-    Ok(Some(target))
-}
-
 /// True for errors that mean "nothing there": ENOENT, or ENOTDIR when a
 /// parent component is not a directory.
-fn is_missing(e: &io::Error) -> bool {
+pub fn is_missing(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
 }
 
@@ -78,48 +56,14 @@ fn is_missing(e: &io::Error) -> bool {
 /// [`Error::SymlinkLoop`].
 ///
 /// The returned path always lies under `root` (it is `root` joined with plain
-/// names only).
+/// names only). The lookups are done on directory descriptors by [`RootDir::resolve`];
+/// the returned path is only good for reading while nothing else changes the tree: to
+/// write, use [`RootDir`] itself.
 pub fn resolve_in_root(root: &Path, path: &Path, follow_final: bool) -> Result<PathBuf> {
-    let mut pending: VecDeque<Step> = steps_of(path).into();
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut links = 0u32;
-    while let Some(step) = pending.pop_front() {
-        let name = match step {
-            Step::Root => {
-                resolved.clear();
-                continue;
-            }
-            Step::Parent => {
-                resolved.pop();
-                continue;
-            }
-            Step::Name(name) => name,
-        };
-        let is_final = pending.is_empty();
-        resolved.push(name);
-        if is_final && !follow_final {
-            break;
-        }
-        let candidate = host_path(root, &resolved);
-        let Some(target) = read_link_if_any(&candidate)? else {
-            continue;
-        };
-        links += 1;
-        if links > MAX_SYMLINKS {
-            return Err(Error::SymlinkLoop {
-                path: path.to_path_buf(),
-                limit: MAX_SYMLINKS,
-            });
-        }
-        resolved.pop();
-        for step in steps_of(&target).into_iter().rev() {
-            pending.push_front(step);
-        }
-    }
-    Ok(host_path(root, &resolved))
+    let inside = RootDir::open(root)?.resolve(path, follow_final)?;
+    Ok(root.join(inside))
 }
 
-/// Returns `host` relative to `root`, or an empty path for `root` itself.
 /// Makes `path` relative and clean (leading `/`, `.` components dropped); a `..` component
 /// is refused with `Error::UnsafePath` saying it is in a `what` (e.g. "entry name").
 pub(crate) fn clean_relative(path: &Path, what: &str) -> Result<PathBuf> {
@@ -137,10 +81,6 @@ pub(crate) fn clean_relative(path: &Path, what: &str) -> Result<PathBuf> {
         }
     }
     Ok(clean)
-}
-
-pub(crate) fn relative_to<'a>(root: &Path, host: &'a Path) -> &'a Path {
-    host.strip_prefix(root).unwrap_or(host)
 }
 
 /// True if `name` is a single plain file name (not empty, `.`, `..`, and without `/`).

@@ -2,23 +2,29 @@
 //!
 //! Follows the OCI image-spec layer rules: entries replace what is there,
 //! `.wh.NAME` files delete `NAME` from lower layers, and `.wh..wh..opq`
-//! empties a directory of everything lower layers put there. Every path is
-//! resolved inside the rootfs with [`resolve_in_root`], so neither `..` nor a
-//! symbolic link in the image can make a write land outside it.
+//! empties a directory of everything lower layers put there.
+//!
+//! Every file operation goes through [`RootDir`]: an entry's parent directory is opened
+//! (or created) inside the rootfs with symlinks resolved as if the rootfs were `/`, and the
+//! entry is then written, removed, linked, chowned, chmodded and timestamped by name
+//! relative to that directory descriptor, never following a symlink in its place. So
+//! neither `..`, a symbolic link in the image (`a -> /etc`, then `a/passwd`), nor a link
+//! swapped in concurrently can make a write land outside the rootfs. Hard links link the
+//! entry they name (a symlink itself, never its target); xattrs are not set on symlinks.
 
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::{CString, OsStr, OsString};
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 use tar::EntryType;
 
 use crate::error::{io_err, Error, Result};
-use crate::rootpath::{clean_relative, is_plain_name, relative_to, resolve_in_root};
+use crate::rootfd::{Dir, RootDir};
+use crate::rootpath::{clean_relative, is_missing, is_plain_name};
 
 /// Prefix of whiteout file names.
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -102,7 +108,7 @@ pub fn unpack_layer<R: Read>(tar_stream: R, rootfs: &Path) -> Result<UnpackStats
 
 fn unpack_skipping<R: Read>(tar_stream: R, rootfs: &Path, skip: &[PathBuf]) -> Result<UnpackStats> {
     let mut archive = tar::Archive::new(tar_stream);
-    let mut unpacker = Unpacker::new(rootfs);
+    let mut unpacker = Unpacker::new(rootfs)?;
     unpacker.skip = skip.to_vec();
     let entries = archive
         .entries()
@@ -170,48 +176,44 @@ fn normalise_entry_path(raw: &[u8]) -> Result<PathBuf> {
     clean_relative(Path::new(OsStr::from_bytes(raw)), "entry name")
 }
 
-/// Removes whatever is at `path` (a directory recursively); missing is fine.
-fn remove_any(path: &Path) -> Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, "lstat", e)),
-    };
-    if meta.is_dir() {
-        fs::remove_dir_all(path).map_err(io_err(path, "remove directory"))
-    } else {
-        fs::remove_file(path).map_err(io_err(path, "remove"))
-    }
+/// Where an entry goes: `name` in the directory `dir`, held open; `path` is that entry's
+/// resolved path inside the rootfs (plain names only), used for bookkeeping and messages.
+struct Slot {
+    dir: Dir,
+    name: OsString,
+    path: PathBuf,
 }
 
-/// Converts a host path to a C string for libc calls.
-fn c_path(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::BadEntry {
-        path: path.to_path_buf(),
-        reason: "path contains a NUL byte".into(),
-    })
+/// True if `e` is an I/O error with OS error `errno`.
+fn is_errno(e: &Error, errno: i32) -> bool {
+    matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(errno))
+}
+
+/// True if `e` says that something does not exist.
+fn is_missing_err(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if is_missing(source))
 }
 
 /// State kept while one layer is applied.
-struct Unpacker<'a> {
-    rootfs: &'a Path,
+struct Unpacker {
+    root: RootDir,
     is_root: bool,
     /// Paths (relative to rootfs, resolved) created by this layer, and their ancestors.
     created: HashSet<PathBuf>,
-    /// Host paths of directories marked opaque by this layer.
+    /// Resolved paths of directories marked opaque by this layer.
     opaque: Vec<PathBuf>,
-    /// Directory mtimes to set once all entries are in place.
+    /// Directory mtimes (by resolved path) to set once all entries are in place.
     dir_times: BTreeMap<PathBuf, FileTime>,
     stats: UnpackStats,
     /// Relative paths whose subtrees are left alone.
     skip: Vec<PathBuf>,
 }
 
-impl<'a> Unpacker<'a> {
+impl Unpacker {
     /// Starts applying a layer onto `rootfs`.
-    fn new(rootfs: &'a Path) -> Self {
-        Unpacker {
-            rootfs,
+    fn new(rootfs: &Path) -> Result<Self> {
+        Ok(Unpacker {
+            root: RootDir::open(rootfs)?,
             // SAFETY: geteuid has no preconditions and cannot fail.
             is_root: unsafe { libc::geteuid() } == 0,
             created: HashSet::new(),
@@ -219,7 +221,12 @@ impl<'a> Unpacker<'a> {
             dir_times: BTreeMap::new(),
             stats: UnpackStats::default(),
             skip: Vec::new(),
-        }
+        })
+    }
+
+    /// The host path of `path` (inside the rootfs), for messages only.
+    fn shown(&self, path: &Path) -> PathBuf {
+        self.root.host_path().join(path)
     }
 
     /// Applies one tar entry.
@@ -240,21 +247,22 @@ impl<'a> Unpacker<'a> {
         if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
             return self.whiteout(&rel, name.as_bytes());
         }
-        let parent = self.resolve_parent(&rel)?;
-        fs::create_dir_all(&parent).map_err(io_err(&parent, "create parent directories"))?;
-        let host = parent.join(&name);
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let dir = self.root.create_dir_all(parent, 0o755)?;
+        let path = dir.rel().join(&name);
+        let slot = Slot { dir, name, path };
         let pax = PaxInfo::read(entry, &rel)?;
         let made = match kind {
-            EntryType::Regular | EntryType::Continuous => self.write_file(entry, &host)?,
-            EntryType::Directory => self.make_dir(&host)?,
-            EntryType::Symlink => self.make_symlink(entry, &rel, &host)?,
+            EntryType::Regular | EntryType::Continuous => self.write_file(entry, &slot)?,
+            EntryType::Directory => self.make_dir(&slot)?,
+            EntryType::Symlink => self.make_symlink(entry, &rel, &slot)?,
             EntryType::Link => {
-                self.make_hardlink(entry, &rel, &host)?;
-                self.mark_created(&host);
+                self.make_hardlink(entry, &rel, &slot)?;
+                self.mark_created(&slot.path);
                 return Ok(());
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                self.make_node(entry, &rel, &host, kind)?
+                self.make_node(entry, &rel, &slot, kind)?
             }
             other => {
                 return Err(Error::BadEntry {
@@ -264,8 +272,8 @@ impl<'a> Unpacker<'a> {
             }
         };
         if made {
-            self.mark_created(&host);
-            self.apply_metadata(entry, &rel, &host, kind, &pax)?;
+            self.mark_created(&slot.path);
+            self.apply_metadata(entry, &rel, &slot, kind, &pax)?;
         }
         Ok(())
     }
@@ -284,45 +292,39 @@ impl<'a> Unpacker<'a> {
             });
         }
         let pax = PaxInfo::read(entry, rel)?;
-        let root = self.rootfs.to_path_buf();
-        self.apply_metadata(entry, rel, &root, kind, &pax)
+        let slot = Slot {
+            dir: self.root.as_dir().try_clone()?,
+            name: OsString::from("."),
+            path: PathBuf::new(),
+        };
+        self.apply_metadata(entry, rel, &slot, kind, &pax)
     }
 
-    /// Resolves the parent directory of `rel` inside the rootfs.
-    fn resolve_parent(&self, rel: &Path) -> Result<PathBuf> {
-        let parent = rel.parent().unwrap_or(Path::new(""));
-        let host = resolve_in_root(self.rootfs, parent, true)?;
-        if !host.starts_with(self.rootfs) {
-            return Err(Error::UnsafePath {
-                path: rel.to_path_buf(),
-                reason: "resolves outside the root filesystem".into(),
-            });
-        }
-        Ok(host)
-    }
-
-    /// Records `host` and its ancestors as present in this layer.
-    fn mark_created(&mut self, host: &Path) {
-        let rel = relative_to(self.rootfs, host);
-        for ancestor in rel.ancestors() {
+    /// Records `path` (resolved, inside the rootfs) and its ancestors as present in this
+    /// layer.
+    fn mark_created(&mut self, path: &Path) {
+        for ancestor in path.ancestors() {
             if ancestor.as_os_str().is_empty() || !self.created.insert(ancestor.to_path_buf()) {
                 break;
             }
         }
     }
 
-    /// True if `host` was created by this layer.
+    /// True if `rel` is at or below a skipped path.
     fn is_skipped(&self, rel: &Path) -> bool {
         self.skip.iter().any(|s| rel.starts_with(s))
     }
 
-    fn is_created(&self, host: &Path) -> bool {
-        self.created.contains(relative_to(self.rootfs, host))
+    /// True if `path` (resolved) was created by this layer.
+    fn is_created(&self, path: &Path) -> bool {
+        self.created.contains(path)
     }
 
     /// Handles `.wh.NAME` and `.wh..wh..opq` entries.
     fn whiteout(&mut self, rel: &Path, name: &[u8]) -> Result<()> {
-        let parent = self.resolve_parent(rel)?;
+        let parent = self
+            .root
+            .resolve(rel.parent().unwrap_or(Path::new("")), true)?;
         if name == OPAQUE_MARKER {
             self.opaque.push(parent);
             return Ok(());
@@ -334,46 +336,45 @@ impl<'a> Unpacker<'a> {
                 reason: "whiteout does not name a plain file".into(),
             });
         }
-        let host = parent.join(victim);
-        if self.is_created(&host) || self.is_skipped(relative_to(self.rootfs, &host)) {
+        let path = parent.join(victim);
+        if self.is_created(&path) || self.is_skipped(&path) {
             return Ok(());
         }
-        self.dir_times.remove(&host);
-        remove_any(&host)
+        self.dir_times.remove(&path);
+        match self.root.open_parent(&path) {
+            Ok((dir, name)) => dir.remove_all(&name),
+            Err(e) if is_missing_err(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Clears `host` for a new entry; an existing directory is kept when
-    /// `keep_dir` is set. Returns true if a directory was kept.
-    fn clear_slot(&mut self, host: &Path, keep_dir: bool) -> Result<bool> {
-        match fs::symlink_metadata(host) {
-            Ok(meta) if meta.is_dir() && keep_dir => return Ok(true),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::io(host, "lstat", e)),
+    /// Clears the slot for a new entry; an existing directory is kept when `keep_dir` is
+    /// set. Returns true if a directory was kept.
+    fn clear_slot(&mut self, slot: &Slot, keep_dir: bool) -> Result<bool> {
+        match slot.dir.lstat(&slot.name)? {
+            Some(meta) if meta.is_dir() && keep_dir => return Ok(true),
+            Some(_) => {}
+            None => return Ok(false),
         }
-        self.dir_times.remove(host);
-        remove_any(host)?;
+        self.dir_times.remove(&slot.path);
+        slot.dir.remove_all(&slot.name)?;
         Ok(false)
     }
 
     /// Writes a regular file from the entry's data.
-    fn write_file<R: Read>(&mut self, entry: &mut tar::Entry<R>, host: &Path) -> Result<bool> {
-        self.clear_slot(host, false)?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(host)
-            .map_err(io_err(host, "create file"))?;
-        let written = io::copy(entry, &mut file).map_err(io_err(host, "write file"))?;
+    fn write_file<R: Read>(&mut self, entry: &mut tar::Entry<R>, slot: &Slot) -> Result<bool> {
+        self.clear_slot(slot, false)?;
+        let mut file = slot.dir.create_file(&slot.name, 0o600)?;
+        let written =
+            io::copy(entry, &mut file).map_err(io_err(&self.shown(&slot.path), "write file"))?;
         self.stats.bytes += written;
         Ok(true)
     }
 
     /// Creates a directory, or keeps an existing one.
-    fn make_dir(&mut self, host: &Path) -> Result<bool> {
-        if !self.clear_slot(host, true)? {
-            fs::create_dir(host).map_err(io_err(host, "create directory"))?;
+    fn make_dir(&mut self, slot: &Slot) -> Result<bool> {
+        if !self.clear_slot(slot, true)? {
+            slot.dir.mkdir(&slot.name, 0o755)?;
         }
         Ok(true)
     }
@@ -383,47 +384,48 @@ impl<'a> Unpacker<'a> {
         &mut self,
         entry: &tar::Entry<R>,
         rel: &Path,
-        host: &Path,
+        slot: &Slot,
     ) -> Result<bool> {
         let target = link_name(entry, rel)?;
-        self.clear_slot(host, false)?;
-        std::os::unix::fs::symlink(OsStr::from_bytes(&target), host)
-            .map_err(io_err(host, "create symlink"))?;
+        self.clear_slot(slot, false)?;
+        slot.dir
+            .symlink(Path::new(OsStr::from_bytes(&target)), &slot.name)?;
         Ok(true)
     }
 
-    /// Creates a hard link to an earlier path of the image.
+    /// Creates a hard link to an earlier path of the image (a symlink there is linked
+    /// itself, never followed).
     fn make_hardlink<R: Read>(
         &mut self,
         entry: &tar::Entry<R>,
         rel: &Path,
-        host: &Path,
+        slot: &Slot,
     ) -> Result<()> {
         let target = link_name(entry, rel)?;
-        let source = resolve_in_root(self.rootfs, Path::new(OsStr::from_bytes(&target)), false)?;
-        match fs::symlink_metadata(&source) {
-            Ok(meta) if meta.is_dir() => {
-                return Err(Error::BadEntry {
-                    path: rel.to_path_buf(),
-                    reason: "hard link to a directory".into(),
-                })
-            }
-            Ok(_) => {}
-            Err(_) => {
-                return Err(Error::BadEntry {
-                    path: rel.to_path_buf(),
-                    reason: format!(
-                        "hard link target {} does not exist",
-                        String::from_utf8_lossy(&target)
-                    ),
-                })
-            }
+        let source = self
+            .root
+            .resolve(Path::new(OsStr::from_bytes(&target)), false)?;
+        let bad = |reason: String| Error::BadEntry {
+            path: rel.to_path_buf(),
+            reason,
+        };
+        let missing = || {
+            bad(format!(
+                "hard link target {} does not exist",
+                String::from_utf8_lossy(&target)
+            ))
+        };
+        let (from, name) = self.root.open_parent(&source).map_err(|_| missing())?;
+        match from.lstat(&name) {
+            Ok(Some(meta)) if meta.is_dir() => return Err(bad("hard link to a directory".into())),
+            Ok(Some(_)) => {}
+            _ => return Err(missing()),
         }
-        if source == host {
+        if source == slot.path {
             return Ok(());
         }
-        self.clear_slot(host, false)?;
-        fs::hard_link(&source, host).map_err(io_err(host, "create hard link"))
+        self.clear_slot(slot, false)?;
+        from.hard_link(&name, &slot.dir, &slot.name)
     }
 
     /// Creates a device node or fifo. Returns false if `mknod` was not permitted.
@@ -431,7 +433,7 @@ impl<'a> Unpacker<'a> {
         &mut self,
         entry: &tar::Entry<R>,
         rel: &Path,
-        host: &Path,
+        slot: &Slot,
         kind: EntryType,
     ) -> Result<bool> {
         let header = entry.header();
@@ -453,27 +455,24 @@ impl<'a> Unpacker<'a> {
             }
             _ => (libc::S_IFIFO, 0),
         };
-        self.clear_slot(host, false)?;
-        let c = c_path(host)?;
-        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-        let rc = unsafe { libc::mknod(c.as_ptr(), file_type | 0o600, dev) };
-        if rc == 0 {
-            return Ok(true);
+        self.clear_slot(slot, false)?;
+        match slot.dir.mknod(&slot.name, file_type | 0o600, dev) {
+            Ok(()) => Ok(true),
+            Err(e) if is_errno(&e, libc::EPERM) => {
+                self.stats.skipped_devices += 1;
+                Ok(false)
+            }
+            Err(e) => Err(e),
         }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EPERM) {
-            self.stats.skipped_devices += 1;
-            return Ok(false);
-        }
-        Err(Error::io(host, "mknod", err))
     }
 
-    /// Applies ownership, mode, xattrs and times from the entry to `host`.
+    /// Applies ownership, mode, xattrs and times from the entry to the slot, never
+    /// following a symlink there.
     fn apply_metadata<R: Read>(
         &mut self,
         entry: &tar::Entry<R>,
         rel: &Path,
-        host: &Path,
+        slot: &Slot,
         kind: EntryType,
         pax: &PaxInfo,
     ) -> Result<()> {
@@ -484,14 +483,13 @@ impl<'a> Unpacker<'a> {
         };
         let uid = header.uid().map_err(|_| bad("uid"))?;
         let gid = header.gid().map_err(|_| bad("gid"))?;
-        self.chown(host, rel, uid, gid)?;
+        self.chown(slot, rel, uid, gid)?;
         if kind != EntryType::Symlink {
             let mode = header.mode().map_err(|_| bad("mode"))? & 0o7777;
-            fs::set_permissions(host, fs::Permissions::from_mode(mode))
-                .map_err(io_err(host, "chmod"))?;
+            slot.dir.chmod(&slot.name, mode)?;
         }
         for (name, value) in &pax.xattrs {
-            if xattr::set(host, name, value).is_err() {
+            if slot.dir.set_xattr(&slot.name, name, value).is_err() {
                 self.stats.xattr_failures += 1;
             }
         }
@@ -500,73 +498,69 @@ impl<'a> Unpacker<'a> {
             None => FileTime::from_unix_time(header.mtime().map_err(|_| bad("mtime"))? as i64, 0),
         };
         if kind == EntryType::Directory {
-            self.dir_times.insert(host.to_path_buf(), mtime);
+            self.dir_times.insert(slot.path.clone(), mtime);
             return Ok(());
         }
-        filetime::set_symlink_file_times(host, mtime, mtime).map_err(io_err(host, "set times"))
+        slot.dir.set_times(&slot.name, mtime, mtime)
     }
 
-    /// Changes the owner of `host` without following symlinks.
-    fn chown(&mut self, host: &Path, rel: &Path, uid: u64, gid: u64) -> Result<()> {
+    /// Changes the owner of the slot without following a symlink.
+    fn chown(&mut self, slot: &Slot, rel: &Path, uid: u64, gid: u64) -> Result<()> {
         let (Ok(uid), Ok(gid)) = (u32::try_from(uid), u32::try_from(gid)) else {
             return Err(Error::BadEntry {
                 path: rel.to_path_buf(),
                 reason: format!("uid {uid} or gid {gid} out of range"),
             });
         };
-        let c = c_path(host)?;
-        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-        let rc = unsafe { libc::lchown(c.as_ptr(), uid, gid) };
-        if rc == 0 {
-            return Ok(());
+        match slot.dir.chown(&slot.name, uid, gid) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if !self.is_root && (is_errno(&e, libc::EPERM) || is_errno(&e, libc::EINVAL)) =>
+            {
+                self.stats.chown_failures += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        let err = io::Error::last_os_error();
-        let not_permitted = matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EINVAL));
-        if not_permitted && !self.is_root {
-            self.stats.chown_failures += 1;
-            return Ok(());
-        }
-        Err(Error::io(host, "lchown", err))
     }
 
     /// Carries out opaque markers and directory times, then returns the counters.
     fn finish(mut self) -> Result<UnpackStats> {
-        for dir in std::mem::take(&mut self.opaque) {
-            self.prune_lower(&dir)?;
+        for path in std::mem::take(&mut self.opaque) {
+            let dir = match self.root.open_dir(&path) {
+                Ok(dir) => dir,
+                Err(e) if is_missing_err(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            self.prune_lower(&dir, &path)?;
         }
-        for (dir, mtime) in &self.dir_times {
-            match fs::symlink_metadata(dir) {
-                Ok(meta) if meta.is_dir() => {}
+        for (path, mtime) in &self.dir_times {
+            let Ok((dir, name)) = self.root.open_parent(path) else {
+                continue;
+            };
+            match dir.lstat(&name) {
+                Ok(Some(meta)) if meta.is_dir() => {}
                 _ => continue,
             }
-            filetime::set_symlink_file_times(dir, *mtime, *mtime)
-                .map_err(io_err(dir, "set directory times"))?;
+            dir.set_times(&name, *mtime, *mtime)?;
         }
         Ok(self.stats)
     }
 
-    /// Removes everything under `dir` that this layer did not create.
-    fn prune_lower(&self, dir: &Path) -> Result<()> {
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(dir, "read directory", e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err(dir, "read directory"))?;
-            let child = entry.path();
-            let rel = relative_to(self.rootfs, &child);
-            if self.is_skipped(rel) {
+    /// Removes everything in `dir` (at the resolved `path`) that this layer did not create.
+    fn prune_lower(&self, dir: &Dir, path: &Path) -> Result<()> {
+        for name in dir.names()? {
+            let child = path.join(&name);
+            if self.is_skipped(&child) {
                 continue;
             }
-            let holds_skipped = self.skip.iter().any(|s| s.starts_with(rel));
+            let holds_skipped = self.skip.iter().any(|s| s.starts_with(&child));
             if !self.is_created(&child) && !holds_skipped {
-                remove_any(&child)?;
+                dir.remove_all(&name)?;
                 continue;
             }
-            let is_dir = entry.file_type().map_err(io_err(&child, "lstat"))?.is_dir();
-            if is_dir {
-                self.prune_lower(&child)?;
+            if dir.lstat(&name)?.is_some_and(|m| m.is_dir()) {
+                self.prune_lower(&dir.open_dir(&name)?, &child)?;
             }
         }
         Ok(())

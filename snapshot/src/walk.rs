@@ -119,6 +119,7 @@ impl StatWalk {
 
     /// Records the children of the directory `rel` and descends into subdirectories.
     fn walk_dir(&self, rootfs: &Path, rel: &Path, tree: &mut Tree) -> Result<()> {
+        // Read only (lstat and read_dir, after the command finished); nothing is written.
         let dir = rootfs.join(rel);
         let entries = std::fs::read_dir(&dir).map_err(io_err(&dir, "read directory"))?;
         for entry in entries {

@@ -3,14 +3,26 @@
 //! The snapshotter walks the rootfs after a RUN step, so every directory or file created
 //! here only to serve as a mount point is removed again, and the timestamps of the
 //! pre-existing parent directories disturbed by creating/removing it are restored.
-//! All paths are resolved with symlinks confined to the rootfs (like a chroot would), and
-//! nothing is ever created through a symlink.
+//!
+//! Paths are resolved with symlinks confined to the rootfs (like a chroot would), and
+//! nothing is ever created through a symlink. Every file operation goes through
+//! [`ocibuild_snapshot::RootDir`] and [`ocibuild_snapshot::Dir`]: a placeholder is created
+//! by name in a directory held open by descriptor (`mkdirat`, `openat(O_CREAT | O_EXCL |
+//! O_NOFOLLOW)`), and those parent descriptors are kept. The command may replace any
+//! directory by a symlink to the host, so at removal time each parent is resolved again
+//! inside the root and compared (device and inode) with the kept descriptor: if it is no
+//! longer the same directory, the placeholder is left alone; otherwise it is removed with
+//! `unlinkat` on the kept descriptor and the parent's times are restored through it
+//! (`utimensat` on the directory itself). Nothing outside the rootfs is ever touched.
 
-use std::fs::{self, FileTimes};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::time::SystemTime;
+
+use filetime::FileTime;
+use ocibuild_snapshot::{Dir, RootDir};
 
 use super::IsolationError;
 
@@ -21,19 +33,49 @@ pub(crate) enum Kind {
     File,
 }
 
+/// (device, inode) of a file.
+type Ident = (u64, u64);
+
+/// A pre-existing directory a placeholder was created in.
 #[derive(Debug)]
 struct Touched {
-    dir: PathBuf,
-    original: (SystemTime, SystemTime),
-    after_create: Option<SystemTime>,
+    /// Index into [`Placeholders::roots`].
+    root: usize,
+    /// The directory, held open.
+    dir: Dir,
+    /// Its resolved path inside the root, to check it is still there at removal.
+    rel: PathBuf,
+    ident: Ident,
+    original: (FileTime, FileTime),
+    after_create: Option<FileTime>,
+}
+
+/// A placeholder: `name` created in `parent`.
+#[derive(Debug)]
+struct Created {
+    root: usize,
+    parent: Dir,
+    parent_rel: PathBuf,
+    name: OsString,
+    kind: Kind,
+    ident: Ident,
 }
 
 /// The placeholders created for one run; [`Placeholders::remove`] undoes them.
 #[derive(Debug, Default)]
 pub(crate) struct Placeholders {
-    created: Vec<(PathBuf, Kind)>,
+    roots: Vec<RootDir>,
+    created: Vec<Created>,
     touched: Vec<Touched>,
     done: bool,
+}
+
+/// Where [`Placeholders::ensure`] arrived.
+struct Ensured {
+    /// The path inside the root (plain names only).
+    rel: PathBuf,
+    /// The directory itself when it is one.
+    dir: Option<Dir>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IsolationError + '_ {
@@ -43,20 +85,57 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IsolationError + '_ {
     }
 }
 
-fn times(meta: &fs::Metadata) -> (SystemTime, SystemTime) {
+/// Carries a rootfs operation's error over, keeping its path and OS error.
+fn fd_err(e: ocibuild_snapshot::Error) -> IsolationError {
+    use ocibuild_snapshot::Error as E;
+    match e {
+        E::Io { path, source, .. } => IsolationError::Io { path, source },
+        E::SymlinkLoop { path, .. } => IsolationError::Io {
+            path,
+            source: io::Error::from_raw_os_error(libc::ELOOP),
+        },
+        other => IsolationError::Io {
+            path: PathBuf::new(),
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
+
+fn times(meta: &fs::Metadata) -> (FileTime, FileTime) {
     (
-        meta.accessed().unwrap_or(SystemTime::UNIX_EPOCH),
-        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        FileTime::from_last_access_time(meta),
+        FileTime::from_last_modification_time(meta),
     )
+}
+
+fn ident(meta: &fs::Metadata) -> Ident {
+    (meta.dev(), meta.ino())
+}
+
+fn os_error(path: PathBuf, errno: i32) -> IsolationError {
+    IsolationError::Io {
+        path,
+        source: io::Error::from_raw_os_error(errno),
+    }
 }
 
 const MAX_SYMLINKS: usize = 40;
 
 impl Placeholders {
+    /// The index of the open root for `root`, opening it on first use.
+    fn root_index(&mut self, root: &Path) -> Result<usize, IsolationError> {
+        if let Some(i) = self.roots.iter().position(|r| r.host_path() == root) {
+            return Ok(i);
+        }
+        self.roots.push(RootDir::open(root).map_err(fd_err)?);
+        Ok(self.roots.len() - 1)
+    }
+
     /// Makes sure `inner` (a path inside `root`) exists as `kind`, creating missing
     /// components when `create` is set. Symlinks are followed within `root`. Returns the host
     /// path to mount on, or `None` when the path is missing and may not be created: nothing
     /// is ever created at a symlink's target (a dangling `/etc/resolv.conf` link stays as is).
+    /// The returned path is `root` joined with plain names only.
     pub(crate) fn ensure(
         &mut self,
         root: &Path,
@@ -64,108 +143,135 @@ impl Placeholders {
         kind: Kind,
         create: bool,
     ) -> Result<Option<PathBuf>, IsolationError> {
+        let r = self.root_index(root)?;
+        let found = self.ensure_in(r, inner, kind, create)?;
+        Ok(found.map(|f| root.join(f.rel)))
+    }
+
+    /// [`Placeholders::ensure`] in the root `r`, walking with directory descriptors.
+    fn ensure_in(
+        &mut self,
+        r: usize,
+        inner: &str,
+        kind: Kind,
+        create: bool,
+    ) -> Result<Option<Ensured>, IsolationError> {
         // A stack of (component, came from a symlink target); the top is the next component.
         let mut pending: Vec<(String, bool)> = components(inner)
             .into_iter()
             .rev()
             .map(|c| (c, false))
             .collect();
-        let mut resolved = root.to_path_buf();
-        let mut depth = 0usize; // components of `resolved` below root
+        let mut dirs = vec![self.roots[r].as_dir().try_clone().map_err(fd_err)?];
+        let mut rel = PathBuf::new();
+        let mut last_is_dir = true;
         let mut links = 0usize;
         while let Some((comp, from_link)) = pending.pop() {
             if comp == ".." {
-                if depth > 0 {
-                    resolved.pop();
-                    depth -= 1;
+                if dirs.len() > 1 {
+                    dirs.pop();
+                    rel.pop();
                 }
                 continue;
             }
-            let candidate = resolved.join(&comp);
+            let name = OsStr::new(&comp);
             let is_last = pending.is_empty();
-            match fs::symlink_metadata(&candidate) {
-                Ok(meta) if meta.file_type().is_symlink() => {
+            let cur = dirs
+                .last()
+                .unwrap_or_else(|| unreachable!("the root is kept"));
+            match cur.lstat(name).map_err(fd_err)? {
+                Some(meta) if meta.file_type().is_symlink() => {
                     links += 1;
                     if links > MAX_SYMLINKS {
-                        return Err(IsolationError::Io {
-                            path: candidate,
-                            source: io::Error::from_raw_os_error(libc::ELOOP),
-                        });
+                        return Err(os_error(cur.display_path().join(name), libc::ELOOP));
                     }
-                    let target = fs::read_link(&candidate).map_err(io_err(&candidate))?;
+                    let target = cur.read_link(name).map_err(fd_err)?;
                     let target = target.to_string_lossy().into_owned();
                     if target.starts_with('/') {
-                        resolved = root.to_path_buf();
-                        depth = 0;
+                        dirs.truncate(1);
+                        rel = PathBuf::new();
                     }
                     pending.extend(components(&target).into_iter().rev().map(|c| (c, true)));
                 }
-                Ok(meta) => {
-                    if !is_last && !meta.is_dir() {
-                        return Err(IsolationError::Io {
-                            path: candidate,
-                            source: io::Error::from_raw_os_error(libc::ENOTDIR),
-                        });
-                    }
-                    resolved = candidate;
-                    depth += 1;
+                Some(meta) if meta.is_dir() => {
+                    let dir = cur.open_dir(name).map_err(fd_err)?;
+                    dirs.push(dir);
+                    rel.push(name);
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if !create || from_link {
-                        return Ok(None);
-                    }
+                Some(_) if is_last => {
+                    rel.push(name);
+                    last_is_dir = false;
+                }
+                Some(_) => return Err(os_error(cur.display_path().join(name), libc::ENOTDIR)),
+                None if !create || from_link => return Ok(None),
+                None => {
                     let this_kind = if is_last { kind } else { Kind::Dir };
-                    self.create(&resolved, &candidate, this_kind)?;
-                    resolved = candidate;
-                    depth += 1;
+                    self.create(r, cur, &rel, name, this_kind)?;
+                    match this_kind {
+                        Kind::Dir => dirs.push(cur.open_dir(name).map_err(fd_err)?),
+                        Kind::File => last_is_dir = false,
+                    }
+                    rel.push(name);
                 }
-                Err(e) => return Err(io_err(&candidate)(e)),
             }
         }
-        let meta = fs::symlink_metadata(&resolved).map_err(io_err(&resolved))?;
         let ok = match kind {
-            Kind::Dir => meta.is_dir(),
-            Kind::File => !meta.is_dir(),
+            Kind::Dir => last_is_dir,
+            Kind::File => !last_is_dir,
         };
         if !ok {
-            return Err(IsolationError::Io {
-                path: resolved,
-                source: io::Error::from_raw_os_error(match kind {
-                    Kind::Dir => libc::ENOTDIR,
-                    Kind::File => libc::EISDIR,
-                }),
-            });
+            let errno = match kind {
+                Kind::Dir => libc::ENOTDIR,
+                Kind::File => libc::EISDIR,
+            };
+            return Err(os_error(self.roots[r].host_path().join(&rel), errno));
         }
-        Ok(Some(resolved))
+        let dir = if last_is_dir { dirs.pop() } else { None };
+        Ok(Some(Ensured { rel, dir }))
     }
 
-    fn create(&mut self, parent: &Path, path: &Path, kind: Kind) -> Result<(), IsolationError> {
-        if !self.touched.iter().any(|t| t.dir == parent)
-            && !self.created.iter().any(|(p, _)| p == parent)
+    /// Creates `name` in `parent` (at `parent_rel` in root `r`) as `kind`, remembering the
+    /// parent's times first. Returns the new file, open for writing, for [`Kind::File`].
+    fn create(
+        &mut self,
+        r: usize,
+        parent: &Dir,
+        parent_rel: &Path,
+        name: &OsStr,
+        kind: Kind,
+    ) -> Result<Option<File>, IsolationError> {
+        let parent_meta = parent.metadata().map_err(fd_err)?;
+        let parent_ident = ident(&parent_meta);
+        if !self.touched.iter().any(|t| t.ident == parent_ident)
+            && !self.created.iter().any(|c| c.ident == parent_ident)
         {
-            let meta = fs::metadata(parent).map_err(io_err(parent))?;
             self.touched.push(Touched {
-                dir: parent.to_path_buf(),
-                original: times(&meta),
+                root: r,
+                dir: parent.try_clone().map_err(fd_err)?,
+                rel: parent_rel.to_path_buf(),
+                ident: parent_ident,
+                original: times(&parent_meta),
                 after_create: None,
             });
         }
-        match kind {
-            Kind::Dir => fs::DirBuilder::new()
-                .mode(0o755)
-                .create(path)
-                .map_err(io_err(path))?,
-            Kind::File => {
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o644)
-                    .open(path)
-                    .map_err(io_err(path))?;
+        let file = match kind {
+            Kind::Dir => {
+                parent.mkdir(name, 0o755).map_err(fd_err)?;
+                None
             }
-        }
-        self.created.push((path.to_path_buf(), kind));
-        Ok(())
+            Kind::File => Some(parent.create_file(name, 0o644).map_err(fd_err)?),
+        };
+        let meta = parent.lstat(name).map_err(fd_err)?;
+        let meta = meta.ok_or_else(|| os_error(parent.display_path().join(name), libc::ENOENT))?;
+        self.created.push(Created {
+            root: r,
+            parent: parent.try_clone().map_err(fd_err)?,
+            parent_rel: parent_rel.to_path_buf(),
+            name: name.to_os_string(),
+            kind,
+            ident: ident(&meta),
+        });
+        Ok(file)
     }
 
     /// Writes a new file at `inner` (only when missing); it is removed like a placeholder.
@@ -180,18 +286,22 @@ impl Placeholders {
             Some((p, _)) => p,
             None => "",
         };
-        let Some(parent) = self.ensure(root, parent_inner, Kind::Dir, true)? else {
+        let r = self.root_index(root)?;
+        let Some(Ensured {
+            rel,
+            dir: Some(parent),
+        }) = self.ensure_in(r, parent_inner, Kind::Dir, true)?
+        else {
             return Ok(false);
         };
-        let name = inner.rsplit('/').next().unwrap_or(inner);
-        let path = parent.join(name);
-        match fs::symlink_metadata(&path) {
-            Ok(_) => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&path)(e)),
+        let name = OsStr::new(inner.rsplit('/').next().unwrap_or(inner));
+        if parent.lstat(name).map_err(fd_err)?.is_some() {
+            return Ok(false);
         }
-        self.create(&parent, &path, Kind::File)?;
-        fs::write(&path, content).map_err(io_err(&path))?;
+        let path = parent.display_path().join(name);
+        if let Some(mut file) = self.create(r, &parent, &rel, name, Kind::File)? {
+            file.write_all(content).map_err(io_err(&path))?;
+        }
         Ok(true)
     }
 
@@ -199,52 +309,57 @@ impl Placeholders {
     /// later whether the command itself modified those directories.
     pub(crate) fn seal(&mut self) {
         for t in &mut self.touched {
-            t.after_create = fs::metadata(&t.dir).ok().and_then(|m| m.modified().ok());
+            t.after_create = t
+                .dir
+                .metadata()
+                .ok()
+                .map(|m| FileTime::from_last_modification_time(&m));
         }
+    }
+
+    /// True if `rel` still resolves (inside root `r`) to the directory `dir`: the command
+    /// did not move it or replace a directory on its path by a symlink.
+    fn still_there(&self, r: usize, rel: &Path, dir: &Dir) -> bool {
+        let now = self.roots[r].open_dir(rel);
+        now.and_then(|now| now.same_as(dir)).unwrap_or(false)
     }
 
     /// Removes what was created (newest first) and restores the parents' timestamps.
     /// Placeholders that are no longer what was created (e.g. a directory the command filled)
-    /// are left in place.
+    /// or whose parent is no longer the same directory are left in place.
     pub(crate) fn remove(&mut self) -> Result<(), IsolationError> {
         if self.done {
             return Ok(());
         }
         self.done = true;
         // Timestamps just before removal: if the command changed a parent, keep its change.
-        let before: Vec<Option<(SystemTime, SystemTime)>> = self
+        let before: Vec<Option<(FileTime, FileTime)>> = self
             .touched
             .iter()
-            .map(|t| fs::metadata(&t.dir).ok().map(|m| times(&m)))
+            .map(|t| {
+                let here = self.still_there(t.root, &t.rel, &t.dir);
+                here.then(|| t.dir.metadata().ok().map(|m| times(&m)))
+                    .flatten()
+            })
             .collect();
         let mut first_err = None;
-        for (path, kind) in self.created.iter().rev() {
-            let res = match fs::symlink_metadata(path) {
-                Ok(m) if *kind == Kind::Dir && m.is_dir() => match fs::remove_dir(path) {
-                    Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
-                    other => other,
-                },
-                Ok(m) if *kind == Kind::File && m.is_file() => fs::remove_file(path),
-                _ => Ok(()),
-            };
-            if let Err(e) = res {
-                first_err.get_or_insert_with(|| io_err(path)(e));
+        for c in self.created.iter().rev() {
+            if !self.still_there(c.root, &c.parent_rel, &c.parent) {
+                continue;
+            }
+            if let Err(e) = remove_placeholder(c) {
+                first_err.get_or_insert(e);
             }
         }
         for (t, before) in self.touched.iter().zip(before) {
-            let target = match before {
-                Some(b) if Some(b.1) != t.after_create => b,
-                _ => t.original,
+            let Some(before) = before else { continue };
+            let target = if Some(before.1) != t.after_create {
+                before
+            } else {
+                t.original
             };
-            let res = fs::File::open(&t.dir).and_then(|f| {
-                f.set_times(
-                    FileTimes::new()
-                        .set_accessed(target.0)
-                        .set_modified(target.1),
-                )
-            });
-            if let Err(e) = res {
-                first_err.get_or_insert_with(|| io_err(&t.dir)(e));
+            if let Err(e) = t.dir.set_times(OsStr::new("."), target.0, target.1) {
+                first_err.get_or_insert(fd_err(e));
             }
         }
         match first_err {
@@ -252,6 +367,25 @@ impl Placeholders {
             None => Ok(()),
         }
     }
+}
+
+/// Removes the placeholder `c` by name in its kept parent, if it is still of its kind (a
+/// directory only when empty).
+fn remove_placeholder(c: &Created) -> Result<(), IsolationError> {
+    let meta = c.parent.lstat(&c.name).map_err(fd_err)?;
+    let res = match meta {
+        Some(m) if c.kind == Kind::Dir && m.is_dir() => match c.parent.remove_dir(&c.name) {
+            Err(ocibuild_snapshot::Error::Io { source, .. })
+                if source.raw_os_error() == Some(libc::ENOTEMPTY) =>
+            {
+                Ok(())
+            }
+            other => other,
+        },
+        Some(m) if c.kind == Kind::File && m.is_file() => c.parent.remove(&c.name),
+        _ => Ok(()),
+    };
+    res.map_err(fd_err)
 }
 
 impl Drop for Placeholders {
@@ -272,3 +406,6 @@ fn components(path: &str) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

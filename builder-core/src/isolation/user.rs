@@ -97,6 +97,8 @@ fn read_db(rootfs: &Path, inner: &str) -> Result<String, IsolationError> {
     let Some(path) = lookup.ensure(rootfs, inner, Kind::File, false)? else {
         return Ok(String::new());
     };
+    // A read of a path resolved inside the rootfs (plain names only), with no command
+    // running in it; nothing is written through it.
     match std::fs::read(&path) {
         Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
@@ -111,6 +113,7 @@ fn read_db(rootfs: &Path, inner: &str) -> Result<String, IsolationError> {
 /// `None` means root.
 /// Symlinks are resolved inside the rootfs, as the command would see them.
 pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ExecUser, IsolationError> {
+    // Only named in error messages; the files are read through `read_db`.
     let passwd_path = rootfs.join("etc/passwd");
     let group_path = rootfs.join("etc/group");
     let spec = user.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("0");

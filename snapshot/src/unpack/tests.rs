@@ -1,4 +1,5 @@
 use super::*;
+use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 
@@ -462,4 +463,102 @@ fn skipped_paths_are_never_written_or_removed() {
         "the opaque root removed lower files"
     );
     assert_eq!(fs::read(r.join("new")).unwrap(), b"n");
+}
+
+/// Attacks: a layer (or the rootfs below it) with links to "the host", a separate temp dir
+/// whose tree must be exactly as before.
+mod hostile {
+    use super::*;
+    use crate::rootfd::tests::{host, tree};
+    use std::os::unix::fs::symlink;
+
+    /// `host` as a relative link target from `root/<depth dirs>`, climbing with `..`.
+    fn relative_to_host(root: &Path, depth: usize, host: &Path) -> String {
+        let up = "../".repeat(root.components().count() + depth + 2);
+        format!("{up}{}", host.display().to_string().trim_start_matches('/'))
+    }
+
+    #[test]
+    fn writes_through_a_symlinked_parent_stay_in_the_rootfs() {
+        let host = host();
+        let before = tree(host.path());
+        let root = tempfile::tempdir().unwrap();
+        let abs = host.path().join("etc").display().to_string();
+        let rel = relative_to_host(root.path(), 0, &host.path().join("etc"));
+        Layer::new()
+            .link(EntryType::Symlink, "a", &abs)
+            .plain("a/hosts", b"pwned")
+            .plain("a/new", b"pwned")
+            .link(EntryType::Symlink, "b", &rel)
+            .plain("b/resolv.conf", b"pwned")
+            .dir("b/sub", 0o777, 0)
+            .apply(root.path())
+            .unwrap();
+        assert_eq!(tree(host.path()), before);
+        let inside = root.path().join(abs.trim_start_matches('/'));
+        assert_eq!(fs::read(inside.join("hosts")).unwrap(), b"pwned");
+        assert_eq!(fs::read(inside.join("resolv.conf")).unwrap(), b"pwned");
+        assert!(inside.join("sub").is_dir());
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_behind_a_host_link_stay_in_the_rootfs() {
+        let host = host();
+        let before = tree(host.path());
+        let root = tempfile::tempdir().unwrap();
+        symlink(host.path().join("etc"), root.path().join("etc")).unwrap();
+        let rel = relative_to_host(root.path(), 0, &host.path().join("etc"));
+        symlink(rel, root.path().join("etc2")).unwrap();
+        Layer::new()
+            .plain("etc/.wh.hosts", b"")
+            .plain("etc2/.wh.resolv.conf", b"")
+            .plain("etc/.wh..wh..opq", b"")
+            .plain("etc2/.wh..wh..opq", b"")
+            .apply(root.path())
+            .unwrap();
+        assert_eq!(tree(host.path()), before);
+    }
+
+    #[test]
+    fn hard_links_cannot_reach_the_host_through_links() {
+        let host = host();
+        let before = tree(host.path());
+        let root = tempfile::tempdir().unwrap();
+        symlink(host.path().join("etc"), root.path().join("etc")).unwrap();
+        symlink(host.path().join("etc/hosts"), root.path().join("hosts")).unwrap();
+        let err = Layer::new()
+            .link(EntryType::Link, "x", "etc/hosts")
+            .apply(root.path())
+            .unwrap_err();
+        assert!(matches!(err, Error::BadEntry { .. }), "{err}");
+        // A hard link to a symlink links the symlink, and metadata on it stays on it.
+        Layer::new()
+            .link(EntryType::Link, "y", "hosts")
+            .apply(root.path())
+            .unwrap();
+        assert!(lstat(&root.path().join("y")).file_type().is_symlink());
+        assert_eq!(
+            fs::metadata(host.path().join("etc/hosts")).unwrap().nlink(),
+            1
+        );
+        assert_eq!(tree(host.path()), before);
+    }
+
+    #[test]
+    fn metadata_of_a_replaced_entry_never_reaches_the_host() {
+        let host = host();
+        let before = tree(host.path());
+        let root = tempfile::tempdir().unwrap();
+        symlink(host.path().join("etc/hosts"), root.path().join("f")).unwrap();
+        symlink(host.path().join("etc"), root.path().join("d")).unwrap();
+        Layer::new()
+            .file("f", b"mine", 0o777, (1234, 1234), 5)
+            .dir("d", 0o700, 5)
+            .pax(&[("SCHILY.xattr.user.x", b"v")])
+            .link(EntryType::Symlink, "d", "/etc")
+            .apply(root.path())
+            .unwrap();
+        assert_eq!(fs::read(root.path().join("f")).unwrap(), b"mine");
+        assert_eq!(tree(host.path()), before);
+    }
 }
