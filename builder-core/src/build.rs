@@ -576,6 +576,7 @@ impl<'o> Builder<'o> {
             image.format = format;
         }
         let manifested = image.manifest_with(&self.opts.annotations)?;
+        image.verify_local_layers()?;
         let destinations = self
             .opts
             .destinations

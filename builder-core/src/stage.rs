@@ -373,12 +373,11 @@ impl<'b, 'o> StageRun<'b, 'o> {
         }
         let layers_dir = self.b.work.join("layers");
         std::fs::create_dir_all(&layers_dir).map_err(BuildError::io(&layers_dir))?;
-        let out = layers_dir.join(format!("stage{}-line{}.layer", self.index, ins.line));
         let opts = LayerOptions {
             compression: self.b.opts.compression,
             mtime: self.b.opts.reproducible.then_some(0),
         };
-        let info = ocibuild_snapshot::write_layer(&rootfs, &changes, &out, &opts).map_err(
+        let info = ocibuild_snapshot::write_layer(&rootfs, &changes, &layers_dir, &opts).map_err(
             BuildError::snapshot(format!("writing the layer of line {}", ins.line)),
         )?;
         if let Some(key) = pending_key {
