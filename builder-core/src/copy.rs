@@ -302,12 +302,6 @@ pub async fn add_sources(
     add: &AddOptions,
     scratch: &Path,
 ) -> Result<()> {
-    let many = sources.len() > 1;
-    if many && !names_dir(dest) {
-        return Err(CopyError::DestNotDir {
-            dest: dest.to_string(),
-        });
-    }
     let exclude = IgnoreRules::from_patterns(&opts.exclude);
     // Check and expand every local source before downloading anything.
     let mut planned: Vec<Option<Vec<Match>>> = Vec::new();
@@ -326,6 +320,15 @@ pub async fn add_sources(
             SourceKind::Local => planned.push(Some(expand_source(from, source, &exclude)?)),
             SourceKind::Url => planned.push(None),
         }
+    }
+    // URLs always give something; an empty wildcard gives nothing.
+    let many = planned.iter().flatten().filter(|m| !m.is_empty()).count()
+        + planned.iter().filter(|p| p.is_none()).count()
+        > 1;
+    if many && !names_dir(dest) {
+        return Err(CopyError::DestNotDir {
+            dest: dest.to_string(),
+        });
     }
     if planned.iter().any(Option::is_none) {
         fs::create_dir_all(scratch).map_err(io_err(scratch))?;

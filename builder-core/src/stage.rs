@@ -571,7 +571,10 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 }
             }
         };
-        if sources.len() + heredoc_names.len() > 1 && !dest_abs.ends_with('/') {
+        // Sources alone are counted by what they match (copy.rs: an empty wildcard counts
+        // for nothing); with heredocs, every source counts.
+        let counted = !heredoc_names.is_empty();
+        if counted && sources.len() + heredoc_names.len() > 1 && !dest_abs.ends_with('/') {
             return Err(self.step_err(ins, copy::CopyError::DestNotDir { dest }));
         }
         if !sources.is_empty() && is_add {
