@@ -714,3 +714,45 @@ fn without_namespace_rights_the_error_names_the_isolation_to_use() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Regression: with two ONBUILD triggers every trigger layer was written to one file, so
+/// the first layer's recorded digest no longer matched its bytes (DIGEST_INVALID on push,
+/// a corrupt `--tar-path` archive). Each trigger now gets its own complete layer.
+#[test]
+fn a_base_with_two_onbuild_triggers_gives_a_child_that_pushes_and_exports_intact() {
+    let reg = registry();
+    let base = format!("{}:1", unique_repo("onbuild-two-base"));
+    let base_ctx = context_with(
+        &format!("FROM {reg}/busybox:latest\nONBUILD RUN echo a > /a\nONBUILD RUN echo b > /b\n"),
+        &[],
+    );
+    let ctx_arg = base_ctx.path().to_str().unwrap();
+    build_ok(&["--context", ctx_arg, "--insecure", "--destination", &base]);
+
+    let child = format!("{}:1", unique_repo("onbuild-two-child"));
+    let child_ctx = context_with(&format!("FROM {base}\nRUN echo c > /c\n"), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("child.tar");
+    build_ok(&[
+        "--context",
+        child_ctx.path().to_str().unwrap(),
+        "--insecure",
+        "--destination",
+        &child,
+        "--tar-path",
+        tar.to_str().unwrap(),
+    ]);
+    for source in [
+        format!("docker://{child}"),
+        format!("docker-archive:{}", tar.display()),
+    ] {
+        let img = unpack(&source);
+        for (name, content) in [("a", "a\n"), ("b", "b\n"), ("c", "c\n")] {
+            assert_eq!(
+                fs::read_to_string(img.rootfs.join(name)).unwrap(),
+                content,
+                "/{name} in {source}"
+            );
+        }
+    }
+}

@@ -362,6 +362,8 @@ pub(crate) struct FinishedStage {
     pub rootfs: Option<PathBuf>,
     /// The cache key of its last step.
     pub key: String,
+    /// Its ARGs and their values at the end, for stages built on it.
+    pub args: BTreeMap<String, Option<String>>,
 }
 
 impl<'o> Builder<'o> {
@@ -576,6 +578,7 @@ impl<'o> Builder<'o> {
             image.format = format;
         }
         let manifested = image.manifest_with(&self.opts.annotations)?;
+        image.verify_local_layers()?;
         let destinations = self
             .opts
             .destinations

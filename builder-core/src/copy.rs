@@ -3,9 +3,10 @@
 //!
 //! - a source directory copies its *contents*, not the directory itself;
 //! - a destination ending in `/`, an existing directory, or several sources make the
-//!   destination a directory; several sources require the trailing `/`;
-//! - sources may be globs (`*`, `?`, `[..]`, `**`); they must match something, matches are
-//!   taken in sorted order, and a matched directory copies its contents;
+//!   destination a directory; several sources that match something require the trailing `/`;
+//! - sources may be globs (`*`, `?`, `[..]`, `**`); a glob may match nothing (BuildKit's
+//!   AllowEmptyWildcard), a plain path must exist; matches are taken in sorted order, and a
+//!   matched directory copies its contents;
 //! - `.dockerignore`d paths and `--exclude=PATTERN` paths are never copied;
 //! - `--parents` keeps the source's parent directories (from the context root, or from a
 //!   `/./` pivot in the source) under the destination;
@@ -217,15 +218,18 @@ pub fn copy_sources(
     rootfs: &Path,
     opts: &CopyOptions,
 ) -> Result<()> {
-    if sources.len() > 1 && !names_dir(dest) {
+    let exclude = IgnoreRules::from_patterns(&opts.exclude);
+    let mut matched: Vec<Match> = Vec::new();
+    let mut sources_matched = 0;
+    for source in sources {
+        let matches = expand_source(from, source, &exclude)?;
+        sources_matched += usize::from(!matches.is_empty());
+        matched.extend(matches);
+    }
+    if sources_matched > 1 && !names_dir(dest) {
         return Err(CopyError::DestNotDir {
             dest: dest.to_string(),
         });
-    }
-    let exclude = IgnoreRules::from_patterns(&opts.exclude);
-    let mut matched: Vec<Match> = Vec::new();
-    for source in sources {
-        matched.extend(expand_source(from, source, &exclude)?);
     }
     let mut copier = Copier::new(from, opts, rootfs, exclude)?;
     copier.copy_matches(&matched, dest, false, opts.extract_archives)
@@ -306,12 +310,6 @@ pub async fn add_sources(
     add: &AddOptions,
     scratch: &Path,
 ) -> Result<()> {
-    let many = sources.len() > 1;
-    if many && !names_dir(dest) {
-        return Err(CopyError::DestNotDir {
-            dest: dest.to_string(),
-        });
-    }
     let exclude = IgnoreRules::from_patterns(&opts.exclude);
     // Check and expand every local source before downloading anything.
     let mut planned: Vec<Option<Vec<Match>>> = Vec::new();
@@ -330,6 +328,15 @@ pub async fn add_sources(
             SourceKind::Local => planned.push(Some(expand_source(from, source, &exclude)?)),
             SourceKind::Url => planned.push(None),
         }
+    }
+    // URLs always give something; an empty wildcard gives nothing.
+    let many = planned.iter().flatten().filter(|m| !m.is_empty()).count()
+        + planned.iter().filter(|p| p.is_none()).count()
+        > 1;
+    if many && !names_dir(dest) {
+        return Err(CopyError::DestNotDir {
+            dest: dest.to_string(),
+        });
     }
     if planned.iter().any(Option::is_none) {
         fs::create_dir_all(scratch).map_err(io_err(scratch))?;
@@ -417,10 +424,14 @@ fn expand_source(from: &SourceRoot<'_>, source: &str, exclude: &IgnoreRules) -> 
         .unwrap_or(comps.len());
     let prefix: PathBuf = comps[..first_wild].iter().collect();
     let mut candidates = Vec::new();
+    // BuildKit copies with AllowEmptyWildcard: a wildcard that matches nothing (in a
+    // directory that exists) adds nothing, without an error.
+    let mut may_be_empty = false;
     if first_wild == comps.len() {
         candidates.push(rel.clone());
     } else {
         let base = from.dir.join(resolve_source(from, source, &prefix)?);
+        may_be_empty = base.is_dir();
         if base.is_dir() {
             // Docker matches COPY sources with Go's filepath.Match, one component per
             // pattern component: `**` there is just `*` (unlike in .dockerignore).
@@ -473,7 +484,7 @@ fn expand_source(from: &SourceRoot<'_>, source: &str, exclude: &IgnoreRules) -> 
             dest_rel,
         });
     }
-    if kept.is_empty() {
+    if kept.is_empty() && !may_be_empty {
         let hint = if by_ignore {
             " (it is excluded by .dockerignore)"
         } else if by_exclude {
@@ -1290,10 +1301,26 @@ mod tests {
         copy(ctx.path(), rootfs.path(), &["*.md"], "/docs/").unwrap();
         assert!(rootfs.path().join("docs/a.md").is_file());
         assert!(rootfs.path().join("docs/b.md").is_file());
-        let err = copy(ctx.path(), rootfs.path(), &["*.rs"], "/x/").unwrap_err();
-        assert!(err.to_string().contains("*.rs"), "{err}");
         let err = copy(ctx.path(), rootfs.path(), &["nope"], "/x/").unwrap_err();
         assert!(err.to_string().contains("build context"), "{err}");
+        let err = copy(ctx.path(), rootfs.path(), &["nodir/*.md"], "/x/").unwrap_err();
+        assert!(err.to_string().contains("nodir/*.md"), "{err}");
+    }
+
+    /// BuildKit (dockerfile2llb dispatchCopy: AllowEmptyWildcard for every local source;
+    /// solver/llbsolver/file/backend.go docopy returns early on an empty match): a wildcard
+    /// matching nothing adds nothing, and the destination is named by what did match.
+    #[test]
+    fn a_wildcard_matching_nothing_adds_nothing() {
+        let ctx = context();
+        let rootfs = tempfile::tempdir().unwrap();
+        copy(ctx.path(), rootfs.path(), &["nomatch*", "a.md"], "/hello").unwrap();
+        assert!(rootfs.path().join("hello").is_file(), "one match: a file");
+        copy(ctx.path(), rootfs.path(), &["*.rs"], "/x/").unwrap();
+        assert!(
+            !rootfs.path().join("x").exists(),
+            "nothing matched, nothing made"
+        );
     }
 
     #[test]

@@ -184,6 +184,21 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 impl Image {
+    /// Checks every layer written by this build against its recorded digest and size (the
+    /// bytes are on disk, so this is one read of each); pushes and exports call it first,
+    /// so a corrupt layer is reported here and never leaves the machine.
+    pub fn verify_local_layers(&self) -> Result<()> {
+        for (index, layer) in self.layers.iter().enumerate() {
+            if let LayerBlob::Local(info) = &layer.blob {
+                info.verify().map_err(BuildError::snapshot(format!(
+                    "verifying layer {} of the image before pushing or exporting it",
+                    index + 1
+                )))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Serialises config and manifest, without annotations and without checking that the
     /// layers fit the format (see [`Image::manifest_with`], which `build` should use).
     pub fn manifest(&self) -> Manifested {

@@ -9,7 +9,7 @@ use crate::build::{BuildEvent, Builder, Events, FinishedStage};
 use crate::cache::{CacheHit, CachedLayer, StepKey};
 use crate::config::Empty;
 use crate::copy::{self, CopyOptions, SourceRoot};
-use crate::dockerfile::{Command, CopyArgs, Instruction, InstructionKind, RunArgs};
+use crate::dockerfile::{ArgDecl, Command, CopyArgs, Instruction, InstructionKind, RunArgs};
 use crate::error::{BoxError, BuildError, Result};
 use crate::expand::{expand_word, expand_words, Vars};
 use crate::image::{Image, Layer, LayerBlob};
@@ -72,6 +72,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             _ => image_identity(&image, &platform.to_string()),
         };
         b.end_step(started, None, events);
+        let args = inherited_args(b, &stage.base);
         let ignore = b.live_ignore.clone().unwrap_or_default();
         let mut run = StageRun {
             b,
@@ -80,7 +81,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             image,
             rootfs: None,
             snapshotter: StatWalk::new(ignore),
-            args: BTreeMap::new(),
+            args,
             cmd_set: false,
             key,
             pending_key: None,
@@ -102,6 +103,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             image: run.image,
             rootfs,
             key: run.key,
+            args: run.args,
         })
     }
 
@@ -118,22 +120,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             K::Workdir(dir) => return self.workdir(ins, dir, events).await,
             K::Arg(decls) => {
                 for decl in decls {
-                    let value = match self.b.opts.build_args.get(&decl.name) {
-                        Some(Some(v)) => Some(v.clone()),
-                        _ => match &decl.default {
-                            Some(d) => Some(self.expand(ins, d)?),
-                            None => self
-                                .b
-                                .plan
-                                .global_args
-                                .get(&decl.name)
-                                .cloned()
-                                .flatten()
-                                .or_else(|| self.b.plan.auto_args.get(&decl.name).cloned()),
-                        },
-                    };
-                    self.b.used_args.insert(decl.name.clone());
-                    self.args.insert(decl.name.clone(), value);
+                    self.declare_arg(ins, decl)?;
                 }
             }
             K::Env(pairs) => {
@@ -241,6 +228,32 @@ impl<'b, 'o> StageRun<'b, 'o> {
             .finish();
         self.history(ins, true);
         Ok(None)
+    }
+
+    /// `ARG name[=default]`. Like BuildKit (`ArgCommand.Expand`), the name is expanded as
+    /// well as the default. The value is the `--build-arg`, else the expanded default, else
+    /// the global ARG's value, else the value the stage inherited from the stage it is built
+    /// on, else the automatic platform ARG's.
+    fn declare_arg(&mut self, ins: &Instruction, decl: &ArgDecl) -> Result<()> {
+        let name = self.expand(ins, &decl.name)?;
+        let value = match self.b.opts.build_args.get(&name) {
+            Some(Some(v)) => Some(v.clone()),
+            _ => match &decl.default {
+                Some(d) => Some(self.expand(ins, d)?),
+                None => self
+                    .b
+                    .plan
+                    .global_args
+                    .get(&name)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| self.args.get(&name).cloned().flatten())
+                    .or_else(|| self.b.plan.auto_args.get(&name).cloned()),
+            },
+        };
+        self.b.used_args.insert(name.clone());
+        self.args.insert(name, value);
+        Ok(())
     }
 
     /// Runs the base image's ONBUILD triggers as if they followed FROM, then drops them:
@@ -373,12 +386,11 @@ impl<'b, 'o> StageRun<'b, 'o> {
         }
         let layers_dir = self.b.work.join("layers");
         std::fs::create_dir_all(&layers_dir).map_err(BuildError::io(&layers_dir))?;
-        let out = layers_dir.join(format!("stage{}-line{}.layer", self.index, ins.line));
         let opts = LayerOptions {
             compression: self.b.opts.compression,
             mtime: self.b.opts.reproducible.then_some(0),
         };
-        let info = ocibuild_snapshot::write_layer(&rootfs, &changes, &out, &opts).map_err(
+        let info = ocibuild_snapshot::write_layer(&rootfs, &changes, &layers_dir, &opts).map_err(
             BuildError::snapshot(format!("writing the layer of line {}", ins.line)),
         )?;
         if let Some(key) = pending_key {
@@ -549,7 +561,10 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 }
             }
         };
-        if sources.len() + heredoc_names.len() > 1 && !dest_abs.ends_with('/') {
+        // Sources alone are counted by what they match (copy.rs: an empty wildcard counts
+        // for nothing); with heredocs, every source counts.
+        let counted = !heredoc_names.is_empty();
+        if counted && sources.len() + heredoc_names.len() > 1 && !dest_abs.ends_with('/') {
             return Err(self.step_err(ins, copy::CopyError::DestNotDir { dest }));
         }
         if !sources.is_empty() && is_add {
@@ -1392,6 +1407,18 @@ enum Prepared {
 }
 
 /// The first cache key of a stage built on `image`: its config and layer digests.
+/// The ARG values a stage starts with: those of the stage it is built on (BuildKit: a stage
+/// built `FROM` another stage continues that stage's build args), none for an image.
+fn inherited_args(b: &Builder<'_>, base: &StageBase) -> BTreeMap<String, Option<String>> {
+    match base {
+        StageBase::Stage(i) => b.finished[*i]
+            .as_ref()
+            .map(|f| f.args.clone())
+            .unwrap_or_default(),
+        _ => BTreeMap::new(),
+    }
+}
+
 fn image_identity(image: &Image, platform: &str) -> String {
     let layers: Vec<&str> = image.layers.iter().map(Layer::digest).collect();
     StepKey::after("", "FROM")

@@ -267,26 +267,32 @@ fn dockerignored_paths_never_match_a_wildcard() {
     )
     .unwrap();
     assert_eq!(tree(&rootfs.path().join("h")), ["home.md"]);
-    let err = copy_sources(
+    // Ignored paths are not in the context at all: the wildcard matches nothing.
+    copy_sources(
         &from,
         &strings(&["home.t*"]),
-        "/h/",
+        "/i/",
         rootfs.path(),
         &CopyOptions::default(),
     )
-    .unwrap_err();
-    assert!(err.to_string().contains(".dockerignore"), "{err}");
+    .unwrap();
+    assert!(!rootfs.path().join("i").exists());
 }
 
+/// BuildKit copies every local source with AllowEmptyWildcard
+/// (frontend/dockerfile/dockerfile2llb/convert_copy.go, dispatchCopy), and its copy
+/// backend returns early on an empty match (solver/llbsolver/file/backend.go, docopy).
 #[test]
-fn a_wildcard_without_match_is_an_error_naming_the_pattern() {
+fn a_wildcard_without_match_copies_nothing_but_its_directory_must_exist() {
     let ctx = context();
     let rootfs = tempfile::tempdir().unwrap();
-    let err = copy(ctx.path(), rootfs.path(), &["src/*.go"], "/x/").unwrap_err();
+    copy(ctx.path(), rootfs.path(), &["src/*.go"], "/x/").unwrap();
+    assert!(!rootfs.path().join("x").exists());
+    let err = copy(ctx.path(), rootfs.path(), &["nosuchdir/*.go"], "/x/").unwrap_err();
     assert!(matches!(err, CopyError::NotFound { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "src/*.go: no such file or directory in the build context"
+        "nosuchdir/*.go: no such file or directory in the build context"
     );
 }
 
@@ -1061,5 +1067,37 @@ async fn add_of_plain_files_and_directories_behaves_like_copy() {
     assert_eq!(
         fs::metadata(rootfs.path().join("m")).unwrap().mode() & 0o7777,
         0o604
+    );
+}
+
+/// The directory COPY/ADD creates for a directory source is made, not copied: BuildKit's
+/// fsutil `prepareTargetDir` creates it with `MkdirAll(target, 0755, chown, utime)` and
+/// `copy` then leaves its metadata alone (the top level is copied with
+/// `overwriteTargetMetadata=false`, so `copyFileInfo` runs only for entries it created).
+/// So it is 0755 and owned by `--chown` (or root) — not the source directory's mode, and
+/// not `--chmod`, which applies to the copied entries.
+#[test]
+fn a_directory_destination_that_copy_creates_is_0755_whatever_the_source_mode_or_chmod() {
+    let ctx = context();
+    let rootfs = tempfile::tempdir().unwrap();
+    fs::create_dir(ctx.path().join("qux")).unwrap();
+    fs::write(ctx.path().join("qux/f"), "f").unwrap();
+    fs::set_permissions(ctx.path().join("qux"), fs::Permissions::from_mode(0o775)).unwrap();
+    copy(ctx.path(), rootfs.path(), &["qux"], "/dir").unwrap();
+    let opts = CopyOptions {
+        chmod: Some(0o777),
+        chown: Some((1000, 1000)),
+        ..CopyOptions::default()
+    };
+    copy_with(ctx.path(), rootfs.path(), &["qux"], "/dir777", &opts).unwrap();
+
+    let meta = |p: &str| fs::metadata(rootfs.path().join(p)).unwrap();
+    assert_eq!(meta("dir").mode() & 0o7777, 0o755);
+    assert_eq!(meta("dir777").mode() & 0o7777, 0o755);
+    assert_eq!((meta("dir777").uid(), meta("dir777").gid()), (1000, 1000));
+    assert_eq!(
+        meta("dir777/f").mode() & 0o7777,
+        0o777,
+        "--chmod is for what is copied"
     );
 }

@@ -68,6 +68,16 @@ pub enum Error {
     /// An option value is out of range.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    /// A layer file's bytes do not match the digest and size recorded for it.
+    #[error("{path}: the layer file is corrupt: recorded {expected}, the file has {found}")]
+    CorruptLayer {
+        /// The layer file.
+        path: PathBuf,
+        /// The recorded digest and size, `sha256:<hex> (<n> bytes)`.
+        expected: String,
+        /// What the file has, in the same form.
+        found: String,
+    },
 }
 
 impl Error {

@@ -2,7 +2,7 @@
 //!
 //! The layer is produced in one streaming pass: tar writer → hasher (diff ID)
 //! → compressor → hasher (digest) → temporary file, which is synced and then
-//! renamed into place. Nothing holds the whole layer in memory.
+//! named by its digest. Nothing holds the whole layer in memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -11,6 +11,7 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -126,54 +127,97 @@ impl LayerInfo {
     pub fn docker_media_type(&self) -> &'static str {
         self.compression.docker_media_type()
     }
+
+    /// Checks that the file at [`LayerInfo::path`] has exactly the recorded digest and
+    /// size ([`Error::CorruptLayer`] otherwise), by hashing it.
+    pub fn verify(&self) -> Result<()> {
+        let size = fs::metadata(&self.path)
+            .map_err(io_err(&self.path, "stat layer file"))?
+            .len();
+        let digest = crate::digest::sha256_file(&self.path)?;
+        if digest == self.digest && size == self.size {
+            return Ok(());
+        }
+        Err(Error::CorruptLayer {
+            path: self.path.clone(),
+            expected: format!("{} ({} bytes)", self.digest, self.size),
+            found: format!("{digest} ({size} bytes)"),
+        })
+    }
 }
 
-/// Writes the layer for `changes` of `rootfs` to the file `out`.
+/// Writes the layer for `changes` of `rootfs` into the directory `dir`, as a file named by
+/// its digest (`sha256-<hex>`, see [`layer_file_name`]).
 ///
 /// Entries come in path order with parents first; every ancestor directory of
 /// a changed path is included with its current metadata. Deletions become
-/// `.wh.NAME` entries and opaque directories get a `.wh..wh..opq` entry. The
-/// file is written next to `out` under a temporary name, synced, then renamed.
+/// `.wh.NAME` entries and opaque directories get a `.wh..wh..opq` entry.
+///
+/// The bytes go to a temporary file of this call alone (created exclusively), which is
+/// synced and only then given its digest name; a file already there under that name has
+/// the same bytes and is kept. So a digest-named file is complete, and nothing writes to
+/// it afterwards: two layers can never share a file, whatever else they have in common.
 pub fn write_layer(
     rootfs: &Path,
     changes: &Changes,
-    out: &Path,
+    dir: &Path,
     opts: &LayerOptions,
 ) -> Result<LayerInfo> {
     opts.compression.validate()?;
     let plan = plan_entries(changes)?;
-    let tmp = temp_path(out)?;
-    match write_file(rootfs, &plan, &tmp, opts) {
-        Ok((digest, diff_id, size)) => {
-            fs::rename(&tmp, out).map_err(io_err(out, "rename layer into place"))?;
-            sync_parent(out);
+    let (tmp, file) = create_temp(dir)?;
+    let written =
+        write_file(rootfs, &plan, file, &tmp, opts).and_then(|(digest, diff_id, size)| {
+            let out = dir.join(layer_file_name(&digest));
+            publish(&tmp, &out)?;
             Ok(LayerInfo {
                 digest,
                 diff_id,
                 size,
-                path: out.to_path_buf(),
+                path: out,
                 compression: opts.compression,
             })
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
+        });
+    let _ = fs::remove_file(&tmp);
+    written
+}
+
+/// The file name of a layer with `digest` (`sha256:<hex>` → `sha256-<hex>`).
+pub fn layer_file_name(digest: &str) -> String {
+    digest.replace(':', "-")
+}
+
+/// Creates a new, exclusively owned temporary file in `dir` (read-only for everyone once
+/// closed: layer files are never rewritten).
+fn create_temp(dir: &Path) -> Result<(PathBuf, File)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".layer-{}-{n}.tmp", std::process::id()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&tmp, "create layer file", e)),
         }
     }
 }
 
-/// The temporary file name used while `out` is being written.
-fn temp_path(out: &Path) -> Result<PathBuf> {
-    let Some(name) = out.file_name() else {
-        return Err(Error::InvalidOption(format!(
-            "layer output path {} has no file name",
-            out.display()
-        )));
-    };
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    Ok(out.with_file_name(tmp_name))
+/// Gives the complete file `tmp` the name `out`, unless a file of that name (the same
+/// digest, so the same bytes) is already there; `tmp` itself is left for the caller.
+fn publish(tmp: &Path, out: &Path) -> Result<()> {
+    match fs::hard_link(tmp, out) {
+        Ok(()) => {
+            sync_parent(out);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(out, "name the layer file by its digest", e)),
+    }
 }
 
 /// Syncs the directory holding `path` so the rename is durable (best effort).
@@ -187,19 +231,15 @@ fn sync_parent(path: &Path) {
     }
 }
 
-/// Writes the compressed layer to `tmp`; returns digest, diff ID and size.
+/// Writes the compressed layer to `file` (the temporary file `tmp`); returns digest, diff
+/// ID and size.
 fn write_file(
     rootfs: &Path,
     plan: &Plan,
+    file: File,
     tmp: &Path,
     opts: &LayerOptions,
 ) -> Result<(String, String, u64)> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(tmp)
-        .map_err(io_err(tmp, "create layer file"))?;
     let counted = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
     let (counted, diff_id) = match opts.compression {
         Compression::None => write_tar(rootfs, plan, opts, counted)?,

@@ -32,7 +32,7 @@ pub mod walk;
 
 pub use digest::{sha256_file, HashingWriter};
 pub use error::{Error, Result};
-pub use layer::{write_layer, Compression, LayerInfo, LayerOptions};
+pub use layer::{layer_file_name, write_layer, Compression, LayerInfo, LayerOptions};
 pub use rootfd::{Dir, RootDir};
 pub use rootpath::{is_missing, resolve_in_root};
 pub use unpack::{unpack_layer, unpack_layer_file, unpack_layer_file_skipping, UnpackStats};

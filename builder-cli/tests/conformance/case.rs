@@ -12,6 +12,7 @@
 //! | `expect_config = FIELD = JSON` | the config field (as compared, see `config_fields`) equals JSON |
 //! | `hardlink = EXISTING NEW` | made in the copy of the context (git keeps no hard links) |
 //! | `mkdir = PATH` | made in the copy of the context (git keeps no empty directories) |
+//! | `chmod = MODE PATH` | set (octal) in the copy of the context (git keeps no directory modes) |
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,7 @@ pub struct Case {
     pub expect_config: Vec<(String, String)>,
     pub hardlinks: Vec<(String, String)>,
     pub mkdirs: Vec<String>,
+    pub chmods: Vec<(u32, String)>,
 }
 
 /// Reads every case under `root`, sorted by name.
@@ -95,6 +97,13 @@ fn load(dir: &Path) -> Case {
                 None => bad(),
             },
             "mkdir" => case.mkdirs.push(value.to_string()),
+            "chmod" => match value.split_once(' ') {
+                Some((mode, path)) => match u32::from_str_radix(mode, 8) {
+                    Ok(mode) => case.chmods.push((mode, path.trim().to_string())),
+                    Err(_) => bad(),
+                },
+                None => bad(),
+            },
             _ => bad(),
         }
     }
@@ -151,6 +160,11 @@ impl Case {
             let to = dest.join(to);
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
             std::fs::hard_link(dest.join(from), to).unwrap();
+        }
+        for (mode, path) in &self.chmods {
+            use std::os::unix::fs::PermissionsExt;
+            let perms = std::fs::Permissions::from_mode(*mode);
+            std::fs::set_permissions(dest.join(path), perms).unwrap();
         }
     }
 

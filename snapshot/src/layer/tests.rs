@@ -265,9 +265,9 @@ fn changes_cover_the_fixture() {
 #[test]
 fn round_trip_gzip_layer() {
     let f = fixture();
-    let out = f.work.join("layer.tar.gz");
-    let info = write_layer(&f.root, &f.changes, &out, &LayerOptions::default()).unwrap();
-    assert_eq!(info.path, out);
+    let info = write_layer(&f.root, &f.changes, &f.work, &LayerOptions::default()).unwrap();
+    let out = info.path.clone();
+    assert_eq!(out, f.work.join(layer_file_name(&info.digest)));
     assert_eq!(info.compression, Compression::Gzip { level: 6 });
     assert_eq!(info.digest, sha256_file(&out).unwrap());
     assert_eq!(info.size, fs::metadata(&out).unwrap().len());
@@ -362,13 +362,12 @@ fn xattrs_are_written() {
         upserts: [PathBuf::from("f")].into_iter().collect(),
         ..Changes::default()
     };
-    let out = dir.path().join("l.tar");
     let opts = LayerOptions {
         compression: Compression::None,
         mtime: None,
     };
-    write_layer(&root, &changes, &out, &opts).unwrap();
-    let entries = read_entries(&fs::read(&out).unwrap());
+    let info = write_layer(&root, &changes, dir.path(), &opts).unwrap();
+    let entries = read_entries(&fs::read(&info.path).unwrap());
     assert_eq!(
         find(&entries, "f").xattrs,
         vec![("user.test".to_string(), b"v".to_vec())]
@@ -382,9 +381,14 @@ fn fixed_mtime_and_determinism() {
         compression: Compression::Gzip { level: 6 },
         mtime: Some(1_234_567_890),
     };
-    let a = write_layer(&f.root, &f.changes, &f.work.join("a"), &opts).unwrap();
-    let b = write_layer(&f.root, &f.changes, &f.work.join("b"), &opts).unwrap();
+    let a = write_layer(&f.root, &f.changes, &f.work, &opts).unwrap();
+    let b = write_layer(&f.root, &f.changes, &f.work, &opts).unwrap();
     assert_eq!(a.digest, b.digest);
+    assert_eq!(
+        a.path, b.path,
+        "the same bytes share their digest-named file"
+    );
+    b.verify().unwrap();
     assert_eq!(a.diff_id, b.diff_id);
     let entries = read_entries(&decompress(&a.path, a.compression));
     assert!(entries.iter().all(|(_, e)| e.mtime == 1_234_567_890));
@@ -393,13 +397,17 @@ fn fixed_mtime_and_determinism() {
 #[test]
 fn plain_and_zstd_layers() {
     let f = fixture();
+    let mut zstd_layer = PathBuf::new();
     for compression in [Compression::None, Compression::Zstd { level: 3 }] {
-        let out = f.work.join(format!("{compression:?}"));
         let opts = LayerOptions {
             compression,
             mtime: None,
         };
-        let info = write_layer(&f.root, &f.changes, &out, &opts).unwrap();
+        let info = write_layer(&f.root, &f.changes, &f.work, &opts).unwrap();
+        let out = info.path.clone();
+        if compression != Compression::None {
+            zstd_layer = out.clone();
+        }
         assert_eq!(info.digest, sha256_file(&out).unwrap());
         assert_eq!(info.diff_id, sha256_bytes(&decompress(&out, compression)));
         if compression == Compression::None {
@@ -407,15 +415,16 @@ fn plain_and_zstd_layers() {
         }
     }
     let copy_root = f.copy.clone();
-    unpack_layer_file(&f.work.join("Zstd { level: 3 }"), &copy_root).unwrap();
+    unpack_layer_file(&zstd_layer, &copy_root).unwrap();
     assert_eq!(summarize(&f.copy), summarize(&f.root));
 }
 
 #[test]
 fn gnu_tools_accept_the_layer() {
     let f = fixture();
-    let out = f.work.join("layer.tar.gz");
-    write_layer(&f.root, &f.changes, &out, &LayerOptions::default()).unwrap();
+    let out = write_layer(&f.root, &f.changes, &f.work, &LayerOptions::default())
+        .unwrap()
+        .path;
     let gzip = Command::new("gzip").arg("-t").arg(&out).status().unwrap();
     assert!(gzip.success());
     let listing = Command::new("tar").arg("-tzvf").arg(&out).output().unwrap();
@@ -446,8 +455,7 @@ fn paths_below_a_symlink_are_refused() {
         upserts: [PathBuf::from("link/secret")].into_iter().collect(),
         ..Changes::default()
     };
-    let out = dir.path().join("l");
-    let err = write_layer(&root, &changes, &out, &LayerOptions::default()).unwrap_err();
+    let err = write_layer(&root, &changes, dir.path(), &LayerOptions::default()).unwrap_err();
     assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
 }
 
@@ -488,21 +496,14 @@ fn bad_level_and_missing_path_are_errors() {
         compression: Compression::Gzip { level: 42 },
         mtime: None,
     };
-    let err = write_layer(
-        dir.path(),
-        &Changes::default(),
-        &dir.path().join("l"),
-        &opts,
-    );
+    let err = write_layer(dir.path(), &Changes::default(), dir.path(), &opts);
     assert!(matches!(err, Err(Error::InvalidOption(_))));
     let changes = Changes {
         upserts: [PathBuf::from("missing")].into_iter().collect(),
         ..Changes::default()
     };
-    let out = dir.path().join("l");
-    let err = write_layer(dir.path(), &changes, &out, &LayerOptions::default()).unwrap_err();
+    let err = write_layer(dir.path(), &changes, dir.path(), &LayerOptions::default()).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
-    assert!(!out.exists());
     assert_eq!(
         fs::read_dir(dir.path()).unwrap().count(),
         0,
@@ -513,12 +514,12 @@ fn bad_level_and_missing_path_are_errors() {
 #[test]
 fn empty_changes_give_an_empty_tar() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("l");
+    let out = tempfile::tempdir().unwrap();
     let opts = LayerOptions {
         compression: Compression::None,
         mtime: None,
     };
-    let info = write_layer(dir.path(), &Changes::default(), &out, &opts).unwrap();
+    let info = write_layer(dir.path(), &Changes::default(), out.path(), &opts).unwrap();
     assert_eq!(info.size, 1024);
 }
 
@@ -535,4 +536,43 @@ fn compression_and_info_serde() {
     };
     let back: LayerInfo = serde_json::from_str(&serde_json::to_string(&info).unwrap()).unwrap();
     assert_eq!(back, info);
+}
+
+/// ONBUILD with two triggers once wrote both layers to one path: the first layer's record
+/// then described the second one's bytes. Layers written one after the other into one
+/// directory each keep their own file, and each file matches its record.
+#[test]
+fn layers_written_into_one_directory_never_share_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let layers = dir.path().join("layers");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(&layers).unwrap();
+    let mut written = Vec::new();
+    for name in ["a", "b"] {
+        write(&root, name, name.as_bytes());
+        let changes = Changes {
+            upserts: [PathBuf::from(name)].into_iter().collect(),
+            ..Changes::default()
+        };
+        written.push(write_layer(&root, &changes, &layers, &LayerOptions::default()).unwrap());
+    }
+    assert_ne!(written[0].path, written[1].path);
+    for info in &written {
+        info.verify().unwrap();
+    }
+    let names: Vec<_> = fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+}
+
+#[test]
+fn a_layer_file_changed_after_writing_fails_verification() {
+    let f = fixture();
+    let mut info = write_layer(&f.root, &f.changes, &f.work, &LayerOptions::default()).unwrap();
+    info.digest = format!("sha256:{}", "0".repeat(64));
+    let err = info.verify().unwrap_err();
+    assert!(matches!(err, Error::CorruptLayer { .. }), "{err}");
 }
