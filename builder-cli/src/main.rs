@@ -1,5 +1,6 @@
 //! `ocibuild`: build OCI images from Dockerfiles without a daemon.
 
+#![forbid(unsafe_code)]
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use ocibuild_core::{BuildEvent, BuildOptions, Compression, Isolation};

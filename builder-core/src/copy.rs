@@ -1091,8 +1091,10 @@ pub(crate) fn extract_tar_stream<R: Read>(reader: R, name: &Path, dest: &Path) -
         origin: "build context".into(),
         keep_owner: false,
     };
-    // SAFETY: getuid/getgid cannot fail and have no preconditions.
-    let me = unsafe { (libc::getuid(), libc::getgid()) };
+    let me = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
     let opts = CopyOptions {
         chown: Some(me),
         ..CopyOptions::default()

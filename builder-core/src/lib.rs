@@ -6,6 +6,7 @@
 //! The entry point for tools embedding ocibuild is [`build`] with [`BuildOptions`]; progress
 //! arrives as [`BuildEvent`]s and failures as [`BuildError`]s that name the Dockerfile line.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod build;
@@ -18,7 +19,6 @@ pub mod error;
 pub mod expand;
 pub mod fetch;
 pub mod image;
-pub mod isolation;
 pub mod liveroot;
 pub mod mounts;
 pub mod output;
@@ -31,5 +31,6 @@ pub mod warm;
 
 pub use build::{build, BuildEvent, BuildOptions, BuildOutput};
 pub use error::BuildError;
-pub use isolation::Isolation;
+pub use ocibuild_isolation as isolation;
+pub use ocibuild_isolation::Isolation;
 pub use ocibuild_snapshot::Compression;

@@ -35,6 +35,7 @@
 //! let config = client.pull_blob_bytes(&r, &pulled.manifest.config.digest).await?;
 //! # let _ = config; Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod auth;

@@ -19,6 +19,7 @@
 //!   streaming pass, computing its digest and diff ID on the way.
 //! - [`sha256_file`] and [`HashingWriter`] are the digest helpers.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod digest;

@@ -25,10 +25,10 @@
 //! the descriptor already held still names a directory inside the rootfs.
 
 use std::collections::VecDeque;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -56,73 +56,41 @@ fn os_err(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
-/// Takes ownership of a descriptor a successful system call just returned.
-fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: callers pass a descriptor freshly returned by the kernel that nothing else
-    // owns or closes.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+/// Converts a rustix error to a nix one (the rest of this module speaks nix).
+fn nix_err(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
 }
 
 /// `openat(dirfd, name, flags | O_CLOEXEC, mode)` as an owned descriptor.
-fn open_at(dirfd: RawFd, name: &OsStr, flags: OFlag, mode: u32) -> nix::Result<OwnedFd> {
-    let mode = Mode::from_bits_truncate(mode as libc::mode_t);
-    nix::fcntl::openat(Some(dirfd), name, flags | OFlag::O_CLOEXEC, mode).map(owned)
-}
-
-/// The argument structure of `openat2` (`struct open_how`).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
+fn open_at(dirfd: impl AsFd, name: &OsStr, flags: OFlag, mode: u32) -> nix::Result<OwnedFd> {
+    let flags = rustix::fs::OFlags::from_bits_retain((flags | OFlag::O_CLOEXEC).bits() as _);
+    rustix::fs::openat(
+        dirfd,
+        name,
+        flags,
+        rustix::fs::Mode::from_raw_mode(mode as _),
+    )
+    .map_err(nix_err)
 }
 
 /// `openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`.
-fn openat2_in_root(root: RawFd, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
-    let path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
-    let how = OpenHow {
-        flags: (flags | OFlag::O_CLOEXEC).bits() as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: `path` is NUL-terminated, `how` is a valid `open_how` of the size passed,
-    // and both outlive the call; the kernel only reads them.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root,
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(owned(rc as RawFd))
+fn openat2_in_root(root: impl AsFd, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode as RMode, OFlags, ResolveFlags};
+    let flags = OFlags::from_bits_retain((flags | OFlag::O_CLOEXEC).bits() as _);
+    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    Ok(rustix::fs::openat2(
+        root,
+        path,
+        flags,
+        RMode::empty(),
+        resolve,
+    )?)
 }
 
 /// `setxattr(path, key, value)`, following `path` (used on `/proc/self/fd` entries).
 fn set_xattr_following(path: &str, key: &OsStr, value: &[u8]) -> io::Result<()> {
-    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte");
-    let path = CString::new(path).map_err(|_| invalid())?;
-    let key = CString::new(key.as_bytes()).map_err(|_| invalid())?;
-    // SAFETY: `path` and `key` are NUL-terminated, `value` is valid for `value.len()`
-    // bytes, and all outlive the call; the kernel only reads them.
-    let rc = unsafe {
-        libc::setxattr(
-            path.as_ptr(),
-            key.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let flags = rustix::fs::XattrFlags::empty();
+    Ok(rustix::fs::setxattr(path, key, value, flags)?)
 }
 
 /// A directory inside a root filesystem, held open.
@@ -208,7 +176,7 @@ impl Dir {
     pub fn lstat(&self, name: &OsStr) -> Result<Option<fs::Metadata>> {
         self.check(name, true)?;
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW;
-        let fd = match open_at(self.raw(), name, flags, 0) {
+        let fd = match open_at(&self.fd, name, flags, 0) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(self.err(name, "lstat", e)),
@@ -223,7 +191,7 @@ impl Dir {
         self.check(name, false)?;
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
         let fd =
-            open_at(self.raw(), name, flags, 0).map_err(|e| self.err(name, "open directory", e))?;
+            open_at(&self.fd, name, flags, 0).map_err(|e| self.err(name, "open directory", e))?;
         Ok(Dir {
             fd,
             root: self.root.clone(),
@@ -269,7 +237,7 @@ impl Dir {
     pub fn create_file(&self, name: &OsStr, mode: u32) -> Result<File> {
         self.check(name, false)?;
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-        open_at(self.raw(), name, flags, mode)
+        open_at(&self.fd, name, flags, mode)
             .map(File::from)
             .map_err(|e| self.err(name, "create file", e))
     }
@@ -396,7 +364,7 @@ impl Dir {
     /// (`EOPNOTSUPP`), since there are no `*at` xattr calls to act on the link itself.
     pub fn set_xattr(&self, name: &OsStr, key: &OsStr, value: &[u8]) -> Result<()> {
         self.check(name, true)?;
-        let fd = open_at(self.raw(), name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)
+        let fd = open_at(&self.fd, name, OFlag::O_PATH | OFlag::O_NOFOLLOW, 0)
             .map_err(|e| self.err(name, "open for xattr", e))?;
         let file = File::from(fd);
         let is_link = file.metadata().map(|m| m.is_symlink());
@@ -556,7 +524,7 @@ impl RootDir {
     /// directory, so symlinks in it are followed).
     pub fn open(path: &Path) -> Result<RootDir> {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-        let fd = open_at(libc::AT_FDCWD, path.as_os_str(), flags, 0)
+        let fd = open_at(rustix::fs::CWD, path.as_os_str(), flags, 0)
             .map_err(|e| Error::io(path, "open root directory", os_err(e)))?;
         Ok(RootDir::from_fd(fd, path))
     }
@@ -617,7 +585,7 @@ impl RootDir {
         };
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
         for _ in 0..OPENAT2_RETRIES {
-            match openat2_in_root(self.dir.raw(), asked, flags) {
+            match openat2_in_root(&self.dir.fd, asked, flags) {
                 Ok(fd) => {
                     return Ok(Some(Dir {
                         fd,

@@ -214,8 +214,7 @@ impl Unpacker {
     fn new(rootfs: &Path) -> Result<Self> {
         Ok(Unpacker {
             root: RootDir::open(rootfs)?,
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            is_root: unsafe { libc::geteuid() } == 0,
+            is_root: nix::unistd::geteuid().is_root(),
             created: HashSet::new(),
             opaque: Vec::new(),
             dir_times: BTreeMap::new(),

@@ -228,14 +228,9 @@ fn deletion_is_covered(path: &Path, new: &Tree, opaque: &BTreeSet<PathBuf>) -> b
 }
 
 /// Reads a clock as `(seconds, nanoseconds)`.
-fn clock_now(clock: libc::clockid_t) -> (libc::time_t, libc::c_long) {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec, ts.tv_nsec)
+fn clock_now(clock: rustix::time::ClockId) -> (i64, i64) {
+    let ts = rustix::time::clock_gettime(clock);
+    (ts.tv_sec as i64, ts.tv_nsec as i64)
 }
 
 /// Waits until the kernel's coarse clock has passed the current time.
@@ -248,9 +243,9 @@ fn clock_now(clock: libc::clockid_t) -> (libc::time_t, libc::c_long) {
 /// that every later change carries a timestamp newer than anything recorded.
 /// The wait is capped at one second so a strange clock cannot hang a build.
 fn wait_for_coarse_clock() {
-    let target = clock_now(libc::CLOCK_REALTIME);
+    let target = clock_now(rustix::time::ClockId::Realtime);
     for _ in 0..1000 {
-        if clock_now(libc::CLOCK_REALTIME_COARSE) > target {
+        if clock_now(rustix::time::ClockId::RealtimeCoarse) > target {
             return;
         }
         std::thread::sleep(Duration::from_millis(1));

@@ -38,8 +38,7 @@ fn make_base(root: &Path) {
 }
 
 fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
 }
 
 /// Applies every kind of change the layer must carry.
@@ -78,14 +77,12 @@ fn change_tree(root: &Path) {
 
 /// Makes a character device; silently does nothing where that is not permitted.
 fn mknod_char(path: &Path, major: u32, minor: u32) {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    unsafe {
-        libc::mknod(
-            c.as_ptr(),
-            libc::S_IFCHR | 0o666,
-            libc::makedev(major, minor),
-        )
-    };
+    let _ = nix::sys::stat::mknod(
+        path,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(major.into(), minor.into()),
+    );
 }
 
 /// A comparable description of one path.

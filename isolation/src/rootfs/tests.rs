@@ -5,7 +5,7 @@
 use super::*;
 use std::os::unix::fs::symlink;
 
-#[path = "../../../tests/support/host_tree.rs"]
+#[path = "../../../builder-core/tests/support/host_tree.rs"]
 mod host_tree;
 use host_tree::{host, set_old, tree};
 

@@ -1,4 +1,4 @@
-//! Integration tests of `ocibuild_core::isolation` against a busybox rootfs.
+//! Integration tests of `ocibuild_isolation` against a busybox rootfs.
 //! They need root (as the build machine has) and /bin/busybox.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ocibuild_core::isolation::{
+use ocibuild_isolation::{
     probe, resolve_user, run, Isolation, IsolationError, Mount, Network, RunOutcome, RunSpec,
     Security, TmpfsMount,
 };

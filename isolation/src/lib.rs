@@ -1,22 +1,29 @@
-//! Running one RUN command inside a root filesystem directory, isolated from the host.
+//! The RUN sandbox of ocibuild: running one command inside a root filesystem directory,
+//! isolated from the host. This crate holds the project's only `unsafe` code (in the
+//! private `sys` module: fork, namespaces, mounts, `pivot_root`, capabilities, seccomp,
+//! exec); every other crate of the workspace is `#![forbid(unsafe_code)]`.
 //!
 //! Three modes ([`Isolation`]):
-//! - [`Isolation::Namespaces`] (default): new mount + pid namespaces (plus a user namespace
-//!   mapping root to the caller when not run as root, a network namespace for
-//!   [`Network::None`], a UTS namespace for a hostname). Inside the rootfs a fresh `/proc`,
-//!   a minimal `/dev`, a read-only `/sys` (when permitted) and per-run copies of
-//!   `/etc/resolv.conf`, `/etc/hosts` (and `/etc/hostname`) are mounted, then the command is
-//!   run chrooted as pid 2 under a small init (pid 1) that reaps zombies.
-//! - [`Isolation::Chroot`]: fork, chroot, switch user, exec — for environments where
+//! - [`Isolation::Namespaces`] (default): new mount, pid, UTS, IPC and cgroup namespaces
+//!   (plus a user namespace mapping root to the caller when not run as root, a network
+//!   namespace for [`Network::None`]). The rootfs is bound onto itself `nodev`, a fresh
+//!   `/proc` (masked and partly read-only as runc does), a minimal `nodev` `/dev`, a
+//!   read-only `/sys` and per-run copies of `/etc/resolv.conf`, `/etc/hosts` (and
+//!   `/etc/hostname`) are mounted inside it, then it is entered with `pivot_root` and the old
+//!   root detached. The command runs as pid 2 under a small init (pid 1) that reaps zombies,
+//!   with Docker's default capability bound and a seccomp filter ([`Security::Sandbox`]).
+//! - [`Isolation::Chroot`]: chroot without CAP_SYS_CHROOT, the same capability bound and
+//!   filter, under a subreaper that kills what the command leaves behind — for pods where
 //!   namespaces are forbidden but chroot is allowed.
 //! - [`Isolation::None`]: run directly on `/` (kaniko mode, inside a throwaway container).
 //!
 //! The rootfs is left exactly as the command left it: mount points that had to be created
 //! (and missing parents such as `/etc`) are removed afterwards and the timestamps of the
 //! directories that contained them are restored, so the snapshotter sees only the command's
-//! own changes. No mount is ever made in the caller's mount namespace.
-//!
-//! All unsafe code lives in the private `sys` submodule.
+//! own changes. Every such host-side operation goes through directory descriptors
+//! (`ocibuild_snapshot::RootDir`), and every mount target is opened with
+//! `openat2(RESOLVE_IN_ROOT)` on the rootfs, so no symlink a RUN left in the rootfs leads
+//! outside it. No mount is ever made in the caller's mount namespace.
 
 mod caps;
 mod rootfs;
