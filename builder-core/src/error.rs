@@ -13,6 +13,10 @@ pub enum BuildError {
     #[error(transparent)]
     Parse(#[from] crate::dockerfile::ParseError),
 
+    /// The Dockerfile or a `.dockerignore` could not be read from the context.
+    #[error(transparent)]
+    ContextFile(#[from] crate::contextfile::ContextFileError),
+
     /// An instruction could not be carried out.
     #[error("{file}:{line}: {instruction}\n  {}", chain(.source))]
     Step {
