@@ -546,15 +546,21 @@ impl<'o> Builder<'o> {
                 diff_id: diff_id.clone(),
             })
             .collect();
+        let image = Image {
+            config,
+            layers,
+            format: ImageFormat::of_manifest(&pulled.media_type),
+        };
+        // Every base layer is checked against its diff_id here, whether it is unpacked
+        // later or only referenced by the output image.
+        self.blobs
+            .verify_layers(&self.pull_client, name, &image)
+            .await?;
         events(BuildEvent::Pulled {
             reference: reference.to_string(),
             digest: pulled.digest.clone(),
         });
-        Ok(Image {
-            config,
-            layers,
-            format: ImageFormat::of_manifest(&pulled.media_type),
-        })
+        Ok(image)
     }
 
     async fn finish(&mut self, mut image: Image, events: Events<'_>) -> Result<BuildOutput> {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod context;
 pub mod contextfile;
 pub mod copy;
+pub mod diffid;
 pub mod dockerfile;
 pub mod error;
 pub mod expand;
