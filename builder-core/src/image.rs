@@ -270,16 +270,16 @@ impl BlobStore {
     }
 
     /// Checks that every remote layer of `image` (pulled as `name`) decompresses to the
-    /// diff_id the image's config lists, fetching the layers that are not here yet (the
-    /// diff_id is computed in the same pass as the download, or was recorded when the
-    /// local cache got the blob).
+    /// diff_id the image's config lists. The diff_id is the one computed by an earlier
+    /// download (recorded in the local cache, which keeps the record when it evicts the
+    /// blob), else the layer is fetched now and hashed in the same pass.
     pub async fn verify_layers(&self, client: &Client, name: &str, image: &Image) -> Result<()> {
         for (index, layer) in image.layers.iter().enumerate() {
             let LayerBlob::Remote { source, descriptor } = &layer.blob else {
                 continue;
             };
-            let (_, actual) = self
-                .fetch_verified(client, source, &descriptor.digest)
+            let actual = self
+                .verified_diff_id(client, source, &descriptor.digest)
                 .await?;
             if actual != layer.diff_id {
                 return Err(BuildError::LayerMismatch {
@@ -292,6 +292,21 @@ impl BlobStore {
             }
         }
         Ok(())
+    }
+
+    /// The diff_id computed for remote blob `digest`, fetching the blob only when no
+    /// computation of it is known.
+    async fn verified_diff_id(
+        &self,
+        client: &Client,
+        source: &Reference,
+        digest: &str,
+    ) -> Result<String> {
+        let recorded = self.cache.as_ref().and_then(|c| c.diff_id(digest));
+        match self.known_diff_id(digest).or(recorded) {
+            Some(d) => Ok(d),
+            None => Ok(self.fetch_verified(client, source, digest).await?.1),
+        }
     }
 
     /// The local file of remote blob `digest` and the diff_id computed for it, fetching
