@@ -78,7 +78,7 @@ fn match_parts(pattern: &[String], names: &[&str]) -> bool {
         .iter()
         .map(|p| (p != "**").then_some(p.as_str()))
         .collect();
-    wildcard_match(&tokens, names, |part, name| match_component(part, name))
+    wildcard_match(&tokens, names, match_component)
 }
 
 /// Matches `items` against `tokens`, where `None` is a star (any run of items, maybe
