@@ -42,6 +42,8 @@ pub struct BuildOptions {
     /// The build context directory.
     pub context: PathBuf,
     /// The Dockerfile; a relative path that does not exist is looked up in the context.
+    /// A path in the context (and the context's `.dockerignore`) is read only if its
+    /// symlinks stay in the context (see [`crate::contextfile`]).
     pub dockerfile: PathBuf,
     /// Where to push the image (`registry/repo:tag`), any number.
     pub destinations: Vec<String>,
