@@ -22,6 +22,7 @@
 
 use crate::cache::{LayerCache, LocalCache, RegistryCache};
 use crate::config::ImageConfig;
+use crate::contextfile::{self, DockerfileLocation};
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobStore, Image, ImageFormat, Layer, LayerBlob};
 use crate::isolation::Isolation;
@@ -41,6 +42,8 @@ pub struct BuildOptions {
     /// The build context directory.
     pub context: PathBuf,
     /// The Dockerfile; a relative path that does not exist is looked up in the context.
+    /// A path in the context (and the context's `.dockerignore`) is read only if its
+    /// symlinks stay in the context (see [`crate::contextfile`]).
     pub dockerfile: PathBuf,
     /// Where to push the image (`registry/repo:tag`), any number.
     pub destinations: Vec<String>,
@@ -368,9 +371,9 @@ pub(crate) struct FinishedStage {
 
 impl<'o> Builder<'o> {
     fn new(opts: &'o BuildOptions, work: &Path) -> Result<Builder<'o>> {
-        let (context, dockerfile_path, plan) = load_plan(opts)?;
+        let (context, dockerfile, plan) = load_plan(opts)?;
         let platform = parse_platform(opts.platform.as_deref())?;
-        let ignore = read_dockerignore(&context, &dockerfile_path)?;
+        let ignore = read_dockerignore(&context, &dockerfile)?;
         let docker_config = DockerConfig::load(opts.docker_config.as_deref())
             .map_err(BuildError::registry("reading registry credentials"))?;
         let dest_registries: Vec<String> = opts
@@ -551,15 +554,21 @@ impl<'o> Builder<'o> {
                 diff_id: diff_id.clone(),
             })
             .collect();
+        let image = Image {
+            config,
+            layers,
+            format: ImageFormat::of_manifest(&pulled.media_type),
+        };
+        // Every base layer is checked against its diff_id here, whether it is unpacked
+        // later or only referenced by the output image.
+        self.blobs
+            .verify_layers(&self.pull_client, name, &image)
+            .await?;
         events(BuildEvent::Pulled {
             reference: reference.to_string(),
             digest: pulled.digest.clone(),
         });
-        Ok(Image {
-            config,
-            layers,
-            format: ImageFormat::of_manifest(&pulled.media_type),
-        })
+        Ok(image)
     }
 
     async fn finish(&mut self, mut image: Image, events: Events<'_>) -> Result<BuildOutput> {
@@ -744,49 +753,40 @@ fn cache_mounts_dir(opts: &BuildOptions) -> PathBuf {
     base.join("ocibuild").join("mounts")
 }
 
-/// Reads and plans the Dockerfile of `opts`: the canonical context directory, the
-/// Dockerfile's path and the plan (global and automatic platform ARGs evaluated).
-pub(crate) fn load_plan(opts: &BuildOptions) -> Result<(PathBuf, PathBuf, Plan)> {
+/// Reads and plans the Dockerfile of `opts`: the canonical context directory, where the
+/// Dockerfile is and the plan (global and automatic platform ARGs evaluated). A Dockerfile
+/// in the context must stay in it; parse errors of one outside it quote nothing of it.
+pub(crate) fn load_plan(opts: &BuildOptions) -> Result<(PathBuf, DockerfileLocation, Plan)> {
     let context = opts.context.canonicalize().map_err(|e| {
         BuildError::Options(format!(
             "build context {}: {e}; pass an existing directory with --context",
             opts.context.display()
         ))
     })?;
-    let dockerfile_path = find_dockerfile(&opts.dockerfile, &context);
-    let text =
-        std::fs::read_to_string(&dockerfile_path).map_err(BuildError::io(&dockerfile_path))?;
-    let dockerfile = crate::dockerfile::parse(&text, &dockerfile_path)?;
+    let location = contextfile::locate_dockerfile(&opts.dockerfile, &context, &opts.context);
+    let text = contextfile::read_dockerfile(&location, &context)?;
+    let dockerfile = crate::dockerfile::parse(&text, &location.path).map_err(|e| {
+        if location.in_context {
+            e
+        } else {
+            e.redacted()
+        }
+    })?;
     let platform = parse_platform(opts.platform.as_deref())?;
     let auto_args = platform_args(&platform, &parse_platform(None)?);
     let plan = Plan::new(&dockerfile, &opts.build_args, auto_args)?;
-    Ok((context, dockerfile_path, plan))
+    Ok((context, location, plan))
 }
 
-/// The Dockerfile path as given if it exists, else relative to the context.
-fn find_dockerfile(dockerfile: &Path, context: &Path) -> PathBuf {
-    if dockerfile.as_os_str().is_empty() {
-        return context.join("Dockerfile");
-    }
-    if dockerfile.is_relative() && !dockerfile.exists() {
-        return context.join(dockerfile);
-    }
-    dockerfile.to_path_buf()
-}
-
-/// The ignore rules: `<Dockerfile>.dockerignore` next to the Dockerfile when it exists
-/// (BuildKit's per-Dockerfile ignore file), else `.dockerignore` in the context root.
-fn read_dockerignore(context: &Path, dockerfile: &Path) -> Result<crate::pathmatch::IgnoreRules> {
-    let mut specific = dockerfile.as_os_str().to_owned();
-    specific.push(".dockerignore");
-    for path in [PathBuf::from(specific), context.join(".dockerignore")] {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => return Ok(crate::pathmatch::IgnoreRules::parse(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(BuildError::Io { path, source: e }),
-        }
-    }
-    Ok(Default::default())
+/// The ignore rules of the build (see [`contextfile::read_dockerignore`]).
+fn read_dockerignore(
+    context: &Path,
+    dockerfile: &DockerfileLocation,
+) -> Result<crate::pathmatch::IgnoreRules> {
+    let text = contextfile::read_dockerignore(dockerfile, context)?;
+    Ok(text
+        .map(|t| crate::pathmatch::IgnoreRules::parse(&t))
+        .unwrap_or_default())
 }
 
 /// BuildKit's automatic platform ARGs for the target and the build platform.
@@ -832,14 +832,11 @@ mod tests {
     #[test]
     fn dockerfile_is_found_in_the_context_when_not_at_the_given_path() {
         let ctx = tempfile::tempdir().unwrap();
-        std::fs::write(ctx.path().join("Dockerfile.web"), "FROM scratch\n").unwrap();
-        assert_eq!(
-            find_dockerfile(Path::new("Dockerfile.web"), ctx.path()),
-            ctx.path().join("Dockerfile.web")
-        );
-        assert_eq!(
-            find_dockerfile(Path::new(""), ctx.path()),
-            ctx.path().join("Dockerfile")
-        );
+        let dir = ctx.path().canonicalize().unwrap();
+        std::fs::write(dir.join("Dockerfile.web"), "FROM scratch\n").unwrap();
+        let found = contextfile::locate_dockerfile(Path::new("Dockerfile.web"), &dir, &dir);
+        assert_eq!(found.path, dir.join("Dockerfile.web"));
+        let found = contextfile::locate_dockerfile(Path::new(""), &dir, &dir);
+        assert_eq!(found.path, dir.join("Dockerfile"));
     }
 }

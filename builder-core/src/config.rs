@@ -271,4 +271,28 @@ mod tests {
         let again = ImageConfig::from_json(&c.to_json()).unwrap();
         assert_eq!(again, c);
     }
+
+    #[test]
+    fn deeply_nested_json_is_refused_by_serde_json_recursion_limit() {
+        // A hostile registry's config: unknown fields are skipped, nested values too,
+        // and serde_json stops at 128 levels instead of overflowing the stack.
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for json in [
+            format!(r#"{{"architecture":"amd64","os":"linux","x":{deep}}}"#),
+            format!(r#"{{"config":{{"Labels":{{"a":{deep}}}}}}}"#),
+            deep.clone(),
+        ] {
+            let err = ImageConfig::from_json(json.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().contains("recursion limit") || err.is_data(),
+                "{err}"
+            );
+        }
+        let ok = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"x":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(ImageConfig::from_json(ok.as_bytes()).is_ok());
+    }
 }

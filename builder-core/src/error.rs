@@ -13,6 +13,10 @@ pub enum BuildError {
     #[error(transparent)]
     Parse(#[from] crate::dockerfile::ParseError),
 
+    /// The Dockerfile or a `.dockerignore` could not be read from the context.
+    #[error(transparent)]
+    ContextFile(#[from] crate::contextfile::ContextFileError),
+
     /// An instruction could not be carried out.
     #[error("{file}:{line}: {instruction}\n  {}", chain(.source))]
     Step {
@@ -59,6 +63,24 @@ pub enum BuildError {
         context: String,
         /// The registry error.
         source: Box<ocibuild_registry::Error>,
+    },
+
+    /// A base image layer does not decompress to the diff_id its image config lists.
+    #[error(
+        "base image {image}: layer {index} ({digest}) decompresses to {actual}, but the \
+         image config lists diff_id {expected}"
+    )]
+    LayerMismatch {
+        /// The base image as named in the Dockerfile.
+        image: String,
+        /// The layer's position in the manifest, from 0.
+        index: usize,
+        /// The layer's (compressed) digest.
+        digest: String,
+        /// The diff_id the config lists.
+        expected: String,
+        /// The sha256 of the uncompressed layer.
+        actual: String,
     },
 
     /// Unpacking or snapshotting a root filesystem failed.

@@ -21,6 +21,10 @@
 //! * A `$` not followed by a name or `{` is literal.
 
 use std::collections::{BTreeMap, HashMap};
+
+/// How deep `${NAME:-${...}}` substitutions may nest. Deeper text is refused with an
+/// error instead of running out of stack.
+pub const MAX_NESTING: usize = 64;
 use std::hash::BuildHasher;
 
 /// A source of variable values for [`expand_word`] and [`expand_words`].
@@ -148,6 +152,8 @@ impl Out {
 struct Expander<'a> {
     chars: Vec<char>,
     pos: usize,
+    /// How many `${...}` enclose the current position.
+    depth: usize,
     vars: &'a dyn Vars,
     escape: char,
 }
@@ -165,6 +171,7 @@ impl<'a> Expander<'a> {
         Expander {
             chars: text.chars().collect(),
             pos: 0,
+            depth: 0,
             vars,
             escape,
         }
@@ -309,7 +316,15 @@ impl<'a> Expander<'a> {
         match self.peek() {
             Some('{') => {
                 self.pos += 1;
-                self.braced(quoted, eval).map(Some)
+                if self.depth >= MAX_NESTING {
+                    return Err(ExpandError::new(format!(
+                        "substitutions nested more than {MAX_NESTING} deep"
+                    )));
+                }
+                self.depth += 1;
+                let value = self.braced(quoted, eval);
+                self.depth -= 1;
+                value.map(Some)
             }
             Some(c) if is_name_start(c) || c.is_ascii_digit() => {
                 let name = self.name();
@@ -624,6 +639,28 @@ mod tests {
         assert_eq!(expand_word("$X", &h, '\\').unwrap(), "1");
         let f = |n: &str| (n == "Y").then(|| "2".to_string());
         assert_eq!(expand_word("$Y$X", &f, '\\').unwrap(), "2");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let nested = |n: usize| format!("{}x{}", "${a:-".repeat(n), "}".repeat(n));
+        assert_eq!(ex(&nested(MAX_NESTING)), "x");
+        assert_eq!(
+            err(&nested(MAX_NESTING + 1)),
+            format!("substitutions nested more than {MAX_NESTING} deep")
+        );
+        let deep = nested(20_000);
+        assert!(expand_word(&deep, &vars(), '\\').is_err());
+        assert!(expand_words(&format!("\"{deep}\""), &vars(), '\\').is_err());
+        let unused = format!("${{NAME:-{deep}}}");
+        assert!(expand_word(&unused, &vars(), '\\').is_err());
+    }
+
+    #[test]
+    fn long_words_expand_in_linear_time() {
+        let word = "$NAME${NOPE:-'q'}\"$HOME\"".repeat(50_000);
+        let value = ex(&word);
+        assert_eq!(value.len(), 50_000 * "worldq/root".len());
     }
 
     #[test]

@@ -7,9 +7,10 @@ use crate::error::{BuildError, Result};
 use ocibuild_registry::{media_types, Client, Descriptor, ImageManifest, Reference};
 use ocibuild_snapshot::LayerInfo;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Whether the image is written with OCI or Docker schema 2 media types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -261,11 +262,14 @@ impl Image {
     }
 }
 
-/// Content-addressed files under the work directory: downloaded base layers.
+/// Content-addressed files under the work directory: downloaded base layers, with the
+/// diff_id computed for each (while it downloaded, or once when the local cache got it).
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
     cache: Option<crate::cache::LocalCache>,
+    /// The diff_id computed for each blob fetched into `dir`, by digest.
+    diff_ids: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl BlobStore {
@@ -273,7 +277,77 @@ impl BlobStore {
     /// and added to that local cache directory, so base images are pulled once.
     pub fn new(dir: PathBuf, cache: Option<crate::cache::LocalCache>) -> Result<BlobStore> {
         fs::create_dir_all(&dir).map_err(BuildError::io(&dir))?;
-        Ok(BlobStore { dir, cache })
+        Ok(BlobStore {
+            dir,
+            cache,
+            diff_ids: Default::default(),
+        })
+    }
+
+    /// Checks that every remote layer of `image` (pulled as `name`) decompresses to the
+    /// diff_id the image's config lists. The diff_id is the one computed by an earlier
+    /// download (recorded in the local cache, which keeps the record when it evicts the
+    /// blob), else the layer is fetched now and hashed in the same pass.
+    pub async fn verify_layers(&self, client: &Client, name: &str, image: &Image) -> Result<()> {
+        for (index, layer) in image.layers.iter().enumerate() {
+            let LayerBlob::Remote { source, descriptor } = &layer.blob else {
+                continue;
+            };
+            let actual = self
+                .verified_diff_id(client, source, &descriptor.digest)
+                .await?;
+            if actual != layer.diff_id {
+                return Err(BuildError::LayerMismatch {
+                    image: name.to_string(),
+                    index,
+                    digest: descriptor.digest.clone(),
+                    expected: layer.diff_id.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The diff_id computed for remote blob `digest`, fetching the blob only when no
+    /// computation of it is known.
+    async fn verified_diff_id(
+        &self,
+        client: &Client,
+        source: &Reference,
+        digest: &str,
+    ) -> Result<String> {
+        let recorded = self.cache.as_ref().and_then(|c| c.diff_id(digest));
+        match self.known_diff_id(digest).or(recorded) {
+            Some(d) => Ok(d),
+            None => Ok(self.fetch_verified(client, source, digest).await?.1),
+        }
+    }
+
+    /// The local file of remote blob `digest` and the diff_id computed for it, fetching
+    /// it first when it is not here yet.
+    async fn fetch_verified(
+        &self,
+        client: &Client,
+        source: &Reference,
+        digest: &str,
+    ) -> Result<(PathBuf, String)> {
+        let path = self.path(digest);
+        let known = self.known_diff_id(digest);
+        let diff_id = match known {
+            Some(d) if path.exists() => d,
+            _ => self.fetch(client, source, digest, &path).await?,
+        };
+        self.diff_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.to_string(), diff_id.clone());
+        Ok((path, diff_id))
+    }
+
+    fn known_diff_id(&self, digest: &str) -> Option<String> {
+        let map = self.diff_ids.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(digest).cloned()
     }
 
     /// Where blob `digest` lives.
@@ -285,50 +359,80 @@ impl BlobStore {
     pub async fn local_file(&self, client: &Client, layer: &Layer) -> Result<PathBuf> {
         match &layer.blob {
             LayerBlob::Local(info) => Ok(info.path.clone()),
-            LayerBlob::Remote { source, descriptor } => {
-                let path = self.path(&descriptor.digest);
-                if !path.exists() {
-                    self.fetch(client, source, &descriptor.digest, &path)
-                        .await?;
-                }
-                Ok(path)
-            }
+            LayerBlob::Remote { source, descriptor } => Ok(self
+                .fetch_verified(client, source, &descriptor.digest)
+                .await?
+                .0),
         }
     }
 
-    /// Puts blob `digest` of `source` at `path`: from the local cache when it has it, else
-    /// pulled (into the cache first, when there is one).
+    /// Puts blob `digest` of `source` at `path` and returns its diff_id: from the local
+    /// cache when it has it, else pulled (into the cache first, when there is one).
     async fn fetch(
         &self,
         client: &Client,
         source: &Reference,
         digest: &str,
         path: &Path,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let context = || format!("pulling layer {digest} of {source}");
-        if let Some(cache) = &self.cache {
-            if let Some(cached) = cache.blob(digest) {
-                return link_or_copy(&cached, path);
-            }
-            let tmp = cache.temp_path("pull");
-            client
-                .pull_blob_to_file(source, digest, &tmp)
-                .await
-                .map_err(BuildError::registry(context()))?;
-            let cached = cache.put_blob(digest, &tmp).map_err(|e| {
-                BuildError::Options(format!(
-                    "{}: storing it in the cache directory: {e}",
-                    context()
-                ))
-            })?;
-            return link_or_copy(&cached, path);
+        let Some(cache) = &self.cache else {
+            return pull_with_diff_id(client, source, digest, path).await;
+        };
+        if let Some(cached) = cache.blob(digest) {
+            let diff_id = match cache.diff_id(digest) {
+                Some(d) => d,
+                None => record_diff_id(cache, digest, crate::diffid::diff_id_of_file(&cached))
+                    .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?,
+            };
+            link_or_copy(&cached, path)?;
+            return Ok(diff_id);
         }
-        client
-            .pull_blob_to_file(source, digest, path)
-            .await
-            .map_err(BuildError::registry(context()))?;
-        Ok(())
+        let tmp = cache.temp_path("pull");
+        let computed = pull_with_diff_id(client, source, digest, &tmp).await;
+        let diff_id = record_diff_id(cache, digest, computed.map_err(|e| e.to_string()))
+            .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
+        let cached = cache.put_blob(digest, &tmp).map_err(|e| {
+            BuildError::Options(format!(
+                "{}: storing it in the cache directory: {e}",
+                context()
+            ))
+        })?;
+        link_or_copy(&cached, path)?;
+        Ok(diff_id)
     }
+}
+
+/// Downloads blob `digest` of `source` to `path` (its sha256 verified), computing its
+/// diff_id in the same pass.
+pub(crate) async fn pull_with_diff_id(
+    client: &Client,
+    source: &Reference,
+    digest: &str,
+    path: &Path,
+) -> Result<String> {
+    let context = || format!("pulling layer {digest} of {source}");
+    let mut hasher = crate::diffid::DiffIdHasher::new();
+    client
+        .pull_blob_to_file_observed(source, digest, path, &mut hasher)
+        .await
+        .map_err(BuildError::registry(context()))?;
+    hasher
+        .finish()
+        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))
+}
+
+/// Records a computed diff_id of blob `digest` in `cache` and returns it.
+fn record_diff_id<E: std::fmt::Display>(
+    cache: &crate::cache::LocalCache,
+    digest: &str,
+    computed: std::result::Result<String, E>,
+) -> std::result::Result<String, String> {
+    let diff_id = computed.map_err(|e| e.to_string())?;
+    cache
+        .put_diff_id(digest, &diff_id)
+        .map_err(|e| format!("recording its diff_id in the cache directory: {e}"))?;
+    Ok(diff_id)
 }
 
 /// Hard-links `from` to `to` (a copy across filesystems), so that a cache eviction cannot

@@ -70,41 +70,107 @@ pub fn components(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Matches path components against pattern parts, `**` standing for any number of
+/// components. Greedy with one backtracking point, so the time is at most the product of
+/// the two lengths (never exponential) and nothing recurses.
 fn match_parts(pattern: &[String], names: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => names.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=names.len()).any(|skip| match_parts(rest, &names[skip..]))
+    let tokens: Vec<Option<&str>> = pattern
+        .iter()
+        .map(|p| (p != "**").then_some(p.as_str()))
+        .collect();
+    wildcard_match(&tokens, names, match_component)
+}
+
+/// Matches `items` against `tokens`, where `None` is a star (any run of items, maybe
+/// empty) and `Some(t)` matches one item when `one(t, item)` says so.
+fn wildcard_match<T: Copy, I: Copy>(
+    tokens: &[Option<T>],
+    items: &[I],
+    one: impl Fn(T, I) -> bool,
+) -> bool {
+    let (mut t, mut i) = (0, 0);
+    // The last star seen and the first item it does not cover yet.
+    let mut star: Option<(usize, usize)> = None;
+    while i < items.len() {
+        match tokens.get(t) {
+            Some(None) => {
+                star = Some((t, i));
+                t += 1;
+                continue;
+            }
+            Some(Some(tok)) if one(*tok, items[i]) => {
+                t += 1;
+                i += 1;
+                continue;
+            }
+            _ => {}
         }
-        Some((first, rest)) => match names.split_first() {
-            Some((name, more)) => match_component(first, name) && match_parts(rest, more),
-            None => false,
-        },
+        match star {
+            Some((st, si)) => {
+                star = Some((st, si + 1));
+                t = st + 1;
+                i = si + 1;
+            }
+            None => return false,
+        }
     }
+    tokens[t..].iter().all(Option::is_none)
 }
 
 /// Matches one path component against a glob (`*`, `?`, classes, `\` escapes).
 pub fn match_component(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
+    let tokens = glob_tokens(&p);
     let n: Vec<char> = name.chars().collect();
-    glob(&p, &n)
+    let refs: Vec<Option<&Token>> = tokens.iter().map(|t| t.as_ref()).collect();
+    wildcard_match(&refs, &n, |tok, c| tok.matches(c))
 }
 
-fn glob(p: &[char], n: &[char]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some('*') => (0..=n.len()).any(|i| glob(&p[1..], &n[i..])),
-        Some('?') => !n.is_empty() && glob(&p[1..], &n[1..]),
-        Some('[') => match (n.first(), class(&p[1..])) {
-            (Some(c), Some((set, negated, used))) => {
-                set.contains(c) != negated && glob(&p[1 + used..], &n[1..])
-            }
-            (Some(c), None) => *c == '[' && glob(&p[1..], &n[1..]),
-            (None, _) => false,
-        },
-        Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && glob(&p[2..], &n[1..]),
-        Some(c) => n.first() == Some(c) && glob(&p[1..], &n[1..]),
+/// One character's worth of a component glob.
+enum Token {
+    /// `?`: any character.
+    Any,
+    /// A character class: the set and whether it is negated.
+    Class(CharSet, bool),
+    /// A literal character (maybe escaped).
+    Literal(char),
+}
+
+impl Token {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            Token::Any => true,
+            Token::Class(set, negated) => set.contains(&c) != *negated,
+            Token::Literal(l) => *l == c,
+        }
     }
+}
+
+/// The tokens of a component glob; `None` is a `*`. A `[` that does not start a valid
+/// class and a trailing `\` are literal.
+fn glob_tokens(p: &[char]) -> Vec<Option<Token>> {
+    let mut tokens = Vec::new();
+    // A class needs a `]` after its first character: without one, `[` is literal (and
+    // a long run of `[` costs no quadratic search).
+    let last_close = p.iter().rposition(|&c| c == ']');
+    let mut i = 0;
+    while i < p.len() {
+        let closable = last_close.is_some_and(|l| l >= i + 2);
+        let (token, used) = match p[i] {
+            '*' => (None, 1),
+            '?' => (Some(Token::Any), 1),
+            '[' if !closable => (Some(Token::Literal('[')), 1),
+            '[' => match class(&p[i + 1..]) {
+                Some((set, negated, used)) => (Some(Token::Class(set, negated)), 1 + used),
+                None => (Some(Token::Literal('[')), 1),
+            },
+            '\\' if i + 1 < p.len() => (Some(Token::Literal(p[i + 1])), 2),
+            c => (Some(Token::Literal(c)), 1),
+        };
+        tokens.push(token);
+        i += used;
+    }
+    tokens
 }
 
 /// Parses a character class after `[`; returns the set of chars it matches (ranges expanded
@@ -277,6 +343,28 @@ mod tests {
         assert!(rules.is_excluded(Path::new("#x/y")));
         assert!(IgnoreRules::from_patterns::<&str>(&[]).is_empty());
         assert!(has_wildcard("a*") && has_wildcard("[ab]") && !has_wildcard("plain"));
+    }
+
+    #[test]
+    fn many_stars_and_double_stars_match_in_polynomial_time() {
+        let name = "a".repeat(5000);
+        assert!(!match_component(
+            &"*a".repeat(2000).replace("**", "*"),
+            &(name.clone() + "b")
+        ));
+        assert!(match_component(&format!("{}*", "*a".repeat(100)), &name));
+        let path: String = vec!["a"; 2000].join("/");
+        let pattern = format!("{}/b", vec!["**"; 2000].join("/a/"));
+        assert!(!PathPattern::new(&pattern).matches(Path::new(&path)));
+        assert!(PathPattern::new(&"**/".repeat(3000)).matches(Path::new(&path)));
+    }
+
+    #[test]
+    fn very_long_patterns_do_not_overflow_the_stack() {
+        let long = "?".repeat(1_000_000);
+        assert!(match_component(&long, &"x".repeat(1_000_000)));
+        assert!(!match_component(&"[".repeat(200_000), "["));
+        assert!(match_component(&format!("{}]", "[".repeat(100_000)), "["));
     }
 
     #[test]

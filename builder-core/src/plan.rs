@@ -6,7 +6,7 @@ use crate::dockerfile::{Dockerfile, Instruction, InstructionKind};
 use crate::error::{BuildError, Result};
 use crate::expand::{expand_word, Vars};
 use crate::mounts::MountSpec;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 /// What a stage starts from.
@@ -51,6 +51,8 @@ pub struct Plan {
     pub auto_args: BTreeMap<String, String>,
     /// The stages in order.
     pub stages: Vec<Stage>,
+    /// Stage index by `AS` name (lower-cased), so that many stages cost no quadratic time.
+    names: HashMap<String, usize>,
 }
 
 /// Build args from the command line: `Some(value)`, or `None` for "declared, no value".
@@ -84,6 +86,7 @@ impl Plan {
             global_args: BTreeMap::new(),
             auto_args,
             stages: Vec::new(),
+            names: HashMap::new(),
         };
         for ins in &dockerfile.instructions {
             match &ins.kind {
@@ -146,6 +149,9 @@ impl Plan {
                 return Err(self.step_error(ins, &format!("duplicate stage name {n:?}")));
             }
         }
+        if let Some(n) = &name {
+            self.names.insert(n.clone(), self.stages.len());
+        }
         self.stages.push(Stage {
             index: self.stages.len(),
             name,
@@ -177,10 +183,9 @@ impl Plan {
 
     /// The index of the stage called `name` (case-insensitive), or with that number.
     pub fn stage_index(&self, name: &str) -> Option<usize> {
-        let lower = name.to_ascii_lowercase();
-        self.stages
-            .iter()
-            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        self.names
+            .get(&name.to_ascii_lowercase())
+            .copied()
             .or_else(|| {
                 name.parse::<usize>()
                     .ok()
@@ -306,6 +311,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("final"));
+    }
+
+    #[test]
+    fn many_stages_plan_in_linear_time() {
+        let text: String = (0..50_000)
+            .map(|i| {
+                format!(
+                    "FROM s{} AS s{i}\nCOPY --from=s{} / /\n",
+                    i.max(1) - 1,
+                    i / 2
+                )
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        let p = plan(&text, &[]).unwrap();
+        assert_eq!(p.stages.len(), 50_000);
+        assert_eq!(p.stages[7].base, StageBase::Stage(6));
+        assert_eq!(p.stage_index("S49999"), Some(49_999));
+        assert_eq!(p.needed_stages(49_999).len(), 50_000);
+        assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    }
+
+    #[test]
+    fn nested_substitutions_in_global_args_are_an_error_naming_the_line() {
+        let deep = format!("{}x{}", "${a:-".repeat(20_000), "}".repeat(20_000));
+        let err = plan(&format!("ARG A={deep}\nFROM scratch\n"), &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("Dockerfile:1:"), "{}", &text[..100]);
+        assert!(text.contains("nested more than"));
     }
 
     #[test]

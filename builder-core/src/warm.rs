@@ -62,14 +62,14 @@ pub async fn warm(opts: &WarmOptions, events: Events<'_>) -> Result<()> {
             if cache.blob(&layer.digest).is_some() {
                 continue;
             }
+            // The diff_id is computed during the download and recorded, so that builds
+            // need no extra pass to verify the layer against their image's config.
             let tmp = cache.temp_path("warm");
-            client
-                .pull_blob_to_file(&reference, &layer.digest, &tmp)
-                .await
-                .map_err(BuildError::registry(format!(
-                    "{context}: layer {}",
-                    layer.digest
-                )))?;
+            let diff_id =
+                crate::image::pull_with_diff_id(&client, &reference, &layer.digest, &tmp).await?;
+            cache
+                .put_diff_id(&layer.digest, &diff_id)
+                .map_err(cache_err(format!("{context}: layer {}", layer.digest)))?;
             cache
                 .put_blob(&layer.digest, &tmp)
                 .map_err(cache_err(format!("{context}: layer {}", layer.digest)))?;

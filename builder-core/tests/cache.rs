@@ -820,3 +820,23 @@ async fn layer_cache_tries_local_then_registry() {
     }
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+#[test]
+fn diff_id_records_round_trip_and_refuse_bad_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = LocalCache::open(dir.path(), None).unwrap();
+    let blob = sha256(b"blob");
+    let diff_id = sha256(b"tar");
+    assert_eq!(cache.diff_id(&blob), None);
+    cache.put_diff_id(&blob, &diff_id).unwrap();
+    assert_eq!(cache.diff_id(&blob), Some(diff_id.clone()));
+    assert!(cache.put_diff_id("sha256:zz", &diff_id).is_err());
+    assert!(cache.put_diff_id(&blob, "not a digest").is_err());
+    let hex = blob.strip_prefix("sha256:").unwrap();
+    fs::write(dir.path().join("diffids").join(hex), "garbage").unwrap();
+    assert_eq!(
+        cache.diff_id(&blob),
+        None,
+        "a damaged record is not trusted"
+    );
+}

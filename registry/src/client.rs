@@ -202,6 +202,32 @@ pub(crate) fn parse_www_authenticate(value: &str) -> Vec<Challenge> {
     out
 }
 
+/// Sees a blob's bytes while [`Client::pull_blob_to_file_observed`] downloads it.
+pub trait BlobObserver {
+    /// A new download attempt starts: forget the bytes seen so far.
+    fn restart(&mut self);
+    /// The next bytes of the blob.
+    fn update(&mut self, bytes: &[u8]);
+}
+
+/// The observer of a plain download.
+struct NoObserver;
+
+impl BlobObserver for NoObserver {
+    fn restart(&mut self) {}
+    fn update(&mut self, _bytes: &[u8]) {}
+}
+
+/// Runs `f` on the observer behind `observer` (a poisoned lock is still usable: the
+/// observer restarts with the next attempt).
+fn observe(
+    observer: &Mutex<&mut (dyn BlobObserver + Send)>,
+    f: impl FnOnce(&mut (dyn BlobObserver + Send)),
+) {
+    let mut guard = observer.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut **guard);
+}
+
 /// sha256 digest string of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -1031,9 +1057,26 @@ impl Client {
     /// Returns the size in bytes. Uses `r`'s mirrors / registry map like
     /// [`Client::pull_manifest`].
     pub async fn pull_blob_to_file(&self, r: &Reference, digest: &str, dest: &Path) -> Result<u64> {
+        self.pull_blob_to_file_observed(r, digest, dest, &mut NoObserver)
+            .await
+    }
+
+    /// Like [`Client::pull_blob_to_file`], also passing every downloaded byte to
+    /// `observer` in the same pass (for instance to hash the uncompressed content). Each
+    /// new attempt (a retry, another mirror) first calls [`BlobObserver::restart`].
+    pub async fn pull_blob_to_file_observed(
+        &self,
+        r: &Reference,
+        digest: &str,
+        dest: &Path,
+        observer: &mut (dyn BlobObserver + Send),
+    ) -> Result<u64> {
         check_sha256(digest)?;
+        let observer = Mutex::new(observer);
+        let observer = &observer;
         self.try_sources(r, false, |c| async move {
-            self.pull_blob_to_file_from(&c, digest, dest).await
+            self.pull_blob_to_file_from(&c, digest, dest, observer)
+                .await
         })
         .await
     }
@@ -1043,6 +1086,7 @@ impl Client {
         r: &Reference,
         digest: &str,
         dest: &Path,
+        observer: &Mutex<&mut (dyn BlobObserver + Send)>,
     ) -> Result<u64> {
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -1059,7 +1103,7 @@ impl Client {
         ));
         let mut attempt = 0u32;
         loop {
-            let res = self.download_once(r, digest, &tmp).await;
+            let res = self.download_once(r, digest, &tmp, observer).await;
             match res {
                 Ok(size) => {
                     return match tokio::fs::rename(&tmp, dest).await {
@@ -1102,7 +1146,14 @@ impl Client {
         Ok(resp)
     }
 
-    async fn download_once(&self, r: &Reference, digest: &str, tmp: &Path) -> Result<u64> {
+    async fn download_once(
+        &self,
+        r: &Reference,
+        digest: &str,
+        tmp: &Path,
+        observer: &Mutex<&mut (dyn BlobObserver + Send)>,
+    ) -> Result<u64> {
+        observe(observer, |o| o.restart());
         let what = format!("blob {digest}");
         let resp = self.get_blob(r, digest, &what).await?;
         let io_err = |e: std::io::Error| Error::Io {
@@ -1116,6 +1167,7 @@ impl Client {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| Self::http_err(r, &what, e))?;
             hasher.update(&chunk);
+            observe(observer, |o| o.update(&chunk));
             size += chunk.len() as u64;
             file.write_all(&chunk).await.map_err(io_err)?;
         }

@@ -47,7 +47,7 @@ pub mod reference;
 mod tls;
 
 pub use auth::{Credential, DockerConfig};
-pub use client::{sha256_digest, Client, ClientOptions, PulledManifest};
+pub use client::{sha256_digest, BlobObserver, Client, ClientOptions, PulledManifest};
 pub use error::{Error, Result};
 pub use manifest::{media_types, Descriptor, ImageIndex, ImageManifest, Platform};
 pub use reference::Reference;

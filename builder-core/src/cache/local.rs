@@ -50,6 +50,7 @@ pub struct LocalCache {
     blobs: PathBuf,
     keys: PathBuf,
     images: PathBuf,
+    diff_ids: PathBuf,
     tmp: PathBuf,
     max_size: Option<u64>,
 }
@@ -64,10 +65,17 @@ impl LocalCache {
             blobs: dir.join("blobs").join("sha256"),
             keys: dir.join("keys"),
             images: dir.join("images"),
+            diff_ids: dir.join("diffids"),
             tmp: dir.join("tmp"),
             max_size,
         };
-        for d in [&cache.blobs, &cache.keys, &cache.images, &cache.tmp] {
+        for d in [
+            &cache.blobs,
+            &cache.keys,
+            &cache.images,
+            &cache.diff_ids,
+            &cache.tmp,
+        ] {
             fs::create_dir_all(d).map_err(CacheError::io("create directory", d))?;
         }
         cache.remove_stale_temp_files();
@@ -307,6 +315,22 @@ impl LocalCache {
         remove_if_exists(file).map_err(CacheError::io("remove", file))?;
         self.evict(Some(hex))?;
         Ok(path)
+    }
+
+    /// Records that blob `digest` decompresses to `diff_id`, as computed by ocibuild while
+    /// it downloaded or read the blob (never as an image config claims it). The record is
+    /// a fact about the content, so it stays valid when the blob is evicted.
+    pub fn put_diff_id(&self, digest: &str, diff_id: &str) -> Result<(), CacheError> {
+        let hex = digest_hex(digest)?;
+        digest_hex(diff_id)?;
+        write_atomic(&self.tmp, &self.diff_ids.join(hex), diff_id.as_bytes())
+    }
+
+    /// The diff_id recorded by [`LocalCache::put_diff_id`] for blob `digest`, if any.
+    pub fn diff_id(&self, digest: &str) -> Option<String> {
+        let hex = digest_hex(digest).ok()?;
+        let text = fs::read_to_string(self.diff_ids.join(hex)).ok()?;
+        digest_hex(&text).is_ok().then_some(text)
     }
 
     /// Stores the manifest and config of a base image under the manifest's digest, so that

@@ -26,6 +26,8 @@
 //!   blobs/sha256/<hex>    content-addressed blobs: step layers and base-image layers
 //!   keys/<key>.json       one entry per step key: a CachedLayer as JSON; its mtime is the
 //!                         entry's last use (refreshed by every hit) and drives LRU eviction
+//!   diffids/<hex>         the diff_id ocibuild computed for blob sha256:<hex> (a base
+//!                         layer), so that a cached base layer is verified only once
 //!   images/<hex>.json     {"manifest": base64, "config": base64} of a base image, named by
 //!                         the manifest digest's hex
 //!   tmp/                  temporary files; ones older than an hour are removed by `open`

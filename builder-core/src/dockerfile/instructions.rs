@@ -285,7 +285,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len() * w + b.len()]
 }
 
+/// Words longer than this are too far from every keyword for a suggestion.
+const MAX_SUGGESTION_LEN: usize = 16;
+
 fn unknown_instruction(word: &str) -> String {
+    if word.chars().count() > MAX_SUGGESTION_LEN {
+        return format!("unknown instruction: {word}");
+    }
     let upper = word.to_uppercase();
     let best = KEYWORDS
         .iter()

@@ -217,10 +217,10 @@ pub enum Healthcheck {
 
 /// A Dockerfile syntax error.
 ///
-/// Displays as `{file}:{line}: {message}` followed by the offending text on a second
-/// line, indented with `  | `.
+/// Displays as `{file}:{line}: {message}` followed, when there is one, by the offending
+/// text on a second line, indented with `  | `.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}: {message}\n  | {text}", file.display())]
+#[error("{}:{line}: {message}{}", file.display(), quoted(text))]
 pub struct ParseError {
     /// The Dockerfile's path.
     pub file: PathBuf,
@@ -230,6 +230,30 @@ pub struct ParseError {
     pub text: String,
     /// What is wrong.
     pub message: String,
+}
+
+impl ParseError {
+    /// The error without anything taken from the file: no text and a generic message,
+    /// only the file and line. For a file that may not be a Dockerfile at all (one
+    /// outside the build context), whose contents must not reach the build log.
+    pub fn redacted(self) -> ParseError {
+        ParseError {
+            text: String::new(),
+            message: "not a valid Dockerfile instruction (the text is not shown because the \
+                      file is outside the build context)"
+                .to_string(),
+            ..self
+        }
+    }
+}
+
+/// The second line of a [`ParseError`]: the offending text, if any.
+fn quoted(text: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("\n  | {text}")
+    }
 }
 
 /// Parses a Dockerfile's text. `file` is only used in the result and in errors.

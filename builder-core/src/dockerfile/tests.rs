@@ -1118,3 +1118,88 @@ fn never_panics_on_odd_input() {
         let _ = parse(text, Path::new("Dockerfile"));
     }
 }
+
+/// Parses `text` and fails when that takes more than 3 seconds (a quadratic or worse step
+/// shows up as many seconds on these sizes).
+fn parse_quickly(text: &str) -> Result<Dockerfile, ParseError> {
+    let start = std::time::Instant::now();
+    let result = parse(text, Path::new("Dockerfile"));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(3),
+        "parsing {} bytes took {:?}",
+        text.len(),
+        start.elapsed()
+    );
+    result
+}
+
+#[test]
+fn long_lines_and_many_continuations_parse_in_linear_time() {
+    let long = format!("FROM x\nRUN echo {}\n", "a ".repeat(1_000_000));
+    assert_eq!(parse_quickly(&long).unwrap().instructions.len(), 2);
+    let continued = format!("FROM x\nRUN a \\\n{}b\n", "# c\n  x \\\n".repeat(200_000));
+    assert_eq!(parse_quickly(&continued).unwrap().instructions.len(), 2);
+    let flags = format!(
+        "FROM x\nRUN {} true\n",
+        "--mount=type=tmpfs,target=/t ".repeat(100_000)
+    );
+    assert_eq!(parse_quickly(&flags).unwrap().instructions.len(), 2);
+    let heredocs = format!(
+        "FROM x\nRUN {} true\n{}",
+        "<<E ".repeat(50_000),
+        "l\nE\n".repeat(50_000)
+    );
+    assert_eq!(parse_quickly(&heredocs).unwrap().instructions.len(), 2);
+    let env = format!("FROM x\nENV {}\n", "k=v ".repeat(200_000));
+    assert_eq!(parse_quickly(&env).unwrap().instructions.len(), 2);
+}
+
+#[test]
+fn a_long_unknown_keyword_is_reported_quickly() {
+    let text = format!("FROM x\n{} y\n", "Q".repeat(2_000_000));
+    let e = parse_quickly(&text).unwrap_err();
+    assert!(
+        e.message.starts_with("unknown instruction"),
+        "{}",
+        e.message
+    );
+    assert_eq!(e.line, 2);
+}
+
+#[test]
+fn deeply_nested_json_is_shell_form_not_a_crash() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    match one(&format!("CMD {deep}")) {
+        InstructionKind::Cmd(Command::Shell(s)) => assert_eq!(s, deep),
+        other => panic!("{other:?}"),
+    }
+    assert!(msg(&format!("SHELL {deep}")).contains("JSON form"));
+    let objects = format!("RUN [\"a\", {}", "{\"a\":".repeat(100_000));
+    assert!(matches!(
+        one(&objects),
+        InstructionKind::Run(RunArgs {
+            command: Command::Shell(_),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn onbuild_cannot_nest() {
+    let nested = format!("{}RUN x", "ONBUILD ".repeat(10_000));
+    assert!(msg(&nested).contains("isn't allowed as an ONBUILD trigger"));
+    assert!(msg("onbuild onBuild RUN x").contains("isn't allowed"));
+}
+
+#[test]
+fn redacted_errors_show_nothing_of_the_file() {
+    let secret = "{\"auths\":{\"r\":{\"auth\":\"c2VjcmV0\"}}}\n";
+    let e = err(secret).redacted();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("Dockerfile:1: not a valid Dockerfile instruction"),
+        "{text}"
+    );
+    assert!(!text.contains("c2VjcmV0") && !text.contains("auths") && !text.contains('|'));
+    assert_eq!(err("").to_string(), "Dockerfile:1: no FROM instruction");
+}
