@@ -13,7 +13,8 @@
 #   plain  127.0.0.1:<port>   anonymous, delete enabled, fixtures busybox:latest and
 #                             busybox-multi:latest (OCI index: linux/amd64 + fake linux/arm64),
 #                             busybox-docker:latest (the same image with Docker schema 2 types),
-#                             layered:latest (busybox + hard links, setuid, owners, whiteouts)
+#                             layered:latest (busybox + hard links, setuid, owners, whiteouts),
+#                             debian:bookworm (a debootstrap --variant=minbase root, one layer)
 #   auth   127.0.0.1:<port2>  htpasswd basic auth, user ocitest / ocitest-pw
 #   tls    127.0.0.1:<port3>  https with a certificate of the lab CA (certs/ca.pem), anonymous
 #   mtls   127.0.0.1:<port4>  https that requires a client certificate signed by the lab CA
@@ -30,7 +31,7 @@ set -euo pipefail
 LAB_DIR="${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}"
 AUTH_USER=ocitest
 AUTH_PASSWORD=ocitest-pw
-PACKAGES=(docker-registry skopeo umoci busybox-static jq apache2-utils buildah curl openssl git python3-venv file ca-certificates gcc libc6-dev)
+PACKAGES=(docker-registry skopeo umoci busybox-static debootstrap jq apache2-utils buildah curl openssl git python3-venv file ca-certificates gcc libc6-dev)
 ENV_FILE="$LAB_DIR/env"
 CERTS="$LAB_DIR/certs"
 
@@ -385,6 +386,43 @@ push_fixtures() {
     "oci:$work/oci:latest" "docker://$addr/busybox-docker:latest" >&2
 }
 
+# Pushes debian:bookworm: a `debootstrap --variant=minbase` root assembled into one layer
+# with umoci, and downloads the `hello` package to debian/hello.deb (for dpkg tests). The
+# root is made once and kept in the state dir.
+push_debian_fixture() {
+  local addr="$1" dir="$LAB_DIR/debian"
+  mkdir -p "$dir"
+  if [ ! -s "$dir/hello.deb" ]; then
+    log "downloading the hello package to $dir/hello.deb"
+    (cd "$dir" && apt-get download hello >&2 && mv hello_*.deb hello.deb.tmp && mv hello.deb.tmp hello.deb)
+  fi
+  if skopeo inspect --tls-verify=false --raw "docker://$addr/debian:bookworm" >/dev/null 2>&1; then
+    log "fixture debian:bookworm already in $addr"
+    return 0
+  fi
+  if [ ! -f "$dir/rootfs.done" ]; then
+    log "debootstrap --variant=minbase bookworm into $dir/rootfs (a few minutes)"
+    rm -rf "$dir/rootfs"
+    as_root debootstrap --variant=minbase bookworm "$dir/rootfs" http://deb.debian.org/debian >&2
+    touch "$dir/rootfs.done"
+  fi
+  local layout="$dir/oci" bundle="$dir/bundle"
+  rm -rf "$layout" "$bundle"
+  umoci init --layout "$layout"
+  umoci new --image "$layout:bookworm"
+  umoci unpack --image "$layout:bookworm" "$bundle" >&2
+  cp -a "$dir/rootfs/." "$bundle/rootfs/"
+  umoci repack --image "$layout:bookworm" "$bundle"
+  umoci config --image "$layout:bookworm" --os linux --architecture amd64 \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.cmd bash
+  umoci gc --layout "$layout"
+  rm -rf "$bundle"
+  log "pushing $addr/debian:bookworm"
+  skopeo copy --quiet --dest-tls-verify=false --preserve-digests \
+    "oci:$layout:bookworm" "docker://$addr/debian:bookworm" >&2
+}
+
 S3_VENV="$LAB_DIR/s3-venv"
 
 # Installs moto[server] (an S3-compatible server that checks SigV4 signatures) in a venv.
@@ -481,6 +519,7 @@ write_env() {
     echo "export OCIBUILD_TEST_S3_ENDPOINT=http://127.0.0.1:$(cat "$LAB_DIR/s3/port")"
     echo "export OCIBUILD_TEST_S3_ACCESS_KEY=$(sed -n 1p "$LAB_DIR/s3/keys")"
     echo "export OCIBUILD_TEST_S3_SECRET_KEY=$(sed -n 2p "$LAB_DIR/s3/keys")"
+    echo "export OCIBUILD_TEST_HELLO_DEB=$LAB_DIR/debian/hello.deb"
     echo "export OCIBUILD_LAB_DIR=$LAB_DIR"
   } >"$tmp"
   mv "$tmp" "$ENV_FILE"
@@ -502,6 +541,7 @@ cmd_up() {
   tls_port="$(cut -d: -f2 "$LAB_DIR/tls/addr")"
   start_registry mtls $((tls_port + 1)) "$auth_port" 0 mtls
   push_fixtures "$(cat "$LAB_DIR/plain/addr")"
+  push_debian_fixture "$(cat "$LAB_DIR/plain/addr")"
   install_s3_server
   start_s3_server
   write_env
@@ -511,7 +551,7 @@ cmd_up() {
 cmd_env() {
   if ! registry_alive plain || ! registry_alive auth || ! registry_alive tls ||
     ! registry_alive mtls || ! s3_alive || [ ! -f "$ENV_FILE" ] || ! grep -q MTLS "$ENV_FILE" ||
-    ! grep -q S3_ENDPOINT "$ENV_FILE"; then
+    ! grep -q S3_ENDPOINT "$ENV_FILE" || ! grep -q HELLO_DEB "$ENV_FILE"; then
     cmd_up
   fi
   cat "$ENV_FILE"
