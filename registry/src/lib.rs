@@ -43,6 +43,7 @@ pub mod client;
 pub mod error;
 pub mod manifest;
 mod mirror;
+mod options;
 pub mod reference;
 mod tls;
 
