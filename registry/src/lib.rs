@@ -40,12 +40,18 @@
 
 pub mod auth;
 pub mod client;
+mod digest;
 pub mod error;
 pub mod manifest;
 mod mirror;
 mod options;
+mod pull;
+mod push;
 pub mod reference;
+mod retry;
 mod tls;
+mod token;
+mod transport;
 
 pub use auth::{Credential, DockerConfig};
 pub use client::{sha256_digest, BlobObserver, Client, ClientOptions, PulledManifest};
