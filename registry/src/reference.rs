@@ -422,4 +422,19 @@ mod tests {
         assert!(validate_digest("sha256:").is_err());
         assert!(validate_digest("md5").is_err());
     }
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(
+            normalize_host("https://My.Registry:5000/"),
+            "my.registry:5000"
+        );
+        assert_eq!(normalize_host("index.docker.io"), "docker.io");
+        assert_eq!(normalize_host("registry-1.docker.io"), "docker.io");
+        assert_eq!(
+            normalize_host("http://127.0.0.1:5000/v2/"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(normalize_host(" docker.io "), "docker.io");
+    }
 }
