@@ -271,33 +271,16 @@ async fn index_resolves_platform() {
     assert_eq!(got.digest, digest);
 }
 
-/// A one-shot fake registry that serves `body` for every request.
+/// A fake registry that serves `body` for every request.
 async fn serve_wrong_content(body: &'static [u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(body).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
+    serve_fn(std::sync::Arc::new(move |_| {
+        let content_type = (
+            "Content-Type".to_string(),
+            "application/octet-stream".to_string(),
+        );
+        (200, vec![content_type], body.to_vec())
+    }))
+    .await
 }
 
 #[tokio::test]
