@@ -246,3 +246,50 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+/// Extracts a readable detail from a registry error body (`{"errors":[{code,message}]}`).
+pub(crate) fn error_detail(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct E {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Errs {
+        errors: Vec<E>,
+    }
+    if let Ok(e) = serde_json::from_str::<Errs>(body) {
+        let parts: Vec<String> = e
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .collect();
+        if !parts.is_empty() {
+            return format!(": {}", parts.join("; "));
+        }
+    }
+    let t = body.trim();
+    if t.is_empty() {
+        String::new()
+    } else {
+        let short: String = t.chars().take(300).collect();
+        format!(": {short}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_error_details() {
+        let d = error_detail(
+            r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#,
+        );
+        assert_eq!(d, ": MANIFEST_UNKNOWN: manifest unknown");
+        assert_eq!(error_detail(""), "");
+        assert_eq!(error_detail("oops"), ": oops");
+    }
+}

@@ -35,16 +35,44 @@
 //! let config = client.pull_blob_bytes(&r, &pulled.manifest.config.digest).await?;
 //! # let _ = config; Ok(()) }
 //! ```
+//!
+//! # Module graph
+//!
+//! Leaf first; each module imports only modules above it, so there are no cycles.
+//!
+//! | module | role | imports (crate modules) |
+//! | --- | --- | --- |
+//! | [`error`] | the [`Error`] type, registry error bodies | — |
+//! | [`manifest`] | wire types of manifests and indexes | — |
+//! | [`auth`] | docker `config.json` and credential helpers | `error` |
+//! | [`reference`](mod@reference) | image references, digest syntax, registry host normalisation | `error` |
+//! | `retry` | backoff and which failures are transient | `error` |
+//! | `options` | [`ClientOptions`], plain data | `auth` (for [`DockerConfig`]) |
+//! | `digest` | [`sha256_digest`], digest checks and verification | `error`, `reference` |
+//! | `tls` | one reqwest client per TLS configuration, built from options; TLS diagnosis | `error`, `options`, `reference` |
+//! | `mirror` | mirrors and registry maps as pull sources | `error`, `options`, `reference` |
+//! | `token` | `WWW-Authenticate` challenges, bearer tokens, basic auth, the token cache | `auth`, `error`, `reference`, `retry`, `tls` |
+//! | `transport` | scheme (with loopback fallback), URLs, sending with auth and retries | `error`, `options`, `reference`, `retry`, `tls`, `token` |
+//! | `pull` | manifests, platform selection, verified blob downloads, [`BlobObserver`], source fallback | `digest`, `error`, `manifest`, `mirror`, `options`, `reference`, `retry`, `token`, `transport` |
+//! | `push` | blob HEAD, cross-repository mount, monolithic upload, manifest PUT | `digest`, `error`, `reference`, `retry`, `token`, `transport` |
+//! | [`client`] | [`Client`], whose methods delegate to `pull` and `push` | `digest`, `error`, `manifest`, `options`, `pull`, `push`, `reference`, `transport` |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod client;
+mod digest;
 pub mod error;
 pub mod manifest;
 mod mirror;
+mod options;
+mod pull;
+mod push;
 pub mod reference;
+mod retry;
 mod tls;
+mod token;
+mod transport;
 
 pub use auth::{Credential, DockerConfig};
 pub use client::{sha256_digest, BlobObserver, Client, ClientOptions, PulledManifest};

@@ -5,10 +5,9 @@
 //! unless [`ClientOptions::skip_default_registry_fallback`] is set, against the
 //! reference's own registry. Pushes never use these.
 
-use crate::client::ClientOptions;
 use crate::error::{Error, Result};
-use crate::reference::{Reference, DOCKER_HUB};
-use crate::tls::normalize_host;
+use crate::options::ClientOptions;
+use crate::reference::{normalize_host, Reference, DOCKER_HUB};
 
 /// A replacement source: a registry host and an optional repository prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -275,6 +275,22 @@ pub fn validate_digest(d: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Normalises a registry host as written in options: drops an `http(s)://` prefix, a
+/// trailing `/` and any path, lower-cases it, and maps docker hub's aliases
+/// (`index.docker.io`, `registry-1.docker.io`) to `docker.io`.
+pub(crate) fn normalize_host(s: &str) -> String {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    let host = s.split('/').next().unwrap_or("").to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
+        _ => host,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +421,20 @@ mod tests {
         assert!(validate_digest(D).is_ok());
         assert!(validate_digest("sha256:").is_err());
         assert!(validate_digest("md5").is_err());
+    }
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(
+            normalize_host("https://My.Registry:5000/"),
+            "my.registry:5000"
+        );
+        assert_eq!(normalize_host("index.docker.io"), "docker.io");
+        assert_eq!(normalize_host("registry-1.docker.io"), "docker.io");
+        assert_eq!(
+            normalize_host("http://127.0.0.1:5000/v2/"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(normalize_host(" docker.io "), "docker.io");
     }
 }

@@ -8,25 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::client::ClientOptions;
 use crate::error::{Error, Result};
-use crate::reference::DOCKER_HUB;
-
-/// Normalises a registry host as written in options: drops an `http(s)://` prefix, a
-/// trailing `/` and any path, lower-cases it, and maps docker hub's aliases
-/// (`index.docker.io`, `registry-1.docker.io`) to `docker.io`.
-pub(crate) fn normalize_host(s: &str) -> String {
-    let s = s.trim();
-    let s = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"))
-        .unwrap_or(s);
-    let host = s.split('/').next().unwrap_or("").to_ascii_lowercase();
-    match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
-        _ => host,
-    }
-}
+use crate::options::ClientOptions;
+use crate::reference::normalize_host;
 
 /// The TLS settings that apply to one registry; equal settings share an HTTP client.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -328,21 +312,6 @@ pub(crate) fn tls_hint(registry: &str, reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_are_normalised() {
-        assert_eq!(
-            normalize_host("https://My.Registry:5000/"),
-            "my.registry:5000"
-        );
-        assert_eq!(normalize_host("index.docker.io"), "docker.io");
-        assert_eq!(normalize_host("registry-1.docker.io"), "docker.io");
-        assert_eq!(
-            normalize_host("http://127.0.0.1:5000/v2/"),
-            "127.0.0.1:5000"
-        );
-        assert_eq!(normalize_host(" docker.io "), "docker.io");
-    }
 
     #[test]
     fn settings_per_host() {

@@ -5,30 +5,16 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::{env, push_tiny_image, unique};
 use ocibuild_registry::{
     media_types, sha256_digest, Client, ClientOptions, Descriptor, DockerConfig, Error, ImageIndex,
-    ImageManifest, Platform, Reference,
+    Platform, Reference,
 };
-
-fn env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{name} is not set: the registry integration tests need the test lab; run `eval $(scripts/lab.sh env)` first"
-        ),
-    }
-}
 
 fn registry() -> String {
     env("OCIBUILD_TEST_REGISTRY")
-}
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{n}-{}", std::process::id())
 }
 
 /// Pseudo-random bytes (xorshift), different per call.
@@ -66,48 +52,10 @@ fn reference(reg: &str, repo: &str, tag: &str) -> Reference {
     Reference::parse(&format!("{reg}/{repo}:{tag}")).expect("reference")
 }
 
-/// Pushes a tiny image (config + one layer) and returns (manifest bytes, digest).
+/// Pushes a tiny image (config + one random layer) and returns (manifest bytes, digest).
 async fn push_small_image(c: &Client, r: &Reference) -> (Vec<u8>, String) {
-    let layer = random_bytes(4096);
-    let layer_digest = sha256_digest(&layer);
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
-    )
-    .into_bytes();
-    let config_digest = sha256_digest(&config);
-    c.push_blob_bytes(r, &layer_digest, layer.clone())
-        .await
-        .expect("push layer");
-    c.push_blob_bytes(r, &config_digest, config.clone())
-        .await
-        .expect("push config");
-    let m = ImageManifest {
-        schema_version: 2,
-        media_type: Some(media_types::OCI_MANIFEST.to_string()),
-        config: Descriptor {
-            media_type: media_types::OCI_CONFIG.to_string(),
-            digest: config_digest,
-            size: config.len() as u64,
-            platform: None,
-            annotations: None,
-            urls: None,
-        },
-        layers: vec![Descriptor {
-            media_type: media_types::OCI_LAYER_TAR.to_string(),
-            digest: layer_digest,
-            size: layer.len() as u64,
-            platform: None,
-            annotations: None,
-            urls: None,
-        }],
-        annotations: None,
-    };
-    let bytes = serde_json::to_vec(&m).unwrap();
-    let digest = c
-        .push_manifest(r, media_types::OCI_MANIFEST, &bytes)
-        .await
-        .expect("push manifest");
-    (bytes, digest)
+    let pushed = push_tiny_image(c, r, &random_bytes(4096)).await;
+    (pushed.bytes, pushed.digest)
 }
 
 #[tokio::test]
@@ -323,33 +271,16 @@ async fn index_resolves_platform() {
     assert_eq!(got.digest, digest);
 }
 
-/// A one-shot fake registry that serves `body` for every request.
+/// A fake registry that serves `body` for every request.
 async fn serve_wrong_content(body: &'static [u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(body).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    addr
+    serve_fn(std::sync::Arc::new(move |_| {
+        let content_type = (
+            "Content-Type".to_string(),
+            "application/octet-stream".to_string(),
+        );
+        (200, vec![content_type], body.to_vec())
+    }))
+    .await
 }
 
 #[tokio::test]

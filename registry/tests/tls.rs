@@ -7,21 +7,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use ocibuild_registry::{
-    media_types, sha256_digest, Client, ClientOptions, Descriptor, Error, ImageManifest, Platform,
-    Reference,
-};
+mod common;
 
-fn env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{name} is not set: the TLS integration tests need the test lab; run `eval $(scripts/lab.sh env)` first"
-        ),
-    }
-}
+use common::{env, push_tiny_image, unique};
+use ocibuild_registry::{sha256_digest, Client, ClientOptions, Error, Platform, Reference};
 
 fn tls_registry() -> String {
     env("OCIBUILD_TEST_TLS_REGISTRY")
@@ -46,14 +37,6 @@ fn client_cert() -> (PathBuf, PathBuf) {
     )
 }
 
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{n}-{}", std::process::id())
-}
-
 fn client(opts: ClientOptions) -> Client {
     Client::new(opts).expect("client")
 }
@@ -65,59 +48,22 @@ fn reference(s: &str) -> Reference {
 /// Pushes a tiny one-layer image to `r` and checks that it pulls back identically.
 async fn push_and_pull(c: &Client, r: &Reference) {
     let layer = unique("layer").into_bytes();
-    let layer_digest = sha256_digest(&layer);
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
-    )
-    .into_bytes();
-    let config_digest = sha256_digest(&config);
-    c.push_blob_bytes(r, &layer_digest, layer.clone())
-        .await
-        .expect("push layer");
-    c.push_blob_bytes(r, &config_digest, config.clone())
-        .await
-        .expect("push config");
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(media_types::OCI_MANIFEST.to_string()),
-        config: Descriptor {
-            media_type: media_types::OCI_CONFIG.to_string(),
-            digest: config_digest.clone(),
-            size: config.len() as u64,
-            platform: None,
-            annotations: None,
-            urls: None,
-        },
-        layers: vec![Descriptor {
-            media_type: media_types::OCI_LAYER_TAR.to_string(),
-            digest: layer_digest.clone(),
-            size: layer.len() as u64,
-            platform: None,
-            annotations: None,
-            urls: None,
-        }],
-        annotations: None,
-    };
-    let bytes = serde_json::to_vec(&manifest).expect("manifest json");
-    let digest = c
-        .push_manifest(r, media_types::OCI_MANIFEST, &bytes)
-        .await
-        .expect("push manifest");
+    let pushed = push_tiny_image(c, r, &layer).await;
     let pulled = c
         .pull_manifest(r, &Platform::linux_amd64())
         .await
         .expect("pull manifest");
-    assert_eq!(pulled.digest, digest);
-    assert_eq!(pulled.bytes, bytes);
+    assert_eq!(pulled.digest, pushed.digest);
+    assert_eq!(pulled.bytes, pushed.bytes);
     assert_eq!(
-        c.pull_blob_bytes(r, &config_digest)
+        c.pull_blob_bytes(r, &pushed.config_digest)
             .await
             .expect("pull config"),
-        config
+        pushed.config
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let dest = dir.path().join("layer");
-    c.pull_blob_to_file(r, &layer_digest, &dest)
+    c.pull_blob_to_file(r, &pushed.layer_digest, &dest)
         .await
         .expect("pull layer");
     assert_eq!(std::fs::read(&dest).expect("read layer"), layer);

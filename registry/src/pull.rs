@@ -1,0 +1,496 @@
+//! Pulls: manifests (resolving image indexes to the wanted platform), blob downloads
+//! verified against their digest with the [`BlobObserver`] hook, and the fallback over
+//! mirrors and registry map entries.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::digest::{check_sha256, finish, sha256_digest, verify};
+use crate::error::{Error, Result};
+use crate::manifest::{media_types, ImageIndex, ImageManifest, Platform};
+use crate::mirror::PullSources;
+use crate::options::ClientOptions;
+use crate::reference::Reference;
+use crate::retry::with_retries;
+use crate::token::Access;
+use crate::transport::Transport;
+
+/// An image manifest fetched from a registry (after resolving an index, if any).
+#[derive(Debug, Clone)]
+pub struct PulledManifest {
+    /// Digest of `bytes` (`sha256:<hex>`).
+    pub digest: String,
+    /// Media type of the image manifest.
+    pub media_type: String,
+    /// The manifest exactly as served.
+    pub bytes: Vec<u8>,
+    /// The parsed manifest.
+    pub manifest: ImageManifest,
+}
+
+/// Sees a blob's bytes while
+/// [`Client::pull_blob_to_file_observed`](crate::Client::pull_blob_to_file_observed)
+/// downloads it.
+pub trait BlobObserver {
+    /// A new download attempt starts: forget the bytes seen so far.
+    fn restart(&mut self);
+    /// The next bytes of the blob.
+    fn update(&mut self, bytes: &[u8]);
+}
+
+/// The observer of a plain download.
+pub(crate) struct NoObserver;
+
+impl BlobObserver for NoObserver {
+    fn restart(&mut self) {}
+    fn update(&mut self, _bytes: &[u8]) {}
+}
+
+/// The observer of a download, shared by its attempts.
+type SharedObserver<'a> = Mutex<&'a mut (dyn BlobObserver + Send)>;
+
+/// Runs `f` on the observer behind `observer` (a poisoned lock is still usable: the
+/// observer restarts with the next attempt).
+fn observe(observer: &SharedObserver<'_>, f: impl FnOnce(&mut (dyn BlobObserver + Send))) {
+    let mut guard = observer.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut **guard);
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Where pulls come from: the mirrors and registry map, and which source served each
+/// pulled repository's last manifest.
+pub(crate) struct Pulls {
+    sources: PullSources,
+    /// For a pulled (registry, repository): the (registry, repository) of the source
+    /// that served its last manifest; tried first for its blobs.
+    pulled_from: Mutex<HashMap<(String, String), (String, String)>>,
+}
+
+impl Pulls {
+    /// Parses the mirrors and registry map of `opts`.
+    pub(crate) fn new(opts: &ClientOptions) -> Result<Pulls> {
+        Ok(Pulls {
+            sources: PullSources::new(opts)?,
+            pulled_from: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The references a pull of `r` tries, in order.
+    pub(crate) fn candidates(&self, r: &Reference) -> Vec<Reference> {
+        self.sources.candidates(r)
+    }
+
+    /// The image manifest for `r` and `platform`, from the first source that has it.
+    pub(crate) async fn manifest(
+        &self,
+        t: &Transport,
+        r: &Reference,
+        platform: &Platform,
+    ) -> Result<PulledManifest> {
+        self.try_sources(
+            r,
+            true,
+            |c| async move { manifest_from(t, &c, platform).await },
+        )
+        .await
+    }
+
+    /// Downloads blob `digest` of `r` to `dest`, showing its bytes to `observer`.
+    pub(crate) async fn blob_to_file(
+        &self,
+        t: &Transport,
+        r: &Reference,
+        digest: &str,
+        dest: &Path,
+        observer: &mut (dyn BlobObserver + Send),
+    ) -> Result<u64> {
+        check_sha256(digest)?;
+        let observer = Mutex::new(observer);
+        let observer = &observer;
+        self.try_sources(r, false, |c| async move {
+            blob_to_file_from(t, &c, digest, dest, observer).await
+        })
+        .await
+    }
+
+    /// Downloads blob `digest` of `r` into memory.
+    pub(crate) async fn blob_bytes(
+        &self,
+        t: &Transport,
+        r: &Reference,
+        digest: &str,
+    ) -> Result<Vec<u8>> {
+        check_sha256(digest)?;
+        self.try_sources(
+            r,
+            false,
+            |c| async move { blob_bytes_from(t, &c, digest).await },
+        )
+        .await
+    }
+
+    /// Runs `f` on each pull source of `r` until one succeeds. For blobs the source
+    /// that served `r`'s last manifest goes first; a manifest's source is remembered.
+    ///
+    /// With one source its error is returned unchanged. When every source fails: the
+    /// last [`Error::NotFound`] (its detail naming the other sources) if all were
+    /// not-found errors, else [`Error::AllSourcesFailed`].
+    async fn try_sources<T, F, Fut>(&self, r: &Reference, manifest: bool, f: F) -> Result<T>
+    where
+        F: Fn(Reference) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut candidates = self.sources.candidates(r);
+        let key = (r.registry.clone(), r.repository.clone());
+        if !manifest && candidates.len() > 1 {
+            self.prefer_manifest_source(&key, &mut candidates);
+        }
+        let several = candidates.len() > 1;
+        let mut failures: Vec<(String, Error)> = Vec::new();
+        for c in candidates {
+            let label = format!("{}/{}", c.registry, c.repository);
+            let source = (c.registry.clone(), c.repository.clone());
+            match f(c).await {
+                Ok(v) => {
+                    if manifest && several {
+                        if let Ok(mut m) = self.pulled_from.lock() {
+                            m.insert(key, source);
+                        }
+                    }
+                    return Ok(v);
+                }
+                Err(e) => failures.push((label, e)),
+            }
+        }
+        Err(all_failed(r, failures))
+    }
+
+    /// Moves the source that served the last manifest of `key` to the front.
+    fn prefer_manifest_source(&self, key: &(String, String), candidates: &mut Vec<Reference>) {
+        let preferred = self
+            .pulled_from
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned());
+        if let Some((reg, repo)) = preferred {
+            if let Some(i) = candidates
+                .iter()
+                .position(|c| c.registry == reg && c.repository == repo)
+            {
+                let c = candidates.remove(i);
+                candidates.insert(0, c);
+            }
+        }
+    }
+}
+
+/// The error of a pull of `r` whose every source failed (see [`Pulls::try_sources`]).
+fn all_failed(r: &Reference, mut failures: Vec<(String, Error)>) -> Error {
+    if failures.len() == 1 {
+        if let Some((_, e)) = failures.pop() {
+            return e;
+        }
+    }
+    if failures
+        .iter()
+        .all(|(_, e)| matches!(e, Error::NotFound { .. }))
+    {
+        let others: Vec<String> = failures
+            .iter()
+            .take(failures.len().saturating_sub(1))
+            .map(|(l, _)| l.clone())
+            .collect();
+        if let Some((
+            _,
+            Error::NotFound {
+                registry,
+                repository,
+                what,
+                detail,
+            },
+        )) = failures.pop()
+        {
+            return Error::NotFound {
+                registry,
+                repository,
+                what,
+                detail: format!("{detail} (not found on {} either)", others.join(", ")),
+            };
+        }
+    }
+    Error::AllSourcesFailed {
+        reference: r.to_string(),
+        failures,
+    }
+}
+
+/// The image manifest for `r` and `platform` from `r`'s own registry.
+async fn manifest_from(
+    t: &Transport,
+    r: &Reference,
+    platform: &Platform,
+) -> Result<PulledManifest> {
+    let (mt, bytes) = get_manifest_raw(t, r).await?;
+    let (mt, bytes, resolved) = if media_types::is_index(&mt) {
+        let child = select_platform(r, &bytes, platform)?;
+        let (cmt, cbytes) = get_manifest_raw(t, &child).await?;
+        if media_types::is_index(&cmt) {
+            return Err(Error::UnsupportedManifest {
+                reference: child.to_string(),
+                reason: "nested image indexes are not supported".to_string(),
+            });
+        }
+        (cmt, cbytes, child)
+    } else {
+        (mt, bytes, r.clone())
+    };
+    let manifest: ImageManifest =
+        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidManifest {
+            reference: resolved.to_string(),
+            reason: format!("bad image manifest: {e}"),
+        })?;
+    if manifest.schema_version != 2 {
+        return Err(Error::UnsupportedManifest {
+            reference: resolved.to_string(),
+            reason: format!("schemaVersion {} (expected 2)", manifest.schema_version),
+        });
+    }
+    Ok(PulledManifest {
+        digest: sha256_digest(&bytes),
+        media_type: mt,
+        bytes,
+        manifest,
+    })
+}
+
+/// The reference of the image manifest for `platform` in index `bytes` of `r`.
+fn select_platform(r: &Reference, bytes: &[u8], platform: &Platform) -> Result<Reference> {
+    let index: ImageIndex = serde_json::from_slice(bytes).map_err(|e| Error::InvalidManifest {
+        reference: r.to_string(),
+        reason: format!("bad image index: {e}"),
+    })?;
+    let entry = index.manifests.iter().find(|d| {
+        d.platform.as_ref().is_some_and(|p| platform.matches(p))
+            && (media_types::is_image_manifest(&d.media_type) || d.media_type.is_empty())
+    });
+    let Some(entry) = entry else {
+        let available = index
+            .manifests
+            .iter()
+            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+            .collect();
+        return Err(Error::NoMatchingPlatform {
+            reference: r.to_string(),
+            wanted: platform.to_string(),
+            available,
+        });
+    };
+    Ok(r.with_digest(&entry.digest))
+}
+
+fn media_type_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Fetches a manifest or index by tag or digest; returns (media type, bytes).
+async fn get_manifest_raw(t: &Transport, r: &Reference) -> Result<(String, Vec<u8>)> {
+    let reference = r.tag_or_digest();
+    let what = format!("manifest {reference}");
+    let url = t.url(r, &format!("manifests/{reference}")).await?;
+    let accept = [
+        media_types::OCI_MANIFEST,
+        media_types::DOCKER_MANIFEST,
+        media_types::OCI_INDEX,
+        media_types::DOCKER_MANIFEST_LIST,
+    ]
+    .join(", ");
+    let resp = t
+        .send(r, Access::Pull, &[], t.retries(), &what, |c| {
+            Ok(c.get(url.clone()).header(ACCEPT, accept.clone()))
+        })
+        .await?;
+    if !resp.status().is_success() {
+        return Err(Transport::status_error(r, Access::Pull, &what, resp).await);
+    }
+    let header_mt = media_type_of(resp.headers());
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| Transport::http_err(r, &what, e))?
+        .to_vec();
+    let mt = manifest_media_type(r, header_mt, &bytes)?;
+    if let Some(want) = &r.digest {
+        if want.starts_with("sha256:") {
+            verify(r, &format!("manifest {want}"), want, sha256_digest(&bytes))?;
+        }
+    }
+    Ok((mt, bytes))
+}
+
+/// The media type of manifest `bytes` of `r` served as `header_mt`: the one in the
+/// manifest, else the header's, else guessed from its shape. Schema 1 is refused.
+fn manifest_media_type(r: &Reference, header_mt: Option<String>, bytes: &[u8]) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Probe {
+        #[serde(default)]
+        schema_version: Option<u32>,
+        #[serde(default)]
+        media_type: Option<String>,
+        #[serde(default)]
+        manifests: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| Error::InvalidManifest {
+        reference: r.to_string(),
+        reason: format!("not valid JSON: {e}"),
+    })?;
+    let schema1 = probe.schema_version == Some(1)
+        || [&header_mt, &probe.media_type].iter().any(|m| {
+            matches!(
+                m.as_deref(),
+                Some(media_types::DOCKER_SCHEMA1 | media_types::DOCKER_SCHEMA1_SIGNED)
+            )
+        });
+    if schema1 {
+        return Err(Error::UnsupportedManifest {
+            reference: r.to_string(),
+            reason: "docker schema 1 manifests are deprecated and not supported; re-push the image with a current docker, buildah or skopeo (schema 2 / OCI)".to_string(),
+        });
+    }
+    let known = |m: &String| media_types::is_index(m) || media_types::is_image_manifest(m);
+    Ok(probe
+        .media_type
+        .filter(known)
+        .or(header_mt.filter(known))
+        .unwrap_or_else(|| {
+            if probe.manifests.is_some() {
+                media_types::OCI_INDEX.to_string()
+            } else {
+                media_types::OCI_MANIFEST.to_string()
+            }
+        }))
+}
+
+/// A temporary file next to `dest`, unique in this process.
+fn partial_path(dest: &Path) -> PathBuf {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "blob".into());
+    dir.join(format!(
+        ".{name}.partial-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Downloads blob `digest` from `r`'s own registry to `dest` via a temporary file,
+/// retrying transient failures.
+async fn blob_to_file_from(
+    t: &Transport,
+    r: &Reference,
+    digest: &str,
+    dest: &Path,
+    observer: &SharedObserver<'_>,
+) -> Result<u64> {
+    let tmp = partial_path(dest);
+    let size = with_retries(t.retries(), || async {
+        let res = download_once(t, r, digest, &tmp, observer).await;
+        if res.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        res
+    })
+    .await?;
+    match tokio::fs::rename(&tmp, dest).await {
+        Ok(()) => Ok(size),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(Error::Io {
+                path: dest.to_path_buf(),
+                source: e,
+            })
+        }
+    }
+}
+
+/// GET of blob `digest`, failing on any non-success status.
+async fn get_blob(
+    t: &Transport,
+    r: &Reference,
+    digest: &str,
+    what: &str,
+) -> Result<reqwest::Response> {
+    let url = t.url(r, &format!("blobs/{digest}")).await?;
+    let resp = t
+        .send(r, Access::Pull, &[], t.retries(), what, |c| {
+            Ok(c.get(url.clone()))
+        })
+        .await?;
+    if !resp.status().is_success() {
+        return Err(Transport::status_error(r, Access::Pull, what, resp).await);
+    }
+    Ok(resp)
+}
+
+/// One attempt at downloading blob `digest` to `tmp`, hashing as it streams.
+async fn download_once(
+    t: &Transport,
+    r: &Reference,
+    digest: &str,
+    tmp: &Path,
+    observer: &SharedObserver<'_>,
+) -> Result<u64> {
+    observe(observer, |o| o.restart());
+    let what = format!("blob {digest}");
+    let resp = get_blob(t, r, digest, &what).await?;
+    let io_err = |e: std::io::Error| Error::Io {
+        path: tmp.to_path_buf(),
+        source: e,
+    };
+    let mut file = tokio::fs::File::create(tmp).await.map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Transport::http_err(r, &what, e))?;
+        hasher.update(&chunk);
+        observe(observer, |o| o.update(&chunk));
+        size += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(io_err)?;
+    }
+    file.flush().await.map_err(io_err)?;
+    file.sync_all().await.map_err(io_err)?;
+    drop(file);
+    verify(r, &what, digest, finish(hasher))?;
+    Ok(size)
+}
+
+/// Downloads blob `digest` from `r`'s own registry into memory.
+async fn blob_bytes_from(t: &Transport, r: &Reference, digest: &str) -> Result<Vec<u8>> {
+    let what = format!("blob {digest}");
+    let resp = get_blob(t, r, digest, &what).await?;
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| Transport::http_err(r, &what, e))?
+        .to_vec();
+    verify(r, &what, digest, sha256_digest(&bytes))?;
+    Ok(bytes)
+}

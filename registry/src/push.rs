@@ -1,0 +1,192 @@
+//! Pushes: the HEAD that finds blobs already there, cross-repository mounts, blob
+//! uploads (a POST for the session, then one monolithic PUT; the whole upload is
+//! retried) and manifest PUTs.
+
+use std::path::Path;
+
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, Response, StatusCode, Url};
+
+use crate::digest::{check_sha256, sha256_digest, verify};
+use crate::error::{Error, Result};
+use crate::reference::Reference;
+use crate::retry::with_retries;
+use crate::token::Access;
+use crate::transport::Transport;
+
+/// Whether blob `digest` exists in `r`'s repository (HEAD).
+pub(crate) async fn blob_exists(t: &Transport, r: &Reference, digest: &str) -> Result<bool> {
+    check_sha256(digest)?;
+    let what = format!("blob {digest}");
+    let url = t.url(r, &format!("blobs/{digest}")).await?;
+    let resp = t
+        .send(r, Access::Pull, &[], t.retries(), &what, |c| {
+            Ok(c.head(url.clone()))
+        })
+        .await?;
+    match resp.status() {
+        s if s.is_success() => Ok(true),
+        StatusCode::NOT_FOUND => Ok(false),
+        _ => Err(Transport::status_error(r, Access::Pull, &what, resp).await),
+    }
+}
+
+/// Cross-repository mount of `digest` from `from_repository` into `target`: `true`
+/// when mounted, `false` when the registry started an upload instead (cancelled).
+pub(crate) async fn mount_blob(
+    t: &Transport,
+    target: &Reference,
+    from_repository: &str,
+    digest: &str,
+) -> Result<bool> {
+    check_sha256(digest)?;
+    let what = format!("mount of blob {digest} from {from_repository}");
+    let url = t.url(target, "blobs/uploads/").await?;
+    let extra = [format!("repository:{from_repository}:pull")];
+    let resp = t
+        .send(target, Access::Push, &extra, 0, &what, |c| {
+            Ok(c.post(url.clone())
+                .query(&[("mount", digest), ("from", from_repository)])
+                .header(CONTENT_LENGTH, 0))
+        })
+        .await?;
+    match resp.status() {
+        StatusCode::CREATED => Ok(true),
+        StatusCode::ACCEPTED => {
+            if let Ok(loc) = location(target, &url, &resp) {
+                let _ = t
+                    .send(target, Access::Push, &[], 0, &what, |c| {
+                        Ok(c.request(Method::DELETE, loc.clone()))
+                    })
+                    .await;
+            }
+            Ok(false)
+        }
+        _ => Err(Transport::status_error(target, Access::Push, &what, resp).await),
+    }
+}
+
+/// The upload URL in `resp`'s `Location` header, resolved against `base`.
+fn location(r: &Reference, base: &Url, resp: &Response) -> Result<Url> {
+    let perr = |detail: String| Error::Protocol {
+        registry: r.registry.clone(),
+        repository: r.repository.clone(),
+        detail,
+    };
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| perr("upload response has no Location header".into()))?;
+    base.join(loc)
+        .map_err(|e| perr(format!("bad upload Location {loc:?}: {e}")))
+}
+
+/// Starts an upload session; returns the upload URL.
+async fn start_upload(t: &Transport, r: &Reference, what: &str) -> Result<Url> {
+    let url = t.url(r, "blobs/uploads/").await?;
+    let resp = t
+        .send(r, Access::Push, &[], 0, what, |c| {
+            Ok(c.post(url.clone()).header(CONTENT_LENGTH, 0))
+        })
+        .await?;
+    if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
+        return Err(Transport::status_error(r, Access::Push, what, resp).await);
+    }
+    location(r, &url, &resp)
+}
+
+/// Uploads (POST + monolithic PUT) with whole-upload retries.
+async fn upload<F>(t: &Transport, r: &Reference, digest: &str, size: u64, body: F) -> Result<()>
+where
+    F: Fn() -> Result<reqwest::Body>,
+{
+    check_sha256(digest)?;
+    let what = format!("upload of blob {digest}");
+    let what = &what;
+    let body = &body;
+    with_retries(t.push_retry_limit(), || async move {
+        let mut loc = start_upload(t, r, what).await?;
+        loc.query_pairs_mut().append_pair("digest", digest);
+        let resp = t
+            .send(r, Access::Push, &[], 0, what, |c| {
+                Ok(c.put(loc.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size)
+                    .body(body()?))
+            })
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(Transport::status_error(r, Access::Push, what, resp).await)
+        }
+    })
+    .await
+}
+
+/// Uploads the file at `path` as blob `digest`, streaming it from disk.
+pub(crate) async fn push_blob_file(
+    t: &Transport,
+    r: &Reference,
+    digest: &str,
+    path: &Path,
+) -> Result<()> {
+    let io_err = |e: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let size = tokio::fs::metadata(path).await.map_err(io_err)?.len();
+    upload(t, r, digest, size, || {
+        let f = std::fs::File::open(path).map_err(io_err)?;
+        let f = tokio::fs::File::from_std(f);
+        Ok(reqwest::Body::wrap_stream(
+            tokio_util::io::ReaderStream::new(f),
+        ))
+    })
+    .await
+}
+
+/// Uploads in-memory `bytes` as blob `digest` (the digest is checked first).
+pub(crate) async fn push_blob_bytes(
+    t: &Transport,
+    r: &Reference,
+    digest: &str,
+    bytes: Vec<u8>,
+) -> Result<()> {
+    check_sha256(digest)?;
+    verify(r, "blob to push", digest, sha256_digest(&bytes))?;
+    let size = bytes.len() as u64;
+    upload(t, r, digest, size, || {
+        Ok(reqwest::Body::from(bytes.clone()))
+    })
+    .await
+}
+
+/// Pushes a manifest or index under `r`'s tag (or digest); returns its digest.
+pub(crate) async fn push_manifest(
+    t: &Transport,
+    r: &Reference,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<String> {
+    let digest = sha256_digest(bytes);
+    if let Some(want) = &r.digest {
+        verify(r, "manifest to push", want, digest.clone())?;
+    }
+    let reference = r.tag_or_digest();
+    let what = format!("push of manifest {reference}");
+    let url = t.url(r, &format!("manifests/{reference}")).await?;
+    let body = bytes.to_vec();
+    let resp = t
+        .send(r, Access::Push, &[], t.push_retry_limit(), &what, |c| {
+            Ok(c.put(url.clone())
+                .header(CONTENT_TYPE, media_type)
+                .body(body.clone()))
+        })
+        .await?;
+    if !resp.status().is_success() {
+        return Err(Transport::status_error(r, Access::Push, &what, resp).await);
+    }
+    Ok(digest)
+}
