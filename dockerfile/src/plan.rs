@@ -2,12 +2,45 @@
 //! the first FROM) evaluated, each stage's base resolved to scratch, an earlier stage or an
 //! image reference, and the set of stages the target needs.
 
-use crate::dockerfile::{Dockerfile, Instruction, InstructionKind};
-use crate::error::{BuildError, Result};
 use crate::expand::{expand_word, Vars};
-use crate::mounts::MountSpec;
+use crate::mount::MountSpec;
+use crate::parser::{Dockerfile, Instruction, InstructionKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+
+/// Why a Dockerfile cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// An instruction is misplaced or its arguments do not expand.
+    #[error("{}:{line}: {instruction}\n  {message}", file.display())]
+    Step {
+        /// The Dockerfile.
+        file: PathBuf,
+        /// The instruction's first line.
+        line: usize,
+        /// The instruction as written.
+        instruction: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The Dockerfile has no stage.
+    #[error("{}: no FROM instruction", file.display())]
+    NoFrom {
+        /// The Dockerfile.
+        file: PathBuf,
+    },
+    /// `--target` names no stage.
+    #[error("--target {target}: no stage has that name (stages: {stages})")]
+    UnknownTarget {
+        /// The target as given.
+        target: String,
+        /// The stage names, joined with `, ` (or `none named`).
+        stages: String,
+    },
+}
+
+/// Result of planning.
+pub type Result<T> = std::result::Result<T, PlanError>;
 
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,10 +149,7 @@ impl Plan {
             }
         }
         if plan.stages.is_empty() {
-            return Err(BuildError::Options(format!(
-                "{}: no FROM instruction",
-                plan.file.display()
-            )));
+            return Err(PlanError::NoFrom { file: plan.file });
         }
         Ok(plan)
     }
@@ -172,12 +202,12 @@ impl Plan {
     }
 
     /// An error about instruction `ins`.
-    pub fn step_error(&self, ins: &Instruction, message: &str) -> BuildError {
-        BuildError::Step {
+    pub fn step_error(&self, ins: &Instruction, message: &str) -> PlanError {
+        PlanError::Step {
             file: self.file.clone(),
             line: ins.line,
             instruction: ins.original.clone(),
-            source: message.to_string().into(),
+            message: message.to_string(),
         }
     }
 
@@ -207,14 +237,14 @@ impl Plan {
                         .iter()
                         .filter_map(|s| s.name.as_deref())
                         .collect();
-                    BuildError::Options(format!(
-                        "--target {t}: no stage has that name (stages: {})",
-                        if names.is_empty() {
+                    PlanError::UnknownTarget {
+                        target: t.to_string(),
+                        stages: if names.is_empty() {
                             "none named".to_string()
                         } else {
                             names.join(", ")
-                        }
-                    ))
+                        },
+                    }
                 }),
         }
     }
@@ -237,7 +267,7 @@ impl Plan {
                     InstructionKind::Run(args) => args
                         .mounts
                         .iter()
-                        .filter_map(|m| crate::mounts::parse_mount(m).ok())
+                        .filter_map(|m| crate::mount::parse_mount(m).ok())
                         .filter_map(|m| match m {
                             MountSpec::Bind { from, .. } | MountSpec::Cache { from, .. } => from,
                             _ => None,
@@ -259,7 +289,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dockerfile::parse;
+    use crate::parser::parse;
     use std::path::Path;
 
     fn plan(text: &str, args: &[(&str, &str)]) -> Result<Plan> {
