@@ -642,6 +642,8 @@ impl<'b, 'o> StageRun<'b, 'o> {
         let vars = self.vars();
         let mut mount_specs = Vec::new();
         let mut mount_texts = Vec::new();
+        // Each value is parsed once, here, after expansion with the stage's ARG and ENV
+        // (the planner only read its `from=`).
         for text in &args.mounts {
             let text = self.expand_with(ins, text, &vars)?;
             let spec = mounts::parse_mount(&text)

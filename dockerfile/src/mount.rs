@@ -641,6 +641,34 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, MountSpecError> {
     })
 }
 
+/// The `from=` of a `--mount` value as written (before word expansion), for the planner:
+/// the stage a `type=bind` or `type=cache` mount reads from. Only the CSV syntax is checked
+/// here; the whole value is parsed by [`parse_mount`] once, after expansion, when the RUN
+/// runs.
+pub fn mount_from(spec: &str) -> Result<Option<String>, MountSpecError> {
+    let mut kind = Some(Kind::Bind);
+    let mut from = None;
+    for (key, value) in key_values("--mount", spec)? {
+        match (key.as_str(), value) {
+            ("type", Some(value)) => kind = mount_kind(&value),
+            ("from", Some(value)) => from = Some(value),
+            _ => {}
+        }
+    }
+    Ok(from.filter(|_| matches!(kind, Some(Kind::Bind | Kind::Cache))))
+}
+
+/// The mount type named by a `type=` value, if it is a known one.
+fn mount_kind(value: &str) -> Option<Kind> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "bind" => Some(Kind::Bind),
+        "cache" => Some(Kind::Cache),
+        "secret" => Some(Kind::Secret),
+        "tmpfs" => Some(Kind::Tmpfs),
+        _ => None,
+    }
+}
+
 /// Applies `readonly`/`readwrite`/`required` (already turned into "on") for `kind`.
 fn apply_flag(
     kind: Kind,
@@ -711,6 +739,21 @@ mod tests {
         assert!(clean_target("/").is_err());
         assert!(clean_target("/a/..").is_err());
         assert!(clean_target("").is_err());
+    }
+
+    #[test]
+    fn mount_from_reads_only_from_of_bind_and_cache() {
+        assert_eq!(mount_from("from=a,target=/x").unwrap(), Some("a".into()));
+        assert_eq!(
+            mount_from("TYPE=Cache,FROM=a,from=b,colour=blue").unwrap(),
+            Some("b".into())
+        );
+        assert_eq!(mount_from("type=secret,id=s,from=a").unwrap(), None);
+        assert_eq!(mount_from("type=$T,from=a").unwrap(), None);
+        assert_eq!(mount_from("type=bind,target=/x,from").unwrap(), None);
+        assert_eq!(mount_from("from=$STAGE").unwrap(), Some("$STAGE".into()));
+        assert!(mount_from("from=\"a").is_err());
+        assert!(mount_from("=a").is_err());
     }
 
     #[test]
