@@ -71,13 +71,37 @@ fn set_end_line(ins: &mut Instruction, end_line: usize) {
 
 pub(super) fn parse_file(text: &str, file: &Path) -> Result<Dockerfile, ParseError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines: Vec<&str> = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .collect();
-    let ctx = Ctx { file, lines };
+    let ctx = Ctx {
+        file,
+        lines: physical_lines(text),
+    };
+    let (escape, syntax) = directives(&ctx)?;
+    let instructions = instructions(&ctx, escape)?;
+    if !instructions
+        .iter()
+        .any(|ins| matches!(ins.kind, InstructionKind::From { .. }))
+    {
+        let line = text.lines().count().max(1);
+        return Err(ctx.error(line, "", "no FROM instruction"));
+    }
+    Ok(Dockerfile {
+        file: file.to_path_buf(),
+        escape,
+        syntax,
+        instructions,
+    })
+}
 
-    // Parser directives: only at the very top.
+/// The file's lines, without `\n` or `\r\n`.
+fn physical_lines(text: &str) -> Vec<&str> {
+    text.split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect()
+}
+
+/// The parser directives at the very top: the escape character (default `\`) and the
+/// `syntax` value.
+fn directives(ctx: &Ctx<'_>) -> Result<(char, Option<String>), ParseError> {
     let mut escape = '\\';
     let mut syntax = None;
     let mut seen: Vec<String> = Vec::new();
@@ -96,133 +120,148 @@ pub(super) fn parse_file(text: &str, file: &Path) -> Result<Dockerfile, ParseErr
             ));
         }
         match key.as_str() {
-            "escape" => {
-                escape = match value.as_str() {
-                    "\\" => '\\',
-                    "`" => '`',
-                    _ => {
-                        return Err(ctx.error(
-                            idx + 1,
-                            line,
-                            format!("invalid escape token '{value}': must be ` or \\"),
-                        ))
-                    }
-                };
-            }
+            "escape" => escape = escape_token(&value).map_err(|m| ctx.error(idx + 1, line, m))?,
             "syntax" => syntax = Some(value),
             _ => {}
         }
         seen.push(key);
     }
+    Ok((escape, syntax))
+}
 
+/// The character an `escape` directive names.
+fn escape_token(value: &str) -> Result<char, String> {
+    match value {
+        "\\" => Ok('\\'),
+        "`" => Ok('`'),
+        _ => Err(format!("invalid escape token '{value}': must be ` or \\")),
+    }
+}
+
+/// The instructions, each with its heredoc bodies, checked to start with ARGs and a FROM.
+fn instructions(ctx: &Ctx<'_>, escape: char) -> Result<Vec<Instruction>, ParseError> {
     let mut instructions = Vec::new();
     let mut seen_from = false;
-    let n = ctx.lines.len();
     let mut i = 0;
-    while i < n {
+    while i < ctx.lines.len() {
         if is_blank_or_comment(ctx.lines[i]) {
             i += 1;
             continue;
         }
-        // Gather the logical line.
         let start = i;
-        let mut last;
-        let mut logical = String::new();
-        loop {
-            let line = ctx.lines[i];
-            last = i;
-            i += 1;
-            match continued(line, escape) {
-                Some(body) => {
-                    logical.push_str(body);
-                    while i < n && is_blank_or_comment(ctx.lines[i]) {
-                        i += 1;
-                    }
-                    if i >= n {
-                        break;
-                    }
-                }
-                None => {
-                    logical.push_str(line);
-                    break;
-                }
-            }
-        }
+        let (logical, mut last) = logical_line(ctx, &mut i, escape);
         let original = logical.trim().to_string();
         let line_no = start + 1;
         let kind = parse_instruction(&original, escape, line_no)
             .map_err(|m| ctx.error(line_no, &original, m))?;
-
         let mut ins = Instruction {
             line: line_no,
             end_line: last + 1,
             original,
             kind,
         };
-
-        match &ins.kind {
-            InstructionKind::From { .. } => seen_from = true,
-            InstructionKind::Arg(_) => {}
-            _ if !seen_from => {
-                let keyword = ins
-                    .original
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_ascii_uppercase();
-                return Err(ctx.error(
-                    line_no,
-                    &ins.original,
-                    format!("{keyword} must come after FROM (only ARG may precede the first FROM)"),
-                ));
-            }
-            _ => {}
-        }
-
-        // Heredoc bodies follow the instruction, one after the other.
-        if let Some(docs) = heredocs_mut(&mut ins.kind) {
-            for doc in docs.iter_mut() {
-                let mut content = String::new();
-                loop {
-                    let Some(line) = ctx.lines.get(i) else {
-                        return Err(ctx.error(
-                            line_no,
-                            &ins.original,
-                            format!(
-                                "unterminated heredoc <<{}: no line equal to \"{}\" found",
-                                doc.name, doc.name
-                            ),
-                        ));
-                    };
-                    i += 1;
-                    let line = if doc.chomp {
-                        line.trim_start_matches('\t')
-                    } else {
-                        line
-                    };
-                    if line == doc.name {
-                        break;
-                    }
-                    content.push_str(line);
-                    content.push('\n');
-                }
-                doc.content = content;
-                last = i - 1;
-            }
+        check_order(ctx, &ins, &mut seen_from)?;
+        if let Some(end) = read_heredocs(ctx, &mut ins, &mut i)? {
+            last = end;
         }
         set_end_line(&mut ins, last + 1);
         instructions.push(ins);
     }
+    Ok(instructions)
+}
 
-    if !seen_from {
-        let line = text.lines().count().max(1);
-        return Err(ctx.error(line, "", "no FROM instruction"));
+/// Joins the physical lines from `*i` that continue each other (ending with the escape
+/// character; blank and comment lines between them are skipped) into one logical line.
+/// Leaves `*i` after them and returns the index of the last one.
+fn logical_line(ctx: &Ctx<'_>, i: &mut usize, escape: char) -> (String, usize) {
+    let n = ctx.lines.len();
+    let mut logical = String::new();
+    loop {
+        let line = ctx.lines[*i];
+        let last = *i;
+        *i += 1;
+        let Some(body) = continued(line, escape) else {
+            logical.push_str(line);
+            return (logical, last);
+        };
+        logical.push_str(body);
+        while *i < n && is_blank_or_comment(ctx.lines[*i]) {
+            *i += 1;
+        }
+        if *i >= n {
+            return (logical, last);
+        }
     }
+}
 
-    Ok(Dockerfile {
-        file: file.to_path_buf(),
-        escape,
-        syntax,
-        instructions,
-    })
+/// Refuses an instruction other than ARG before the first FROM; notes when FROM is seen.
+fn check_order(ctx: &Ctx<'_>, ins: &Instruction, seen_from: &mut bool) -> Result<(), ParseError> {
+    match &ins.kind {
+        InstructionKind::From { .. } => *seen_from = true,
+        InstructionKind::Arg(_) => {}
+        _ if !*seen_from => {
+            let keyword = ins
+                .original
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            return Err(ctx.error(
+                ins.line,
+                &ins.original,
+                format!("{keyword} must come after FROM (only ARG may precede the first FROM)"),
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Reads the bodies of `ins`'s heredocs, which follow it one after the other from line
+/// `*i`. Leaves `*i` after them and returns the index of the last line read, if any.
+fn read_heredocs(
+    ctx: &Ctx<'_>,
+    ins: &mut Instruction,
+    i: &mut usize,
+) -> Result<Option<usize>, ParseError> {
+    let (line_no, original) = (ins.line, ins.original.clone());
+    let Some(docs) = heredocs_mut(&mut ins.kind) else {
+        return Ok(None);
+    };
+    let mut last = None;
+    for doc in docs.iter_mut() {
+        doc.content = heredoc_body(ctx, doc, i).ok_or_else(|| {
+            ctx.error(
+                line_no,
+                &original,
+                format!(
+                    "unterminated heredoc <<{}: no line equal to \"{}\" found",
+                    doc.name, doc.name
+                ),
+            )
+        })?;
+        last = Some(*i - 1);
+    }
+    Ok(last)
+}
+
+/// The lines from `*i` up to the line equal to `doc`'s name (leading tabs removed first
+/// with `<<-`), each ending with `\n`; `None` when the file ends first. Leaves `*i` after
+/// the terminating line.
+fn heredoc_body(ctx: &Ctx<'_>, doc: &Heredoc, i: &mut usize) -> Option<String> {
+    let mut content = String::new();
+    loop {
+        let line = ctx.lines.get(*i)?;
+        *i += 1;
+        let line = if doc.chomp {
+            line.trim_start_matches('\t')
+        } else {
+            line
+        };
+        if line == doc.name {
+            return Some(content);
+        }
+        content.push_str(line);
+        content.push('\n');
+    }
 }
