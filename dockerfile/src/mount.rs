@@ -418,16 +418,28 @@ fn clean_target(target: &str) -> Result<String, MountSpecError> {
 /// alias of `id` (as in BuildKit). Keys that mean nothing for the mount type are rejected.
 pub fn parse_mount(spec: &str) -> Result<MountSpec, MountSpecError> {
     let fields = key_values("--mount", spec)?;
+    let kind = spec_kind(&fields)?;
+    let mut keys = MountKeys::default();
+    for (key, value) in fields {
+        match value {
+            Some(value) => keys.set(kind, key, value)?,
+            None => keys.set_bare(kind, spec, &key)?,
+        }
+    }
+    keys.into_spec(kind)
+}
+
+/// The mount type of a `--mount` value's fields: the last `type=`, `bind` without one.
+fn spec_kind(fields: &[(String, Option<String>)]) -> Result<Kind, MountSpecError> {
     let mut kind = Kind::Bind;
-    for (key, value) in &fields {
+    for (key, value) in fields {
         if let ("type", Some(value)) = (key.as_str(), value) {
-            kind = match value.trim().to_ascii_lowercase().as_str() {
-                "bind" => Kind::Bind,
-                "cache" => Kind::Cache,
-                "secret" => Kind::Secret,
-                "tmpfs" => Kind::Tmpfs,
-                "ssh" => return Err(MountSpecError::SshNotSupported),
-                _ => {
+            kind = match mount_kind(value) {
+                Some(kind) => kind,
+                None if value.trim().eq_ignore_ascii_case("ssh") => {
+                    return Err(MountSpecError::SshNotSupported)
+                }
+                None => {
                     return Err(MountSpecError::UnknownType {
                         flag: "--mount",
                         kind: value.to_string(),
@@ -437,129 +449,66 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, MountSpecError> {
             };
         }
     }
-    let not_for = |key: &str| MountSpecError::KeyNotForType {
-        key: key.to_string(),
-        kind: kind.name(),
-    };
+    Ok(kind)
+}
 
-    let mut target: Option<String> = None;
-    let mut source: Option<String> = None;
-    let mut from: Option<String> = None;
-    let mut id: Option<String> = None;
-    let mut sharing = Sharing::Shared;
-    let mut readonly: Option<bool> = None;
-    let mut mode: Option<u32> = None;
-    let mut uid = 0;
-    let mut gid = 0;
-    let mut required = false;
-    let mut env: Option<String> = None;
-    let mut size: Option<u64> = None;
+/// Whether `key` means something for `kind` mounts (unknown keys are refused elsewhere;
+/// `readonly`, `readwrite` and `required` are checked by [`MountKeys::apply_flag`]).
+fn key_applies(key: &str, kind: Kind) -> bool {
+    match key {
+        "source" | "src" => kind != Kind::Tmpfs,
+        "from" => matches!(kind, Kind::Bind | Kind::Cache),
+        "id" | "mode" | "uid" | "gid" => matches!(kind, Kind::Cache | Kind::Secret),
+        "sharing" => kind == Kind::Cache,
+        "env" => kind == Kind::Secret,
+        "size" => kind == Kind::Tmpfs,
+        _ => true,
+    }
+}
 
-    for (key, value) in fields {
-        let Some(value) = value else {
-            match key.as_str() {
-                "readonly" | "ro" | "readwrite" | "rw" | "required" => {}
-                _ => {
-                    return Err(MountSpecError::Syntax {
-                        flag: "--mount",
-                        spec: spec.to_string(),
-                        problem: format!("field {key:?} must be a key=value pair"),
-                    })
-                }
-            }
-            let on = !matches!(key.as_str(), "readwrite" | "rw");
-            apply_flag(kind, &key, on, &mut readonly, &mut required)?;
-            continue;
-        };
+/// The keys of a `--mount` value read so far, before the defaults of its type.
+#[derive(Default)]
+struct MountKeys {
+    target: Option<String>,
+    source: Option<String>,
+    from: Option<String>,
+    id: Option<String>,
+    sharing: Sharing,
+    readonly: Option<bool>,
+    mode: Option<u32>,
+    uid: u32,
+    gid: u32,
+    required: bool,
+    env: Option<String>,
+    size: Option<u64>,
+}
+
+impl MountKeys {
+    /// Reads `key=value` for a `kind` mount.
+    fn set(&mut self, kind: Kind, key: String, value: String) -> Result<(), MountSpecError> {
+        if !key_applies(&key, kind) {
+            return Err(MountSpecError::KeyNotForType {
+                key,
+                kind: kind.name(),
+            });
+        }
         match key.as_str() {
             "type" => {}
-            "target" | "dst" | "destination" => target = Some(value),
-            "source" | "src" => {
-                if kind == Kind::Tmpfs {
-                    return Err(not_for(&key));
-                }
-                source = Some(value);
-            }
-            "from" => {
-                if matches!(kind, Kind::Secret | Kind::Tmpfs) {
-                    return Err(not_for(&key));
-                }
-                from = Some(value);
-            }
-            "id" => {
-                if matches!(kind, Kind::Bind | Kind::Tmpfs) {
-                    return Err(not_for(&key));
-                }
-                id = Some(value);
-            }
-            "sharing" => {
-                if kind != Kind::Cache {
-                    return Err(not_for(&key));
-                }
-                sharing = match value.trim().to_ascii_lowercase().as_str() {
-                    "shared" => Sharing::Shared,
-                    "private" => Sharing::Private,
-                    "locked" => Sharing::Locked,
-                    _ => {
-                        return Err(MountSpecError::BadValue {
-                            flag: "--mount",
-                            key,
-                            value,
-                            expected: "shared, private or locked",
-                        })
-                    }
-                };
-            }
-            "readonly" | "ro" | "readwrite" | "rw" => {
+            "target" | "dst" | "destination" => self.target = Some(value),
+            "source" | "src" => self.source = Some(value),
+            "from" => self.from = Some(value),
+            "id" => self.id = Some(value),
+            "sharing" => self.sharing = parse_sharing(key, value)?,
+            "readonly" | "ro" | "readwrite" | "rw" | "required" => {
                 let on = parse_bool(&key, &value)?;
-                let on = if matches!(key.as_str(), "readwrite" | "rw") {
-                    !on
-                } else {
-                    on
-                };
-                apply_flag(kind, &key, on, &mut readonly, &mut required)?;
+                let on = on != matches!(key.as_str(), "readwrite" | "rw");
+                self.apply_flag(kind, &key, on)?;
             }
-            "required" => {
-                let on = parse_bool(&key, &value)?;
-                apply_flag(kind, &key, on, &mut readonly, &mut required)?;
-            }
-            "mode" | "uid" | "gid" => {
-                if matches!(kind, Kind::Bind | Kind::Tmpfs) {
-                    return Err(not_for(&key));
-                }
-                match key.as_str() {
-                    "mode" => mode = Some(parse_mode(&key, &value)?),
-                    "uid" => uid = parse_id(&key, &value)?,
-                    _ => gid = parse_id(&key, &value)?,
-                }
-            }
-            "env" => {
-                if kind != Kind::Secret {
-                    return Err(not_for(&key));
-                }
-                if value.is_empty() || value.contains('=') || value.contains('\0') {
-                    return Err(MountSpecError::BadValue {
-                        flag: "--mount",
-                        key,
-                        value,
-                        expected: "an environment variable name",
-                    });
-                }
-                env = Some(value);
-            }
-            "size" => {
-                if kind != Kind::Tmpfs {
-                    return Err(not_for(&key));
-                }
-                size = Some(
-                    parse_mount_size(&value).ok_or_else(|| MountSpecError::BadValue {
-                        flag: "--mount",
-                        key: key.clone(),
-                        value: value.clone(),
-                        expected: "a size in bytes such as 1024, 64m or 1g",
-                    })?,
-                );
-            }
+            "mode" => self.mode = Some(parse_mode(&key, &value)?),
+            "uid" => self.uid = parse_id(&key, &value)?,
+            "gid" => self.gid = parse_id(&key, &value)?,
+            "env" => self.env = Some(parse_env_name(key, value)?),
+            "size" => self.size = Some(parse_size(key, value)?),
             _ => {
                 return Err(MountSpecError::UnknownKey {
                     flag: "--mount",
@@ -568,76 +517,166 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, MountSpecError> {
                 })
             }
         }
+        Ok(())
     }
 
-    let target = target.map(|t| clean_target(&t)).transpose()?;
-    let need_target = || {
-        target
-            .clone()
-            .ok_or(MountSpecError::MissingTarget { kind: kind.name() })
-    };
-    Ok(match kind {
-        Kind::Bind => MountSpec::Bind {
-            target: need_target()?,
-            from,
-            source: source.unwrap_or_else(|| "/".into()),
-            readwrite: !readonly.unwrap_or(true),
-        },
-        Kind::Cache => {
-            let target = need_target()?;
-            MountSpec::Cache {
-                id: id
-                    .filter(|i| !i.is_empty())
-                    .unwrap_or_else(|| target.clone()),
-                target,
-                sharing,
-                readonly: readonly.unwrap_or(false),
-                from,
-                source,
-                mode: mode.unwrap_or(0o755),
-                uid,
-                gid,
-            }
+    /// Reads a bare `key` (no `=value`): only `ro`, `rw` and `required` may be bare.
+    fn set_bare(&mut self, kind: Kind, spec: &str, key: &str) -> Result<(), MountSpecError> {
+        if !matches!(key, "readonly" | "ro" | "readwrite" | "rw" | "required") {
+            return Err(MountSpecError::Syntax {
+                flag: "--mount",
+                spec: spec.to_string(),
+                problem: format!("field {key:?} must be a key=value pair"),
+            });
         }
-        Kind::Tmpfs => MountSpec::Tmpfs {
-            target: need_target()?,
-            size,
-        },
-        Kind::Secret => {
-            let id = match (
-                id.filter(|i| !i.is_empty()),
-                source.filter(|s| !s.is_empty()),
-            ) {
-                (Some(id), Some(src)) if id != src => {
-                    return Err(MountSpecError::Conflict {
-                        flag: "--mount",
-                        problem: format!(
-                            "type=secret has both id={id:?} and source={src:?}; they name the \
-                             same thing, keep only id="
-                        ),
-                    })
-                }
-                (Some(id), _) | (None, Some(id)) => id,
-                (None, None) => match &target {
-                    Some(t) => t.rsplit('/').next().unwrap_or_default().to_string(),
-                    None => return Err(MountSpecError::MissingSecretId),
-                },
-            };
-            let target = match (target, &env) {
-                (Some(t), _) => Some(t),
-                (None, Some(_)) => None,
-                (None, None) => Some(clean_target(&format!("{SECRETS_DIR}/{id}"))?),
-            };
-            MountSpec::Secret {
-                id,
-                target,
-                env,
-                required,
-                mode: mode.unwrap_or(0o400),
-                uid,
-                gid,
+        let on = !matches!(key, "readwrite" | "rw");
+        self.apply_flag(kind, key, on)
+    }
+
+    /// Applies `readonly`/`readwrite`/`required` (already turned into "on") for `kind`.
+    fn apply_flag(&mut self, kind: Kind, key: &str, on: bool) -> Result<(), MountSpecError> {
+        let not_for = || MountSpecError::KeyNotForType {
+            key: key.to_string(),
+            kind: kind.name(),
+        };
+        match (key, kind) {
+            ("required", Kind::Secret) => self.required = on,
+            ("required", _) => return Err(not_for()),
+            (_, Kind::Bind | Kind::Cache) => self.readonly = Some(on),
+            // Secrets are always read-only: accept saying so, refuse the opposite.
+            (_, Kind::Secret) if on => {}
+            (_, Kind::Secret) => {
+                return Err(MountSpecError::Conflict {
+                    flag: "--mount",
+                    problem: "secret mounts are always read-only; remove the rw/readwrite key"
+                        .into(),
+                })
             }
+            (_, Kind::Tmpfs) => return Err(not_for()),
         }
+        Ok(())
+    }
+
+    /// The mount, with the defaults of `kind` for what was not given.
+    fn into_spec(self, kind: Kind) -> Result<MountSpec, MountSpecError> {
+        let target = self.target.as_deref().map(clean_target).transpose()?;
+        let need_target = |target: Option<String>| {
+            target.ok_or(MountSpecError::MissingTarget { kind: kind.name() })
+        };
+        Ok(match kind {
+            Kind::Bind => MountSpec::Bind {
+                target: need_target(target)?,
+                from: self.from,
+                source: self.source.unwrap_or_else(|| "/".into()),
+                readwrite: !self.readonly.unwrap_or(true),
+            },
+            Kind::Cache => self.cache(need_target(target)?),
+            Kind::Tmpfs => MountSpec::Tmpfs {
+                target: need_target(target)?,
+                size: self.size,
+            },
+            Kind::Secret => self.secret(target)?,
+        })
+    }
+
+    /// A `type=cache` mount at `target`.
+    fn cache(self, target: String) -> MountSpec {
+        MountSpec::Cache {
+            id: self
+                .id
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| target.clone()),
+            target,
+            sharing: self.sharing,
+            readonly: self.readonly.unwrap_or(false),
+            from: self.from,
+            source: self.source,
+            mode: self.mode.unwrap_or(0o755),
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    /// A `type=secret` mount, at `target` if given.
+    fn secret(self, target: Option<String>) -> Result<MountSpec, MountSpecError> {
+        let id = secret_id(self.id, self.source, target.as_deref())?;
+        let target = match (target, &self.env) {
+            (Some(t), _) => Some(t),
+            (None, Some(_)) => None,
+            (None, None) => Some(clean_target(&format!("{SECRETS_DIR}/{id}"))?),
+        };
+        Ok(MountSpec::Secret {
+            id,
+            target,
+            env: self.env,
+            required: self.required,
+            mode: self.mode.unwrap_or(0o400),
+            uid: self.uid,
+            gid: self.gid,
+        })
+    }
+}
+
+/// A secret mount's id: `id=`, or `source=` (an alias), or the file name of the target.
+fn secret_id(
+    id: Option<String>,
+    source: Option<String>,
+    target: Option<&str>,
+) -> Result<String, MountSpecError> {
+    match (
+        id.filter(|i| !i.is_empty()),
+        source.filter(|s| !s.is_empty()),
+    ) {
+        (Some(id), Some(src)) if id != src => Err(MountSpecError::Conflict {
+            flag: "--mount",
+            problem: format!(
+                "type=secret has both id={id:?} and source={src:?}; they name the same thing, \
+                 keep only id="
+            ),
+        }),
+        (Some(id), _) | (None, Some(id)) => Ok(id),
+        (None, None) => match target {
+            Some(t) => Ok(t.rsplit('/').next().unwrap_or_default().to_string()),
+            None => Err(MountSpecError::MissingSecretId),
+        },
+    }
+}
+
+/// `sharing=shared|private|locked`.
+fn parse_sharing(key: String, value: String) -> Result<Sharing, MountSpecError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "shared" => Ok(Sharing::Shared),
+        "private" => Ok(Sharing::Private),
+        "locked" => Ok(Sharing::Locked),
+        _ => Err(MountSpecError::BadValue {
+            flag: "--mount",
+            key,
+            value,
+            expected: "shared, private or locked",
+        }),
+    }
+}
+
+/// `env=NAME` of a secret mount: a non-empty name without `=` or NUL.
+fn parse_env_name(key: String, value: String) -> Result<String, MountSpecError> {
+    if value.is_empty() || value.contains('=') || value.contains('\0') {
+        return Err(MountSpecError::BadValue {
+            flag: "--mount",
+            key,
+            value,
+            expected: "an environment variable name",
+        });
+    }
+    Ok(value)
+}
+
+/// `size=` of a tmpfs mount, through [`parse_mount_size`].
+fn parse_size(key: String, value: String) -> Result<u64, MountSpecError> {
+    parse_mount_size(&value).ok_or(MountSpecError::BadValue {
+        flag: "--mount",
+        key,
+        value,
+        expected: "a size in bytes such as 1024, 64m or 1g",
     })
 }
 
@@ -669,41 +708,6 @@ fn mount_kind(value: &str) -> Option<Kind> {
     }
 }
 
-/// Applies `readonly`/`readwrite`/`required` (already turned into "on") for `kind`.
-fn apply_flag(
-    kind: Kind,
-    key: &str,
-    on: bool,
-    readonly: &mut Option<bool>,
-    required: &mut bool,
-) -> Result<(), MountSpecError> {
-    let not_for = || MountSpecError::KeyNotForType {
-        key: key.to_string(),
-        kind: kind.name(),
-    };
-    match key {
-        "required" => {
-            if kind != Kind::Secret {
-                return Err(not_for());
-            }
-            *required = on;
-        }
-        _ => match kind {
-            Kind::Bind | Kind::Cache => *readonly = Some(on),
-            // Secrets are always read-only: accept saying so, refuse the opposite.
-            Kind::Secret if on => {}
-            Kind::Secret => {
-                return Err(MountSpecError::Conflict {
-                    flag: "--mount",
-                    problem: "secret mounts are always read-only; remove the rw/readwrite key"
-                        .into(),
-                })
-            }
-            Kind::Tmpfs => return Err(not_for()),
-        },
-    }
-    Ok(())
-}
 #[cfg(test)]
 mod tests {
     use super::*;
