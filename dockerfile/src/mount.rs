@@ -292,17 +292,26 @@ pub fn key_values(
         .collect()
 }
 
+/// A `--mount` value `key=value` that does not parse; `expected` says what would.
+fn bad_value(
+    key: impl Into<String>,
+    value: impl Into<String>,
+    expected: &'static str,
+) -> MountSpecError {
+    MountSpecError::BadValue {
+        flag: "--mount",
+        key: key.into(),
+        value: value.into(),
+        expected,
+    }
+}
+
 /// Go's `strconv.ParseBool`, case-insensitively.
 fn parse_bool(key: &str, value: &str) -> Result<bool, MountSpecError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "t" | "true" => Ok(true),
         "0" | "f" | "false" => Ok(false),
-        _ => Err(MountSpecError::BadValue {
-            flag: "--mount",
-            key: key.to_string(),
-            value: value.to_string(),
-            expected: "true or false",
-        }),
+        _ => Err(bad_value(key, value, "true or false")),
     }
 }
 
@@ -314,12 +323,11 @@ fn parse_mode(key: &str, value: &str) -> Result<u32, MountSpecError> {
         .unwrap_or(digits);
     match u32::from_str_radix(digits, 8) {
         Ok(mode) if mode <= 0o7777 && !digits.starts_with('+') => Ok(mode),
-        _ => Err(MountSpecError::BadValue {
-            flag: "--mount",
-            key: key.to_string(),
-            value: value.to_string(),
-            expected: "an octal file mode such as 0755 (at most 7777)",
-        }),
+        _ => Err(bad_value(
+            key,
+            value,
+            "an octal file mode such as 0755 (at most 7777)",
+        )),
     }
 }
 
@@ -327,12 +335,7 @@ fn parse_id(key: &str, value: &str) -> Result<u32, MountSpecError> {
     let v = value.trim();
     match v.parse::<u32>() {
         Ok(n) if !v.starts_with('+') => Ok(n),
-        _ => Err(MountSpecError::BadValue {
-            flag: "--mount",
-            key: key.to_string(),
-            value: value.to_string(),
-            expected: "a numeric id such as 1000",
-        }),
+        _ => Err(bad_value(key, value, "a numeric id such as 1000")),
     }
 }
 
@@ -648,36 +651,25 @@ fn parse_sharing(key: String, value: String) -> Result<Sharing, MountSpecError> 
         "shared" => Ok(Sharing::Shared),
         "private" => Ok(Sharing::Private),
         "locked" => Ok(Sharing::Locked),
-        _ => Err(MountSpecError::BadValue {
-            flag: "--mount",
-            key,
-            value,
-            expected: "shared, private or locked",
-        }),
+        _ => Err(bad_value(key, value, "shared, private or locked")),
     }
 }
 
 /// `env=NAME` of a secret mount: a non-empty name without `=` or NUL.
 fn parse_env_name(key: String, value: String) -> Result<String, MountSpecError> {
     if value.is_empty() || value.contains('=') || value.contains('\0') {
-        return Err(MountSpecError::BadValue {
-            flag: "--mount",
-            key,
-            value,
-            expected: "an environment variable name",
-        });
+        return Err(bad_value(key, value, "an environment variable name"));
     }
     Ok(value)
 }
 
 /// `size=` of a tmpfs mount, through [`parse_mount_size`].
 fn parse_size(key: String, value: String) -> Result<u64, MountSpecError> {
-    parse_mount_size(&value).ok_or(MountSpecError::BadValue {
-        flag: "--mount",
+    parse_mount_size(&value).ok_or(bad_value(
         key,
         value,
-        expected: "a size in bytes such as 1024, 64m or 1g",
-    })
+        "a size in bytes such as 1024, 64m or 1g",
+    ))
 }
 
 /// The `from=` of a `--mount` value as written (before word expansion), for the planner:
