@@ -27,8 +27,8 @@ use crate::error::{BuildError, Result};
 use crate::image::{self, BlobStore, Image, ImageFormat, Layer, LayerBlob};
 use crate::isolation::Isolation;
 use crate::mounts::{CacheMounts, MountError, SecretSource, Secrets};
-use crate::plan::{BuildArgs, Plan, StageBase};
 use crate::stage::StageRun;
+use ocibuild_dockerfile::plan::{BuildArgs, Plan, StageBase};
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
 use ocibuild_snapshot::Compression;
 use std::collections::{BTreeMap, BTreeSet};
@@ -335,7 +335,7 @@ pub(crate) struct Builder<'o> {
     pub plan: Plan,
     pub work: PathBuf,
     pub context: PathBuf,
-    pub ignore: crate::pathmatch::IgnoreRules,
+    pub ignore: ocibuild_dockerfile::pathmatch::IgnoreRules,
     pub pull_client: Client,
     pub push_client: Client,
     pub blobs: BlobStore,
@@ -765,7 +765,7 @@ pub(crate) fn load_plan(opts: &BuildOptions) -> Result<(PathBuf, DockerfileLocat
     })?;
     let location = contextfile::locate_dockerfile(&opts.dockerfile, &context, &opts.context);
     let text = contextfile::read_dockerfile(&location, &context)?;
-    let dockerfile = crate::dockerfile::parse(&text, &location.path).map_err(|e| {
+    let dockerfile = ocibuild_dockerfile::parser::parse(&text, &location.path).map_err(|e| {
         if location.in_context {
             e
         } else {
@@ -782,10 +782,10 @@ pub(crate) fn load_plan(opts: &BuildOptions) -> Result<(PathBuf, DockerfileLocat
 fn read_dockerignore(
     context: &Path,
     dockerfile: &DockerfileLocation,
-) -> Result<crate::pathmatch::IgnoreRules> {
+) -> Result<ocibuild_dockerfile::pathmatch::IgnoreRules> {
     let text = contextfile::read_dockerignore(dockerfile, context)?;
     Ok(text
-        .map(|t| crate::pathmatch::IgnoreRules::parse(&t))
+        .map(|t| ocibuild_dockerfile::pathmatch::IgnoreRules::parse(&t))
         .unwrap_or_default())
 }
 

@@ -31,8 +31,8 @@
 //! filesystems have no process running in them while a COPY runs.
 
 use crate::fetch::{self, FetchError, FetchedFile};
-use crate::pathmatch::{self, IgnoreRules, PathPattern};
 use filetime::FileTime;
+use ocibuild_dockerfile::pathmatch::{self, IgnoreRules, PathPattern};
 use ocibuild_snapshot::{Dir, RootDir};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};

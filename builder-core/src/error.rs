@@ -1,6 +1,7 @@
 //! The errors a build can end with. Each says where (Dockerfile file and line, or the path
 //! or registry involved), what went wrong and, where there is one, what to do.
 
+use ocibuild_dockerfile::PlanError;
 use std::path::PathBuf;
 
 /// Boxed error source kept inside [`BuildError`].
@@ -11,7 +12,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum BuildError {
     /// The Dockerfile could not be parsed.
     #[error(transparent)]
-    Parse(#[from] crate::dockerfile::ParseError),
+    Parse(#[from] ocibuild_dockerfile::ParseError),
 
     /// The Dockerfile or a `.dockerignore` could not be read from the context.
     #[error(transparent)]
@@ -139,6 +140,28 @@ impl BuildError {
         move |source| BuildError::Snapshot {
             context,
             source: Box::new(source),
+        }
+    }
+}
+
+impl From<PlanError> for BuildError {
+    /// A misplaced instruction keeps its line ([`BuildError::Step`]); a Dockerfile without
+    /// FROM or an unknown `--target` is a [`BuildError::Options`], as before the planner
+    /// had its own error.
+    fn from(err: PlanError) -> BuildError {
+        match err {
+            PlanError::Step {
+                file,
+                line,
+                instruction,
+                message,
+            } => BuildError::Step {
+                file,
+                line,
+                instruction,
+                source: message.into(),
+            },
+            other => BuildError::Options(other.to_string()),
         }
     }
 }

@@ -16,20 +16,19 @@ pub mod context;
 pub mod contextfile;
 pub mod copy;
 pub mod diffid;
-pub mod dockerfile;
 pub mod error;
-pub mod expand;
 pub mod fetch;
 pub mod image;
 pub mod liveroot;
 pub mod mounts;
 pub mod output;
-pub mod pathmatch;
-pub mod plan;
 pub mod pushimage;
 mod stage;
 pub mod time;
 pub mod warm;
+
+pub use ocibuild_dockerfile::parser as dockerfile;
+pub use ocibuild_dockerfile::{expand, pathmatch, plan};
 
 pub use build::{build, BuildEvent, BuildOptions, BuildOutput};
 pub use error::BuildError;

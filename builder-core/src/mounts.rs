@@ -21,8 +21,10 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
-/// Default target directory of secret mounts: `/run/secrets/<id>`.
-pub const SECRETS_DIR: &str = "/run/secrets";
+use ocibuild_dockerfile::mount::key_values;
+pub use ocibuild_dockerfile::mount::{
+    parse_mount, parse_mount_size, MountSpec, MountSpecError, Sharing, SECRETS_DIR,
+};
 
 /// Most `-N` suffixes tried for a `sharing=private` cache before giving up.
 const MAX_PRIVATE: u32 = 4096;
@@ -31,87 +33,9 @@ const MAX_PRIVATE: u32 = 4096;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MountError {
-    /// The `--mount` / `--secret` value is not a comma-separated list of `key=value`.
-    #[error("invalid {flag} value {spec:?}: {problem}")]
-    Syntax {
-        /// `--mount` or `--secret`.
-        flag: &'static str,
-        /// The whole value.
-        spec: String,
-        /// What is wrong with it.
-        problem: String,
-    },
-    /// A key that the flag does not know.
-    #[error("{flag}: unknown key {key:?}; expected one of {expected}")]
-    UnknownKey {
-        /// `--mount` or `--secret`.
-        flag: &'static str,
-        /// The key as written.
-        key: String,
-        /// The accepted keys.
-        expected: &'static str,
-    },
-    /// A key that exists but means nothing for this mount type.
-    #[error("--mount: key {key:?} does not apply to type={kind} mounts; remove it")]
-    KeyNotForType {
-        /// The key as written.
-        key: String,
-        /// The mount type.
-        kind: &'static str,
-    },
-    /// An unknown `type=`.
-    #[error("{flag}: unknown type {kind:?}; expected one of {expected}")]
-    UnknownType {
-        /// `--mount` or `--secret`.
-        flag: &'static str,
-        /// The type as written.
-        kind: String,
-        /// The accepted types.
-        expected: &'static str,
-    },
-    /// `type=ssh`.
-    #[error(
-        "--mount=type=ssh is not supported yet; pass the key as a secret instead \
-         (--secret id=sshkey,src=FILE and --mount=type=secret,id=sshkey)"
-    )]
-    SshNotSupported,
-    /// A cache, bind or tmpfs mount without `target=`.
-    #[error("--mount=type={kind} needs target=/path/in/container (alias dst= or destination=)")]
-    MissingTarget {
-        /// The mount type.
-        kind: &'static str,
-    },
-    /// A secret mount with neither `id=` nor `target=`.
-    #[error("--mount=type=secret needs id=NAME (or target=/path, whose file name is the id)")]
-    MissingSecretId,
-    /// A target that cannot be a mount point.
-    #[error("--mount: target {target:?} {problem}")]
-    BadTarget {
-        /// The target as written.
-        target: String,
-        /// Why it is rejected.
-        problem: &'static str,
-    },
-    /// A value that does not parse.
-    #[error("{flag}: invalid {key}={value:?}: expected {expected}")]
-    BadValue {
-        /// `--mount` or `--secret`.
-        flag: &'static str,
-        /// The key.
-        key: String,
-        /// The value as written (never a secret value: mount and secret flags only name them).
-        value: String,
-        /// What would be accepted.
-        expected: &'static str,
-    },
-    /// Two keys that contradict each other.
-    #[error("{flag}: {problem}")]
-    Conflict {
-        /// `--mount` or `--secret`.
-        flag: &'static str,
-        /// Which keys and what to do.
-        problem: String,
-    },
+    /// A `--mount` value that does not parse.
+    #[error(transparent)]
+    Spec(#[from] MountSpecError),
     /// A file system operation on a cache directory failed.
     #[error("cache mount directory {}: {source}", path.display())]
     CacheIo {
@@ -200,582 +124,7 @@ pub enum MountError {
     },
 }
 
-/// How concurrent builds share one `type=cache` directory (`sharing=`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Sharing {
-    /// Everyone uses the same directory at the same time (the default).
-    #[default]
-    Shared,
-    /// Each concurrent user gets its own directory.
-    Private,
-    /// Users take turns: the second waits until the first is done.
-    Locked,
-}
-
-impl Sharing {
-    /// The keyword as written in a Dockerfile.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sharing::Shared => "shared",
-            Sharing::Private => "private",
-            Sharing::Locked => "locked",
-        }
-    }
-}
-
-impl fmt::Display for Sharing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One parsed `--mount=` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountSpec {
-    /// `type=cache`: a directory kept across builds.
-    Cache {
-        /// Absolute mount point.
-        target: String,
-        /// Cache id; defaults to the target.
-        id: String,
-        /// How concurrent users share it; default [`Sharing::Shared`].
-        sharing: Sharing,
-        /// Mount read-only.
-        readonly: bool,
-        /// Stage or image whose `source` seeds a fresh cache.
-        from: Option<String>,
-        /// Path in `from` that seeds a fresh cache.
-        source: Option<String>,
-        /// Mode of a fresh cache directory; default `0o755`.
-        mode: u32,
-        /// Owner of a fresh cache directory; default 0.
-        uid: u32,
-        /// Group of a fresh cache directory; default 0.
-        gid: u32,
-    },
-    /// `type=secret`: a secret given with `--secret`, as a file and/or an env var.
-    Secret {
-        /// Secret id; defaults to the file name of `target`.
-        id: String,
-        /// Absolute path of the file; `/run/secrets/<id>` unless `env` is set.
-        target: Option<String>,
-        /// Environment variable to expose the value in.
-        env: Option<String>,
-        /// Fail when the secret was not given (else the mount is skipped).
-        required: bool,
-        /// File mode; default `0o400`.
-        mode: u32,
-        /// File owner; default 0.
-        uid: u32,
-        /// File group; default 0.
-        gid: u32,
-    },
-    /// `type=bind` (the default type): a directory or file of the context or of a stage.
-    Bind {
-        /// Absolute mount point.
-        target: String,
-        /// Stage or image to take `source` from; the build context when `None`.
-        from: Option<String>,
-        /// Path in `from` (or the context); default `/`.
-        source: String,
-        /// Writable (writes are discarded after the RUN); read-only by default.
-        readwrite: bool,
-    },
-    /// `type=tmpfs`: an empty in-memory file system.
-    Tmpfs {
-        /// Absolute mount point.
-        target: String,
-        /// Size limit in bytes.
-        size: Option<u64>,
-    },
-}
-
-impl MountSpec {
-    /// The mount type keyword (`cache`, `secret`, `bind`, `tmpfs`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            MountSpec::Cache { .. } => "cache",
-            MountSpec::Secret { .. } => "secret",
-            MountSpec::Bind { .. } => "bind",
-            MountSpec::Tmpfs { .. } => "tmpfs",
-        }
-    }
-
-    /// The mount point inside the container, if the mount has one (a secret exposed only
-    /// as an environment variable has none).
-    pub fn target(&self) -> Option<&str> {
-        match self {
-            MountSpec::Cache { target, .. }
-            | MountSpec::Bind { target, .. }
-            | MountSpec::Tmpfs { target, .. } => Some(target),
-            MountSpec::Secret { target, .. } => target.as_deref(),
-        }
-    }
-}
-
-const MOUNT_KEYS: &str = "type, target (dst, destination), source (src), from, id, sharing, \
-                          readonly (ro), readwrite (rw), mode, uid, gid, required, env, size";
-const MOUNT_TYPES: &str = "bind, cache, secret, tmpfs";
 const SECRET_KEYS: &str = "id, src (source), env, type";
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Bind,
-    Cache,
-    Secret,
-    Tmpfs,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Bind => "bind",
-            Kind::Cache => "cache",
-            Kind::Secret => "secret",
-            Kind::Tmpfs => "tmpfs",
-        }
-    }
-}
-
-/// Splits CSV text into fields: commas separate fields except inside double quotes, a
-/// quoted section may start anywhere (`"target=/a,b"` or `target="/a,b"`), and `""` inside
-/// one is a literal quote.
-fn split_csv(flag: &'static str, spec: &str) -> Result<Vec<String>, MountError> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = spec.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                chars.next();
-                cur.push('"');
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    if quoted {
-        return Err(MountError::Syntax {
-            flag,
-            spec: spec.to_string(),
-            problem: "a double quote is not closed".into(),
-        });
-    }
-    fields.push(cur);
-    Ok(fields
-        .into_iter()
-        .filter(|f| !f.trim().is_empty())
-        .collect())
-}
-
-/// Splits fields into (lower-case key, value); a bare word has no value.
-fn key_values(flag: &'static str, spec: &str) -> Result<Vec<(String, Option<String>)>, MountError> {
-    split_csv(flag, spec)?
-        .into_iter()
-        .map(|field| {
-            let (key, value) = match field.split_once('=') {
-                Some((k, v)) => (k, Some(v.to_string())),
-                None => (field.as_str(), None),
-            };
-            let key = key.trim().to_ascii_lowercase();
-            if key.is_empty() {
-                return Err(MountError::Syntax {
-                    flag,
-                    spec: spec.to_string(),
-                    problem: format!("field {field:?} has no key; write key=value"),
-                });
-            }
-            Ok((key, value))
-        })
-        .collect()
-}
-
-/// Go's `strconv.ParseBool`, case-insensitively.
-fn parse_bool(key: &str, value: &str) -> Result<bool, MountError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "t" | "true" => Ok(true),
-        "0" | "f" | "false" => Ok(false),
-        _ => Err(MountError::BadValue {
-            flag: "--mount",
-            key: key.to_string(),
-            value: value.to_string(),
-            expected: "true or false",
-        }),
-    }
-}
-
-fn parse_mode(key: &str, value: &str) -> Result<u32, MountError> {
-    let digits = value.trim();
-    let digits = digits
-        .strip_prefix("0o")
-        .or_else(|| digits.strip_prefix("0O"))
-        .unwrap_or(digits);
-    match u32::from_str_radix(digits, 8) {
-        Ok(mode) if mode <= 0o7777 && !digits.starts_with('+') => Ok(mode),
-        _ => Err(MountError::BadValue {
-            flag: "--mount",
-            key: key.to_string(),
-            value: value.to_string(),
-            expected: "an octal file mode such as 0755 (at most 7777)",
-        }),
-    }
-}
-
-fn parse_id(key: &str, value: &str) -> Result<u32, MountError> {
-    let v = value.trim();
-    match v.parse::<u32>() {
-        Ok(n) if !v.starts_with('+') => Ok(n),
-        _ => Err(MountError::BadValue {
-            flag: "--mount",
-            key: key.to_string(),
-            value: value.to_string(),
-            expected: "a numeric id such as 1000",
-        }),
-    }
-}
-
-/// Parses a size in bytes with an optional binary unit: `1024`, `64k`, `64m`, `1g`, `1.5g`,
-/// `64MiB`, `64MB` (units are powers of 1024, as in Docker's `--tmpfs size=`).
-pub fn parse_mount_size(value: &str) -> Option<u64> {
-    let v = value.trim();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (number, unit) = v.split_at(split);
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let shift = match unit {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        "p" => 50,
-        _ => return None,
-    };
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-        return None;
-    }
-    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    if frac.contains('.') {
-        return None;
-    }
-    let int: u64 = int.parse().ok()?;
-    let mut bytes = int.checked_mul(1u64 << shift)?;
-    if !frac.is_empty() {
-        // Fractional part, exact to the byte: frac / 10^len * 2^shift.
-        let digits = frac.len().min(18) as u32;
-        let frac: u128 = frac[..digits as usize].parse().ok()?;
-        let part = (frac << shift) / 10u128.pow(digits);
-        bytes = bytes.checked_add(u64::try_from(part).ok()?)?;
-    }
-    Some(bytes)
-}
-
-/// Makes a target absolute (relative to `/`) and removes `.`, `..` and repeated slashes.
-fn clean_target(target: &str) -> Result<String, MountError> {
-    if target.trim().is_empty() {
-        return Err(MountError::BadTarget {
-            target: target.to_string(),
-            problem: "is empty; give an absolute path such as /cache",
-        });
-    }
-    if target.contains('\0') {
-        return Err(MountError::BadTarget {
-            target: target.to_string(),
-            problem: "contains a NUL byte",
-        });
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    if parts.is_empty() {
-        return Err(MountError::BadTarget {
-            target: target.to_string(),
-            problem: "is the root directory, which cannot be a mount point; choose a directory such as /cache",
-        });
-    }
-    Ok(format!("/{}", parts.join("/")))
-}
-
-/// Parses one `--mount=` value in BuildKit's syntax, e.g.
-/// `type=cache,target=/root/.gradle,id=gradle,sharing=locked`.
-///
-/// Keys are case-insensitive; aliases: `dst`/`destination` = `target`, `src` = `source`,
-/// `ro` = `readonly`, `rw` = `readwrite`; `ro`, `rw` and `required` may be bare or take a
-/// boolean; `mode` is octal; a value may be double-quoted (CSV quoting). The type defaults to
-/// `bind`. A relative target is taken relative to `/`. For secrets, `source`/`src` is an
-/// alias of `id` (as in BuildKit). Keys that mean nothing for the mount type are rejected.
-pub fn parse_mount(spec: &str) -> Result<MountSpec, MountError> {
-    let fields = key_values("--mount", spec)?;
-    let mut kind = Kind::Bind;
-    for (key, value) in &fields {
-        if let ("type", Some(value)) = (key.as_str(), value) {
-            kind = match value.trim().to_ascii_lowercase().as_str() {
-                "bind" => Kind::Bind,
-                "cache" => Kind::Cache,
-                "secret" => Kind::Secret,
-                "tmpfs" => Kind::Tmpfs,
-                "ssh" => return Err(MountError::SshNotSupported),
-                _ => {
-                    return Err(MountError::UnknownType {
-                        flag: "--mount",
-                        kind: value.to_string(),
-                        expected: MOUNT_TYPES,
-                    })
-                }
-            };
-        }
-    }
-    let not_for = |key: &str| MountError::KeyNotForType {
-        key: key.to_string(),
-        kind: kind.name(),
-    };
-
-    let mut target: Option<String> = None;
-    let mut source: Option<String> = None;
-    let mut from: Option<String> = None;
-    let mut id: Option<String> = None;
-    let mut sharing = Sharing::Shared;
-    let mut readonly: Option<bool> = None;
-    let mut mode: Option<u32> = None;
-    let mut uid = 0;
-    let mut gid = 0;
-    let mut required = false;
-    let mut env: Option<String> = None;
-    let mut size: Option<u64> = None;
-
-    for (key, value) in fields {
-        let Some(value) = value else {
-            match key.as_str() {
-                "readonly" | "ro" | "readwrite" | "rw" | "required" => {}
-                _ => {
-                    return Err(MountError::Syntax {
-                        flag: "--mount",
-                        spec: spec.to_string(),
-                        problem: format!("field {key:?} must be a key=value pair"),
-                    })
-                }
-            }
-            let on = !matches!(key.as_str(), "readwrite" | "rw");
-            apply_flag(kind, &key, on, &mut readonly, &mut required)?;
-            continue;
-        };
-        match key.as_str() {
-            "type" => {}
-            "target" | "dst" | "destination" => target = Some(value),
-            "source" | "src" => {
-                if kind == Kind::Tmpfs {
-                    return Err(not_for(&key));
-                }
-                source = Some(value);
-            }
-            "from" => {
-                if matches!(kind, Kind::Secret | Kind::Tmpfs) {
-                    return Err(not_for(&key));
-                }
-                from = Some(value);
-            }
-            "id" => {
-                if matches!(kind, Kind::Bind | Kind::Tmpfs) {
-                    return Err(not_for(&key));
-                }
-                id = Some(value);
-            }
-            "sharing" => {
-                if kind != Kind::Cache {
-                    return Err(not_for(&key));
-                }
-                sharing = match value.trim().to_ascii_lowercase().as_str() {
-                    "shared" => Sharing::Shared,
-                    "private" => Sharing::Private,
-                    "locked" => Sharing::Locked,
-                    _ => {
-                        return Err(MountError::BadValue {
-                            flag: "--mount",
-                            key,
-                            value,
-                            expected: "shared, private or locked",
-                        })
-                    }
-                };
-            }
-            "readonly" | "ro" | "readwrite" | "rw" => {
-                let on = parse_bool(&key, &value)?;
-                let on = if matches!(key.as_str(), "readwrite" | "rw") {
-                    !on
-                } else {
-                    on
-                };
-                apply_flag(kind, &key, on, &mut readonly, &mut required)?;
-            }
-            "required" => {
-                let on = parse_bool(&key, &value)?;
-                apply_flag(kind, &key, on, &mut readonly, &mut required)?;
-            }
-            "mode" | "uid" | "gid" => {
-                if matches!(kind, Kind::Bind | Kind::Tmpfs) {
-                    return Err(not_for(&key));
-                }
-                match key.as_str() {
-                    "mode" => mode = Some(parse_mode(&key, &value)?),
-                    "uid" => uid = parse_id(&key, &value)?,
-                    _ => gid = parse_id(&key, &value)?,
-                }
-            }
-            "env" => {
-                if kind != Kind::Secret {
-                    return Err(not_for(&key));
-                }
-                if value.is_empty() || value.contains('=') || value.contains('\0') {
-                    return Err(MountError::BadValue {
-                        flag: "--mount",
-                        key,
-                        value,
-                        expected: "an environment variable name",
-                    });
-                }
-                env = Some(value);
-            }
-            "size" => {
-                if kind != Kind::Tmpfs {
-                    return Err(not_for(&key));
-                }
-                size = Some(
-                    parse_mount_size(&value).ok_or_else(|| MountError::BadValue {
-                        flag: "--mount",
-                        key: key.clone(),
-                        value: value.clone(),
-                        expected: "a size in bytes such as 1024, 64m or 1g",
-                    })?,
-                );
-            }
-            _ => {
-                return Err(MountError::UnknownKey {
-                    flag: "--mount",
-                    key,
-                    expected: MOUNT_KEYS,
-                })
-            }
-        }
-    }
-
-    let target = target.map(|t| clean_target(&t)).transpose()?;
-    let need_target = || {
-        target
-            .clone()
-            .ok_or(MountError::MissingTarget { kind: kind.name() })
-    };
-    Ok(match kind {
-        Kind::Bind => MountSpec::Bind {
-            target: need_target()?,
-            from,
-            source: source.unwrap_or_else(|| "/".into()),
-            readwrite: !readonly.unwrap_or(true),
-        },
-        Kind::Cache => {
-            let target = need_target()?;
-            MountSpec::Cache {
-                id: id
-                    .filter(|i| !i.is_empty())
-                    .unwrap_or_else(|| target.clone()),
-                target,
-                sharing,
-                readonly: readonly.unwrap_or(false),
-                from,
-                source,
-                mode: mode.unwrap_or(0o755),
-                uid,
-                gid,
-            }
-        }
-        Kind::Tmpfs => MountSpec::Tmpfs {
-            target: need_target()?,
-            size,
-        },
-        Kind::Secret => {
-            let id = match (
-                id.filter(|i| !i.is_empty()),
-                source.filter(|s| !s.is_empty()),
-            ) {
-                (Some(id), Some(src)) if id != src => {
-                    return Err(MountError::Conflict {
-                        flag: "--mount",
-                        problem: format!(
-                            "type=secret has both id={id:?} and source={src:?}; they name the \
-                             same thing, keep only id="
-                        ),
-                    })
-                }
-                (Some(id), _) | (None, Some(id)) => id,
-                (None, None) => match &target {
-                    Some(t) => t.rsplit('/').next().unwrap_or_default().to_string(),
-                    None => return Err(MountError::MissingSecretId),
-                },
-            };
-            let target = match (target, &env) {
-                (Some(t), _) => Some(t),
-                (None, Some(_)) => None,
-                (None, None) => Some(clean_target(&format!("{SECRETS_DIR}/{id}"))?),
-            };
-            MountSpec::Secret {
-                id,
-                target,
-                env,
-                required,
-                mode: mode.unwrap_or(0o400),
-                uid,
-                gid,
-            }
-        }
-    })
-}
-
-/// Applies `readonly`/`readwrite`/`required` (already turned into "on") for `kind`.
-fn apply_flag(
-    kind: Kind,
-    key: &str,
-    on: bool,
-    readonly: &mut Option<bool>,
-    required: &mut bool,
-) -> Result<(), MountError> {
-    let not_for = || MountError::KeyNotForType {
-        key: key.to_string(),
-        kind: kind.name(),
-    };
-    match key {
-        "required" => {
-            if kind != Kind::Secret {
-                return Err(not_for());
-            }
-            *required = on;
-        }
-        _ => match kind {
-            Kind::Bind | Kind::Cache => *readonly = Some(on),
-            // Secrets are always read-only: accept saying so, refuse the opposite.
-            Kind::Secret if on => {}
-            Kind::Secret => {
-                return Err(MountError::Conflict {
-                    flag: "--mount",
-                    problem: "secret mounts are always read-only; remove the rw/readwrite key"
-                        .into(),
-                })
-            }
-            Kind::Tmpfs => return Err(not_for()),
-        },
-    }
-    Ok(())
-}
 
 /// A file-name-safe, collision-free name for an arbitrary id: its safe characters (at most
 /// 48) followed by `-` and 16 hex digits of its SHA-256. Never `.`/`..`, never contains `/`.
@@ -1005,13 +354,18 @@ impl fmt::Debug for SecretSource {
 /// `type=file|env` (with `type=env`, `src=` names the variable, as in buildx), or a bare
 /// `id=NAME`, which means the environment variable `NAME` (as in BuildKit).
 pub fn parse_secret_flag(text: &str) -> Result<(String, SecretSource), MountError> {
+    secret_flag(text).map_err(MountError::Spec)
+}
+
+/// [`parse_secret_flag`], with the error of the value's syntax.
+fn secret_flag(text: &str) -> Result<(String, SecretSource), MountSpecError> {
     let mut id: Option<String> = None;
     let mut src: Option<String> = None;
     let mut env: Option<String> = None;
     let mut typ: Option<SecretKind> = None;
     for (key, value) in key_values("--secret", text)? {
         let Some(value) = value else {
-            return Err(MountError::Syntax {
+            return Err(MountSpecError::Syntax {
                 flag: "--secret",
                 spec: text.to_string(),
                 problem: format!("field {key:?} must be a key=value pair"),
@@ -1026,7 +380,7 @@ pub fn parse_secret_flag(text: &str) -> Result<(String, SecretSource), MountErro
                     "file" => SecretKind::File,
                     "env" => SecretKind::Env,
                     _ => {
-                        return Err(MountError::UnknownType {
+                        return Err(MountSpecError::UnknownType {
                             flag: "--secret",
                             kind: value,
                             expected: "file, env",
@@ -1035,7 +389,7 @@ pub fn parse_secret_flag(text: &str) -> Result<(String, SecretSource), MountErro
                 })
             }
             _ => {
-                return Err(MountError::UnknownKey {
+                return Err(MountSpecError::UnknownKey {
                     flag: "--secret",
                     key,
                     expected: SECRET_KEYS,
@@ -1045,18 +399,18 @@ pub fn parse_secret_flag(text: &str) -> Result<(String, SecretSource), MountErro
     }
     let id = id
         .filter(|i| !i.is_empty())
-        .ok_or_else(|| MountError::Syntax {
+        .ok_or_else(|| MountSpecError::Syntax {
             flag: "--secret",
             spec: text.to_string(),
             problem: "missing id=NAME (e.g. --secret id=npmrc,src=$HOME/.npmrc)".into(),
         })?;
-    let empty = |key: &str| MountError::BadValue {
+    let empty = |key: &str| MountSpecError::BadValue {
         flag: "--secret",
         key: key.to_string(),
         value: String::new(),
         expected: "a non-empty value",
     };
-    let conflict = |problem: &str| MountError::Conflict {
+    let conflict = |problem: &str| MountSpecError::Conflict {
         flag: "--secret",
         problem: format!("id={id}: {problem}"),
     };
@@ -1238,39 +592,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_quoting() {
-        let f = split_csv("--mount", r#"a=1,"b=2,3",c="x,""y""",,d"#).unwrap();
-        assert_eq!(f, vec!["a=1", "b=2,3", r#"c=x,"y""#, "d"]);
-        assert!(split_csv("--mount", r#"a="open"#).is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_mount_size("1024"), Some(1024));
-        assert_eq!(parse_mount_size("64k"), Some(64 << 10));
-        assert_eq!(parse_mount_size("64m"), Some(64 << 20));
-        assert_eq!(parse_mount_size("64M"), Some(64 << 20));
-        assert_eq!(parse_mount_size("64MiB"), Some(64 << 20));
-        assert_eq!(parse_mount_size("64mb"), Some(64 << 20));
-        assert_eq!(parse_mount_size("1g"), Some(1 << 30));
-        assert_eq!(parse_mount_size("1.5g"), Some(3 << 29));
-        assert_eq!(parse_mount_size("0"), Some(0));
-        for bad in ["", "m", "1x", "-1", "1..5m", ".5m", "5.m", "99999999999p"] {
-            assert_eq!(parse_mount_size(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(clean_target("cache").unwrap(), "/cache");
-        assert_eq!(clean_target("/a//b/./c/").unwrap(), "/a/b/c");
-        assert_eq!(clean_target("../../etc/x").unwrap(), "/etc/x");
-        assert!(clean_target("/").is_err());
-        assert!(clean_target("/a/..").is_err());
-        assert!(clean_target("").is_err());
-    }
-
-    #[test]
     fn safe_names() {
         for id in ["..", ".", "/", "../../x", "a/b", "", "\0", &"x".repeat(500)] {
             let n = safe_name(id);
@@ -1281,18 +602,5 @@ mod tests {
         }
         assert_ne!(safe_name("a/b"), safe_name("a_b"));
         assert_eq!(safe_name("gradle"), safe_name("gradle"));
-    }
-
-    #[test]
-    fn modes_and_ids() {
-        assert_eq!(parse_mode("mode", "0755").unwrap(), 0o755);
-        assert_eq!(parse_mode("mode", "0o700").unwrap(), 0o700);
-        assert_eq!(parse_mode("mode", "4755").unwrap(), 0o4755);
-        for bad in ["8", "17777", "", "+7", "rwx"] {
-            assert!(parse_mode("mode", bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_id("uid", "1000").unwrap(), 1000);
-        assert!(parse_id("uid", "-1").is_err());
-        assert!(parse_id("uid", "abc").is_err());
     }
 }

@@ -6,7 +6,7 @@
 use crate::build::BuildOptions;
 use crate::error::{BuildError, Result};
 use crate::image::{BlobStore, Image, ImageFormat, Manifested};
-use crate::plan::{Plan, StageBase};
+use ocibuild_dockerfile::plan::{Plan, StageBase};
 use ocibuild_registry::reference::DOCKER_HUB;
 use ocibuild_registry::{media_types, Client, Platform, Reference};
 use serde_json::{json, Map, Value};
@@ -640,7 +640,7 @@ mod tests {
         let text = "ARG V=1\nFROM busybox AS builder\nRUN make\n\
                     FROM scratch AS unused\nCOPY a /a\n\
                     FROM scratch AS app\nCOPY --from=builder /out /\n";
-        let df = crate::dockerfile::parse(text, Path::new("Dockerfile")).unwrap();
+        let df = ocibuild_dockerfile::parser::parse(text, Path::new("Dockerfile")).unwrap();
         let plan = Plan::new(&df, &Default::default(), BTreeMap::new()).unwrap();
         let out = describe_plan(&plan, 2);
         assert!(

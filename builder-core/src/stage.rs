@@ -9,13 +9,15 @@ use crate::build::{BuildEvent, Builder, Events, FinishedStage};
 use crate::cache::{CacheHit, CachedLayer, StepKey};
 use crate::config::Empty;
 use crate::copy::{self, CopyOptions, SourceRoot};
-use crate::dockerfile::{ArgDecl, Command, CopyArgs, Instruction, InstructionKind, RunArgs};
 use crate::error::{BoxError, BuildError, Result};
-use crate::expand::{expand_word, expand_words, Vars};
 use crate::image::{Image, Layer, LayerBlob};
 use crate::isolation::{self, Network, RunSpec, Security};
 use crate::mounts::{self, MountSpec};
-use crate::plan::StageBase;
+use ocibuild_dockerfile::expand::{expand_word, expand_words, Vars};
+use ocibuild_dockerfile::parser::{
+    ArgDecl, Command, CopyArgs, Instruction, InstructionKind, RunArgs,
+};
+use ocibuild_dockerfile::plan::StageBase;
 use ocibuild_registry::{Descriptor, Reference};
 use ocibuild_snapshot::LayerInfo;
 use ocibuild_snapshot::{LayerOptions, Snapshotter, StatWalk};
@@ -158,7 +160,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             }
             K::Expose(ports) => {
                 for port in self.expand_all(ins, ports)? {
-                    for p in expose_ports(&port).map_err(|m| self.b.plan.step_error(ins, &m))? {
+                    for p in expose_ports(&port).map_err(|m| self.step_err(ins, m))? {
                         let config = &mut self.image.config.config;
                         config
                             .exposed_ports
@@ -170,7 +172,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             K::Volume(volumes) => {
                 for v in self.expand_all(ins, volumes)? {
                     if v.is_empty() {
-                        return Err(self.b.plan.step_error(ins, "VOLUME with an empty path"));
+                        return Err(self.step_err(ins, "VOLUME with an empty path"));
                     }
                     let config = &mut self.image.config.config;
                     config
@@ -195,16 +197,13 @@ impl<'b, 'o> StageRun<'b, 'o> {
             }
             K::Shell(shell) => {
                 if shell.is_empty() {
-                    return Err(self
-                        .b
-                        .plan
-                        .step_error(ins, "SHELL needs at least one element"));
+                    return Err(self.step_err(ins, "SHELL needs at least one element"));
                 }
                 self.image.config.config.shell = Some(shell.clone());
             }
             K::Maintainer(name) => self.image.config.author = Some(name.clone()),
             K::Healthcheck(check) => {
-                let health = healthcheck(check).map_err(|m| self.b.plan.step_error(ins, &m))?;
+                let health = healthcheck(check).map_err(|m| self.step_err(ins, m))?;
                 self.image.config.config.healthcheck = Some(health);
             }
             K::Onbuild(trigger) => {
@@ -264,15 +263,16 @@ impl<'b, 'o> StageRun<'b, 'o> {
         };
         for trigger in triggers {
             let text = format!("FROM scratch\n{trigger}\n");
-            let parsed = crate::dockerfile::parse(&text, &self.b.plan.file).map_err(|e| {
-                self.step_err(
-                    from,
-                    format!(
-                        "ONBUILD trigger {trigger:?} of the base image: {}",
-                        e.message
-                    ),
-                )
-            })?;
+            let parsed =
+                ocibuild_dockerfile::parser::parse(&text, &self.b.plan.file).map_err(|e| {
+                    self.step_err(
+                        from,
+                        format!(
+                            "ONBUILD trigger {trigger:?} of the base image: {}",
+                            e.message
+                        ),
+                    )
+                })?;
             let Some(mut ins) = parsed.instructions.into_iter().nth(1) else {
                 continue;
             };
@@ -301,8 +301,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
     }
 
     fn expand_with(&self, ins: &Instruction, word: &str, vars: &StageVars) -> Result<String> {
-        expand_word(word, vars, self.b.plan.escape)
-            .map_err(|e| self.b.plan.step_error(ins, &e.to_string()))
+        expand_word(word, vars, self.b.plan.escape).map_err(|e| self.step_err(ins, e.to_string()))
     }
 
     /// Expands each item and splits it into words (EXPOSE, VOLUME).
@@ -311,7 +310,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         let mut words = Vec::new();
         for item in items {
             let expanded = expand_words(item, &vars, self.b.plan.escape)
-                .map_err(|e| self.b.plan.step_error(ins, &e.to_string()))?;
+                .map_err(|e| self.step_err(ins, e.to_string()))?;
             words.extend(expanded);
         }
         Ok(words)
@@ -643,6 +642,8 @@ impl<'b, 'o> StageRun<'b, 'o> {
         let vars = self.vars();
         let mut mount_specs = Vec::new();
         let mut mount_texts = Vec::new();
+        // Each value is parsed once, here, after expansion with the stage's ARG and ENV
+        // (the planner only read its `from=`).
         for text in &args.mounts {
             let text = self.expand_with(ins, text, &vars)?;
             let spec = mounts::parse_mount(&text)
@@ -1309,9 +1310,9 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// The image config form of HEALTHCHECK: `["NONE"]`, `["CMD", ...]` or
 /// `["CMD-SHELL", cmd]`, durations in nanoseconds (0 = default, omitted).
 fn healthcheck(
-    check: &crate::dockerfile::Healthcheck,
+    check: &ocibuild_dockerfile::parser::Healthcheck,
 ) -> std::result::Result<crate::config::HealthConfig, String> {
-    use crate::dockerfile::Healthcheck as H;
+    use ocibuild_dockerfile::parser::Healthcheck as H;
     let H::Check {
         command,
         interval,
@@ -1584,7 +1585,7 @@ mod tests {
 
     #[test]
     fn healthcheck_forms_become_docker_config() {
-        use crate::dockerfile::Healthcheck as H;
+        use ocibuild_dockerfile::parser::Healthcheck as H;
         assert_eq!(healthcheck(&H::None).unwrap().test.unwrap(), ["NONE"]);
         let check = H::Check {
             command: Command::Shell("curl -f localhost".into()),

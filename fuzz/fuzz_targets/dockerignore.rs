@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ocibuild_core::pathmatch::{IgnoreRules, PathPattern};
+use ocibuild_dockerfile::pathmatch::{IgnoreRules, PathPattern};
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ocibuild_core::expand::{expand_word, expand_words};
+use ocibuild_dockerfile::expand::{expand_word, expand_words};
 use std::collections::BTreeMap;
 
 fuzz_target!(|data: &[u8]| {

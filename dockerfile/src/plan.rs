@@ -2,12 +2,45 @@
 //! the first FROM) evaluated, each stage's base resolved to scratch, an earlier stage or an
 //! image reference, and the set of stages the target needs.
 
-use crate::dockerfile::{Dockerfile, Instruction, InstructionKind};
-use crate::error::{BuildError, Result};
 use crate::expand::{expand_word, Vars};
-use crate::mounts::MountSpec;
+use crate::mount::mount_from;
+use crate::parser::{Dockerfile, Instruction, InstructionKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+
+/// Why a Dockerfile cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// An instruction is misplaced or its arguments do not expand.
+    #[error("{}:{line}: {instruction}\n  {message}", file.display())]
+    Step {
+        /// The Dockerfile.
+        file: PathBuf,
+        /// The instruction's first line.
+        line: usize,
+        /// The instruction as written.
+        instruction: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The Dockerfile has no stage.
+    #[error("{}: no FROM instruction", file.display())]
+    NoFrom {
+        /// The Dockerfile.
+        file: PathBuf,
+    },
+    /// `--target` names no stage.
+    #[error("--target {target}: no stage has that name (stages: {stages})")]
+    UnknownTarget {
+        /// The target as given.
+        target: String,
+        /// The stage names, joined with `, ` (or `none named`).
+        stages: String,
+    },
+}
+
+/// Result of planning.
+pub type Result<T> = std::result::Result<T, PlanError>;
 
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +68,9 @@ pub struct Stage {
     pub platform: Option<String>,
     /// The instructions after FROM.
     pub instructions: Vec<Instruction>,
+    /// The stages or images its COPY `--from` and RUN `--mount` `from=` name, as written
+    /// (not expanded).
+    pub sources: Vec<String>,
 }
 
 /// A Dockerfile ready to execute.
@@ -107,19 +143,11 @@ impl Plan {
                         plan.global_args.insert(decl.name.clone(), value);
                     }
                 }
-                _ => match plan.stages.last_mut() {
-                    Some(stage) => stage.instructions.push(ins.clone()),
-                    None => {
-                        return Err(plan.step_error(ins, "only ARG may come before the first FROM"))
-                    }
-                },
+                _ => plan.add_instruction(ins)?,
             }
         }
         if plan.stages.is_empty() {
-            return Err(BuildError::Options(format!(
-                "{}: no FROM instruction",
-                plan.file.display()
-            )));
+            return Err(PlanError::NoFrom { file: plan.file });
         }
         Ok(plan)
     }
@@ -159,8 +187,39 @@ impl Plan {
             base,
             platform,
             instructions: Vec::new(),
+            sources: Vec::new(),
         });
         Ok(())
+    }
+
+    /// Adds `ins` to the current stage, with the stages it names.
+    fn add_instruction(&mut self, ins: &Instruction) -> Result<()> {
+        if self.stages.is_empty() {
+            return Err(self.step_error(ins, "only ARG may come before the first FROM"));
+        }
+        let sources = self.instruction_sources(ins)?;
+        if let Some(stage) = self.stages.last_mut() {
+            stage.instructions.push(ins.clone());
+            stage.sources.extend(sources);
+        }
+        Ok(())
+    }
+
+    /// The stages or images `ins` reads from: COPY `--from`, RUN `--mount` `from=`.
+    fn instruction_sources(&self, ins: &Instruction) -> Result<Vec<String>> {
+        match &ins.kind {
+            InstructionKind::Copy(args) => Ok(args.from.iter().cloned().collect()),
+            InstructionKind::Run(args) => args
+                .mounts
+                .iter()
+                .filter_map(|m| {
+                    mount_from(m)
+                        .map_err(|e| self.step_error(ins, &format!("--mount={m}: {e}")))
+                        .transpose()
+                })
+                .collect(),
+            _ => Ok(Vec::new()),
+        }
     }
 
     fn expand_global(&self, ins: &Instruction, word: &str) -> Result<String> {
@@ -172,12 +231,12 @@ impl Plan {
     }
 
     /// An error about instruction `ins`.
-    pub fn step_error(&self, ins: &Instruction, message: &str) -> BuildError {
-        BuildError::Step {
+    pub fn step_error(&self, ins: &Instruction, message: &str) -> PlanError {
+        PlanError::Step {
             file: self.file.clone(),
             line: ins.line,
             instruction: ins.original.clone(),
-            source: message.to_string().into(),
+            message: message.to_string(),
         }
     }
 
@@ -207,14 +266,14 @@ impl Plan {
                         .iter()
                         .filter_map(|s| s.name.as_deref())
                         .collect();
-                    BuildError::Options(format!(
-                        "--target {t}: no stage has that name (stages: {})",
-                        if names.is_empty() {
+                    PlanError::UnknownTarget {
+                        target: t.to_string(),
+                        stages: if names.is_empty() {
                             "none named".to_string()
                         } else {
                             names.join(", ")
-                        }
-                    ))
+                        },
+                    }
                 }),
         }
     }
@@ -231,24 +290,9 @@ impl Plan {
             if let StageBase::Stage(parent) = stage.base {
                 todo.push(parent);
             }
-            for ins in &stage.instructions {
-                let froms: Vec<String> = match &ins.kind {
-                    InstructionKind::Copy(args) => args.from.iter().cloned().collect(),
-                    InstructionKind::Run(args) => args
-                        .mounts
-                        .iter()
-                        .filter_map(|m| crate::mounts::parse_mount(m).ok())
-                        .filter_map(|m| match m {
-                            MountSpec::Bind { from, .. } | MountSpec::Cache { from, .. } => from,
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                for from in froms {
-                    if let Some(dep) = self.stage_index(&from).filter(|d| *d < i) {
-                        todo.push(dep);
-                    }
+            for from in &stage.sources {
+                if let Some(dep) = self.stage_index(from).filter(|d| *d < i) {
+                    todo.push(dep);
                 }
             }
         }
@@ -259,7 +303,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dockerfile::parse;
+    use crate::parser::parse;
     use std::path::Path;
 
     fn plan(text: &str, args: &[(&str, &str)]) -> Result<Plan> {
@@ -311,6 +355,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("final"));
+    }
+
+    #[test]
+    fn mount_sources_are_bind_and_cache_from_and_their_syntax_errors_name_the_line() {
+        let text = "FROM scratch AS a\nFROM scratch AS b\nFROM busybox\n\
+                    RUN --mount=type=cache,from=a,target=/c --mount=type=secret,id=x,from=b true\n";
+        let p = plan(text, &[]).unwrap();
+        assert_eq!(p.stages[2].sources, vec!["a".to_string()]);
+        assert_eq!(p.needed_stages(2), BTreeSet::from([0, 2]));
+        let err = plan("FROM busybox\nRUN --mount=target=/x,=y true\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("Dockerfile:2:"), "{text}");
+        assert!(
+            text.contains("--mount=target=/x,=y: invalid --mount value"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -451,137 +451,156 @@ pub(super) fn parse_instruction(
         return Err(unknown_instruction(word));
     };
     Ok(match keyword {
-        "FROM" => {
-            let (flags, rest) = take_flags(rest, keyword, FROM_FLAGS, escape)?;
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            let (image, alias) = match words.as_slice() {
-                [image] => (*image, None),
-                [image, as_, alias] if as_.eq_ignore_ascii_case("AS") => {
-                    (*image, Some(alias.to_string()))
-                }
-                _ => {
-                    return Err(
-                        "FROM requires either one argument, or three: FROM <image> [AS <name>]"
-                            .to_string(),
-                    )
-                }
-            };
-            InstructionKind::From {
-                image: image.to_string(),
-                alias,
-                platform: flags.value("platform")?,
-            }
-        }
-        "ARG" => {
-            let words = split_words(rest, escape);
-            if words.is_empty() {
-                return Err("ARG requires at least one argument".to_string());
-            }
-            let decls = words
-                .into_iter()
-                .map(|w| {
-                    let (name, default) = match w.split_once('=') {
-                        Some((n, d)) => (n.to_string(), Some(d.to_string())),
-                        None => (w, None),
-                    };
-                    if name.is_empty() {
-                        Err("ARG names can not be blank".to_string())
-                    } else {
-                        Ok(ArgDecl { name, default })
-                    }
-                })
-                .collect::<Result<_, _>>()?;
-            InstructionKind::Arg(decls)
-        }
+        "FROM" => from(rest, escape)?,
+        "ARG" => InstructionKind::Arg(arg_decls(rest, escape)?),
         "ENV" => InstructionKind::Env(name_values(rest, keyword, true, escape)?),
         "LABEL" => InstructionKind::Label(name_values(rest, keyword, false, escape)?),
         "WORKDIR" => InstructionKind::Workdir(require(rest, keyword)?),
         "COPY" => InstructionKind::Copy(copy_args(rest, keyword, false, escape)?),
         "ADD" => InstructionKind::Add(copy_args(rest, keyword, true, escape)?),
-        "RUN" => {
-            let (flags, rest) = take_flags(rest, keyword, RUN_FLAGS, escape)?;
-            let cmd = command(rest);
-            let heredocs = match &cmd {
-                Command::Exec(v) if v.is_empty() => {
-                    return Err("RUN requires at least one argument".to_string())
-                }
-                Command::Shell(s) if s.is_empty() => {
-                    return Err("RUN requires at least one argument".to_string())
-                }
-                Command::Exec(_) => Vec::new(),
-                Command::Shell(s) => heredoc_markers(s, escape),
-            };
-            InstructionKind::Run(RunArgs {
-                command: cmd,
-                mounts: flags.repeated("mount")?,
-                network: flags.value("network")?,
-                security: flags.value("security")?,
-                heredocs,
-            })
-        }
-        "CMD" | "ENTRYPOINT" => {
-            let cmd = command(rest);
-            if cmd == Command::Shell(String::new()) {
-                return Err(format!("{keyword} requires at least one argument"));
-            }
-            if keyword == "CMD" {
-                InstructionKind::Cmd(cmd)
-            } else {
-                InstructionKind::Entrypoint(cmd)
-            }
-        }
-        "SHELL" => match json_array(rest) {
-            Some(v) if !v.is_empty() => InstructionKind::Shell(v),
-            Some(_) => return Err("SHELL requires at least one argument".to_string()),
-            None => return Err(
-                "SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]"
-                    .to_string(),
-            ),
-        },
+        "RUN" => InstructionKind::Run(run_args(rest, escape)?),
+        "CMD" => InstructionKind::Cmd(required_command(rest, keyword)?),
+        "ENTRYPOINT" => InstructionKind::Entrypoint(required_command(rest, keyword)?),
+        "SHELL" => InstructionKind::Shell(shell(rest)?),
         "USER" => InstructionKind::User(exactly_one(rest, keyword)?),
-        "EXPOSE" => {
-            let ports: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
-            if ports.is_empty() {
-                return Err("EXPOSE requires at least one argument".to_string());
-            }
-            InstructionKind::Expose(ports)
-        }
-        "VOLUME" => {
-            let paths = match json_array(rest) {
-                Some(v) => v,
-                None => rest.split_whitespace().map(str::to_string).collect(),
-            };
-            if paths.is_empty() {
-                return Err("VOLUME requires at least one argument".to_string());
-            }
-            if paths.iter().any(|p| p.trim().is_empty()) {
-                return Err("VOLUME specified can not be an empty string".to_string());
-            }
-            InstructionKind::Volume(paths)
-        }
+        "EXPOSE" => InstructionKind::Expose(ports(rest)?),
+        "VOLUME" => InstructionKind::Volume(volumes(rest)?),
         "STOPSIGNAL" => InstructionKind::StopSignal(exactly_one(rest, keyword)?),
         "HEALTHCHECK" => InstructionKind::Healthcheck(healthcheck(rest, escape)?),
-        "ONBUILD" => {
-            let trigger = require(rest, keyword)?;
-            let trigger_word = trigger
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_ascii_uppercase();
-            if matches!(trigger_word.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                return Err(format!(
-                    "{trigger_word} isn't allowed as an ONBUILD trigger"
-                ));
-            }
-            let kind = parse_instruction(&trigger, escape, line)?;
-            InstructionKind::Onbuild(Box::new(Instruction {
-                line,
-                end_line: line,
-                original: trigger,
-                kind,
-            }))
-        }
+        "ONBUILD" => InstructionKind::Onbuild(Box::new(onbuild(rest, escape, line)?)),
         "MAINTAINER" => InstructionKind::Maintainer(require(rest, keyword)?),
         _ => return Err(unknown_instruction(word)),
+    })
+}
+
+/// `FROM [--platform=…] <image> [AS <name>]`.
+fn from(rest: &str, escape: char) -> Result<InstructionKind, String> {
+    let (flags, rest) = take_flags(rest, "FROM", FROM_FLAGS, escape)?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let (image, alias) = match words.as_slice() {
+        [image] => (*image, None),
+        [image, as_, alias] if as_.eq_ignore_ascii_case("AS") => (*image, Some(alias.to_string())),
+        _ => {
+            return Err(
+                "FROM requires either one argument, or three: FROM <image> [AS <name>]".to_string(),
+            )
+        }
+    };
+    Ok(InstructionKind::From {
+        image: image.to_string(),
+        alias,
+        platform: flags.value("platform")?,
+    })
+}
+
+/// `ARG <name>[=<default>] …`.
+fn arg_decls(rest: &str, escape: char) -> Result<Vec<ArgDecl>, String> {
+    let words = split_words(rest, escape);
+    if words.is_empty() {
+        return Err("ARG requires at least one argument".to_string());
+    }
+    words.into_iter().map(arg_decl).collect()
+}
+
+/// One `<name>[=<default>]` of an ARG.
+fn arg_decl(word: String) -> Result<ArgDecl, String> {
+    let (name, default) = match word.split_once('=') {
+        Some((n, d)) => (n.to_string(), Some(d.to_string())),
+        None => (word, None),
+    };
+    if name.is_empty() {
+        Err("ARG names can not be blank".to_string())
+    } else {
+        Ok(ArgDecl { name, default })
+    }
+}
+
+/// `RUN [--mount=…] [--network=…] [--security=…] <command>`, with its heredoc markers.
+fn run_args(rest: &str, escape: char) -> Result<RunArgs, String> {
+    let (flags, rest) = take_flags(rest, "RUN", RUN_FLAGS, escape)?;
+    let cmd = command(rest);
+    let heredocs = match &cmd {
+        Command::Exec(v) if v.is_empty() => {
+            return Err("RUN requires at least one argument".to_string())
+        }
+        Command::Shell(s) if s.is_empty() => {
+            return Err("RUN requires at least one argument".to_string())
+        }
+        Command::Exec(_) => Vec::new(),
+        Command::Shell(s) => heredoc_markers(s, escape),
+    };
+    Ok(RunArgs {
+        command: cmd,
+        mounts: flags.repeated("mount")?,
+        network: flags.value("network")?,
+        security: flags.value("security")?,
+        heredocs,
+    })
+}
+
+/// The command of CMD or ENTRYPOINT, which must not be empty.
+fn required_command(rest: &str, keyword: &str) -> Result<Command, String> {
+    let cmd = command(rest);
+    if cmd == Command::Shell(String::new()) {
+        return Err(format!("{keyword} requires at least one argument"));
+    }
+    Ok(cmd)
+}
+
+/// `SHELL ["executable", "parameters"]`.
+fn shell(rest: &str) -> Result<Vec<String>, String> {
+    match json_array(rest) {
+        Some(v) if !v.is_empty() => Ok(v),
+        Some(_) => Err("SHELL requires at least one argument".to_string()),
+        None => Err(
+            "SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]"
+                .to_string(),
+        ),
+    }
+}
+
+/// `EXPOSE <port>[/<protocol>] …`.
+fn ports(rest: &str) -> Result<Vec<String>, String> {
+    let ports: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+    if ports.is_empty() {
+        return Err("EXPOSE requires at least one argument".to_string());
+    }
+    Ok(ports)
+}
+
+/// `VOLUME ["/path", …]` or `VOLUME /path …`.
+fn volumes(rest: &str) -> Result<Vec<String>, String> {
+    let paths = match json_array(rest) {
+        Some(v) => v,
+        None => rest.split_whitespace().map(str::to_string).collect(),
+    };
+    if paths.is_empty() {
+        return Err("VOLUME requires at least one argument".to_string());
+    }
+    if paths.iter().any(|p| p.trim().is_empty()) {
+        return Err("VOLUME specified can not be an empty string".to_string());
+    }
+    Ok(paths)
+}
+
+/// `ONBUILD <instruction>`: the trigger, parsed, at the ONBUILD's `line`.
+fn onbuild(rest: &str, escape: char, line: usize) -> Result<Instruction, String> {
+    let trigger = require(rest, "ONBUILD")?;
+    let trigger_word = trigger
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    if matches!(trigger_word.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+        return Err(format!(
+            "{trigger_word} isn't allowed as an ONBUILD trigger"
+        ));
+    }
+    let kind = parse_instruction(&trigger, escape, line)?;
+    Ok(Instruction {
+        line,
+        end_line: line,
+        original: trigger,
+        kind,
     })
 }
