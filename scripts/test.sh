@@ -39,6 +39,9 @@ eval "$(scripts/lab.sh env)"
 
 phase fmt cargo fmt --all -- --check
 phase clippy cargo clippy --workspace --all-targets -- -D warnings
+# Every crate packages for crates.io (metadata, versioned path dependencies, files). The
+# packages are not compiled again (--no-verify): the same sources are built and tested below.
+phase publish cargo publish --workspace --dry-run --no-verify --allow-dirty
 # Everything but the side-by-side suite, then the suite with its per-case report and the
 # `conformance: N cases, N identical, N differ` summary visible in the log.
 phase tests cargo test --workspace --no-fail-fast -- --skip conformance_suite_matches_buildah
