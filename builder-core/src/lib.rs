@@ -9,17 +9,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod api;
+mod blocking;
 pub mod build;
 pub mod cache;
+pub mod cancel;
 pub mod config;
 pub mod context;
 pub mod contextfile;
 pub mod copy;
-pub mod diffid;
+pub(crate) mod diffid;
 pub mod dockerfile;
 pub mod error;
 pub mod expand;
-pub mod fetch;
+pub(crate) mod fetch;
 pub mod image;
 pub mod liveroot;
 pub mod mounts;
@@ -31,7 +34,9 @@ mod stage;
 pub mod time;
 pub mod warm;
 
+pub use api::{Build, BuiltImage, BuiltLayer, Context, Dockerfile};
 pub use build::{build, BuildEvent, BuildOptions, BuildOutput};
+pub use cancel::CancelToken;
 pub use error::BuildError;
 pub use ocibuild_isolation as isolation;
 pub use ocibuild_isolation::Isolation;
