@@ -164,6 +164,7 @@ pub struct Build {
     sub_path: Option<String>,
     git: GitOptions,
     options: BuildOptions,
+    temp_parent: Option<PathBuf>,
     events: EventSink,
     cancel: CancelToken,
 }
@@ -187,6 +188,7 @@ impl Build {
             sub_path: None,
             git: GitOptions::default(),
             options: BuildOptions::default(),
+            temp_parent: None,
             events: Box::new(|_| {}),
             cancel: CancelToken::new(),
         }
@@ -277,6 +279,14 @@ impl Build {
         self
     }
 
+    /// Where the build's temporary directory (extracted context, root filesystems, layer
+    /// files) is made: default the system's temporary directory (with
+    /// [`Isolation::None`], always [`BuildOptions::kaniko_dir`]).
+    pub fn temp_dir_in(mut self, dir: impl Into<PathBuf>) -> Build {
+        self.temp_parent = Some(dir.into());
+        self
+    }
+
     /// Changes any other [`BuildOptions`] field (secrets, registry TLS, annotations, ...).
     /// `context`, `dockerfile` and `work_dir` are set by the build itself; destinations and
     /// outputs given here are honoured as by [`crate::build`].
@@ -307,12 +317,13 @@ impl Build {
             sub_path,
             git,
             mut options,
+            temp_parent,
             mut events,
             cancel,
         } = self;
         options.work_dir = None;
         build::check_options(&options)?;
-        let temp = build::temp_dir(&options)?;
+        let temp = build::temp_dir(&options, temp_parent.as_deref())?;
         let work = temp.path().join("work");
         let built = until_cancelled(&cancel, async {
             options.context = prepare_context(context, sub_path, &git, temp.path()).await?;

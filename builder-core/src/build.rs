@@ -319,19 +319,21 @@ pub(crate) fn work_dir(opts: &BuildOptions) -> Result<(PathBuf, Option<tempfile:
             Ok((dir.clone(), None))
         }
         None => {
-            let tmp = temp_dir(opts)?;
+            let tmp = temp_dir(opts, None)?;
             Ok((tmp.path().to_path_buf(), Some(tmp)))
         }
     }
 }
 
-/// A fresh temporary directory for a build, removed on drop.
-pub(crate) fn temp_dir(opts: &BuildOptions) -> Result<tempfile::TempDir> {
+/// A fresh temporary directory for a build in `parent` (by default the system's
+/// temporary directory), removed on drop.
+pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<tempfile::TempDir> {
     // In `/` mode the temporary directory would be unpacked over: keep it in the
     // builder's own (ignored) directory instead.
-    let parent = match opts.isolation {
-        Isolation::None => opts.kaniko_dir.clone(),
-        _ => std::env::temp_dir(),
+    let parent = match (opts.isolation, parent) {
+        (Isolation::None, _) => opts.kaniko_dir.clone(),
+        (_, Some(parent)) => parent.to_path_buf(),
+        (_, None) => std::env::temp_dir(),
     };
     std::fs::create_dir_all(&parent).map_err(BuildError::io(&parent))?;
     tempfile::Builder::new()
