@@ -17,3 +17,17 @@ pub(crate) async fn run<T: Send + 'static>(
         },
     }
 }
+
+/// Runs `work`, which borrows from its caller and so cannot move to the blocking pool,
+/// with [`tokio::task::block_in_place`] where the runtime allows it (multi-threaded: the
+/// worker's other tasks move to another thread meanwhile), and inline otherwise (a
+/// current-thread runtime, or no runtime).
+pub(crate) fn in_place<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}

@@ -215,3 +215,20 @@ async fn cancelling_kills_the_running_command_and_removes_the_temporary_director
         "the temporary directory was left behind"
     );
 }
+
+/// COPY and the exports hand their blocking file work to `block_in_place` on a
+/// multi-threaded runtime (and run inline on the current-thread runtimes above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_runs_on_a_multi_threaded_runtime_from_a_spawned_task() {
+    let ctx = context_with_a();
+    let context = Context::dir(ctx.path());
+    let image = tokio::spawn(build_copy_a(context)).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let tarball = out.path().join("image.tar");
+    image.write_docker_archive(&tarball, &[]).await.unwrap();
+    image
+        .write_oci_layout(out.path().join("layout"), None)
+        .await
+        .unwrap();
+    assert!(tarball.is_file());
+}
