@@ -13,7 +13,7 @@
 //!     Context::dir("."),
 //! )
 //! .build_arg("V", "1")
-//! .events(|event| eprintln!("{event:?}"))
+//! .events(|event| eprintln!("{event}"))
 //! .cancel_on(cancel.clone())
 //! .run()
 //! .await?;
@@ -289,7 +289,7 @@ impl Build {
 
     /// Changes any other [`BuildOptions`] field (secrets, registry TLS, annotations, ...).
     /// `context`, `dockerfile` and `work_dir` are set by the build itself; destinations and
-    /// outputs given here are honoured as by [`crate::build`].
+    /// outputs given here are honoured as by [`crate::build()`].
     pub fn options(mut self, change: impl FnOnce(&mut BuildOptions)) -> Build {
         change(&mut self.options);
         self
@@ -517,7 +517,7 @@ impl BuiltImage {
             .collect()
     }
 
-    /// What [`crate::build`] reports: cache hits and misses, destinations pushed to by
+    /// What [`crate::build()`] reports: cache hits and misses, destinations pushed to by
     /// [`BuildOptions::destinations`].
     pub fn output(&self) -> &BuildOutput {
         &self.output

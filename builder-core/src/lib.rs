@@ -21,7 +21,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`build`] with [`BuildOptions`] is the lower-level entry point the `ocibuild` CLI uses.
+//! [`build()`] with [`BuildOptions`] is the lower-level entry point the `ocibuild` CLI uses.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -38,6 +38,7 @@ pub mod copy;
 pub(crate) mod diffid;
 pub mod dockerfile;
 pub mod error;
+mod event_display;
 pub mod expand;
 pub(crate) mod fetch;
 pub mod image;
