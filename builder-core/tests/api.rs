@@ -3,7 +3,9 @@
 //! pushes and cancellation. The RUN and push tests need the test lab
 //! (`eval "$(scripts/lab.sh env)"` provides `OCIBUILD_TEST_REGISTRY`).
 
-use ocibuild_core::{Build, BuildError, BuildEvent, BuiltImage, CancelToken, Context, Dockerfile};
+use ocibuild_core::{
+    Build, BuildError, BuildEvent, BuiltImage, CancelToken, Context, Dockerfile, Isolation,
+};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -168,38 +170,38 @@ fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).unwrap().next().is_none()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_kills_the_running_command_and_removes_the_temporary_directory() {
-    // An unusual duration, so that no other test's `sleep` is mistaken for this one.
-    const SLEEP: [&str; 2] = ["sleep", "3017"];
+/// Cancels a build of `RUN sh -c 'sleep SECONDS; true'` (the sleep is a grandchild of the
+/// sandbox's first process) once the sleep runs, and checks that the build ends with
+/// `Cancelled` within 2 s, that no sleep is left and that the temporary directory is gone.
+async fn cancel_a_running_command(isolation: Isolation, seconds: &str) {
     let reg = registry();
     let ctx = tempfile::tempdir().unwrap();
     let temp = tempfile::tempdir().unwrap();
     let token = CancelToken::new();
     let (started, mut run_started) = tokio::sync::watch::channel(false);
-    let build = Build::new(
-        Dockerfile::inline(format!(
-            "FROM {reg}/busybox:latest\nRUN {}\n",
-            SLEEP.join(" ")
-        )),
-        Context::dir(ctx.path()),
-    )
-    .insecure_registry(&reg)
-    .temp_dir_in(temp.path())
-    .events(move |event| {
-        if let BuildEvent::Step { instruction, .. } = event {
-            if instruction.starts_with("RUN") {
-                let _ = started.send(true);
+    let dockerfile = format!("FROM {reg}/busybox:latest\nRUN sh -c 'sleep {seconds}; true'\n");
+    let build = Build::new(Dockerfile::inline(dockerfile), Context::dir(ctx.path()))
+        .insecure_registry(&reg)
+        .isolation(isolation)
+        .temp_dir_in(temp.path())
+        .events(move |event| {
+            if let BuildEvent::Step { instruction, .. } = event {
+                if instruction.starts_with("RUN") {
+                    let _ = started.send(true);
+                }
             }
-        }
-    })
-    .cancel_on(token.clone());
+        })
+        .cancel_on(token.clone());
     let running = tokio::spawn(build.run());
 
     run_started.wait_for(|s| *s).await.unwrap();
+    let sleep = ["sleep", seconds];
     let deadline = Instant::now() + Duration::from_secs(20);
-    while processes_running(&SLEEP).is_empty() {
+    while processes_running(&sleep).is_empty() {
         assert!(Instant::now() < deadline, "the RUN command never started");
+        if running.is_finished() {
+            panic!("the build ended early: {:?}", running.await.unwrap());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let cancelled_at = Instant::now();
@@ -209,11 +211,23 @@ async fn cancelling_kills_the_running_command_and_removes_the_temporary_director
 
     assert!(matches!(result, Err(BuildError::Cancelled)), "{result:?}");
     assert!(took < Duration::from_secs(2), "stopping took {took:?}");
-    assert_eq!(processes_running(&SLEEP), Vec::<String>::new());
+    assert_eq!(processes_running(&sleep), Vec::<String>::new());
     assert!(
         is_empty_dir(temp.path()),
         "the temporary directory was left behind"
     );
+}
+
+// Unusual durations, so that no other test's `sleep` is mistaken for these.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_kills_the_running_command_in_namespaces_and_removes_the_temporary_directory() {
+    cancel_a_running_command(Isolation::Namespaces, "3017").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_kills_the_running_command_and_its_children_in_chroot_mode() {
+    cancel_a_running_command(Isolation::Chroot, "3018").await;
 }
 
 /// COPY and the exports hand their blocking file work to `block_in_place` on a

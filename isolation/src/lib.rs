@@ -1047,6 +1047,10 @@ fn chroot_files(
     Ok(())
 }
 
+/// How long a stopped command's process tree gets to be killed from inside (chroot and none
+/// modes) before the first child is killed outright.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Forks the child, streams its output line by line, waits, and collects any setup failure.
 fn execute(
     plan: &mut ChildPlan,
@@ -1063,8 +1067,7 @@ fn execute(
     let mut eof = false;
     let result = loop {
         if status.is_none() && stop() {
-            // Dropping the child kills and reaps it; its namespaces die with it.
-            drop(child);
+            child.stop(STOP_GRACE);
             return Err(IsolationError::Stopped);
         }
         // Once the child is gone, only drain what is already buffered: background processes
