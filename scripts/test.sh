@@ -45,6 +45,8 @@ phase publish cargo publish --workspace --dry-run --no-verify --allow-dirty
 # Everything but the side-by-side suite, then the suite with its per-case report and the
 # `conformance: N cases, N identical, N differ` summary visible in the log.
 phase tests cargo test --workspace --no-fail-fast -- --skip conformance_suite_matches_buildah
+# The embedding example: a FROM scratch build through the library API, no registry needed.
+phase example cargo run -p ocibuild-core --example embed
 # The parser, word expansion and .dockerignore matcher under cargo-fuzz, 20 s per target.
 phase fuzz scripts/fuzz.sh 20
 phase conformance cargo test -p ocibuild-cli --no-fail-fast --test conformance -- --nocapture

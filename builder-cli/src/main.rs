@@ -832,70 +832,70 @@ fn build_options(args: &BuildArgs, mode: Mode) -> Result<BuildOptions> {
         },
         (CompressionArg::Uncompressed, _) => Compression::None,
     };
-    Ok(BuildOptions {
-        context: PathBuf::from("."),
-        dockerfile: args.dockerfile.clone(),
-        destinations: args.destinations.clone(),
-        build_args,
-        labels,
-        target: args.target.clone(),
-        no_push: args.no_push,
-        tar_path: args.tar_path.clone(),
-        digest_file: args.digest_file.clone(),
-        insecure: args.insecure,
-        insecure_pull: args.insecure_pull,
-        insecure_registries: args.insecure_registries.clone(),
-        docker_config: match (mode, std::env::var_os("DOCKER_CONFIG")) {
-            (Mode::Executor, None) => Some(PathBuf::from("/kaniko/.docker/config.json")),
-            _ => None,
-        },
-        isolation: match args.isolation.unwrap_or(match mode {
-            Mode::Executor if ocibuild_core::liveroot::in_container() => IsolationArg::None,
-            _ => IsolationArg::Namespaces,
-        }) {
-            IsolationArg::Namespaces => Isolation::Namespaces,
-            IsolationArg::Chroot => Isolation::Chroot,
-            IsolationArg::None => Isolation::None,
-        },
-        allow_insecure: args.allow.contains(&EntitlementArg::SecurityInsecure),
-        compression,
-        reproducible: args.reproducible,
-        platform: args.platform.clone(),
-        work_dir: args.work_dir.clone(),
-        cache: args.cache,
-        cache_repo: args.cache_repo.clone(),
-        cache_dir: args.cache_dir.clone(),
-        cache_dir_max_size: args
-            .cache_dir_max_size
-            .as_deref()
-            .map(ocibuild_core::cache::parse_size)
-            .transpose()
-            .context("--cache-dir-max-size")?,
-        cache_ttl: ocibuild_core::cache::parse_ttl(&args.cache_ttl).context("--cache-ttl")?,
-        cache_run_layers: args.cache_run_layers,
-        cache_copy_layers: args.cache_copy_layers.unwrap_or(mode == Mode::Build),
-        cache_mounts_dir: args.cache_mounts_dir.clone(),
-        secrets: args
-            .secrets
-            .iter()
-            .map(|s| ocibuild_core::mounts::parse_secret_flag(s).context("--secret"))
-            .collect::<Result<Vec<_>>>()?,
-        kaniko_dir: args.kaniko_dir.clone(),
-        ignore_paths: args.ignore_paths.clone(),
-        ignore_var_run: args.ignore_var_run,
-        force: args.force,
-        registry: registry_options(args)?,
-        skip_tls_verify_pull: args.skip_tls_verify_pull,
-        no_push_cache: args.no_push_cache,
-        oci_layout_path: args.oci_layout_path.clone(),
-        image_name_with_digest_file: args.image_name_with_digest_file.clone(),
-        image_name_tag_with_digest_file: args.image_name_tag_with_digest_file.clone(),
-        annotations: ocibuild_core::output::parse_annotations(&args.annotations)?,
-        image_format: args.image_format.map(|f| match f {
-            ImageFormatArg::Docker => ocibuild_core::image::ImageFormat::Docker,
-            ImageFormatArg::Oci => ocibuild_core::image::ImageFormat::Oci,
-        }),
-    })
+    let mut opts = BuildOptions::default();
+    opts.context = PathBuf::from(".");
+    opts.dockerfile = args.dockerfile.clone();
+    opts.destinations = args.destinations.clone();
+    opts.build_args = build_args;
+    opts.labels = labels;
+    opts.target = args.target.clone();
+    opts.no_push = args.no_push;
+    opts.tar_path = args.tar_path.clone();
+    opts.digest_file = args.digest_file.clone();
+    opts.insecure = args.insecure;
+    opts.insecure_pull = args.insecure_pull;
+    opts.insecure_registries = args.insecure_registries.clone();
+    opts.docker_config = match (mode, std::env::var_os("DOCKER_CONFIG")) {
+        (Mode::Executor, None) => Some(PathBuf::from("/kaniko/.docker/config.json")),
+        _ => None,
+    };
+    opts.isolation = match args.isolation.unwrap_or(match mode {
+        Mode::Executor if ocibuild_core::liveroot::in_container() => IsolationArg::None,
+        _ => IsolationArg::Namespaces,
+    }) {
+        IsolationArg::Namespaces => Isolation::Namespaces,
+        IsolationArg::Chroot => Isolation::Chroot,
+        IsolationArg::None => Isolation::None,
+    };
+    opts.allow_insecure = args.allow.contains(&EntitlementArg::SecurityInsecure);
+    opts.compression = compression;
+    opts.reproducible = args.reproducible;
+    opts.platform = args.platform.clone();
+    opts.work_dir = args.work_dir.clone();
+    opts.cache = args.cache;
+    opts.cache_repo = args.cache_repo.clone();
+    opts.cache_dir = args.cache_dir.clone();
+    opts.cache_dir_max_size = args
+        .cache_dir_max_size
+        .as_deref()
+        .map(ocibuild_core::cache::parse_size)
+        .transpose()
+        .context("--cache-dir-max-size")?;
+    opts.cache_ttl = ocibuild_core::cache::parse_ttl(&args.cache_ttl).context("--cache-ttl")?;
+    opts.cache_run_layers = args.cache_run_layers;
+    opts.cache_copy_layers = args.cache_copy_layers.unwrap_or(mode == Mode::Build);
+    opts.cache_mounts_dir = args.cache_mounts_dir.clone();
+    opts.secrets = args
+        .secrets
+        .iter()
+        .map(|s| ocibuild_core::mounts::parse_secret_flag(s).context("--secret"))
+        .collect::<Result<Vec<_>>>()?;
+    opts.kaniko_dir = args.kaniko_dir.clone();
+    opts.ignore_paths = args.ignore_paths.clone();
+    opts.ignore_var_run = args.ignore_var_run;
+    opts.force = args.force;
+    opts.registry = registry_options(args)?;
+    opts.skip_tls_verify_pull = args.skip_tls_verify_pull;
+    opts.no_push_cache = args.no_push_cache;
+    opts.oci_layout_path = args.oci_layout_path.clone();
+    opts.image_name_with_digest_file = args.image_name_with_digest_file.clone();
+    opts.image_name_tag_with_digest_file = args.image_name_tag_with_digest_file.clone();
+    opts.annotations = ocibuild_core::output::parse_annotations(&args.annotations)?;
+    opts.image_format = args.image_format.map(|f| match f {
+        ImageFormatArg::Docker => ocibuild_core::image::ImageFormat::Docker,
+        ImageFormatArg::Oci => ocibuild_core::image::ImageFormat::Oci,
+    });
+    Ok(opts)
 }
 
 /// Prints build events as a step-by-step log on stderr: plain text, text with colour, or

@@ -4,23 +4,25 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ocibuild_core::BuildError> {
-//! let opts = ocibuild_core::BuildOptions {
-//!     context: "./app".into(),
-//!     dockerfile: "./app/Dockerfile".into(),
-//!     destinations: vec!["127.0.0.1:5000/demo:1".into()],
-//!     insecure: true,
-//!     ..Default::default()
-//! };
+//! let mut opts = ocibuild_core::BuildOptions::default();
+//! opts.context = "./app".into();
+//! opts.dockerfile = "./app/Dockerfile".into();
+//! opts.destinations = vec!["127.0.0.1:5000/demo:1".into()];
+//! opts.insecure = true;
 //! let out = ocibuild_core::build(&opts, &mut |event| eprintln!("{event:?}")).await?;
 //! println!("{}", out.manifest_digest);
 //! # Ok(()) }
 //! ```
+//!
+//! [`crate::Build`] wraps this for embedding (inline Dockerfiles, remote contexts, an
+//! image that owns its layers, cancellation).
 //!
 //! The root filesystem of a stage is materialized lazily: it is unpacked from the base
 //! layers only when an instruction needs files (RUN, COPY, ADD, WORKDIR), so metadata-only
 //! builds unpack nothing. Every filesystem step is snapshotted into its own layer.
 
 use crate::cache::{LayerCache, LocalCache, RegistryCache};
+use crate::cancel::CancelToken;
 use crate::config::ImageConfig;
 use crate::contextfile::{self, DockerfileLocation};
 use crate::error::{BuildError, Result};
@@ -36,8 +38,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Everything a build needs to know. `Default` gives an empty context and Dockerfile path,
-/// no destinations, namespace isolation, gzip at level 6 and no layer cache.
+/// no destinations, namespace isolation, gzip at level 6 and no layer cache; set the public
+/// fields on it (the struct is `#[non_exhaustive]`: it cannot be written as a literal
+/// outside this crate, so new options are not breaking changes).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BuildOptions {
     /// The build context directory.
     pub context: PathBuf,
@@ -186,6 +191,7 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Progress of a build, for logs and UIs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum BuildEvent {
     /// A step starts: `number` of `total`, with the instruction text.
     Step {
@@ -236,6 +242,7 @@ pub enum BuildEvent {
 
 /// What a successful build produced.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BuildOutput {
     /// `sha256:` of the manifest.
     pub manifest_digest: String,
@@ -256,12 +263,43 @@ pub type Events<'a> = &'a mut (dyn FnMut(BuildEvent) + Send);
 
 /// Runs a build.
 pub async fn build(opts: &BuildOptions, events: Events<'_>) -> Result<BuildOutput> {
-    digest_files(opts).check(&opts.destinations)?;
-    crate::output::check_image_format(opts.image_format, opts.compression)?;
+    check_options(opts)?;
     let (work, _guard) = work_dir(opts)?;
-    let mut builder = Builder::new(opts, &work)?;
+    let built = build_in(opts, &work, events, &CancelToken::default()).await?;
+    Ok(built.output)
+}
+
+/// A finished build with what its image's blobs need after it: the blob store of its
+/// work directory and its registry clients.
+pub(crate) struct Built {
+    pub output: BuildOutput,
+    pub blobs: BlobStore,
+    pub pull_client: Client,
+    pub push_client: Client,
+}
+
+/// Fails early on options that cannot work together.
+pub(crate) fn check_options(opts: &BuildOptions) -> Result<()> {
+    digest_files(opts).check(&opts.destinations)?;
+    crate::output::check_image_format(opts.image_format, opts.compression)
+}
+
+/// Runs a build in the work directory `work`, stopping when `cancel` is cancelled.
+pub(crate) async fn build_in(
+    opts: &BuildOptions,
+    work: &Path,
+    events: Events<'_>,
+    cancel: &CancelToken,
+) -> Result<Built> {
+    let mut builder = Builder::new(opts, work, cancel.clone())?;
     let image = builder.run_stages(events).await?;
-    builder.finish(image, events).await
+    let output = builder.finish(image, events).await?;
+    Ok(Built {
+        output,
+        blobs: builder.blobs,
+        pull_client: builder.pull_client,
+        push_client: builder.push_client,
+    })
 }
 
 /// The digest files the options ask for.
@@ -274,27 +312,34 @@ fn digest_files(opts: &BuildOptions) -> crate::output::DigestFiles<'_> {
 }
 
 /// A temporary work dir removed on drop, or the user's.
-fn work_dir(opts: &BuildOptions) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+pub(crate) fn work_dir(opts: &BuildOptions) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
     match &opts.work_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(BuildError::io(dir))?;
             Ok((dir.clone(), None))
         }
         None => {
-            // In `/` mode the temporary directory would be unpacked over: keep it in the
-            // builder's own (ignored) directory instead.
-            let parent = match opts.isolation {
-                Isolation::None => opts.kaniko_dir.clone(),
-                _ => std::env::temp_dir(),
-            };
-            std::fs::create_dir_all(&parent).map_err(BuildError::io(&parent))?;
-            let tmp = tempfile::Builder::new()
-                .prefix("ocibuild-")
-                .tempdir_in(&parent)
-                .map_err(BuildError::io(&parent))?;
+            let tmp = temp_dir(opts, None)?;
             Ok((tmp.path().to_path_buf(), Some(tmp)))
         }
     }
+}
+
+/// A fresh temporary directory for a build in `parent` (by default the system's
+/// temporary directory), removed on drop.
+pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<tempfile::TempDir> {
+    // In `/` mode the temporary directory would be unpacked over: keep it in the
+    // builder's own (ignored) directory instead.
+    let parent = match (opts.isolation, parent) {
+        (Isolation::None, _) => opts.kaniko_dir.clone(),
+        (_, Some(parent)) => parent.to_path_buf(),
+        (_, None) => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&parent).map_err(BuildError::io(&parent))?;
+    tempfile::Builder::new()
+        .prefix("ocibuild-")
+        .tempdir_in(&parent)
+        .map_err(BuildError::io(&parent))
 }
 
 /// The platform to build for: `os/arch[/variant]` or the host's.
@@ -356,6 +401,8 @@ pub(crate) struct Builder<'o> {
     pub live_ignore: Option<Vec<PathBuf>>,
     /// Whether a stage was already unpacked into `/`.
     pub live_root_used: std::sync::atomic::AtomicBool,
+    /// Cancels the build: checked before each step and while RUN commands run.
+    pub cancel: CancelToken,
     cache_mounts: Option<CacheMounts>,
 }
 
@@ -370,7 +417,7 @@ pub(crate) struct FinishedStage {
 }
 
 impl<'o> Builder<'o> {
-    fn new(opts: &'o BuildOptions, work: &Path) -> Result<Builder<'o>> {
+    fn new(opts: &'o BuildOptions, work: &Path, cancel: CancelToken) -> Result<Builder<'o>> {
         let (context, dockerfile, plan) = load_plan(opts)?;
         let platform = parse_platform(opts.platform.as_deref())?;
         let ignore = read_dockerignore(&context, &dockerfile)?;
@@ -424,6 +471,7 @@ impl<'o> Builder<'o> {
             secrets: Secrets::new(opts.secrets.clone()),
             live_ignore: live_ignore(opts, &context, work)?,
             live_root_used: Default::default(),
+            cancel,
             cache_mounts: None,
             platform,
             work: work.to_path_buf(),
@@ -457,6 +505,7 @@ impl<'o> Builder<'o> {
             .sum();
         self.used_args.extend(self.plan.global_args.keys().cloned());
         for index in needed {
+            self.cancel.check()?;
             let finished = StageRun::run(self, index, events).await?;
             self.finished[index] = Some(finished);
         }

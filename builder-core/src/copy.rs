@@ -344,12 +344,16 @@ pub async fn add_sources(
     for (source, plan) in sources.iter().zip(planned) {
         match plan {
             Some(matches) => {
-                let mut copier = Copier::new(from, opts, rootfs, exclude.clone())?;
-                copier.copy_matches(&matches, dest, many, add.unpack != Some(false))?;
+                crate::blocking::in_place(|| {
+                    let mut copier = Copier::new(from, opts, rootfs, exclude.clone())?;
+                    copier.copy_matches(&matches, dest, many, add.unpack != Some(false))
+                })?;
             }
             None => {
                 let fetched = fetch::download(source, scratch, add.checksum.as_deref()).await?;
-                copy_fetched_into(&fetched, dest, rootfs, opts, many, add.unpack == Some(true))?;
+                crate::blocking::in_place(|| {
+                    copy_fetched_into(&fetched, dest, rootfs, opts, many, add.unpack == Some(true))
+                })?;
             }
         }
     }

@@ -9,6 +9,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// The Dockerfile could not be parsed.
     #[error(transparent)]
@@ -92,6 +93,14 @@ pub enum BuildError {
         /// The snapshot error.
         source: Box<ocibuild_snapshot::Error>,
     },
+
+    /// The build context could not be made available as a directory.
+    #[error("preparing the build context: {0}")]
+    Context(#[from] crate::context::ContextError),
+
+    /// The build was cancelled through its [`crate::CancelToken`].
+    #[error("the build was cancelled")]
+    Cancelled,
 }
 
 /// The error and its sources, joined with `: `, leaving out a source whose text the

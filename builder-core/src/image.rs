@@ -382,8 +382,12 @@ impl BlobStore {
         if let Some(cached) = cache.blob(digest) {
             let diff_id = match cache.diff_id(digest) {
                 Some(d) => d,
-                None => record_diff_id(cache, digest, crate::diffid::diff_id_of_file(&cached))
-                    .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?,
+                None => {
+                    let computed =
+                        crate::blocking::in_place(|| crate::diffid::diff_id_of_file(&cached));
+                    record_diff_id(cache, digest, computed)
+                        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?
+                }
             };
             link_or_copy(&cached, path)?;
             return Ok(diff_id);
@@ -528,7 +532,7 @@ pub async fn write_docker_archive(
     let out = fs::File::create(&tmp).map_err(BuildError::io(&tmp))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(out));
     let io = BuildError::io(&tmp);
-    let result = (|| -> std::io::Result<()> {
+    let result = crate::blocking::in_place(|| -> std::io::Result<()> {
         append_bytes(&mut tar, &config_name, &manifested.config)?;
         for (name, file) in &layer_files {
             let mut f = fs::File::open(file)?;
@@ -543,7 +547,7 @@ pub async fn write_docker_archive(
             .into_inner()
             .map_err(|e| e.into_error())?
             .sync_all()
-    })();
+    });
     result.map_err(io)?;
     fs::rename(&tmp, path).map_err(BuildError::io(path))
 }

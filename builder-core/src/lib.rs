@@ -3,21 +3,42 @@
 //! filesystem-changing step is snapshotted into an OCI layer, and the result is an image
 //! config + manifest pushed to a registry or written to a tarball.
 //!
-//! The entry point for tools embedding ocibuild is [`build`] with [`BuildOptions`]; progress
-//! arrives as [`BuildEvent`]s and failures as [`BuildError`]s that name the Dockerfile line.
+//! The entry point for tools embedding ocibuild is [`Build`]: a [`Dockerfile`] (a file or a
+//! string) and a [`Context`] (a directory, a tar stream or a kaniko-style URL) become a
+//! [`BuiltImage`] that owns its layer files until dropped and pushes itself or writes an OCI
+//! layout or a `docker save` tarball. Progress arrives as [`BuildEvent`]s, failures as
+//! [`BuildError`]s that name the Dockerfile line, and a [`CancelToken`] stops a build
+//! (killing its running RUN command). Blocking work (RUN, unpacking, compression) runs on
+//! tokio's blocking thread pool.
+//!
+//! ```no_run
+//! use ocibuild_core::{Build, Context, Dockerfile};
+//! # async fn demo() -> Result<(), ocibuild_core::BuildError> {
+//! let image = Build::new(Dockerfile::inline("FROM scratch\nCOPY a /a\n"), Context::dir("."))
+//!     .run()
+//!     .await?;
+//! image.write_oci_layout("layout", Some("latest")).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`build()`] with [`BuildOptions`] is the lower-level entry point the `ocibuild` CLI uses.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod api;
+mod blocking;
 pub mod build;
 pub mod cache;
+pub mod cancel;
 pub mod config;
 pub mod context;
 pub mod contextfile;
 pub mod copy;
-pub mod diffid;
+pub(crate) mod diffid;
 pub mod error;
-pub mod fetch;
+mod event_display;
+pub(crate) mod fetch;
 pub mod image;
 pub mod liveroot;
 pub mod mounts;
@@ -27,11 +48,12 @@ mod stage;
 pub mod time;
 pub mod warm;
 
+pub use api::{Build, BuiltImage, BuiltLayer, Context, Dockerfile};
+pub use build::{build, BuildEvent, BuildOptions, BuildOutput};
+pub use cancel::CancelToken;
+pub use error::BuildError;
 pub use ocibuild_dockerfile::parser as dockerfile;
 pub use ocibuild_dockerfile::{expand, pathmatch, plan};
-
-pub use build::{build, BuildEvent, BuildOptions, BuildOutput};
-pub use error::BuildError;
 pub use ocibuild_isolation as isolation;
 pub use ocibuild_isolation::Isolation;
 pub use ocibuild_snapshot::Compression;

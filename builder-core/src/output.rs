@@ -103,7 +103,7 @@ pub async fn write_oci_layout(
             continue;
         }
         let source = blobs.local_file(pull_client, layer).await?;
-        copy_blob(&source, &target)?;
+        crate::blocking::in_place(|| copy_blob(&source, &target))?;
     }
     write_blob(dir, &manifested.config_digest, &manifested.config)?;
     write_blob(dir, &manifested.manifest_digest, &manifested.manifest)?;

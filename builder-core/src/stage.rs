@@ -20,7 +20,7 @@ use ocibuild_dockerfile::parser::{
 use ocibuild_dockerfile::plan::StageBase;
 use ocibuild_registry::{Descriptor, Reference};
 use ocibuild_snapshot::LayerInfo;
-use ocibuild_snapshot::{LayerOptions, Snapshotter, StatWalk};
+use ocibuild_snapshot::{Changes, LayerOptions, Snapshotter, StatWalk};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -90,6 +90,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         };
         run.run_onbuild_triggers(&stage.from, events).await?;
         for ins in &stage.instructions {
+            run.b.cancel.check()?;
             let started = run.b.begin_step(&run.label, ins, events);
             let layer = run.dispatch(ins, events).await?;
             run.b.end_step(started, layer, events);
@@ -361,23 +362,50 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 .join("rootfs")
         };
         materialize(self.b, &self.image, &dir).await?;
-        self.snapshotter
-            .baseline(&dir)
-            .map_err(BuildError::snapshot(format!("recording {}", dir.display())))?;
+        self.record_baseline(&dir).await?;
         self.rootfs = Some(dir.clone());
         Ok(dir)
+    }
+
+    /// Records the state of `rootfs` that the next snapshot compares with.
+    async fn record_baseline(&mut self, rootfs: &Path) -> Result<()> {
+        let mut snapshotter = std::mem::take(&mut self.snapshotter);
+        let rootfs = rootfs.to_path_buf();
+        self.snapshotter = crate::blocking::run(move || {
+            snapshotter
+                .baseline(&rootfs)
+                .map_err(BuildError::snapshot(format!(
+                    "recording {}",
+                    rootfs.display()
+                )))?;
+            Ok(snapshotter)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// What changed in `rootfs` since the baseline.
+    async fn changes(&mut self, rootfs: &Path) -> Result<Changes> {
+        let mut snapshotter = std::mem::take(&mut self.snapshotter);
+        let rootfs = rootfs.to_path_buf();
+        let (snapshotter, changes) = crate::blocking::run(move || {
+            let changes = snapshotter
+                .changes(&rootfs)
+                .map_err(BuildError::snapshot(format!(
+                    "snapshotting {}",
+                    rootfs.display()
+                )))?;
+            Ok((snapshotter, changes))
+        })
+        .await?;
+        self.snapshotter = snapshotter;
+        Ok(changes)
     }
 
     /// Snapshots what the instruction changed into a layer (none when nothing changed).
     async fn commit(&mut self, ins: &Instruction) -> Result<Option<(String, u64)>> {
         let rootfs = self.rootfs.clone().expect("commit after materializing");
-        let changes = self
-            .snapshotter
-            .changes(&rootfs)
-            .map_err(BuildError::snapshot(format!(
-                "snapshotting {}",
-                rootfs.display()
-            )))?;
+        let changes = self.changes(&rootfs).await?;
         let pending_key = self.pending_key.take();
         if changes.is_empty() && pending_key.is_none() {
             self.history(ins, true);
@@ -389,16 +417,21 @@ impl<'b, 'o> StageRun<'b, 'o> {
             compression: self.b.opts.compression,
             mtime: self.b.opts.reproducible.then_some(0),
         };
-        let info = ocibuild_snapshot::write_layer(&rootfs, &changes, &layers_dir, &opts).map_err(
-            BuildError::snapshot(format!("writing the layer of line {}", ins.line)),
-        )?;
+        let no_changes = changes.is_empty();
+        let line = ins.line;
+        let info = crate::blocking::run(move || {
+            ocibuild_snapshot::write_layer(&rootfs, &changes, &layers_dir, &opts).map_err(
+                BuildError::snapshot(format!("writing the layer of line {line}")),
+            )
+        })
+        .await?;
         if let Some(key) = pending_key {
             let entry = CachedLayer::from_layer_info(&info, &ins.original);
             for warning in self.b.cache.put(&key, &entry, &info.path).await {
                 self.b.warn(warning);
             }
         }
-        if changes.is_empty() {
+        if no_changes {
             self.history(ins, true);
             return Ok(None);
         }
@@ -763,12 +796,13 @@ impl<'b, 'o> StageRun<'b, 'o> {
             tmpfs_mounts,
             scratch_dir: scratch,
         };
-        let outcome = isolation::run(&spec, &mut |bytes: &[u8]| {
-            events(BuildEvent::Output(bytes.to_vec()))
-        });
+        let outcome = run_isolated(spec, &self.b.cancel, events).await;
         drop(leases);
         let _ = std::fs::remove_dir_all(&mount_dir);
-        let outcome = outcome.map_err(|e| self.step_err(ins, e))?;
+        let outcome = match outcome {
+            Err(isolation::IsolationError::Stopped) => return Err(BuildError::Cancelled),
+            other => other.map_err(|e| self.step_err(ins, e))?,
+        };
         if outcome.status != 0 {
             return Err(BuildError::RunFailed {
                 file: self.b.plan.file.clone(),
@@ -874,15 +908,9 @@ impl StageRun<'_, '_> {
         };
         if let Some(rootfs) = self.rootfs.clone() {
             let file = self.b.blobs.local_file(&self.b.pull_client, &layer).await?;
-            ocibuild_snapshot::unpack_layer_file(&file, &rootfs).map_err(BuildError::snapshot(
-                format!("unpacking cached layer {}", cached.digest),
-            ))?;
-            self.snapshotter
-                .baseline(&rootfs)
-                .map_err(BuildError::snapshot(format!(
-                    "recording {}",
-                    rootfs.display()
-                )))?;
+            let what = format!("unpacking cached layer {}", cached.digest);
+            unpack(file, rootfs.clone(), None, what).await?;
+            self.record_baseline(&rootfs).await?;
         }
         self.image
             .config
@@ -1458,10 +1486,10 @@ pub(crate) async fn materialize(b: &Builder<'_>, image: &Image, dir: &Path) -> R
             crate::liveroot::delete_filesystem(dir, ignore).map_err(BuildError::io(dir))?;
         }
         for layer in &image.layers {
+            b.cancel.check()?;
             let file = b.blobs.local_file(&b.pull_client, layer).await?;
-            ocibuild_snapshot::unpack_layer_file_skipping(&file, dir, ignore).map_err(
-                BuildError::snapshot(format!("unpacking layer {} into /", layer.digest())),
-            )?;
+            let what = format!("unpacking layer {} into /", layer.digest());
+            unpack(file, dir.to_path_buf(), Some(ignore.clone()), what).await?;
         }
         return Ok(());
     }
@@ -1470,13 +1498,56 @@ pub(crate) async fn materialize(b: &Builder<'_>, image: &Image, dir: &Path) -> R
     }
     std::fs::create_dir_all(dir).map_err(BuildError::io(dir))?;
     for layer in &image.layers {
+        b.cancel.check()?;
         let file = b.blobs.local_file(&b.pull_client, layer).await?;
-        ocibuild_snapshot::unpack_layer_file(&file, dir).map_err(BuildError::snapshot(format!(
-            "unpacking layer {}",
-            layer.digest()
-        )))?;
+        let what = format!("unpacking layer {}", layer.digest());
+        unpack(file, dir.to_path_buf(), None, what).await?;
     }
     Ok(())
+}
+
+/// Runs a RUN command on the blocking thread pool, passing its output on as
+/// [`BuildEvent::Output`]. The command is killed when `cancel` is cancelled or when this
+/// future is dropped (the output channel closes).
+async fn run_isolated(
+    spec: RunSpec,
+    cancel: &crate::cancel::CancelToken,
+    events: Events<'_>,
+) -> std::result::Result<isolation::RunOutcome, isolation::IsolationError> {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let cancel = cancel.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let stop = || cancel.is_cancelled() || sender.is_closed();
+        isolation::run_until(&spec, &mut |bytes| drop(sender.send(bytes.to_vec())), &stop)
+    });
+    while let Some(bytes) = receiver.recv().await {
+        events(BuildEvent::Output(bytes));
+    }
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(e) => match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(_) => Err(isolation::IsolationError::Stopped),
+        },
+    }
+}
+
+/// Unpacks the layer `file` into `rootfs` on the blocking thread pool, leaving the paths
+/// of `ignore` alone when given; `what` names the work in errors.
+async fn unpack(
+    file: PathBuf,
+    rootfs: PathBuf,
+    ignore: Option<Vec<PathBuf>>,
+    what: String,
+) -> Result<()> {
+    crate::blocking::run(move || {
+        let unpacked = match &ignore {
+            Some(ignore) => ocibuild_snapshot::unpack_layer_file_skipping(&file, &rootfs, ignore),
+            None => ocibuild_snapshot::unpack_layer_file(&file, &rootfs),
+        };
+        unpacked.map(|_| ()).map_err(BuildError::snapshot(what))
+    })
+    .await
 }
 
 /// `/a/./b/../c/` → `/a/c`.

@@ -12,16 +12,14 @@ async fn labels_of(
 ) -> (BTreeMap<String, String>, Vec<String>) {
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-    let opts = BuildOptions {
-        context: ctx.path().to_path_buf(),
-        dockerfile: ctx.path().join("Dockerfile"),
-        no_push: true,
-        build_args: build_args
-            .iter()
-            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-            .collect(),
-        ..BuildOptions::default()
-    };
+    let mut opts = BuildOptions::default();
+    opts.context = ctx.path().to_path_buf();
+    opts.dockerfile = ctx.path().join("Dockerfile");
+    opts.no_push = true;
+    opts.build_args = build_args
+        .iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect();
     let mut warnings = Vec::new();
     let mut events = |e: BuildEvent| {
         if let BuildEvent::Warning(w) = e {

@@ -242,6 +242,9 @@ pub enum IsolationError {
     /// The spec is inconsistent (empty argv, NUL bytes, unsupported combination, ...).
     #[error("invalid run spec: {0}")]
     InvalidSpec(String),
+    /// [`run_until`] was asked to stop: the command was killed.
+    #[error("the command was stopped before it finished")]
+    Stopped,
     /// Another setup step failed (fork, pipes, sethostname, waiting).
     #[error("{step} failed: {source}")]
     Setup {
@@ -420,6 +423,17 @@ fn user_maps() -> Option<(Vec<u8>, Vec<u8>)> {
 /// `output`. Returns the command's exit status; errors are setup failures (including a
 /// command that cannot be executed), never a non-zero exit of the command.
 pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome, IsolationError> {
+    run_until(spec, output, &|| false)
+}
+
+/// [`run`], stopped early when `stop` returns true (it is asked about every 100 ms while
+/// the command runs): the command's process tree is killed and reaped, and the result is
+/// [`IsolationError::Stopped`].
+pub fn run_until(
+    spec: &RunSpec,
+    output: &mut dyn FnMut(&[u8]),
+    stop: &dyn Fn() -> bool,
+) -> Result<RunOutcome, IsolationError> {
     if spec.argv.is_empty() || spec.argv[0].is_empty() {
         return Err(IsolationError::InvalidSpec("empty argv".into()));
     }
@@ -487,7 +501,7 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome, 
         probe_only: false,
         exec,
     };
-    let result = execute(&mut plan, output).and_then(|(status, record)| match record {
+    let result = execute(&mut plan, output, stop).and_then(|(status, record)| match record {
         Some(rec) => Err(map_record(spec, &plan, &user, rec)),
         None => Ok(RunOutcome { status }),
     });
@@ -1033,10 +1047,15 @@ fn chroot_files(
     Ok(())
 }
 
+/// How long a stopped command's process tree gets to be killed from inside (chroot and none
+/// modes) before the first child is killed outright.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Forks the child, streams its output line by line, waits, and collects any setup failure.
 fn execute(
     plan: &mut ChildPlan,
     output: &mut dyn FnMut(&[u8]),
+    stop: &dyn Fn() -> bool,
 ) -> Result<(i32, Option<ErrorRecord>), IsolationError> {
     let mut child = sys::spawn(plan).map_err(|source| IsolationError::Setup {
         step: "fork",
@@ -1047,6 +1066,10 @@ fn execute(
     let mut status = None;
     let mut eof = false;
     let result = loop {
+        if status.is_none() && stop() {
+            child.stop(STOP_GRACE);
+            return Err(IsolationError::Stopped);
+        }
         // Once the child is gone, only drain what is already buffered: background processes
         // (possible in chroot/none mode) may keep the pipe open indefinitely.
         let timeout = if status.is_some() { 0 } else { 100 };

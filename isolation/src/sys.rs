@@ -32,6 +32,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Exit status of a child that failed before exec (the error record carries the details).
 const SETUP_FAILED: c_int = 125;
@@ -323,6 +325,28 @@ impl Child {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Stops a running child and everything it started: SIGTERM first, repeated, which in
+    /// chroot and none modes makes `A` kill every process below it (see [`run_reaped`])
+    /// and in namespace mode ends `A` and so the namespace; SIGKILL when `A` is still
+    /// there after `grace`. The child is reaped.
+    pub(crate) fn stop(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        let mut next_signal = Instant::now();
+        while !self.reaped && Instant::now() < deadline {
+            if Instant::now() >= next_signal {
+                // SAFETY: kill(2) of our own unreaped child, whose pid cannot be recycled yet.
+                unsafe { libc::kill(self.pid, libc::SIGTERM) };
+                next_signal = Instant::now() + Duration::from_millis(100);
+            }
+            match self.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        self.kill();
+        let _ = self.wait();
     }
 
     /// Kills the child (best effort; used on error paths before `wait`).
@@ -858,8 +882,18 @@ unsafe fn run_op(op: &Op, rootfd: RawFd) -> (c_int, bool) {
     }
 }
 
+/// Set by SIGTERM in `A` of chroot and none modes: stop waiting for the command and kill
+/// everything below (see [`Child::stop`]).
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: c_int) {
+    // An atomic store is async-signal-safe.
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
 /// Chroot and none modes: become a child subreaper, fork the command, wait for it, then
-/// kill everything it left behind, and exit with its status.
+/// kill everything it left behind, and exit with its status. SIGTERM ends the wait early
+/// (the command and all its descendants are then killed).
 ///
 /// # Safety
 /// Only to be called in a forked child.
@@ -871,6 +905,12 @@ unsafe fn run_reaped(plan: &mut ChildPlan, err: RawFd) -> ! {
             libc::_exit(0);
         }
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as c_ulong, 0, 0, 0);
+        // No SA_RESTART: a SIGTERM interrupts the waitpid of `wait_for`. The command gets
+        // the default disposition back when it execs.
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = request_stop as extern "C" fn(c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGTERM, &action, ptr::null_mut());
         let pid = libc::fork();
         if pid < 0 {
             fail(err, Stage::Fork, 0, last_errno());
@@ -892,6 +932,9 @@ unsafe fn run_reaped(plan: &mut ChildPlan, err: RawFd) -> ! {
 /// Only to be called in a forked child.
 unsafe fn wait_for(pid: libc::pid_t) -> c_int {
     loop {
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            return 128 + libc::SIGTERM;
+        }
         let mut status = 0;
         // SAFETY: `status` is a valid out-pointer.
         let r = unsafe { libc::waitpid(-1, &mut status, 0) };
