@@ -17,9 +17,7 @@
 //! [`build_in_own_uts`]), so that a sandbox that fails the test cannot rename the (shared)
 //! machine; the hostname ocibuild runs under is what the sandbox must protect.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;

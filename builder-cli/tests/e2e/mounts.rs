@@ -3,9 +3,7 @@
 //! skopeo, umoci, GNU tar and gzip — tools independent of ocibuild), how cache mounts
 //! persist and are shared between processes, and how mounts interact with the layer cache.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 
 use std::path::{Path, PathBuf};

@@ -3,9 +3,7 @@
 //! (a loopback HTTP server counts the requests a RUN makes), and that images assembled
 //! from cached layers are correct (read back with skopeo and umoci).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
