@@ -171,10 +171,6 @@ fn key_of(stderr: &str, prefix: &str) -> String {
         .unwrap_or_else(|| panic!("no key for {prefix:?}:\n{stderr}"))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
-}
-
 #[test]
 fn unchanged_rebuild_hits_every_step_and_runs_nothing() {
     let server = Counter::start("ok\n");
