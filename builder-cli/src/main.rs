@@ -87,3 +87,65 @@ fn parse(argv: Vec<OsString>) -> Cli {
 fn report(err: &anyhow::Error) -> String {
     ocibuild_core::error::error_chain(err.as_ref())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `ocibuild ARGS...` or fails the test with clap's message.
+    pub(crate) fn cli(args: &[&str]) -> Cli {
+        let argv = std::iter::once("ocibuild").chain(args.iter().copied());
+        let command = Cli::command().mut_subcommand("executor", flags::ignored::show);
+        let matches = command.try_get_matches_from(argv).unwrap();
+        Cli::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_op_flags_are_listed_under_executor_only() {
+        let mut command = Cli::command().mut_subcommand("executor", flags::ignored::show);
+        let executor = command.find_subcommand_mut("executor").unwrap();
+        let executor_help = executor.render_long_help().to_string();
+        let build = command.find_subcommand_mut("build").unwrap();
+        let build_help = build.render_long_help().to_string();
+        assert!(executor_help.contains("--compressed-caching"));
+        assert!(executor_help.contains("--snapshot-mode"));
+        assert!(!build_help.contains("--compressed-caching"));
+        assert!(!build_help.contains("--snapshot-mode"));
+        assert!(build_help.contains("Registry & TLS:"), "{build_help}");
+    }
+
+    #[test]
+    fn build_and_executor_map_the_same_flags_with_their_own_defaults() {
+        let args = ["--no-push", "--cache", "--compression", "zstd"];
+        let Commands::Build(build) = cli(&[&["build"][..], &args].concat()).command else {
+            panic!("not build");
+        };
+        let Commands::Executor(executor) = cli(&[&["executor"][..], &args].concat()).command else {
+            panic!("not executor");
+        };
+        let build = build.options(flags::Mode::Build).unwrap();
+        let executor = executor.flags().options(flags::Mode::Executor).unwrap();
+        assert!(build.cache && executor.cache);
+        assert!(build.cache_copy_layers);
+        assert!(!executor.cache_copy_layers);
+        assert_eq!(
+            build.compression,
+            ocibuild_core::Compression::Zstd { level: 3 }
+        );
+    }
+
+    #[test]
+    fn a_given_no_op_flag_is_warned_about() {
+        let Commands::Build(build) = cli(&["build", "--no-push", "--use-new-run"]).command else {
+            panic!("not build");
+        };
+        let warnings = build.ignored.warnings();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].starts_with("--use-new-run changes nothing"));
+    }
+}
