@@ -24,14 +24,6 @@ enum ExecutorCommand {
     Push(push::PushArgs),
 }
 
-impl ExecutorArgs {
-    /// The build flags (used when no subcommand is given).
-    #[cfg(test)]
-    pub fn flags(&self) -> &BuildFlags {
-        &self.build
-    }
-}
-
 /// Runs `executor login`, `executor push`, or a build in executor mode.
 pub fn run(args: ExecutorArgs) -> Result<()> {
     match args.command {

@@ -13,6 +13,7 @@ mod cache;
 mod conformance;
 mod deploy;
 mod executor;
+mod help;
 mod hostile;
 mod liveroot;
 mod mounts;
