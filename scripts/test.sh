@@ -49,7 +49,7 @@ phase tests cargo test --workspace --no-fail-fast -- --skip conformance_suite_ma
 phase example cargo run -p ocibuild-core --example embed
 # The parser, word expansion and .dockerignore matcher under cargo-fuzz, 20 s per target.
 phase fuzz scripts/fuzz.sh 20
-phase conformance cargo test -p ocibuild-cli --no-fail-fast --test conformance -- --nocapture
+phase conformance cargo test -p ocibuild-cli --no-fail-fast --test e2e conformance_suite_matches_buildah -- --nocapture
 
 printf '\n=== all phases: %ss ===\n' "$((SECONDS - suite_start))"
 if [ "${#failed[@]}" -ne 0 ]; then

@@ -11,9 +11,7 @@
 //!
 //! Needs the lab (`scripts/lab.sh up`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
 use std::fs;

@@ -2,9 +2,7 @@
 //! image) with dpkg, apt-get from the Debian archive, users, `chown`, a setuid program run
 //! by a non-root user, and `mknod` — the things a sandbox that is too tight would break.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Builds `dockerfile` (with the `hello` package in the context) and pushes it to `image`.
 fn build_debian(dockerfile: &str, image: &str, extra: &[&str]) -> String {

@@ -1,9 +1,7 @@
 //! End-to-end behaviour of `ocibuild build` against the lab registry, checked with skopeo,
 //! umoci and GNU tar — tools independent of ocibuild.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::fs;
 use std::os::unix::fs::MetadataExt;

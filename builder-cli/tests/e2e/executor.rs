@@ -4,9 +4,7 @@
 //! flags and `--no-push-cache`. Everything is checked with independent tools (skopeo,
 //! umoci, git, boto3) against the lab (`scripts/lab.sh up`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

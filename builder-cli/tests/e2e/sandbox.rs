@@ -17,15 +17,12 @@
 //! [`build_in_own_uts`]), so that a sandbox that fails the test cannot rename the (shared)
 //! machine; the hostname ocibuild runs under is what the sandbox must protect.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -41,23 +38,6 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(30);
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// A string no one else produces: a tag plus 24 hex digits of a hash of time, pid, counter.
-fn unique_string(tag: &str) -> String {
-    use sha2::Digest;
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let seed = format!(
-        "{tag}/{nanos}/{}/{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let hash = hex::encode(sha2::Sha256::digest(seed.as_bytes()));
-    format!("{tag}-{}", &hash[..24])
-}
-
 /// The attack tool (`testdata/sandbox/attack.c`), compiled once per test process, to
 /// `$CARGO_TARGET_TMPDIR/sandbox-attack-<source hash>` (reused while the source is
 /// unchanged). The compiler, a child process, writes the executable under a name of its
@@ -67,9 +47,8 @@ fn unique_string(tag: &str) -> String {
 fn attack_tool() -> &'static Path {
     static TOOL: OnceLock<PathBuf> = OnceLock::new();
     TOOL.get_or_init(|| {
-        use sha2::Digest;
         let source = testdata("sandbox").join("attack.c");
-        let hash = hex::encode(sha2::Sha256::digest(fs::read(&source).unwrap()));
+        let hash = sha256_hex(&fs::read(&source).unwrap());
         let exe =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sandbox-attack-{}", &hash[..16]));
         if exe.exists() {

@@ -3,9 +3,7 @@
 //! (a loopback HTTP server counts the requests a RUN makes), and that images assembled
 //! from cached layers are correct (read back with skopeo and umoci).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -171,10 +169,6 @@ fn key_of(stderr: &str, prefix: &str) -> String {
         .find(|s| s.instruction.starts_with(prefix))
         .and_then(|s| s.key)
         .unwrap_or_else(|| panic!("no key for {prefix:?}:\n{stderr}"))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
 }
 
 #[test]

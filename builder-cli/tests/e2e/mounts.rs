@@ -3,36 +3,11 @@
 //! skopeo, umoci, GNU tar and gzip — tools independent of ocibuild), how cache mounts
 //! persist and are shared between processes, and how mounts interact with the layer cache.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A string no one else produces: a tag plus 32 hex digits of a hash of time, pid, counter.
-fn unique_string(tag: &str) -> String {
-    use sha2::Digest;
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let seed = format!(
-        "{tag}/{nanos}/{}/{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let hash = hex::encode(sha2::Sha256::digest(seed.as_bytes()));
-    format!("{tag}-{}", &hash[..32])
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
 
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! eval "$(scripts/lab.sh env)"
-//! cargo test -p ocibuild-cli --test conformance -- --nocapture
+//! cargo test -p ocibuild-cli --test e2e conformance_suite_matches_buildah -- --nocapture
 //! ```
 //!
 //! `OCIBUILD_CONFORMANCE_CASES=name1,name2` restricts the run to those cases (for working on
@@ -18,14 +18,11 @@
 //! `image::CONFIG_FIELDS`. Nothing else differs silently: everything not compared or
 //! accepted is in [`ALLOWED`], plus the per-case `allow` lines of `case.conf`.
 
-#[path = "conformance/case.rs"]
 mod case;
-mod common;
-#[path = "conformance/image.rs"]
 mod image;
 
+use crate::common::*;
 use case::Case;
-use common::*;
 use image::Entry;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -1,9 +1,7 @@
 //! Hostile input: a context, Dockerfile or base image made by an attacker must end the
 //! build with a normal error, leaking nothing and pushing nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ocibuild_registry::{media_types, sha256_digest, Client, ClientOptions, Reference};
 use std::fs;
 use std::os::unix::fs::symlink;

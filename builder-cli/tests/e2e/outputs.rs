@@ -1,9 +1,7 @@
 //! kaniko-compatible outputs of `ocibuild build`: `--oci-layout-path` (read back with skopeo
 //! and umoci), the digest files, `--annotation`, `--image-format` and `--dryrun`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fs;

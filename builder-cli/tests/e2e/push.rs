@@ -1,9 +1,7 @@
 //! `ocibuild executor push` (tarballs and OCI layouts pushed to the lab registry, read back
 //! with skopeo and umoci) and `--cache-repo oci:DIR` (the layer cache in an OCI layout).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::path::Path;
 

@@ -3,9 +3,7 @@
 //! the test (`unshare --mount --pid --fork` + `chroot`, with /proc and /dev mounted and the
 //! context at /workspace), as a Kubernetes pod would run it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

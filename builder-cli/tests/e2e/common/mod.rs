@@ -25,6 +25,28 @@ pub fn unique_repo(name: &str) -> String {
     format!("{}/test-{name}-{}-{n}", registry(), std::process::id())
 }
 
+/// A string no one else produces: a tag plus 24 hex digits of a hash of time, pid and a
+/// counter.
+pub fn unique_string(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let seed = format!(
+        "{tag}/{nanos}/{}/{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    format!("{tag}-{}", &sha256_hex(seed.as_bytes())[..24])
+}
+
+/// The sha256 of `data`, in hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

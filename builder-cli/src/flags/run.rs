@@ -1,0 +1,72 @@
+//! Isolation & RUN flags: how RUN steps are isolated and what they are given.
+
+use super::Mode;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use ocibuild_core::{BuildOptions, Isolation};
+use std::path::PathBuf;
+
+/// The sandbox of RUN steps, their entitlements and secrets, and the work directory.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Isolation & RUN")]
+pub struct RunFlags {
+    /// How RUN steps are isolated (default: namespaces; for `executor` inside a
+    /// container: none, building in `/` like kaniko).
+    #[arg(long, value_enum)]
+    isolation: Option<IsolationArg>,
+    /// Grant an entitlement to the Dockerfile: `security.insecure` lets
+    /// `RUN --security=insecure` run with every capability and no seccomp filter.
+    #[arg(long, value_enum, value_name = "ENTITLEMENT")]
+    allow: Vec<EntitlementArg>,
+    /// A secret for `RUN --mount=type=secret`: `id=NAME,src=FILE` or `id=NAME,env=VAR`;
+    /// repeatable.
+    #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
+    secrets: Vec<String>,
+    /// Directory for root filesystems and layers (default: a temporary one, removed after).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+}
+
+/// `--isolation`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum IsolationArg {
+    Namespaces,
+    Chroot,
+    None,
+}
+
+/// `--allow`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EntitlementArg {
+    #[value(name = "security.insecure")]
+    SecurityInsecure,
+}
+
+impl RunFlags {
+    /// Sets the isolation (for `executor` inside a container: none), entitlements,
+    /// secrets and work directory.
+    pub fn apply(&self, opts: &mut BuildOptions, mode: Mode) -> Result<()> {
+        opts.isolation = self.isolation(mode);
+        opts.allow_insecure = self.allow.contains(&EntitlementArg::SecurityInsecure);
+        opts.secrets = self
+            .secrets
+            .iter()
+            .map(|s| ocibuild_core::mounts::parse_secret_flag(s).context("--secret"))
+            .collect::<Result<Vec<_>>>()?;
+        opts.work_dir = self.work_dir.clone();
+        Ok(())
+    }
+
+    /// `--isolation`, or the default of `mode`.
+    fn isolation(&self, mode: Mode) -> Isolation {
+        let default = match mode {
+            Mode::Executor if ocibuild_core::liveroot::in_container() => IsolationArg::None,
+            _ => IsolationArg::Namespaces,
+        };
+        match self.isolation.unwrap_or(default) {
+            IsolationArg::Namespaces => Isolation::Namespaces,
+            IsolationArg::Chroot => Isolation::Chroot,
+            IsolationArg::None => Isolation::None,
+        }
+    }
+}
