@@ -20,7 +20,7 @@ pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
     // Kept until the build is over: the prepared context lives in it.
     let _context_work = prepare_context(&args, mode, &mut opts, &runtime)?;
     if args.outputs.dryrun {
-        print!("{}", ocibuild_core::output::dry_run(&opts)?);
+        print!("{}", ocibuild_core::build::dry_run(&opts)?);
         return Ok(());
     }
     if args.root.pre_cleanup {

@@ -27,11 +27,11 @@
 
 use crate::build::{self, BuildEvent, BuildOptions, BuildOutput};
 use crate::cancel::CancelToken;
-use crate::config::ImageConfig;
 use crate::context::{self, ContextSource, GitOptions};
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobStore, LayerBlob, Manifested};
 use crate::isolation::Isolation;
+use ocibuild_image::config::ImageConfig;
 use ocibuild_registry::{Client, Reference};
 use ocibuild_snapshot::Compression;
 use std::fmt;

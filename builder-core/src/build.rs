@@ -23,7 +23,6 @@
 
 use crate::cache::{LayerCache, LocalCache, RegistryCache};
 use crate::cancel::CancelToken;
-use crate::config::ImageConfig;
 use crate::contextfile::{self, DockerfileLocation};
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobStore, Image, ImageFormat, Layer, LayerBlob};
@@ -31,6 +30,7 @@ use crate::isolation::Isolation;
 use crate::mounts::{CacheMounts, MountError, SecretSource, Secrets};
 use crate::stage::StageRun;
 use ocibuild_dockerfile::plan::{BuildArgs, Plan, StageBase};
+use ocibuild_image::config::ImageConfig;
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
 use ocibuild_snapshot::Compression;
 use std::collections::{BTreeMap, BTreeSet};
@@ -448,7 +448,7 @@ impl<'o> Builder<'o> {
         let created = if opts.reproducible {
             "1970-01-01T00:00:00Z".to_string()
         } else {
-            crate::time::now_rfc3339()
+            ocibuild_image::time::now_rfc3339()
         };
         let stage_count = plan.stages.len();
         let pull_client = client(opts.insecure_pull, pull_insecure, opts.skip_tls_verify_pull)?;
@@ -800,6 +800,16 @@ fn cache_mounts_dir(opts: &BuildOptions) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from("/var/cache"));
     base.join("ocibuild").join("mounts")
+}
+
+/// `--dryrun`: reads the Dockerfile of `opts` (found as `build` finds it), makes the plan
+/// for the target platform with the build args, and returns
+/// [`describe_plan`](crate::output::describe_plan) of the target. Nothing is pulled, run or
+/// written.
+pub fn dry_run(opts: &BuildOptions) -> Result<String> {
+    let (_, _, plan) = load_plan(opts)?;
+    let target = plan.target(opts.target.as_deref())?;
+    Ok(crate::output::describe_plan(&plan, target))
 }
 
 /// Reads and plans the Dockerfile of `opts`: the canonical context directory, where the

@@ -894,7 +894,7 @@ fn amz_date_now() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    crate::time::rfc3339(secs).replace(['-', ':'], "")
+    ocibuild_image::time::rfc3339(secs).replace(['-', ':'], "")
 }
 
 /// The URL of `bucket`/`key` as the environment asks (endpoint, path or virtual-host style).

@@ -1,6 +1,6 @@
 //! Downloads for `ADD <url>`: an `http://` or `https://` source is streamed to a file in a
 //! scratch directory, checked against `--checksum` when one is given, and then copied into
-//! the image like a single local file (see [`crate::copy::add_sources`]).
+//! the image like a single local file (see `copy::add_sources`).
 //!
 //! As the Dockerfile reference describes for remote files:
 //!

@@ -2,11 +2,11 @@
 //! still in a registry (base image layers, fetched only when needed) or a local file that a
 //! step produced. Also the local blob store, the manifest, pushing and tarball output.
 
-use crate::config::ImageConfig;
 use crate::error::{BuildError, Result};
+use ocibuild_image::config::ImageConfig;
+use ocibuild_image::docker_archive;
 use ocibuild_registry::{media_types, Client, Descriptor, ImageManifest, Reference};
 use ocibuild_snapshot::LayerInfo;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -179,10 +179,7 @@ pub struct Manifested {
     pub media_type: &'static str,
 }
 
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+pub use ocibuild_image::digest::sha256_digest;
 
 impl Image {
     /// Checks every layer written by this build against its recorded digest and size (the
@@ -513,55 +510,19 @@ pub async fn write_docker_archive(
     blobs: &BlobStore,
     pull_client: &Client,
 ) -> Result<()> {
-    let mut layer_files = Vec::new();
+    let mut layers = Vec::new();
     for layer in &image.layers {
         let file = blobs.local_file(pull_client, layer).await?;
-        let hex = layer.digest().trim_start_matches("sha256:").to_string();
-        layer_files.push((format!("{hex}.tar.gz"), file));
+        layers.push((layer.digest().to_string(), file));
     }
-    let config_name = format!(
-        "{}.json",
-        manifested.config_digest.trim_start_matches("sha256:")
-    );
-    let manifest = serde_json::json!([{
-        "Config": config_name,
-        "RepoTags": repo_tags,
-        "Layers": layer_files.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
-    }]);
-    let tmp = path.with_extension("tar.partial");
-    let out = fs::File::create(&tmp).map_err(BuildError::io(&tmp))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(out));
-    let io = BuildError::io(&tmp);
-    let result = crate::blocking::in_place(|| -> std::io::Result<()> {
-        append_bytes(&mut tar, &config_name, &manifested.config)?;
-        for (name, file) in &layer_files {
-            let mut f = fs::File::open(file)?;
-            let mut header = tar::Header::new_ustar();
-            header.set_size(f.metadata()?.len());
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, name, &mut f)?;
-        }
-        append_bytes(&mut tar, "manifest.json", manifest.to_string().as_bytes())?;
-        tar.into_inner()?
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .sync_all()
-    });
-    result.map_err(io)?;
-    fs::rename(&tmp, path).map_err(BuildError::io(path))
-}
-
-fn append_bytes<W: std::io::Write>(
-    tar: &mut tar::Builder<W>,
-    name: &str,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    let mut header = tar::Header::new_ustar();
-    header.set_size(bytes.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, name, bytes)
+    let archive = docker_archive::Archive {
+        config_digest: &manifested.config_digest,
+        config: &manifested.config,
+        repo_tags,
+        layers: &layers,
+    };
+    crate::blocking::in_place(|| docker_archive::write(&archive, path))
+        .map_err(|e| BuildError::io(e.path)(e.source))
 }
 
 #[cfg(test)]

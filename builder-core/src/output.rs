@@ -1,27 +1,22 @@
-//! kaniko-compatible outputs of a build, called by the end of [`crate::build`]: the image
+//! kaniko-compatible outputs of a build, written at the end of a build: the image
 //! as an OCI image layout (`--oci-layout-path`), the digest files (`--digest-file`,
 //! `--image-name-with-digest-file`, `--image-name-tag-with-digest-file`), manifest
 //! annotations (`--annotation`), and the plan printed by `--dryrun`.
 
-use crate::build::BuildOptions;
 use crate::error::{BuildError, Result};
 use crate::image::{BlobStore, Image, ImageFormat, Manifested};
 use ocibuild_dockerfile::plan::{Plan, StageBase};
+use ocibuild_image::atomic::{temp_sibling, write_atomic};
+use ocibuild_image::layout::add_to_index;
 use ocibuild_registry::reference::DOCKER_HUB;
-use ocibuild_registry::{media_types, Client, Platform, Reference};
+use ocibuild_registry::{Client, Platform, Reference};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-/// The annotation naming an image inside an OCI image layout (`oci:DIR:NAME` in skopeo,
-/// `--image DIR:NAME` in umoci).
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
-
-/// The content of an OCI layout's `oci-layout` file.
-pub const OCI_LAYOUT_FILE: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+pub use ocibuild_image::layout::{OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
 
 /// Parses one `--annotation KEY=VALUE` (the value may be empty and may contain `=`).
 pub fn parse_annotation(spec: &str) -> Result<(String, String)> {
@@ -154,58 +149,16 @@ fn manifest_descriptor(image: &Image, manifested: &Manifested, ref_name: Option<
     Value::Object(descriptor)
 }
 
-/// `index` (an existing `index.json`, or `{}`) with `descriptor` added: entries it replaces
-/// (same ref name, or unnamed with the same digest) are dropped, the rest is kept.
-fn add_to_index(
-    index: Value,
-    descriptor: Value,
-    ref_name: Option<&str>,
-) -> std::result::Result<Value, String> {
-    let Value::Object(mut index) = index else {
-        return Err("index.json is not a JSON object".into());
-    };
-    let name_of = |d: &Value| {
-        d.get("annotations")
-            .and_then(|a| a.get(REF_NAME_ANNOTATION))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let digest = descriptor.get("digest").cloned();
-    let mut manifests = match index.remove("manifests") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(entries)) => entries,
-        Some(_) => return Err("\"manifests\" in index.json is not an array".into()),
-    };
-    manifests.retain(|entry| match ref_name {
-        Some(name) => name_of(entry).as_deref() != Some(name),
-        None => !(name_of(entry).is_none() && entry.get("digest") == digest.as_ref()),
-    });
-    manifests.push(descriptor);
-    index.insert("schemaVersion".into(), 2.into());
-    index
-        .entry("mediaType")
-        .or_insert_with(|| media_types::OCI_INDEX.into());
-    index.insert("manifests".into(), Value::Array(manifests));
-    Ok(Value::Object(index))
-}
-
 /// Writes `oci-layout` unless the directory already is a layout (an unreadable marker is
 /// an error: the directory is something else).
 fn write_layout_marker(dir: &Path) -> Result<()> {
     let path = dir.join("oci-layout");
     match fs::read(&path) {
-        Ok(bytes) => {
-            let version = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("imageLayoutVersion").cloned());
-            match version {
-                Some(Value::String(_)) => Ok(()),
-                _ => Err(BuildError::Options(format!(
-                    "{}: not an OCI layout marker (expected {OCI_LAYOUT_FILE})",
-                    path.display()
-                ))),
-            }
-        }
+        Ok(bytes) if ocibuild_image::layout::is_layout_marker(&bytes) => Ok(()),
+        Ok(_) => Err(BuildError::Options(format!(
+            "{}: not an OCI layout marker (expected {OCI_LAYOUT_FILE})",
+            path.display()
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             write_atomically(&path, OCI_LAYOUT_FILE.as_bytes())
         }
@@ -217,24 +170,9 @@ fn write_layout_marker(dir: &Path) -> Result<()> {
 /// `algorithm:encoded` with the characters the OCI spec allows (no path separators).
 fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
     let bad = || BuildError::Options(format!("invalid blob digest {digest:?}"));
-    let (alg, encoded) = digest.split_once(':').ok_or_else(bad)?;
-    let alg_ok = !alg.is_empty()
-        && alg
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b))
-        && alg
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric());
-    let encoded_ok = !encoded.is_empty()
-        && encoded
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b));
-    if !alg_ok || !encoded_ok {
-        return Err(bad());
-    }
+    let path = ocibuild_image::layout::blob_path(dir, digest).ok_or_else(bad)?;
     ocibuild_registry::reference::validate_digest(digest).map_err(|_| bad())?;
-    Ok(dir.join("blobs").join(alg).join(encoded))
+    Ok(path)
 }
 
 /// Whether `path` is already a file of `size` bytes (blobs are content addressed).
@@ -279,44 +217,15 @@ fn create_parent(path: &Path) -> Result<()> {
     }
 }
 
-/// `path` with a `.partial-<pid>` suffix, in the same directory.
-fn temp_sibling(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".partial-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 /// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path);
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(BuildError::io(path))
+    write_atomic(&temp_sibling(path), path, bytes).map_err(|e| BuildError::io(path)(e.source))
 }
 
 /// Refuses ref names the OCI image-layout spec does not allow (components of letters and
 /// digits separated by `-._:@+/` or `--`).
 fn check_ref_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:@+/".contains(&b))
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphanumeric());
-    if ok {
+    if ocibuild_image::layout::is_valid_ref_name(name) {
         Ok(())
     } else {
         Err(BuildError::Options(format!(
@@ -518,15 +427,6 @@ pub fn describe_plan(plan: &Plan, target: usize) -> String {
     out
 }
 
-/// `--dryrun`: reads the Dockerfile of `opts` (found as `build` finds it), makes the plan
-/// for the target platform with the build args, and returns [`describe_plan`] of the
-/// target. Nothing is pulled, run or written.
-pub fn dry_run(opts: &BuildOptions) -> Result<String> {
-    let (_, _, plan) = crate::build::load_plan(opts)?;
-    let target = plan.target(opts.target.as_deref())?;
-    Ok(describe_plan(&plan, target))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,38 +485,6 @@ mod tests {
         );
         assert!(parse_annotation("novalue").is_err());
         assert!(parse_annotation("=v").is_err());
-    }
-
-    #[test]
-    fn index_entries_with_the_same_ref_name_are_replaced_and_others_kept() {
-        let old = json!({
-            "schemaVersion": 2,
-            "annotations": {"keep": "me"},
-            "manifests": [
-                {"mediaType": "m", "digest": "sha256:1", "size": 1,
-                 "annotations": {REF_NAME_ANNOTATION: "v1"}},
-                {"mediaType": "m", "digest": "sha256:2", "size": 1,
-                 "annotations": {REF_NAME_ANNOTATION: "v2"}},
-                {"mediaType": "m", "digest": "sha256:3", "size": 1}
-            ]
-        });
-        let new = json!({"mediaType": "m", "digest": "sha256:9", "size": 1,
-                         "annotations": {REF_NAME_ANNOTATION: "v1"}});
-        let index = add_to_index(old.clone(), new, Some("v1")).unwrap();
-        let digests: Vec<&str> = index["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["digest"].as_str().unwrap())
-            .collect();
-        assert_eq!(digests, ["sha256:2", "sha256:3", "sha256:9"]);
-        assert_eq!(index["annotations"]["keep"], "me");
-        assert_eq!(index["mediaType"], media_types::OCI_INDEX);
-        let unnamed = json!({"mediaType": "m", "digest": "sha256:3", "size": 1});
-        let index = add_to_index(old, unnamed, None).unwrap();
-        assert_eq!(index["manifests"].as_array().unwrap().len(), 3);
-        assert!(add_to_index(json!([]), json!({}), None).is_err());
-        assert!(add_to_index(json!({"manifests": 1}), json!({}), None).is_err());
     }
 
     #[test]

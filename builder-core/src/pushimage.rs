@@ -25,7 +25,7 @@
 //!
 //! `docker-archive:` and `oci:` prefixes (skopeo's transport names) are accepted.
 
-use crate::output::REF_NAME_ANNOTATION;
+use ocibuild_image::layout::REF_NAME_ANNOTATION;
 use ocibuild_registry::{media_types, Client, ClientOptions, Reference};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -479,7 +479,7 @@ fn prepare_archive(path: &Path, work_dir: Option<&Path>) -> Result<PreparedImage
         blobs: dedup(blobs),
         children: Vec::new(),
         top: ManifestBlob {
-            digest: crate::image::sha256_digest(&bytes),
+            digest: ocibuild_image::digest::sha256_digest(&bytes),
             media_type: manifest_type.to_string(),
             bytes,
         },
@@ -670,7 +670,7 @@ impl LayoutWalk<'_> {
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let actual = crate::image::sha256_digest(&bytes);
+        let actual = ocibuild_image::digest::sha256_digest(&bytes);
         if actual != digest {
             return Err(invalid(format!(
                 "manifest {digest} is corrupt: its content hashes to {actual}"
@@ -890,7 +890,7 @@ mod tests {
     fn archives_with_plain_layers_and_links_become_docker_manifests() {
         let dir = tempfile::tempdir().unwrap();
         let layer = layer_tar();
-        let diff_id = crate::image::sha256_digest(&layer);
+        let diff_id = ocibuild_image::digest::sha256_digest(&layer);
         let config = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#);
         let manifest =
             r#"[{"Config":"config.json","RepoTags":["a:1"],"Layers":["def/layer.tar"]}]"#;
@@ -903,7 +903,7 @@ mod tests {
         assert_eq!(m["layers"][0]["digest"], diff_id.as_str());
         assert_eq!(
             m["config"]["digest"],
-            crate::image::sha256_digest(config.as_bytes()).as_str()
+            ocibuild_image::digest::sha256_digest(config.as_bytes()).as_str()
         );
         assert_eq!(image.blobs.len(), 2);
         assert_eq!(fs::read(&image.blobs[1].path).unwrap(), layer);

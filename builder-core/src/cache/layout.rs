@@ -36,7 +36,7 @@ use super::fsutil::{
 };
 use super::registry::{entry_config, entry_from_config, entry_manifest};
 use super::{CacheError, CachedLayer};
-use crate::output::{OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
+use ocibuild_image::layout::{OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
 
 /// The largest manifest or config blob read back (entries are a few hundred bytes).
 const MAX_METADATA_BLOB: u64 = 4 << 20;
@@ -210,7 +210,7 @@ impl LayoutCache {
             }
             Err(e) => return Err(CacheError::io("read", &path)(e)),
         };
-        let actual = crate::image::sha256_digest(&bytes);
+        let actual = ocibuild_image::digest::sha256_digest(&bytes);
         if actual != digest || bytes.len() as u64 != size {
             warnings.push(format!(
                 "layout cache entry {key}: its {what} {digest} is corrupt (content hashes to {actual}, {} bytes); ignored",
@@ -337,10 +337,10 @@ impl LayoutCache {
             sync_dir(&self.blobs)?;
         }
         let config = entry_config(layer)?;
-        let config_digest = crate::image::sha256_digest(&config);
+        let config_digest = ocibuild_image::digest::sha256_digest(&config);
         self.put_small_blob(&config_digest, &config)?;
         let manifest = entry_manifest(layer, &config_digest, config.len() as u64)?;
-        let manifest_digest = crate::image::sha256_digest(&manifest);
+        let manifest_digest = ocibuild_image::digest::sha256_digest(&manifest);
         self.put_small_blob(&manifest_digest, &manifest)?;
         let entry = json!({
             "mediaType": media_types::OCI_MANIFEST,
@@ -382,7 +382,7 @@ mod tests {
     fn layer_file(dir: &Path, content: &[u8]) -> (CachedLayer, PathBuf) {
         let file = dir.join("layer.tar");
         fs::write(&file, content).unwrap();
-        let digest = crate::image::sha256_digest(content);
+        let digest = ocibuild_image::digest::sha256_digest(content);
         (
             CachedLayer {
                 digest: digest.clone(),
@@ -390,7 +390,7 @@ mod tests {
                 size: content.len() as u64,
                 media_type: media_types::OCI_LAYER_TAR.into(),
                 created_by: "RUN true".into(),
-                created: crate::time::now_rfc3339(),
+                created: ocibuild_image::time::now_rfc3339(),
             },
             file,
         )

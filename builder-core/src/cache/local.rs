@@ -511,7 +511,7 @@ fn count_json(dir: &Path) -> Result<u64, CacheError> {
 /// Checks that `manifest` hashes to `manifest_digest`, names a sha256 config and that
 /// `config` hashes to it.
 fn check_image(manifest_digest: &str, manifest: &[u8], config: &[u8]) -> Result<(), CacheError> {
-    let actual = crate::image::sha256_digest(manifest);
+    let actual = ocibuild_image::digest::sha256_digest(manifest);
     if actual != manifest_digest {
         return Err(CacheError::DigestMismatch {
             what: "the image manifest".into(),
@@ -531,7 +531,7 @@ fn check_image(manifest_digest: &str, manifest: &[u8], config: &[u8]) -> Result<
         serde_json::from_slice(manifest).map_err(|e| CacheError::InvalidEntry {
             reason: format!("the manifest {manifest_digest} is not an image manifest: {e}"),
         })?;
-    let actual = crate::image::sha256_digest(config);
+    let actual = ocibuild_image::digest::sha256_digest(config);
     if actual != parsed.config.digest {
         return Err(CacheError::DigestMismatch {
             what: format!("the config of image {manifest_digest}"),

@@ -94,7 +94,7 @@ impl CachedLayer {
             size: info.size,
             media_type: info.oci_media_type().to_string(),
             created_by: created_by.to_string(),
-            created: crate::time::now_rfc3339(),
+            created: ocibuild_image::time::now_rfc3339(),
         }
     }
 

@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn rfc3339_round_trips_with_the_formatter() {
         for secs in [0u64, 951_782_400, 1_795_435_200, 4_102_444_799] {
-            let text = crate::time::rfc3339(secs);
+            let text = ocibuild_image::time::rfc3339(secs);
             assert_eq!(parse_rfc3339(&text), Ok(secs as i64), "{text}");
         }
         assert_eq!(parse_rfc3339("1970-01-01T02:00:00.123+02:00"), Ok(0));

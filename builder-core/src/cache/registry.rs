@@ -202,7 +202,7 @@ impl RegistryCache {
                 .map_err(self.registry_error(format!("upload of layer {}", layer.digest)))?;
         }
         let config = entry_config(layer)?;
-        let config_digest = crate::image::sha256_digest(&config);
+        let config_digest = ocibuild_image::digest::sha256_digest(&config);
         let config_exists = self
             .client
             .blob_exists(&reference, &config_digest)
