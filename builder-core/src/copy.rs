@@ -33,6 +33,7 @@
 use crate::fetch::{self, FetchError, FetchedFile};
 use filetime::FileTime;
 use ocibuild_dockerfile::pathmatch::{self, IgnoreRules, PathPattern};
+use ocibuild_image::compression::{sniff, Sniffed};
 use ocibuild_snapshot::{Dir, RootDir};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -1081,13 +1082,13 @@ pub(crate) fn extract_tar_stream<R: Read>(reader: R, name: &Path, dest: &Path) -
     let n = read_full(&mut reader, &mut head).map_err(io_err(name))?;
     let whole = io::Cursor::new(head[..n].to_vec()).chain(reader);
     let reader: Box<dyn Read + '_> = match sniff(&head[..n]) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(whole))),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::new(whole))),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
+        Sniffed::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(whole))),
+        Sniffed::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::new(whole))),
+        Sniffed::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
             whole,
         ))),
-        Compression::Zstd => Box::new(zstd::Decoder::new(whole).map_err(io_err(name))?),
-        Compression::None => Box::new(whole),
+        Sniffed::Zstd => Box::new(zstd::Decoder::new(whole).map_err(io_err(name))?),
+        Sniffed::Plain => Box::new(whole),
     };
     let from = SourceRoot {
         dir: dest,
@@ -1138,30 +1139,6 @@ fn set_mtime(dir: &Dir, name: &OsStr, meta: &fs::Metadata) -> Result<()> {
     Ok(dir.set_times(name, mtime, mtime)?)
 }
 
-/// Compression told by magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-fn sniff(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if head.starts_with(b"BZh") {
-        Compression::Bzip2
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Compression::Xz
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
-
 /// Opens `path` decompressing it as its first bytes say.
 fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
     let mut file = fs::File::open(path).map_err(io_err(path))?;
@@ -1169,13 +1146,13 @@ fn open_decompressed(path: &Path) -> Result<Box<dyn Read>> {
     let n = read_full(&mut file, &mut head).map_err(io_err(path))?;
     let file = fs::File::open(path).map_err(io_err(path))?;
     let reader: Box<dyn Read> = match sniff(&head[..n]) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::new(file))),
-        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
+        Sniffed::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))),
+        Sniffed::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::new(file))),
+        Sniffed::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
             file,
         ))),
-        Compression::Zstd => Box::new(zstd::Decoder::new(file).map_err(io_err(path))?),
-        Compression::None => Box::new(BufReader::new(file)),
+        Sniffed::Zstd => Box::new(zstd::Decoder::new(file).map_err(io_err(path))?),
+        Sniffed::Plain => Box::new(BufReader::new(file)),
     };
     Ok(reader)
 }

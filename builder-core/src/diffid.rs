@@ -5,6 +5,7 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use ocibuild_image::compression::{sniff, Sniffed};
 use ocibuild_registry::BlobObserver;
 use sha2::{Digest, Sha256};
 
@@ -114,15 +115,13 @@ impl DiffIdHasher {
 /// The state for a blob starting with `magic`.
 fn start(magic: &[u8]) -> State {
     let hash = HashWriter(Sha256::new());
-    if magic.starts_with(&[0x1f, 0x8b]) {
-        State::Gzip(Box::new(flate2::write::MultiGzDecoder::new(hash)))
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        match zstd::stream::write::Decoder::new(hash) {
+    match sniff(magic) {
+        Sniffed::Gzip => State::Gzip(Box::new(flate2::write::MultiGzDecoder::new(hash))),
+        Sniffed::Zstd => match zstd::stream::write::Decoder::new(hash) {
             Ok(d) => State::Zstd(Box::new(d)),
             Err(e) => State::Failed(e),
-        }
-    } else {
-        State::Plain(hash)
+        },
+        Sniffed::Plain | Sniffed::Bzip2 | Sniffed::Xz => State::Plain(hash),
     }
 }
 

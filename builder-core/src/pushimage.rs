@@ -25,6 +25,7 @@
 //!
 //! `docker-archive:` and `oci:` prefixes (skopeo's transport names) are accepted.
 
+use ocibuild_image::compression::{self, Sniffed};
 use ocibuild_image::layout::REF_NAME_ANNOTATION;
 use ocibuild_registry::{media_types, Client, ClientOptions, Reference};
 use serde_json::Value;
@@ -233,13 +234,12 @@ enum Compression {
     Zstd,
 }
 
+/// The layer compression `magic` reveals (bzip2 and xz are no layer compression: plain).
 fn sniff(magic: &[u8]) -> Compression {
-    if magic.starts_with(&[0x1f, 0x8b]) {
-        Compression::Gzip
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Compression::Zstd
-    } else {
-        Compression::None
+    match compression::sniff(magic) {
+        Sniffed::Gzip => Compression::Gzip,
+        Sniffed::Zstd => Compression::Zstd,
+        Sniffed::Plain | Sniffed::Bzip2 | Sniffed::Xz => Compression::None,
     }
 }
 

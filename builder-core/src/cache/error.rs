@@ -123,3 +123,13 @@ impl CacheError {
         }
     }
 }
+
+impl From<ocibuild_image::atomic::IoError> for CacheError {
+    fn from(e: ocibuild_image::atomic::IoError) -> CacheError {
+        CacheError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
+use ocibuild_image::atomic;
 
 use super::CacheError;
 
@@ -53,23 +53,7 @@ pub(crate) fn validate_key(key: &str) -> Result<(), CacheError> {
     Ok(())
 }
 
-/// `sha256:<hex>` and size of what `reader` yields.
-pub(crate) fn sha256_of(mut reader: impl Read) -> io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
-}
+pub(crate) use ocibuild_image::digest::sha256_reader as sha256_of;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -88,9 +72,7 @@ pub(crate) fn temp_name(tmp_dir: &Path, what: &str) -> PathBuf {
 
 /// fsyncs directory `dir` so that a rename into it survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), CacheError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(CacheError::io("sync directory", dir))
+    atomic::sync_dir(dir).map_err(CacheError::from)
 }
 
 /// Removes `path` when it is missing is fine too.
@@ -104,23 +86,7 @@ pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Writes `bytes` to `dest` atomically: a temporary file in `tmp_dir`, fsync, rename,
 /// fsync of `dest`'s directory.
 pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    let tmp = temp_name(tmp_dir, "write");
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(CacheError::io("create", &tmp))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(CacheError::io("write", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, dest).map_err(CacheError::io("rename into place", dest))
-    })();
-    if result.is_err() {
-        let _ = remove_if_exists(&tmp);
-    }
-    result?;
+    atomic::write_atomic(&temp_name(tmp_dir, "write"), dest, bytes)?;
     sync_dir(dest.parent().unwrap_or(Path::new(".")))
 }
 

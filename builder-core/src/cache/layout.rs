@@ -36,7 +36,7 @@ use super::fsutil::{
 };
 use super::registry::{entry_config, entry_from_config, entry_manifest};
 use super::{CacheError, CachedLayer};
-use ocibuild_image::layout::{OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
+use ocibuild_image::layout::{self, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
 
 /// The largest manifest or config blob read back (entries are a few hundred bytes).
 const MAX_METADATA_BLOB: u64 = 4 << 20;
@@ -66,16 +66,12 @@ impl LayoutCache {
         }
         let marker = dir.join("oci-layout");
         match fs::read(&marker) {
-            Ok(bytes) => {
-                let version = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v.get("imageLayoutVersion").cloned());
-                if !matches!(version, Some(Value::String(_))) {
-                    return Err(CacheError::InvalidLayout {
-                        dir: dir.to_path_buf(),
-                        reason: format!("oci-layout is not a layout marker ({OCI_LAYOUT_FILE})"),
-                    });
-                }
+            Ok(bytes) if layout::is_layout_marker(&bytes) => {}
+            Ok(_) => {
+                return Err(CacheError::InvalidLayout {
+                    dir: dir.to_path_buf(),
+                    reason: format!("oci-layout is not a layout marker ({OCI_LAYOUT_FILE})"),
+                })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 write_atomic(&cache.tmp, &marker, OCI_LAYOUT_FILE.as_bytes())?;
@@ -85,7 +81,7 @@ impl LayoutCache {
         let _lock = cache.lock()?;
         let index = cache.read_index()?;
         if !cache.dir.join("index.json").exists() {
-            cache.write_index(index)?;
+            cache.write_index(layout::complete_index(index))?;
         }
         Ok(cache)
     }
@@ -131,32 +127,16 @@ impl LayoutCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Map::new()),
             Err(e) => return Err(CacheError::io("read", &path)(e)),
         };
-        let bad = |reason: String| CacheError::InvalidLayout {
+        layout::parse_index(&bytes).map_err(|reason| CacheError::InvalidLayout {
             dir: self.dir.clone(),
             reason,
-        };
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(index)) => match index.get("manifests") {
-                None | Some(Value::Null | Value::Array(_)) => Ok(index),
-                Some(_) => Err(bad("\"manifests\" in index.json is not an array".into())),
-            },
-            Ok(_) => Err(bad("index.json is not a JSON object".into())),
-            Err(e) => Err(bad(format!("index.json is not valid JSON ({e})"))),
-        }
+        })
     }
 
-    fn write_index(&self, mut index: Map<String, Value>) -> Result<(), CacheError> {
-        index.insert("schemaVersion".into(), 2.into());
-        index
-            .entry("mediaType")
-            .or_insert_with(|| media_types::OCI_INDEX.into());
-        index
-            .entry("manifests")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        let bytes =
-            serde_json::to_vec(&Value::Object(index)).map_err(|e| CacheError::InvalidEntry {
-                reason: format!("cannot serialise index.json: {e}"),
-            })?;
+    fn write_index(&self, index: Value) -> Result<(), CacheError> {
+        let bytes = serde_json::to_vec(&index).map_err(|e| CacheError::InvalidEntry {
+            reason: format!("cannot serialise index.json: {e}"),
+        })?;
         write_atomic(&self.tmp, &self.dir.join("index.json"), &bytes)
     }
 
@@ -166,12 +146,10 @@ impl LayoutCache {
         let Some(Value::Array(entries)) = index.get("manifests") else {
             return Ok(None);
         };
-        let entry = entries.iter().rev().find(|e| {
-            e.get("annotations")
-                .and_then(|a| a.get(REF_NAME_ANNOTATION))
-                .and_then(Value::as_str)
-                == Some(key)
-        });
+        let entry = entries
+            .iter()
+            .rev()
+            .find(|e| layout::ref_name_of(e) == Some(key));
         match entry {
             None => Ok(None),
             Some(e) => serde_json::from_value(e.clone()).map(Some).map_err(|err| {
@@ -349,19 +327,13 @@ impl LayoutCache {
             "annotations": { REF_NAME_ANNOTATION: key },
         });
         let _lock = self.lock()?;
-        let mut index = self.read_index()?;
-        let mut entries = match index.remove("manifests") {
-            Some(Value::Array(entries)) => entries,
-            _ => Vec::new(),
-        };
-        entries.retain(|e| {
-            e.get("annotations")
-                .and_then(|a| a.get(REF_NAME_ANNOTATION))
-                .and_then(Value::as_str)
-                != Some(key)
-        });
-        entries.push(entry);
-        index.insert("manifests".into(), Value::Array(entries));
+        let index = layout::complete_index(self.read_index()?);
+        let index = layout::add_to_index(index, entry, Some(key)).map_err(|reason| {
+            CacheError::InvalidLayout {
+                dir: self.dir.clone(),
+                reason,
+            }
+        })?;
         self.write_index(index)
     }
 
