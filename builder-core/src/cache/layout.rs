@@ -281,17 +281,7 @@ impl LayoutCache {
     /// that name). Every file goes through a temporary file, fsync and rename.
     pub fn put(&self, key: &str, layer: &CachedLayer, file: &Path) -> Result<(), CacheError> {
         validate_key(key)?;
-        layer.validate()?;
-        let size = fs::metadata(file)
-            .map_err(CacheError::io("read", file))?
-            .len();
-        if size != layer.size {
-            return Err(CacheError::SizeMismatch {
-                path: file.to_path_buf(),
-                expected: layer.size,
-                actual: size,
-            });
-        }
+        layer.check_file(file)?;
         let blob = self.blob_path(&layer.digest)?;
         let present = matches!(
             check_blob(&blob, &layer.digest, Some(layer.size))

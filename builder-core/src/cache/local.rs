@@ -211,19 +211,9 @@ impl LocalCache {
     /// the mismatch and drop the entry with a warning.
     pub fn put(&self, key: &str, layer: &CachedLayer, file: &Path) -> Result<(), CacheError> {
         validate_key(key)?;
-        layer.validate()?;
+        layer.check_file(file)?;
         let hex = digest_hex(&layer.digest)?;
-        let size = fs::metadata(file)
-            .map_err(CacheError::io("read", file))?
-            .len();
-        if size != layer.size {
-            return Err(CacheError::SizeMismatch {
-                path: file.to_path_buf(),
-                expected: layer.size,
-                actual: size,
-            });
-        }
-        self.place_blob(hex, &layer.digest, file, size)?;
+        self.place_blob(hex, &layer.digest, file, layer.size)?;
         let json = serde_json::to_vec_pretty(layer).map_err(|e| CacheError::InvalidEntry {
             reason: format!("cannot serialise it: {e}"),
         })?;

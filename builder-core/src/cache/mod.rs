@@ -98,6 +98,29 @@ impl CachedLayer {
         }
     }
 
+    /// The preamble of a store's `put`: the entry is valid ([`CachedLayer::validate`]) and
+    /// `file`, the layer blob, has the size the entry announces.
+    pub(crate) fn check_file(&self, file: &Path) -> Result<(), CacheError> {
+        self.validate()?;
+        let size = std::fs::metadata(file)
+            .map_err(CacheError::io("read", file))?
+            .len();
+        self.check_size(file, size)
+    }
+
+    /// Fails with [`CacheError::SizeMismatch`] unless `size`, the size of `file`, is the
+    /// size the entry announces.
+    pub(crate) fn check_size(&self, file: &Path, size: u64) -> Result<(), CacheError> {
+        if size == self.size {
+            return Ok(());
+        }
+        Err(CacheError::SizeMismatch {
+            path: file.to_path_buf(),
+            expected: self.size,
+            actual: size,
+        })
+    }
+
     /// Checks the fields a store relies on: both digests are `sha256:` + 64 lowercase hex,
     /// the media type is not empty and `created` is an RFC 3339 time.
     pub fn validate(&self) -> Result<(), CacheError> {

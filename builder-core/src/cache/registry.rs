@@ -183,13 +183,7 @@ impl RegistryCache {
             .await
             .map_err(CacheError::io("read", file))?
             .len();
-        if size != layer.size {
-            return Err(CacheError::SizeMismatch {
-                path: file.to_path_buf(),
-                expected: layer.size,
-                actual: size,
-            });
-        }
+        layer.check_size(file, size)?;
         let exists = self
             .client
             .blob_exists(&reference, &layer.digest)
