@@ -6,10 +6,7 @@ use sha2::{Digest as _, Sha256};
 use crate::error::{Error, Result};
 use crate::reference::{validate_digest, Reference};
 
-/// sha256 digest string of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+pub use ocibuild_image::digest::sha256_digest;
 
 /// The digest string of everything fed to `hasher`.
 pub(crate) fn finish(hasher: Sha256) -> String {

@@ -1,9 +1,10 @@
 //! SHA-256 helpers: hashing files and hashing everything written through a writer.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
+use ocibuild_image::digest::sha256_reader;
 use sha2::{Digest, Sha256};
 
 use crate::error::{io_err, Result};
@@ -15,17 +16,9 @@ fn format_digest(hasher: Sha256) -> String {
 
 /// Returns `sha256:<hex>` of the file at `path`, reading it in chunks.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).map_err(io_err(path, "open"))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf).map_err(io_err(path, "read"))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(format_digest(hasher))
+    let file = File::open(path).map_err(io_err(path, "open"))?;
+    let (digest, _) = sha256_reader(file).map_err(io_err(path, "read"))?;
+    Ok(digest)
 }
 
 /// A writer that passes bytes on to `W` while hashing and counting them.

@@ -20,6 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
+use ocibuild_image::compression::{sniff, Sniffed};
 use tar::EntryType;
 
 use crate::error::{io_err, Error, Result};
@@ -48,25 +49,6 @@ pub struct UnpackStats {
     pub xattr_failures: u64,
 }
 
-/// Compression of a layer file, told by its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sniffed {
-    Gzip,
-    Zstd,
-    Plain,
-}
-
-/// Tells the compression from the magic bytes at the start of a file.
-fn sniff(magic: &[u8]) -> Sniffed {
-    if magic.starts_with(&[0x1f, 0x8b]) {
-        Sniffed::Gzip
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Sniffed::Zstd
-    } else {
-        Sniffed::Plain
-    }
-}
-
 /// Applies the layer file at `path` onto `rootfs`; gzip, zstd and plain tar
 /// are recognised by their magic bytes.
 pub fn unpack_layer_file(path: &Path, rootfs: &Path) -> Result<UnpackStats> {
@@ -93,7 +75,7 @@ pub fn unpack_layer_file_skipping(
             let decoder = zstd::Decoder::with_buffer(reader).map_err(io_err(path, "start zstd"))?;
             unpack_skipping(decoder, rootfs, skip)
         }
-        Sniffed::Plain => unpack_skipping(reader, rootfs, skip),
+        Sniffed::Plain | Sniffed::Bzip2 | Sniffed::Xz => unpack_skipping(reader, rootfs, skip),
     };
     result.map_err(|e| match e {
         Error::TarRead { source } => Error::io(path, "read layer", source),
