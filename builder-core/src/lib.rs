@@ -31,6 +31,7 @@ mod blocking;
 pub mod build;
 pub mod cache;
 pub mod cancel;
+mod chain;
 pub mod context;
 pub mod contextfile;
 pub mod copy;

@@ -26,7 +26,7 @@
 //! `docker-archive:` and `oci:` prefixes (skopeo's transport names) are accepted.
 
 use ocibuild_image::compression::{self, Sniffed};
-use ocibuild_image::layout::REF_NAME_ANNOTATION;
+use ocibuild_image::layout;
 use ocibuild_registry::{media_types, Client, ClientOptions, Reference};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -567,12 +567,7 @@ fn prepare_layout(dir: &Path, name: Option<&str>) -> Result<PreparedImage> {
         .get("manifests")
         .and_then(Value::as_array)
         .ok_or_else(|| invalid("index.json has no \"manifests\" list".into()))?;
-    let name_of = |e: &Value| {
-        e.get("annotations")
-            .and_then(|a| a.get(REF_NAME_ANNOTATION))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let name_of = |e: &Value| layout::ref_name_of(e).map(str::to_string);
     let names = || {
         let list: Vec<String> = entries
             .iter()
