@@ -21,7 +21,7 @@
 //! layers only when an instruction needs files (RUN, COPY, ADD, WORKDIR), so metadata-only
 //! builds unpack nothing. Every filesystem step is snapshotted into its own layer.
 
-use crate::cache::{LayerCache, LocalCache, RegistryCache};
+use crate::cache::{CacheStore, LayerCache, LayoutCache, LocalCache, ReadOnly, RegistryCache};
 use crate::cancel::CancelToken;
 use crate::contextfile::{self, DockerfileLocation};
 use crate::error::{BuildError, Result};
@@ -727,40 +727,51 @@ fn layer_cache(
         }
         _ => None,
     };
-    let (mut registry, mut layout) = (None, None);
-    match repo {
-        Some(repo) if repo.starts_with("oci:") => {
-            let dir = &repo["oci:".len()..];
-            if dir.is_empty() {
-                return Err(BuildError::Options(
-                    "--cache-repo oci:: give the OCI layout directory, as in oci:/path/to/layout"
-                        .into(),
-                ));
-            }
-            layout = Some(
-                crate::cache::LayoutCache::open(Path::new(dir), opts.cache_ttl)
-                    .map_err(|e| BuildError::Options(format!("--cache-repo {repo}: {e}")))?,
-            );
-        }
-        Some(repo) => {
-            registry = Some(
-                RegistryCache::new(client.clone(), &repo, opts.cache_ttl)
-                    .map_err(|e| BuildError::Options(format!("--cache-repo {repo}: {e}")))?,
-            );
-        }
-        None => {}
+    let mut stores: Vec<Box<dyn CacheStore>> = Vec::new();
+    if let Some(local) = local {
+        stores.push(Box::new(local));
     }
-    if local.is_none() && registry.is_none() && layout.is_none() {
+    if let Some(repo) = repo {
+        stores.push(shared_store(opts, client, &repo)?);
+    }
+    if stores.is_empty() {
         return Err(BuildError::Options(
             "the layer cache needs a store: pass --cache-dir DIR or --cache-repo REGISTRY/REPO or oci:DIR (or a --destination)".into(),
         ));
     }
-    Ok(LayerCache {
-        local,
-        registry,
-        layout,
-        registry_read_only: opts.no_push_cache,
-    })
+    Ok(LayerCache::new(stores))
+}
+
+/// The store of cache repository `repo`: an OCI layout for `oci:DIR`, a registry
+/// repository otherwise; read-only with `--no-push-cache`.
+fn shared_store(opts: &BuildOptions, client: &Client, repo: &str) -> Result<Box<dyn CacheStore>> {
+    let invalid = |e| BuildError::Options(format!("--cache-repo {repo}: {e}"));
+    let store: Box<dyn CacheStore> = match repo.strip_prefix("oci:") {
+        Some("") => {
+            return Err(BuildError::Options(
+                "--cache-repo oci:: give the OCI layout directory, as in oci:/path/to/layout"
+                    .into(),
+            ))
+        }
+        Some(dir) => read_only_if(
+            opts.no_push_cache,
+            LayoutCache::open(Path::new(dir), opts.cache_ttl).map_err(invalid)?,
+        ),
+        None => read_only_if(
+            opts.no_push_cache,
+            RegistryCache::new(client.clone(), repo, opts.cache_ttl).map_err(invalid)?,
+        ),
+    };
+    Ok(store)
+}
+
+/// `store`, wrapped in [`ReadOnly`] when `read_only`.
+fn read_only_if<S: CacheStore + 'static>(read_only: bool, store: S) -> Box<dyn CacheStore> {
+    if read_only {
+        Box::new(ReadOnly(store))
+    } else {
+        Box::new(store)
+    }
 }
 
 /// The ignore list for building in `/`, after refusing to do so outside a container.

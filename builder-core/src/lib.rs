@@ -29,7 +29,6 @@
 mod api;
 mod blocking;
 pub mod build;
-pub mod cache;
 pub mod cancel;
 mod chain;
 pub mod context;
@@ -51,6 +50,7 @@ pub use api::{Build, BuiltImage, BuiltLayer, Context, Dockerfile};
 pub use build::{build, BuildEvent, BuildOptions, BuildOutput};
 pub use cancel::CancelToken;
 pub use error::BuildError;
+pub use ocibuild_cache as cache;
 pub use ocibuild_dockerfile::parser as dockerfile;
 pub use ocibuild_dockerfile::{expand, pathmatch, plan};
 pub use ocibuild_image::{config, time};

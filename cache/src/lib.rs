@@ -16,7 +16,8 @@
 //!   for air-gapped CI); each entry is a one-layer image named in `index.json` with the
 //!   key as `org.opencontainers.image.ref.name`.
 //!
-//! [`LayerCache`] combines them.
+//! Each is a [`CacheStore`]; [`LayerCache`] combines any number of them, so a new store is
+//! a new implementation of that trait.
 //!
 //! # Directory layout of a [`LocalCache`]
 //!
@@ -46,6 +47,9 @@
 //! A path returned by a hit stays valid until the blob is evicted, possibly by another
 //! process: open the file (an open descriptor survives removal) or hard-link it right away.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod error;
 mod fsutil;
 mod key;
@@ -53,6 +57,7 @@ mod layout;
 mod local;
 mod parse;
 mod registry;
+mod store;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -66,6 +71,7 @@ pub use layout::LayoutCache;
 pub use local::{CacheUsage, LocalCache};
 pub use parse::{parse_size, parse_ttl};
 pub use registry::RegistryCache;
+pub use store::{CacheStore, LayerCache, ReadOnly, StoreFuture};
 
 /// What a cache entry records about a step: enough to reuse its layer and history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,90 +173,5 @@ impl CacheHit {
         match self {
             CacheHit::Local { layer, .. } | CacheHit::Registry { layer, .. } => layer,
         }
-    }
-}
-
-/// A local, an OCI layout and/or a registry cache used together: lookups try the local
-/// directory first, then the layout, then the registry; stores go to all of them.
-#[derive(Debug, Default)]
-pub struct LayerCache {
-    /// The local directory cache, if any.
-    pub local: Option<LocalCache>,
-    /// The registry cache, if any.
-    pub registry: Option<RegistryCache>,
-    /// The OCI layout cache (`--cache-repo oci:DIR`), if any.
-    pub layout: Option<LayoutCache>,
-    /// Look layers up in the registry (or layout) cache but never store them there
-    /// (`--no-push-cache`).
-    pub registry_read_only: bool,
-}
-
-impl LayerCache {
-    /// Whether neither store is configured.
-    pub fn is_empty(&self) -> bool {
-        self.local.is_none() && self.registry.is_none() && self.layout.is_none()
-    }
-
-    /// Looks `key` up in the local cache, then in the layout cache, then in the registry
-    /// cache. A layout or registry error is not fatal: it becomes a warning and the lookup
-    /// is a miss.
-    pub async fn get(
-        &self,
-        key: &str,
-        warnings: &mut Vec<String>,
-    ) -> Result<Option<CacheHit>, CacheError> {
-        if let Some(local) = &self.local {
-            if let Some((layer, path)) = local.get(key, warnings)? {
-                return Ok(Some(CacheHit::Local { layer, path }));
-            }
-        }
-        if let Some(layout) = &self.layout {
-            match layout.get(key, warnings) {
-                Ok(Some((layer, path))) => return Ok(Some(CacheHit::Local { layer, path })),
-                Ok(None) => {}
-                Err(e) => warnings.push(format!("layer cache lookup of {key} failed: {e}")),
-            }
-        }
-        if let Some(registry) = &self.registry {
-            match registry.get(key, warnings).await {
-                Ok(Some(layer)) => {
-                    return Ok(Some(CacheHit::Registry {
-                        layer,
-                        repository: registry.reference(key)?,
-                    }))
-                }
-                Ok(None) => {}
-                Err(e) => warnings.push(format!("layer cache lookup of {key} failed: {e}")),
-            }
-        }
-        Ok(None)
-    }
-
-    /// Stores the layer `file` under `key` in every configured store. Failures do not stop
-    /// the other store; they are returned as warnings.
-    pub async fn put(&self, key: &str, layer: &CachedLayer, file: &Path) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if let Some(local) = &self.local {
-            if let Err(e) = local.put(key, layer, file) {
-                warnings.push(format!(
-                    "storing {key} in the local layer cache failed: {e}"
-                ));
-            }
-        }
-        if let Some(layout) = self.layout.as_ref().filter(|_| !self.registry_read_only) {
-            if let Err(e) = layout.put(key, layer, file) {
-                warnings.push(format!(
-                    "storing {key} in the OCI layout layer cache failed: {e}"
-                ));
-            }
-        }
-        if let Some(registry) = self.registry.as_ref().filter(|_| !self.registry_read_only) {
-            if let Err(e) = registry.put(key, layer, file).await {
-                warnings.push(format!(
-                    "storing {key} in the registry layer cache failed: {e}"
-                ));
-            }
-        }
-        warnings
     }
 }

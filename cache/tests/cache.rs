@@ -1,4 +1,4 @@
-//! Tests of `ocibuild_core::cache` on the real filesystem, with real processes (including
+//! Tests of `ocibuild_cache` on the real filesystem, with real processes (including
 //! ones killed with SIGKILL mid-write) and against the lab registry
 //! (`eval "$(scripts/lab.sh env)"` provides `OCIBUILD_TEST_REGISTRY`).
 
@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use ocibuild_core::cache::{
-    parse_size, parse_ttl, CacheError, CacheHit, CachedLayer, LayerCache, LocalCache, RegistryCache,
+use ocibuild_cache::{
+    parse_size, parse_ttl, CacheError, CacheHit, CachedLayer, LayerCache, LayoutCache, LocalCache,
+    ReadOnly, RegistryCache,
 };
 use ocibuild_registry::{Client, ClientOptions};
 use sha2::{Digest, Sha256};
@@ -57,7 +58,7 @@ fn layer_file(dir: &Path, seed: u64, len: usize) -> (CachedLayer, PathBuf) {
         size: len as u64,
         media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
         created_by: format!("/bin/sh -c echo step {seed}"),
-        created: ocibuild_core::time::now_rfc3339(),
+        created: ocibuild_image::time::now_rfc3339(),
     };
     (layer, path)
 }
@@ -783,12 +784,10 @@ async fn layer_cache_tries_local_then_registry() {
     let reg = registry();
     let tmp = tempfile::tempdir().unwrap();
     let repo = fresh_repo(&reg, "combined");
-    let both = LayerCache {
-        local: Some(LocalCache::open(&tmp.path().join("cache"), None).unwrap()),
-        registry: Some(RegistryCache::new(client(), &repo, Duration::from_secs(3600)).unwrap()),
-        layout: None,
-        registry_read_only: false,
-    };
+    let both = LayerCache::new(vec![
+        Box::new(LocalCache::open(&tmp.path().join("cache"), None).unwrap()),
+        Box::new(RegistryCache::new(client(), &repo, Duration::from_secs(3600)).unwrap()),
+    ]);
     let (layer, file) = layer_file(tmp.path(), 600, 20_000);
     let k = key("combined step");
     let mut warnings = Vec::new();
@@ -802,12 +801,10 @@ async fn layer_cache_tries_local_then_registry() {
         other => panic!("expected a local hit, got {other:?}"),
     }
     // Another agent with an empty local cache finds it in the registry.
-    let registry_only = LayerCache {
-        local: Some(LocalCache::open(&tmp.path().join("other"), None).unwrap()),
-        registry: Some(RegistryCache::new(client(), &repo, Duration::from_secs(3600)).unwrap()),
-        layout: None,
-        registry_read_only: false,
-    };
+    let registry_only = LayerCache::new(vec![
+        Box::new(LocalCache::open(&tmp.path().join("other"), None).unwrap()),
+        Box::new(RegistryCache::new(client(), &repo, Duration::from_secs(3600)).unwrap()),
+    ]);
     match registry_only.get(&k, &mut warnings).await.unwrap() {
         Some(CacheHit::Registry {
             layer: got,
@@ -817,6 +814,40 @@ async fn layer_cache_tries_local_then_registry() {
             assert_eq!(repository.tag.as_deref(), Some(k.as_str()));
         }
         other => panic!("expected a registry hit, got {other:?}"),
+    }
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[tokio::test]
+async fn a_read_only_store_is_looked_up_but_never_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout_dir = tmp.path().join("layout");
+    let cache = LayerCache::new(vec![
+        Box::new(LocalCache::open(&tmp.path().join("cache"), None).unwrap()),
+        Box::new(ReadOnly(
+            LayoutCache::open(&layout_dir, Duration::MAX).unwrap(),
+        )),
+    ]);
+    let (layer, file) = layer_file(tmp.path(), 700, 5_000);
+    let k = key("read-only step");
+    assert!(cache.put(&k, &layer, &file).await.is_empty());
+    let layout = LayoutCache::open(&layout_dir, Duration::MAX).unwrap();
+    let mut warnings = Vec::new();
+    assert!(layout.get(&k, &mut warnings).unwrap().is_none());
+    let writable = LayerCache::new(vec![Box::new(layout)]);
+    assert!(writable.put(&k, &layer, &file).await.is_empty());
+    let from_layout = LayerCache::new(vec![
+        Box::new(LocalCache::open(&tmp.path().join("empty"), None).unwrap()),
+        Box::new(ReadOnly(
+            LayoutCache::open(&layout_dir, Duration::MAX).unwrap(),
+        )),
+    ]);
+    match from_layout.get(&k, &mut warnings).await.unwrap() {
+        Some(CacheHit::Local { layer: got, path }) => {
+            assert_eq!(got, layer);
+            assert!(path.starts_with(&layout_dir), "{path:?}");
+        }
+        other => panic!("expected a layout hit, got {other:?}"),
     }
     assert!(warnings.is_empty(), "{warnings:?}");
 }
