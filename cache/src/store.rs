@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use super::{CacheError, CacheHit, CachedLayer, LayoutCache, LocalCache, RegistryCache};
@@ -59,8 +59,7 @@ impl CacheStore for LocalCache {
         key: &'a str,
         warnings: &'a mut Vec<String>,
     ) -> StoreFuture<'a, Result<Option<CacheHit>, CacheError>> {
-        let hit = self.get(key, warnings);
-        Box::pin(async move { Ok(hit?.map(|(layer, path)| CacheHit::Local { layer, path })) })
+        ready(file_hit(self.get(key, warnings)))
     }
 
     fn insert<'a>(
@@ -69,8 +68,7 @@ impl CacheStore for LocalCache {
         layer: &'a CachedLayer,
         file: &'a Path,
     ) -> StoreFuture<'a, Result<(), CacheError>> {
-        let stored = self.put(key, layer, file);
-        Box::pin(async move { stored })
+        ready(self.put(key, layer, file))
     }
 
     /// The local directory is the build's own: failing to read it stops the build.
@@ -89,8 +87,7 @@ impl CacheStore for LayoutCache {
         key: &'a str,
         warnings: &'a mut Vec<String>,
     ) -> StoreFuture<'a, Result<Option<CacheHit>, CacheError>> {
-        let hit = self.get(key, warnings);
-        Box::pin(async move { Ok(hit?.map(|(layer, path)| CacheHit::Local { layer, path })) })
+        ready(file_hit(self.get(key, warnings)))
     }
 
     fn insert<'a>(
@@ -99,8 +96,7 @@ impl CacheStore for LayoutCache {
         layer: &'a CachedLayer,
         file: &'a Path,
     ) -> StoreFuture<'a, Result<(), CacheError>> {
-        let stored = self.put(key, layer, file);
-        Box::pin(async move { stored })
+        ready(self.put(key, layer, file))
     }
 }
 
@@ -133,6 +129,20 @@ impl CacheStore for RegistryCache {
     }
 }
 
+/// A future already resolved to `value`: the local directory and the OCI layout work
+/// synchronously.
+fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
+    Box::pin(async move { value })
+}
+
+/// A lookup of a store keeping blob files (the local directory, the OCI layout) as a
+/// [`CacheHit::Local`].
+fn file_hit(
+    found: Result<Option<(CachedLayer, PathBuf)>, CacheError>,
+) -> Result<Option<CacheHit>, CacheError> {
+    Ok(found?.map(|(layer, path)| CacheHit::Local { layer, path }))
+}
+
 /// A store that is looked up but never written to (`--no-push-cache`).
 #[derive(Debug)]
 pub struct ReadOnly<S>(pub S);
@@ -157,7 +167,7 @@ impl<S: CacheStore> CacheStore for ReadOnly<S> {
         _layer: &'a CachedLayer,
         _file: &'a Path,
     ) -> StoreFuture<'a, Result<(), CacheError>> {
-        Box::pin(async { Ok(()) })
+        ready(Ok(()))
     }
 
     fn lookup_errors_are_fatal(&self) -> bool {
