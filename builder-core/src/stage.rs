@@ -14,9 +14,8 @@ use crate::image::{Image, Layer, LayerBlob};
 use crate::isolation::{self, Network, RunSpec, Security};
 use crate::mounts::{self, MountSpec};
 use ocibuild_dockerfile::expand::{expand_word, expand_words, Vars};
-use ocibuild_dockerfile::parser::{
-    ArgDecl, Command, CopyArgs, Instruction, InstructionKind, RunArgs,
-};
+use ocibuild_dockerfile::ir::{self, KeyValue, Op, RunOp, RunScript, Scope};
+use ocibuild_dockerfile::parser::{ArgDecl, Command, CopyArgs, Instruction, InstructionKind};
 use ocibuild_dockerfile::plan::StageBase;
 use ocibuild_registry::{Descriptor, Reference};
 use ocibuild_snapshot::LayerInfo;
@@ -117,7 +116,12 @@ impl<'b, 'o> StageRun<'b, 'o> {
     ) -> Result<Option<(String, u64)>> {
         use InstructionKind as K;
         match &ins.kind {
-            K::Run(args) => return self.run_command(ins, args, events).await,
+            K::Run(_) => {
+                let Op::Run(op) = self.lower(ins)? else {
+                    unreachable!("RUN lowers to Op::Run")
+                };
+                return self.run_command(ins, op, events).await;
+            }
             K::Copy(args) => return self.copy(ins, args, false, events).await,
             K::Add(args) => return self.copy(ins, args, true, events).await,
             K::Workdir(dir) => return self.workdir(ins, dir, events).await,
@@ -294,6 +298,27 @@ impl<'b, 'o> StageRun<'b, 'o> {
         }
         map.extend(self.image.config.env_pairs());
         StageVars(map)
+    }
+
+    /// What is in scope for lowering the next instruction.
+    fn scope(&self) -> Scope {
+        let config = &self.image.config.config;
+        Scope {
+            escape: self.b.plan.escape,
+            args: self.args.clone(),
+            env: self.image.config.env_pairs(),
+            shell: config.shell.clone(),
+            user: config.user.clone(),
+            workdir: config.working_dir.clone(),
+            build_args: self.b.opts.build_args.clone(),
+            global_args: self.b.plan.global_args.clone(),
+            auto_args: self.b.plan.auto_args.clone(),
+        }
+    }
+
+    /// Lowers `ins` with the stage's scope (the engine applies its effects itself).
+    fn lower(&self, ins: &Instruction) -> Result<Op> {
+        ir::lower(ins, &mut self.scope()).map_err(|e| self.step_err(ins, e.reason))
     }
 
     fn expand(&self, ins: &Instruction, word: &str) -> Result<String> {
@@ -669,92 +694,38 @@ impl<'b, 'o> StageRun<'b, 'o> {
     async fn run_command(
         &mut self,
         ins: &Instruction,
-        args: &RunArgs,
+        op: RunOp,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        let vars = self.vars();
-        let mut mount_specs = Vec::new();
-        let mut mount_texts = Vec::new();
-        // Each value is parsed once, here, after expansion with the stage's ARG and ENV
-        // (the planner only read its `from=`).
-        for text in &args.mounts {
-            let text = self.expand_with(ins, text, &vars)?;
-            let spec = mounts::parse_mount(&text)
-                .map_err(|e| self.step_err(ins, format!("--mount={text}: {e}")))?;
-            mount_specs.push(spec);
-            mount_texts.push(text);
-        }
-        let network = match args.network.as_deref() {
-            None | Some("default") | Some("host") => Network::Host,
-            Some("none") => Network::None,
-            Some(other) => {
-                return Err(self.step_err(
-                    ins,
-                    format!("--network={other}: expected default, none or host"),
-                ))
-            }
-        };
-        let security = self.run_security(ins, args.security.as_deref())?;
+        self.check_security(ins, op.security)?;
         let scratch = self.b.work.join("scratch");
         std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
-        let (argv, extra_mounts) = self.run_argv(ins, args, &scratch)?;
-        let mut env = self.image.config.env_pairs();
-        let proxies = self
-            .b
-            .opts
-            .build_args
-            .iter()
-            .filter(|(k, _)| crate::build::is_predefined_arg(k));
-        for (k, v) in self.args.iter().chain(proxies) {
-            if let Some(v) = v {
-                if !env.iter().any(|(ek, _)| ek == k) {
-                    env.push((k.clone(), v.clone()));
-                }
-            }
-        }
-        let cwd = self
-            .image
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into());
-        // Proxy settings are not part of the key (as in BuildKit): they do not change what
-        // the step builds, and they differ between CI agents.
-        let env_text: Vec<String> = env
-            .iter()
-            .filter(|(k, _)| !crate::build::is_predefined_arg(k) || self.args.contains_key(k))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let heredocs: Vec<&str> = args.heredocs.iter().map(|d| d.content.as_str()).collect();
         let mut mount_inputs = Vec::new();
-        for spec in &mount_specs {
-            mount_inputs.push(self.mount_input(ins, spec, &vars).await?);
+        for spec in &op.mounts {
+            mount_inputs.push(self.mount_input(ins, spec).await?);
         }
-        let key = StepKey::after(&self.key, "RUN")
-            .list("mounts", &mount_texts)
-            .list("mount-inputs", &mount_inputs)
-            .list("argv", &argv)
-            .list("env", &env_text)
-            .list("heredocs", &heredocs)
-            .field(
-                "user",
-                self.image.config.config.user.as_deref().unwrap_or(""),
-            )
-            .field("cwd", &cwd)
-            .field("network", format!("{network:?}"));
-        // Only an insecure step adds a field, so the keys of ordinary steps stay as they were.
-        let key = match security {
-            Security::Insecure => key.field("security", "insecure"),
-            Security::Sandbox => key,
-        }
-        .finish();
+        let key = step_key(&self.key, "RUN", &op.key_fields(&mount_inputs));
         if let Some(done) = self
             .lookup(ins, key, self.b.opts.cache_run_layers, events)
             .await?
         {
             return Ok(done);
         }
+        let RunOp {
+            argv,
+            mut env,
+            workdir: cwd,
+            user,
+            mounts: mount_specs,
+            network,
+            security,
+            script,
+            ..
+        } = op;
+        let extra_mounts = match &script {
+            Some(script) => vec![self.write_script(ins, script, &scratch)?],
+            None => Vec::new(),
+        };
         let rootfs = self.rootfs().await?;
         let owner = self.user_ids(ins, &rootfs)?;
         self.make_dir(ins, &rootfs, &cwd, owner)?;
@@ -787,11 +758,17 @@ impl<'b, 'o> StageRun<'b, 'o> {
             argv,
             env,
             cwd,
-            user: self.image.config.config.user.clone(),
+            user,
             hostname: None,
-            network,
+            network: match network {
+                ir::Network::Host => Network::Host,
+                ir::Network::None => Network::None,
+            },
             isolation: self.b.opts.isolation,
-            security,
+            security: match security {
+                ir::Security::Sandbox => Security::Sandbox,
+                ir::Security::Insecure => Security::Insecure,
+            },
             extra_mounts,
             tmpfs_mounts,
             scratch_dir: scratch,
@@ -966,20 +943,17 @@ impl StageRun<'_, '_> {
                 };
                 copy::hash_sources(&from, sources, &opts).map_err(|e| self.step_err(ins, e))?
             }
-            Some(name) => {
-                let name = self.expand_with(ins, name, vars)?;
-                match self.b.plan.stage_index(&name).filter(|i| *i < self.index) {
-                    Some(i) => self.b.finished[i]
-                        .as_ref()
-                        .map(|f| f.key.clone())
-                        .unwrap_or_default(),
-                    None => {
-                        let platform = self.b.platform.clone();
-                        let image = self.b.pull_image(&name, &platform, &mut |_| {}).await?;
-                        image_identity(&image, &platform.to_string())
-                    }
+            Some(name) => match self.b.plan.stage_index(name).filter(|i| *i < self.index) {
+                Some(i) => self.b.finished[i]
+                    .as_ref()
+                    .map(|f| f.key.clone())
+                    .unwrap_or_default(),
+                None => {
+                    let platform = self.b.platform.clone();
+                    let image = self.b.pull_image(name, &platform, &mut |_| {}).await?;
+                    image_identity(&image, &platform.to_string())
                 }
-            }
+            },
         };
         // A URL without --checksum can change at any time: never reuse its layer.
         let unpinned_url =
@@ -1018,12 +992,7 @@ impl StageRun<'_, '_> {
     /// What a `--mount` contributes to the RUN's cache key besides its text: the content of
     /// a bind source (context files, or the source stage's key). Cache mount contents and
     /// secret values never do.
-    async fn mount_input(
-        &mut self,
-        ins: &Instruction,
-        spec: &MountSpec,
-        vars: &StageVars,
-    ) -> Result<String> {
+    async fn mount_input(&mut self, ins: &Instruction, spec: &MountSpec) -> Result<String> {
         let MountSpec::Bind { from, source, .. } = spec else {
             return Ok(String::new());
         };
@@ -1044,20 +1013,17 @@ impl StageRun<'_, '_> {
                 copy::hash_sources(&context, &[source], &CopyOptions::default())
                     .map_err(|e| self.step_err(ins, e))
             }
-            Some(name) => {
-                let name = self.expand_with(ins, name, vars)?;
-                match self.b.plan.stage_index(&name).filter(|i| *i < self.index) {
-                    Some(i) => Ok(self.b.finished[i]
-                        .as_ref()
-                        .map(|f| f.key.clone())
-                        .unwrap_or_default()),
-                    None => {
-                        let platform = self.b.platform.clone();
-                        let image = self.b.pull_image(&name, &platform, &mut |_| {}).await?;
-                        Ok(image_identity(&image, &platform.to_string()))
-                    }
+            Some(name) => match self.b.plan.stage_index(name).filter(|i| *i < self.index) {
+                Some(i) => Ok(self.b.finished[i]
+                    .as_ref()
+                    .map(|f| f.key.clone())
+                    .unwrap_or_default()),
+                None => {
+                    let platform = self.b.platform.clone();
+                    let image = self.b.pull_image(name, &platform, &mut |_| {}).await?;
+                    Ok(image_identity(&image, &platform.to_string()))
                 }
-            }
+            },
         }
     }
 
@@ -1223,62 +1189,33 @@ impl StageRun<'_, '_> {
         Ok(prepared)
     }
 
-    /// `RUN --security=sandbox|insecure`; insecure only with `--allow security.insecure`.
-    fn run_security(&self, ins: &Instruction, value: Option<&str>) -> Result<Security> {
-        match value {
-            None | Some("sandbox") => Ok(Security::Sandbox),
-            Some("insecure") if self.b.opts.allow_insecure => Ok(Security::Insecure),
-            Some("insecure") => Err(self.step_err(
+    /// `RUN --security=insecure` only with `--allow security.insecure`.
+    fn check_security(&self, ins: &Instruction, security: ir::Security) -> Result<()> {
+        if security == ir::Security::Insecure && !self.b.opts.allow_insecure {
+            return Err(self.step_err(
                 ins,
                 "--security=insecure runs the command with every capability and no seccomp \
                  filter: start the build with --allow security.insecure to permit it",
-            )),
-            Some(other) => Err(self.step_err(
-                ins,
-                format!("--security={other}: expected sandbox or insecure"),
-            )),
+            ));
         }
+        Ok(())
     }
 
-    /// The argv of a RUN and the mounts it needs. With heredocs (BuildKit's rules): a
-    /// command that is a single heredoc runs as a script file mounted at
-    /// `/dev/pipes/NAME` (so `#!` lines work); otherwise the command line and the heredoc
-    /// bodies go to the shell together, which reads the heredocs itself.
-    fn run_argv(
+    /// Writes the script of a RUN that is a single heredoc and returns its mount.
+    fn write_script(
         &self,
         ins: &Instruction,
-        args: &RunArgs,
+        script: &RunScript,
         scratch: &Path,
-    ) -> Result<(Vec<String>, Vec<isolation::Mount>)> {
-        if args.heredocs.is_empty() {
-            return Ok((self.argv(&args.command), Vec::new()));
-        }
-        let Command::Shell(text) = &args.command else {
-            return Err(self.step_err(ins, "heredocs need the shell form of RUN"));
-        };
-        let single = args.heredocs.len() == 1 && text.split_whitespace().count() == 1;
-        if !single {
-            let mut script = text.clone();
-            for doc in &args.heredocs {
-                script.push('\n');
-                script.push_str(&doc.content);
-                script.push_str(&doc.name);
-            }
-            script.push('\n');
-            return Ok((self.argv(&Command::Shell(script)), Vec::new()));
-        }
-        let doc = &args.heredocs[0];
-        check_heredoc_name(&doc.name).map_err(|m| self.step_err(ins, m))?;
+    ) -> Result<isolation::Mount> {
         let dir = scratch.join(format!("heredoc-{}-{}", self.index, ins.line));
-        let file = dir.join(&doc.name);
-        write_file(&file, doc.content.as_bytes(), 0o755)?;
-        let target = format!("/dev/pipes/{}", doc.name);
-        let mount = isolation::Mount {
+        let file = dir.join(&script.name);
+        write_file(&file, script.content.as_bytes(), 0o755)?;
+        Ok(isolation::Mount {
             source: file,
-            target: target.clone(),
+            target: script.target(),
             readonly: true,
-        };
-        Ok((self.argv(&Command::Shell(target)), vec![mount]))
+        })
     }
 
     /// Writes COPY/ADD heredocs (`<<NAME` sources) as files named NAME in a fresh
@@ -1548,6 +1485,18 @@ async fn unpack(
         unpacked.map(|_| ()).map_err(BuildError::snapshot(what))
     })
     .await
+}
+
+/// The key of a step of `kind` after `previous`, from the op's fields in order.
+fn step_key(previous: &str, kind: &str, fields: &[(&'static str, KeyValue)]) -> String {
+    let mut key = StepKey::after(previous, kind);
+    for (name, value) in fields {
+        key = match value {
+            KeyValue::Text(text) => key.field(name, text),
+            KeyValue::List(items) => key.list(name, items),
+        };
+    }
+    key.finish()
 }
 
 /// `/a/./b/../c/` → `/a/c`.

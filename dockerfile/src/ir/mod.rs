@@ -111,9 +111,9 @@ impl Default for Scope {
 }
 
 impl Vars for Scope {
-    /// ENV wins over an ARG of the same name.
+    /// ENV wins over an ARG of the same name (the last entry of a name repeated in ENV).
     fn get(&self, name: &str) -> Option<String> {
-        match self.env.iter().find(|(k, _)| k == name) {
+        match self.env.iter().rev().find(|(k, _)| k == name) {
             Some((_, v)) => Some(v.clone()),
             None => self.args.get(name).cloned().flatten(),
         }
