@@ -13,9 +13,9 @@ use crate::error::{BoxError, BuildError, Result};
 use crate::image::{Image, Layer, LayerBlob};
 use crate::isolation::{self, Network, RunSpec, Security};
 use crate::mounts::{self, MountSpec};
-use ocibuild_dockerfile::expand::{expand_word, expand_words, Vars};
-use ocibuild_dockerfile::ir::{self, KeyValue, Op, RunOp, RunScript, Scope};
-use ocibuild_dockerfile::parser::{ArgDecl, Command, CopyArgs, Instruction, InstructionKind};
+use ocibuild_dockerfile::expand::{expand_word, Vars};
+use ocibuild_dockerfile::ir::{self, ConfigEdit, KeyValue, Op, RunOp, RunScript, Scope, WorkdirOp};
+use ocibuild_dockerfile::parser::{Command, CopyArgs, Instruction, InstructionKind};
 use ocibuild_dockerfile::plan::StageBase;
 use ocibuild_registry::{Descriptor, Reference};
 use ocibuild_snapshot::LayerInfo;
@@ -23,8 +23,6 @@ use ocibuild_snapshot::{Changes, LayerOptions, Snapshotter, StatWalk};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 
 /// The state of the stage being built.
 pub(crate) struct StageRun<'b, 'o> {
@@ -114,113 +112,15 @@ impl<'b, 'o> StageRun<'b, 'o> {
         ins: &Instruction,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        use InstructionKind as K;
-        match &ins.kind {
-            K::Run(_) => {
-                let Op::Run(op) = self.lower(ins)? else {
-                    unreachable!("RUN lowers to Op::Run")
-                };
-                return self.run_command(ins, op, events).await;
-            }
-            K::Copy(args) => return self.copy(ins, args, false, events).await,
-            K::Add(args) => return self.copy(ins, args, true, events).await,
-            K::Workdir(dir) => return self.workdir(ins, dir, events).await,
-            K::Arg(decls) => {
-                for decl in decls {
-                    self.declare_arg(ins, decl)?;
-                }
-            }
-            K::Env(pairs) => {
-                let vars = self.vars();
-                let mut expanded = Vec::new();
-                for (k, v) in pairs {
-                    expanded.push((
-                        self.expand_with(ins, k, &vars)?,
-                        self.expand_with(ins, v, &vars)?,
-                    ));
-                }
-                for (k, v) in expanded {
-                    self.image.config.env_set(&k, &v);
-                }
-            }
-            K::Label(pairs) => {
-                let vars = self.vars();
-                for (k, v) in pairs {
-                    let (k, v) = (
-                        self.expand_with(ins, k, &vars)?,
-                        self.expand_with(ins, v, &vars)?,
-                    );
-                    let labels = self
-                        .image
-                        .config
-                        .config
-                        .labels
-                        .get_or_insert_with(Default::default);
-                    labels.insert(k, v);
-                }
-            }
-            K::User(user) => {
-                let user = self.expand(ins, user)?;
-                self.image.config.config.user = Some(user);
-            }
-            K::Expose(ports) => {
-                for port in self.expand_all(ins, ports)? {
-                    for p in expose_ports(&port).map_err(|m| self.step_err(ins, m))? {
-                        let config = &mut self.image.config.config;
-                        config
-                            .exposed_ports
-                            .get_or_insert_with(Default::default)
-                            .insert(p, Empty {});
-                    }
-                }
-            }
-            K::Volume(volumes) => {
-                for v in self.expand_all(ins, volumes)? {
-                    if v.is_empty() {
-                        return Err(self.step_err(ins, "VOLUME with an empty path"));
-                    }
-                    let config = &mut self.image.config.config;
-                    config
-                        .volumes
-                        .get_or_insert_with(Default::default)
-                        .insert(v, Empty {});
-                }
-            }
-            K::StopSignal(sig) => {
-                let sig = self.expand(ins, sig)?;
-                self.image.config.config.stop_signal = Some(sig);
-            }
-            K::Entrypoint(cmd) => {
-                self.image.config.config.entrypoint = Some(self.argv(cmd));
-                if !self.cmd_set {
-                    self.image.config.config.cmd = None;
-                }
-            }
-            K::Cmd(cmd) => {
-                self.image.config.config.cmd = Some(self.argv(cmd));
-                self.cmd_set = true;
-            }
-            K::Shell(shell) => {
-                if shell.is_empty() {
-                    return Err(self.step_err(ins, "SHELL needs at least one element"));
-                }
-                self.image.config.config.shell = Some(shell.clone());
-            }
-            K::Maintainer(name) => self.image.config.author = Some(name.clone()),
-            K::Healthcheck(check) => {
-                let health = healthcheck(check).map_err(|m| self.step_err(ins, m))?;
-                self.image.config.config.healthcheck = Some(health);
-            }
-            K::Onbuild(trigger) => {
-                let triggers = self
-                    .image
-                    .config
-                    .config
-                    .on_build
-                    .get_or_insert_with(Vec::new);
-                triggers.push(trigger.original.clone());
-            }
-            K::From { .. } => unreachable!("FROM starts a stage"),
+        if let InstructionKind::Copy(args) | InstructionKind::Add(args) = &ins.kind {
+            let is_add = matches!(ins.kind, InstructionKind::Add(_));
+            return self.copy(ins, args, is_add, events).await;
+        }
+        match self.lower(ins)? {
+            Op::Run(op) => return self.run_command(ins, op, events).await,
+            Op::Workdir(op) => return self.workdir(ins, op, events).await,
+            Op::Copy(_) => unreachable!("COPY and ADD are handled above"),
+            Op::Meta(edit) => self.apply_edit(ins, edit)?,
         }
         self.key = StepKey::after(&self.key, "metadata")
             .field("instruction", &ins.original)
@@ -234,29 +134,55 @@ impl<'b, 'o> StageRun<'b, 'o> {
         Ok(None)
     }
 
-    /// `ARG name[=default]`. Like BuildKit (`ArgCommand.Expand`), the name is expanded as
-    /// well as the default. The value is the `--build-arg`, else the expanded default, else
-    /// the global ARG's value, else the value the stage inherited from the stage it is built
-    /// on, else the automatic platform ARG's.
-    fn declare_arg(&mut self, ins: &Instruction, decl: &ArgDecl) -> Result<()> {
-        let name = self.expand(ins, &decl.name)?;
-        let value = match self.b.opts.build_args.get(&name) {
-            Some(Some(v)) => Some(v.clone()),
-            _ => match &decl.default {
-                Some(d) => Some(self.expand(ins, d)?),
-                None => self
-                    .b
-                    .plan
-                    .global_args
-                    .get(&name)
-                    .cloned()
-                    .flatten()
-                    .or_else(|| self.args.get(&name).cloned().flatten())
-                    .or_else(|| self.b.plan.auto_args.get(&name).cloned()),
-            },
-        };
-        self.b.used_args.insert(name.clone());
-        self.args.insert(name, value);
+    /// Applies a metadata instruction to the image config (ARG: to the stage's ARGs).
+    fn apply_edit(&mut self, ins: &Instruction, edit: ConfigEdit) -> Result<()> {
+        let config = &mut self.image.config.config;
+        match edit {
+            ConfigEdit::Arg(decls) => {
+                for (name, value) in decls {
+                    self.b.used_args.insert(name.clone());
+                    self.args.insert(name, value);
+                }
+            }
+            ConfigEdit::Env(pairs) => {
+                for (k, v) in pairs {
+                    self.image.config.env_set(&k, &v);
+                }
+            }
+            ConfigEdit::Label(pairs) => config
+                .labels
+                .get_or_insert_with(Default::default)
+                .extend(pairs),
+            ConfigEdit::User(user) => config.user = Some(user),
+            ConfigEdit::Expose(ports) => {
+                let exposed = config.exposed_ports.get_or_insert_with(Default::default);
+                exposed.extend(ports.into_iter().map(|p| (p, Empty {})));
+            }
+            ConfigEdit::Volume(paths) => {
+                let volumes = config.volumes.get_or_insert_with(Default::default);
+                volumes.extend(paths.into_iter().map(|v| (v, Empty {})));
+            }
+            ConfigEdit::StopSignal(sig) => config.stop_signal = Some(sig),
+            ConfigEdit::Entrypoint(argv) => {
+                config.entrypoint = Some(argv);
+                if !self.cmd_set {
+                    config.cmd = None;
+                }
+            }
+            ConfigEdit::Cmd(argv) => {
+                config.cmd = Some(argv);
+                self.cmd_set = true;
+            }
+            ConfigEdit::Shell(shell) => config.shell = Some(shell),
+            ConfigEdit::Maintainer(name) => self.image.config.author = Some(name),
+            ConfigEdit::Healthcheck(check) => {
+                let health = healthcheck(&check).map_err(|m| self.step_err(ins, m))?;
+                self.image.config.config.healthcheck = Some(health);
+            }
+            ConfigEdit::Onbuild(trigger) => {
+                config.on_build.get_or_insert_with(Vec::new).push(trigger)
+            }
+        }
         Ok(())
     }
 
@@ -321,40 +247,8 @@ impl<'b, 'o> StageRun<'b, 'o> {
         ir::lower(ins, &mut self.scope()).map_err(|e| self.step_err(ins, e.reason))
     }
 
-    fn expand(&self, ins: &Instruction, word: &str) -> Result<String> {
-        let vars = self.vars();
-        self.expand_with(ins, word, &vars)
-    }
-
     fn expand_with(&self, ins: &Instruction, word: &str, vars: &StageVars) -> Result<String> {
         expand_word(word, vars, self.b.plan.escape).map_err(|e| self.step_err(ins, e.to_string()))
-    }
-
-    /// Expands each item and splits it into words (EXPOSE, VOLUME).
-    fn expand_all(&self, ins: &Instruction, items: &[String]) -> Result<Vec<String>> {
-        let vars = self.vars();
-        let mut words = Vec::new();
-        for item in items {
-            let expanded = expand_words(item, &vars, self.b.plan.escape)
-                .map_err(|e| self.step_err(ins, e.to_string()))?;
-            words.extend(expanded);
-        }
-        Ok(words)
-    }
-
-    /// The argv of CMD/ENTRYPOINT/RUN: exec form as is, shell form through SHELL.
-    fn argv(&self, cmd: &Command) -> Vec<String> {
-        match cmd {
-            Command::Exec(args) => args.clone(),
-            Command::Shell(text) => {
-                let mut argv: Vec<String> = match &self.image.config.config.shell {
-                    Some(shell) => shell.clone(),
-                    None => DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
-                };
-                argv.push(text.clone());
-                argv
-            }
-        }
     }
 
     fn history(&mut self, ins: &Instruction, empty_layer: bool) {
@@ -473,32 +367,17 @@ impl<'b, 'o> StageRun<'b, 'o> {
     async fn workdir(
         &mut self,
         ins: &Instruction,
-        dir: &str,
+        op: WorkdirOp,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        let dir = self.expand(ins, dir)?;
-        let current = self
-            .image
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into());
-        let path = clean_path(&Path::new(&current).join(&dir));
-        self.image.config.config.working_dir = Some(path.clone());
-        let key = StepKey::after(&self.key, "WORKDIR")
-            .field("path", &path)
-            .field(
-                "user",
-                self.image.config.config.user.as_deref().unwrap_or(""),
-            )
-            .finish();
+        self.image.config.config.working_dir = Some(op.path.clone());
+        let key = step_key(&self.key, "WORKDIR", &op.key_fields());
         if let Some(done) = self.lookup(ins, key, true, events).await? {
             return Ok(done);
         }
         let rootfs = self.rootfs().await?;
         let owner = self.user_ids(ins, &rootfs)?;
-        self.make_dir(ins, &rootfs, &path, owner)?;
+        self.make_dir(ins, &rootfs, &op.path, owner)?;
         self.commit(ins).await
     }
 
@@ -1499,43 +1378,6 @@ fn step_key(previous: &str, kind: &str, fields: &[(&'static str, KeyValue)]) -> 
     key.finish()
 }
 
-/// `/a/./b/../c/` → `/a/c`.
-fn clean_path(path: &Path) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
-            std::path::Component::ParentDir => {
-                parts.pop();
-            }
-            _ => {}
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-/// EXPOSE values to `port/proto` keys: `80` → `80/tcp`, `53/UDP` → `53/udp`,
-/// `8000-8002` → three ports.
-fn expose_ports(spec: &str) -> std::result::Result<Vec<String>, String> {
-    let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-        None => (spec, "tcp".to_string()),
-    };
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("EXPOSE {spec}: protocol must be tcp, udp or sctp"));
-    }
-    let bad = || format!("EXPOSE {spec}: invalid port (expected N, N/proto or N-M)");
-    let parse = |p: &str| p.parse::<u16>().map_err(|_| bad());
-    let (lo, hi) = match ports.split_once('-') {
-        Some((lo, hi)) => (parse(lo)?, parse(hi)?),
-        None => (parse(ports)?, parse(ports)?),
-    };
-    if lo > hi {
-        return Err(bad());
-    }
-    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
-}
-
 impl Builder<'_> {
     pub(crate) fn begin_step(
         &mut self,
@@ -1578,18 +1420,6 @@ impl Builder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expose_accepts_protocols_and_ranges() {
-        assert_eq!(expose_ports("8080").unwrap(), ["8080/tcp"]);
-        assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(
-            expose_ports("8000-8002/tcp").unwrap(),
-            ["8000/tcp", "8001/tcp", "8002/tcp"]
-        );
-        assert!(expose_ports("http").is_err());
-        assert!(expose_ports("80/icmp").is_err());
-    }
 
     #[test]
     fn durations_parse_like_go() {
@@ -1642,12 +1472,5 @@ mod tests {
             retries: None,
         };
         assert!(healthcheck(&bad).unwrap_err().contains("1ms"));
-    }
-
-    #[test]
-    fn workdir_paths_are_cleaned() {
-        assert_eq!(clean_path(Path::new("/app/./x/../bin/")), "/app/bin");
-        assert_eq!(clean_path(Path::new("/")), "/");
-        assert_eq!(clean_path(Path::new("/../..")), "/");
     }
 }
