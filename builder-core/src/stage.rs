@@ -1,9 +1,10 @@
 //! Running one stage: each instruction changes the image config, the root filesystem, or
 //! both; filesystem changes are snapshotted into a layer per instruction.
 //!
-//! Variables: instructions Docker expands see the stage's ARGs overridden by the image's
-//! ENV (ENV wins over an ARG of the same name); RUN sees both as environment variables, but
-//! only ENV is stored in the image.
+//! Each instruction is lowered to an [`ir::Op`] with the stage's [`Scope`] (its ARGs, the
+//! image's ENV, SHELL, USER and WORKDIR), which expands variables and parses flags; the
+//! stage then keys the op (`key → lookup`), runs it on a miss and commits its layer.
+//! RUN sees ARGs and ENV as environment variables, but only ENV is stored in the image.
 
 use crate::build::{BuildEvent, Builder, Events, FinishedStage};
 use crate::cache::{CacheHit, CachedLayer, StepKey};
@@ -13,9 +14,10 @@ use crate::error::{BoxError, BuildError, Result};
 use crate::image::{Image, Layer, LayerBlob};
 use crate::isolation::{self, Network, RunSpec, Security};
 use crate::mounts::{self, MountSpec};
-use ocibuild_dockerfile::expand::{expand_word, Vars};
-use ocibuild_dockerfile::ir::{self, ConfigEdit, KeyValue, Op, RunOp, RunScript, Scope, WorkdirOp};
-use ocibuild_dockerfile::parser::{Command, CopyArgs, Instruction, InstructionKind};
+use ocibuild_dockerfile::ir::{
+    self, ConfigEdit, CopyOp, KeyValue, Op, RunOp, RunScript, Scope, WorkdirOp,
+};
+use ocibuild_dockerfile::parser::{Command, Instruction};
 use ocibuild_dockerfile::plan::StageBase;
 use ocibuild_registry::{Descriptor, Reference};
 use ocibuild_snapshot::LayerInfo;
@@ -38,14 +40,6 @@ pub(crate) struct StageRun<'b, 'o> {
     key: String,
     /// The key to store the next committed layer under (set on a cache miss).
     pending_key: Option<String>,
-}
-
-struct StageVars(BTreeMap<String, String>);
-
-impl Vars for StageVars {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
-    }
 }
 
 impl<'b, 'o> StageRun<'b, 'o> {
@@ -112,14 +106,10 @@ impl<'b, 'o> StageRun<'b, 'o> {
         ins: &Instruction,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        if let InstructionKind::Copy(args) | InstructionKind::Add(args) = &ins.kind {
-            let is_add = matches!(ins.kind, InstructionKind::Add(_));
-            return self.copy(ins, args, is_add, events).await;
-        }
         match self.lower(ins)? {
             Op::Run(op) => return self.run_command(ins, op, events).await,
             Op::Workdir(op) => return self.workdir(ins, op, events).await,
-            Op::Copy(_) => unreachable!("COPY and ADD are handled above"),
+            Op::Copy(op) => return self.copy(ins, op, events).await,
             Op::Meta(edit) => self.apply_edit(ins, edit)?,
         }
         self.key = StepKey::after(&self.key, "metadata")
@@ -214,18 +204,6 @@ impl<'b, 'o> StageRun<'b, 'o> {
         Ok(())
     }
 
-    /// ARGs with a value, overridden by ENV.
-    fn vars(&self) -> StageVars {
-        let mut map: BTreeMap<String, String> = BTreeMap::new();
-        for (k, v) in &self.args {
-            if let Some(v) = v {
-                map.insert(k.clone(), v.clone());
-            }
-        }
-        map.extend(self.image.config.env_pairs());
-        StageVars(map)
-    }
-
     /// What is in scope for lowering the next instruction.
     fn scope(&self) -> Scope {
         let config = &self.image.config.config;
@@ -245,10 +223,6 @@ impl<'b, 'o> StageRun<'b, 'o> {
     /// Lowers `ins` with the stage's scope (the engine applies its effects itself).
     fn lower(&self, ins: &Instruction) -> Result<Op> {
         ir::lower(ins, &mut self.scope()).map_err(|e| self.step_err(ins, e.reason))
-    }
-
-    fn expand_with(&self, ins: &Instruction, word: &str, vars: &StageVars) -> Result<String> {
-        expand_word(word, vars, self.b.plan.escape).map_err(|e| self.step_err(ins, e.to_string()))
     }
 
     fn history(&mut self, ins: &Instruction, empty_layer: bool) {
@@ -408,36 +382,10 @@ impl<'b, 'o> StageRun<'b, 'o> {
     async fn copy(
         &mut self,
         ins: &Instruction,
-        args: &CopyArgs,
-        is_add: bool,
+        op: CopyOp,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        let vars = self.vars();
-        let mut sources = Vec::new();
-        let heredoc_names: Vec<String> = args.heredocs.iter().map(|d| d.name.clone()).collect();
-        for s in args.sources.iter().filter(|s| !s.starts_with("<<")) {
-            let s = self.expand_with(ins, s, &vars)?;
-            sources.push(s);
-        }
-        let dest = self.expand_with(ins, &args.dest, &vars)?;
-        let workdir = self
-            .image
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into());
-        let mut dest_abs = if dest.starts_with('/') {
-            dest.clone()
-        } else {
-            format!("{}/{dest}", workdir.trim_end_matches('/'))
-        };
-        if (dest.ends_with('/') || dest == ".") && !dest_abs.ends_with('/') {
-            dest_abs.push('/');
-        }
-        let key = self
-            .copy_key(ins, args, is_add, &sources, &dest_abs, &vars)
-            .await?;
+        let key = self.copy_key(ins, &op).await?;
         if let Some(done) = self
             .lookup(ins, key, self.b.opts.cache_copy_layers, events)
             .await?
@@ -445,10 +393,9 @@ impl<'b, 'o> StageRun<'b, 'o> {
             return Ok(done);
         }
         let rootfs = self.rootfs().await?;
-        let chown = match &args.chown {
+        let chown = match &op.chown {
             Some(spec) => {
-                let spec = self.expand_with(ins, spec, &vars)?;
-                let ids = isolation::resolve_user(&rootfs, Some(&spec))
+                let ids = isolation::resolve_user(&rootfs, Some(spec))
                     .map_err(|e| self.step_err(ins, e))?;
                 // "A username without groupname or a UID without GID uses the same numeric
                 // UID as the GID" (Dockerfile reference, COPY --chown).
@@ -457,29 +404,15 @@ impl<'b, 'o> StageRun<'b, 'o> {
             }
             None => None,
         };
-        let chmod = match &args.chmod {
-            Some(bits) => Some(u32::from_str_radix(bits, 8).map_err(|_| {
-                self.step_err(
-                    ins,
-                    format!("--chmod={bits}: expected octal permission bits such as 755"),
-                )
-            })?),
-            None => None,
-        };
-        let exclude = args
-            .exclude
-            .iter()
-            .map(|e| self.expand_with(ins, e, &vars))
-            .collect::<Result<Vec<_>>>()?;
         let opts = CopyOptions {
             chown,
-            chmod,
-            extract_archives: is_add,
-            exclude,
-            parents: args.parents,
+            chmod: op.chmod.as_ref().map(|c| c.bits),
+            extract_archives: op.add,
+            exclude: op.exclude.clone(),
+            parents: op.parents,
         };
         let from_dir;
-        let from = match &args.from {
+        let from = match &op.from {
             None => SourceRoot {
                 dir: &self.b.context,
                 ignore: Some(&self.b.ignore),
@@ -487,8 +420,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 keep_owner: false,
             },
             Some(name) => {
-                let name = self.expand_with(ins, name, &vars)?;
-                from_dir = self.source_rootfs(ins, &name, events).await?;
+                from_dir = self.source_rootfs(ins, name, events).await?;
                 SourceRoot {
                     dir: &from_dir,
                     ignore: None,
@@ -499,43 +431,66 @@ impl<'b, 'o> StageRun<'b, 'o> {
         };
         // Sources alone are counted by what they match (copy.rs: an empty wildcard counts
         // for nothing); with heredocs, every source counts.
-        let counted = !heredoc_names.is_empty();
-        if counted && sources.len() + heredoc_names.len() > 1 && !dest_abs.ends_with('/') {
+        let (sources, dest_abs) = (&op.sources, &op.dest_abs);
+        let counted = !op.heredocs.is_empty();
+        if counted && sources.len() + op.heredocs.len() > 1 && !dest_abs.ends_with('/') {
+            let dest = op.dest.clone();
             return Err(self.step_err(ins, copy::CopyError::DestNotDir { dest }));
         }
-        if !sources.is_empty() && is_add {
+        if !sources.is_empty() && op.add {
             let add = copy::AddOptions {
-                checksum: args.checksum.clone(),
-                unpack: args.unpack,
-                keep_git_dir: args.keep_git_dir,
+                checksum: op.checksum.clone(),
+                unpack: op.unpack,
+                keep_git_dir: op.keep_git_dir,
             };
             let scratch = self.b.work.join("add-downloads");
             let result =
-                copy::add_sources(&from, &sources, &dest_abs, &rootfs, &opts, &add, &scratch).await;
+                copy::add_sources(&from, sources, dest_abs, &rootfs, &opts, &add, &scratch).await;
             let _ = std::fs::remove_dir_all(&scratch);
             result.map_err(|e| self.step_err(ins, e))?;
         } else if !sources.is_empty() {
-            copy::copy_sources(&from, &sources, &dest_abs, &rootfs, &opts)
+            copy::copy_sources(&from, sources, dest_abs, &rootfs, &opts)
                 .map_err(|e| self.step_err(ins, e))?;
         }
-        if !heredoc_names.is_empty() {
-            let dir = self.write_heredocs(ins, args)?;
-            let heredocs = SourceRoot {
-                dir: &dir,
-                ignore: None,
-                origin: "heredoc".into(),
-                keep_owner: false,
-            };
-            let opts = CopyOptions {
-                extract_archives: false,
-                exclude: Vec::new(),
-                parents: false,
-                ..opts
-            };
-            copy::copy_sources(&heredocs, &heredoc_names, &dest_abs, &rootfs, &opts)
-                .map_err(|e| self.step_err(ins, e))?;
+        if !op.heredocs.is_empty() {
+            self.copy_heredocs(ins, &op, &rootfs, opts)?;
         }
         self.commit(ins).await
+    }
+
+    /// Writes COPY/ADD heredocs (`<<NAME` sources) as files named NAME in a fresh
+    /// directory and copies them to the destination.
+    fn copy_heredocs(
+        &self,
+        ins: &Instruction,
+        op: &CopyOp,
+        rootfs: &Path,
+        opts: CopyOptions,
+    ) -> Result<()> {
+        let dir = self
+            .b
+            .work
+            .join("scratch")
+            .join(format!("heredocs-{}-{}", self.index, ins.line));
+        let mut names = Vec::new();
+        for (doc, content) in op.heredocs.iter().zip(&op.heredoc_contents) {
+            write_file(&dir.join(&doc.name), content.as_bytes(), 0o644)?;
+            names.push(doc.name.clone());
+        }
+        let heredocs = SourceRoot {
+            dir: &dir,
+            ignore: None,
+            origin: "heredoc".into(),
+            keep_owner: false,
+        };
+        let opts = CopyOptions {
+            extract_archives: false,
+            exclude: Vec::new(),
+            parents: false,
+            ..opts
+        };
+        copy::copy_sources(&heredocs, &names, &op.dest_abs, rootfs, &opts)
+            .map_err(|e| self.step_err(ins, e))
     }
 
     /// The root filesystem of `--from=NAME`: an earlier stage, or an image pulled for it.
@@ -779,40 +734,12 @@ impl StageRun<'_, '_> {
     }
 
     /// The cache key of a COPY/ADD: its expanded arguments and a digest of its sources.
-    async fn copy_key(
-        &mut self,
-        ins: &Instruction,
-        args: &CopyArgs,
-        is_add: bool,
-        sources: &[String],
-        dest_abs: &str,
-        vars: &StageVars,
-    ) -> Result<String> {
-        let mut flags = Vec::new();
-        for (name, value) in [
-            ("chown", &args.chown),
-            ("chmod", &args.chmod),
-            ("from", &args.from),
-            ("checksum", &args.checksum),
-        ] {
-            if let Some(v) = value {
-                flags.push(format!("{name}={}", self.expand_with(ins, v, vars)?));
-            }
-        }
-        flags.push(format!(
-            "parents={} link={} add={is_add} unpack={:?} keep_git_dir={:?}",
-            args.parents, args.link, args.unpack, args.keep_git_dir
-        ));
-        let exclude = args
-            .exclude
-            .iter()
-            .map(|e| self.expand_with(ins, e, vars))
-            .collect::<Result<Vec<_>>>()?;
+    async fn copy_key(&mut self, ins: &Instruction, op: &CopyOp) -> Result<String> {
         let opts = CopyOptions {
-            exclude: exclude.clone(),
+            exclude: op.exclude.clone(),
             ..Default::default()
         };
-        let content = match &args.from {
+        let content = match &op.from {
             None => {
                 let from = SourceRoot {
                     dir: &self.b.context,
@@ -820,7 +747,7 @@ impl StageRun<'_, '_> {
                     origin: "build context".into(),
                     keep_owner: false,
                 };
-                copy::hash_sources(&from, sources, &opts).map_err(|e| self.step_err(ins, e))?
+                copy::hash_sources(&from, &op.sources, &opts).map_err(|e| self.step_err(ins, e))?
             }
             Some(name) => match self.b.plan.stage_index(name).filter(|i| *i < self.index) {
                 Some(i) => self.b.finished[i]
@@ -836,36 +763,17 @@ impl StageRun<'_, '_> {
         };
         // A URL without --checksum can change at any time: never reuse its layer.
         let unpinned_url =
-            sources.iter().any(|s| crate::fetch::is_url(s)) && args.checksum.is_none();
+            op.sources.iter().any(|s| crate::fetch::is_url(s)) && op.checksum.is_none();
         let nonce = if unpinned_url {
             crate::time::now_rfc3339() + &std::process::id().to_string()
         } else {
             String::new()
         };
-        let heredocs: Vec<String> = args
-            .heredocs
-            .iter()
-            .map(|d| format!("{}\0{}\0{}", d.name, d.expand, d.content))
-            .collect();
-        Ok(
-            StepKey::after(&self.key, if is_add { "ADD" } else { "COPY" })
-                .list("sources", sources)
-                .field("dest", dest_abs)
-                .list("flags", &flags)
-                .list("exclude", &exclude)
-                .field("content", content)
-                .list("heredocs", &heredocs)
-                .field(
-                    "vars",
-                    if heredocs.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{:?}", vars.0)
-                    },
-                )
-                .field("nonce", nonce)
-                .finish(),
-        )
+        Ok(step_key(
+            &self.key,
+            op.key_kind(),
+            &op.key_fields(content, nonce),
+        ))
     }
 
     /// What a `--mount` contributes to the RUN's cache key besides its text: the content of
@@ -1096,46 +1004,6 @@ impl StageRun<'_, '_> {
             readonly: true,
         })
     }
-
-    /// Writes COPY/ADD heredocs (`<<NAME` sources) as files named NAME in a fresh
-    /// directory, expanding variables in unquoted ones (quotes and backslashes stay as
-    /// written, as BuildKit does), and returns that directory.
-    fn write_heredocs(&self, ins: &Instruction, args: &CopyArgs) -> Result<PathBuf> {
-        let dir = self
-            .b
-            .work
-            .join("scratch")
-            .join(format!("heredocs-{}-{}", self.index, ins.line));
-        let vars = self.vars();
-        for doc in &args.heredocs {
-            check_heredoc_name(&doc.name).map_err(|m| self.step_err(ins, m))?;
-            let content = if doc.expand {
-                let esc = self.b.plan.escape;
-                let mut raw = String::with_capacity(doc.content.len());
-                for c in doc.content.chars() {
-                    if c == '\'' || c == '"' || c == esc {
-                        raw.push(esc);
-                    }
-                    raw.push(c);
-                }
-                self.expand_with(ins, &raw, &vars)?
-            } else {
-                doc.content.clone()
-            };
-            write_file(&dir.join(&doc.name), content.as_bytes(), 0o644)?;
-        }
-        Ok(dir)
-    }
-}
-
-/// A heredoc name must work as a file name.
-fn check_heredoc_name(name: &str) -> std::result::Result<(), String> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(format!(
-            "heredoc name {name:?} cannot be used as a file name"
-        ));
-    }
-    Ok(())
 }
 
 /// Writes `bytes` to `path` (creating its directory) with permission bits `mode`.

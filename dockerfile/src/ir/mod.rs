@@ -20,7 +20,7 @@ use crate::mount::MountSpecError;
 use crate::parser::{Command, Instruction, InstructionKind};
 use std::collections::BTreeMap;
 
-pub use copy::CopyOp;
+pub use copy::{Chmod, CopyOp};
 pub use meta::{expose_ports, ConfigEdit};
 pub use run::{Network, RunOp, RunScript, Security};
 
@@ -133,6 +133,18 @@ impl Scope {
             words.extend(expand_words(item, self, self.escape)?);
         }
         Ok(words)
+    }
+
+    /// The variables in scope by name: the ARGs with a value, overridden by ENV.
+    pub fn vars(&self) -> BTreeMap<String, String> {
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+        vars.extend(self.env.iter().cloned());
+        vars
     }
 
     /// Sets ENV `key` in place, or appends it.

@@ -173,7 +173,7 @@ fn copy_paths_and_flags_are_expanded() {
     assert_eq!(copy.sources, ["src/dst"]);
     assert_eq!(copy.dest_abs, "/w/dst/");
     assert_eq!(copy.chown.as_deref(), Some("dst"));
-    assert_eq!(copy.chmod, Some(0o644));
+    assert_eq!(copy.chmod.as_ref().map(|c| c.bits), Some(0o644));
     assert_eq!(copy.exclude, ["*.dst"]);
 }
 
