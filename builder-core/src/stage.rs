@@ -1341,4 +1341,60 @@ mod tests {
         };
         assert!(healthcheck(&bad).unwrap_err().contains("1ms"));
     }
+
+    /// The keys of lowered ops are the ones the engine built field by field before the IR,
+    /// so existing caches stay valid.
+    #[test]
+    fn op_keys_match_the_keys_before_the_ir() {
+        let text = "FROM scratch\nARG A=1\nWORKDIR /w\nRUN --network=none echo $A\n\
+                    COPY --chmod=0644 a b/\n";
+        let parsed = ocibuild_dockerfile::parse(text, Path::new("Dockerfile")).unwrap();
+        let mut scope = Scope {
+            build_args: [("HTTP_PROXY".to_string(), Some("http://p".to_string()))].into(),
+            ..Scope::default()
+        };
+        let ops: Vec<Op> = parsed.instructions[1..]
+            .iter()
+            .map(|i| ir::lower(i, &mut scope).unwrap())
+            .collect();
+        let none: &[&str] = &[];
+        let (Op::Workdir(workdir), Op::Run(run), Op::Copy(copy)) = (&ops[1], &ops[2], &ops[3])
+        else {
+            panic!("{ops:?}")
+        };
+        let old_workdir = StepKey::after("p", "WORKDIR")
+            .field("path", "/w")
+            .field("user", "")
+            .finish();
+        assert_eq!(step_key("p", "WORKDIR", &workdir.key_fields()), old_workdir);
+        let old_run = StepKey::after("p", "RUN")
+            .list("mounts", none)
+            .list("mount-inputs", none)
+            .list("argv", &["/bin/sh", "-c", "echo $A"])
+            .list("env", &["A=1"])
+            .list("heredocs", none)
+            .field("user", "")
+            .field("cwd", "/w")
+            .field("network", "None")
+            .finish();
+        assert_eq!(step_key("p", "RUN", &run.key_fields(&[])), old_run);
+        let old_copy = StepKey::after("p", "COPY")
+            .list("sources", &["a"])
+            .field("dest", "/w/b/")
+            .list(
+                "flags",
+                &[
+                    "chmod=0644",
+                    "parents=false link=false add=false unpack=None keep_git_dir=None",
+                ],
+            )
+            .list("exclude", none)
+            .field("content", "c")
+            .list("heredocs", none)
+            .field("vars", "")
+            .field("nonce", "")
+            .finish();
+        let fields = copy.key_fields("c".into(), String::new());
+        assert_eq!(step_key("p", copy.key_kind(), &fields), old_copy);
+    }
 }

@@ -271,7 +271,11 @@ fn lower_kind(kind: &InstructionKind, scope: &mut Scope) -> Result<Op, LowerReas
 
 fn lower_workdir(dir: &str, scope: &mut Scope) -> Result<WorkdirOp, LowerReason> {
     let dir = scope.expand(dir)?;
-    let path = clean_path(&format!("{}/{dir}", scope.cwd()), &dir);
+    let path = if dir.starts_with('/') {
+        clean_path(&dir)
+    } else {
+        clean_path(&format!("{}/{dir}", scope.cwd()))
+    };
     scope.workdir = Some(path.clone());
     Ok(WorkdirOp {
         path,
@@ -279,10 +283,9 @@ fn lower_workdir(dir: &str, scope: &mut Scope) -> Result<WorkdirOp, LowerReason>
     })
 }
 
-/// `current/dir` (or `dir` when absolute) with `.` and `..` resolved: `/a/./b/../c/` →
-/// `/a/c`.
-fn clean_path(joined: &str, dir: &str) -> String {
-    let path = if dir.starts_with('/') { dir } else { joined };
+/// `path` made absolute (relative to `/`) without `.`, `..` and repeated slashes:
+/// `a/./b/../c/` → `/a/c`.
+pub(crate) fn clean_path(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {

@@ -152,12 +152,9 @@ fn scope_follows_arg_env_user_workdir_and_shell() {
 
 #[test]
 fn workdir_paths_are_cleaned() {
-    assert_eq!(
-        clean_path("//app/./x/../bin/", "app/./x/../bin/"),
-        "/app/bin"
-    );
-    assert_eq!(clean_path("/a//", ""), "/a");
-    assert_eq!(clean_path("/a//../..", "/../.."), "/");
+    assert_eq!(clean_path("//app/./x/../bin/"), "/app/bin");
+    assert_eq!(clean_path("app"), "/app");
+    assert_eq!(clean_path("/../.."), "/");
 }
 
 #[test]
