@@ -532,8 +532,6 @@ impl<'b, 'o> StageRun<'b, 'o> {
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
         self.check_security(ins, op.security)?;
-        let scratch = self.b.work.join("scratch");
-        std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
         let mut mount_inputs = Vec::new();
         for spec in &op.mounts {
             mount_inputs.push(self.mount_input(ins, spec).await?);
@@ -545,6 +543,19 @@ impl<'b, 'o> StageRun<'b, 'o> {
         {
             return Ok(done);
         }
+        self.execute_run(ins, op, events).await?;
+        self.commit(ins).await
+    }
+
+    /// Runs a RUN's command in the sandbox with its mounts; fails unless it exits 0.
+    async fn execute_run(
+        &mut self,
+        ins: &Instruction,
+        op: RunOp,
+        events: Events<'_>,
+    ) -> Result<()> {
+        let scratch = self.b.work.join("scratch");
+        std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
         let RunOp {
             argv,
             mut env,
@@ -556,16 +567,13 @@ impl<'b, 'o> StageRun<'b, 'o> {
             script,
             ..
         } = op;
-        let extra_mounts = match &script {
+        let mut extra_mounts = match &script {
             Some(script) => vec![self.write_script(ins, script, &scratch)?],
             None => Vec::new(),
         };
         let rootfs = self.rootfs().await?;
         let owner = self.user_ids(ins, &rootfs)?;
         self.make_dir(ins, &rootfs, &cwd, owner)?;
-        let mut extra_mounts = extra_mounts;
-        let mut tmpfs_mounts = Vec::new();
-        let mut leases = Vec::new();
         let mount_dir = scratch.join(format!("mounts-{}-{}", self.index, ins.line));
         let prepared = self
             .prepare_mounts(ins, &mount_specs, &mount_dir, &mut env, events)
@@ -577,16 +585,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 return Err(e);
             }
         };
-        for m in prepared {
-            match m {
-                Prepared::Bind(mount) => extra_mounts.push(mount),
-                Prepared::Cache(mount, lease) => {
-                    extra_mounts.push(mount);
-                    leases.push(lease);
-                }
-                Prepared::Tmpfs(t) => tmpfs_mounts.push(t),
-            }
-        }
+        let (tmpfs_mounts, leases) = split_prepared(prepared, &mut extra_mounts);
         let spec = RunSpec {
             rootfs: rootfs.clone(),
             argv,
@@ -622,7 +621,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 code: outcome.status,
             });
         }
-        self.commit(ins).await
+        Ok(())
     }
 }
 
@@ -1119,7 +1118,26 @@ enum Prepared {
     Tmpfs(isolation::TmpfsMount),
 }
 
-/// The first cache key of a stage built on `image`: its config and layer digests.
+/// Adds the bind and cache mounts to `mounts`; returns the tmpfs mounts and the cache
+/// leases to hold while the command runs.
+fn split_prepared(
+    prepared: Vec<Prepared>,
+    mounts: &mut Vec<isolation::Mount>,
+) -> (Vec<isolation::TmpfsMount>, Vec<mounts::CacheLease>) {
+    let (mut tmpfs, mut leases) = (Vec::new(), Vec::new());
+    for m in prepared {
+        match m {
+            Prepared::Bind(mount) => mounts.push(mount),
+            Prepared::Cache(mount, lease) => {
+                mounts.push(mount);
+                leases.push(lease);
+            }
+            Prepared::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
+    (tmpfs, leases)
+}
+
 /// The ARG values a stage starts with: those of the stage it is built on (BuildKit: a stage
 /// built `FROM` another stage continues that stage's build args), none for an image.
 fn inherited_args(b: &Builder<'_>, base: &StageBase) -> BTreeMap<String, Option<String>> {
@@ -1132,6 +1150,7 @@ fn inherited_args(b: &Builder<'_>, base: &StageBase) -> BTreeMap<String, Option<
     }
 }
 
+/// The first cache key of a stage built on `image`: its config and layer digests.
 fn image_identity(image: &Image, platform: &str) -> String {
     let layers: Vec<&str> = image.layers.iter().map(Layer::digest).collect();
     StepKey::after("", "FROM")
