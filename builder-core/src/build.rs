@@ -877,12 +877,7 @@ fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, String
 }
 
 /// Build args Docker defines without an ARG instruction (never warned about).
-pub(crate) fn is_predefined_arg(name: &str) -> bool {
-    matches!(
-        name.to_ascii_uppercase().as_str(),
-        "HTTP_PROXY" | "HTTPS_PROXY" | "FTP_PROXY" | "NO_PROXY" | "ALL_PROXY"
-    )
-}
+pub(crate) use ocibuild_dockerfile::ir::is_predefined_arg;
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,10 @@
 //! Running one stage: each instruction changes the image config, the root filesystem, or
 //! both; filesystem changes are snapshotted into a layer per instruction.
 //!
-//! Variables: instructions Docker expands see the stage's ARGs overridden by the image's
-//! ENV (ENV wins over an ARG of the same name); RUN sees both as environment variables, but
-//! only ENV is stored in the image.
+//! Each instruction is lowered to an [`ir::Op`] with the stage's [`Scope`] (its ARGs, the
+//! image's ENV, SHELL, USER and WORKDIR), which expands variables and parses flags; the
+//! stage then keys the op (`key → lookup`), runs it on a miss and commits its layer.
+//! RUN sees ARGs and ENV as environment variables, but only ENV is stored in the image.
 
 use crate::build::{BuildEvent, Builder, Events, FinishedStage};
 use crate::cache::{CacheHit, CachedLayer, StepKey};
@@ -13,10 +14,10 @@ use crate::error::{BoxError, BuildError, Result};
 use crate::image::{Image, Layer, LayerBlob};
 use crate::isolation::{self, Network, RunSpec, Security};
 use crate::mounts::{self, MountSpec};
-use ocibuild_dockerfile::expand::{expand_word, expand_words, Vars};
-use ocibuild_dockerfile::parser::{
-    ArgDecl, Command, CopyArgs, Instruction, InstructionKind, RunArgs,
+use ocibuild_dockerfile::ir::{
+    self, ConfigEdit, CopyOp, KeyValue, Op, RunOp, RunScript, Scope, WorkdirOp,
 };
+use ocibuild_dockerfile::parser::{Command, Instruction};
 use ocibuild_dockerfile::plan::StageBase;
 use ocibuild_registry::{Descriptor, Reference};
 use ocibuild_snapshot::LayerInfo;
@@ -24,8 +25,6 @@ use ocibuild_snapshot::{Changes, LayerOptions, Snapshotter, StatWalk};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 
 /// The state of the stage being built.
 pub(crate) struct StageRun<'b, 'o> {
@@ -41,14 +40,6 @@ pub(crate) struct StageRun<'b, 'o> {
     key: String,
     /// The key to store the next committed layer under (set on a cache miss).
     pending_key: Option<String>,
-}
-
-struct StageVars(BTreeMap<String, String>);
-
-impl Vars for StageVars {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
-    }
 }
 
 impl<'b, 'o> StageRun<'b, 'o> {
@@ -115,108 +106,11 @@ impl<'b, 'o> StageRun<'b, 'o> {
         ins: &Instruction,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        use InstructionKind as K;
-        match &ins.kind {
-            K::Run(args) => return self.run_command(ins, args, events).await,
-            K::Copy(args) => return self.copy(ins, args, false, events).await,
-            K::Add(args) => return self.copy(ins, args, true, events).await,
-            K::Workdir(dir) => return self.workdir(ins, dir, events).await,
-            K::Arg(decls) => {
-                for decl in decls {
-                    self.declare_arg(ins, decl)?;
-                }
-            }
-            K::Env(pairs) => {
-                let vars = self.vars();
-                let mut expanded = Vec::new();
-                for (k, v) in pairs {
-                    expanded.push((
-                        self.expand_with(ins, k, &vars)?,
-                        self.expand_with(ins, v, &vars)?,
-                    ));
-                }
-                for (k, v) in expanded {
-                    self.image.config.env_set(&k, &v);
-                }
-            }
-            K::Label(pairs) => {
-                let vars = self.vars();
-                for (k, v) in pairs {
-                    let (k, v) = (
-                        self.expand_with(ins, k, &vars)?,
-                        self.expand_with(ins, v, &vars)?,
-                    );
-                    let labels = self
-                        .image
-                        .config
-                        .config
-                        .labels
-                        .get_or_insert_with(Default::default);
-                    labels.insert(k, v);
-                }
-            }
-            K::User(user) => {
-                let user = self.expand(ins, user)?;
-                self.image.config.config.user = Some(user);
-            }
-            K::Expose(ports) => {
-                for port in self.expand_all(ins, ports)? {
-                    for p in expose_ports(&port).map_err(|m| self.step_err(ins, m))? {
-                        let config = &mut self.image.config.config;
-                        config
-                            .exposed_ports
-                            .get_or_insert_with(Default::default)
-                            .insert(p, Empty {});
-                    }
-                }
-            }
-            K::Volume(volumes) => {
-                for v in self.expand_all(ins, volumes)? {
-                    if v.is_empty() {
-                        return Err(self.step_err(ins, "VOLUME with an empty path"));
-                    }
-                    let config = &mut self.image.config.config;
-                    config
-                        .volumes
-                        .get_or_insert_with(Default::default)
-                        .insert(v, Empty {});
-                }
-            }
-            K::StopSignal(sig) => {
-                let sig = self.expand(ins, sig)?;
-                self.image.config.config.stop_signal = Some(sig);
-            }
-            K::Entrypoint(cmd) => {
-                self.image.config.config.entrypoint = Some(self.argv(cmd));
-                if !self.cmd_set {
-                    self.image.config.config.cmd = None;
-                }
-            }
-            K::Cmd(cmd) => {
-                self.image.config.config.cmd = Some(self.argv(cmd));
-                self.cmd_set = true;
-            }
-            K::Shell(shell) => {
-                if shell.is_empty() {
-                    return Err(self.step_err(ins, "SHELL needs at least one element"));
-                }
-                self.image.config.config.shell = Some(shell.clone());
-            }
-            K::Maintainer(name) => self.image.config.author = Some(name.clone()),
-            K::Healthcheck(check) => {
-                let health = healthcheck(check).map_err(|m| self.step_err(ins, m))?;
-                self.image.config.config.healthcheck = Some(health);
-            }
-            K::Onbuild(trigger) => {
-                let triggers = self
-                    .image
-                    .config
-                    .config
-                    .on_build
-                    .get_or_insert_with(Vec::new);
-                triggers.push(trigger.original.clone());
-            }
-            K::From { .. } => unreachable!("FROM starts a stage"),
+        match self.lower(ins)? {
+            Op::Run(op) => return self.run_command(ins, op, events).await,
+            Op::Workdir(op) => return self.workdir(ins, op, events).await,
+            Op::Copy(op) => return self.copy(ins, op, events).await,
+            Op::Meta(edit) => self.apply_edit(ins, edit)?,
         }
         self.key = StepKey::after(&self.key, "metadata")
             .field("instruction", &ins.original)
@@ -230,29 +124,55 @@ impl<'b, 'o> StageRun<'b, 'o> {
         Ok(None)
     }
 
-    /// `ARG name[=default]`. Like BuildKit (`ArgCommand.Expand`), the name is expanded as
-    /// well as the default. The value is the `--build-arg`, else the expanded default, else
-    /// the global ARG's value, else the value the stage inherited from the stage it is built
-    /// on, else the automatic platform ARG's.
-    fn declare_arg(&mut self, ins: &Instruction, decl: &ArgDecl) -> Result<()> {
-        let name = self.expand(ins, &decl.name)?;
-        let value = match self.b.opts.build_args.get(&name) {
-            Some(Some(v)) => Some(v.clone()),
-            _ => match &decl.default {
-                Some(d) => Some(self.expand(ins, d)?),
-                None => self
-                    .b
-                    .plan
-                    .global_args
-                    .get(&name)
-                    .cloned()
-                    .flatten()
-                    .or_else(|| self.args.get(&name).cloned().flatten())
-                    .or_else(|| self.b.plan.auto_args.get(&name).cloned()),
-            },
-        };
-        self.b.used_args.insert(name.clone());
-        self.args.insert(name, value);
+    /// Applies a metadata instruction to the image config (ARG: to the stage's ARGs).
+    fn apply_edit(&mut self, ins: &Instruction, edit: ConfigEdit) -> Result<()> {
+        let config = &mut self.image.config.config;
+        match edit {
+            ConfigEdit::Arg(decls) => {
+                for (name, value) in decls {
+                    self.b.used_args.insert(name.clone());
+                    self.args.insert(name, value);
+                }
+            }
+            ConfigEdit::Env(pairs) => {
+                for (k, v) in pairs {
+                    self.image.config.env_set(&k, &v);
+                }
+            }
+            ConfigEdit::Label(pairs) => config
+                .labels
+                .get_or_insert_with(Default::default)
+                .extend(pairs),
+            ConfigEdit::User(user) => config.user = Some(user),
+            ConfigEdit::Expose(ports) => {
+                let exposed = config.exposed_ports.get_or_insert_with(Default::default);
+                exposed.extend(ports.into_iter().map(|p| (p, Empty {})));
+            }
+            ConfigEdit::Volume(paths) => {
+                let volumes = config.volumes.get_or_insert_with(Default::default);
+                volumes.extend(paths.into_iter().map(|v| (v, Empty {})));
+            }
+            ConfigEdit::StopSignal(sig) => config.stop_signal = Some(sig),
+            ConfigEdit::Entrypoint(argv) => {
+                config.entrypoint = Some(argv);
+                if !self.cmd_set {
+                    config.cmd = None;
+                }
+            }
+            ConfigEdit::Cmd(argv) => {
+                config.cmd = Some(argv);
+                self.cmd_set = true;
+            }
+            ConfigEdit::Shell(shell) => config.shell = Some(shell),
+            ConfigEdit::Maintainer(name) => self.image.config.author = Some(name),
+            ConfigEdit::Healthcheck(check) => {
+                let health = healthcheck(&check).map_err(|m| self.step_err(ins, m))?;
+                self.image.config.config.healthcheck = Some(health);
+            }
+            ConfigEdit::Onbuild(trigger) => {
+                config.on_build.get_or_insert_with(Vec::new).push(trigger)
+            }
+        }
         Ok(())
     }
 
@@ -284,52 +204,25 @@ impl<'b, 'o> StageRun<'b, 'o> {
         Ok(())
     }
 
-    /// ARGs with a value, overridden by ENV.
-    fn vars(&self) -> StageVars {
-        let mut map: BTreeMap<String, String> = BTreeMap::new();
-        for (k, v) in &self.args {
-            if let Some(v) = v {
-                map.insert(k.clone(), v.clone());
-            }
+    /// What is in scope for lowering the next instruction.
+    fn scope(&self) -> Scope {
+        let config = &self.image.config.config;
+        Scope {
+            escape: self.b.plan.escape,
+            args: self.args.clone(),
+            env: self.image.config.env_pairs(),
+            shell: config.shell.clone(),
+            user: config.user.clone(),
+            workdir: config.working_dir.clone(),
+            build_args: self.b.opts.build_args.clone(),
+            global_args: self.b.plan.global_args.clone(),
+            auto_args: self.b.plan.auto_args.clone(),
         }
-        map.extend(self.image.config.env_pairs());
-        StageVars(map)
     }
 
-    fn expand(&self, ins: &Instruction, word: &str) -> Result<String> {
-        let vars = self.vars();
-        self.expand_with(ins, word, &vars)
-    }
-
-    fn expand_with(&self, ins: &Instruction, word: &str, vars: &StageVars) -> Result<String> {
-        expand_word(word, vars, self.b.plan.escape).map_err(|e| self.step_err(ins, e.to_string()))
-    }
-
-    /// Expands each item and splits it into words (EXPOSE, VOLUME).
-    fn expand_all(&self, ins: &Instruction, items: &[String]) -> Result<Vec<String>> {
-        let vars = self.vars();
-        let mut words = Vec::new();
-        for item in items {
-            let expanded = expand_words(item, &vars, self.b.plan.escape)
-                .map_err(|e| self.step_err(ins, e.to_string()))?;
-            words.extend(expanded);
-        }
-        Ok(words)
-    }
-
-    /// The argv of CMD/ENTRYPOINT/RUN: exec form as is, shell form through SHELL.
-    fn argv(&self, cmd: &Command) -> Vec<String> {
-        match cmd {
-            Command::Exec(args) => args.clone(),
-            Command::Shell(text) => {
-                let mut argv: Vec<String> = match &self.image.config.config.shell {
-                    Some(shell) => shell.clone(),
-                    None => DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
-                };
-                argv.push(text.clone());
-                argv
-            }
-        }
+    /// Lowers `ins` with the stage's scope (the engine applies its effects itself).
+    fn lower(&self, ins: &Instruction) -> Result<Op> {
+        ir::lower(ins, &mut self.scope()).map_err(|e| self.step_err(ins, e.reason))
     }
 
     fn history(&mut self, ins: &Instruction, empty_layer: bool) {
@@ -448,32 +341,17 @@ impl<'b, 'o> StageRun<'b, 'o> {
     async fn workdir(
         &mut self,
         ins: &Instruction,
-        dir: &str,
+        op: WorkdirOp,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        let dir = self.expand(ins, dir)?;
-        let current = self
-            .image
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into());
-        let path = clean_path(&Path::new(&current).join(&dir));
-        self.image.config.config.working_dir = Some(path.clone());
-        let key = StepKey::after(&self.key, "WORKDIR")
-            .field("path", &path)
-            .field(
-                "user",
-                self.image.config.config.user.as_deref().unwrap_or(""),
-            )
-            .finish();
+        self.image.config.config.working_dir = Some(op.path.clone());
+        let key = step_key(&self.key, "WORKDIR", &op.key_fields());
         if let Some(done) = self.lookup(ins, key, true, events).await? {
             return Ok(done);
         }
         let rootfs = self.rootfs().await?;
         let owner = self.user_ids(ins, &rootfs)?;
-        self.make_dir(ins, &rootfs, &path, owner)?;
+        self.make_dir(ins, &rootfs, &op.path, owner)?;
         self.commit(ins).await
     }
 
@@ -504,36 +382,10 @@ impl<'b, 'o> StageRun<'b, 'o> {
     async fn copy(
         &mut self,
         ins: &Instruction,
-        args: &CopyArgs,
-        is_add: bool,
+        op: CopyOp,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        let vars = self.vars();
-        let mut sources = Vec::new();
-        let heredoc_names: Vec<String> = args.heredocs.iter().map(|d| d.name.clone()).collect();
-        for s in args.sources.iter().filter(|s| !s.starts_with("<<")) {
-            let s = self.expand_with(ins, s, &vars)?;
-            sources.push(s);
-        }
-        let dest = self.expand_with(ins, &args.dest, &vars)?;
-        let workdir = self
-            .image
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into());
-        let mut dest_abs = if dest.starts_with('/') {
-            dest.clone()
-        } else {
-            format!("{}/{dest}", workdir.trim_end_matches('/'))
-        };
-        if (dest.ends_with('/') || dest == ".") && !dest_abs.ends_with('/') {
-            dest_abs.push('/');
-        }
-        let key = self
-            .copy_key(ins, args, is_add, &sources, &dest_abs, &vars)
-            .await?;
+        let key = self.copy_key(ins, &op).await?;
         if let Some(done) = self
             .lookup(ins, key, self.b.opts.cache_copy_layers, events)
             .await?
@@ -541,10 +393,9 @@ impl<'b, 'o> StageRun<'b, 'o> {
             return Ok(done);
         }
         let rootfs = self.rootfs().await?;
-        let chown = match &args.chown {
+        let chown = match &op.chown {
             Some(spec) => {
-                let spec = self.expand_with(ins, spec, &vars)?;
-                let ids = isolation::resolve_user(&rootfs, Some(&spec))
+                let ids = isolation::resolve_user(&rootfs, Some(spec))
                     .map_err(|e| self.step_err(ins, e))?;
                 // "A username without groupname or a UID without GID uses the same numeric
                 // UID as the GID" (Dockerfile reference, COPY --chown).
@@ -553,29 +404,15 @@ impl<'b, 'o> StageRun<'b, 'o> {
             }
             None => None,
         };
-        let chmod = match &args.chmod {
-            Some(bits) => Some(u32::from_str_radix(bits, 8).map_err(|_| {
-                self.step_err(
-                    ins,
-                    format!("--chmod={bits}: expected octal permission bits such as 755"),
-                )
-            })?),
-            None => None,
-        };
-        let exclude = args
-            .exclude
-            .iter()
-            .map(|e| self.expand_with(ins, e, &vars))
-            .collect::<Result<Vec<_>>>()?;
         let opts = CopyOptions {
             chown,
-            chmod,
-            extract_archives: is_add,
-            exclude,
-            parents: args.parents,
+            chmod: op.chmod.as_ref().map(|c| c.bits),
+            extract_archives: op.add,
+            exclude: op.exclude.clone(),
+            parents: op.parents,
         };
         let from_dir;
-        let from = match &args.from {
+        let from = match &op.from {
             None => SourceRoot {
                 dir: &self.b.context,
                 ignore: Some(&self.b.ignore),
@@ -583,8 +420,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 keep_owner: false,
             },
             Some(name) => {
-                let name = self.expand_with(ins, name, &vars)?;
-                from_dir = self.source_rootfs(ins, &name, events).await?;
+                from_dir = self.source_rootfs(ins, name, events).await?;
                 SourceRoot {
                     dir: &from_dir,
                     ignore: None,
@@ -595,43 +431,66 @@ impl<'b, 'o> StageRun<'b, 'o> {
         };
         // Sources alone are counted by what they match (copy.rs: an empty wildcard counts
         // for nothing); with heredocs, every source counts.
-        let counted = !heredoc_names.is_empty();
-        if counted && sources.len() + heredoc_names.len() > 1 && !dest_abs.ends_with('/') {
+        let (sources, dest_abs) = (&op.sources, &op.dest_abs);
+        let counted = !op.heredocs.is_empty();
+        if counted && sources.len() + op.heredocs.len() > 1 && !dest_abs.ends_with('/') {
+            let dest = op.dest.clone();
             return Err(self.step_err(ins, copy::CopyError::DestNotDir { dest }));
         }
-        if !sources.is_empty() && is_add {
+        if !sources.is_empty() && op.add {
             let add = copy::AddOptions {
-                checksum: args.checksum.clone(),
-                unpack: args.unpack,
-                keep_git_dir: args.keep_git_dir,
+                checksum: op.checksum.clone(),
+                unpack: op.unpack,
+                keep_git_dir: op.keep_git_dir,
             };
             let scratch = self.b.work.join("add-downloads");
             let result =
-                copy::add_sources(&from, &sources, &dest_abs, &rootfs, &opts, &add, &scratch).await;
+                copy::add_sources(&from, sources, dest_abs, &rootfs, &opts, &add, &scratch).await;
             let _ = std::fs::remove_dir_all(&scratch);
             result.map_err(|e| self.step_err(ins, e))?;
         } else if !sources.is_empty() {
-            copy::copy_sources(&from, &sources, &dest_abs, &rootfs, &opts)
+            copy::copy_sources(&from, sources, dest_abs, &rootfs, &opts)
                 .map_err(|e| self.step_err(ins, e))?;
         }
-        if !heredoc_names.is_empty() {
-            let dir = self.write_heredocs(ins, args)?;
-            let heredocs = SourceRoot {
-                dir: &dir,
-                ignore: None,
-                origin: "heredoc".into(),
-                keep_owner: false,
-            };
-            let opts = CopyOptions {
-                extract_archives: false,
-                exclude: Vec::new(),
-                parents: false,
-                ..opts
-            };
-            copy::copy_sources(&heredocs, &heredoc_names, &dest_abs, &rootfs, &opts)
-                .map_err(|e| self.step_err(ins, e))?;
+        if !op.heredocs.is_empty() {
+            self.copy_heredocs(ins, &op, &rootfs, opts)?;
         }
         self.commit(ins).await
+    }
+
+    /// Writes COPY/ADD heredocs (`<<NAME` sources) as files named NAME in a fresh
+    /// directory and copies them to the destination.
+    fn copy_heredocs(
+        &self,
+        ins: &Instruction,
+        op: &CopyOp,
+        rootfs: &Path,
+        opts: CopyOptions,
+    ) -> Result<()> {
+        let dir = self
+            .b
+            .work
+            .join("scratch")
+            .join(format!("heredocs-{}-{}", self.index, ins.line));
+        let mut names = Vec::new();
+        for (doc, content) in op.heredocs.iter().zip(&op.heredoc_contents) {
+            write_file(&dir.join(&doc.name), content.as_bytes(), 0o644)?;
+            names.push(doc.name.clone());
+        }
+        let heredocs = SourceRoot {
+            dir: &dir,
+            ignore: None,
+            origin: "heredoc".into(),
+            keep_owner: false,
+        };
+        let opts = CopyOptions {
+            extract_archives: false,
+            exclude: Vec::new(),
+            parents: false,
+            ..opts
+        };
+        copy::copy_sources(&heredocs, &names, &op.dest_abs, rootfs, &opts)
+            .map_err(|e| self.step_err(ins, e))
     }
 
     /// The root filesystem of `--from=NAME`: an earlier stage, or an image pulled for it.
@@ -669,98 +528,52 @@ impl<'b, 'o> StageRun<'b, 'o> {
     async fn run_command(
         &mut self,
         ins: &Instruction,
-        args: &RunArgs,
+        op: RunOp,
         events: Events<'_>,
     ) -> Result<Option<(String, u64)>> {
-        let vars = self.vars();
-        let mut mount_specs = Vec::new();
-        let mut mount_texts = Vec::new();
-        // Each value is parsed once, here, after expansion with the stage's ARG and ENV
-        // (the planner only read its `from=`).
-        for text in &args.mounts {
-            let text = self.expand_with(ins, text, &vars)?;
-            let spec = mounts::parse_mount(&text)
-                .map_err(|e| self.step_err(ins, format!("--mount={text}: {e}")))?;
-            mount_specs.push(spec);
-            mount_texts.push(text);
-        }
-        let network = match args.network.as_deref() {
-            None | Some("default") | Some("host") => Network::Host,
-            Some("none") => Network::None,
-            Some(other) => {
-                return Err(self.step_err(
-                    ins,
-                    format!("--network={other}: expected default, none or host"),
-                ))
-            }
-        };
-        let security = self.run_security(ins, args.security.as_deref())?;
-        let scratch = self.b.work.join("scratch");
-        std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
-        let (argv, extra_mounts) = self.run_argv(ins, args, &scratch)?;
-        let mut env = self.image.config.env_pairs();
-        let proxies = self
-            .b
-            .opts
-            .build_args
-            .iter()
-            .filter(|(k, _)| crate::build::is_predefined_arg(k));
-        for (k, v) in self.args.iter().chain(proxies) {
-            if let Some(v) = v {
-                if !env.iter().any(|(ek, _)| ek == k) {
-                    env.push((k.clone(), v.clone()));
-                }
-            }
-        }
-        let cwd = self
-            .image
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into());
-        // Proxy settings are not part of the key (as in BuildKit): they do not change what
-        // the step builds, and they differ between CI agents.
-        let env_text: Vec<String> = env
-            .iter()
-            .filter(|(k, _)| !crate::build::is_predefined_arg(k) || self.args.contains_key(k))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let heredocs: Vec<&str> = args.heredocs.iter().map(|d| d.content.as_str()).collect();
+        self.check_security(ins, op.security)?;
         let mut mount_inputs = Vec::new();
-        for spec in &mount_specs {
-            mount_inputs.push(self.mount_input(ins, spec, &vars).await?);
+        for spec in &op.mounts {
+            mount_inputs.push(self.mount_input(ins, spec).await?);
         }
-        let key = StepKey::after(&self.key, "RUN")
-            .list("mounts", &mount_texts)
-            .list("mount-inputs", &mount_inputs)
-            .list("argv", &argv)
-            .list("env", &env_text)
-            .list("heredocs", &heredocs)
-            .field(
-                "user",
-                self.image.config.config.user.as_deref().unwrap_or(""),
-            )
-            .field("cwd", &cwd)
-            .field("network", format!("{network:?}"));
-        // Only an insecure step adds a field, so the keys of ordinary steps stay as they were.
-        let key = match security {
-            Security::Insecure => key.field("security", "insecure"),
-            Security::Sandbox => key,
-        }
-        .finish();
+        let key = step_key(&self.key, "RUN", &op.key_fields(&mount_inputs));
         if let Some(done) = self
             .lookup(ins, key, self.b.opts.cache_run_layers, events)
             .await?
         {
             return Ok(done);
         }
+        self.execute_run(ins, op, events).await?;
+        self.commit(ins).await
+    }
+
+    /// Runs a RUN's command in the sandbox with its mounts; fails unless it exits 0.
+    async fn execute_run(
+        &mut self,
+        ins: &Instruction,
+        op: RunOp,
+        events: Events<'_>,
+    ) -> Result<()> {
+        let scratch = self.b.work.join("scratch");
+        std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
+        let RunOp {
+            argv,
+            mut env,
+            workdir: cwd,
+            user,
+            mounts: mount_specs,
+            network,
+            security,
+            script,
+            ..
+        } = op;
+        let mut extra_mounts = match &script {
+            Some(script) => vec![self.write_script(ins, script, &scratch)?],
+            None => Vec::new(),
+        };
         let rootfs = self.rootfs().await?;
         let owner = self.user_ids(ins, &rootfs)?;
         self.make_dir(ins, &rootfs, &cwd, owner)?;
-        let mut extra_mounts = extra_mounts;
-        let mut tmpfs_mounts = Vec::new();
-        let mut leases = Vec::new();
         let mount_dir = scratch.join(format!("mounts-{}-{}", self.index, ins.line));
         let prepared = self
             .prepare_mounts(ins, &mount_specs, &mount_dir, &mut env, events)
@@ -772,26 +585,23 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 return Err(e);
             }
         };
-        for m in prepared {
-            match m {
-                Prepared::Bind(mount) => extra_mounts.push(mount),
-                Prepared::Cache(mount, lease) => {
-                    extra_mounts.push(mount);
-                    leases.push(lease);
-                }
-                Prepared::Tmpfs(t) => tmpfs_mounts.push(t),
-            }
-        }
+        let (tmpfs_mounts, leases) = split_prepared(prepared, &mut extra_mounts);
         let spec = RunSpec {
             rootfs: rootfs.clone(),
             argv,
             env,
             cwd,
-            user: self.image.config.config.user.clone(),
+            user,
             hostname: None,
-            network,
+            network: match network {
+                ir::Network::Host => Network::Host,
+                ir::Network::None => Network::None,
+            },
             isolation: self.b.opts.isolation,
-            security,
+            security: match security {
+                ir::Security::Sandbox => Security::Sandbox,
+                ir::Security::Insecure => Security::Insecure,
+            },
             extra_mounts,
             tmpfs_mounts,
             scratch_dir: scratch,
@@ -811,7 +621,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 code: outcome.status,
             });
         }
-        self.commit(ins).await
+        Ok(())
     }
 }
 
@@ -923,40 +733,12 @@ impl StageRun<'_, '_> {
     }
 
     /// The cache key of a COPY/ADD: its expanded arguments and a digest of its sources.
-    async fn copy_key(
-        &mut self,
-        ins: &Instruction,
-        args: &CopyArgs,
-        is_add: bool,
-        sources: &[String],
-        dest_abs: &str,
-        vars: &StageVars,
-    ) -> Result<String> {
-        let mut flags = Vec::new();
-        for (name, value) in [
-            ("chown", &args.chown),
-            ("chmod", &args.chmod),
-            ("from", &args.from),
-            ("checksum", &args.checksum),
-        ] {
-            if let Some(v) = value {
-                flags.push(format!("{name}={}", self.expand_with(ins, v, vars)?));
-            }
-        }
-        flags.push(format!(
-            "parents={} link={} add={is_add} unpack={:?} keep_git_dir={:?}",
-            args.parents, args.link, args.unpack, args.keep_git_dir
-        ));
-        let exclude = args
-            .exclude
-            .iter()
-            .map(|e| self.expand_with(ins, e, vars))
-            .collect::<Result<Vec<_>>>()?;
+    async fn copy_key(&mut self, ins: &Instruction, op: &CopyOp) -> Result<String> {
         let opts = CopyOptions {
-            exclude: exclude.clone(),
+            exclude: op.exclude.clone(),
             ..Default::default()
         };
-        let content = match &args.from {
+        let content = match &op.from {
             None => {
                 let from = SourceRoot {
                     dir: &self.b.context,
@@ -964,66 +746,39 @@ impl StageRun<'_, '_> {
                     origin: "build context".into(),
                     keep_owner: false,
                 };
-                copy::hash_sources(&from, sources, &opts).map_err(|e| self.step_err(ins, e))?
+                copy::hash_sources(&from, &op.sources, &opts).map_err(|e| self.step_err(ins, e))?
             }
-            Some(name) => {
-                let name = self.expand_with(ins, name, vars)?;
-                match self.b.plan.stage_index(&name).filter(|i| *i < self.index) {
-                    Some(i) => self.b.finished[i]
-                        .as_ref()
-                        .map(|f| f.key.clone())
-                        .unwrap_or_default(),
-                    None => {
-                        let platform = self.b.platform.clone();
-                        let image = self.b.pull_image(&name, &platform, &mut |_| {}).await?;
-                        image_identity(&image, &platform.to_string())
-                    }
+            Some(name) => match self.b.plan.stage_index(name).filter(|i| *i < self.index) {
+                Some(i) => self.b.finished[i]
+                    .as_ref()
+                    .map(|f| f.key.clone())
+                    .unwrap_or_default(),
+                None => {
+                    let platform = self.b.platform.clone();
+                    let image = self.b.pull_image(name, &platform, &mut |_| {}).await?;
+                    image_identity(&image, &platform.to_string())
                 }
-            }
+            },
         };
         // A URL without --checksum can change at any time: never reuse its layer.
         let unpinned_url =
-            sources.iter().any(|s| crate::fetch::is_url(s)) && args.checksum.is_none();
+            op.sources.iter().any(|s| crate::fetch::is_url(s)) && op.checksum.is_none();
         let nonce = if unpinned_url {
             crate::time::now_rfc3339() + &std::process::id().to_string()
         } else {
             String::new()
         };
-        let heredocs: Vec<String> = args
-            .heredocs
-            .iter()
-            .map(|d| format!("{}\0{}\0{}", d.name, d.expand, d.content))
-            .collect();
-        Ok(
-            StepKey::after(&self.key, if is_add { "ADD" } else { "COPY" })
-                .list("sources", sources)
-                .field("dest", dest_abs)
-                .list("flags", &flags)
-                .list("exclude", &exclude)
-                .field("content", content)
-                .list("heredocs", &heredocs)
-                .field(
-                    "vars",
-                    if heredocs.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{:?}", vars.0)
-                    },
-                )
-                .field("nonce", nonce)
-                .finish(),
-        )
+        Ok(step_key(
+            &self.key,
+            op.key_kind(),
+            &op.key_fields(content, nonce),
+        ))
     }
 
     /// What a `--mount` contributes to the RUN's cache key besides its text: the content of
     /// a bind source (context files, or the source stage's key). Cache mount contents and
     /// secret values never do.
-    async fn mount_input(
-        &mut self,
-        ins: &Instruction,
-        spec: &MountSpec,
-        vars: &StageVars,
-    ) -> Result<String> {
+    async fn mount_input(&mut self, ins: &Instruction, spec: &MountSpec) -> Result<String> {
         let MountSpec::Bind { from, source, .. } = spec else {
             return Ok(String::new());
         };
@@ -1044,20 +799,17 @@ impl StageRun<'_, '_> {
                 copy::hash_sources(&context, &[source], &CopyOptions::default())
                     .map_err(|e| self.step_err(ins, e))
             }
-            Some(name) => {
-                let name = self.expand_with(ins, name, vars)?;
-                match self.b.plan.stage_index(&name).filter(|i| *i < self.index) {
-                    Some(i) => Ok(self.b.finished[i]
-                        .as_ref()
-                        .map(|f| f.key.clone())
-                        .unwrap_or_default()),
-                    None => {
-                        let platform = self.b.platform.clone();
-                        let image = self.b.pull_image(&name, &platform, &mut |_| {}).await?;
-                        Ok(image_identity(&image, &platform.to_string()))
-                    }
+            Some(name) => match self.b.plan.stage_index(name).filter(|i| *i < self.index) {
+                Some(i) => Ok(self.b.finished[i]
+                    .as_ref()
+                    .map(|f| f.key.clone())
+                    .unwrap_or_default()),
+                None => {
+                    let platform = self.b.platform.clone();
+                    let image = self.b.pull_image(name, &platform, &mut |_| {}).await?;
+                    Ok(image_identity(&image, &platform.to_string()))
                 }
-            }
+            },
         }
     }
 
@@ -1223,103 +975,34 @@ impl StageRun<'_, '_> {
         Ok(prepared)
     }
 
-    /// `RUN --security=sandbox|insecure`; insecure only with `--allow security.insecure`.
-    fn run_security(&self, ins: &Instruction, value: Option<&str>) -> Result<Security> {
-        match value {
-            None | Some("sandbox") => Ok(Security::Sandbox),
-            Some("insecure") if self.b.opts.allow_insecure => Ok(Security::Insecure),
-            Some("insecure") => Err(self.step_err(
+    /// `RUN --security=insecure` only with `--allow security.insecure`.
+    fn check_security(&self, ins: &Instruction, security: ir::Security) -> Result<()> {
+        if security == ir::Security::Insecure && !self.b.opts.allow_insecure {
+            return Err(self.step_err(
                 ins,
                 "--security=insecure runs the command with every capability and no seccomp \
                  filter: start the build with --allow security.insecure to permit it",
-            )),
-            Some(other) => Err(self.step_err(
-                ins,
-                format!("--security={other}: expected sandbox or insecure"),
-            )),
+            ));
         }
+        Ok(())
     }
 
-    /// The argv of a RUN and the mounts it needs. With heredocs (BuildKit's rules): a
-    /// command that is a single heredoc runs as a script file mounted at
-    /// `/dev/pipes/NAME` (so `#!` lines work); otherwise the command line and the heredoc
-    /// bodies go to the shell together, which reads the heredocs itself.
-    fn run_argv(
+    /// Writes the script of a RUN that is a single heredoc and returns its mount.
+    fn write_script(
         &self,
         ins: &Instruction,
-        args: &RunArgs,
+        script: &RunScript,
         scratch: &Path,
-    ) -> Result<(Vec<String>, Vec<isolation::Mount>)> {
-        if args.heredocs.is_empty() {
-            return Ok((self.argv(&args.command), Vec::new()));
-        }
-        let Command::Shell(text) = &args.command else {
-            return Err(self.step_err(ins, "heredocs need the shell form of RUN"));
-        };
-        let single = args.heredocs.len() == 1 && text.split_whitespace().count() == 1;
-        if !single {
-            let mut script = text.clone();
-            for doc in &args.heredocs {
-                script.push('\n');
-                script.push_str(&doc.content);
-                script.push_str(&doc.name);
-            }
-            script.push('\n');
-            return Ok((self.argv(&Command::Shell(script)), Vec::new()));
-        }
-        let doc = &args.heredocs[0];
-        check_heredoc_name(&doc.name).map_err(|m| self.step_err(ins, m))?;
+    ) -> Result<isolation::Mount> {
         let dir = scratch.join(format!("heredoc-{}-{}", self.index, ins.line));
-        let file = dir.join(&doc.name);
-        write_file(&file, doc.content.as_bytes(), 0o755)?;
-        let target = format!("/dev/pipes/{}", doc.name);
-        let mount = isolation::Mount {
+        let file = dir.join(&script.name);
+        write_file(&file, script.content.as_bytes(), 0o755)?;
+        Ok(isolation::Mount {
             source: file,
-            target: target.clone(),
+            target: script.target(),
             readonly: true,
-        };
-        Ok((self.argv(&Command::Shell(target)), vec![mount]))
+        })
     }
-
-    /// Writes COPY/ADD heredocs (`<<NAME` sources) as files named NAME in a fresh
-    /// directory, expanding variables in unquoted ones (quotes and backslashes stay as
-    /// written, as BuildKit does), and returns that directory.
-    fn write_heredocs(&self, ins: &Instruction, args: &CopyArgs) -> Result<PathBuf> {
-        let dir = self
-            .b
-            .work
-            .join("scratch")
-            .join(format!("heredocs-{}-{}", self.index, ins.line));
-        let vars = self.vars();
-        for doc in &args.heredocs {
-            check_heredoc_name(&doc.name).map_err(|m| self.step_err(ins, m))?;
-            let content = if doc.expand {
-                let esc = self.b.plan.escape;
-                let mut raw = String::with_capacity(doc.content.len());
-                for c in doc.content.chars() {
-                    if c == '\'' || c == '"' || c == esc {
-                        raw.push(esc);
-                    }
-                    raw.push(c);
-                }
-                self.expand_with(ins, &raw, &vars)?
-            } else {
-                doc.content.clone()
-            };
-            write_file(&dir.join(&doc.name), content.as_bytes(), 0o644)?;
-        }
-        Ok(dir)
-    }
-}
-
-/// A heredoc name must work as a file name.
-fn check_heredoc_name(name: &str) -> std::result::Result<(), String> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(format!(
-            "heredoc name {name:?} cannot be used as a file name"
-        ));
-    }
-    Ok(())
 }
 
 /// Writes `bytes` to `path` (creating its directory) with permission bits `mode`.
@@ -1435,7 +1118,26 @@ enum Prepared {
     Tmpfs(isolation::TmpfsMount),
 }
 
-/// The first cache key of a stage built on `image`: its config and layer digests.
+/// Adds the bind and cache mounts to `mounts`; returns the tmpfs mounts and the cache
+/// leases to hold while the command runs.
+fn split_prepared(
+    prepared: Vec<Prepared>,
+    mounts: &mut Vec<isolation::Mount>,
+) -> (Vec<isolation::TmpfsMount>, Vec<mounts::CacheLease>) {
+    let (mut tmpfs, mut leases) = (Vec::new(), Vec::new());
+    for m in prepared {
+        match m {
+            Prepared::Bind(mount) => mounts.push(mount),
+            Prepared::Cache(mount, lease) => {
+                mounts.push(mount);
+                leases.push(lease);
+            }
+            Prepared::Tmpfs(t) => tmpfs.push(t),
+        }
+    }
+    (tmpfs, leases)
+}
+
 /// The ARG values a stage starts with: those of the stage it is built on (BuildKit: a stage
 /// built `FROM` another stage continues that stage's build args), none for an image.
 fn inherited_args(b: &Builder<'_>, base: &StageBase) -> BTreeMap<String, Option<String>> {
@@ -1448,6 +1150,7 @@ fn inherited_args(b: &Builder<'_>, base: &StageBase) -> BTreeMap<String, Option<
     }
 }
 
+/// The first cache key of a stage built on `image`: its config and layer digests.
 fn image_identity(image: &Image, platform: &str) -> String {
     let layers: Vec<&str> = image.layers.iter().map(Layer::digest).collect();
     StepKey::after("", "FROM")
@@ -1550,41 +1253,16 @@ async fn unpack(
     .await
 }
 
-/// `/a/./b/../c/` → `/a/c`.
-fn clean_path(path: &Path) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
-            std::path::Component::ParentDir => {
-                parts.pop();
-            }
-            _ => {}
-        }
+/// The key of a step of `kind` after `previous`, from the op's fields in order.
+fn step_key(previous: &str, kind: &str, fields: &[(&'static str, KeyValue)]) -> String {
+    let mut key = StepKey::after(previous, kind);
+    for (name, value) in fields {
+        key = match value {
+            KeyValue::Text(text) => key.field(name, text),
+            KeyValue::List(items) => key.list(name, items),
+        };
     }
-    format!("/{}", parts.join("/"))
-}
-
-/// EXPOSE values to `port/proto` keys: `80` → `80/tcp`, `53/UDP` → `53/udp`,
-/// `8000-8002` → three ports.
-fn expose_ports(spec: &str) -> std::result::Result<Vec<String>, String> {
-    let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-        None => (spec, "tcp".to_string()),
-    };
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("EXPOSE {spec}: protocol must be tcp, udp or sctp"));
-    }
-    let bad = || format!("EXPOSE {spec}: invalid port (expected N, N/proto or N-M)");
-    let parse = |p: &str| p.parse::<u16>().map_err(|_| bad());
-    let (lo, hi) = match ports.split_once('-') {
-        Some((lo, hi)) => (parse(lo)?, parse(hi)?),
-        None => (parse(ports)?, parse(ports)?),
-    };
-    if lo > hi {
-        return Err(bad());
-    }
-    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+    key.finish()
 }
 
 impl Builder<'_> {
@@ -1629,18 +1307,6 @@ impl Builder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expose_accepts_protocols_and_ranges() {
-        assert_eq!(expose_ports("8080").unwrap(), ["8080/tcp"]);
-        assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(
-            expose_ports("8000-8002/tcp").unwrap(),
-            ["8000/tcp", "8001/tcp", "8002/tcp"]
-        );
-        assert!(expose_ports("http").is_err());
-        assert!(expose_ports("80/icmp").is_err());
-    }
 
     #[test]
     fn durations_parse_like_go() {
@@ -1695,10 +1361,59 @@ mod tests {
         assert!(healthcheck(&bad).unwrap_err().contains("1ms"));
     }
 
+    /// The keys of lowered ops are the ones the engine built field by field before the IR,
+    /// so existing caches stay valid.
     #[test]
-    fn workdir_paths_are_cleaned() {
-        assert_eq!(clean_path(Path::new("/app/./x/../bin/")), "/app/bin");
-        assert_eq!(clean_path(Path::new("/")), "/");
-        assert_eq!(clean_path(Path::new("/../..")), "/");
+    fn op_keys_match_the_keys_before_the_ir() {
+        let text = "FROM scratch\nARG A=1\nWORKDIR /w\nRUN --network=none echo $A\n\
+                    COPY --chmod=0644 a b/\n";
+        let parsed = ocibuild_dockerfile::parse(text, Path::new("Dockerfile")).unwrap();
+        let mut scope = Scope {
+            build_args: [("HTTP_PROXY".to_string(), Some("http://p".to_string()))].into(),
+            ..Scope::default()
+        };
+        let ops: Vec<Op> = parsed.instructions[1..]
+            .iter()
+            .map(|i| ir::lower(i, &mut scope).unwrap())
+            .collect();
+        let none: &[&str] = &[];
+        let (Op::Workdir(workdir), Op::Run(run), Op::Copy(copy)) = (&ops[1], &ops[2], &ops[3])
+        else {
+            panic!("{ops:?}")
+        };
+        let old_workdir = StepKey::after("p", "WORKDIR")
+            .field("path", "/w")
+            .field("user", "")
+            .finish();
+        assert_eq!(step_key("p", "WORKDIR", &workdir.key_fields()), old_workdir);
+        let old_run = StepKey::after("p", "RUN")
+            .list("mounts", none)
+            .list("mount-inputs", none)
+            .list("argv", &["/bin/sh", "-c", "echo $A"])
+            .list("env", &["A=1"])
+            .list("heredocs", none)
+            .field("user", "")
+            .field("cwd", "/w")
+            .field("network", "None")
+            .finish();
+        assert_eq!(step_key("p", "RUN", &run.key_fields(&[])), old_run);
+        let old_copy = StepKey::after("p", "COPY")
+            .list("sources", &["a"])
+            .field("dest", "/w/b/")
+            .list(
+                "flags",
+                &[
+                    "chmod=0644",
+                    "parents=false link=false add=false unpack=None keep_git_dir=None",
+                ],
+            )
+            .list("exclude", none)
+            .field("content", "c")
+            .list("heredocs", none)
+            .field("vars", "")
+            .field("nonce", "")
+            .finish();
+        let fields = copy.key_fields("c".into(), String::new());
+        assert_eq!(step_key("p", copy.key_kind(), &fields), old_copy);
     }
 }

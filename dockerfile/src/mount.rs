@@ -392,23 +392,14 @@ fn clean_target(target: &str) -> Result<String, MountSpecError> {
             problem: "contains a NUL byte",
         });
     }
-    let mut parts: Vec<&str> = Vec::new();
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    if parts.is_empty() {
+    let cleaned = crate::ir::clean_path(target);
+    if cleaned == "/" {
         return Err(MountSpecError::BadTarget {
             target: target.to_string(),
             problem: "is the root directory, which cannot be a mount point; choose a directory such as /cache",
         });
     }
-    Ok(format!("/{}", parts.join("/")))
+    Ok(cleaned)
 }
 
 /// Parses one `--mount=` value in BuildKit's syntax, e.g.
