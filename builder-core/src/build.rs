@@ -27,218 +27,16 @@ use crate::contextfile::{self, DockerfileLocation};
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobStore, Image, ImageFormat, Layer, LayerBlob};
 use crate::isolation::Isolation;
-use crate::mounts::{CacheMounts, MountError, SecretSource, Secrets};
+use crate::mounts::{CacheMounts, MountError, Secrets};
 use crate::stage::StageRun;
-use ocibuild_dockerfile::plan::{BuildArgs, Plan, StageBase};
+use ocibuild_dockerfile::plan::{Plan, StageBase};
 use ocibuild_image::config::ImageConfig;
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
-use ocibuild_snapshot::Compression;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-/// Everything a build needs to know. `Default` gives an empty context and Dockerfile path,
-/// no destinations, namespace isolation, gzip at level 6 and no layer cache; set the public
-/// fields on it (the struct is `#[non_exhaustive]`: it cannot be written as a literal
-/// outside this crate, so new options are not breaking changes).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct BuildOptions {
-    /// The build context directory.
-    pub context: PathBuf,
-    /// The Dockerfile; a relative path that does not exist is looked up in the context.
-    /// A path in the context (and the context's `.dockerignore`) is read only if its
-    /// symlinks stay in the context (see [`crate::contextfile`]).
-    pub dockerfile: PathBuf,
-    /// Where to push the image (`registry/repo:tag`), any number.
-    pub destinations: Vec<String>,
-    /// `--build-arg` values (`None`: declared without a value).
-    pub build_args: BuildArgs,
-    /// Labels added to the final image, after the Dockerfile's.
-    pub labels: Vec<(String, String)>,
-    /// The stage to build (default: the last).
-    pub target: Option<String>,
-    /// Build but push nothing.
-    pub no_push: bool,
-    /// Also write a `docker save`-style tarball here.
-    pub tar_path: Option<PathBuf>,
-    /// Write the manifest digest here.
-    pub digest_file: Option<PathBuf>,
-    /// Push over plain HTTP (also pulls from the destination registries over HTTP).
-    pub insecure: bool,
-    /// Pull over plain HTTP.
-    pub insecure_pull: bool,
-    /// Registries always spoken to over plain HTTP.
-    pub insecure_registries: Vec<String>,
-    /// A docker `config.json` to read credentials from (default: `$DOCKER_CONFIG` or
-    /// `~/.docker`).
-    pub docker_config: Option<PathBuf>,
-    /// How RUN steps are isolated.
-    pub isolation: Isolation,
-    /// `--allow security.insecure`: `RUN --security=insecure` may run with every
-    /// capability and no seccomp filter (refused otherwise).
-    pub allow_insecure: bool,
-    /// Layer compression (pinned: it decides layer digests).
-    pub compression: Compression,
-    /// Timestamps set to the epoch so identical inputs give identical digests.
-    pub reproducible: bool,
-    /// Target platform `os/arch[/variant]` (default: the host's).
-    pub platform: Option<String>,
-    /// Directory for root filesystems and layers (default: a fresh temporary directory,
-    /// removed afterwards).
-    pub work_dir: Option<PathBuf>,
-    /// Use the layer cache: steps whose key is cached are not run (see [`crate::cache`]).
-    pub cache: bool,
-    /// Registry repository for cached layers (kaniko's `--cache-repo`); with `cache` and
-    /// neither this nor `cache_dir`, `<first destination>/cache` is used.
-    pub cache_repo: Option<String>,
-    /// Local cache directory (a PVC in Kubernetes): cached layers when `cache` is on, and
-    /// base image layers always.
-    pub cache_dir: Option<PathBuf>,
-    /// Size limit of `cache_dir`, in bytes; least recently used entries are evicted.
-    pub cache_dir_max_size: Option<u64>,
-    /// Entries of `cache_repo` older than this are ignored.
-    pub cache_ttl: Duration,
-    /// Cache RUN layers.
-    pub cache_run_layers: bool,
-    /// Cache COPY/ADD layers.
-    pub cache_copy_layers: bool,
-    /// Directory backing `RUN --mount=type=cache` (default: `mounts/` in `cache_dir`, else
-    /// `$XDG_CACHE_HOME/ocibuild/mounts` or `~/.cache/ocibuild/mounts`).
-    pub cache_mounts_dir: Option<PathBuf>,
-    /// Secrets for `RUN --mount=type=secret` (`--secret id=NAME,src=FILE|env=VAR`).
-    pub secrets: Vec<(String, SecretSource)>,
-    /// With [`Isolation::None`]: the builder's own directory, never touched (kaniko's
-    /// `--kaniko-dir`, default `/kaniko`); the work directory goes there too.
-    pub kaniko_dir: PathBuf,
-    /// With [`Isolation::None`]: more paths to leave alone (`--ignore-path`).
-    pub ignore_paths: Vec<PathBuf>,
-    /// With [`Isolation::None`]: leave `/var/run` alone (`--ignore-var-run`, default true).
-    pub ignore_var_run: bool,
-    /// Build in `/` even when not in a container (`--force`): this overwrites the machine.
-    pub force: bool,
-    /// Registry client settings shared by pulls and pushes: TLS roots and client
-    /// certificates per registry, TLS verification skipping, mirrors, registry maps, push
-    /// retries (its insecure fields are added to the ones above).
-    pub registry: ClientOptions,
-    /// Skip TLS verification when pulling (`--skip-tls-verify-pull`).
-    pub skip_tls_verify_pull: bool,
-    /// Look layers up in the cache repository but never push to it (`--no-push-cache`).
-    pub no_push_cache: bool,
-    /// Also write the image into this OCI image layout directory (`--oci-layout-path`).
-    pub oci_layout_path: Option<PathBuf>,
-    /// Write `<registry>/<repo>@<digest>` per destination here (kaniko's
-    /// `--image-name-with-digest-file`).
-    pub image_name_with_digest_file: Option<PathBuf>,
-    /// Write `<registry>/<repo>:<tag>@<digest>` per destination here (kaniko's
-    /// `--image-name-tag-with-digest-file`).
-    pub image_name_tag_with_digest_file: Option<PathBuf>,
-    /// Annotations of the manifest (`--annotation KEY=VALUE`).
-    pub annotations: BTreeMap<String, String>,
-    /// Force the manifest format (`--image-format`); `None` follows the base image.
-    pub image_format: Option<ImageFormat>,
-}
-
-impl Default for BuildOptions {
-    fn default() -> Self {
-        BuildOptions {
-            context: PathBuf::new(),
-            dockerfile: PathBuf::new(),
-            destinations: Vec::new(),
-            build_args: BuildArgs::new(),
-            labels: Vec::new(),
-            target: None,
-            no_push: false,
-            tar_path: None,
-            digest_file: None,
-            insecure: false,
-            insecure_pull: false,
-            insecure_registries: Vec::new(),
-            docker_config: None,
-            isolation: Isolation::default(),
-            allow_insecure: false,
-            compression: Compression::default(),
-            reproducible: false,
-            platform: None,
-            work_dir: None,
-            cache: false,
-            cache_repo: None,
-            cache_dir: None,
-            cache_dir_max_size: None,
-            cache_ttl: DEFAULT_CACHE_TTL,
-            cache_run_layers: true,
-            cache_copy_layers: true,
-            cache_mounts_dir: None,
-            secrets: Vec::new(),
-            kaniko_dir: PathBuf::from("/kaniko"),
-            ignore_paths: Vec::new(),
-            ignore_var_run: true,
-            force: false,
-            registry: ClientOptions::default(),
-            skip_tls_verify_pull: false,
-            no_push_cache: false,
-            oci_layout_path: None,
-            image_name_with_digest_file: None,
-            image_name_tag_with_digest_file: None,
-            annotations: BTreeMap::new(),
-            image_format: None,
-        }
-    }
-}
-
-/// The default `cache_ttl`: two weeks, as kaniko.
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
-
-/// Progress of a build, for logs and UIs.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum BuildEvent {
-    /// A step starts: `number` of `total`, with the instruction text.
-    Step {
-        /// 1-based step number across the stages built.
-        number: usize,
-        /// Number of steps in the stages built.
-        total: usize,
-        /// The stage's name or index.
-        stage: String,
-        /// The instruction as written.
-        instruction: String,
-    },
-    /// Output of a RUN command.
-    Output(Vec<u8>),
-    /// The current step finished.
-    StepDone {
-        /// Its number.
-        number: usize,
-        /// Time it took.
-        elapsed: Duration,
-        /// The layer it made: digest and compressed size.
-        layer: Option<(String, u64)>,
-    },
-    /// A cacheable step's key was looked up in the layer cache.
-    Cache {
-        /// The step's key.
-        key: String,
-        /// Whether the layer came from the cache (the step did not run).
-        hit: bool,
-    },
-    /// A base image manifest was resolved.
-    Pulled {
-        /// The reference as written.
-        reference: String,
-        /// Its manifest digest.
-        digest: String,
-    },
-    /// The image was pushed.
-    Pushed {
-        /// Destination reference.
-        destination: String,
-        /// Manifest digest.
-        digest: String,
-    },
-    /// Something the user should know but that does not stop the build.
-    Warning(String),
-}
+pub use crate::events::{BuildEvent, Events};
+pub use crate::options::{parse_platform, BuildOptions, DEFAULT_CACHE_TTL};
 
 /// What a successful build produced.
 #[derive(Debug, Clone)]
@@ -257,9 +55,6 @@ pub struct BuildOutput {
     /// Cacheable steps that ran.
     pub cache_misses: usize,
 }
-
-/// The event sink type: a callback the build reports progress to.
-pub type Events<'a> = &'a mut (dyn FnMut(BuildEvent) + Send);
 
 /// Runs a build.
 pub async fn build(opts: &BuildOptions, events: Events<'_>) -> Result<BuildOutput> {
@@ -340,38 +135,6 @@ pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<tem
         .prefix("ocibuild-")
         .tempdir_in(&parent)
         .map_err(BuildError::io(&parent))
-}
-
-/// The platform to build for: `os/arch[/variant]` or the host's.
-pub fn parse_platform(spec: Option<&str>) -> Result<Platform> {
-    let host_arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    let spec = spec.unwrap_or("");
-    if spec.is_empty() {
-        return Ok(Platform {
-            architecture: host_arch.to_string(),
-            os: "linux".to_string(),
-            variant: None,
-            os_version: None,
-        });
-    }
-    let parts: Vec<&str> = spec.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-            architecture: arch.to_string(),
-            os: os.to_string(),
-            variant: parts.get(2).map(|v| v.to_string()),
-            os_version: None,
-        }),
-        _ => Err(BuildError::Options(format!(
-            "platform {spec:?}: expected os/arch[/variant], e.g. linux/amd64"
-        ))),
-    }
 }
 
 /// State shared by the stages of one build.

@@ -1,6 +1,6 @@
 //! One-line text of a [`BuildEvent`], for simple logs (`eprintln!("{event}")`).
 
-use crate::build::BuildEvent;
+use crate::events::BuildEvent;
 use std::fmt;
 
 impl fmt::Display for BuildEvent {

@@ -6,11 +6,12 @@
 //! stage then keys the op (`key → lookup`), runs it on a miss and commits its layer.
 //! RUN sees ARGs and ENV as environment variables, but only ENV is stored in the image.
 
-use crate::build::{BuildEvent, Builder, Events, FinishedStage};
+use crate::build::{Builder, FinishedStage};
 use crate::cache::{CacheHit, CachedLayer, StepKey};
 use crate::config::Empty;
 use crate::copy::{self, CopyOptions, SourceRoot};
 use crate::error::{BoxError, BuildError, Result};
+use crate::events::{BuildEvent, Events};
 use crate::image::{Image, Layer, LayerBlob};
 use crate::isolation::{self, Network, RunSpec, Security};
 use crate::mounts::{self, MountSpec};
@@ -53,7 +54,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         let label = stage.name.clone().unwrap_or_else(|| index.to_string());
         let started = b.begin_step(&label, &stage.from, events);
         let platform = match &stage.platform {
-            Some(p) => crate::build::parse_platform(Some(p))?,
+            Some(p) => crate::options::parse_platform(Some(p))?,
             None => b.platform.clone(),
         };
         let image = b.base_image(&stage.base, &platform, events).await?;

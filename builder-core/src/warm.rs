@@ -2,9 +2,10 @@
 //! local cache directory, so that builds using `--cache-dir` pull nothing but the tag
 //! lookup — like kaniko's warmer, for a cache directory kept on a PersistentVolumeClaim.
 
-use crate::build::{parse_platform, BuildEvent, Events};
 use crate::cache::LocalCache;
 use crate::error::{BuildError, Result};
+use crate::events::{BuildEvent, Events};
+use crate::options::parse_platform;
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Reference};
 use std::path::PathBuf;
 

@@ -1,0 +1,58 @@
+//! [`BuildEvent`]: the progress a build reports, and [`Events`], the sink it reports to.
+//! A leaf module: the engine's modules report progress without importing [`crate::build`].
+
+use std::time::Duration;
+
+/// Progress of a build, for logs and UIs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum BuildEvent {
+    /// A step starts: `number` of `total`, with the instruction text.
+    Step {
+        /// 1-based step number across the stages built.
+        number: usize,
+        /// Number of steps in the stages built.
+        total: usize,
+        /// The stage's name or index.
+        stage: String,
+        /// The instruction as written.
+        instruction: String,
+    },
+    /// Output of a RUN command.
+    Output(Vec<u8>),
+    /// The current step finished.
+    StepDone {
+        /// Its number.
+        number: usize,
+        /// Time it took.
+        elapsed: Duration,
+        /// The layer it made: digest and compressed size.
+        layer: Option<(String, u64)>,
+    },
+    /// A cacheable step's key was looked up in the layer cache.
+    Cache {
+        /// The step's key.
+        key: String,
+        /// Whether the layer came from the cache (the step did not run).
+        hit: bool,
+    },
+    /// A base image manifest was resolved.
+    Pulled {
+        /// The reference as written.
+        reference: String,
+        /// Its manifest digest.
+        digest: String,
+    },
+    /// The image was pushed.
+    Pushed {
+        /// Destination reference.
+        destination: String,
+        /// Manifest digest.
+        digest: String,
+    },
+    /// Something the user should know but that does not stop the build.
+    Warning(String),
+}
+
+/// The event sink type: a callback the build reports progress to.
+pub type Events<'a> = &'a mut (dyn FnMut(BuildEvent) + Send);
