@@ -24,15 +24,15 @@
 use crate::cache::{CacheStore, LayerCache, LayoutCache, LocalCache, ReadOnly, RegistryCache};
 use crate::cancel::CancelToken;
 use crate::contextfile::{self, DockerfileLocation};
+use crate::engine::{Handles, Progress, Registry, Settings, Stages, StepCache};
 use crate::error::{BuildError, Result};
-use crate::image::{self, BlobStore, Image, ImageFormat, Layer, LayerBlob};
+use crate::image::{self, BlobStore, Image};
 use crate::isolation::Isolation;
-use crate::mounts::{CacheMounts, MountError, Secrets};
+use crate::mounts::Secrets;
 use crate::stage::StageRun;
-use ocibuild_dockerfile::plan::{Plan, StageBase};
-use ocibuild_image::config::ImageConfig;
+use ocibuild_dockerfile::plan::Plan;
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use crate::events::{BuildEvent, Events};
@@ -91,9 +91,9 @@ pub(crate) async fn build_in(
     let output = builder.finish(image, events).await?;
     Ok(Built {
         output,
-        blobs: builder.blobs,
-        pull_client: builder.pull_client,
-        push_client: builder.push_client,
+        blobs: builder.registry.blobs,
+        pull_client: builder.registry.pull_client,
+        push_client: builder.registry.push_client,
     })
 }
 
@@ -137,46 +137,13 @@ pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<tem
         .map_err(BuildError::io(&parent))
 }
 
-/// State shared by the stages of one build.
+/// One build: the handles its stages borrow.
 pub(crate) struct Builder<'o> {
-    pub opts: &'o BuildOptions,
-    pub plan: Plan,
-    pub work: PathBuf,
-    pub context: PathBuf,
-    pub ignore: ocibuild_dockerfile::pathmatch::IgnoreRules,
-    pub pull_client: Client,
-    pub push_client: Client,
-    pub blobs: BlobStore,
-    pub platform: Platform,
-    pub created: String,
-    pub used_args: BTreeSet<String>,
-    pub finished: Vec<Option<FinishedStage>>,
-    pub step: usize,
-    pub total_steps: usize,
-    pub cache: LayerCache,
-    pub cache_hits: usize,
-    pub cache_misses: usize,
-    /// Warnings raised where no event sink is at hand, reported at the end of the step.
-    pub warnings: Vec<String>,
-    /// Secrets given for the build.
-    pub secrets: Secrets,
-    /// With [`Isolation::None`]: the paths of `/` to leave alone, relative to `/`.
-    pub live_ignore: Option<Vec<PathBuf>>,
-    /// Whether a stage was already unpacked into `/`.
-    pub live_root_used: std::sync::atomic::AtomicBool,
-    /// Cancels the build: checked before each step and while RUN commands run.
-    pub cancel: CancelToken,
-    cache_mounts: Option<CacheMounts>,
-}
-
-/// A stage that has run: its image and, if it was materialized, its root filesystem.
-pub(crate) struct FinishedStage {
-    pub image: Image,
-    pub rootfs: Option<PathBuf>,
-    /// The cache key of its last step.
-    pub key: String,
-    /// Its ARGs and their values at the end, for stages built on it.
-    pub args: BTreeMap<String, Option<String>>,
+    settings: Settings<'o>,
+    registry: Registry,
+    cache: StepCache,
+    progress: Progress,
+    stages: Stages,
 }
 
 impl<'o> Builder<'o> {
@@ -223,19 +190,10 @@ impl<'o> Builder<'o> {
             None => None,
         };
         let cache = layer_cache(opts, local_cache.clone(), &push_client)?;
-        Ok(Builder {
-            blobs: BlobStore::new(work.join("blobs"), local_cache)?,
-            pull_client,
-            push_client,
-            cache,
-            cache_hits: 0,
-            cache_misses: 0,
-            warnings: Vec::new(),
+        let settings = Settings {
             secrets: Secrets::new(opts.secrets.clone()),
             live_ignore: live_ignore(opts, &context, work)?,
-            live_root_used: Default::default(),
             cancel,
-            cache_mounts: None,
             platform,
             work: work.to_path_buf(),
             opts,
@@ -243,46 +201,63 @@ impl<'o> Builder<'o> {
             context,
             ignore,
             created,
-            used_args: BTreeSet::new(),
-            finished: (0..stage_count).map(|_| None).collect(),
-            step: 0,
-            total_steps: 0,
+        };
+        Ok(Builder {
+            registry: Registry {
+                blobs: BlobStore::new(work.join("blobs"), local_cache)?,
+                pull_client,
+                push_client,
+            },
+            cache: StepCache::new(cache),
+            progress: Progress::default(),
+            stages: Stages::new(stage_count, cache_mounts_dir(opts)),
+            settings,
         })
     }
 
-    /// The directories of `RUN --mount=type=cache`, opened on first use.
-    pub(crate) fn cache_mounts(&mut self) -> std::result::Result<&CacheMounts, MountError> {
-        if self.cache_mounts.is_none() {
-            let dir = cache_mounts_dir(self.opts);
-            self.cache_mounts = Some(CacheMounts::open(&dir)?);
+    /// The handles a stage borrows.
+    fn handles(&mut self) -> Handles<'_, 'o> {
+        Handles {
+            settings: &self.settings,
+            registry: &self.registry,
+            cache: &mut self.cache,
+            progress: &mut self.progress,
+            stages: &mut self.stages,
         }
-        Ok(self.cache_mounts.as_ref().expect("opened above"))
     }
 
     async fn run_stages(&mut self, events: Events<'_>) -> Result<Image> {
-        let target = self.plan.target(self.opts.target.as_deref())?;
-        let needed = self.plan.needed_stages(target);
-        self.total_steps = needed
+        let target = self
+            .settings
+            .plan
+            .target(self.settings.opts.target.as_deref())?;
+        let needed = self.settings.plan.needed_stages(target);
+        self.progress.total_steps = needed
             .iter()
-            .map(|i| 1 + self.plan.stages[*i].instructions.len())
+            .map(|i| 1 + self.settings.plan.stages[*i].instructions.len())
             .sum();
-        self.used_args.extend(self.plan.global_args.keys().cloned());
+        self.stages
+            .used_args
+            .extend(self.settings.plan.global_args.keys().cloned());
         for index in needed {
-            self.cancel.check()?;
-            let finished = StageRun::run(self, index, events).await?;
-            self.finished[index] = Some(finished);
+            self.settings.cancel.check()?;
+            let finished = StageRun::run(self.handles(), index, events).await?;
+            self.stages.finished[index] = Some(finished);
         }
         self.warn_unused_args(events);
-        let done = self.finished[target].take().expect("the target stage ran");
+        let done = self.stages.finished[target]
+            .take()
+            .expect("the target stage ran");
         Ok(done.image)
     }
 
     fn warn_unused_args(&self, events: Events<'_>) {
         let unused: Vec<&str> = self
+            .settings
             .opts
             .build_args
             .keys()
-            .filter(|k| !self.used_args.contains(*k) && !is_predefined_arg(k))
+            .filter(|k| !self.stages.used_args.contains(*k) && !is_predefined_arg(k))
             .map(String::as_str)
             .collect();
         if !unused.is_empty() {
@@ -293,114 +268,25 @@ impl<'o> Builder<'o> {
         }
     }
 
-    /// The image a stage starts from: scratch, an earlier stage, or a pulled base.
-    pub(crate) async fn base_image(
-        &mut self,
-        base: &StageBase,
-        platform: &Platform,
-        events: Events<'_>,
-    ) -> Result<Image> {
-        match base {
-            StageBase::Scratch => Ok(Image {
-                config: ImageConfig::scratch(
-                    &platform.os,
-                    &platform.architecture,
-                    platform.variant.as_deref(),
-                ),
-                layers: Vec::new(),
-                format: ImageFormat::Oci,
-            }),
-            StageBase::Stage(i) => {
-                let done = self.finished[*i]
-                    .as_ref()
-                    .expect("earlier stages run first");
-                Ok(done.image.clone())
-            }
-            StageBase::Image(name) => self.pull_image(name, platform, events).await,
-        }
-    }
-
-    /// Resolves `name` to a manifest and config (layers stay remote until needed).
-    pub(crate) async fn pull_image(
-        &self,
-        name: &str,
-        platform: &Platform,
-        events: Events<'_>,
-    ) -> Result<Image> {
-        let reference =
-            Reference::parse(name).map_err(BuildError::registry(format!("base image {name:?}")))?;
-        let context = format!("pulling {reference}");
-        let pulled = self
-            .pull_client
-            .pull_manifest(&reference, platform)
-            .await
-            .map_err(BuildError::registry(&context))?;
-        let config_bytes = self
-            .pull_client
-            .pull_blob_bytes(&reference, &pulled.manifest.config.digest)
-            .await
-            .map_err(BuildError::registry(&context))?;
-        let config = ImageConfig::from_json(&config_bytes).map_err(|e| {
-            BuildError::Options(format!(
-                "{context}: the image config is not valid JSON: {e}"
-            ))
-        })?;
-        let diff_ids = &config.rootfs.diff_ids;
-        if diff_ids.len() != pulled.manifest.layers.len() {
-            return Err(BuildError::Options(format!(
-                "{context}: the manifest has {} layers but the config lists {} diff_ids",
-                pulled.manifest.layers.len(),
-                diff_ids.len()
-            )));
-        }
-        let layers = pulled
-            .manifest
-            .layers
-            .iter()
-            .zip(diff_ids)
-            .map(|(descriptor, diff_id)| Layer {
-                blob: LayerBlob::Remote {
-                    source: Box::new(reference.clone()),
-                    descriptor: Box::new(descriptor.clone()),
-                },
-                diff_id: diff_id.clone(),
-            })
-            .collect();
-        let image = Image {
-            config,
-            layers,
-            format: ImageFormat::of_manifest(&pulled.media_type),
-        };
-        // Every base layer is checked against its diff_id here, whether it is unpacked
-        // later or only referenced by the output image.
-        self.blobs
-            .verify_layers(&self.pull_client, name, &image)
-            .await?;
-        events(BuildEvent::Pulled {
-            reference: reference.to_string(),
-            digest: pulled.digest.clone(),
-        });
-        Ok(image)
-    }
-
     async fn finish(&mut self, mut image: Image, events: Events<'_>) -> Result<BuildOutput> {
-        if !self.opts.labels.is_empty() {
+        if !self.settings.opts.labels.is_empty() {
             let labels = image
                 .config
                 .config
                 .labels
                 .get_or_insert_with(Default::default);
-            for (k, v) in &self.opts.labels {
+            for (k, v) in &self.settings.opts.labels {
                 labels.insert(k.clone(), v.clone());
             }
         }
-        image.config.created = Some(self.created.clone());
-        if let Some(format) = self.opts.image_format {
+        image.config.created = Some(self.settings.created.clone());
+        if let Some(format) = self.settings.opts.image_format {
             image.format = format;
         }
-        let manifested = image.manifest_with(&self.opts.annotations)?;
+        let manifested = image.manifest_with(&self.settings.opts.annotations)?;
         image.verify_local_layers()?;
         let destinations = self
+            .settings
             .opts
             .destinations
             .iter()
@@ -408,7 +294,7 @@ impl<'o> Builder<'o> {
                 Reference::parse(d).map_err(BuildError::registry(format!("destination {d:?}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        if let Some(path) = &self.opts.tar_path {
+        if let Some(path) = &self.settings.opts.tar_path {
             let tags: Vec<String> = destinations
                 .iter()
                 .filter(|r| r.tag.is_some())
@@ -419,33 +305,33 @@ impl<'o> Builder<'o> {
                 &manifested,
                 &tags,
                 path,
-                &self.blobs,
-                &self.pull_client,
+                &self.registry.blobs,
+                &self.registry.pull_client,
             )
             .await?;
         }
-        if let Some(dir) = &self.opts.oci_layout_path {
+        if let Some(dir) = &self.settings.opts.oci_layout_path {
             let ref_name = crate::output::layout_ref_name(&destinations);
             crate::output::write_oci_layout(
                 &image,
                 &manifested,
                 dir,
                 ref_name.as_deref(),
-                &self.blobs,
-                &self.pull_client,
+                &self.registry.blobs,
+                &self.registry.pull_client,
             )
             .await?;
         }
         let mut pushed = Vec::new();
-        if !self.opts.no_push {
+        if !self.settings.opts.no_push {
             for dest in &destinations {
                 let digest = image::push(
                     &image,
                     &manifested,
                     dest,
-                    &self.push_client,
-                    &self.pull_client,
-                    &self.blobs,
+                    &self.registry.push_client,
+                    &self.registry.pull_client,
+                    &self.registry.blobs,
                 )
                 .await?;
                 events(BuildEvent::Pushed {
@@ -458,15 +344,15 @@ impl<'o> Builder<'o> {
         crate::output::write_digest_files(
             &manifested.manifest_digest,
             &destinations,
-            &digest_files(self.opts),
+            &digest_files(self.settings.opts),
         )?;
         Ok(BuildOutput {
             manifest_digest: manifested.manifest_digest,
             config_digest: manifested.config_digest,
             image,
             pushed,
-            cache_hits: self.cache_hits,
-            cache_misses: self.cache_misses,
+            cache_hits: self.cache.hits,
+            cache_misses: self.cache.misses,
         })
     }
 }

@@ -34,6 +34,7 @@ use ocibuild_context::chain;
 pub mod context;
 pub mod copy;
 pub(crate) mod diffid;
+mod engine;
 pub mod error;
 mod event_display;
 mod events;

@@ -6,13 +6,13 @@
 //! stage then keys the op (`key → lookup`), runs it on a miss and commits its layer.
 //! RUN sees ARGs and ENV as environment variables, but only ENV is stored in the image.
 
-use crate::build::{Builder, FinishedStage};
 use crate::cache::{CacheHit, CachedLayer, StepKey};
 use crate::config::Empty;
 use crate::copy::{self, CopyOptions, SourceRoot};
+use crate::engine::{FinishedStage, Handles, Progress, Registry, Settings, Stages, StepCache};
 use crate::error::{BoxError, BuildError, Result};
 use crate::events::{BuildEvent, Events};
-use crate::image::{Image, Layer, LayerBlob};
+use crate::image::{Image, ImageFormat, Layer, LayerBlob};
 use crate::isolation::{self, Network, RunSpec, Security};
 use crate::mounts::{self, MountSpec};
 use ocibuild_dockerfile::ir::{
@@ -20,16 +20,20 @@ use ocibuild_dockerfile::ir::{
 };
 use ocibuild_dockerfile::parser::{Command, Instruction};
 use ocibuild_dockerfile::plan::StageBase;
-use ocibuild_registry::{Descriptor, Reference};
+use ocibuild_image::config::ImageConfig;
+use ocibuild_registry::{Descriptor, Platform, Reference};
 use ocibuild_snapshot::LayerInfo;
 use ocibuild_snapshot::{Changes, LayerOptions, Snapshotter, StatWalk};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-/// The state of the stage being built.
+/// The state of the stage being built, with the handles it borrows from the build.
 pub(crate) struct StageRun<'b, 'o> {
-    b: &'b mut Builder<'o>,
+    settings: &'b Settings<'o>,
+    registry: &'b Registry,
+    cache: &'b mut StepCache,
+    progress: &'b mut Progress,
+    stages: &'b mut Stages,
     index: usize,
     label: String,
     image: Image,
@@ -44,32 +48,36 @@ pub(crate) struct StageRun<'b, 'o> {
 }
 
 impl<'b, 'o> StageRun<'b, 'o> {
-    /// Runs stage `index` of the plan.
+    /// Runs stage `index` of the plan with the build's handles `h`.
     pub(crate) async fn run(
-        b: &'b mut Builder<'o>,
+        h: Handles<'b, 'o>,
         index: usize,
         events: Events<'_>,
     ) -> Result<FinishedStage> {
-        let stage = b.plan.stages[index].clone();
+        let stage = h.settings.plan.stages[index].clone();
         let label = stage.name.clone().unwrap_or_else(|| index.to_string());
-        let started = b.begin_step(&label, &stage.from, events);
+        let started = h.progress.begin_step(&label, &stage.from, events);
         let platform = match &stage.platform {
             Some(p) => crate::options::parse_platform(Some(p))?,
-            None => b.platform.clone(),
+            None => h.settings.platform.clone(),
         };
-        let image = b.base_image(&stage.base, &platform, events).await?;
+        let image = base_image(h.registry, h.stages, &stage.base, &platform, events).await?;
         let key = match &stage.base {
-            StageBase::Stage(i) => b.finished[*i]
+            StageBase::Stage(i) => h.stages.finished[*i]
                 .as_ref()
                 .map(|f| f.key.clone())
                 .unwrap_or_default(),
             _ => image_identity(&image, &platform.to_string()),
         };
-        b.end_step(started, None, events);
-        let args = inherited_args(b, &stage.base);
-        let ignore = b.live_ignore.clone().unwrap_or_default();
+        h.progress.end_step(started, None, events);
+        let args = inherited_args(h.stages, &stage.base);
+        let ignore = h.settings.live_ignore.clone().unwrap_or_default();
         let mut run = StageRun {
-            b,
+            settings: h.settings,
+            registry: h.registry,
+            cache: h.cache,
+            progress: h.progress,
+            stages: h.stages,
             index,
             label,
             image,
@@ -82,14 +90,14 @@ impl<'b, 'o> StageRun<'b, 'o> {
         };
         run.run_onbuild_triggers(&stage.from, events).await?;
         for ins in &stage.instructions {
-            run.b.cancel.check()?;
-            let started = run.b.begin_step(&run.label, ins, events);
+            run.settings.cancel.check()?;
+            let started = run.progress.begin_step(&run.label, ins, events);
             let layer = run.dispatch(ins, events).await?;
-            run.b.end_step(started, layer, events);
+            run.progress.end_step(started, layer, events);
         }
         // In `/` mode the next stage replaces the files: a later COPY --from unpacks the
         // stage's layers elsewhere instead.
-        let rootfs = if run.b.live_ignore.is_some() {
+        let rootfs = if run.settings.live_ignore.is_some() {
             None
         } else {
             run.rootfs
@@ -131,7 +139,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         match edit {
             ConfigEdit::Arg(decls) => {
                 for (name, value) in decls {
-                    self.b.used_args.insert(name.clone());
+                    self.stages.used_args.insert(name.clone());
                     self.args.insert(name, value);
                 }
             }
@@ -185,8 +193,8 @@ impl<'b, 'o> StageRun<'b, 'o> {
         };
         for trigger in triggers {
             let text = format!("FROM scratch\n{trigger}\n");
-            let parsed =
-                ocibuild_dockerfile::parser::parse(&text, &self.b.plan.file).map_err(|e| {
+            let parsed = ocibuild_dockerfile::parser::parse(&text, &self.settings.plan.file)
+                .map_err(|e| {
                     self.step_err(
                         from,
                         format!(
@@ -209,15 +217,15 @@ impl<'b, 'o> StageRun<'b, 'o> {
     fn scope(&self) -> Scope {
         let config = &self.image.config.config;
         Scope {
-            escape: self.b.plan.escape,
+            escape: self.settings.plan.escape,
             args: self.args.clone(),
             env: self.image.config.env_pairs(),
             shell: config.shell.clone(),
             user: config.user.clone(),
             workdir: config.working_dir.clone(),
-            build_args: self.b.opts.build_args.clone(),
-            global_args: self.b.plan.global_args.clone(),
-            auto_args: self.b.plan.auto_args.clone(),
+            build_args: self.settings.opts.build_args.clone(),
+            global_args: self.settings.plan.global_args.clone(),
+            auto_args: self.settings.plan.auto_args.clone(),
         }
     }
 
@@ -227,7 +235,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
     }
 
     fn history(&mut self, ins: &Instruction, empty_layer: bool) {
-        let created = self.b.created.clone();
+        let created = self.settings.created.clone();
         self.image
             .config
             .push_history(&created, &ins.original, empty_layer);
@@ -235,7 +243,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
 
     fn step_err(&self, ins: &Instruction, source: impl Into<BoxError>) -> BuildError {
         BuildError::Step {
-            file: self.b.plan.file.clone(),
+            file: self.settings.plan.file.clone(),
             line: ins.line,
             instruction: ins.original.clone(),
             source: source.into(),
@@ -247,15 +255,15 @@ impl<'b, 'o> StageRun<'b, 'o> {
         if let Some(dir) = &self.rootfs {
             return Ok(dir.clone());
         }
-        let dir = if self.b.live_ignore.is_some() {
+        let dir = if self.settings.live_ignore.is_some() {
             PathBuf::from("/")
         } else {
-            self.b
+            self.settings
                 .work
                 .join(format!("stage-{}", self.index))
                 .join("rootfs")
         };
-        materialize(self.b, &self.image, &dir).await?;
+        materialize(self.settings, self.registry, self.stages, &self.image, &dir).await?;
         self.record_baseline(&dir).await?;
         self.rootfs = Some(dir.clone());
         Ok(dir)
@@ -305,11 +313,11 @@ impl<'b, 'o> StageRun<'b, 'o> {
             self.history(ins, true);
             return Ok(None);
         }
-        let layers_dir = self.b.work.join("layers");
+        let layers_dir = self.settings.work.join("layers");
         std::fs::create_dir_all(&layers_dir).map_err(BuildError::io(&layers_dir))?;
         let opts = LayerOptions {
-            compression: self.b.opts.compression,
-            mtime: self.b.opts.reproducible.then_some(0),
+            compression: self.settings.opts.compression,
+            mtime: self.settings.opts.reproducible.then_some(0),
         };
         let no_changes = changes.is_empty();
         let line = ins.line;
@@ -321,8 +329,8 @@ impl<'b, 'o> StageRun<'b, 'o> {
         .await?;
         if let Some(key) = pending_key {
             let entry = CachedLayer::from_layer_info(&info, &ins.original);
-            for warning in self.b.cache.put(&key, &entry, &info.path).await {
-                self.b.warn(warning);
+            for warning in self.cache.layers.put(&key, &entry, &info.path).await {
+                self.progress.warn(warning);
             }
         }
         if no_changes {
@@ -388,7 +396,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
     ) -> Result<Option<(String, u64)>> {
         let key = self.copy_key(ins, &op).await?;
         if let Some(done) = self
-            .lookup(ins, key, self.b.opts.cache_copy_layers, events)
+            .lookup(ins, key, self.settings.opts.cache_copy_layers, events)
             .await?
         {
             return Ok(done);
@@ -415,8 +423,8 @@ impl<'b, 'o> StageRun<'b, 'o> {
         let from_dir;
         let from = match &op.from {
             None => SourceRoot {
-                dir: &self.b.context,
-                ignore: Some(&self.b.ignore),
+                dir: &self.settings.context,
+                ignore: Some(&self.settings.ignore),
                 origin: "build context".into(),
                 keep_owner: false,
             },
@@ -444,7 +452,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 unpack: op.unpack,
                 keep_git_dir: op.keep_git_dir,
             };
-            let scratch = self.b.work.join("add-downloads");
+            let scratch = self.settings.work.join("add-downloads");
             let result =
                 copy::add_sources(&from, sources, dest_abs, &rootfs, &opts, &add, &scratch).await;
             let _ = std::fs::remove_dir_all(&scratch);
@@ -469,7 +477,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         opts: CopyOptions,
     ) -> Result<()> {
         let dir = self
-            .b
+            .settings
             .work
             .join("scratch")
             .join(format!("heredocs-{}-{}", self.index, ins.line));
@@ -501,27 +509,35 @@ impl<'b, 'o> StageRun<'b, 'o> {
         name: &str,
         events: Events<'_>,
     ) -> Result<PathBuf> {
-        if let Some(i) = self.b.plan.stage_index(name).filter(|i| *i < self.index) {
-            let done = self.b.finished[i]
+        if let Some(i) = self
+            .settings
+            .plan
+            .stage_index(name)
+            .filter(|i| *i < self.index)
+        {
+            let done = self.stages.finished[i]
                 .as_ref()
                 .ok_or_else(|| self.step_err(ins, format!("stage {name:?} was not built")))?;
             if let Some(dir) = &done.rootfs {
                 return Ok(dir.clone());
             }
             let image = done.image.clone();
-            let dir = self.b.work.join(format!("stage-{i}")).join("rootfs");
-            materialize(self.b, &image, &dir).await?;
-            self.b.finished[i].as_mut().expect("checked above").rootfs = Some(dir.clone());
+            let dir = self.settings.work.join(format!("stage-{i}")).join("rootfs");
+            materialize(self.settings, self.registry, self.stages, &image, &dir).await?;
+            self.stages.finished[i]
+                .as_mut()
+                .expect("checked above")
+                .rootfs = Some(dir.clone());
             return Ok(dir);
         }
-        let platform = self.b.platform.clone();
-        let image = self.b.pull_image(name, &platform, events).await?;
-        let dir = self.b.work.join(format!(
+        let platform = self.settings.platform.clone();
+        let image = self.registry.pull_image(name, &platform, events).await?;
+        let dir = self.settings.work.join(format!(
             "image-{}",
             crate::image::sha256_digest(name.as_bytes()).trim_start_matches("sha256:")
         ));
         if !dir.exists() {
-            materialize(self.b, &image, &dir).await?;
+            materialize(self.settings, self.registry, self.stages, &image, &dir).await?;
         }
         Ok(dir)
     }
@@ -539,7 +555,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         }
         let key = step_key(&self.key, "RUN", &op.key_fields(&mount_inputs));
         if let Some(done) = self
-            .lookup(ins, key, self.b.opts.cache_run_layers, events)
+            .lookup(ins, key, self.settings.opts.cache_run_layers, events)
             .await?
         {
             return Ok(done);
@@ -555,7 +571,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         op: RunOp,
         events: Events<'_>,
     ) -> Result<()> {
-        let scratch = self.b.work.join("scratch");
+        let scratch = self.settings.work.join("scratch");
         std::fs::create_dir_all(&scratch).map_err(BuildError::io(&scratch))?;
         let RunOp {
             argv,
@@ -598,7 +614,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 ir::Network::Host => Network::Host,
                 ir::Network::None => Network::None,
             },
-            isolation: self.b.opts.isolation,
+            isolation: self.settings.opts.isolation,
             security: match security {
                 ir::Security::Sandbox => Security::Sandbox,
                 ir::Security::Insecure => Security::Insecure,
@@ -607,7 +623,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
             tmpfs_mounts,
             scratch_dir: scratch,
         };
-        let outcome = run_isolated(spec, &self.b.cancel, events).await;
+        let outcome = run_isolated(spec, &self.settings.cancel, events).await;
         drop(leases);
         let _ = std::fs::remove_dir_all(&mount_dir);
         let outcome = match outcome {
@@ -616,7 +632,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
         };
         if outcome.status != 0 {
             return Err(BuildError::RunFailed {
-                file: self.b.plan.file.clone(),
+                file: self.settings.plan.file.clone(),
                 line: ins.line,
                 instruction: ins.original.clone(),
                 code: outcome.status,
@@ -638,11 +654,11 @@ impl StageRun<'_, '_> {
         events: Events<'_>,
     ) -> Result<Option<Option<(String, u64)>>> {
         self.key = key.clone();
-        if !enabled || self.b.cache.is_empty() {
+        if !enabled || self.cache.layers.is_empty() {
             return Ok(None);
         }
         let mut warnings = Vec::new();
-        let hit = match self.b.cache.get(&key, &mut warnings).await {
+        let hit = match self.cache.layers.get(&key, &mut warnings).await {
             Ok(hit) => hit,
             Err(e) => {
                 warnings.push(format!("layer cache lookup of {key} failed: {e}"));
@@ -658,12 +674,12 @@ impl StageRun<'_, '_> {
         });
         match hit {
             None => {
-                self.b.cache_misses += 1;
+                self.cache.misses += 1;
                 self.pending_key = Some(key);
                 Ok(None)
             }
             Some(hit) => {
-                self.b.cache_hits += 1;
+                self.cache.hits += 1;
                 Ok(Some(self.apply_hit(ins, hit).await?))
             }
         }
@@ -683,7 +699,7 @@ impl StageRun<'_, '_> {
         }
         let blob = match hit {
             CacheHit::Local { path, layer } => {
-                let dir = self.b.work.join("layers");
+                let dir = self.settings.work.join("layers");
                 std::fs::create_dir_all(&dir).map_err(BuildError::io(&dir))?;
                 let copy = dir.join(layer.digest.replace(':', "-"));
                 if !copy.exists() {
@@ -718,7 +734,11 @@ impl StageRun<'_, '_> {
             diff_id: cached.diff_id.clone(),
         };
         if let Some(rootfs) = self.rootfs.clone() {
-            let file = self.b.blobs.local_file(&self.b.pull_client, &layer).await?;
+            let file = self
+                .registry
+                .blobs
+                .local_file(&self.registry.pull_client, &layer)
+                .await?;
             let what = format!("unpacking cached layer {}", cached.digest);
             unpack(file, rootfs.clone(), None, what).await?;
             self.record_baseline(&rootfs).await?;
@@ -742,21 +762,29 @@ impl StageRun<'_, '_> {
         let content = match &op.from {
             None => {
                 let from = SourceRoot {
-                    dir: &self.b.context,
-                    ignore: Some(&self.b.ignore),
+                    dir: &self.settings.context,
+                    ignore: Some(&self.settings.ignore),
                     origin: "build context".into(),
                     keep_owner: false,
                 };
                 copy::hash_sources(&from, &op.sources, &opts).map_err(|e| self.step_err(ins, e))?
             }
-            Some(name) => match self.b.plan.stage_index(name).filter(|i| *i < self.index) {
-                Some(i) => self.b.finished[i]
+            Some(name) => match self
+                .settings
+                .plan
+                .stage_index(name)
+                .filter(|i| *i < self.index)
+            {
+                Some(i) => self.stages.finished[i]
                     .as_ref()
                     .map(|f| f.key.clone())
                     .unwrap_or_default(),
                 None => {
-                    let platform = self.b.platform.clone();
-                    let image = self.b.pull_image(name, &platform, &mut |_| {}).await?;
+                    let platform = self.settings.platform.clone();
+                    let image = self
+                        .registry
+                        .pull_image(name, &platform, &mut |_| {})
+                        .await?;
                     image_identity(&image, &platform.to_string())
                 }
             },
@@ -786,8 +814,8 @@ impl StageRun<'_, '_> {
         match from {
             None => {
                 let context = SourceRoot {
-                    dir: &self.b.context,
-                    ignore: Some(&self.b.ignore),
+                    dir: &self.settings.context,
+                    ignore: Some(&self.settings.ignore),
                     origin: "build context".into(),
                     keep_owner: false,
                 };
@@ -800,14 +828,22 @@ impl StageRun<'_, '_> {
                 copy::hash_sources(&context, &[source], &CopyOptions::default())
                     .map_err(|e| self.step_err(ins, e))
             }
-            Some(name) => match self.b.plan.stage_index(name).filter(|i| *i < self.index) {
-                Some(i) => Ok(self.b.finished[i]
+            Some(name) => match self
+                .settings
+                .plan
+                .stage_index(name)
+                .filter(|i| *i < self.index)
+            {
+                Some(i) => Ok(self.stages.finished[i]
                     .as_ref()
                     .map(|f| f.key.clone())
                     .unwrap_or_default()),
                 None => {
-                    let platform = self.b.platform.clone();
-                    let image = self.b.pull_image(name, &platform, &mut |_| {}).await?;
+                    let platform = self.settings.platform.clone();
+                    let image = self
+                        .registry
+                        .pull_image(name, &platform, &mut |_| {})
+                        .await?;
                     Ok(image_identity(&image, &platform.to_string()))
                 }
             },
@@ -845,7 +881,7 @@ impl StageRun<'_, '_> {
                     uid,
                     gid,
                 } => {
-                    let secrets = &self.b.secrets;
+                    let secrets = &self.settings.secrets;
                     let missing = || {
                         if *required {
                             Err(self.step_err(ins, mounts::missing_secret(id)))
@@ -889,7 +925,7 @@ impl StageRun<'_, '_> {
                     uid,
                     gid,
                 } => {
-                    let lease = match self.b.cache_mounts() {
+                    let lease = match self.stages.cache_mounts() {
                         Ok(cache) => cache.acquire(id, *sharing, *mode, *uid, *gid),
                         Err(e) => Err(e),
                     }
@@ -928,7 +964,7 @@ impl StageRun<'_, '_> {
                     readwrite,
                 } => {
                     let root = match from {
-                        None => self.b.context.clone(),
+                        None => self.settings.context.clone(),
                         Some(name) => self.source_rootfs(ins, name, events).await?,
                     };
                     // Read only: the source of a bind mount (or of `cp -a` for rw) in the
@@ -978,7 +1014,7 @@ impl StageRun<'_, '_> {
 
     /// `RUN --security=insecure` only with `--allow security.insecure`.
     fn check_security(&self, ins: &Instruction, security: ir::Security) -> Result<()> {
-        if security == ir::Security::Insecure && !self.b.opts.allow_insecure {
+        if security == ir::Security::Insecure && !self.settings.opts.allow_insecure {
             return Err(self.step_err(
                 ins,
                 "--security=insecure runs the command with every capability and no seccomp \
@@ -1141,13 +1177,41 @@ fn split_prepared(
 
 /// The ARG values a stage starts with: those of the stage it is built on (BuildKit: a stage
 /// built `FROM` another stage continues that stage's build args), none for an image.
-fn inherited_args(b: &Builder<'_>, base: &StageBase) -> BTreeMap<String, Option<String>> {
+fn inherited_args(stages: &Stages, base: &StageBase) -> BTreeMap<String, Option<String>> {
     match base {
-        StageBase::Stage(i) => b.finished[*i]
+        StageBase::Stage(i) => stages.finished[*i]
             .as_ref()
             .map(|f| f.args.clone())
             .unwrap_or_default(),
         _ => BTreeMap::new(),
+    }
+}
+
+/// The image a stage starts from: scratch, an earlier stage, or a pulled base.
+async fn base_image(
+    registry: &Registry,
+    stages: &Stages,
+    base: &StageBase,
+    platform: &Platform,
+    events: Events<'_>,
+) -> Result<Image> {
+    match base {
+        StageBase::Scratch => Ok(Image {
+            config: ImageConfig::scratch(
+                &platform.os,
+                &platform.architecture,
+                platform.variant.as_deref(),
+            ),
+            layers: Vec::new(),
+            format: ImageFormat::Oci,
+        }),
+        StageBase::Stage(i) => {
+            let done = stages.finished[*i]
+                .as_ref()
+                .expect("earlier stages run first");
+            Ok(done.image.clone())
+        }
+        StageBase::Image(name) => registry.pull_image(name, platform, events).await,
     }
 }
 
@@ -1180,18 +1244,25 @@ fn compression_of(media_type: &str) -> ocibuild_snapshot::Compression {
 }
 
 /// Unpacks `image`'s layers into a fresh `dir`.
-pub(crate) async fn materialize(b: &Builder<'_>, image: &Image, dir: &Path) -> Result<()> {
-    if let (Some(ignore), true) = (&b.live_ignore, dir == Path::new("/")) {
+async fn materialize(
+    settings: &Settings<'_>,
+    registry: &Registry,
+    stages: &Stages,
+    image: &Image,
+    dir: &Path,
+) -> Result<()> {
+    if let (Some(ignore), true) = (&settings.live_ignore, dir == Path::new("/")) {
         // Like kaniko: the first stage is unpacked over the container's files; later stages
         // first remove what the previous one left.
-        if b.live_root_used
+        if stages
+            .live_root_used
             .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             crate::liveroot::delete_filesystem(dir, ignore).map_err(BuildError::io(dir))?;
         }
         for layer in &image.layers {
-            b.cancel.check()?;
-            let file = b.blobs.local_file(&b.pull_client, layer).await?;
+            settings.cancel.check()?;
+            let file = registry.local_file(layer).await?;
             let what = format!("unpacking layer {} into /", layer.digest());
             unpack(file, dir.to_path_buf(), Some(ignore.clone()), what).await?;
         }
@@ -1202,8 +1273,8 @@ pub(crate) async fn materialize(b: &Builder<'_>, image: &Image, dir: &Path) -> R
     }
     std::fs::create_dir_all(dir).map_err(BuildError::io(dir))?;
     for layer in &image.layers {
-        b.cancel.check()?;
-        let file = b.blobs.local_file(&b.pull_client, layer).await?;
+        settings.cancel.check()?;
+        let file = registry.local_file(layer).await?;
         let what = format!("unpacking layer {}", layer.digest());
         unpack(file, dir.to_path_buf(), None, what).await?;
     }
@@ -1264,45 +1335,6 @@ fn step_key(previous: &str, kind: &str, fields: &[(&'static str, KeyValue)]) -> 
         };
     }
     key.finish()
-}
-
-impl Builder<'_> {
-    pub(crate) fn begin_step(
-        &mut self,
-        stage: &str,
-        ins: &Instruction,
-        events: Events<'_>,
-    ) -> (usize, Instant) {
-        self.step += 1;
-        events(BuildEvent::Step {
-            number: self.step,
-            total: self.total_steps,
-            stage: stage.to_string(),
-            instruction: ins.original.clone(),
-        });
-        (self.step, Instant::now())
-    }
-
-    pub(crate) fn end_step(
-        &mut self,
-        started: (usize, Instant),
-        layer: Option<(String, u64)>,
-        events: Events<'_>,
-    ) {
-        for warning in std::mem::take(&mut self.warnings) {
-            events(BuildEvent::Warning(warning));
-        }
-        events(BuildEvent::StepDone {
-            number: started.0,
-            elapsed: started.1.elapsed(),
-            layer,
-        });
-    }
-
-    /// Records a warning for the current step.
-    pub(crate) fn warn(&mut self, warning: String) {
-        self.warnings.push(warning);
-    }
 }
 
 #[cfg(test)]
