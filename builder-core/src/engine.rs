@@ -259,3 +259,59 @@ pub(crate) struct Handles<'b, 'o> {
     /// The other stages.
     pub stages: &'b mut Stages,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_numbers_steps_and_reports_warnings_before_the_step_is_done() {
+        let parsed = ocibuild_dockerfile::parse(
+            "FROM scratch\nENV A=1\n",
+            std::path::Path::new("Dockerfile"),
+        )
+        .unwrap();
+        let mut progress = Progress {
+            total_steps: 2,
+            ..Progress::default()
+        };
+        let mut seen = Vec::new();
+        let mut events = |event: BuildEvent| seen.push(event);
+        for ins in &parsed.instructions {
+            let started = progress.begin_step("0", ins, &mut events);
+            progress.warn(format!("warning of step {}", started.0));
+            progress.end_step(started, None, &mut events);
+        }
+        let names: Vec<String> = seen
+            .iter()
+            .map(|event| match event {
+                BuildEvent::Step { number, total, .. } => format!("step {number}/{total}"),
+                BuildEvent::Warning(text) => text.clone(),
+                BuildEvent::StepDone { number, .. } => format!("done {number}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "step 1/2",
+                "warning of step 1",
+                "done 1",
+                "step 2/2",
+                "warning of step 2",
+                "done 2"
+            ]
+        );
+    }
+
+    #[test]
+    fn stages_open_the_cache_mounts_directory_on_first_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mounts");
+        let mut stages = Stages::new(2, dir.clone());
+        assert_eq!(stages.finished.len(), 2);
+        assert!(!dir.exists());
+        stages.cache_mounts().unwrap();
+        assert!(dir.exists());
+    }
+}

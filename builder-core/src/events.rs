@@ -1,5 +1,5 @@
 //! [`BuildEvent`]: the progress a build reports, and [`Events`], the sink it reports to.
-//! A leaf module: the engine's modules report progress without importing [`crate::build`].
+//! A leaf module: the engine's modules report progress without importing the `build` module.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! [`BuildOptions`]: everything a build needs to know, and the target platform they name.
-//! A leaf module: the engine's modules read the options without importing [`crate::build`].
+//! A leaf module: the engine's modules read the options without importing the `build` module.
 
 use crate::error::{BuildError, Result};
 use crate::image::ImageFormat;
