@@ -734,11 +734,7 @@ impl StageRun<'_, '_> {
             diff_id: cached.diff_id.clone(),
         };
         if let Some(rootfs) = self.rootfs.clone() {
-            let file = self
-                .registry
-                .blobs
-                .local_file(&self.registry.pull_client, &layer)
-                .await?;
+            let file = self.registry.local_file(&layer).await?;
             let what = format!("unpacking cached layer {}", cached.digest);
             unpack(file, rootfs.clone(), None, what).await?;
             self.record_baseline(&rootfs).await?;
