@@ -62,29 +62,29 @@ pub(crate) enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in discriminant order (1, 2, ...): the one list `from_u32` reads.
+    const ALL: [Stage; 17] = [
+        Stage::Stdio,
+        Stage::Unshare,
+        Stage::UserMap,
+        Stage::MakePrivate,
+        Stage::Fork,
+        Stage::Hostname,
+        Stage::Op,
+        Stage::RootBind,
+        Stage::PivotRoot,
+        Stage::Chroot,
+        Stage::Chdir,
+        Stage::Groups,
+        Stage::Gid,
+        Stage::Uid,
+        Stage::Capabilities,
+        Stage::Seccomp,
+        Stage::Exec,
+    ];
+
     fn from_u32(v: u32) -> Option<Stage> {
-        use Stage::*;
-        [
-            Stdio,
-            Unshare,
-            UserMap,
-            MakePrivate,
-            Fork,
-            Hostname,
-            Op,
-            RootBind,
-            PivotRoot,
-            Chroot,
-            Chdir,
-            Groups,
-            Gid,
-            Uid,
-            Capabilities,
-            Seccomp,
-            Exec,
-        ]
-        .into_iter()
-        .find(|s| *s as u32 == v)
+        Stage::ALL.into_iter().find(|s| *s as u32 == v)
     }
 }
 
@@ -1242,5 +1242,21 @@ unsafe fn become_user_and_exec(plan: &mut ChildPlan, err: RawFd) -> ! {
             0,
             if seen_eacces { libc::EACCES } else { errno },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stage;
+
+    #[test]
+    fn every_stage_round_trips_through_its_record_number() {
+        for (i, stage) in Stage::ALL.into_iter().enumerate() {
+            assert_eq!(stage as u32, i as u32 + 1, "{stage:?} out of order");
+            assert_eq!(Stage::from_u32(stage as u32), Some(stage));
+        }
+        // The last variant is in the list, so a new one cannot be forgotten silently.
+        assert_eq!(Stage::ALL.last(), Some(&Stage::Exec));
+        assert_eq!(Stage::from_u32(0), None);
     }
 }
