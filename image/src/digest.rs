@@ -1,7 +1,9 @@
-//! sha256 digests in the `sha256:<hex>` form of OCI descriptors.
+//! sha256 digests in the `sha256:<hex>` form of OCI descriptors: of bytes, of a stream, of a
+//! file, and of everything written through a [`HashingWriter`]. The one set of hashing
+//! helpers of the workspace.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
@@ -11,27 +13,93 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// An incremental sha256 that counts the bytes it is given.
+#[derive(Debug, Clone, Default)]
+pub struct Sha256Hasher {
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Sha256Hasher {
+    /// A hasher that has seen nothing yet.
+    pub fn new() -> Sha256Hasher {
+        Sha256Hasher::default()
+    }
+
+    /// Hashes the next `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+    }
+
+    /// The number of bytes hashed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// `sha256:<hex>` of everything hashed, and its size.
+    pub fn finish(self) -> (String, u64) {
+        let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        (digest, self.bytes)
+    }
+}
+
+/// A writer that passes bytes on to `W` while hashing and counting them.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256Hasher,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`; nothing has been hashed yet.
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256Hasher::new(),
+        }
+    }
+
+    /// Number of bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.hasher.bytes()
+    }
+
+    /// The wrapped writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// Ends hashing: returns the inner writer, `sha256:<hex>` of the bytes written and their
+    /// count.
+    pub fn finish(self) -> (W, String, u64) {
+        let (digest, bytes) = self.hasher.finish();
+        (self.inner, digest, bytes)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// `sha256:<hex>` and size of everything `reader` yields.
 pub fn sha256_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((format!("sha256:{}", hex::encode(hasher.finalize())), size))
+    let mut hashing = HashingWriter::new(io::sink());
+    io::copy(&mut reader, &mut hashing)?;
+    let (_, digest, size) = hashing.finish();
+    Ok((digest, size))
 }
 
 /// `sha256:<hex>` and size of the file at `path`.
 pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
-    sha256_reader(File::open(path)?)
+    sha256_reader(io::BufReader::with_capacity(256 * 1024, File::open(path)?))
 }
 
 #[cfg(test)]
@@ -39,6 +107,7 @@ mod tests {
     use super::*;
 
     const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
 
     #[test]
     fn bytes_readers_and_files_hash_alike() {
@@ -46,7 +115,23 @@ mod tests {
         assert_eq!(sha256_reader(&b""[..]).unwrap(), (EMPTY.to_string(), 0));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        std::fs::write(&path, b"abc").unwrap();
-        assert_eq!(sha256_file(&path).unwrap(), (sha256_digest(b"abc"), 3));
+        std::fs::write(&path, b"hello").unwrap();
+        assert_eq!(sha256_file(&path).unwrap(), (HELLO.to_string(), 5));
+        assert!(sha256_file(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn the_hashing_writer_passes_bytes_on_and_counts_them() {
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"hel").unwrap();
+        w.write_all(b"lo").unwrap();
+        assert_eq!(w.bytes(), 5);
+        let (inner, digest, n) = w.finish();
+        assert_eq!(inner, b"hello");
+        assert_eq!((digest.as_str(), n), (HELLO, 5));
+        let mut h = Sha256Hasher::new();
+        h.update(b"he");
+        h.update(b"llo");
+        assert_eq!(h.finish(), (HELLO.to_string(), 5));
     }
 }

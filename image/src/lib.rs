@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod atomic;
+pub mod chain;
 pub mod compression;
 pub mod config;
 pub mod digest;

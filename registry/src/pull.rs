@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
+use ocibuild_image::digest::Sha256Hasher;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
-use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::digest::{check_sha256, finish, sha256_digest, verify};
+use crate::digest::{check_sha256, sha256_digest, verify};
 use crate::error::{Error, Result};
 use crate::manifest::{media_types, ImageIndex, ImageManifest, Platform};
 use crate::mirror::PullSources;
@@ -465,20 +465,19 @@ async fn download_once(
         source: e,
     };
     let mut file = tokio::fs::File::create(tmp).await.map_err(io_err)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    let mut hasher = Sha256Hasher::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Transport::http_err(r, &what, e))?;
         hasher.update(&chunk);
         observe(observer, |o| o.update(&chunk));
-        size += chunk.len() as u64;
         file.write_all(&chunk).await.map_err(io_err)?;
     }
     file.flush().await.map_err(io_err)?;
     file.sync_all().await.map_err(io_err)?;
     drop(file);
-    verify(r, &what, digest, finish(hasher))?;
+    let (actual, size) = hasher.finish();
+    verify(r, &what, digest, actual)?;
     Ok(size)
 }
 

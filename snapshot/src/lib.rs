@@ -17,12 +17,10 @@
 //!   behind the same trait.
 //! - [`write_layer`] turns [`Changes`] into a compressed layer file in a single
 //!   streaming pass, computing its digest and diff ID on the way.
-//! - [`sha256_file`] and [`HashingWriter`] are the digest helpers.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod digest;
 pub mod error;
 pub mod layer;
 pub mod rootfd;
@@ -31,7 +29,6 @@ pub mod tarwriter;
 pub mod unpack;
 pub mod walk;
 
-pub use digest::{sha256_file, HashingWriter};
 pub use error::{Error, Result};
 pub use layer::{layer_file_name, write_layer, Compression, LayerInfo, LayerOptions};
 pub use rootfd::{Dir, RootDir};
