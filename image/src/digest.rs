@@ -1,5 +1,6 @@
-//! sha256 digests in the `sha256:<hex>` form of OCI descriptors: of bytes, of a stream, of a
-//! file, and of everything written through a [`HashingWriter`]. The one set of hashing
+//! Digests: parsing them into oci-spec's [`Digest`] with a clear error ([`parse`]), and
+//! sha256 digests in the `sha256:<hex>` form of OCI descriptors: of bytes, of a stream, of
+//! a file, and of everything written through a [`HashingWriter`]. The one set of hashing
 //! helpers of the workspace.
 
 use std::fs::File;
@@ -7,6 +8,50 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
+
+pub use oci_spec::image::{Digest, DigestAlgorithm};
+
+/// A digest that is not `algorithm:encoded` as the OCI image spec defines it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{digest:?} is not a valid digest: {reason}")]
+pub struct InvalidDigest {
+    /// The text given.
+    pub digest: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Parses `text` as a digest: `sha256:` and 64 lowercase hex characters (likewise sha384
+/// and sha512 with 96 and 128), or another algorithm's `algorithm:encoded` with the
+/// characters the OCI image spec allows.
+pub fn parse(text: &str) -> Result<Digest, InvalidDigest> {
+    let invalid = |reason: String| InvalidDigest {
+        digest: text.to_string(),
+        reason,
+    };
+    let Some((algorithm, encoded)) = text.split_once(':') else {
+        return Err(invalid(
+            "expected algorithm:encoded, e.g. sha256:<64 hex>".into(),
+        ));
+    };
+    let known = DigestAlgorithm::from(algorithm).digest_hexlen();
+    if let Some(len) = known {
+        let hex = encoded
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if encoded.len() != len as usize || !hex {
+            return Err(invalid(format!(
+                "{algorithm} needs {len} lowercase hex characters"
+            )));
+        }
+    }
+    Digest::try_from(text).map_err(|e| invalid(e.to_string()))
+}
+
+/// The [`Digest`] of `sha256_digest(bytes)`.
+pub fn sha256(bytes: &[u8]) -> Digest {
+    parse(&sha256_digest(bytes)).expect("a sha256 digest we format is valid")
+}
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
@@ -118,6 +163,29 @@ mod tests {
         std::fs::write(&path, b"hello").unwrap();
         assert_eq!(sha256_file(&path).unwrap(), (HELLO.to_string(), 5));
         assert!(sha256_file(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn digests_parse_and_bad_ones_are_named_with_the_reason() {
+        let d = parse(HELLO).unwrap();
+        assert_eq!(d.algorithm(), &DigestAlgorithm::Sha256);
+        assert_eq!(d.to_string(), HELLO);
+        assert_eq!(sha256(b"hello"), d);
+        let long = format!("sha512:{}", "ab".repeat(64));
+        assert_eq!(parse(&long).unwrap().to_string(), long);
+        assert!(parse("multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8").is_ok());
+        let upper = HELLO.to_uppercase().replace("SHA256", "sha256");
+        for (bad, reason) in [
+            ("sha256:abc", "sha256 needs 64 lowercase hex characters"),
+            (upper.as_str(), "sha256 needs 64 lowercase hex characters"),
+            ("nocolon", "expected algorithm:encoded"),
+            ("../x:abc", "algorithm"),
+            ("sha999:", "value"),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+            assert!(err.reason.contains(reason), "{bad}: {}", err.reason);
+        }
     }
 
     #[test]

@@ -3,17 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::manifest::{self, media_types, Descriptor, ImageIndex, MediaType};
 
 /// The annotation naming an image inside an OCI image layout (`oci:DIR:NAME` in skopeo,
 /// `--image DIR:NAME` in umoci).
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+pub const REF_NAME_ANNOTATION: &str = oci_spec::image::ANNOTATION_REF_NAME;
 
 /// The content of an OCI layout's `oci-layout` file.
 pub const OCI_LAYOUT_FILE: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
-
-/// The media type of an OCI image index (`index.json`).
-pub const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Whether `bytes`, the content of an `oci-layout` file, is a layout marker (a JSON object
 /// with a string `imageLayoutVersion`).
@@ -53,105 +52,97 @@ pub fn is_valid_ref_name(name: &str) -> bool {
 }
 
 /// The `org.opencontainers.image.ref.name` of an index entry.
-pub fn ref_name_of(entry: &Value) -> Option<&str> {
+pub fn ref_name_of(entry: &Descriptor) -> Option<&str> {
     entry
-        .get("annotations")
-        .and_then(|a| a.get(REF_NAME_ANNOTATION))
-        .and_then(Value::as_str)
+        .annotations()
+        .as_ref()?
+        .get(REF_NAME_ANNOTATION)
+        .map(String::as_str)
 }
 
-/// Parses `index.json`: a JSON object whose `manifests`, when present, is an array or
-/// `null`. The error says what is wrong.
-pub fn parse_index(bytes: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(index)) => match index.get("manifests") {
-            None | Some(Value::Null | Value::Array(_)) => Ok(index),
-            Some(_) => Err("\"manifests\" in index.json is not an array".into()),
-        },
-        Ok(_) => Err("index.json is not a JSON object".into()),
-        Err(e) => Err(format!("index.json is not valid JSON ({e})")),
-    }
+/// An index with no entries, as a new layout's `index.json`.
+pub fn empty_index() -> ImageIndex {
+    let mut index = ImageIndex::default();
+    index.set_media_type(Some(MediaType::ImageIndex));
+    index
 }
 
-/// `index` (an existing `index.json`, or `{}`) with `descriptor` added: entries it replaces
-/// (same ref name, or unnamed with the same digest) are dropped, the rest is kept, and
-/// `schemaVersion`, `mediaType` and `manifests` are set.
-pub fn add_to_index(
-    index: Value,
-    descriptor: Value,
-    ref_name: Option<&str>,
-) -> Result<Value, String> {
-    let Value::Object(mut index) = index else {
-        return Err("index.json is not a JSON object".into());
+/// Parses `index.json`: an image index, whose `manifests` may also be missing or `null`
+/// (no entries) and whose `schemaVersion` may be missing. The error says what is wrong.
+pub fn parse_index(bytes: &[u8]) -> Result<ImageIndex, String> {
+    let mut index = match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(index)) => index,
+        Ok(_) => return Err("index.json is not a JSON object".into()),
+        Err(e) => return Err(format!("index.json is not valid JSON ({e})")),
     };
-    let digest = descriptor.get("digest").cloned();
-    let mut manifests = match index.remove("manifests") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(entries)) => entries,
+    match index.get("manifests") {
+        None | Some(Value::Null) => {
+            index.insert("manifests".into(), Value::Array(Vec::new()));
+        }
+        Some(Value::Array(_)) => {}
         Some(_) => return Err("\"manifests\" in index.json is not an array".into()),
-    };
+    }
+    index.entry("schemaVersion").or_insert(2.into());
+    let bytes = serde_json::to_vec(&index).map_err(|e| e.to_string())?;
+    manifest::parse_index(&bytes).map_err(|e| format!("index.json is {e}"))
+}
+
+/// `index` with `descriptor` added: entries it replaces (same ref name, or unnamed with the
+/// same digest) are dropped, the rest is kept, `schemaVersion` is set to 2 and `mediaType`
+/// to the OCI index's when missing.
+pub fn add_to_index(
+    mut index: ImageIndex,
+    descriptor: Descriptor,
+    ref_name: Option<&str>,
+) -> ImageIndex {
+    let mut manifests = index.manifests().clone();
     manifests.retain(|entry| match ref_name {
         Some(name) => ref_name_of(entry) != Some(name),
-        None => !(ref_name_of(entry).is_none() && entry.get("digest") == digest.as_ref()),
+        None => !(ref_name_of(entry).is_none() && entry.digest() == descriptor.digest()),
     });
     manifests.push(descriptor);
-    index.insert("schemaVersion".into(), 2.into());
+    index.set_manifests(manifests);
+    index.set_schema_version(2);
+    if index.media_type().is_none() {
+        index.set_media_type(Some(MediaType::from(media_types::OCI_INDEX)));
+    }
     index
-        .entry("mediaType")
-        .or_insert_with(|| OCI_INDEX_MEDIA_TYPE.into());
-    index.insert("manifests".into(), Value::Array(manifests));
-    Ok(Value::Object(index))
-}
-
-/// `index` with `schemaVersion`, `mediaType` and `manifests` filled in, as written.
-pub fn complete_index(mut index: Map<String, Value>) -> Value {
-    index.insert("schemaVersion".into(), 2.into());
-    index
-        .entry("mediaType")
-        .or_insert_with(|| OCI_INDEX_MEDIA_TYPE.into());
-    index
-        .entry("manifests")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    Value::Object(index)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+    /// An entry for the digest of `seed` named `name`.
+    fn entry(seed: &str, name: Option<&str>) -> Descriptor {
+        let digest = crate::digest::sha256_digest(seed.as_bytes());
+        let mut d = manifest::descriptor(media_types::OCI_MANIFEST, &digest, 1).unwrap();
+        if let Some(name) = name {
+            let annotations = [(REF_NAME_ANNOTATION.to_string(), name.to_string())];
+            d.set_annotations(Some(annotations.into_iter().collect()));
+        }
+        d
+    }
+
     #[test]
     fn index_entries_with_the_same_ref_name_are_replaced_and_others_kept() {
-        let old = json!({
-            "schemaVersion": 2,
-            "annotations": {"keep": "me"},
-            "manifests": [
-                {"mediaType": "m", "digest": "sha256:1", "size": 1,
-                 "annotations": {REF_NAME_ANNOTATION: "v1"}},
-                {"mediaType": "m", "digest": "sha256:2", "size": 1,
-                 "annotations": {REF_NAME_ANNOTATION: "v2"}},
-                {"mediaType": "m", "digest": "sha256:3", "size": 1}
-            ]
-        });
-        let new = json!({"mediaType": "m", "digest": "sha256:9", "size": 1,
-                         "annotations": {REF_NAME_ANNOTATION: "v1"}});
-        let index = add_to_index(old.clone(), new, Some("v1")).unwrap();
-        let digests: Vec<&str> = index["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["digest"].as_str().unwrap())
-            .collect();
-        assert_eq!(digests, ["sha256:2", "sha256:3", "sha256:9"]);
-        assert_eq!(index["annotations"]["keep"], "me");
-        assert_eq!(index["mediaType"], OCI_INDEX_MEDIA_TYPE);
-        let unnamed = json!({"mediaType": "m", "digest": "sha256:3", "size": 1});
-        let index = add_to_index(old, unnamed, None).unwrap();
-        assert_eq!(index["manifests"].as_array().unwrap().len(), 3);
-        assert!(add_to_index(json!([]), json!({}), None).is_err());
-        assert!(add_to_index(json!({"manifests": 1}), json!({}), None).is_err());
+        let mut old = ImageIndex::default();
+        old.set_annotations(Some([("keep".to_string(), "me".to_string())].into()));
+        old.set_manifests(vec![
+            entry("1", Some("v1")),
+            entry("2", Some("v2")),
+            entry("3", None),
+        ]);
+        let index = add_to_index(old.clone(), entry("9", Some("v1")), Some("v1"));
+        let names: Vec<Option<&str>> = index.manifests().iter().map(ref_name_of).collect();
+        assert_eq!(names, [Some("v2"), None, Some("v1")]);
+        assert_eq!(index.manifests()[2], entry("9", Some("v1")));
+        assert_eq!(index.annotations().as_ref().unwrap()["keep"], "me");
+        assert_eq!(index.media_type().as_ref(), Some(&MediaType::ImageIndex));
+        let index = add_to_index(old, entry("3", None), None);
+        assert_eq!(index.manifests().len(), 3);
     }
 
     #[test]
@@ -174,12 +165,21 @@ mod tests {
     fn markers_and_indexes_are_checked() {
         assert!(is_layout_marker(OCI_LAYOUT_FILE.as_bytes()));
         assert!(!is_layout_marker(b"{}"));
-        assert!(parse_index(b"{\"manifests\":null}").is_ok());
+        assert!(parse_index(b"{\"manifests\":null}")
+            .unwrap()
+            .manifests()
+            .is_empty());
+        assert_eq!(parse_index(b"{}").unwrap().schema_version(), 2);
         assert!(parse_index(b"[]").is_err());
         assert!(parse_index(b"{\"manifests\":1}").is_err());
         assert!(parse_index(b"nope").is_err());
-        let index = complete_index(Map::new());
-        assert_eq!(index["schemaVersion"], 2);
-        assert_eq!(index["manifests"], json!([]));
+        let bad = br#"{"manifests":[{"mediaType":"m","digest":"sha256:1","size":1}]}"#;
+        let err = parse_index(bad).unwrap_err();
+        assert!(err.contains("manifests[0]"), "{err}");
+        let empty = crate::manifest::index_json(&empty_index());
+        assert_eq!(
+            String::from_utf8(empty).unwrap(),
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#
+        );
     }
 }
