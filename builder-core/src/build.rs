@@ -31,7 +31,8 @@ use crate::isolation::Isolation;
 use crate::mounts::Secrets;
 use crate::stage::StageRun;
 use ocibuild_dockerfile::plan::Plan;
-use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
+use ocibuild_image::platform::{self, Platform};
+use ocibuild_registry::{Client, ClientOptions, DockerConfig, Reference};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -342,12 +343,12 @@ impl<'o> Builder<'o> {
             }
         }
         crate::output::write_digest_files(
-            &manifested.manifest_digest,
+            &manifested.manifest.digest,
             &destinations,
             &digest_files(self.settings.opts),
         )?;
         Ok(BuildOutput {
-            manifest_digest: manifested.manifest_digest,
+            manifest_digest: manifested.manifest.digest,
             config_digest: manifested.config_digest,
             image,
             pushed,
@@ -512,15 +513,13 @@ fn read_dockerignore(
 fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, String> {
     let mut args = BTreeMap::new();
     for (prefix, p) in [("TARGET", target), ("BUILD", build)] {
-        let variant = p.variant.clone().unwrap_or_default();
-        let mut platform = format!("{}/{}", p.os, p.architecture);
-        if !variant.is_empty() {
-            platform = format!("{platform}/{variant}");
-        }
-        args.insert(format!("{prefix}PLATFORM"), platform);
-        args.insert(format!("{prefix}OS"), p.os.clone());
-        args.insert(format!("{prefix}ARCH"), p.architecture.clone());
-        args.insert(format!("{prefix}VARIANT"), variant);
+        args.insert(format!("{prefix}PLATFORM"), platform::name(p));
+        args.insert(format!("{prefix}OS"), p.os().to_string());
+        args.insert(format!("{prefix}ARCH"), p.architecture().to_string());
+        args.insert(
+            format!("{prefix}VARIANT"),
+            p.variant().clone().unwrap_or_default(),
+        );
     }
     args
 }
@@ -535,12 +534,15 @@ mod tests {
     #[test]
     fn platforms_parse_or_default_to_the_host() {
         let p = parse_platform(Some("linux/arm64/v8")).unwrap();
-        assert_eq!(
-            (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()),
-            ("linux", "arm64", Some("v8"))
-        );
-        assert_eq!(parse_platform(None).unwrap().os, "linux");
+        assert_eq!(platform::name(&p), "linux/arm64/v8");
+        let args = platform_args(&p, &parse_platform(Some("linux/amd64")).unwrap());
+        assert_eq!(args["TARGETARCH"], "arm64");
+        assert_eq!(args["TARGETVARIANT"], "v8");
+        assert_eq!(args["BUILDPLATFORM"], "linux/amd64");
+        assert_eq!(args["BUILDVARIANT"], "");
+        assert_eq!(parse_platform(None).unwrap().os().to_string(), "linux");
         assert!(parse_platform(Some("linux")).is_err());
+        assert!(parse_platform(Some("linux/arm64/v8/x")).is_err());
     }
 
     #[test]

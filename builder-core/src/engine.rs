@@ -78,7 +78,7 @@ impl Registry {
             .map_err(BuildError::registry(&context))?;
         let config_bytes = self
             .pull_client
-            .pull_blob_bytes(&reference, &pulled.manifest.config.digest)
+            .pull_blob_bytes(&reference, pulled.manifest.config().digest().as_ref())
             .await
             .map_err(BuildError::registry(&context))?;
         let config = ImageConfig::from_json(&config_bytes).map_err(|e| {
@@ -87,16 +87,16 @@ impl Registry {
             ))
         })?;
         let diff_ids = &config.rootfs.diff_ids;
-        if diff_ids.len() != pulled.manifest.layers.len() {
+        if diff_ids.len() != pulled.manifest.layers().len() {
             return Err(BuildError::Options(format!(
                 "{context}: the manifest has {} layers but the config lists {} diff_ids",
-                pulled.manifest.layers.len(),
+                pulled.manifest.layers().len(),
                 diff_ids.len()
             )));
         }
         let layers = pulled
             .manifest
-            .layers
+            .layers()
             .iter()
             .zip(diff_ids)
             .map(|(descriptor, diff_id)| Layer {

@@ -5,7 +5,8 @@
 use crate::error::{BuildError, Result};
 use ocibuild_image::config::ImageConfig;
 use ocibuild_image::docker_archive;
-use ocibuild_registry::{media_types, Client, Descriptor, ImageManifest, Reference};
+use ocibuild_image::manifest::{self, media_types, Descriptor, ManifestBytes, MediaType};
+use ocibuild_registry::{Client, Reference};
 use ocibuild_snapshot::LayerInfo;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -24,8 +25,8 @@ pub enum ImageFormat {
 
 impl ImageFormat {
     /// The format of a pulled manifest's media type.
-    pub fn of_manifest(media_type: &str) -> ImageFormat {
-        if media_type == media_types::DOCKER_MANIFEST {
+    pub fn of_manifest(media_type: &MediaType) -> ImageFormat {
+        if media_type.as_ref() == media_types::DOCKER_MANIFEST {
             ImageFormat::Docker
         } else {
             ImageFormat::Oci
@@ -58,16 +59,16 @@ impl ImageFormat {
 
     /// A layer media type translated into this format (gzip and plain tar layers have an
     /// equivalent in both; others are kept).
-    pub fn layer_media_type(self, media_type: &str) -> String {
-        let docker_gzip = media_types::DOCKER_LAYER_GZIP;
-        let docker_tar = "application/vnd.docker.image.rootfs.diff.tar";
-        match (self, media_type) {
-            (ImageFormat::Oci, m) if m == docker_gzip => media_types::OCI_LAYER_GZIP.into(),
-            (ImageFormat::Oci, m) if m == docker_tar => media_types::OCI_LAYER_TAR.into(),
-            (ImageFormat::Docker, m) if m == media_types::OCI_LAYER_GZIP => docker_gzip.into(),
-            (ImageFormat::Docker, m) if m == media_types::OCI_LAYER_TAR => docker_tar.into(),
-            (_, m) => m.to_string(),
-        }
+    pub fn layer_media_type(self, media_type: &MediaType) -> MediaType {
+        use media_types::{DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, OCI_LAYER_GZIP, OCI_LAYER_TAR};
+        let translated = match (self, media_type.as_ref()) {
+            (ImageFormat::Oci, DOCKER_LAYER_GZIP) => OCI_LAYER_GZIP,
+            (ImageFormat::Oci, DOCKER_LAYER_TAR) => OCI_LAYER_TAR,
+            (ImageFormat::Docker, OCI_LAYER_GZIP) => DOCKER_LAYER_GZIP,
+            (ImageFormat::Docker, OCI_LAYER_TAR) => DOCKER_LAYER_TAR,
+            (_, other) => other,
+        };
+        MediaType::from(translated)
     }
 }
 
@@ -94,7 +95,8 @@ impl std::str::FromStr for ImageFormat {
 
 /// Whether a layer media type has no Docker schema 2 equivalent (zstd, and any other OCI
 /// compression Docker does not define).
-fn is_oci_only_layer(media_type: &str) -> bool {
+fn is_oci_only_layer(media_type: &MediaType) -> bool {
+    let media_type = media_type.as_ref();
     media_type.starts_with("application/vnd.oci.image.layer.")
         && media_type != media_types::OCI_LAYER_GZIP
         && media_type != media_types::OCI_LAYER_TAR
@@ -127,30 +129,41 @@ impl Layer {
     /// The compressed digest.
     pub fn digest(&self) -> &str {
         match &self.blob {
-            LayerBlob::Remote { descriptor, .. } => &descriptor.digest,
+            LayerBlob::Remote { descriptor, .. } => descriptor.digest().as_ref(),
             LayerBlob::Local(info) => &info.digest,
         }
     }
 
-    fn descriptor(&self, format: ImageFormat) -> Descriptor {
+    /// The compressed size.
+    pub fn size(&self) -> u64 {
         match &self.blob {
-            LayerBlob::Remote { descriptor, .. } => Descriptor {
-                media_type: format.layer_media_type(&descriptor.media_type),
-                ..(**descriptor).clone()
-            },
-            LayerBlob::Local(info) => Descriptor {
-                media_type: match format {
-                    ImageFormat::Oci => info.oci_media_type().to_string(),
-                    ImageFormat::Docker => info.docker_media_type().to_string(),
-                },
-                digest: info.digest.clone(),
-                size: info.size,
-                platform: None,
-                annotations: None,
-                urls: None,
-            },
+            LayerBlob::Remote { descriptor, .. } => descriptor.size(),
+            LayerBlob::Local(info) => info.size,
         }
     }
+
+    /// Its descriptor in a manifest of `format`.
+    fn descriptor(&self, format: ImageFormat) -> Result<Descriptor> {
+        match &self.blob {
+            LayerBlob::Remote { descriptor, .. } => {
+                let mut descriptor = (**descriptor).clone();
+                descriptor.set_media_type(format.layer_media_type(descriptor.media_type()));
+                Ok(descriptor)
+            }
+            LayerBlob::Local(info) => {
+                let media_type = match format {
+                    ImageFormat::Oci => info.oci_media_type(),
+                    ImageFormat::Docker => info.docker_media_type(),
+                };
+                manifest::descriptor(media_type, &info.digest, info.size).map_err(manifest_error)
+            }
+        }
+    }
+}
+
+/// A manifest that could not be made.
+fn manifest_error(e: manifest::ManifestError) -> BuildError {
+    BuildError::Options(format!("making the image manifest: {e}"))
 }
 
 /// A built (or pulled) image.
@@ -171,12 +184,8 @@ pub struct Manifested {
     pub config: Vec<u8>,
     /// `sha256:` of the config JSON.
     pub config_digest: String,
-    /// Manifest JSON.
-    pub manifest: Vec<u8>,
-    /// `sha256:` of the manifest JSON.
-    pub manifest_digest: String,
-    /// Manifest media type.
-    pub media_type: &'static str,
+    /// The manifest: its bytes, digest and media type.
+    pub manifest: ManifestBytes,
 }
 
 pub use ocibuild_image::digest::sha256_digest;
@@ -199,9 +208,8 @@ impl Image {
 
     /// Serialises config and manifest, without annotations and without checking that the
     /// layers fit the format (see [`Image::manifest_with`], which `build` should use).
-    pub fn manifest(&self) -> Manifested {
+    pub fn manifest(&self) -> Result<Manifested> {
         self.serialise(&BTreeMap::new())
-            .expect("a manifest always serialises")
     }
 
     /// Serialises config and manifest in `self.format` (set it first to force a format,
@@ -213,12 +221,13 @@ impl Image {
     pub fn manifest_with(&self, annotations: &BTreeMap<String, String>) -> Result<Manifested> {
         if self.format == ImageFormat::Docker {
             for layer in &self.layers {
-                let descriptor = layer.descriptor(self.format);
-                if is_oci_only_layer(&descriptor.media_type) {
+                let descriptor = layer.descriptor(self.format)?;
+                if is_oci_only_layer(descriptor.media_type()) {
                     return Err(BuildError::Options(format!(
                         "zstd layers need --image-format oci: layer {} has media type {}, \
                          which Docker schema 2 manifests cannot carry",
-                        descriptor.digest, descriptor.media_type
+                        descriptor.digest(),
+                        descriptor.media_type()
                     )));
                 }
             }
@@ -229,32 +238,27 @@ impl Image {
     fn serialise(&self, annotations: &BTreeMap<String, String>) -> Result<Manifested> {
         let config = self.config.to_json();
         let config_digest = sha256_digest(&config);
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(self.format.manifest_media_type().to_string()),
-            config: Descriptor {
-                media_type: self.format.config_media_type().to_string(),
-                digest: config_digest.clone(),
-                size: config.len() as u64,
-                platform: None,
-                annotations: None,
-                urls: None,
-            },
-            layers: self
-                .layers
-                .iter()
-                .map(|l| l.descriptor(self.format))
-                .collect(),
-            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
-        };
-        let manifest = serde_json::to_vec(&manifest)
-            .map_err(|e| BuildError::Options(format!("serialising the image manifest: {e}")))?;
+        let config_descriptor = manifest::descriptor(
+            self.format.config_media_type(),
+            &config_digest,
+            config.len() as u64,
+        )
+        .map_err(manifest_error)?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| l.descriptor(self.format))
+            .collect::<Result<Vec<_>>>()?;
+        let manifest = ManifestBytes::of_manifest(&manifest::image_manifest(
+            self.format.manifest_media_type(),
+            config_descriptor,
+            layers,
+            annotations,
+        ));
         Ok(Manifested {
-            manifest_digest: sha256_digest(&manifest),
             config,
             config_digest,
             manifest,
-            media_type: self.format.manifest_media_type(),
         })
     }
 }
@@ -290,14 +294,13 @@ impl BlobStore {
             let LayerBlob::Remote { source, descriptor } = &layer.blob else {
                 continue;
             };
-            let actual = self
-                .verified_diff_id(client, source, &descriptor.digest)
-                .await?;
+            let digest = descriptor.digest().as_ref();
+            let actual = self.verified_diff_id(client, source, digest).await?;
             if actual != layer.diff_id {
                 return Err(BuildError::LayerMismatch {
                     image: name.to_string(),
                     index,
-                    digest: descriptor.digest.clone(),
+                    digest: digest.to_string(),
                     expected: layer.diff_id.clone(),
                     actual,
                 });
@@ -357,7 +360,7 @@ impl BlobStore {
         match &layer.blob {
             LayerBlob::Local(info) => Ok(info.path.clone()),
             LayerBlob::Remote { source, descriptor } => Ok(self
-                .fetch_verified(client, source, &descriptor.digest)
+                .fetch_verified(client, source, descriptor.digest().as_ref())
                 .await?
                 .0),
         }
@@ -495,7 +498,11 @@ pub async fn push(
             .map_err(BuildError::registry(format!("{context}: config")))?;
     }
     client
-        .push_manifest(dest, manifested.media_type, &manifested.manifest)
+        .push_manifest(
+            dest,
+            manifested.manifest.media_type.as_ref(),
+            &manifested.manifest.bytes,
+        )
         .await
         .map_err(BuildError::registry(format!("{context}: manifest")))
 }
@@ -534,14 +541,10 @@ mod tests {
         let remote = Layer {
             blob: LayerBlob::Remote {
                 source: Box::new(Reference::parse("r.io/base:1").unwrap()),
-                descriptor: Box::new(Descriptor {
-                    media_type: base_type.to_string(),
-                    digest: format!("sha256:{}", "a".repeat(64)),
-                    size: 3,
-                    platform: None,
-                    annotations: None,
-                    urls: None,
-                }),
+                descriptor: Box::new(
+                    manifest::descriptor(base_type, &format!("sha256:{}", "a".repeat(64)), 3)
+                        .unwrap(),
+                ),
             },
             diff_id: format!("sha256:{}", "b".repeat(64)),
         };
@@ -562,8 +565,8 @@ mod tests {
         }
     }
 
-    fn parsed(m: &Manifested) -> ImageManifest {
-        serde_json::from_slice(&m.manifest).unwrap()
+    fn parsed(m: &Manifested) -> manifest::ImageManifest {
+        manifest::parse_manifest(&m.manifest.bytes).unwrap()
     }
 
     #[test]
@@ -574,17 +577,16 @@ mod tests {
             media_types::OCI_LAYER_GZIP,
         );
         let plain = img.manifest_with(&BTreeMap::new()).unwrap();
-        assert_eq!(plain.manifest, img.manifest().manifest);
-        assert!(!String::from_utf8_lossy(&plain.manifest).contains("annotations"));
+        assert_eq!(plain.manifest, img.manifest().unwrap().manifest);
+        assert!(!String::from_utf8_lossy(&plain.manifest.bytes).contains("annotations"));
         let annotations = BTreeMap::from([
             ("z".to_string(), "1".to_string()),
             ("a".to_string(), "2".to_string()),
         ]);
         let m = img.manifest_with(&annotations).unwrap();
-        assert!(
-            String::from_utf8_lossy(&m.manifest).ends_with(r#""annotations":{"a":"2","z":"1"}}"#)
-        );
-        assert_eq!(m.manifest_digest, sha256_digest(&m.manifest));
+        assert!(String::from_utf8_lossy(&m.manifest.bytes)
+            .ends_with(r#""annotations":{"a":"2","z":"1"}}"#));
+        assert_eq!(m.manifest.digest, sha256_digest(&m.manifest.bytes));
     }
 
     #[test]
@@ -596,20 +598,30 @@ mod tests {
         );
         img.format = ImageFormat::Oci;
         let m = parsed(&img.manifest_with(&BTreeMap::new()).unwrap());
-        assert_eq!(m.media_type.as_deref(), Some(media_types::OCI_MANIFEST));
-        assert_eq!(m.config.media_type, media_types::OCI_CONFIG);
+        let media_type = |t: &MediaType| t.to_string();
+        assert_eq!(
+            m.media_type().as_ref().map(media_type).unwrap(),
+            media_types::OCI_MANIFEST
+        );
+        assert_eq!(media_type(m.config().media_type()), media_types::OCI_CONFIG);
         assert!(m
-            .layers
+            .layers()
             .iter()
-            .all(|l| l.media_type == media_types::OCI_LAYER_GZIP));
+            .all(|l| media_type(l.media_type()) == media_types::OCI_LAYER_GZIP));
         img.format = ImageFormat::Docker;
         let m = parsed(&img.manifest_with(&BTreeMap::new()).unwrap());
-        assert_eq!(m.media_type.as_deref(), Some(media_types::DOCKER_MANIFEST));
-        assert_eq!(m.config.media_type, media_types::DOCKER_CONFIG);
+        assert_eq!(
+            m.media_type().as_ref().map(media_type).unwrap(),
+            media_types::DOCKER_MANIFEST
+        );
+        assert_eq!(
+            media_type(m.config().media_type()),
+            media_types::DOCKER_CONFIG
+        );
         assert!(m
-            .layers
+            .layers()
             .iter()
-            .all(|l| l.media_type == media_types::DOCKER_LAYER_GZIP));
+            .all(|l| media_type(l.media_type()) == media_types::DOCKER_LAYER_GZIP));
     }
 
     #[test]

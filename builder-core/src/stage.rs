@@ -21,7 +21,9 @@ use ocibuild_dockerfile::ir::{
 use ocibuild_dockerfile::parser::{Command, Instruction};
 use ocibuild_dockerfile::plan::StageBase;
 use ocibuild_image::config::ImageConfig;
-use ocibuild_registry::{Descriptor, Platform, Reference};
+use ocibuild_image::manifest::descriptor;
+use ocibuild_image::platform::{self, Platform};
+use ocibuild_registry::Reference;
 use ocibuild_snapshot::LayerInfo;
 use ocibuild_snapshot::{Changes, LayerOptions, Snapshotter, StatWalk};
 use std::collections::BTreeMap;
@@ -67,7 +69,7 @@ impl<'b, 'o> StageRun<'b, 'o> {
                 .as_ref()
                 .map(|f| f.key.clone())
                 .unwrap_or_default(),
-            _ => image_identity(&image, &platform.to_string()),
+            _ => image_identity(&image, &platform::name(&platform)),
         };
         h.progress.end_step(started, None, events);
         let args = inherited_args(h.stages, &stage.base);
@@ -719,14 +721,10 @@ impl StageRun<'_, '_> {
                     digest: None,
                     ..repository
                 }),
-                descriptor: Box::new(Descriptor {
-                    media_type: layer.media_type.clone(),
-                    digest: layer.digest.clone(),
-                    size: layer.size,
-                    platform: None,
-                    annotations: None,
-                    urls: None,
-                }),
+                descriptor: Box::new(
+                    descriptor(&layer.media_type, &layer.digest, layer.size)
+                        .map_err(|e| BuildError::Options(e.to_string()))?,
+                ),
             },
         };
         let layer = Layer {
@@ -781,7 +779,7 @@ impl StageRun<'_, '_> {
                         .registry
                         .pull_image(name, &platform, &mut |_| {})
                         .await?;
-                    image_identity(&image, &platform.to_string())
+                    image_identity(&image, &platform::name(&platform))
                 }
             },
         };
@@ -840,7 +838,7 @@ impl StageRun<'_, '_> {
                         .registry
                         .pull_image(name, &platform, &mut |_| {})
                         .await?;
-                    Ok(image_identity(&image, &platform.to_string()))
+                    Ok(image_identity(&image, &platform::name(&platform)))
                 }
             },
         }
@@ -1193,11 +1191,7 @@ async fn base_image(
 ) -> Result<Image> {
     match base {
         StageBase::Scratch => Ok(Image {
-            config: ImageConfig::scratch(
-                &platform.os,
-                &platform.architecture,
-                platform.variant.as_deref(),
-            ),
+            config: ImageConfig::scratch_for(platform),
             layers: Vec::new(),
             format: ImageFormat::Oci,
         }),

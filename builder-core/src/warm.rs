@@ -56,24 +56,25 @@ pub async fn warm(opts: &WarmOptions, events: Events<'_>) -> Result<()> {
             .await
             .map_err(BuildError::registry(&context))?;
         let config = client
-            .pull_blob_bytes(&reference, &pulled.manifest.config.digest)
+            .pull_blob_bytes(&reference, pulled.manifest.config().digest().as_ref())
             .await
             .map_err(BuildError::registry(&context))?;
-        for layer in &pulled.manifest.layers {
-            if cache.blob(&layer.digest).is_some() {
+        for layer in pulled.manifest.layers() {
+            let digest = layer.digest().as_ref();
+            if cache.blob(digest).is_some() {
                 continue;
             }
             // The diff_id is computed during the download and recorded, so that builds
             // need no extra pass to verify the layer against their image's config.
             let tmp = cache.temp_path("warm");
             let diff_id =
-                crate::image::pull_with_diff_id(&client, &reference, &layer.digest, &tmp).await?;
+                crate::image::pull_with_diff_id(&client, &reference, digest, &tmp).await?;
             cache
-                .put_diff_id(&layer.digest, &diff_id)
-                .map_err(cache_err(format!("{context}: layer {}", layer.digest)))?;
+                .put_diff_id(digest, &diff_id)
+                .map_err(cache_err(format!("{context}: layer {digest}")))?;
             cache
-                .put_blob(&layer.digest, &tmp)
-                .map_err(cache_err(format!("{context}: layer {}", layer.digest)))?;
+                .put_blob(digest, &tmp)
+                .map_err(cache_err(format!("{context}: layer {digest}")))?;
         }
         cache
             .put_image(&pulled.digest, &pulled.bytes, &config)

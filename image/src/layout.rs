@@ -1,11 +1,18 @@
 //! The OCI image layout (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`): the pieces
-//! shared by `--oci-layout-path` output and the layout cache (`--cache-repo oci:DIR`).
+//! shared by `--oci-layout-path` output and the layout cache (`--cache-repo oci:DIR`), and
+//! [`read_image`], which reads an image out of a layout (`executor push DIR[:NAME]`).
 
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::manifest::{self, media_types, Descriptor, ImageIndex, MediaType};
+use crate::blob::{dedup, read_small, BlobFile, ReadError};
+use crate::manifest::{self, media_types, Descriptor, ImageIndex, ManifestBytes, MediaType};
+
+/// How deep image indexes may nest in a layout that is read.
+const MAX_INDEX_DEPTH: usize = 4;
 
 /// The annotation naming an image inside an OCI image layout (`oci:DIR:NAME` in skopeo,
 /// `--image DIR:NAME` in umoci).
@@ -107,6 +114,197 @@ pub fn add_to_index(
         index.set_media_type(Some(MediaType::from(media_types::OCI_INDEX)));
     }
     index
+}
+
+/// An image read out of an OCI layout by [`read_image`]: its manifests, checked against
+/// their digests, and the blobs they need, as files of the layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutImage {
+    /// Configs and layers, each digest once.
+    pub blobs: Vec<BlobFile>,
+    /// The manifests an index refers to (at any depth), each once.
+    pub children: Vec<ManifestBytes>,
+    /// The manifest (or index) of the entry read.
+    pub top: ManifestBytes,
+}
+
+/// Reads the image of the layout `dir` named `name` in `index.json`, or its only image when
+/// no name is given. An entry may be an image manifest or an image index (every manifest
+/// it lists is read, nested up to four levels). Every manifest must hash to its digest and
+/// every blob must be present with its size.
+pub fn read_image(dir: &Path, name: Option<&str>) -> Result<LayoutImage, ReadError> {
+    let path = dir.join("index.json");
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::NoIndex),
+        Err(e) => return Err(ReadError::io(&path)(e)),
+    };
+    let index = parse_index(&bytes).map_err(ReadError::Invalid)?;
+    let entry = select_entry(&index, dir, name)?;
+    let mut walk = Walk {
+        dir,
+        blobs: Vec::new(),
+        children: Vec::new(),
+    };
+    let top = walk.manifest(&entry, "index.json", 0)?;
+    Ok(LayoutImage {
+        blobs: dedup(walk.blobs),
+        children: walk.children,
+        top,
+    })
+}
+
+/// The entry of `index` (of layout `dir`) named `name`, or its only entry.
+fn select_entry(
+    index: &ImageIndex,
+    dir: &Path,
+    name: Option<&str>,
+) -> Result<Descriptor, ReadError> {
+    let entries = index.manifests();
+    let chosen: Vec<&Descriptor> = entries
+        .iter()
+        .filter(|e| name.is_none() || ref_name_of(e) == name)
+        .collect();
+    let names = || {
+        let list: Vec<&str> = entries
+            .iter()
+            .map(|e| ref_name_of(e).unwrap_or("(unnamed)"))
+            .collect();
+        if list.is_empty() {
+            "it holds no image".to_string()
+        } else {
+            format!("it holds: {}", list.join(", "))
+        }
+    };
+    let reason = match (chosen.as_slice(), name) {
+        ([one], _) => return Ok((*one).clone()),
+        ([], Some(n)) => format!("no image named {n:?} ({})", names()),
+        ([], None) => "the layout holds no image".to_string(),
+        (_, Some(n)) => format!("several images are named {n:?}"),
+        (many, None) => format!(
+            "the layout holds {} images; pick one with {}:NAME ({})",
+            many.len(),
+            dir.display(),
+            names()
+        ),
+    };
+    Err(ReadError::NoSuchImage(reason))
+}
+
+/// Collects the blobs and manifests an entry of a layout needs.
+struct Walk<'a> {
+    dir: &'a Path,
+    blobs: Vec<BlobFile>,
+    children: Vec<ManifestBytes>,
+}
+
+impl Walk<'_> {
+    /// Reads the manifest or index `descriptor` (found in `whose`) points at, checked
+    /// against its digest, collecting what it refers to.
+    fn manifest(
+        &mut self,
+        descriptor: &Descriptor,
+        whose: &str,
+        depth: usize,
+    ) -> Result<ManifestBytes, ReadError> {
+        let digest = descriptor.digest().to_string();
+        let bytes = self.manifest_bytes(&digest, descriptor.size(), whose)?;
+        let here = format!("manifest {digest}");
+        let invalid = |e: manifest::ManifestError| ReadError::Invalid(format!("{here} is {e}"));
+        let json: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ReadError::Invalid(format!("{here} is not valid JSON ({e})")))?;
+        if json.get("manifests").is_some_and(Value::is_array) {
+            if depth >= MAX_INDEX_DEPTH {
+                return Err(ReadError::Invalid(format!(
+                    "image indexes nest deeper than {MAX_INDEX_DEPTH} levels"
+                )));
+            }
+            for child in manifest::parse_index(&bytes).map_err(invalid)?.manifests() {
+                let child = self.manifest(child, &here, depth + 1)?;
+                if !self.children.iter().any(|c| c.digest == child.digest) {
+                    self.children.push(child);
+                }
+            }
+        } else {
+            if json.get("config").is_none() {
+                return Err(ReadError::Invalid(format!(
+                    "{here} has neither \"config\" nor \"manifests\""
+                )));
+            }
+            let image = manifest::parse_manifest(&bytes).map_err(invalid)?;
+            for blob in std::iter::once(image.config()).chain(image.layers()) {
+                self.blob(blob, &here)?;
+            }
+        }
+        let media_type = match descriptor.media_type().as_ref() {
+            "" => json
+                .get("mediaType")
+                .and_then(Value::as_str)
+                .unwrap_or(media_types::OCI_MANIFEST),
+            named => named,
+        };
+        Ok(ManifestBytes {
+            media_type: MediaType::from(media_type),
+            digest,
+            bytes,
+        })
+    }
+
+    /// The bytes of manifest `digest`, which `whose` says has `size` bytes.
+    fn manifest_bytes(&self, digest: &str, size: u64, whose: &str) -> Result<Vec<u8>, ReadError> {
+        let path = self.path(digest)?;
+        let bytes = match fs::metadata(&path) {
+            Ok(m) if m.len() == size => read_small(&path, size, &format!("manifest {digest}"))?,
+            Ok(m) => {
+                return Err(ReadError::Invalid(format!(
+                    "manifest {digest} has {} bytes, but {whose} says {size}",
+                    m.len()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ReadError::Invalid(format!(
+                    "the blob of manifest {digest} is missing"
+                )))
+            }
+            Err(e) => return Err(ReadError::io(&path)(e)),
+        };
+        let actual = crate::digest::sha256_digest(&bytes);
+        if actual != digest {
+            return Err(ReadError::Invalid(format!(
+                "manifest {digest} is corrupt: its content hashes to {actual}"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Records the blob `descriptor` (found in `here`) points at, which must be a file of
+    /// its size.
+    fn blob(&mut self, descriptor: &Descriptor, here: &str) -> Result<(), ReadError> {
+        let (digest, size) = (descriptor.digest().to_string(), descriptor.size());
+        let path = self.path(&digest)?;
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.len() == size => {}
+            Ok(m) => {
+                return Err(ReadError::Invalid(format!(
+                    "blob {digest} has {} bytes, but {here} says {size}",
+                    m.len()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ReadError::Invalid(format!(
+                    "blob {digest}, which {here} needs, is missing"
+                )))
+            }
+            Err(e) => return Err(ReadError::io(&path)(e)),
+        }
+        self.blobs.push(BlobFile { digest, size, path });
+        Ok(())
+    }
+
+    fn path(&self, digest: &str) -> Result<PathBuf, ReadError> {
+        blob_path(self.dir, digest)
+            .ok_or_else(|| ReadError::Invalid(format!("unsupported blob digest {digest:?}")))
+    }
 }
 
 #[cfg(test)]

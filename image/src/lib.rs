@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod atomic;
+pub mod blob;
 pub mod chain;
 pub mod compression;
 pub mod config;

@@ -82,6 +82,43 @@ pub struct ManifestError {
     pub reason: String,
 }
 
+/// A serialised manifest or index: its exact bytes, their digest and its media type, as a
+/// registry receives it and an OCI layout stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestBytes {
+    /// The media type (the `Content-Type` of an upload).
+    pub media_type: MediaType,
+    /// `sha256:<hex>` of `bytes`.
+    pub digest: String,
+    /// The exact bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl ManifestBytes {
+    /// `bytes` of `media_type`, with their digest.
+    pub fn new(media_type: MediaType, bytes: Vec<u8>) -> ManifestBytes {
+        ManifestBytes {
+            media_type,
+            digest: digest::sha256_digest(&bytes),
+            bytes,
+        }
+    }
+
+    /// `manifest` serialised with [`manifest_json`]; its media type is the one it names
+    /// (the OCI manifest's when it names none).
+    pub fn of_manifest(manifest: &ImageManifest) -> ManifestBytes {
+        let media_type = manifest.media_type().clone();
+        let media_type = media_type.unwrap_or(MediaType::ImageManifest);
+        ManifestBytes::new(media_type, manifest_json(manifest))
+    }
+
+    /// The descriptor of these bytes.
+    pub fn descriptor(&self) -> Descriptor {
+        let digest = digest::sha256(&self.bytes);
+        Descriptor::new(self.media_type.clone(), self.bytes.len() as u64, digest)
+    }
+}
+
 /// A descriptor of `size` bytes of `media_type` with digest `digest`, which must be a valid
 /// digest.
 pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Result<Descriptor, ManifestError> {
@@ -419,5 +456,24 @@ mod tests {
         assert!(err.contains("manifests"), "{err}");
         assert!(descriptor("m", "sha256:1", 1).is_err());
         assert!(media_types::is_schema1(media_types::DOCKER_SCHEMA1_SIGNED));
+    }
+
+    #[test]
+    fn manifest_bytes_carry_their_digest_and_descriptor() {
+        let config = descriptor(media_types::DOCKER_CONFIG, A, 2).unwrap();
+        let m = image_manifest(
+            media_types::DOCKER_MANIFEST,
+            config,
+            vec![],
+            &BTreeMap::new(),
+        );
+        let bytes = ManifestBytes::of_manifest(&m);
+        assert_eq!(bytes.media_type.as_ref(), media_types::DOCKER_MANIFEST);
+        assert_eq!(bytes.digest, digest::sha256_digest(&manifest_json(&m)));
+        let d = bytes.descriptor();
+        assert_eq!(
+            (d.digest().to_string(), d.size()),
+            (bytes.digest.clone(), bytes.bytes.len() as u64)
+        );
     }
 }

@@ -14,13 +14,14 @@ use tokio::io::AsyncWriteExt;
 
 use crate::digest::{check_sha256, sha256_digest, verify};
 use crate::error::{Error, Result};
-use crate::manifest::{media_types, ImageIndex, ImageManifest, Platform};
 use crate::mirror::PullSources;
 use crate::options::ClientOptions;
 use crate::reference::Reference;
 use crate::retry::with_retries;
 use crate::token::Access;
 use crate::transport::Transport;
+use ocibuild_image::manifest::{self, media_types, ImageManifest, MediaType};
+use ocibuild_image::platform::{self, Platform};
 
 /// An image manifest fetched from a registry (after resolving an index, if any).
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub struct PulledManifest {
     /// Digest of `bytes` (`sha256:<hex>`).
     pub digest: String,
     /// Media type of the image manifest.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// The manifest exactly as served.
     pub bytes: Vec<u8>,
     /// The parsed manifest.
@@ -252,48 +253,50 @@ async fn manifest_from(
     } else {
         (mt, bytes, r.clone())
     };
-    let manifest: ImageManifest =
-        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidManifest {
-            reference: resolved.to_string(),
-            reason: format!("bad image manifest: {e}"),
-        })?;
-    if manifest.schema_version != 2 {
+    let manifest = manifest::parse_manifest(&bytes).map_err(|e| Error::InvalidManifest {
+        reference: resolved.to_string(),
+        reason: e.to_string(),
+    })?;
+    if manifest.schema_version() != 2 {
         return Err(Error::UnsupportedManifest {
             reference: resolved.to_string(),
-            reason: format!("schemaVersion {} (expected 2)", manifest.schema_version),
+            reason: format!("schemaVersion {} (expected 2)", manifest.schema_version()),
         });
     }
     Ok(PulledManifest {
         digest: sha256_digest(&bytes),
-        media_type: mt,
+        media_type: MediaType::from(mt.as_str()),
         bytes,
         manifest,
     })
 }
 
 /// The reference of the image manifest for `platform` in index `bytes` of `r`.
-fn select_platform(r: &Reference, bytes: &[u8], platform: &Platform) -> Result<Reference> {
-    let index: ImageIndex = serde_json::from_slice(bytes).map_err(|e| Error::InvalidManifest {
+fn select_platform(r: &Reference, bytes: &[u8], wanted: &Platform) -> Result<Reference> {
+    let index = manifest::parse_index(bytes).map_err(|e| Error::InvalidManifest {
         reference: r.to_string(),
-        reason: format!("bad image index: {e}"),
+        reason: e.to_string(),
     })?;
-    let entry = index.manifests.iter().find(|d| {
-        d.platform.as_ref().is_some_and(|p| platform.matches(p))
-            && (media_types::is_image_manifest(&d.media_type) || d.media_type.is_empty())
+    let entry = index.manifests().iter().find(|d| {
+        d.platform()
+            .as_ref()
+            .is_some_and(|p| platform::matches(wanted, p))
+            && (media_types::is_image_manifest(d.media_type())
+                || d.media_type().as_ref().is_empty())
     });
     let Some(entry) = entry else {
         let available = index
-            .manifests
+            .manifests()
             .iter()
-            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+            .filter_map(|d| d.platform().as_ref().map(platform::name))
             .collect();
         return Err(Error::NoMatchingPlatform {
             reference: r.to_string(),
-            wanted: platform.to_string(),
+            wanted: platform::name(wanted),
             available,
         });
     };
-    Ok(r.with_digest(&entry.digest))
+    Ok(r.with_digest(entry.digest().as_ref()))
 }
 
 fn media_type_of(headers: &HeaderMap) -> Option<String> {
@@ -357,12 +360,9 @@ fn manifest_media_type(r: &Reference, header_mt: Option<String>, bytes: &[u8]) -
         reason: format!("not valid JSON: {e}"),
     })?;
     let schema1 = probe.schema_version == Some(1)
-        || [&header_mt, &probe.media_type].iter().any(|m| {
-            matches!(
-                m.as_deref(),
-                Some(media_types::DOCKER_SCHEMA1 | media_types::DOCKER_SCHEMA1_SIGNED)
-            )
-        });
+        || [&header_mt, &probe.media_type]
+            .iter()
+            .any(|m| m.as_deref().is_some_and(media_types::is_schema1));
     if schema1 {
         return Err(Error::UnsupportedManifest {
             reference: r.to_string(),
