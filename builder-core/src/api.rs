@@ -539,9 +539,9 @@ impl BuiltImage {
                 &self.output.image,
                 &self.manifested,
                 &reference,
-                &self.push_client,
-                &self.pull_client,
+                (&self.push_client, &self.pull_client),
                 &self.blobs,
+                &mut |_| {},
             )
             .await?;
             digests.push(digest);

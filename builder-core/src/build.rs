@@ -88,8 +88,20 @@ pub(crate) async fn build_in(
     cancel: &CancelToken,
 ) -> Result<Built> {
     let mut builder = Builder::new(opts, work, cancel.clone())?;
-    let image = builder.run_stages(events).await?;
-    let output = builder.finish(image, events).await?;
+    // Blob downloads happen where no event sink is at hand: they are reported before the
+    // next event, and at the end.
+    let blobs = builder.registry.blobs.clone();
+    let mut reported = |event: BuildEvent| {
+        for pulled in blobs.take_pulled() {
+            events(pulled);
+        }
+        events(event);
+    };
+    let image = builder.run_stages(&mut reported).await?;
+    let output = builder.finish(image, &mut reported).await?;
+    for pulled in blobs.take_pulled() {
+        events(pulled);
+    }
     Ok(Built {
         output,
         blobs: builder.registry.blobs,
@@ -326,15 +338,10 @@ impl<'o> Builder<'o> {
         let mut pushed = Vec::new();
         if !self.settings.opts.no_push {
             for dest in &destinations {
-                let digest = image::push(
-                    &image,
-                    &manifested,
-                    dest,
-                    &self.registry.push_client,
-                    &self.registry.pull_client,
-                    &self.registry.blobs,
-                )
-                .await?;
+                let clients = (&self.registry.push_client, &self.registry.pull_client);
+                let blobs = &self.registry.blobs;
+                let digest =
+                    image::push(&image, &manifested, dest, clients, blobs, &mut *events).await?;
                 events(BuildEvent::Pushed {
                     destination: dest.to_string(),
                     digest,

@@ -3,6 +3,7 @@
 //! step produced. Also the local blob store, the manifest, pushing and tarball output.
 
 use crate::error::{BuildError, Result};
+use crate::events::{BuildEvent, Events};
 use ocibuild_image::config::ImageConfig;
 use ocibuild_image::docker_archive;
 use ocibuild_image::manifest::{self, media_types, Descriptor, ManifestBytes, MediaType};
@@ -271,6 +272,8 @@ pub struct BlobStore {
     cache: Option<crate::cache::LocalCache>,
     /// The diff_id computed for each blob fetched into `dir`, by digest.
     diff_ids: Arc<Mutex<HashMap<String, String>>>,
+    /// The downloads not reported yet, as [`BuildEvent::BlobPulled`] events.
+    pulled: Arc<Mutex<Vec<BuildEvent>>>,
 }
 
 impl BlobStore {
@@ -282,7 +285,34 @@ impl BlobStore {
             dir,
             cache,
             diff_ids: Default::default(),
+            pulled: Default::default(),
         })
+    }
+
+    /// The downloads since the last call, as [`BuildEvent::BlobPulled`] events (the store
+    /// downloads where no event sink is at hand; the build reports them as it goes).
+    pub fn take_pulled(&self) -> Vec<BuildEvent> {
+        let mut pulled = self.pulled.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *pulled)
+    }
+
+    /// Downloads blob `digest` of `source` to `path` like [`pull_with_diff_id`], and
+    /// records the download.
+    async fn pull(
+        &self,
+        client: &Client,
+        source: &Reference,
+        digest: &str,
+        path: &Path,
+    ) -> Result<String> {
+        let (diff_id, bytes) = pull_blob(client, source, digest, path).await?;
+        let mut pulled = self.pulled.lock().unwrap_or_else(|e| e.into_inner());
+        pulled.push(BuildEvent::BlobPulled {
+            reference: source.to_string(),
+            digest: digest.to_string(),
+            bytes,
+        });
+        Ok(diff_id)
     }
 
     /// Checks that every remote layer of `image` (pulled as `name`) decompresses to the
@@ -377,7 +407,7 @@ impl BlobStore {
     ) -> Result<String> {
         let context = || format!("pulling layer {digest} of {source}");
         let Some(cache) = &self.cache else {
-            return pull_with_diff_id(client, source, digest, path).await;
+            return self.pull(client, source, digest, path).await;
         };
         if let Some(cached) = cache.blob(digest) {
             let diff_id = match cache.diff_id(digest) {
@@ -393,7 +423,7 @@ impl BlobStore {
             return Ok(diff_id);
         }
         let tmp = cache.temp_path("pull");
-        let computed = pull_with_diff_id(client, source, digest, &tmp).await;
+        let computed = self.pull(client, source, digest, &tmp).await;
         let diff_id = record_diff_id(cache, digest, computed.map_err(|e| e.to_string()))
             .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
         let cached = cache.put_blob(digest, &tmp).map_err(|e| {
@@ -415,15 +445,27 @@ pub(crate) async fn pull_with_diff_id(
     digest: &str,
     path: &Path,
 ) -> Result<String> {
+    Ok(pull_blob(client, source, digest, path).await?.0)
+}
+
+/// Downloads blob `digest` of `source` to `path` (its sha256 verified); returns its
+/// diff_id, computed in the same pass, and the bytes downloaded.
+async fn pull_blob(
+    client: &Client,
+    source: &Reference,
+    digest: &str,
+    path: &Path,
+) -> Result<(String, u64)> {
     let context = || format!("pulling layer {digest} of {source}");
     let mut hasher = crate::diffid::DiffIdHasher::new();
-    client
+    let bytes = client
         .pull_blob_to_file_observed(source, digest, path, &mut hasher)
         .await
         .map_err(BuildError::registry(context()))?;
-    hasher
+    let diff_id = hasher
         .finish()
-        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))
+        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
+    Ok((diff_id, bytes))
 }
 
 /// Records a computed diff_id of blob `digest` in `cache` and returns it.
@@ -451,16 +493,24 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Pushes `image` to `dest`: blobs the registry lacks (mounted from the base repository when
-/// it is on the same registry, else uploaded from disk), then the manifest. Returns the
-/// manifest digest.
+/// it is on the same registry, else uploaded from disk, each upload reported to `events` as
+/// a [`BuildEvent::BlobPushed`]), then the manifest. Returns the manifest digest.
 pub async fn push(
     image: &Image,
     manifested: &Manifested,
     dest: &Reference,
-    client: &Client,
-    pull_client: &Client,
+    clients: (&Client, &Client),
     blobs: &BlobStore,
+    events: Events<'_>,
 ) -> Result<String> {
+    let (client, pull_client) = clients;
+    let mut pushed = |digest: &str, bytes: u64| {
+        events(BuildEvent::BlobPushed {
+            destination: dest.to_string(),
+            digest: digest.to_string(),
+            bytes,
+        })
+    };
     let context = format!("pushing to {dest}");
     for layer in &image.layers {
         let digest = layer.digest();
@@ -486,6 +536,7 @@ pub async fn push(
             .push_blob_file(dest, digest, &path)
             .await
             .map_err(BuildError::registry(format!("{context}: layer {digest}")))?;
+        pushed(digest, layer.size());
     }
     if !client
         .blob_exists(dest, &manifested.config_digest)
@@ -496,6 +547,7 @@ pub async fn push(
             .push_blob_bytes(dest, &manifested.config_digest, manifested.config.clone())
             .await
             .map_err(BuildError::registry(format!("{context}: config")))?;
+        pushed(&manifested.config_digest, manifested.config.len() as u64);
     }
     client
         .push_manifest(
