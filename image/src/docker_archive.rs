@@ -346,4 +346,93 @@ mod tests {
         assert_eq!(names, ["cd.json", "ab.tar.gz", "manifest.json"]);
         assert!(!path.with_extension("tar.partial").exists());
     }
+
+    /// A tarball at `path` with the members `files` (name, bytes) and a symlink `link` →
+    /// `target`.
+    fn tarball(path: &Path, files: &[(&str, &[u8])], link: (&str, &str)) {
+        let mut tar = tar::Builder::new(File::create(path).unwrap());
+        for (name, bytes) in files {
+            append_bytes(&mut tar, name, bytes).unwrap();
+        }
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_cksum();
+        tar.append_link(&mut header, link.0, link.1).unwrap();
+        tar.finish().unwrap();
+    }
+
+    #[test]
+    fn written_archives_extract_to_the_same_config_layers_and_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join("layer");
+        fs::write(&layer, b"plain layer").unwrap();
+        let layer_digest = crate::digest::sha256_digest(b"plain layer");
+        let config = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#);
+        let config_digest = crate::digest::sha256_digest(config.as_bytes());
+        let tags = ["app:1".to_string()];
+        let layers = [(layer_digest.clone(), layer)];
+        let archive = Archive {
+            config_digest: &config_digest,
+            config: config.as_bytes(),
+            repo_tags: &tags,
+            layers: &layers,
+        };
+        let path = dir.path().join("out.tar");
+        write(&archive, &path).unwrap();
+        let into = dir.path().join("x");
+        fs::create_dir(&into).unwrap();
+        let read = extract(&path, &into).unwrap();
+        assert_eq!(read.config.digest, config_digest);
+        assert_eq!(read.repo_tags, tags);
+        assert_eq!(read.layers.len(), 1);
+        assert_eq!(read.layers[0].blob.digest, layer_digest);
+        assert_eq!(read.layers[0].compression, Sniffed::Plain);
+        assert!(read.layers[0].blob.path.starts_with(&into));
+    }
+
+    #[test]
+    fn links_are_followed_inside_the_archive_and_bad_archives_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let into = dir.path().join("x");
+        fs::create_dir(&into).unwrap();
+        let layer = b"layer";
+        let diff_id = crate::digest::sha256_digest(layer);
+        let config = format!(r#"{{"rootfs":{{"diff_ids":["{diff_id}"]}}}}"#);
+        let path = dir.path().join("a.tar");
+        let manifest = br#"[{"Config":"./c.json","Layers":["b/link.tar"]}]"#;
+        let files: [(&str, &[u8]); 3] = [
+            ("c.json", config.as_bytes()),
+            ("a/layer.tar", layer),
+            ("manifest.json", manifest),
+        ];
+        tarball(&path, &files, ("b/link.tar", "../a/layer.tar"));
+        let read = extract(&path, &into).unwrap();
+        assert_eq!(read.layers[0].blob.digest, diff_id);
+        let wrong: [(&str, &[u8]); 3] = [
+            ("c.json", br#"{"rootfs":{"diff_ids":["sha256:00"]}}"#),
+            ("a/layer.tar", layer),
+            ("manifest.json", manifest),
+        ];
+        tarball(&path, &wrong, ("b/link.tar", "../a/layer.tar"));
+        let err = extract(&path, &into).unwrap_err().to_string();
+        assert!(
+            err.contains("but the config's diff_id is sha256:00"),
+            "{err}"
+        );
+        let escaping: [(&str, &[u8]); 3] = [
+            ("c.json", config.as_bytes()),
+            ("a/layer.tar", layer),
+            ("manifest.json", manifest),
+        ];
+        tarball(&path, &escaping, ("b/link.tar", "../../../etc/passwd"));
+        let err = extract(&path, &into).unwrap_err().to_string();
+        assert!(err.contains("does not contain"), "{err}");
+        fs::write(&path, b"not a tarball").unwrap();
+        let err = extract(&path, &into).unwrap_err().to_string();
+        assert!(
+            err.contains("manifest.json") || err.contains("tar"),
+            "{err}"
+        );
+    }
 }

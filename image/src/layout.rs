@@ -116,6 +116,22 @@ pub fn add_to_index(
     index
 }
 
+/// Checks that `path` is a file of `size` bytes; `wrong_size` (given the actual size) and
+/// `missing` say what is wrong otherwise.
+fn expect_file(
+    path: &Path,
+    size: u64,
+    wrong_size: impl FnOnce(u64) -> String,
+    missing: impl FnOnce() -> String,
+) -> Result<(), ReadError> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() == size => Ok(()),
+        Ok(m) => Err(ReadError::Invalid(wrong_size(m.len()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ReadError::Invalid(missing())),
+        Err(e) => Err(ReadError::io(path)(e)),
+    }
+}
+
 /// An image read out of an OCI layout by [`read_image`]: its manifests, checked against
 /// their digests, and the blobs they need, as files of the layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,21 +269,13 @@ impl Walk<'_> {
     /// The bytes of manifest `digest`, which `whose` says has `size` bytes.
     fn manifest_bytes(&self, digest: &str, size: u64, whose: &str) -> Result<Vec<u8>, ReadError> {
         let path = self.path(digest)?;
-        let bytes = match fs::metadata(&path) {
-            Ok(m) if m.len() == size => read_small(&path, size, &format!("manifest {digest}"))?,
-            Ok(m) => {
-                return Err(ReadError::Invalid(format!(
-                    "manifest {digest} has {} bytes, but {whose} says {size}",
-                    m.len()
-                )))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ReadError::Invalid(format!(
-                    "the blob of manifest {digest} is missing"
-                )))
-            }
-            Err(e) => return Err(ReadError::io(&path)(e)),
-        };
+        expect_file(
+            &path,
+            size,
+            |len| format!("manifest {digest} has {len} bytes, but {whose} says {size}"),
+            || format!("the blob of manifest {digest} is missing"),
+        )?;
+        let bytes = read_small(&path, size, &format!("manifest {digest}"))?;
         let actual = crate::digest::sha256_digest(&bytes);
         if actual != digest {
             return Err(ReadError::Invalid(format!(
@@ -282,21 +290,12 @@ impl Walk<'_> {
     fn blob(&mut self, descriptor: &Descriptor, here: &str) -> Result<(), ReadError> {
         let (digest, size) = (descriptor.digest().to_string(), descriptor.size());
         let path = self.path(&digest)?;
-        match fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.len() == size => {}
-            Ok(m) => {
-                return Err(ReadError::Invalid(format!(
-                    "blob {digest} has {} bytes, but {here} says {size}",
-                    m.len()
-                )))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ReadError::Invalid(format!(
-                    "blob {digest}, which {here} needs, is missing"
-                )))
-            }
-            Err(e) => return Err(ReadError::io(&path)(e)),
-        }
+        expect_file(
+            &path,
+            size,
+            |len| format!("blob {digest} has {len} bytes, but {here} says {size}"),
+            || format!("blob {digest}, which {here} needs, is missing"),
+        )?;
         self.blobs.push(BlobFile { digest, size, path });
         Ok(())
     }
@@ -378,6 +377,91 @@ mod tests {
         assert_eq!(
             String::from_utf8(empty).unwrap(),
             r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#
+        );
+    }
+
+    /// Writes `bytes` as a blob of the layout `dir`; returns its digest.
+    fn put(dir: &Path, bytes: &[u8]) -> String {
+        let digest = crate::digest::sha256_digest(bytes);
+        let path = blob_path(dir, &digest).unwrap();
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+        digest
+    }
+
+    /// A layout with one image named `v1`, reached through an index; returns the digests
+    /// of the index, the manifest, the config and the layer.
+    fn layout_with_index(dir: &Path) -> [String; 4] {
+        let config = put(dir, b"{}");
+        let layer = put(dir, b"layer");
+        let image = manifest::image_manifest(
+            media_types::OCI_MANIFEST,
+            manifest::descriptor(media_types::OCI_CONFIG, &config, 2).unwrap(),
+            vec![manifest::descriptor(media_types::OCI_LAYER_TAR, &layer, 5).unwrap()],
+            &Default::default(),
+        );
+        let image = ManifestBytes::of_manifest(&image);
+        put(dir, &image.bytes);
+        let mut index = empty_index();
+        index.set_manifests(vec![image.descriptor()]);
+        let index = ManifestBytes::new(MediaType::ImageIndex, manifest::index_json(&index));
+        put(dir, &index.bytes);
+        let top = add_to_index(empty_index(), entry_for(&index, "v1"), Some("v1"));
+        fs::write(dir.join("index.json"), manifest::index_json(&top)).unwrap();
+        [index.digest, image.digest, config, layer]
+    }
+
+    fn entry_for(bytes: &ManifestBytes, name: &str) -> Descriptor {
+        let mut d = bytes.descriptor();
+        let annotations = [(REF_NAME_ANNOTATION.to_string(), name.to_string())];
+        d.set_annotations(Some(annotations.into()));
+        d
+    }
+
+    #[test]
+    fn an_image_is_read_through_its_index_with_every_blob_it_needs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let [index, image, config, layer] = layout_with_index(dir);
+        for name in [Some("v1"), None] {
+            let read = read_image(dir, name).unwrap();
+            assert_eq!(read.top.digest, index);
+            assert_eq!(read.top.media_type, MediaType::ImageIndex);
+            let children: Vec<&str> = read.children.iter().map(|c| c.digest.as_str()).collect();
+            assert_eq!(children, [image.as_str()]);
+            let blobs: Vec<&str> = read.blobs.iter().map(|b| b.digest.as_str()).collect();
+            assert_eq!(blobs, [config.as_str(), layer.as_str()]);
+            assert_eq!(fs::read(&read.blobs[1].path).unwrap(), b"layer");
+        }
+        let err = read_image(dir, Some("v2")).unwrap_err().to_string();
+        assert!(
+            err.contains("no image named \"v2\" (it holds: v1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn corrupt_manifests_missing_blobs_and_missing_indexes_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert!(matches!(read_image(dir, None), Err(ReadError::NoIndex)));
+        let [_, image, _, layer] = layout_with_index(dir);
+        fs::remove_file(blob_path(dir, &layer).unwrap()).unwrap();
+        let err = read_image(dir, None).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "blob {layer}, which manifest {image} needs, is missing"
+            )),
+            "{err}"
+        );
+        let manifest = blob_path(dir, &image).unwrap();
+        let mut bytes = fs::read(&manifest).unwrap();
+        bytes[0] = b' ';
+        fs::write(&manifest, bytes).unwrap();
+        let err = read_image(dir, None).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("manifest {image} is corrupt")),
+            "{err}"
         );
     }
 }
