@@ -2,9 +2,10 @@
 //! disk — a `docker save`-style tarball (what `--tar-path` writes) or an OCI image layout
 //! directory (what `--oci-layout-path` writes) — to one or more registries.
 //!
-//! The image is first read into a [`PreparedImage`] ([`prepare`]): every blob is a file on
-//! disk (the members of a tarball are streamed into a temporary directory; a layout's blobs
-//! are used where they are), and manifests are checked against their digests. Then
+//! The image is first read into a [`PreparedImage`] ([`prepare`]) by the image crate's
+//! readers (`docker_archive::extract`, `layout::read_image`): every blob is a file on disk
+//! (the members of a tarball are streamed into a temporary directory; a layout's blobs are
+//! used where they are), and manifests are checked against their digests. Then
 //! [`push_prepared`] uploads each blob the registry does not have yet (a HEAD request
 //! first; uploads stream from disk), child manifests of an index by digest, and the
 //! manifest last, under the destination's tag.
