@@ -493,3 +493,53 @@ async fn blob_bytes_from(t: &Transport, r: &Reference, digest: &str) -> Result<V
     verify(r, &what, digest, sha256_digest(&bytes))?;
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn r() -> Reference {
+        Reference::parse("127.0.0.1:5000/app:1").unwrap()
+    }
+
+    #[test]
+    fn schema1_manifests_are_refused_with_a_clear_error() {
+        let by_version = br#"{"schemaVersion":1,"name":"app","fsLayers":[]}"#;
+        let by_header = Some(media_types::DOCKER_SCHEMA1_SIGNED.to_string());
+        for (header, bytes) in [(None, &by_version[..]), (by_header, b"{}")] {
+            let err = manifest_media_type(&r(), header, bytes).unwrap_err();
+            assert!(matches!(err, Error::UnsupportedManifest { .. }), "{err}");
+            assert!(err.to_string().contains("schema 1"), "{err}");
+        }
+    }
+
+    #[test]
+    fn media_types_come_from_the_manifest_the_header_or_its_shape() {
+        let list = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
+        let mt = manifest_media_type(&r(), None, list).unwrap();
+        assert_eq!(mt, media_types::DOCKER_MANIFEST_LIST);
+        let header = Some(media_types::DOCKER_MANIFEST.to_string());
+        let mt = manifest_media_type(&r(), header, br#"{"schemaVersion":2}"#).unwrap();
+        assert_eq!(mt, media_types::DOCKER_MANIFEST);
+        let shaped = manifest_media_type(&r(), None, br#"{"manifests":[]}"#).unwrap();
+        assert_eq!(shaped, media_types::OCI_INDEX);
+    }
+
+    #[test]
+    fn a_docker_manifest_list_resolves_to_the_wanted_platform() {
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{A}","size":1,"platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#
+        );
+        let want = platform::platform("linux", "arm64", Some("v8"));
+        let child = select_platform(&r(), list.as_bytes(), &want).unwrap();
+        assert_eq!(child.digest.as_deref(), Some(A));
+        let err = select_platform(&r(), list.as_bytes(), &platform::linux_amd64()).unwrap_err();
+        assert!(err.to_string().contains("linux/arm64"), "{err}");
+        let bad = list.replace(A, "sha256:AB");
+        let err = select_platform(&r(), bad.as_bytes(), &want).unwrap_err();
+        assert!(matches!(err, Error::InvalidManifest { .. }), "{err}");
+        assert!(err.to_string().contains("manifests[0]"), "{err}");
+    }
+}
