@@ -372,17 +372,19 @@ impl BlobStore {
             let diff_id = match cache.diff_id(digest) {
                 Some(d) => d,
                 None => {
+                    let file = cached.clone();
                     let computed =
-                        crate::blocking::in_place(|| crate::diffid::diff_id_of_file(&cached));
+                        crate::blocking::spawn(move || crate::diffid::diff_id_of_file(&file))
+                            .await?;
                     record_diff_id(cache, digest, computed)
                         .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?
                 }
             };
-            link_or_copy(&cached, path)?;
+            link_or_copy_blocking(cached, path.to_path_buf()).await?;
             return Ok(diff_id);
         }
         let (cached, diff_id) = pull_into_cache(cache, client, source, digest).await?;
-        link_or_copy(&cached, path)?;
+        link_or_copy_blocking(cached, path.to_path_buf()).await?;
         Ok(diff_id)
     }
 
@@ -421,7 +423,9 @@ pub(crate) async fn pull_into_cache(
     let computed = pull_with_diff_id(client, source, digest, &tmp).await;
     let diff_id = record_diff_id(cache, digest, computed.map_err(|e| e.to_string()))
         .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
-    let cached = cache.put_blob(digest, &tmp).map_err(|e| {
+    let (store, owned_digest) = (cache.clone(), digest.to_string());
+    let cached = crate::blocking::spawn(move || store.put_blob(&owned_digest, &tmp)).await?;
+    let cached = cached.map_err(|e| {
         BuildError::Options(format!(
             "{}: storing it in the cache directory: {e}",
             context()
@@ -554,6 +558,11 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     let tmp = to.with_extension("partial");
     fs::copy(from, &tmp).map_err(BuildError::io(from))?;
     fs::rename(&tmp, to).map_err(BuildError::io(to))
+}
+
+/// [`link_or_copy`] on the blocking thread pool.
+async fn link_or_copy_blocking(from: PathBuf, to: PathBuf) -> Result<()> {
+    crate::blocking::run(move || link_or_copy(&from, &to)).await
 }
 
 /// Pushes `image` to `dest`: blobs the registry lacks (mounted from the base repository when
