@@ -160,3 +160,54 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Resul
     std::fs::write(path, bytes)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ocibuild_dockerfile::ir::{self, Op, Scope};
+
+    /// Which steps make layers and which of those the layer cache serves: RUN and
+    /// COPY/ADD as the cache options say, WORKDIR always, metadata never (no layer).
+    #[test]
+    fn steps_make_layers_cached_as_the_options_say() {
+        let text = "FROM scratch\nRUN true\nCOPY a /a\nADD b /b\nWORKDIR /w\nENV A=1\n";
+        let parsed = ocibuild_dockerfile::parse(text, Path::new("Dockerfile")).unwrap();
+        let mut scope = Scope::default();
+        let ops: Vec<Op> = parsed.instructions[1..]
+            .iter()
+            .map(|i| ir::lower(i, &mut scope).unwrap())
+            .collect();
+        let layering = |op: &Op, options: &StageOptions| match op {
+            Op::Run(op) => (op.kind(), op.layering(options)),
+            Op::Copy(op) => (op.kind(), op.layering(options)),
+            Op::Workdir(op) => (op.kind(), op.layering(options)),
+            Op::Meta(edit) => (edit.kind(), edit.layering(options)),
+        };
+        let options = |run: bool, copy: bool| StageOptions {
+            build_args: Default::default(),
+            isolation: Default::default(),
+            allow_insecure: false,
+            compression: Default::default(),
+            reproducible: false,
+            cache_run_layers: run,
+            cache_copy_layers: copy,
+        };
+        let cached = |cached| Layering::Layer { cached };
+        for (run, copy) in [(true, false), (false, true)] {
+            let seen: Vec<_> = ops
+                .iter()
+                .map(|op| layering(op, &options(run, copy)))
+                .collect();
+            assert_eq!(
+                seen,
+                [
+                    ("RUN", cached(run)),
+                    ("COPY", cached(copy)),
+                    ("ADD", cached(copy)),
+                    ("WORKDIR", cached(true)),
+                    ("metadata", Layering::Config),
+                ]
+            );
+        }
+    }
+}

@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::stage::StageRun;
 use ocibuild_dockerfile::ir::{ConfigEdit, KeyValue};
 use ocibuild_dockerfile::parser::{Command, Healthcheck, Instruction};
+use ocibuild_image::config::ImageConfig;
 
 impl Step for ConfigEdit {
     fn kind(&self) -> &'static str {
@@ -29,22 +30,27 @@ impl Step for ConfigEdit {
         stage: &mut StageRun<'_, '_>,
         ins: &Instruction,
     ) -> Result<KeyFields> {
-        let config = &stage.image.config;
-        let json = serde_json::to_string(&config.config).unwrap_or_default();
-        Ok(vec![
-            ("instruction", KeyValue::Text(ins.original.clone())),
-            ("config", KeyValue::Text(json)),
-            (
-                "author",
-                KeyValue::Text(config.author.clone().unwrap_or_default()),
-            ),
-        ])
+        Ok(key_fields(ins, &stage.image.config))
     }
 
     /// Never called: a metadata step makes no layer.
     async fn execute(self, _: &mut StageRun<'_, '_>, _: &Instruction) -> Result<()> {
         Ok(())
     }
+}
+
+/// The key fields of metadata step `ins` that left the image config `config`: the
+/// instruction as written, the container config as JSON and the author.
+fn key_fields(ins: &Instruction, config: &ImageConfig) -> KeyFields {
+    let json = serde_json::to_string(&config.config).unwrap_or_default();
+    vec![
+        ("instruction", KeyValue::Text(ins.original.clone())),
+        ("config", KeyValue::Text(json)),
+        (
+            "author",
+            KeyValue::Text(config.author.clone().unwrap_or_default()),
+        ),
+    ]
 }
 
 /// Applies a metadata instruction to the image config (ARG: to the stage's ARGs).
@@ -192,6 +198,35 @@ fn parse_duration(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key of a metadata step is the one the engine built field by field before the
+    /// stage loop, so existing caches stay valid.
+    #[test]
+    fn metadata_keys_match_the_keys_before_the_stage_loop() {
+        use crate::cache::StepKey;
+        let parsed = ocibuild_dockerfile::parse(
+            "FROM scratch\nLABEL a=1\n",
+            std::path::Path::new("Dockerfile"),
+        )
+        .unwrap();
+        let ins = &parsed.instructions[1];
+        let mut config = ImageConfig::scratch("linux", "amd64", None);
+        config.author = Some("me".into());
+        config.config.user = Some("app".into());
+        let old = StepKey::after("p", "metadata")
+            .field("instruction", &ins.original)
+            .field(
+                "config",
+                serde_json::to_vec(&config.config).unwrap_or_default(),
+            )
+            .field("author", config.author.as_deref().unwrap_or(""))
+            .finish();
+        let fields = key_fields(ins, &config);
+        assert_eq!(super::super::step_key("p", "metadata", &fields), old);
+        config.config.user = None;
+        let fields = key_fields(ins, &config);
+        assert_ne!(super::super::step_key("p", "metadata", &fields), old);
+    }
 
     #[test]
     fn durations_parse_like_go() {
