@@ -48,8 +48,10 @@ pub(crate) trait Step {
     fn layering(&self, options: &StageOptions) -> Layering;
 
     /// Checks the step and applies its effect on the image config, before it is keyed (the
-    /// key of a metadata step covers the config it leaves).
-    fn prepare(&self, stage: &mut StageRun<'_, '_>, ins: &Instruction) -> Result<()>;
+    /// key of a metadata step covers the config it leaves). Nothing by default.
+    fn prepare(&self, _: &mut StageRun<'_, '_>, _: &Instruction) -> Result<()> {
+        Ok(())
+    }
 
     /// The cache-key fields (what the step reads besides the previous step's key).
     async fn key_fields(
@@ -149,6 +151,15 @@ impl StageRun<'_, '_> {
         .await?;
         made.map_err(|e| self.step_err(ins, e))
     }
+}
+
+/// Removes the directory `dir` and what is in it, if it exists, on the blocking pool
+/// (failures are ignored: it is in the work directory, removed with it).
+pub(crate) async fn remove_dir(dir: PathBuf) -> Result<()> {
+    crate::blocking::spawn(move || std::fs::remove_dir_all(dir))
+        .await?
+        .ok();
+    Ok(())
 }
 
 /// Writes `bytes` to `path` (creating its directory) with permission bits `mode`.

@@ -2,7 +2,7 @@
 //! image's identity); on a miss the sources are copied, downloaded or extracted into the
 //! root filesystem on the blocking thread pool (downloads stay on the async runtime).
 
-use super::{write_file, KeyFields, Layering, Source, Step};
+use super::{remove_dir, write_file, KeyFields, Layering, Source, Step};
 use crate::copy::{self, AddOptions, CopyError, CopyOptions};
 use crate::engine::StageOptions;
 use crate::error::{BuildError, Result};
@@ -20,10 +20,6 @@ impl Step for CopyOp {
         Layering::Layer {
             cached: options.cache_copy_layers,
         }
-    }
-
-    fn prepare(&self, _: &mut StageRun<'_, '_>, _: &Instruction) -> Result<()> {
-        Ok(())
     }
 
     /// The expanded arguments and a digest of the sources; a URL without `--checksum` can
@@ -119,8 +115,9 @@ async fn copy_options(
     })
 }
 
-/// ADD: the sources are checked and the local ones expanded, the URLs downloaded, then
-/// everything is placed in order; the downloads are removed afterwards.
+/// ADD: the sources are checked and the local ones expanded (on the blocking pool), the
+/// URLs downloaded, then everything is placed in order (on the blocking pool again); the
+/// downloads are removed afterwards.
 async fn add(
     stage: &StageRun<'_, '_>,
     ins: &Instruction,
@@ -129,53 +126,40 @@ async fn add(
     rootfs: &Path,
     opts: &CopyOptions,
 ) -> Result<()> {
-    let scratch = stage.settings.work.join("add-downloads");
-    let result = add_in_order(stage, ins, op, from, rootfs, opts, &scratch).await;
-    crate::blocking::spawn(move || std::fs::remove_dir_all(scratch))
-        .await?
-        .ok();
-    result
-}
-
-/// The parts of [`add`]: plan and place on the blocking pool, download into `scratch` in
-/// between.
-async fn add_in_order(
-    stage: &StageRun<'_, '_>,
-    ins: &Instruction,
-    op: &CopyOp,
-    from: Source,
-    rootfs: &Path,
-    opts: &CopyOptions,
-    scratch: &Path,
-) -> Result<()> {
     let add = AddOptions {
         checksum: op.checksum.clone(),
         unpack: op.unpack,
         keep_git_dir: op.keep_git_dir,
     };
+    let scratch = stage.settings.work.join("add-downloads");
     let (sources, dest) = (op.sources.clone(), op.dest_abs.clone());
-    let (plan_from, plan_dest, plan_opts, plan_add) =
-        (from.clone(), dest.clone(), opts.clone(), add.clone());
-    let plan = crate::blocking::spawn(move || {
-        copy::plan_add(
-            &plan_from.root(),
-            &sources,
-            &plan_dest,
-            &plan_opts,
-            &plan_add,
-        )
-    })
-    .await?
-    .map_err(|e| stage.step_err(ins, e))?;
-    let fetched = copy::download_add(&plan, scratch, &add)
-        .await
-        .map_err(|e| stage.step_err(ins, e))?;
     let (rootfs, opts) = (rootfs.to_path_buf(), opts.clone());
-    crate::blocking::spawn(move || {
-        copy::place_add(&from.root(), &plan, fetched, &dest, &rootfs, &opts, &add)
-    })
-    .await?
-    .map_err(|e| stage.step_err(ins, e))
+    let added = async {
+        let (plan_from, plan_dest, plan_opts, plan_add) =
+            (from.clone(), dest.clone(), opts.clone(), add.clone());
+        let plan = crate::blocking::spawn(move || {
+            copy::plan_add(
+                &plan_from.root(),
+                &sources,
+                &plan_dest,
+                &plan_opts,
+                &plan_add,
+            )
+        })
+        .await?
+        .map_err(|e| stage.step_err(ins, e))?;
+        let fetched = copy::download_add(&plan, &scratch, &add)
+            .await
+            .map_err(|e| stage.step_err(ins, e))?;
+        crate::blocking::spawn(move || {
+            copy::place_add(&from.root(), &plan, fetched, &dest, &rootfs, &opts, &add)
+        })
+        .await?
+        .map_err(|e| stage.step_err(ins, e))
+    };
+    let result = added.await;
+    remove_dir(scratch).await?;
+    result
 }
 
 /// Writes COPY/ADD heredocs (`<<NAME` sources) as files named NAME in a fresh

@@ -3,7 +3,7 @@
 //! blocking thread pool, with its `--mount`s prepared by [`super::mounts`].
 
 use super::mounts::{self, Prepared};
-use super::{write_file, KeyFields, Layering, Step};
+use super::{remove_dir, write_file, KeyFields, Layering, Step};
 use crate::cancel::CancelToken;
 use crate::engine::{Progress, StageOptions};
 use crate::error::{BuildError, Result};
@@ -182,13 +182,4 @@ async fn write_script(
         target: script.target(),
         readonly: true,
     })
-}
-
-/// Removes the directory `dir` and what is in it, if it exists (failures are ignored: it
-/// is in the work directory, removed with it).
-async fn remove_dir(dir: PathBuf) -> Result<()> {
-    crate::blocking::spawn(move || std::fs::remove_dir_all(dir))
-        .await?
-        .ok();
-    Ok(())
 }
