@@ -59,7 +59,7 @@ impl CacheStore for LocalCache {
         key: &'a str,
         warnings: &'a mut Vec<String>,
     ) -> StoreFuture<'a, Result<Option<CacheHit>, CacheError>> {
-        file_lookup(self, key, warnings, |store, key, warnings| store.get(key, warnings))
+        file_lookup(self, key, warnings, LocalCache::get)
     }
 
     fn insert<'a>(
@@ -68,9 +68,7 @@ impl CacheStore for LocalCache {
         layer: &'a CachedLayer,
         file: &'a Path,
     ) -> StoreFuture<'a, Result<(), CacheError>> {
-        file_insert(self, key, layer, file, |store, key, layer, file| {
-            store.put(key, layer, file)
-        })
+        file_insert(self, key, layer, file, LocalCache::put)
     }
 
     /// The local directory is the build's own: failing to read it stops the build.
@@ -89,7 +87,7 @@ impl CacheStore for LayoutCache {
         key: &'a str,
         warnings: &'a mut Vec<String>,
     ) -> StoreFuture<'a, Result<Option<CacheHit>, CacheError>> {
-        file_lookup(self, key, warnings, |store, key, warnings| store.get(key, warnings))
+        file_lookup(self, key, warnings, LayoutCache::get)
     }
 
     fn insert<'a>(
@@ -98,9 +96,7 @@ impl CacheStore for LayoutCache {
         layer: &'a CachedLayer,
         file: &'a Path,
     ) -> StoreFuture<'a, Result<(), CacheError>> {
-        file_insert(self, key, layer, file, |store, key, layer, file| {
-            store.put(key, layer, file)
-        })
+        file_insert(self, key, layer, file, LayoutCache::put)
     }
 }
 
