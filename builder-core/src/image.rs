@@ -272,8 +272,34 @@ pub struct BlobStore {
     cache: Option<crate::cache::LocalCache>,
     /// The diff_id computed for each blob fetched into `dir`, by digest.
     diff_ids: Arc<Mutex<HashMap<String, String>>>,
-    /// The downloads not reported yet, as [`BuildEvent::BlobPulled`] events.
-    pulled: Arc<Mutex<Vec<BuildEvent>>>,
+    /// Where its downloads are recorded until the build reports them.
+    reports: BlobReports,
+}
+
+/// The downloads of a [`BlobStore`] not reported yet, as [`BuildEvent::BlobPulled`] events:
+/// the store downloads where no event sink is at hand, and the build reports them before
+/// its next event. Clones share the list.
+#[derive(Debug, Clone, Default)]
+pub struct BlobReports(Arc<Mutex<Vec<BuildEvent>>>);
+
+impl BlobReports {
+    /// Records that `bytes` of blob `digest` were downloaded from `source`.
+    fn pulled(&self, source: &Reference, digest: &str, bytes: u64) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(BuildEvent::BlobPulled {
+            reference: source.to_string(),
+            digest: digest.to_string(),
+            bytes,
+        });
+    }
+
+    /// Reports the downloads recorded since the last call to `events`.
+    pub fn report_to(&self, events: Events<'_>) {
+        let taken = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for event in taken {
+            events(event);
+        }
+    }
 }
 
 impl BlobStore {
@@ -285,19 +311,17 @@ impl BlobStore {
             dir,
             cache,
             diff_ids: Default::default(),
-            pulled: Default::default(),
+            reports: BlobReports::default(),
         })
     }
 
-    /// The downloads since the last call, as [`BuildEvent::BlobPulled`] events (the store
-    /// downloads where no event sink is at hand; the build reports them as it goes).
-    pub fn take_pulled(&self) -> Vec<BuildEvent> {
-        let mut pulled = self.pulled.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *pulled)
+    /// The store, recording its downloads in `reports`.
+    pub fn reporting_to(self, reports: BlobReports) -> BlobStore {
+        BlobStore { reports, ..self }
     }
 
-    /// Downloads blob `digest` of `source` to `path` like [`pull_with_diff_id`], and
-    /// records the download.
+    /// Downloads blob `digest` of `source` to `path` (its sha256 verified), computing its
+    /// diff_id in the same pass, and records the download.
     async fn pull(
         &self,
         client: &Client,
@@ -306,12 +330,7 @@ impl BlobStore {
         path: &Path,
     ) -> Result<String> {
         let (diff_id, bytes) = pull_blob(client, source, digest, path).await?;
-        let mut pulled = self.pulled.lock().unwrap_or_else(|e| e.into_inner());
-        pulled.push(BuildEvent::BlobPulled {
-            reference: source.to_string(),
-            digest: digest.to_string(),
-            bytes,
-        });
+        self.reports.pulled(source, digest, bytes);
         Ok(diff_id)
     }
 
@@ -326,15 +345,7 @@ impl BlobStore {
             };
             let digest = descriptor.digest().as_ref();
             let actual = self.verified_diff_id(client, source, digest).await?;
-            if actual != layer.diff_id {
-                return Err(BuildError::LayerMismatch {
-                    image: name.to_string(),
-                    index,
-                    digest: digest.to_string(),
-                    expected: layer.diff_id.clone(),
-                    actual,
-                });
-            }
+            BlobStore::check_diff_id(name, index, layer, actual)?;
         }
         Ok(())
     }
@@ -413,39 +424,154 @@ impl BlobStore {
             let diff_id = match cache.diff_id(digest) {
                 Some(d) => d,
                 None => {
+                    let file = cached.clone();
                     let computed =
-                        crate::blocking::in_place(|| crate::diffid::diff_id_of_file(&cached));
+                        crate::blocking::spawn(move || crate::diffid::diff_id_of_file(&file))
+                            .await?;
                     record_diff_id(cache, digest, computed)
                         .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?
                 }
             };
-            link_or_copy(&cached, path)?;
+            link_or_copy_blocking(cached, path.to_path_buf()).await?;
             return Ok(diff_id);
         }
-        let tmp = cache.temp_path("pull");
-        let computed = self.pull(client, source, digest, &tmp).await;
-        let diff_id = record_diff_id(cache, digest, computed.map_err(|e| e.to_string()))
-            .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
-        let cached = cache.put_blob(digest, &tmp).map_err(|e| {
-            BuildError::Options(format!(
-                "{}: storing it in the cache directory: {e}",
-                context()
-            ))
-        })?;
-        link_or_copy(&cached, path)?;
+        let (cached, diff_id, bytes) = pull_into_cache(cache, client, source, digest).await?;
+        self.reports.pulled(source, digest, bytes);
+        link_or_copy_blocking(cached, path.to_path_buf()).await?;
         Ok(diff_id)
+    }
+
+    /// Checks that layer `index` of the image pulled as `name` decompresses to the diff_id
+    /// its config lists: `actual` is the one computed from its bytes.
+    pub(crate) fn check_diff_id(
+        name: &str,
+        index: usize,
+        layer: &Layer,
+        actual: String,
+    ) -> Result<()> {
+        if actual == layer.diff_id {
+            return Ok(());
+        }
+        Err(BuildError::LayerMismatch {
+            image: name.to_string(),
+            index,
+            digest: layer.digest().to_string(),
+            expected: layer.diff_id.clone(),
+            actual,
+        })
     }
 }
 
-/// Downloads blob `digest` of `source` to `path` (its sha256 verified), computing its
-/// diff_id in the same pass.
-pub(crate) async fn pull_with_diff_id(
+/// Downloads blob `digest` of `source` into the local cache directory, recording the
+/// diff_id computed while it downloaded; returns the cached file, the diff_id and the bytes
+/// downloaded. Shared by
+/// builds (base layers) and the cache warmer.
+pub(crate) async fn pull_into_cache(
+    cache: &crate::cache::LocalCache,
     client: &Client,
     source: &Reference,
     digest: &str,
-    path: &Path,
-) -> Result<String> {
-    Ok(pull_blob(client, source, digest, path).await?.0)
+) -> Result<(PathBuf, String, u64)> {
+    let context = || format!("pulling layer {digest} of {source}");
+    let tmp = cache.temp_path("pull");
+    let (computed, bytes) = match pull_blob(client, source, digest, &tmp).await {
+        Ok((diff_id, bytes)) => (Ok(diff_id), bytes),
+        Err(e) => (Err(e.to_string()), 0),
+    };
+    let diff_id = record_diff_id(cache, digest, computed)
+        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
+    let (store, owned_digest) = (cache.clone(), digest.to_string());
+    let cached = crate::blocking::spawn(move || store.put_blob(&owned_digest, &tmp)).await?;
+    let cached = cached.map_err(|e| {
+        BuildError::Options(format!(
+            "{}: storing it in the cache directory: {e}",
+            context()
+        ))
+    })?;
+    Ok((cached, diff_id, bytes))
+}
+
+/// An image resolved in a registry: its manifest and config fetched, its layers still
+/// remote ([`LayerBlob::Remote`], fetched only when needed).
+pub(crate) struct PulledImage {
+    /// The reference it was pulled as.
+    pub reference: Reference,
+    /// `sha256:` of its manifest.
+    pub manifest_digest: String,
+    /// The manifest as the registry served it.
+    pub manifest: Vec<u8>,
+    /// The config as the registry served it.
+    pub config: Vec<u8>,
+    /// The image: config, remote layers and format.
+    pub image: Image,
+}
+
+impl PulledImage {
+    /// The event that reports the pull.
+    pub fn event(&self) -> crate::events::BuildEvent {
+        crate::events::BuildEvent::Pulled {
+            reference: self.reference.to_string(),
+            digest: self.manifest_digest.clone(),
+        }
+    }
+}
+
+/// Resolves `reference` for `platform` to its manifest and config (the layers stay
+/// remote); `verb` says what for in errors ("pulling", "warming"). The one path by which
+/// builds and the cache warmer pull images.
+pub(crate) async fn resolve_image(
+    client: &Client,
+    reference: Reference,
+    platform: &ocibuild_image::platform::Platform,
+    verb: &str,
+) -> Result<PulledImage> {
+    let context = format!("{verb} {reference}");
+    let pulled = client
+        .pull_manifest(&reference, platform)
+        .await
+        .map_err(BuildError::registry(&context))?;
+    let config_bytes = client
+        .pull_blob_bytes(&reference, pulled.manifest.config().digest().as_ref())
+        .await
+        .map_err(BuildError::registry(&context))?;
+    let config = ImageConfig::from_json(&config_bytes).map_err(|e| {
+        BuildError::Options(format!(
+            "{context}: the image config is not valid JSON: {e}"
+        ))
+    })?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != pulled.manifest.layers().len() {
+        return Err(BuildError::Options(format!(
+            "{context}: the manifest has {} layers but the config lists {} diff_ids",
+            pulled.manifest.layers().len(),
+            diff_ids.len()
+        )));
+    }
+    let layers = pulled
+        .manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(descriptor, diff_id)| Layer {
+            blob: LayerBlob::Remote {
+                source: Box::new(reference.clone()),
+                descriptor: Box::new(descriptor.clone()),
+            },
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    let image = Image {
+        config,
+        layers,
+        format: ImageFormat::of_manifest(&pulled.media_type),
+    };
+    Ok(PulledImage {
+        reference,
+        manifest_digest: pulled.digest,
+        manifest: pulled.bytes,
+        config: config_bytes,
+        image,
+    })
 }
 
 /// Downloads blob `digest` of `source` to `path` (its sha256 verified); returns its
@@ -490,6 +616,11 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     let tmp = to.with_extension("partial");
     fs::copy(from, &tmp).map_err(BuildError::io(from))?;
     fs::rename(&tmp, to).map_err(BuildError::io(to))
+}
+
+/// [`link_or_copy`] on the blocking thread pool.
+async fn link_or_copy_blocking(from: PathBuf, to: PathBuf) -> Result<()> {
+    crate::blocking::run(move || link_or_copy(&from, &to)).await
 }
 
 /// Pushes `image` to `dest`: blobs the registry lacks (mounted from the base repository when
