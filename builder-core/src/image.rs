@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 /// Whether the image is written with OCI or Docker schema 2 media types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ImageFormat {
     /// `application/vnd.oci.image.manifest.v1+json`.
     #[default]
@@ -199,6 +200,7 @@ impl Image {
 
     /// Serialises config and manifest, without annotations and without checking that the
     /// layers fit the format (see [`Image::manifest_with`], which `build` should use).
+    #[cfg(test)]
     pub fn manifest(&self) -> Manifested {
         self.serialise(&BTreeMap::new())
             .expect("a manifest always serialises")

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 /// What to warm.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct WarmOptions {
     /// The cache directory.
     pub cache_dir: PathBuf,

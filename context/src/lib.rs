@@ -90,6 +90,7 @@ pub enum ContextSource {
 
 /// kaniko's `--git` options: `branch=NAME,single-branch=BOOL,recurse-submodules=BOOL,insecure-skip-tls=BOOL`.
 #[derive(Default, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GitOptions {
     /// The branch (or tag) to clone when the context URL names no ref.
     pub branch: Option<String>,
@@ -139,6 +140,7 @@ impl ContextEnv {
 
 /// What went wrong while parsing or preparing a build context.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ContextError {
     /// The `--context` value is malformed.
     #[error("--context {text}: {reason}")]
@@ -448,6 +450,15 @@ pub fn parse_git_options(text: &str) -> Result<GitOptions> {
         }
     }
     Ok(options)
+}
+
+impl std::str::FromStr for GitOptions {
+    type Err = ContextError;
+
+    /// [`parse_git_options`].
+    fn from_str(text: &str) -> Result<GitOptions> {
+        parse_git_options(text)
+    }
 }
 
 /// Makes the context available as a local directory and returns it, with `sub_path`

@@ -1,6 +1,8 @@
-//! Build contexts as kaniko spells them: parsing every form, and preparing the kinds that
-//! hold no archive against real parts (directories, a `git daemon`). The archive kinds
-//! (tar, stdin, S3, https) are tested in builder-core, with the engine's extraction.
+//! Build contexts as kaniko spells them: parsing every form, and preparing each kind against
+//! real parts (directories, a `git daemon`, tar files and streams, an S3 server, an HTTP
+//! server; the archive kinds in `archive`).
+
+mod archive;
 
 use ocibuild_context::{
     parse_context, parse_git_options, ContextEnv, ContextError, ContextSource, GitOptions,
@@ -154,15 +156,9 @@ fn git_options_parse_like_kaniko() {
         "branch=dev,single-branch=true,recurse-submodules=true,insecure-skip-tls=false",
     )
     .unwrap();
-    assert_eq!(
-        o,
-        GitOptions {
-            branch: Some("dev".into()),
-            single_branch: true,
-            recurse_submodules: true,
-            insecure_skip_tls: false,
-        }
-    );
+    assert_eq!(o.branch.as_deref(), Some("dev"));
+    assert!(o.single_branch && o.recurse_submodules && !o.insecure_skip_tls);
+    assert_eq!("branch=dev".parse::<GitOptions>().unwrap().branch, o.branch);
     assert!(
         parse_git_options("insecure-skip-tls=1")
             .unwrap()
@@ -438,11 +434,9 @@ async fn git_contexts_clone_branches_tags_and_commits() {
     );
 
     // --git branch=feature when the URL names no ref
-    let opts = GitOptions {
-        branch: Some("feature".into()),
-        single_branch: true,
-        ..GitOptions::default()
-    };
+    let mut opts = GitOptions::default();
+    opts.branch = Some("feature".into());
+    opts.single_branch = true;
     let dir = prepare(url.clone(), None, opts).await.unwrap();
     assert_eq!(read(&dir.join("feature.txt")), "feature");
     let branches = git(&dir, &["branch", "-r"]);
@@ -452,10 +446,8 @@ async fn git_contexts_clone_branches_tags_and_commits() {
     );
 
     // a commit outside a single-branch clone is fetched
-    let opts = GitOptions {
-        single_branch: true,
-        ..GitOptions::default()
-    };
+    let mut opts = GitOptions::default();
+    opts.single_branch = true;
     let dir = prepare(
         format!("{url}#refs/heads/main#{}", repo.feature),
         None,
