@@ -28,7 +28,7 @@
 //! Without credentials the request is sent unsigned (public objects).
 //!
 //! Archives are extracted by the [`Unpack`] function the caller gives; the engine's
-//! (`ocibuild_core::context`) extracts like `ADD` extracts local archives: members never
+//! (`ocibuild_core::Context`) extracts like `ADD` extracts local archives: members never
 //! land outside the context directory, whatever their names (`../x`, `/x`) or the symlinks
 //! before them. `--context-sub-path` then selects a directory inside the context; it may
 //! not leave it.

@@ -80,6 +80,7 @@ fn assert_tls_error(e: &Error, registry: &str, flags: &[&str]) {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn tls_registry_with_ca_pushes_and_pulls() {
     let reg = tls_registry();
     let c = client(ClientOptions {
@@ -90,6 +91,7 @@ async fn tls_registry_with_ca_pushes_and_pulls() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn tls_registry_without_ca_is_a_clear_tls_error() {
     let reg = tls_registry();
     // A CA configured for another registry must not be trusted for this one.
@@ -126,6 +128,7 @@ async fn tls_registry_without_ca_is_a_clear_tls_error() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn tls_registry_with_skipped_verification_works() {
     let reg = tls_registry();
     let c = client(ClientOptions {
@@ -145,6 +148,7 @@ async fn tls_registry_with_skipped_verification_works() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn mtls_registry_with_client_certificate_works() {
     let reg = mtls_registry();
     let (cert, key) = client_cert();
@@ -157,6 +161,7 @@ async fn mtls_registry_with_client_certificate_works() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn mtls_registry_without_client_certificate_is_a_clear_tls_error() {
     let reg = mtls_registry();
     let (cert, key) = client_cert();
@@ -175,6 +180,7 @@ async fn mtls_registry_without_client_certificate_is_a_clear_tls_error() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn unusable_certificate_files_fail_client_creation() {
     let reg = tls_registry();
     let e = Client::new(ClientOptions {
@@ -236,6 +242,7 @@ async fn plain_digest(repo: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn docker_hub_pulls_use_the_mirror() {
     copy_busybox("library/busybox");
     let reg = plain_registry();
@@ -265,6 +272,7 @@ async fn docker_hub_pulls_use_the_mirror() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn missing_on_every_mirror_without_fallback_fails_locally() {
     let reg = plain_registry();
     let c = client(ClientOptions {
@@ -300,6 +308,7 @@ async fn missing_on_every_mirror_without_fallback_fails_locally() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn registry_map_replaces_registries_in_order() {
     copy_busybox("mapped/busybox");
     let reg = plain_registry();
@@ -329,6 +338,7 @@ async fn registry_map_replaces_registries_in_order() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn mirror_on_a_tls_registry_uses_its_tls_settings() {
     let reg = tls_registry();
     let seed = client(ClientOptions {
