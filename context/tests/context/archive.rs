@@ -1,14 +1,13 @@
 //! Contexts that hold an archive: tar files, tar streams, `tar://stdin`, the lab's S3
-//! server and a loopback HTTP server. The archives are extracted by [`untar`], a plain
-//! extraction with the `tar` crate; the engine's own extraction (`ADD`'s rules, hostile
-//! members) is tested with `ocibuild_core::Context` in builder-core.
+//! server and a loopback HTTP server. The archives are extracted by [`super::untar`], a
+//! plain extraction with the `tar` crate; the engine's own extraction (`ADD`'s rules,
+//! hostile members) is tested with `ocibuild_core::Context` in builder-core.
 
-use super::read;
+use super::{prepare_context_with, read, untar};
 use ocibuild_context::{
     parse_context, sigv4_authorization, ContextEnv, ContextError, ContextSource, GitOptions,
     SigV4Request,
 };
-use ocibuild_image::compression::{sniff, Sniffed};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{Read, Write};
@@ -19,47 +18,12 @@ use std::path::{Path, PathBuf};
 // ---------------------------------------------------------------------------------------
 // helpers
 
-/// The [`ocibuild_context::Unpack`] of these tests: a gzipped or plain tar extracted with
-/// the `tar` crate.
-fn untar(reader: &mut dyn Read, _name: &Path, dest: &Path) -> Result<(), String> {
-    let mut head = [0u8; 2];
-    let mut filled = 0;
-    while filled < head.len() {
-        match reader
-            .read(&mut head[filled..])
-            .map_err(|e| e.to_string())?
-        {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    let whole = std::io::Cursor::new(head[..filled].to_vec()).chain(reader);
-    let decoded: Box<dyn Read + '_> = match sniff(&head[..filled]) {
-        Sniffed::Gzip => Box::new(flate2::read::GzDecoder::new(whole)),
-        _ => Box::new(whole),
-    };
-    tar::Archive::new(decoded)
-        .unpack(dest)
-        .map_err(|e| e.to_string())
-}
-
 async fn prepare(
     source: &ContextSource,
     sub_path: Option<&str>,
     work: &Path,
 ) -> Result<PathBuf, ContextError> {
-    let git = GitOptions::default();
-    ocibuild_context::prepare_context(source, sub_path, &git, work, untar).await
-}
-
-async fn prepare_with(
-    source: &ContextSource,
-    sub_path: Option<&str>,
-    work: &Path,
-    env: &ContextEnv,
-) -> Result<PathBuf, ContextError> {
-    let git = GitOptions::default();
-    ocibuild_context::prepare_context_with(source, sub_path, &git, work, env, untar).await
+    super::prepare_context(source, sub_path, &GitOptions::default(), work).await
 }
 
 fn tar_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -255,6 +219,7 @@ async fn s3_contexts_are_fetched_with_signed_requests() {
     .await;
 
     let work = tempfile::tempdir().unwrap();
+    let git = GitOptions::default();
     let env = ContextEnv {
         aws_access_key_id: Some(lab.access.clone()),
         aws_secret_access_key: Some(lab.secret.clone()),
@@ -262,7 +227,7 @@ async fn s3_contexts_are_fetched_with_signed_requests() {
         ..ContextEnv::default()
     };
     let source = parse_context(&format!("s3://{bucket}/builds/my ctx.tar.gz")).unwrap();
-    let dir = prepare_with(&source, Some("app"), work.path(), &env)
+    let dir = prepare_context_with(&source, Some("app"), &git, work.path(), &env)
         .await
         .unwrap();
     assert!(dir.starts_with(work.path()));
@@ -277,7 +242,7 @@ async fn s3_contexts_are_fetched_with_signed_requests() {
         aws_secret_access_key: Some("not-the-secret".into()),
         ..env.clone()
     };
-    let err = prepare_with(&source, None, work.path(), &wrong)
+    let err = prepare_context_with(&source, None, &git, work.path(), &wrong)
         .await
         .unwrap_err();
     assert!(matches!(err, ContextError::S3Status { .. }), "{err:?}");
@@ -287,7 +252,7 @@ async fn s3_contexts_are_fetched_with_signed_requests() {
     assert!(text.contains("AWS_SECRET_ACCESS_KEY"), "{text}");
 
     let missing = parse_context(&format!("s3://{bucket}/nope.tar.gz")).unwrap();
-    let err = prepare_with(&missing, None, work.path(), &env)
+    let err = prepare_context_with(&missing, None, &git, work.path(), &env)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("HTTP 404"), "{err}");
@@ -296,7 +261,7 @@ async fn s3_contexts_are_fetched_with_signed_requests() {
         aws_secret_access_key: None,
         ..env.clone()
     };
-    let err = prepare_with(&source, None, work.path(), &half)
+    let err = prepare_context_with(&source, None, &git, work.path(), &half)
         .await
         .unwrap_err();
     assert!(

@@ -7,6 +7,7 @@ mod archive;
 use ocibuild_context::{
     parse_context, parse_git_options, ContextEnv, ContextError, ContextSource, GitOptions,
 };
+use ocibuild_image::compression::{sniff, Sniffed};
 use std::fs;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -22,9 +23,28 @@ fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The [`ocibuild_context::Unpack`] of these tests: their contexts hold no archive.
-fn no_archive(_: &mut dyn Read, name: &Path, _: &Path) -> Result<(), String> {
-    panic!("unexpected archive {}", name.display())
+/// The [`ocibuild_context::Unpack`] of these tests: a gzipped or plain tar extracted with
+/// the `tar` crate (the engine's own extraction is tested in builder-core).
+fn untar(reader: &mut dyn Read, _name: &Path, dest: &Path) -> Result<(), String> {
+    let mut head = [0u8; 2];
+    let mut filled = 0;
+    while filled < head.len() {
+        match reader
+            .read(&mut head[filled..])
+            .map_err(|e| e.to_string())?
+        {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    let whole = std::io::Cursor::new(head[..filled].to_vec()).chain(reader);
+    let decoded: Box<dyn Read + '_> = match sniff(&head[..filled]) {
+        Sniffed::Gzip => Box::new(flate2::read::GzDecoder::new(whole)),
+        _ => Box::new(whole),
+    };
+    tar::Archive::new(decoded)
+        .unpack(dest)
+        .map_err(|e| e.to_string())
 }
 
 async fn prepare_context(
@@ -33,7 +53,7 @@ async fn prepare_context(
     git: &GitOptions,
     work: &Path,
 ) -> Result<PathBuf, ContextError> {
-    ocibuild_context::prepare_context(source, sub_path, git, work, no_archive).await
+    ocibuild_context::prepare_context(source, sub_path, git, work, untar).await
 }
 
 async fn prepare_context_with(
@@ -43,7 +63,7 @@ async fn prepare_context_with(
     work: &Path,
     env: &ContextEnv,
 ) -> Result<PathBuf, ContextError> {
-    ocibuild_context::prepare_context_with(source, sub_path, git, work, env, no_archive).await
+    ocibuild_context::prepare_context_with(source, sub_path, git, work, env, untar).await
 }
 
 // ---------------------------------------------------------------------------------------
