@@ -24,7 +24,7 @@
 use crate::cache::{CacheStore, LayerCache, LayoutCache, LocalCache, ReadOnly, RegistryCache};
 use crate::cancel::CancelToken;
 use crate::contextfile::{self, DockerfileLocation};
-use crate::engine::{Handles, Progress, Registry, Settings, Stages, StepCache};
+use crate::engine::{EventSink, Handles, Progress, Registry, Settings, Stages, StepCache};
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobStore, Image, Layer, LayerBlob};
 use crate::isolation::Isolation;
@@ -129,9 +129,9 @@ pub(crate) async fn build_in(
     events: Events<'_>,
     cancel: &CancelToken,
 ) -> Result<Built> {
-    let mut builder = Builder::new(opts, work, cancel.clone())?;
-    let image = builder.run_stages(events).await?;
-    let output = builder.finish(image, events).await?;
+    let mut builder = Builder::new(opts, work, cancel.clone(), events)?;
+    let image = builder.run_stages().await?;
+    let output = builder.finish(image).await?;
     Ok(Built {
         output,
         blobs: builder.registry.blobs,
@@ -180,17 +180,23 @@ pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<tem
         .map_err(BuildError::io(&parent))
 }
 
-/// One build: the handles its stages borrow.
-pub(crate) struct Builder<'o> {
-    settings: Settings<'o>,
+/// One build: its options and the handles its stages borrow.
+pub(crate) struct Builder<'a> {
+    opts: &'a BuildOptions,
+    settings: Settings,
     registry: Registry,
     cache: StepCache,
-    progress: Progress,
+    progress: Progress<'a>,
     stages: Stages,
 }
 
-impl<'o> Builder<'o> {
-    fn new(opts: &'o BuildOptions, work: &Path, cancel: CancelToken) -> Result<Builder<'o>> {
+impl<'a> Builder<'a> {
+    fn new(
+        opts: &'a BuildOptions,
+        work: &Path,
+        cancel: CancelToken,
+        events: Events<'a>,
+    ) -> Result<Builder<'a>> {
         let (context, dockerfile, plan) = load_plan(opts)?;
         let platform = parse_platform(opts.platform.as_deref())?;
         let ignore = read_dockerignore(&context, &dockerfile)?;
@@ -239,27 +245,28 @@ impl<'o> Builder<'o> {
             cancel,
             platform,
             work: work.to_path_buf(),
-            opts,
+            options: opts.into(),
             plan,
             context,
             ignore,
             created,
         };
         Ok(Builder {
+            opts,
             registry: Registry {
                 blobs: BlobStore::new(work.join("blobs"), local_cache)?,
                 pull_client,
                 push_client,
             },
             cache: StepCache::new(cache),
-            progress: Progress::default(),
+            progress: Progress::new(EventSink::new(events)),
             stages: Stages::new(stage_count, cache_mounts_dir(opts)),
             settings,
         })
     }
 
     /// The handles a stage borrows.
-    fn handles(&mut self) -> Handles<'_, 'o> {
+    fn handles(&mut self) -> Handles<'_, 'a> {
         Handles {
             settings: &self.settings,
             registry: &self.registry,
@@ -269,11 +276,8 @@ impl<'o> Builder<'o> {
         }
     }
 
-    async fn run_stages(&mut self, events: Events<'_>) -> Result<Image> {
-        let target = self
-            .settings
-            .plan
-            .target(self.settings.opts.target.as_deref())?;
+    async fn run_stages(&mut self) -> Result<Image> {
+        let target = self.settings.plan.target(self.opts.target.as_deref())?;
         let needed = self.settings.plan.needed_stages(target);
         self.progress.total_steps = needed
             .iter()
@@ -284,19 +288,18 @@ impl<'o> Builder<'o> {
             .extend(self.settings.plan.global_args.keys().cloned());
         for index in needed {
             self.settings.cancel.check()?;
-            let finished = StageRun::run(self.handles(), index, events).await?;
+            let finished = StageRun::run(self.handles(), index).await?;
             self.stages.finished[index] = Some(finished);
         }
-        self.warn_unused_args(events);
+        self.warn_unused_args();
         let done = self.stages.finished[target]
             .take()
             .expect("the target stage ran");
         Ok(done.image)
     }
 
-    fn warn_unused_args(&self, events: Events<'_>) {
+    fn warn_unused_args(&mut self) {
         let unused: Vec<&str> = self
-            .settings
             .opts
             .build_args
             .keys()
@@ -304,32 +307,29 @@ impl<'o> Builder<'o> {
             .map(String::as_str)
             .collect();
         if !unused.is_empty() {
-            events(BuildEvent::Warning(format!(
-                "build-args not consumed by any ARG: {}",
-                unused.join(", ")
-            )));
+            let warning = format!("build-args not consumed by any ARG: {}", unused.join(", "));
+            self.progress.report(BuildEvent::Warning(warning));
         }
     }
 
-    async fn finish(&mut self, mut image: Image, events: Events<'_>) -> Result<BuildOutput> {
-        if !self.settings.opts.labels.is_empty() {
+    async fn finish(&mut self, mut image: Image) -> Result<BuildOutput> {
+        if !self.opts.labels.is_empty() {
             let labels = image
                 .config
                 .config
                 .labels
                 .get_or_insert_with(Default::default);
-            for (k, v) in &self.settings.opts.labels {
+            for (k, v) in &self.opts.labels {
                 labels.insert(k.clone(), v.clone());
             }
         }
         image.config.created = Some(self.settings.created.clone());
-        if let Some(format) = self.settings.opts.image_format {
+        if let Some(format) = self.opts.image_format {
             image.format = format;
         }
-        let manifested = image.manifest_with(&self.settings.opts.annotations)?;
+        let manifested = image.manifest_with(&self.opts.annotations)?;
         image.verify_local_layers()?;
         let destinations = self
-            .settings
             .opts
             .destinations
             .iter()
@@ -337,7 +337,7 @@ impl<'o> Builder<'o> {
                 Reference::parse(d).map_err(BuildError::registry(format!("destination {d:?}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        if let Some(path) = &self.settings.opts.tar_path {
+        if let Some(path) = &self.opts.tar_path {
             let tags: Vec<String> = destinations
                 .iter()
                 .filter(|r| r.tag.is_some())
@@ -353,7 +353,7 @@ impl<'o> Builder<'o> {
             )
             .await?;
         }
-        if let Some(dir) = &self.settings.opts.oci_layout_path {
+        if let Some(dir) = &self.opts.oci_layout_path {
             let ref_name = crate::output::layout_ref_name(&destinations);
             crate::output::write_oci_layout(
                 &image,
@@ -366,7 +366,7 @@ impl<'o> Builder<'o> {
             .await?;
         }
         let mut pushed = Vec::new();
-        if !self.settings.opts.no_push {
+        if !self.opts.no_push {
             for dest in &destinations {
                 let digest = image::push(
                     &image,
@@ -377,7 +377,7 @@ impl<'o> Builder<'o> {
                     &self.registry.blobs,
                 )
                 .await?;
-                events(BuildEvent::Pushed {
+                self.progress.report(BuildEvent::Pushed {
                     destination: dest.to_string(),
                     digest,
                 });
@@ -387,7 +387,7 @@ impl<'o> Builder<'o> {
         crate::output::write_digest_files(
             &manifested.manifest_digest,
             &destinations,
-            &digest_files(self.settings.opts),
+            &digest_files(self.opts),
         )?;
         Ok(BuildOutput {
             manifest_digest: manifested.manifest_digest,

@@ -295,15 +295,7 @@ impl BlobStore {
             let actual = self
                 .verified_diff_id(client, source, &descriptor.digest)
                 .await?;
-            if actual != layer.diff_id {
-                return Err(BuildError::LayerMismatch {
-                    image: name.to_string(),
-                    index,
-                    digest: descriptor.digest.clone(),
-                    expected: layer.diff_id.clone(),
-                    actual,
-                });
-            }
+            BlobStore::check_diff_id(name, index, layer, actual)?;
         }
         Ok(())
     }
@@ -382,28 +374,149 @@ impl BlobStore {
             let diff_id = match cache.diff_id(digest) {
                 Some(d) => d,
                 None => {
+                    let file = cached.clone();
                     let computed =
-                        crate::blocking::in_place(|| crate::diffid::diff_id_of_file(&cached));
+                        crate::blocking::spawn(move || crate::diffid::diff_id_of_file(&file))
+                            .await?;
                     record_diff_id(cache, digest, computed)
                         .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?
                 }
             };
-            link_or_copy(&cached, path)?;
+            link_or_copy_blocking(cached, path.to_path_buf()).await?;
             return Ok(diff_id);
         }
-        let tmp = cache.temp_path("pull");
-        let computed = pull_with_diff_id(client, source, digest, &tmp).await;
-        let diff_id = record_diff_id(cache, digest, computed.map_err(|e| e.to_string()))
-            .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
-        let cached = cache.put_blob(digest, &tmp).map_err(|e| {
-            BuildError::Options(format!(
-                "{}: storing it in the cache directory: {e}",
-                context()
-            ))
-        })?;
-        link_or_copy(&cached, path)?;
+        let (cached, diff_id) = pull_into_cache(cache, client, source, digest).await?;
+        link_or_copy_blocking(cached, path.to_path_buf()).await?;
         Ok(diff_id)
     }
+
+    /// Checks that layer `index` of the image pulled as `name` decompresses to the diff_id
+    /// its config lists: `actual` is the one computed from its bytes.
+    pub(crate) fn check_diff_id(
+        name: &str,
+        index: usize,
+        layer: &Layer,
+        actual: String,
+    ) -> Result<()> {
+        if actual == layer.diff_id {
+            return Ok(());
+        }
+        Err(BuildError::LayerMismatch {
+            image: name.to_string(),
+            index,
+            digest: layer.digest().to_string(),
+            expected: layer.diff_id.clone(),
+            actual,
+        })
+    }
+}
+
+/// Downloads blob `digest` of `source` into the local cache directory, recording the
+/// diff_id computed while it downloaded; returns the cached file and the diff_id. Shared by
+/// builds (base layers) and the cache warmer.
+pub(crate) async fn pull_into_cache(
+    cache: &crate::cache::LocalCache,
+    client: &Client,
+    source: &Reference,
+    digest: &str,
+) -> Result<(PathBuf, String)> {
+    let context = || format!("pulling layer {digest} of {source}");
+    let tmp = cache.temp_path("pull");
+    let computed = pull_with_diff_id(client, source, digest, &tmp).await;
+    let diff_id = record_diff_id(cache, digest, computed.map_err(|e| e.to_string()))
+        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
+    let (store, owned_digest) = (cache.clone(), digest.to_string());
+    let cached = crate::blocking::spawn(move || store.put_blob(&owned_digest, &tmp)).await?;
+    let cached = cached.map_err(|e| {
+        BuildError::Options(format!(
+            "{}: storing it in the cache directory: {e}",
+            context()
+        ))
+    })?;
+    Ok((cached, diff_id))
+}
+
+/// An image resolved in a registry: its manifest and config fetched, its layers still
+/// remote ([`LayerBlob::Remote`], fetched only when needed).
+pub(crate) struct PulledImage {
+    /// The reference it was pulled as.
+    pub reference: Reference,
+    /// `sha256:` of its manifest.
+    pub manifest_digest: String,
+    /// The manifest as the registry served it.
+    pub manifest: Vec<u8>,
+    /// The config as the registry served it.
+    pub config: Vec<u8>,
+    /// The image: config, remote layers and format.
+    pub image: Image,
+}
+
+impl PulledImage {
+    /// The event that reports the pull.
+    pub fn event(&self) -> crate::events::BuildEvent {
+        crate::events::BuildEvent::Pulled {
+            reference: self.reference.to_string(),
+            digest: self.manifest_digest.clone(),
+        }
+    }
+}
+
+/// Resolves `reference` for `platform` to its manifest and config (the layers stay
+/// remote); `verb` says what for in errors ("pulling", "warming"). The one path by which
+/// builds and the cache warmer pull images.
+pub(crate) async fn resolve_image(
+    client: &Client,
+    reference: Reference,
+    platform: &ocibuild_registry::Platform,
+    verb: &str,
+) -> Result<PulledImage> {
+    let context = format!("{verb} {reference}");
+    let pulled = client
+        .pull_manifest(&reference, platform)
+        .await
+        .map_err(BuildError::registry(&context))?;
+    let config_bytes = client
+        .pull_blob_bytes(&reference, &pulled.manifest.config.digest)
+        .await
+        .map_err(BuildError::registry(&context))?;
+    let config = ImageConfig::from_json(&config_bytes).map_err(|e| {
+        BuildError::Options(format!(
+            "{context}: the image config is not valid JSON: {e}"
+        ))
+    })?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != pulled.manifest.layers.len() {
+        return Err(BuildError::Options(format!(
+            "{context}: the manifest has {} layers but the config lists {} diff_ids",
+            pulled.manifest.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let layers = pulled
+        .manifest
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(descriptor, diff_id)| Layer {
+            blob: LayerBlob::Remote {
+                source: Box::new(reference.clone()),
+                descriptor: Box::new(descriptor.clone()),
+            },
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    let image = Image {
+        config,
+        layers,
+        format: ImageFormat::of_manifest(&pulled.media_type),
+    };
+    Ok(PulledImage {
+        reference,
+        manifest_digest: pulled.digest,
+        manifest: pulled.bytes,
+        config: config_bytes,
+        image,
+    })
 }
 
 /// Downloads blob `digest` of `source` to `path` (its sha256 verified), computing its
@@ -447,6 +560,11 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     let tmp = to.with_extension("partial");
     fs::copy(from, &tmp).map_err(BuildError::io(from))?;
     fs::rename(&tmp, to).map_err(BuildError::io(to))
+}
+
+/// [`link_or_copy`] on the blocking thread pool.
+async fn link_or_copy_blocking(from: PathBuf, to: PathBuf) -> Result<()> {
+    crate::blocking::run(move || link_or_copy(&from, &to)).await
 }
 
 /// Pushes `image` to `dest`: blobs the registry lacks (mounted from the base repository when
