@@ -304,7 +304,9 @@ fn hash_entry(hasher: &mut sha2::Sha256, name: &Path, path: &Path) -> Result<()>
 /// local source are refused. `opts.extract_archives` is ignored.
 ///
 /// The three parts are public for callers that run the file work on a thread of their
-/// own: [`plan_add`], [`download_add`] and [`place_add`].
+/// own: [`plan_add`], [`download_add`] and [`place_add`] (the stage's ADD does); this
+/// composition is what the tests call.
+#[cfg(test)]
 pub async fn add_sources(
     from: &SourceRoot<'_>,
     sources: &[String],
