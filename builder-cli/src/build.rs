@@ -2,10 +2,9 @@
 //! build, push.
 
 use crate::flags::logging::Verbosity;
-use crate::flags::root::clean_root;
 use crate::flags::{BuildFlags, Mode};
 use anyhow::{Context, Result};
-use ocibuild_core::{BuildEvent, BuildOptions, Isolation};
+use ocibuild_core::{clean_root, BuildEvent};
 use tokio::runtime::Runtime;
 
 /// Builds (or with `--dryrun` prints the plan) as the flags say, with the defaults of
@@ -17,10 +16,11 @@ pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
         log.event(BuildEvent::Warning(warning));
     }
     let runtime = Runtime::new().context("starting the async runtime")?;
-    // Kept until the build is over: the prepared context lives in it.
-    let _context_work = prepare_context(&args, mode, &mut opts, &runtime)?;
+    // Kept until the build is over: a fetched or extracted context lives in it.
+    let context = runtime.block_on(args.source.context(mode)?.prepare(&opts))?;
+    opts.context = context.path().to_path_buf();
     if args.outputs.dryrun {
-        print!("{}", ocibuild_core::build::dry_run(&opts)?);
+        print!("{}", ocibuild_core::dry_run(&opts)?);
         return Ok(());
     }
     if args.root.pre_cleanup {
@@ -43,39 +43,8 @@ pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
             "built {} in {:.2}s ({} layers)",
             out.manifest_digest,
             started.elapsed().as_secs_f64(),
-            out.image.layers.len()
+            out.layers().len()
         );
     }
     Ok(())
-}
-
-/// Makes a remote or archived context available as a directory (in a temporary
-/// directory, returned, under the builder's own directory when building in `/`) and sets
-/// it as `opts.context`.
-fn prepare_context(
-    args: &BuildFlags,
-    mode: Mode,
-    opts: &mut BuildOptions,
-    runtime: &Runtime,
-) -> Result<tempfile::TempDir> {
-    let source = args.source.context_source(mode)?;
-    let git = args.source.git_options()?;
-    let parent = match opts.isolation {
-        Isolation::None => opts.kaniko_dir.clone(),
-        _ => std::env::temp_dir(),
-    };
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix("ocibuild-context-")
-        .tempdir_in(&parent)
-        .context("creating a directory for the build context")?;
-    opts.context = runtime
-        .block_on(ocibuild_core::context::prepare_context(
-            &source,
-            args.source.context_sub_path.as_deref(),
-            &git,
-            work.path(),
-        ))
-        .context("preparing the build context")?;
-    Ok(work)
 }

@@ -51,7 +51,7 @@ impl Log {
 
     /// Prints one line at `level`.
     fn print(&self, level: &str, text: &str) {
-        let time = ocibuild_core::time::now_rfc3339();
+        let time = ocibuild_image::time::now_rfc3339();
         match self.format {
             LogFormat::Json => {
                 let line =

@@ -85,5 +85,5 @@ fn parse(argv: Vec<OsString>) -> Cli {
 
 /// The error and those of its causes that its own message does not already include.
 fn report(err: &anyhow::Error) -> String {
-    ocibuild_core::error::error_chain(err.as_ref())
+    ocibuild_core::error_chain(err.as_ref())
 }

@@ -33,23 +33,19 @@ pub fn run(args: PushArgs) -> Result<()> {
     let mut client = args.registry.client_options()?;
     client.docker_config = ocibuild_registry::DockerConfig::load(Some(&docker_config))
         .context("reading registry credentials")?;
-    let opts = ocibuild_core::pushimage::PushOptions {
-        source: args.path,
-        destinations: args.destinations,
-        digest_file: args.digest_file,
-        client,
-        work_dir: args.work_dir,
-    };
+    let mut opts = ocibuild_core::PushOptions::default();
+    opts.source = args.path;
+    opts.destinations = args.destinations;
+    opts.digest_file = args.digest_file;
+    opts.client = client;
+    opts.work_dir = args.work_dir;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(ocibuild_core::pushimage::push_image(
-        &opts,
-        &mut |dest, digest| {
-            let name = ocibuild_registry::Reference {
-                digest: None,
-                ..dest.clone()
-            };
-            println!("pushed {name}@{digest}");
-        },
-    ))?;
+    runtime.block_on(ocibuild_core::push_image(&opts, &mut |dest, digest| {
+        let name = ocibuild_registry::Reference {
+            digest: None,
+            ..dest.clone()
+        };
+        println!("pushed {name}@{digest}");
+    }))?;
     Ok(())
 }

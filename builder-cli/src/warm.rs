@@ -31,17 +31,15 @@ pub struct WarmArgs {
 
 /// Fetches the images, logging as text at info level.
 pub fn run(args: WarmArgs) -> Result<()> {
-    let opts = ocibuild_core::warm::WarmOptions {
-        cache_dir: args.cache_dir,
-        images: args.images,
-        cache_dir_max_size: crate::flags::cache::parse_size(args.cache_dir_max_size.as_deref())?,
-        insecure_pull: args.insecure_pull,
-        insecure_registries: args.insecure_registries,
-        platform: args.platform,
-        docker_config: None,
-    };
+    let mut opts = ocibuild_core::WarmOptions::default();
+    opts.cache_dir = args.cache_dir;
+    opts.images = args.images;
+    opts.cache_dir_max_size = crate::flags::cache::parse_size(args.cache_dir_max_size.as_deref())?;
+    opts.insecure_pull = args.insecure_pull;
+    opts.insecure_registries = args.insecure_registries;
+    opts.platform = args.platform;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut log = Log::new(Verbosity::Info, LogFormat::Text, false);
-    runtime.block_on(ocibuild_core::warm::warm(&opts, &mut |e| log.event(e)))?;
+    runtime.block_on(ocibuild_core::warm(&opts, &mut |e| log.event(e)))?;
     Ok(())
 }

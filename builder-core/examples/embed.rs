@@ -1,6 +1,6 @@
 //! Embedding ocibuild: builds `FROM scratch` + `COPY` from a temporary context with an
 //! inline Dockerfile, writes the image as an OCI image layout and prints its digest.
-//! Needs no registry: `cargo run -p ocibuild-core --example embed`.
+//! Needs no registry: `cargo run -p ocibuild-core --example embed`; `cargo test` runs it too.
 
 use ocibuild_core::{Build, BuildEvent, Context, Dockerfile};
 
@@ -36,4 +36,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("{}", image.digest());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_example_builds_an_image_and_writes_its_layout() {
+        super::main().unwrap();
+    }
 }

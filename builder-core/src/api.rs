@@ -25,18 +25,17 @@
 //! Blocking work (RUN commands, unpacking, snapshotting and compressing layers) runs on
 //! tokio's blocking thread pool; the runtime may be multi-threaded or current-thread.
 
-use crate::build::{self, BuildEvent, BuildOptions, BuildOutput};
+use crate::build::{self, BuildEvent, BuildOptions, BuildOutput, BuiltLayer};
 use crate::cancel::CancelToken;
-use crate::context::{self, ContextSource, GitOptions};
+use crate::context::Context;
 use crate::error::{BuildError, Result};
-use crate::image::{self, BlobStore, LayerBlob, Manifested};
+use crate::image::{self, BlobStore, Manifested};
 use crate::isolation::Isolation;
 use ocibuild_image::config::ImageConfig;
 use ocibuild_registry::{Client, Reference};
 use ocibuild_snapshot::Compression;
 use std::fmt;
 use std::future::Future;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -81,62 +80,6 @@ impl Dockerfile {
     }
 }
 
-/// The build context of a [`Build`].
-///
-/// ```
-/// use ocibuild_core::Context;
-/// let dir = Context::dir("./app");
-/// let remote = Context::url("git://github.com/acme/app.git#refs/heads/main");
-/// let stream = Context::tar_stream(std::io::Cursor::new(Vec::<u8>::new()));
-/// # let _ = (dir, remote, stream);
-/// ```
-#[non_exhaustive]
-pub struct Context {
-    source: ContextKind,
-}
-
-enum ContextKind {
-    Source(ContextSource),
-    Url(String),
-    TarStream(Box<dyn Read + Send>),
-}
-
-impl fmt::Debug for Context {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            ContextKind::Source(source) => f.debug_tuple("Context").field(source).finish(),
-            ContextKind::Url(url) => f.debug_tuple("Context").field(url).finish(),
-            ContextKind::TarStream(_) => f.write_str("Context(<tar stream>)"),
-        }
-    }
-}
-
-impl Context {
-    /// A local directory, used in place.
-    pub fn dir(path: impl Into<PathBuf>) -> Context {
-        Context {
-            source: ContextKind::Source(ContextSource::Dir(path.into())),
-        }
-    }
-
-    /// A context spelled as kaniko's `--context`: a directory, `dir://`, `tar://PATH`,
-    /// `tar://stdin`, `git://`, `s3://` or `https://` (see [`crate::context`]); it is
-    /// fetched or extracted into the build's temporary directory when the build runs.
-    pub fn url(text: impl Into<String>) -> Context {
-        Context {
-            source: ContextKind::Url(text.into()),
-        }
-    }
-
-    /// A tar archive (plain, gzip, bzip2, xz or zstd) read from `reader` and extracted
-    /// into the build's temporary directory when the build runs.
-    pub fn tar_stream(reader: impl Read + Send + 'static) -> Context {
-        Context {
-            source: ContextKind::TarStream(Box::new(reader)),
-        }
-    }
-}
-
 /// The progress callback of a [`Build`].
 type EventSink = Box<dyn FnMut(BuildEvent) + Send>;
 
@@ -161,8 +104,6 @@ type EventSink = Box<dyn FnMut(BuildEvent) + Send>;
 pub struct Build {
     dockerfile: Dockerfile,
     context: Context,
-    sub_path: Option<String>,
-    git: GitOptions,
     options: BuildOptions,
     temp_parent: Option<PathBuf>,
     events: EventSink,
@@ -185,8 +126,6 @@ impl Build {
         Build {
             dockerfile,
             context,
-            sub_path: None,
-            git: GitOptions::default(),
             options: BuildOptions::default(),
             temp_parent: None,
             events: Box::new(|_| {}),
@@ -267,18 +206,6 @@ impl Build {
         self
     }
 
-    /// Builds from this directory inside the context (`--context-sub-path`).
-    pub fn context_sub_path(mut self, path: impl Into<String>) -> Build {
-        self.sub_path = Some(path.into());
-        self
-    }
-
-    /// Options of `git://` contexts (kaniko's `--git`).
-    pub fn git_options(mut self, git: GitOptions) -> Build {
-        self.git = git;
-        self
-    }
-
     /// Where the build's temporary directory (extracted context, root filesystems, layer
     /// files) is made: default the system's temporary directory (with
     /// [`Isolation::None`], always [`BuildOptions::kaniko_dir`]).
@@ -314,8 +241,6 @@ impl Build {
         let Build {
             dockerfile,
             context,
-            sub_path,
-            git,
             mut options,
             temp_parent,
             mut events,
@@ -326,7 +251,7 @@ impl Build {
         let temp = build::temp_dir(&options, temp_parent.as_deref())?;
         let work = temp.path().join("work");
         let built = until_cancelled(&cancel, async {
-            options.context = prepare_context(context, sub_path, &git, temp.path()).await?;
+            options.context = context.prepare_in(&temp.path().join("context")).await?;
             options.dockerfile = dockerfile_path(&dockerfile, temp.path())?;
             build::build_in(&options, &work, &mut *events, &cancel).await
         })
@@ -357,33 +282,6 @@ async fn until_cancelled<T>(
     }
     let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
     Err(BuildError::Cancelled)
-}
-
-/// Makes `context` available as a directory (remote and streamed contexts are extracted
-/// under `temp`).
-async fn prepare_context(
-    context: Context,
-    sub_path: Option<String>,
-    git: &GitOptions,
-    temp: &Path,
-) -> Result<PathBuf> {
-    let work = temp.join("context");
-    let source = match context.source {
-        ContextKind::Source(source) => source,
-        ContextKind::Url(text) => context::parse_context(&text)?,
-        ContextKind::TarStream(reader) => {
-            return crate::blocking::run(move || {
-                Ok(context::prepare_tar_reader(
-                    reader,
-                    "tar stream",
-                    sub_path.as_deref(),
-                    &work,
-                )?)
-            })
-            .await;
-        }
-    };
-    Ok(context::prepare_context(&source, sub_path.as_deref(), git, &work).await?)
 }
 
 /// The Dockerfile path to build with: an inline Dockerfile is checked for parse errors
@@ -427,21 +325,6 @@ fn remove_all_but(dir: &Path, keep: &[&str]) -> Result<()> {
         removed.map_err(BuildError::io(&path))?;
     }
     Ok(())
-}
-
-/// One layer of a [`BuiltImage`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BuiltLayer {
-    /// `sha256:` of the compressed blob.
-    pub digest: String,
-    /// `sha256:` of the uncompressed tar.
-    pub diff_id: String,
-    /// Compressed size in bytes.
-    pub size: u64,
-    /// The blob's file, for layers the build made; base image layers stay in their
-    /// registry until an export needs them (`None`).
-    pub path: Option<PathBuf>,
 }
 
 /// The image a [`Build`] made. It owns a temporary directory with the layer files the
@@ -488,7 +371,7 @@ impl BuiltImage {
 
     /// The image config.
     pub fn config(&self) -> &ImageConfig {
-        &self.output.image.config
+        self.output.config()
     }
 
     /// The manifest JSON.
@@ -498,23 +381,7 @@ impl BuiltImage {
 
     /// The layers, bottom first.
     pub fn layers(&self) -> Vec<BuiltLayer> {
-        self.output
-            .image
-            .layers
-            .iter()
-            .map(|layer| {
-                let (size, path) = match &layer.blob {
-                    LayerBlob::Local(info) => (info.size, Some(info.path.clone())),
-                    LayerBlob::Remote { descriptor, .. } => (descriptor.size(), None),
-                };
-                BuiltLayer {
-                    digest: layer.digest().to_string(),
-                    diff_id: layer.diff_id.clone(),
-                    size,
-                    path,
-                }
-            })
-            .collect()
+        self.output.layers()
     }
 
     /// What [`crate::build()`] reports: cache hits and misses, destinations pushed to by
@@ -550,7 +417,7 @@ impl BuiltImage {
     }
 
     /// Writes the image into the OCI image layout `dir` (created, or added to), named
-    /// `tag` in its index when given (see [`crate::output::write_oci_layout`]).
+    /// `tag` in its index when given (as `org.opencontainers.image.ref.name`).
     pub async fn write_oci_layout(&self, dir: impl AsRef<Path>, tag: Option<&str>) -> Result<()> {
         crate::output::write_oci_layout(
             &self.output.image,

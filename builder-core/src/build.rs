@@ -26,18 +26,19 @@ use crate::cancel::CancelToken;
 use crate::contextfile::{self, DockerfileLocation};
 use crate::engine::{EventSink, Handles, Progress, Registry, Settings, Stages, StepCache};
 use crate::error::{BuildError, Result};
-use crate::image::{self, BlobReports, BlobStore, Image};
+use crate::image::{self, BlobReports, BlobStore, Image, Layer, LayerBlob};
 use crate::isolation::Isolation;
 use crate::mounts::Secrets;
 use crate::stage::StageRun;
 use ocibuild_dockerfile::plan::Plan;
+use ocibuild_image::config::ImageConfig;
 use ocibuild_image::platform::{self, Platform};
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Reference};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use crate::events::{BuildEvent, Events};
-pub use crate::options::{parse_platform, BuildOptions, DEFAULT_CACHE_TTL};
+pub use crate::options::{parse_platform, BuildOptions};
 
 /// What a successful build produced.
 #[derive(Debug, Clone)]
@@ -47,14 +48,56 @@ pub struct BuildOutput {
     pub manifest_digest: String,
     /// `sha256:` of the config.
     pub config_digest: String,
-    /// The image.
-    pub image: Image,
+    /// The image: its config, its layers ([`BuildOutput::config`], [`BuildOutput::layers`]).
+    pub(crate) image: Image,
     /// Destinations pushed to.
     pub pushed: Vec<String>,
     /// Steps whose layer came from the cache.
     pub cache_hits: usize,
     /// Cacheable steps that ran.
     pub cache_misses: usize,
+}
+
+impl BuildOutput {
+    /// The image config.
+    pub fn config(&self) -> &ImageConfig {
+        &self.image.config
+    }
+
+    /// The layers, bottom first.
+    pub fn layers(&self) -> Vec<BuiltLayer> {
+        self.image.layers.iter().map(BuiltLayer::of).collect()
+    }
+}
+
+/// One layer of a built image ([`BuildOutput::layers`], [`crate::BuiltImage::layers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BuiltLayer {
+    /// `sha256:` of the compressed blob.
+    pub digest: String,
+    /// `sha256:` of the uncompressed tar.
+    pub diff_id: String,
+    /// Compressed size in bytes.
+    pub size: u64,
+    /// The blob's file, for layers the build made; base image layers stay in their
+    /// registry until an export needs them (`None`).
+    pub path: Option<PathBuf>,
+}
+
+impl BuiltLayer {
+    fn of(layer: &Layer) -> BuiltLayer {
+        let (size, path) = match &layer.blob {
+            LayerBlob::Local(info) => (info.size, Some(info.path.clone())),
+            LayerBlob::Remote { descriptor, .. } => (descriptor.size(), None),
+        };
+        BuiltLayer {
+            digest: layer.digest().to_string(),
+            diff_id: layer.diff_id.clone(),
+            size,
+            path,
+        }
+    }
 }
 
 /// Runs a build.
@@ -456,13 +499,7 @@ fn live_ignore(opts: &BuildOptions, context: &Path, work: &Path) -> Result<Optio
         ));
     }
     let keep = [context.to_path_buf(), work.to_path_buf()];
-    let list = crate::liveroot::ignore_list(&crate::liveroot::IgnoreSpec {
-        kaniko_dir: &opts.kaniko_dir,
-        ignore_var_run: opts.ignore_var_run,
-        extra: &opts.ignore_paths,
-        keep: &keep,
-    });
-    Ok(Some(crate::liveroot::relative(&list)))
+    Ok(Some(crate::liveroot::ignored_paths(opts, &keep)))
 }
 
 /// Where `RUN --mount=type=cache` directories live.
@@ -480,10 +517,9 @@ fn cache_mounts_dir(opts: &BuildOptions) -> PathBuf {
     base.join("ocibuild").join("mounts")
 }
 
-/// `--dryrun`: reads the Dockerfile of `opts` (found as `build` finds it), makes the plan
-/// for the target platform with the build args, and returns
-/// [`describe_plan`](crate::output::describe_plan) of the target. Nothing is pulled, run or
-/// written.
+/// `--dryrun`: reads the Dockerfile of `opts` (found as [`build()`] finds it), makes the
+/// plan for the target platform with the build args, and returns a description of the
+/// target's plan (the stages it needs and their steps). Nothing is pulled, run or written.
 pub fn dry_run(opts: &BuildOptions) -> Result<String> {
     let (_, _, plan) = load_plan(opts)?;
     let target = plan.target(opts.target.as_deref())?;

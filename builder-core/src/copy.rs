@@ -153,8 +153,8 @@ pub struct CopyOptions {
     pub chown: Option<(u32, u32)>,
     /// `--chmod` as octal bits.
     pub chmod: Option<u32>,
-    /// Extract local tar archives into the destination ([`copy_sources`],
-    /// [`copy_fetched`]); [`add_sources`] decides this itself from [`AddOptions::unpack`].
+    /// Extract local tar archives into the destination ([`copy_sources`]); [`add_sources`]
+    /// decides this itself from [`AddOptions::unpack`].
     pub extract_archives: bool,
     /// `--exclude=PATTERN` values, in order (`.dockerignore` syntax, `!` exceptions).
     /// A path is excluded when the patterns match it relative to the source root or, inside
@@ -304,7 +304,9 @@ fn hash_entry(hasher: &mut sha2::Sha256, name: &Path, path: &Path) -> Result<()>
 /// local source are refused. `opts.extract_archives` is ignored.
 ///
 /// The three parts are public for callers that run the file work on a thread of their
-/// own: [`plan_add`], [`download_add`] and [`place_add`].
+/// own: [`plan_add`], [`download_add`] and [`place_add`] (the stage's ADD does); this
+/// composition is what the tests call.
+#[cfg(test)]
 pub async fn add_sources(
     from: &SourceRoot<'_>,
     sources: &[String],
@@ -428,18 +430,6 @@ pub fn place_add(
         }
     }
     Ok(())
-}
-
-/// Places a downloaded file like a single-file COPY source: into `dest` when it ends in
-/// `/` or is an existing directory, else as the file `dest`. Extracted instead when
-/// `opts.extract_archives` is set and it is an archive.
-pub fn copy_fetched(
-    file: &FetchedFile,
-    dest: &str,
-    rootfs: &Path,
-    opts: &CopyOptions,
-) -> Result<()> {
-    copy_fetched_into(file, dest, rootfs, opts, false, opts.extract_archives)
 }
 
 fn copy_fetched_into(

@@ -96,7 +96,7 @@ pub enum BuildError {
 
     /// The build context could not be made available as a directory.
     #[error("preparing the build context: {0}")]
-    Context(#[from] crate::context::ContextError),
+    Context(#[from] ocibuild_context::ContextError),
 
     /// The build was cancelled through its [`crate::CancelToken`].
     #[error("the build was cancelled")]

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 /// Whether the image is written with OCI or Docker schema 2 media types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ImageFormat {
     /// `application/vnd.oci.image.manifest.v1+json`.
     #[default]
@@ -209,6 +210,7 @@ impl Image {
 
     /// Serialises config and manifest, without annotations and without checking that the
     /// layers fit the format (see [`Image::manifest_with`], which `build` should use).
+    #[cfg(test)]
     pub fn manifest(&self) -> Result<Manifested> {
         self.serialise(&BTreeMap::new())
     }

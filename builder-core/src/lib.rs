@@ -21,42 +21,65 @@
 //! # Ok(()) }
 //! ```
 //!
-//! [`build()`] with [`BuildOptions`] is the lower-level entry point the `ocibuild` CLI uses.
+//! [`build()`] with [`BuildOptions`] is the lower-level entry point the `ocibuild` CLI uses,
+//! with a [`Context`] prepared by [`Context::prepare`]; [`warm()`] fills a cache directory
+//! with base images and [`push_image()`] pushes an image already on disk.
+//!
+//! Everything public is at the crate root; the modules are internal.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod api;
 mod blocking;
-pub mod build;
-pub mod cancel;
-use ocibuild_image::chain;
-pub mod context;
-pub mod copy;
-pub(crate) mod diffid;
+mod build;
+mod cancel;
+mod context;
+mod copy;
+mod diffid;
 mod engine;
-pub mod error;
+mod error;
 mod event_display;
 mod events;
-pub(crate) use ocibuild_context::fetch;
-pub mod image;
-pub mod liveroot;
-pub mod mounts;
+mod image;
+mod liveroot;
+mod mounts;
 mod options;
-pub mod output;
-pub mod pushimage;
+mod output;
+mod pushimage;
 mod stage;
-pub mod warm;
+mod warm;
 
-pub use api::{Build, BuiltImage, BuiltLayer, Context, Dockerfile};
-pub use build::{build, BuildEvent, BuildOptions, BuildOutput};
+#[cfg(test)]
+mod tests;
+
+// Short names of the sibling crates' modules, for the engine's modules.
+use ocibuild_cache as cache;
+use ocibuild_context::{contextfile, fetch};
+use ocibuild_dockerfile::parser as dockerfile;
+use ocibuild_image::chain;
+use ocibuild_image::{config, time};
+use ocibuild_isolation as isolation;
+
+// The embedding API.
+pub use api::{Build, BuiltImage, Dockerfile};
 pub use cancel::CancelToken;
-pub use error::BuildError;
-pub use ocibuild_cache as cache;
-pub use ocibuild_context::contextfile;
-pub use ocibuild_dockerfile::parser as dockerfile;
-pub use ocibuild_dockerfile::{expand, pathmatch, plan};
-pub use ocibuild_image::{config, time};
-pub use ocibuild_isolation as isolation;
+pub use context::{Context, PreparedContext};
+pub use error::{error_chain, BuildError};
+pub use events::BuildEvent;
+pub use ocibuild_context::{ContextError, GitOptions};
+pub use ocibuild_image::config::ImageConfig;
 pub use ocibuild_isolation::Isolation;
 pub use ocibuild_snapshot::Compression;
+
+// The lower-level entry points and their options (what the `ocibuild` CLI calls).
+pub use build::{build, dry_run, BuildOutput, BuiltLayer};
+pub use events::Events;
+pub use image::ImageFormat;
+pub use liveroot::{clean_root, in_container};
+pub use mounts::{parse_secret_flag, MountError, SecretSource};
+pub use ocibuild_registry::{ClientOptions, Reference};
+pub use options::{BuildOptions, DEFAULT_CACHE_TTL};
+pub use output::parse_annotations;
+pub use pushimage::{push_image, PushImageError, PushOptions};
+pub use warm::{warm, WarmOptions};

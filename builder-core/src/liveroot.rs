@@ -8,6 +8,9 @@
 //! This overwrites the machine's `/`, so ocibuild refuses to do it outside a container
 //! unless forced.
 
+use crate::error::{BuildError, Result};
+use crate::isolation::Isolation;
+use crate::options::BuildOptions;
 use ocibuild_snapshot::{Dir, RootDir};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -73,6 +76,29 @@ fn unescape_octal(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The ignore list of building in `/` with `opts`, also keeping `keep` (the build context,
+/// the work directory), relative to `/`.
+pub(crate) fn ignored_paths(opts: &BuildOptions, keep: &[PathBuf]) -> Vec<PathBuf> {
+    relative(&ignore_list(&IgnoreSpec {
+        kaniko_dir: &opts.kaniko_dir,
+        ignore_var_run: opts.ignore_var_run,
+        extra: &opts.ignore_paths,
+        keep,
+    }))
+}
+
+/// kaniko's `--cleanup` and `--pre-cleanup`: with [`Isolation::None`], removes everything
+/// from `/` but the paths a build with `opts` leaves alone (and the build context).
+pub fn clean_root(opts: &BuildOptions) -> Result<()> {
+    if opts.isolation != Isolation::None {
+        return Err(BuildError::Options(
+            "only meaningful with --isolation none (building in /)".into(),
+        ));
+    }
+    let ignore = ignored_paths(opts, std::slice::from_ref(&opts.context));
+    delete_filesystem(Path::new("/"), &ignore).map_err(BuildError::io("/"))
 }
 
 /// The ignore list relative to `/` (what the snapshotter and unpacker take).

@@ -1,7 +1,7 @@
 //! `RUN --mount` support: parsing BuildKit's `--mount=` values, the directories backing
 //! `type=cache` mounts, and the secrets given with `--secret`.
 //!
-//! - [`parse_mount`] turns one `--mount=` value (BuildKit's CSV syntax, e.g.
+//! - [`parse_mount`](ocibuild_dockerfile::mount::parse_mount) turns one `--mount=` value (BuildKit's CSV syntax, e.g.
 //!   `type=cache,target=/root/.gradle,sharing=locked`) into a [`MountSpec`].
 //! - [`CacheMounts`] keeps the directories of `type=cache` mounts under one directory (a PVC
 //!   for CI), shared safely between threads and processes with `flock` according to the
@@ -22,9 +22,7 @@ use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
 use ocibuild_dockerfile::mount::key_values;
-pub use ocibuild_dockerfile::mount::{
-    parse_mount, parse_mount_size, MountSpec, MountSpecError, Sharing, SECRETS_DIR,
-};
+pub use ocibuild_dockerfile::mount::{MountSpec, MountSpecError, Sharing};
 
 /// Most `-N` suffixes tried for a `sharing=private` cache before giving up.
 const MAX_PRIVATE: u32 = 4096;
@@ -250,11 +248,6 @@ impl CacheMounts {
         })
     }
 
-    /// The directory holding the caches.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The directory for cache `id` (the id is turned into a safe file name, so it can never
     /// escape the cache directory):
     /// - [`Sharing::Shared`]: the same directory for everyone, no lock;
@@ -333,6 +326,7 @@ impl CacheMounts {
 
 /// Where a secret's value comes from.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SecretSource {
     /// A file on the build host (`--secret id=NAME,src=FILE`).
     File(PathBuf),
@@ -481,6 +475,7 @@ impl Secrets {
     }
 
     /// The ids given, in order.
+    #[cfg(test)]
     pub fn ids(&self) -> Vec<String> {
         self.list.iter().map(|(id, _)| id.clone()).collect()
     }

@@ -28,8 +28,9 @@ pub fn parse_annotation(spec: &str) -> Result<(String, String)> {
     }
 }
 
-/// Parses every `--annotation KEY=VALUE` into the sorted map [`Image::manifest_with`]
-/// takes; a key given twice keeps its last value.
+/// Parses every `--annotation KEY=VALUE` into the sorted map of
+/// [`BuildOptions::annotations`](crate::BuildOptions::annotations); a key given twice keeps
+/// its last value.
 pub fn parse_annotations<S: AsRef<str>>(specs: &[S]) -> Result<BTreeMap<String, String>> {
     specs.iter().map(|s| parse_annotation(s.as_ref())).collect()
 }

@@ -40,6 +40,7 @@ pub use ocibuild_image::blob::BlobFile;
 
 /// Why an image could not be pushed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PushImageError {
     /// The image path does not exist.
     #[error("{path}: no such file or directory; give a docker-archive tarball (docker save, --tar-path) or an OCI image layout directory (--oci-layout-path), optionally DIR:NAME")]
@@ -355,8 +356,10 @@ pub async fn push_prepared(
 
 /// What `executor push` does.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct PushOptions {
-    /// The image: a tarball, a layout directory or `DIR:NAME` (see [`PushSource::parse`]).
+    /// The image: a tarball or a layout directory (`PATH`, or `DIR:NAME` for the entry
+    /// named NAME), optionally prefixed `docker-archive:` or `oci:`.
     pub source: String,
     /// Where to push it; at least one.
     pub destinations: Vec<String>,

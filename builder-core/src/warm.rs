@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 /// What to warm.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct WarmOptions {
     /// The cache directory.
     pub cache_dir: PathBuf,
@@ -30,9 +31,9 @@ pub struct WarmOptions {
 }
 
 /// Fetches every image of `opts` into the cache directory; blobs already there are not
-/// downloaded again. Reports each image as [`crate::BuildEvent::Pulled`]. Images are resolved and
-/// their layers fetched and checked against their config's diff_ids as a build does
-/// ([`crate::image::resolve_image`], [`crate::image::pull_into_cache`]).
+/// downloaded again. Reports each image as [`crate::BuildEvent::Pulled`]. Images are
+/// resolved and their layers fetched and checked against their config's diff_ids as a
+/// build does (`image::resolve_image`, `image::pull_into_cache`).
 pub async fn warm(opts: &WarmOptions, events: Events<'_>) -> Result<()> {
     let cache = LocalCache::open(&opts.cache_dir, opts.cache_dir_max_size).map_err(|e| {
         BuildError::Options(format!("cache directory {}: {e}", opts.cache_dir.display()))

@@ -50,6 +50,7 @@ fn skopeo_digest(transport: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn an_inline_dockerfile_and_a_directory_give_an_oci_layout_umoci_and_skopeo_read() {
     let ctx = context_with_a();
     let image = build_copy_a(Context::dir(ctx.path())).await;
@@ -90,6 +91,7 @@ async fn the_layer_files_live_until_the_image_is_dropped() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn a_tar_stream_is_a_context() {
     let mut archive = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
@@ -129,6 +131,7 @@ async fn a_context_url_that_is_not_there_is_a_context_error() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn an_image_is_pushed_to_the_lab_registry() {
     let ctx = context_with_a();
     let reg = registry();
@@ -221,11 +224,13 @@ async fn cancel_a_running_command(isolation: Isolation, seconds: &str) {
 // Unusual durations, so that no other test's `sleep` is mistaken for these.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn cancelling_kills_the_running_command_in_namespaces_and_removes_the_temporary_directory() {
     cancel_a_running_command(Isolation::Namespaces, "3017").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn cancelling_kills_the_running_command_and_its_children_in_chroot_mode() {
     cancel_a_running_command(Isolation::Chroot, "3018").await;
 }

@@ -27,7 +27,7 @@ async fn labels_of(
         }
     };
     let out = build(&opts, &mut events).await.unwrap();
-    let labels = out.image.config.config.labels.unwrap_or_default();
+    let labels = out.config().config.labels.clone().unwrap_or_default();
     (labels.into_iter().collect(), warnings)
 }
 

@@ -662,6 +662,7 @@ fn client() -> Client {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn registry_cache_round_trip_ttl_and_missing_blob() {
     let reg = registry();
     let repo = fresh_repo(&reg, "roundtrip");
@@ -759,6 +760,7 @@ async fn registry_cache_round_trip_ttl_and_missing_blob() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn registry_cache_rejects_bad_repositories_and_keys() {
     let reg = registry();
     for bad in [
@@ -780,6 +782,7 @@ async fn registry_cache_rejects_bad_repositories_and_keys() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn layer_cache_tries_local_then_registry() {
     let reg = registry();
     let tmp = tempfile::tempdir().unwrap();

@@ -191,25 +191,12 @@ pub async fn download(
     checksum: Option<&str>,
 ) -> Result<FetchedFile, FetchError> {
     let expected = checksum.map(Checksum::parse).transpose()?;
-    let parsed = reqwest::Url::parse(url).map_err(|e| FetchError::InvalidUrl {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(FetchError::InvalidUrl {
-            url: url.to_string(),
-            reason: format!("scheme {:?} is not http or https", parsed.scheme()),
-        });
-    }
+    let parsed = parse_http_url(url)?;
     let request_err = |e: reqwest::Error| FetchError::Request {
         url: url.to_string(),
         message: ocibuild_image::chain::error_chain(&e),
     };
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .user_agent(concat!("ocibuild/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(request_err)?;
+    let client = http_client(true).map_err(request_err)?;
     let mut response = client
         .get(parsed.clone())
         .send()
@@ -222,76 +209,173 @@ pub async fn download(
             status: status.to_string(),
         });
     }
+    let (name, last_modified) = file_name_and_time(&response, &parsed);
+    let dir = tempfile::Builder::new()
+        .prefix("download-")
+        .tempdir_in(dest_dir)
+        .map_err(io_err(url, dest_dir))?
+        .keep();
+    let part = dir.join(".download");
+    let algorithm = expected.as_ref().map_or("sha256", |c| c.algorithm.as_str());
+    let saved = save_hashed(&mut response, &part, algorithm, url).await?;
+    if let Some(expected) = &expected {
+        if expected.hex != saved.hex {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(FetchError::ChecksumMismatch {
+                url: url.to_string(),
+                expected: expected.to_string(),
+                actual: format!("{}:{}", expected.algorithm, saved.hex),
+            });
+        }
+    }
+    let path = dir.join(&name);
+    finish_file(&part, &path, last_modified, url)?;
+    Ok(FetchedFile {
+        url: url.to_string(),
+        dir,
+        name,
+        size: saved.size,
+        digest: saved.sha256,
+        last_modified,
+    })
+}
+
+/// An HTTP client with ocibuild's user agent and a 30 s connect timeout, following
+/// redirects when `follow_redirects`.
+pub(crate) fn http_client(follow_redirects: bool) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .user_agent(concat!("ocibuild/", env!("CARGO_PKG_VERSION")));
+    if !follow_redirects {
+        builder = builder.redirect(reqwest::redirect::Policy::none());
+    }
+    builder.build()
+}
+
+/// Why writing a response body to a file stopped.
+pub(crate) enum BodyError {
+    /// Reading the body failed.
+    Read(reqwest::Error),
+    /// Writing the file failed.
+    Write(io::Error),
+}
+
+/// Writes the body of `response` to `file`, showing each chunk to `seen` too; returns the
+/// body's size.
+pub(crate) async fn write_body(
+    response: &mut reqwest::Response,
+    file: &mut fs::File,
+    mut seen: impl FnMut(&[u8]),
+) -> Result<u64, BodyError> {
+    let mut size = 0u64;
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        seen(&chunk);
+        file.write_all(&chunk).map_err(BodyError::Write)?;
+        size += chunk.len() as u64;
+    }
+    file.flush().map_err(BodyError::Write)?;
+    Ok(size)
+}
+
+/// `url` parsed, if it is an `http://` or `https://` URL.
+fn parse_http_url(url: &str) -> Result<reqwest::Url, FetchError> {
+    let invalid = |reason: String| FetchError::InvalidUrl {
+        url: url.to_string(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "scheme {:?} is not http or https",
+            parsed.scheme()
+        )));
+    }
+    Ok(parsed)
+}
+
+/// The file name a download gets (`Content-Disposition`, else the URL's last segment) and
+/// the `Last-Modified` time the server sent.
+fn file_name_and_time(
+    response: &reqwest::Response,
+    url: &reqwest::Url,
+) -> (String, Option<SystemTime>) {
     let headers = response.headers();
     let name = headers
         .get(reqwest::header::CONTENT_DISPOSITION)
         .and_then(|v| v.to_str().ok())
         .and_then(disposition_filename)
-        .unwrap_or_else(|| url_file_name(&parsed));
+        .unwrap_or_else(|| url_file_name(url));
     let last_modified = headers
         .get(reqwest::header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_http_date);
+    (name, last_modified)
+}
 
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| FetchError::Io {
-            url: url.to_string(),
-            path,
-            source,
-        }
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("download-")
-        .tempdir_in(dest_dir)
-        .map_err(io_err(dest_dir))?
-        .keep();
-    let part = dir.join(".download");
-    let mut file = fs::File::create(&part).map_err(io_err(&part))?;
-    let algorithm = expected.as_ref().map_or("sha256", |c| c.algorithm.as_str());
+/// A body saved by [`save_hashed`].
+struct Saved {
+    /// Size in bytes.
+    size: u64,
+    /// Hex digest with the algorithm asked for.
+    hex: String,
+    /// `sha256:<hex>`.
+    sha256: String,
+}
+
+/// Streams the body of `response` into the new file `part`, hashing it with `algorithm`
+/// (and with sha256 too when that is another algorithm).
+async fn save_hashed(
+    response: &mut reqwest::Response,
+    part: &Path,
+    algorithm: &str,
+    url: &str,
+) -> Result<Saved, FetchError> {
+    let mut file = fs::File::create(part).map_err(io_err(url, part))?;
     let mut hasher = Hasher::new(algorithm);
     let mut sha256 = (algorithm != "sha256").then(Sha256::new);
-    let mut size = 0u64;
-    while let Some(chunk) = response.chunk().await.map_err(request_err)? {
-        hasher.update(&chunk);
+    let size = write_body(response, &mut file, |chunk| {
+        hasher.update(chunk);
         if let Some(h) = sha256.as_mut() {
-            h.update(&chunk);
+            h.update(chunk);
         }
-        file.write_all(&chunk).map_err(io_err(&part))?;
-        size += chunk.len() as u64;
-    }
-    file.flush().map_err(io_err(&part))?;
-    drop(file);
-    let hex_digest = hasher.finish();
-    if let Some(expected) = &expected {
-        if expected.hex != hex_digest {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(FetchError::ChecksumMismatch {
-                url: url.to_string(),
-                expected: expected.to_string(),
-                actual: format!("{}:{hex_digest}", expected.algorithm),
-            });
-        }
-    }
-    let digest = match sha256 {
+    })
+    .await
+    .map_err(|e| match e {
+        BodyError::Read(e) => FetchError::Request {
+            url: url.to_string(),
+            message: ocibuild_image::chain::error_chain(&e),
+        },
+        BodyError::Write(e) => io_err(url, part)(e),
+    })?;
+    let hex = hasher.finish();
+    let sha256 = match sha256 {
         Some(h) => format!("sha256:{}", hex::encode(h.finalize())),
-        None => format!("sha256:{hex_digest}"),
+        None => format!("sha256:{hex}"),
     };
-    let path = dir.join(&name);
-    fs::rename(&part, &path).map_err(io_err(&path))?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(io_err(&path))?;
+    Ok(Saved { size, hex, sha256 })
+}
+
+/// Renames the finished download `part` to `path`, with mode `0600` and the server's
+/// `last_modified` time.
+fn finish_file(
+    part: &Path,
+    path: &Path,
+    last_modified: Option<SystemTime>,
+    url: &str,
+) -> Result<(), FetchError> {
+    fs::rename(part, path).map_err(io_err(url, path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err(url, path))?;
     if let Some(time) = last_modified {
         let ft = filetime::FileTime::from_system_time(time);
-        filetime::set_file_times(&path, ft, ft).map_err(io_err(&path))?;
+        filetime::set_file_times(path, ft, ft).map_err(io_err(url, path))?;
     }
-    Ok(FetchedFile {
-        url: url.to_string(),
-        dir,
-        name,
-        size,
-        digest,
-        last_modified,
-    })
+    Ok(())
+}
+
+/// A [`FetchError::Io`] of downloading `url`, at `path`.
+fn io_err(url: &str, path: &Path) -> impl FnOnce(io::Error) -> FetchError {
+    let (url, path) = (url.to_string(), path.to_path_buf());
+    move |source| FetchError::Io { url, path, source }
 }
 
 /// A usable file name: not empty, not `.`/`..`, without `/` or NUL.

@@ -28,7 +28,7 @@
 //! Without credentials the request is sent unsigned (public objects).
 //!
 //! Archives are extracted by the [`Unpack`] function the caller gives; the engine's
-//! (`ocibuild_core::context`) extracts like `ADD` extracts local archives: members never
+//! (`ocibuild_core::Context`) extracts like `ADD` extracts local archives: members never
 //! land outside the context directory, whatever their names (`../x`, `/x`) or the symlinks
 //! before them. `--context-sub-path` then selects a directory inside the context; it may
 //! not leave it.
@@ -46,10 +46,10 @@ use crate::fetch::FetchError;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A build context given on the command line, as kaniko spells them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,7 @@ pub enum ContextSource {
 
 /// kaniko's `--git` options: `branch=NAME,single-branch=BOOL,recurse-submodules=BOOL,insecure-skip-tls=BOOL`.
 #[derive(Default, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GitOptions {
     /// The branch (or tag) to clone when the context URL names no ref.
     pub branch: Option<String>,
@@ -137,6 +138,7 @@ impl ContextEnv {
 
 /// What went wrong while parsing or preparing a build context.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ContextError {
     /// The `--context` value is malformed.
     #[error("--context {text}: {reason}")]
@@ -448,6 +450,15 @@ pub fn parse_git_options(text: &str) -> Result<GitOptions> {
     Ok(options)
 }
 
+impl std::str::FromStr for GitOptions {
+    type Err = ContextError;
+
+    /// [`parse_git_options`].
+    fn from_str(text: &str) -> Result<GitOptions> {
+        parse_git_options(text)
+    }
+}
+
 /// Makes the context available as a local directory and returns it, with `sub_path`
 /// (`--context-sub-path`) applied: it must exist and stay inside the context. Directory
 /// contexts are used in place; every other kind is extracted or cloned into a fresh
@@ -473,40 +484,9 @@ pub async fn prepare_context_with(
     unpack: Unpack,
 ) -> Result<PathBuf> {
     let root = match source {
-        ContextSource::Dir(dir) => {
-            match fs::metadata(dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(ContextError::NotFound {
-                        path: dir.clone(),
-                        reason: "not a directory".to_string(),
-                    })
-                }
-                Err(e) => {
-                    return Err(ContextError::NotFound {
-                        path: dir.clone(),
-                        reason: e.to_string(),
-                    })
-                }
-            }
-            dir.clone()
-        }
+        ContextSource::Dir(dir) => local_dir(dir)?,
         ContextSource::Tar(path) => {
-            let file = match fs::File::open(path) {
-                Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
-                Ok(_) => {
-                    return Err(ContextError::NotFound {
-                        path: path.clone(),
-                        reason: "not a file; tar:// needs a tar archive".to_string(),
-                    })
-                }
-                Err(e) => {
-                    return Err(ContextError::NotFound {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })
-                }
-            };
+            let file = open_archive(path)?;
             let name = path.display().to_string();
             extract_blocking(file, name, work.to_path_buf(), unpack).await?
         }
@@ -517,62 +497,97 @@ pub async fn prepare_context_with(
             url,
             reference,
             commit,
-        } => {
-            let url = clone_url(url, env)?;
-            let (reference, commit, git, work) = (
-                reference.clone(),
-                commit.clone(),
-                git.clone(),
-                work.to_path_buf(),
-            );
-            blocking(move || git_clone(&url, reference.as_deref(), commit.as_deref(), &git, &work))
-                .await?
-        }
-        ContextSource::S3 { bucket, key } => {
-            let dest = fresh_dir(work, "download-")?;
-            let archive = dest.join("context.tar.gz");
-            let fetched = s3_get(bucket, key, env, &archive).await;
-            let result = match fetched {
-                Ok(()) => {
-                    let file = fs::File::open(&archive).map_err(io_err(&archive))?;
-                    extract_blocking(
-                        file,
-                        format!("s3://{bucket}/{key}"),
-                        work.to_path_buf(),
-                        unpack,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
-            let _ = fs::remove_dir_all(&dest);
-            result?
-        }
-        ContextSource::Https(url) => {
-            fs::create_dir_all(work).map_err(io_err(work))?;
-            let fetched = fetch::download(url, work, None).await?;
-            let path = fetched.path();
-            let result = match fs::File::open(&path) {
-                Ok(file) => extract_blocking(file, url.clone(), work.to_path_buf(), unpack).await,
-                Err(e) => Err(ContextError::Io { path, source: e }),
-            };
-            let _ = fs::remove_dir_all(&fetched.dir);
-            result?
-        }
-        ContextSource::Gcs(text) => {
-            return Err(ContextError::Unsupported {
-                kind: "gs://".to_string(),
-                text: text.clone(),
-            })
-        }
-        ContextSource::Azure(text) => {
-            return Err(ContextError::Unsupported {
-                kind: "Azure Blob Storage".to_string(),
-                text: text.clone(),
-            })
-        }
+        } => git_context(url, reference, commit, git, env, work).await?,
+        ContextSource::S3 { bucket, key } => s3_context(bucket, key, env, work, unpack).await?,
+        ContextSource::Https(url) => https_context(url, work, unpack).await?,
+        ContextSource::Gcs(text) => return Err(unsupported("gs://", text)),
+        ContextSource::Azure(text) => return Err(unsupported("Azure Blob Storage", text)),
     };
     apply_sub_path(&root, sub_path)
+}
+
+/// A directory context: `dir`, which must be a directory.
+fn local_dir(dir: &Path) -> Result<PathBuf> {
+    let not_found = |reason: String| ContextError::NotFound {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(dir.to_path_buf()),
+        Ok(_) => Err(not_found("not a directory".to_string())),
+        Err(e) => Err(not_found(e.to_string())),
+    }
+}
+
+/// The archive of a `tar://` context, which must be a file.
+fn open_archive(path: &Path) -> Result<fs::File> {
+    let not_found = |reason: String| ContextError::NotFound {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match fs::File::open(path) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(f),
+        Ok(_) => Err(not_found(
+            "not a file; tar:// needs a tar archive".to_string(),
+        )),
+        Err(e) => Err(not_found(e.to_string())),
+    }
+}
+
+/// A `git://` context, cloned into a fresh directory under `work`.
+async fn git_context(
+    url: &str,
+    reference: &Option<String>,
+    commit: &Option<String>,
+    git: &GitOptions,
+    env: &ContextEnv,
+    work: &Path,
+) -> Result<PathBuf> {
+    let url = clone_url(url, env)?;
+    let (reference, commit, git, work) = (
+        reference.clone(),
+        commit.clone(),
+        git.clone(),
+        work.to_path_buf(),
+    );
+    blocking(move || git_clone(&url, reference.as_deref(), commit.as_deref(), &git, &work)).await
+}
+
+/// An `s3://` context: the object is downloaded into a scratch directory under `work`,
+/// extracted into a fresh one, and the download removed.
+async fn s3_context(
+    bucket: &str,
+    key: &str,
+    env: &ContextEnv,
+    work: &Path,
+    unpack: Unpack,
+) -> Result<PathBuf> {
+    let dest = fresh_dir(work, "download-")?;
+    let archive = dest.join("context.tar.gz");
+    let result = match s3_get(bucket, key, env, &archive).await {
+        Ok(()) => extract_file(&archive, format!("s3://{bucket}/{key}"), work, unpack).await,
+        Err(e) => Err(e),
+    };
+    let _ = fs::remove_dir_all(&dest);
+    result
+}
+
+/// An `https://` context: the archive is downloaded under `work`, extracted into a fresh
+/// directory, and the download removed.
+async fn https_context(url: &str, work: &Path, unpack: Unpack) -> Result<PathBuf> {
+    fs::create_dir_all(work).map_err(io_err(work))?;
+    let fetched = fetch::download(url, work, None).await?;
+    let result = extract_file(&fetched.path(), url.to_string(), work, unpack).await;
+    let _ = fs::remove_dir_all(&fetched.dir);
+    result
+}
+
+/// The error of a recognised context `kind` that is not implemented.
+fn unsupported(kind: &str, text: &str) -> ContextError {
+    ContextError::Unsupported {
+        kind: kind.to_string(),
+        text: text.to_string(),
+    }
 }
 
 /// Extracts the tar stream `reader` (gzipped, otherwise compressed, or plain) into a fresh
@@ -601,6 +616,12 @@ fn extract_into_fresh<R: Read>(
         message,
     })?;
     Ok(dest)
+}
+
+/// Extracts the archive file `path` (`name` in errors) into a fresh directory under `work`.
+async fn extract_file(path: &Path, name: String, work: &Path, unpack: Unpack) -> Result<PathBuf> {
+    let file = fs::File::open(path).map_err(io_err(path))?;
+    extract_blocking(file, name, work.to_path_buf(), unpack).await
 }
 
 async fn extract_blocking<R: Read + Send + 'static>(
@@ -978,113 +999,130 @@ fn xml_field<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     Some(body[start..end].trim())
 }
 
-/// GETs `s3://bucket/key` into the file `dest`.
+/// GETs `s3://bucket/key` into the file `dest`, signed when the environment has
+/// credentials.
 async fn s3_get(bucket: &str, key: &str, env: &ContextEnv, dest: &Path) -> Result<()> {
     let region = env.aws_region.as_deref().unwrap_or("us-east-1");
     let url = s3_url(bucket, key, env, region)?;
-    let url_text = url.to_string();
     let object = format!("s3://{bucket}/{key}");
     let request_err = |message: String| ContextError::S3Request {
         object: object.clone(),
-        url: url_text.clone(),
+        url: url.to_string(),
         message,
     };
-    let credentials = match (&env.aws_access_key_id, &env.aws_secret_access_key) {
-        (Some(id), Some(secret)) => Some((id.as_str(), secret.as_str())),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(request_err(
-                "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".to_string(),
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(request_err(
-                "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".to_string(),
-            ))
-        }
-    };
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("ocibuild/", env!("CARGO_PKG_VERSION")))
-        .build()
+    let credentials = s3_credentials(env).map_err(request_err)?;
+    let client = fetch::http_client(false)
         .map_err(|e| request_err(ocibuild_image::chain::error_chain(&e)))?;
     let mut request = client.get(url.clone());
-    if let Some((access_key, secret_key)) = credentials {
-        let host = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_string(),
-        };
-        let amz_date = amz_date_now();
-        let mut headers = vec![
-            ("host", host.as_str()),
-            ("x-amz-content-sha256", EMPTY_SHA256),
-            ("x-amz-date", amz_date.as_str()),
-        ];
-        if let Some(token) = env.aws_session_token.as_deref() {
-            headers.push(("x-amz-security-token", token));
-        }
-        let authorization = sigv4_authorization(
-            &SigV4Request {
-                method: "GET",
-                canonical_uri: url.path(),
-                canonical_query: "",
-                headers: &headers,
-                payload_sha256: EMPTY_SHA256,
-                amz_date: &amz_date,
-                region,
-                service: "s3",
-            },
-            access_key,
-            secret_key,
-        );
-        for (name, value) in headers.iter().filter(|(n, _)| *n != "host") {
-            request = request.header(*name, *value);
-        }
-        request = request.header(reqwest::header::AUTHORIZATION, authorization);
+    if let Some(credentials) = credentials {
+        request = sign_s3_get(request, &url, env, region, credentials);
     }
     let mut response = request
         .send()
         .await
         .map_err(|e| request_err(ocibuild_image::chain::error_chain(&e)))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.text().await.unwrap_or_default();
-        let code = xml_field(&body, "Code");
-        let message = xml_field(&body, "Message");
-        let detail = match (code, message) {
-            (Some(c), Some(m)) => format!(": {c}: {m}"),
-            (Some(c), None) => format!(": {c}"),
-            (None, Some(m)) => format!(": {m}"),
-            (None, None) => String::new(),
-        };
-        let hint = match status.as_u16() {
-            401 | 403 if credentials.is_none() => {
-                "; AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set, so the request was not signed"
-            }
-            401 | 403 => "; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION",
-            404 => "; check the bucket and the key",
-            301 | 307 => "; the bucket is in another region: set AWS_REGION",
-            _ => "",
-        };
-        return Err(ContextError::S3Status {
-            object: object.clone(),
-            url: url_text.clone(),
-            status: status.to_string(),
-            detail,
-            hint: hint.to_string(),
-        });
+    if !response.status().is_success() {
+        return Err(s3_status_error(response, object, &url, credentials.is_some()).await);
     }
     let mut file = fs::File::create(dest).map_err(io_err(dest))?;
-    while let Some(chunk) = response
-        .chunk()
+    fetch::write_body(&mut response, &mut file, |_| {})
         .await
-        .map_err(|e| request_err(ocibuild_image::chain::error_chain(&e)))?
-    {
-        file.write_all(&chunk).map_err(io_err(dest))?;
-    }
-    file.flush().map_err(io_err(dest))?;
+        .map_err(|e| match e {
+            fetch::BodyError::Read(e) => request_err(ocibuild_image::chain::error_chain(&e)),
+            fetch::BodyError::Write(e) => io_err(dest)(e),
+        })?;
     Ok(())
+}
+
+/// The access key and secret key of the environment, if both are set (one alone is an
+/// error).
+fn s3_credentials(env: &ContextEnv) -> std::result::Result<Option<(&str, &str)>, String> {
+    match (&env.aws_access_key_id, &env.aws_secret_access_key) {
+        (Some(id), Some(secret)) => Ok(Some((id.as_str(), secret.as_str()))),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            Err("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".to_string())
+        }
+        (None, Some(_)) => {
+            Err("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".to_string())
+        }
+    }
+}
+
+/// `request`, a GET of `url`, signed with signature version 4 (and the session token of
+/// the environment, if any).
+fn sign_s3_get(
+    mut request: reqwest::RequestBuilder,
+    url: &reqwest::Url,
+    env: &ContextEnv,
+    region: &str,
+    (access_key, secret_key): (&str, &str),
+) -> reqwest::RequestBuilder {
+    let host = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_string(),
+    };
+    let amz_date = amz_date_now();
+    let mut headers = vec![
+        ("host", host.as_str()),
+        ("x-amz-content-sha256", EMPTY_SHA256),
+        ("x-amz-date", amz_date.as_str()),
+    ];
+    if let Some(token) = env.aws_session_token.as_deref() {
+        headers.push(("x-amz-security-token", token));
+    }
+    let authorization = sigv4_authorization(
+        &SigV4Request {
+            method: "GET",
+            canonical_uri: url.path(),
+            canonical_query: "",
+            headers: &headers,
+            payload_sha256: EMPTY_SHA256,
+            amz_date: &amz_date,
+            region,
+            service: "s3",
+        },
+        access_key,
+        secret_key,
+    );
+    for (name, value) in headers.iter().filter(|(n, _)| *n != "host") {
+        request = request.header(*name, *value);
+    }
+    request.header(reqwest::header::AUTHORIZATION, authorization)
+}
+
+/// The error of an S3 answer with an error status: the code and message of S3's error
+/// document, and what to check.
+async fn s3_status_error(
+    response: reqwest::Response,
+    object: String,
+    url: &reqwest::Url,
+    signed: bool,
+) -> ContextError {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let detail = match (xml_field(&body, "Code"), xml_field(&body, "Message")) {
+        (Some(c), Some(m)) => format!(": {c}: {m}"),
+        (Some(c), None) => format!(": {c}"),
+        (None, Some(m)) => format!(": {m}"),
+        (None, None) => String::new(),
+    };
+    let hint = match status.as_u16() {
+        401 | 403 if !signed => {
+            "; AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set, so the request was not signed"
+        }
+        401 | 403 => "; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION",
+        404 => "; check the bucket and the key",
+        301 | 307 => "; the bucket is in another region: set AWS_REGION",
+        _ => "",
+    };
+    ContextError::S3Status {
+        object,
+        url: url.to_string(),
+        status: status.to_string(),
+        detail,
+        hint: hint.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Integration tests of `ocibuild_isolation` against a busybox rootfs.
-//! They need root (as the build machine has) and /bin/busybox.
+//! They need root (as the build machine has) and /bin/busybox (the lab's busybox-static):
+//! those that do are marked as lab tests, run by scripts/test.sh.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -158,6 +159,7 @@ fn is_root() -> bool {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn exit_code_is_propagated() {
     let f = fixture(true, true);
     let (outcome, _) = run_capture(&f.spec("exit 3")).unwrap();
@@ -165,6 +167,7 @@ fn exit_code_is_propagated() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn output_is_captured_line_by_line() {
     let f = fixture(true, true);
     let mut lines = Vec::new();
@@ -178,6 +181,7 @@ fn output_is_captured_line_by_line() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn env_and_cwd_are_applied_with_docker_defaults() {
     let f = fixture(true, true);
     let mut spec = f.spec("echo \"$FOO|$PWD|$HOME|$PATH\"; pwd");
@@ -195,6 +199,7 @@ fn env_and_cwd_are_applied_with_docker_defaults() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn user_is_resolved_and_applied() {
     let f = fixture(true, true);
     let mut spec = f.spec("id -u; id -g; echo $HOME");
@@ -221,6 +226,7 @@ fn user_is_resolved_and_applied() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn unknown_user_is_an_error() {
     let f = fixture(true, true);
     let before = tree(&f.rootfs);
@@ -244,6 +250,7 @@ fn unknown_user_is_an_error() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn pid_namespace_proc_and_dev() {
     let f = fixture(true, true);
     let out = ok_output(&f.spec(
@@ -259,6 +266,7 @@ fn pid_namespace_proc_and_dev() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn resolv_conf_writes_do_not_reach_the_host() {
     let f = fixture(true, true);
     let host_before = fs::read("/etc/resolv.conf").ok();
@@ -274,6 +282,7 @@ fn resolv_conf_writes_do_not_reach_the_host() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn rootfs_is_unchanged_when_the_command_changes_nothing() {
     // Missing /proc, /dev, /sys, /etc/resolv.conf, /etc/hosts; then missing /etc as well;
     // then with existing (empty) /proc and /dev.
@@ -289,6 +298,7 @@ fn rootfs_is_unchanged_when_the_command_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn files_created_by_the_command_remain() {
     let f = fixture(true, false);
     let etc_before = fs::metadata(f.rootfs.join("etc")).unwrap().mtime_nsec();
@@ -311,6 +321,7 @@ fn files_created_by_the_command_remain() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn killed_by_signal_gives_128_plus_signal() {
     let f = fixture(true, true);
     let (outcome, _) = run_capture(&f.spec("kill -9 $$")).unwrap();
@@ -320,6 +331,7 @@ fn killed_by_signal_gives_128_plus_signal() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn background_processes_do_not_block_and_zombies_are_reaped() {
     let f = fixture(true, true);
     let start = Instant::now();
@@ -338,6 +350,7 @@ fn background_processes_do_not_block_and_zombies_are_reaped() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn scripts_without_shebang_run_with_sh() {
     let f = fixture(true, true);
     install_script(
@@ -352,6 +365,7 @@ fn scripts_without_shebang_run_with_sh() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn symlinks_in_the_rootfs_are_resolved_inside_it() {
     let f = fixture(true, false);
     // A dangling resolv.conf link (as with systemd-resolved) and a hosts link to an absolute
@@ -375,6 +389,7 @@ fn symlinks_in_the_rootfs_are_resolved_inside_it() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn output_callback_panic_leaves_no_child_behind() {
     let f = fixture(true, true);
     let before = tree(&f.rootfs);
@@ -392,6 +407,7 @@ fn output_callback_panic_leaves_no_child_behind() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn network_none_has_only_loopback() {
     let f = fixture(true, true);
     let mut spec = f.spec("cat /proc/net/dev");
@@ -407,6 +423,7 @@ fn network_none_has_only_loopback() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn hostname_is_set() {
     let f = fixture(true, true);
     let mut spec = f.spec("hostname; cat /etc/hostname; grep -c builder /etc/hosts");
@@ -415,6 +432,7 @@ fn hostname_is_set() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn bind_mounts_are_readable_and_leave_no_trace() {
     let f = fixture(true, true);
     fs::write(f.host.join("data.txt"), "from host\n").unwrap();
@@ -448,6 +466,7 @@ fn bind_mounts_are_readable_and_leave_no_trace() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_command_cannot_mount_and_the_host_mount_table_is_unchanged() {
     let f = fixture(true, false);
     let before = mountinfo();
@@ -476,6 +495,7 @@ fn status_fields(spec: &mut RunSpec) -> BTreeMap<String, String> {
 const DOCKER_CAPS: &str = "00000000a80425fb";
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_root_command_holds_dockers_default_capabilities_under_seccomp() {
     let f = fixture(true, true);
     let status = status_fields(&mut f.spec(""));
@@ -487,6 +507,7 @@ fn a_root_command_holds_dockers_default_capabilities_under_seccomp() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_non_root_command_holds_no_capability() {
     let f = fixture(true, true);
     let mut spec = f.spec("");
@@ -499,6 +520,7 @@ fn a_non_root_command_holds_no_capability() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn the_insecure_escape_hatch_holds_every_capability_without_a_filter() {
     let f = fixture(true, true);
     let mut spec = f.spec("");
@@ -514,6 +536,7 @@ fn the_insecure_escape_hatch_holds_every_capability_without_a_filter() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn the_root_is_switched_with_pivot_root_and_no_host_mount_is_left_inside() {
     let f = fixture(true, true);
     fs::write(f.rootfs.join("marker-inside"), "").unwrap();
@@ -536,6 +559,7 @@ fn the_root_is_switched_with_pivot_root_and_no_host_mount_is_left_inside() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn proc_is_masked_and_kernel_settings_are_read_only() {
     let f = fixture(true, true);
     // Each masked path that this kernel has reads empty inside.
@@ -562,6 +586,7 @@ fn proc_is_masked_and_kernel_settings_are_read_only() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn device_nodes_can_be_made_but_not_opened() {
     let f = fixture(true, true);
     let out = ok_output(&f.spec(
@@ -576,6 +601,7 @@ fn device_nodes_can_be_made_but_not_opened() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn chroot_mode_leaves_no_process_behind() {
     let f = fixture(true, true);
     // The shell reads /dev/null for background jobs; chroot mode mounts no /dev.
@@ -593,6 +619,7 @@ fn chroot_mode_leaves_no_process_behind() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn exec_failures_are_errors() {
     let f = fixture(true, true);
     let before = tree(&f.rootfs);
@@ -621,6 +648,7 @@ fn libc_enoent() -> i32 {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn chroot_mode_runs_without_namespaces_and_cleans_up() {
     if !is_root() {
         return; // chroot needs CAP_SYS_CHROOT
@@ -659,6 +687,7 @@ fn chroot_mode_runs_without_namespaces_and_cleans_up() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn none_mode_requires_host_root() {
     let f = fixture(true, true);
     let mut spec = f.spec("true");
@@ -698,6 +727,7 @@ fn namespaces_denied_message_names_the_way_out() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn mounts_under_dev_are_made_inside_the_fresh_dev() {
     let f = fixture(true, true);
     let script = f.host.parent().unwrap().join("script");
@@ -718,6 +748,7 @@ fn mounts_under_dev_are_made_inside_the_fresh_dev() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn tmpfs_mounts_are_fresh_writable_and_leave_no_trace() {
     let f = fixture(true, true);
     let before = tree(&f.rootfs);

@@ -60,6 +60,7 @@ async fn push_small_image(c: &Client, r: &Reference) -> (Vec<u8>, String) {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn blob_file_round_trip() {
     let c = plain_client();
     let reg = registry();
@@ -109,6 +110,7 @@ async fn blob_file_round_trip() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn manifest_push_then_pull() {
     let c = plain_client();
     let reg = registry();
@@ -157,6 +159,7 @@ async fn manifest_push_then_pull() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn busybox_fixture() {
     let c = plain_client();
     let reg = registry();
@@ -187,6 +190,7 @@ async fn busybox_fixture() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn mount_between_repositories() {
     let c = plain_client();
     let reg = registry();
@@ -205,6 +209,7 @@ async fn mount_between_repositories() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn index_resolves_platform() {
     let c = plain_client();
     let reg = registry();
@@ -271,6 +276,7 @@ async fn serve_wrong_content(body: &'static [u8]) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn digest_mismatch_detected() {
     // Make sure the lab is up even for this test, so it never silently passes alone.
     let _ = registry();
@@ -312,6 +318,7 @@ fn write_config(dir: &Path, reg: &str, user: &str, password: &str) -> std::path:
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn basic_auth_registry() {
     let reg = env("OCIBUILD_TEST_AUTH_REGISTRY");
     let user = env("OCIBUILD_TEST_AUTH_USER");
@@ -397,6 +404,7 @@ async fn serve_fn(handler: Handler) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn bearer_token_flow() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -459,6 +467,7 @@ async fn bearer_token_flow() {
 /// Like Docker and go-containerregistry, a registry on a loopback address that does not
 /// answer https is spoken to over plain http without any insecure flag.
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn loopback_registries_fall_back_to_http_without_flags() {
     let c = Client::new(ClientOptions::default()).unwrap();
     let r = reference(&registry(), "busybox", "latest");

@@ -81,6 +81,7 @@ fn assert_tls_error(e: &Error, registry: &str, flags: &[&str]) {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn tls_registry_with_ca_pushes_and_pulls() {
     let reg = tls_registry();
     let c = client(ClientOptions {
@@ -91,6 +92,7 @@ async fn tls_registry_with_ca_pushes_and_pulls() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn tls_registry_without_ca_is_a_clear_tls_error() {
     let reg = tls_registry();
     // A CA configured for another registry must not be trusted for this one.
@@ -127,6 +129,7 @@ async fn tls_registry_without_ca_is_a_clear_tls_error() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn tls_registry_with_skipped_verification_works() {
     let reg = tls_registry();
     let c = client(ClientOptions {
@@ -146,6 +149,7 @@ async fn tls_registry_with_skipped_verification_works() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn mtls_registry_with_client_certificate_works() {
     let reg = mtls_registry();
     let (cert, key) = client_cert();
@@ -158,6 +162,7 @@ async fn mtls_registry_with_client_certificate_works() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn mtls_registry_without_client_certificate_is_a_clear_tls_error() {
     let reg = mtls_registry();
     let (cert, key) = client_cert();
@@ -176,6 +181,7 @@ async fn mtls_registry_without_client_certificate_is_a_clear_tls_error() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn unusable_certificate_files_fail_client_creation() {
     let reg = tls_registry();
     let e = Client::new(ClientOptions {
@@ -238,6 +244,7 @@ async fn plain_digest(repo: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn docker_hub_pulls_use_the_mirror() {
     copy_busybox("library/busybox");
     let reg = plain_registry();
@@ -267,6 +274,7 @@ async fn docker_hub_pulls_use_the_mirror() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn missing_on_every_mirror_without_fallback_fails_locally() {
     let reg = plain_registry();
     let c = client(ClientOptions {
@@ -302,6 +310,7 @@ async fn missing_on_every_mirror_without_fallback_fails_locally() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn registry_map_replaces_registries_in_order() {
     copy_busybox("mapped/busybox");
     let reg = plain_registry();
@@ -331,6 +340,7 @@ async fn registry_map_replaces_registries_in_order() {
 }
 
 #[tokio::test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 async fn mirror_on_a_tls_registry_uses_its_tls_settings() {
     let reg = tls_registry();
     let seed = client(ClientOptions {

@@ -49,7 +49,7 @@ impl CacheFlags {
         opts.cache_repo = self.cache_repo.clone();
         opts.cache_dir = self.cache_dir.clone();
         opts.cache_dir_max_size = parse_size(self.cache_dir_max_size.as_deref())?;
-        opts.cache_ttl = ocibuild_core::cache::parse_ttl(&self.cache_ttl).context("--cache-ttl")?;
+        opts.cache_ttl = ocibuild_cache::parse_ttl(&self.cache_ttl).context("--cache-ttl")?;
         opts.cache_run_layers = self.cache_run_layers;
         opts.cache_copy_layers = self.cache_copy_layers.unwrap_or(mode == Mode::Build);
         opts.cache_mounts_dir = self.cache_mounts_dir.clone();
@@ -60,7 +60,7 @@ impl CacheFlags {
 
 /// The bytes of a `--cache-dir-max-size` value (e.g. `10GB`), if given.
 pub fn parse_size(text: Option<&str>) -> Result<Option<u64>> {
-    text.map(ocibuild_core::cache::parse_size)
+    text.map(ocibuild_cache::parse_size)
         .transpose()
         .context("--cache-dir-max-size")
 }

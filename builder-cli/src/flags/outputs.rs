@@ -2,8 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use ocibuild_core::image::ImageFormat;
-use ocibuild_core::{BuildOptions, Compression};
+use ocibuild_core::{BuildOptions, Compression, ImageFormat};
 use std::path::PathBuf;
 
 /// Where the image is pushed or written, and how its layers and manifest are made.
@@ -86,7 +85,7 @@ impl OutputFlags {
         opts.oci_layout_path = self.oci_layout_path.clone();
         opts.image_name_with_digest_file = self.image_name_with_digest_file.clone();
         opts.image_name_tag_with_digest_file = self.image_name_tag_with_digest_file.clone();
-        opts.annotations = ocibuild_core::output::parse_annotations(&self.annotations)?;
+        opts.annotations = ocibuild_core::parse_annotations(&self.annotations)?;
         opts.image_format = self.image_format.map(|f| match f {
             ImageFormatArg::Docker => ImageFormat::Docker,
             ImageFormatArg::Oci => ImageFormat::Oci,

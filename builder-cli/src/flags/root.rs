@@ -1,9 +1,8 @@
 //! Flags of building in `/` (kaniko mode, `--isolation none`).
 
-use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args};
-use ocibuild_core::{BuildOptions, Isolation};
-use std::path::{Path, PathBuf};
+use ocibuild_core::BuildOptions;
+use std::path::PathBuf;
 
 /// What of `/` is left alone, and whether `/` is cleaned before or after the build.
 #[derive(Args, Debug)]
@@ -39,22 +38,4 @@ impl RootFlags {
         opts.ignore_var_run = self.ignore_var_run;
         opts.force = self.force;
     }
-}
-
-/// `--cleanup` / `--pre-cleanup`: with `--isolation none`, removes everything from `/`
-/// except the ignored paths.
-pub fn clean_root(opts: &BuildOptions) -> Result<()> {
-    if opts.isolation != Isolation::None {
-        bail!("only meaningful with --isolation none (building in /)");
-    }
-    let keep = [opts.context.clone()];
-    let list = ocibuild_core::liveroot::ignore_list(&ocibuild_core::liveroot::IgnoreSpec {
-        kaniko_dir: &opts.kaniko_dir,
-        ignore_var_run: opts.ignore_var_run,
-        extra: &opts.ignore_paths,
-        keep: &keep,
-    });
-    let relative = ocibuild_core::liveroot::relative(&list);
-    ocibuild_core::liveroot::delete_filesystem(Path::new("/"), &relative)
-        .context("deleting the filesystem of /")
 }

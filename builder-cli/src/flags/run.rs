@@ -51,7 +51,7 @@ impl RunFlags {
         opts.secrets = self
             .secrets
             .iter()
-            .map(|s| ocibuild_core::mounts::parse_secret_flag(s).context("--secret"))
+            .map(|s| ocibuild_core::parse_secret_flag(s).context("--secret"))
             .collect::<Result<Vec<_>>>()?;
         opts.work_dir = self.work_dir.clone();
         Ok(())
@@ -60,7 +60,7 @@ impl RunFlags {
     /// `--isolation`, or the default of `mode`.
     fn isolation(&self, mode: Mode) -> Isolation {
         let default = match mode {
-            Mode::Executor if ocibuild_core::liveroot::in_container() => IsolationArg::None,
+            Mode::Executor if ocibuild_core::in_container() => IsolationArg::None,
             _ => IsolationArg::Namespaces,
         };
         match self.isolation.unwrap_or(default) {

@@ -3,8 +3,7 @@
 use super::Mode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ocibuild_core::context::{ContextSource, GitOptions};
-use ocibuild_core::BuildOptions;
+use ocibuild_core::{BuildOptions, GitOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -16,10 +15,10 @@ pub struct SourceFlags {
     /// `git://host/repo.git#REF#COMMIT`, `s3://bucket/key.tar.gz` or `https://…/ctx.tar.gz`
     /// (default: `.`; `/workspace/` for `executor`).
     #[arg(short = 'c', long, value_name = "CONTEXT")]
-    pub context: Option<String>,
+    context: Option<String>,
     /// Sub-directory of the context to build from.
     #[arg(long, value_name = "PATH")]
-    pub context_sub_path: Option<String>,
+    context_sub_path: Option<String>,
     /// Git context options: `branch=..,single-branch=..,recurse-submodules=..,insecure-skip-tls=..`.
     #[arg(long, value_name = "OPTIONS")]
     git: Option<String>,
@@ -42,7 +41,7 @@ pub struct SourceFlags {
 
 impl SourceFlags {
     /// Sets the Dockerfile, build arguments, labels, target and platform (the context is
-    /// `.` until [`SourceFlags::context_source`] has been prepared).
+    /// `.` until [`SourceFlags::context`] has been prepared).
     pub fn apply(&self, opts: &mut BuildOptions) -> Result<()> {
         opts.context = PathBuf::from(".");
         opts.dockerfile = self.dockerfile.clone();
@@ -53,21 +52,26 @@ impl SourceFlags {
         Ok(())
     }
 
-    /// The context to prepare: `--context`, or the default of `mode`.
-    pub fn context_source(&self, mode: Mode) -> Result<ContextSource> {
+    /// The context to prepare: `--context` (or the default of `mode`) with
+    /// `--context-sub-path` and `--git`.
+    pub fn context(&self, mode: Mode) -> Result<ocibuild_core::Context> {
         let default = match mode {
             Mode::Executor => "/workspace/",
             Mode::Build => ".",
         };
         let text = self.context.as_deref().unwrap_or(default);
-        ocibuild_core::context::parse_context(text).context("--context")
+        let mut context = ocibuild_core::Context::url(text).git_options(self.git_options()?);
+        if let Some(sub_path) = &self.context_sub_path {
+            context = context.sub_path(sub_path);
+        }
+        Ok(context)
     }
 
     /// The `--git` options.
-    pub fn git_options(&self) -> Result<GitOptions> {
+    fn git_options(&self) -> Result<GitOptions> {
         match &self.git {
-            Some(text) => ocibuild_core::context::parse_git_options(text).context("--git"),
-            None => Ok(Default::default()),
+            Some(text) => text.parse().context("--git"),
+            None => Ok(GitOptions::default()),
         }
     }
 

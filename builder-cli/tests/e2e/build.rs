@@ -35,6 +35,7 @@ fn mode(path: &Path) -> u32 {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn demo_image_has_the_expected_config_files_and_whiteout() {
     let reg = registry();
     let base_arg = format!("BASE_REGISTRY={reg}");
@@ -156,6 +157,7 @@ fn demo_image_has_the_expected_config_files_and_whiteout() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn build_args_change_the_result_and_several_destinations_get_the_same_image() {
     let reg = registry();
     let base_arg = format!("BASE_REGISTRY={reg}");
@@ -197,6 +199,7 @@ fn build_args_change_the_result_and_several_destinations_get_the_same_image() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn scratch_image_round_trips_with_dockerignore_chmod_and_metadata() {
     let dest = format!("{}:1", unique_repo("scratch"));
     build_ok(&[
@@ -236,6 +239,7 @@ fn scratch_image_round_trips_with_dockerignore_chmod_and_metadata() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_failing_run_names_the_dockerfile_line_and_exit_code() {
     let reg = registry();
     let ctx = tempfile::tempdir().unwrap();
@@ -288,6 +292,7 @@ fn a_missing_destination_is_explained() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn no_push_with_tar_path_writes_an_archive_and_pushes_nothing() {
     let reg = registry();
     let base_arg = format!("BASE_REGISTRY={reg}");
@@ -318,6 +323,7 @@ fn no_push_with_tar_path_writes_an_archive_and_pushes_nothing() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn run_steps_see_env_args_workdir_user_and_both_command_forms() {
     let reg = registry();
     let ctx = context_with(
@@ -359,6 +365,7 @@ fn run_steps_see_env_args_workdir_user_and_both_command_forms() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn manifest_lists_resolve_to_the_build_platform() {
     let reg = registry();
     let ctx = context_with(
@@ -380,6 +387,7 @@ fn manifest_lists_resolve_to_the_build_platform() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn registries_with_basic_auth_use_docker_config_credentials() {
     let auth_reg = std::env::var("OCIBUILD_TEST_AUTH_REGISTRY")
         .expect("OCIBUILD_TEST_AUTH_REGISTRY is not set: run scripts/test.sh");
@@ -460,6 +468,7 @@ fn registries_with_basic_auth_use_docker_config_credentials() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn docker_schema2_bases_are_pulled_and_the_result_keeps_their_format() {
     let reg = registry();
     let ctx = context_with(
@@ -485,6 +494,7 @@ fn docker_schema2_bases_are_pulled_and_the_result_keeps_their_format() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn stages_copy_from_each_other_and_target_picks_one() {
     let reg = registry();
     let text = format!(
@@ -537,6 +547,7 @@ fn stages_copy_from_each_other_and_target_picks_one() {
 /// 1234:2345, a symlink and an old mtime, then a layer whose whiteouts delete a directory
 /// and a file. RUN sees the rootfs exactly as those layers describe it.
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn base_layers_unpack_with_whiteouts_hardlinks_owners_modes_and_mtimes() {
     let reg = registry();
     let ctx = context_with(
@@ -585,6 +596,7 @@ fn serve_once(body: &'static [u8], requests: usize) -> u16 {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn add_downloads_urls_and_verifies_their_checksum() {
     let body: &'static [u8] = b"downloaded content\n";
     let digest = format!(
@@ -633,6 +645,7 @@ fn add_downloads_urls_and_verifies_their_checksum() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn from_platform_and_custom_platform_pick_the_matching_manifest() {
     let reg = registry();
     // The fixture's arm64/v8 entry reuses the amd64 layer, so RUN still works on this host.
@@ -678,6 +691,7 @@ fn from_platform_and_custom_platform_pick_the_matching_manifest() {
 /// As in a Kubernetes pod's default profile: without CAP_SYS_ADMIN, creating namespaces
 /// and mounting are refused. The error says so and names the way out, which works.
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn without_namespace_rights_the_error_names_the_isolation_to_use() {
     let reg = registry();
     let ctx = context_with(
@@ -717,6 +731,7 @@ fn without_namespace_rights_the_error_names_the_isolation_to_use() {
 /// the first layer's recorded digest no longer matched its bytes (DIGEST_INVALID on push,
 /// a corrupt `--tar-path` archive). Each trigger now gets its own complete layer.
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_base_with_two_onbuild_triggers_gives_a_child_that_pushes_and_exports_intact() {
     let reg = registry();
     let base = format!("{}:1", unique_repo("onbuild-two-base"));

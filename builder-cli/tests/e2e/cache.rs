@@ -172,6 +172,7 @@ fn key_of(stderr: &str, prefix: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn unchanged_rebuild_hits_every_step_and_runs_nothing() {
     let server = Counter::start("ok\n");
     let reg = registry();
@@ -266,6 +267,7 @@ fn unchanged_rebuild_hits_every_step_and_runs_nothing() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn changed_source_file_reruns_its_copy_and_later_steps_only() {
     let reg = registry();
     let ctx = context_with(
@@ -341,6 +343,7 @@ fn changed_source_file_reruns_its_copy_and_later_steps_only() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn changed_build_arg_reruns_from_the_first_step_that_sees_it() {
     let reg = registry();
     let ctx = context_with(
@@ -417,6 +420,7 @@ fn changed_build_arg_reruns_from_the_first_step_that_sees_it() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn retagged_base_image_reruns_every_step() {
     let reg = registry();
     let base = format!("{}:base", unique_repo("cache-base"));
@@ -467,6 +471,7 @@ fn retagged_base_image_reruns_every_step() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn corrupt_or_missing_cached_blob_is_a_miss_with_a_warning() {
     let reg = registry();
     let ctx = context_with(
@@ -527,6 +532,7 @@ fn corrupt_or_missing_cached_blob_is_a_miss_with_a_warning() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn corrupt_base_layer_blob_in_cache_dir_is_fetched_again() {
     let reg = registry();
     let ctx = context_with(
@@ -556,6 +562,7 @@ fn corrupt_base_layer_blob_in_cache_dir_is_fetched_again() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn registry_cache_repo_serves_hits_and_is_tagged_by_key() {
     let server = Counter::start("ok\n");
     let reg = registry();
@@ -636,6 +643,7 @@ fn registry_cache_repo_serves_hits_and_is_tagged_by_key() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn registry_cache_entries_older_than_the_ttl_are_ignored() {
     let server = Counter::start("ok\n");
     let reg = registry();
@@ -668,6 +676,7 @@ fn registry_cache_entries_older_than_the_ttl_are_ignored() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn run_layers_not_cached_when_disabled_but_copies_are() {
     let server = Counter::start("ok\n");
     let reg = registry();
@@ -704,6 +713,7 @@ fn run_layers_not_cached_when_disabled_but_copies_are() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn two_concurrent_builds_share_one_cache_dir() {
     let reg = registry();
     // A few MB of deterministic content, so the two processes overlap while storing.
@@ -777,6 +787,7 @@ fn two_concurrent_builds_share_one_cache_dir() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn warm_fills_the_cache_dir_with_the_base_image() {
     let reg = registry();
     let cache = tempfile::tempdir().unwrap();
@@ -820,6 +831,7 @@ fn warm_fills_the_cache_dir_with_the_base_image() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn tiny_cache_dir_max_size_evicts_but_builds_still_work() {
     let reg = registry();
     let ctx = context_with(
@@ -877,6 +889,7 @@ fn tiny_cache_dir_max_size_evicts_but_builds_still_work() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn dockerignored_files_do_not_invalidate_copy() {
     let reg = registry();
     let ctx = context_with(
@@ -903,6 +916,7 @@ fn dockerignored_files_do_not_invalidate_copy() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn multi_stage_hits_and_copy_from_a_fully_cached_stage() {
     let reg = registry();
     let ctx = context_with(
@@ -952,6 +966,7 @@ fn multi_stage_hits_and_copy_from_a_fully_cached_stage() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn cached_deletion_applied_after_a_miss_reaches_later_steps() {
     let reg = registry();
     let ctx = context_with(
@@ -995,6 +1010,7 @@ fn cached_deletion_applied_after_a_miss_reaches_later_steps() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn registry_hits_are_unpacked_when_a_later_step_misses() {
     let reg = registry();
     let ctx = context_with(

@@ -21,6 +21,7 @@ fn build_debian(dockerfile: &str, image: &str, extra: &[&str]) -> String {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn dpkg_apt_users_chown_setuid_and_mknod_work_in_a_debian_base() {
     let reg = registry();
     let image = format!("{}:1", unique_repo("debian-real"));

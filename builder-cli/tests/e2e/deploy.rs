@@ -198,6 +198,7 @@ fn skopeo_with(args: &[&str]) -> Value {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn executor_images_built_by_ocibuild_run_the_demo_like_a_pod() {
     let reg = registry();
     let auth_reg = env_var("OCIBUILD_TEST_AUTH_REGISTRY");
@@ -569,6 +570,7 @@ fn run_ci_line(line: &str, link: &Path, cache: &Path, env: &[(&str, &str)]) -> O
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn kubernetes_manifests_run_the_executor_with_flags_it_accepts() {
     let mut dir: Vec<PathBuf> = fs::read_dir(deploy_file("k8s"))
         .unwrap()
@@ -687,6 +689,7 @@ fn between<'a>(text: &'a str, after: &str, start: &str, end: &str) -> &'a str {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn jenkinsfile_pod_template_and_executor_step_work() {
     let jenkinsfile = fs::read_to_string(deploy_file("jenkins/Jenkinsfile")).unwrap();
     // The agent pod: the debug image kept alive by its busybox `sleep`.
@@ -744,6 +747,7 @@ fn jenkinsfile_pod_template_and_executor_step_work() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn gitlab_ci_job_logs_in_and_runs_the_executor() {
     let ci: Yaml =
         serde_yaml::from_str(&fs::read_to_string(deploy_file("gitlab/.gitlab-ci.yml")).unwrap())

@@ -62,6 +62,7 @@ fn assert_demo_image(reference: &str) {
 // 1. /kaniko/executor in a container, kaniko's spelling
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn executor_in_a_container_builds_in_root_with_kanikos_flags_and_writes_digest_files() {
     let reg = registry();
     let root = throwaway_root(true);
@@ -146,6 +147,7 @@ fn executor_in_a_container_builds_in_root_with_kanikos_flags_and_writes_digest_f
 // 2. executor login, then a push with the stored credentials
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn executor_login_stores_credentials_in_kaniko_docker_and_the_build_uses_them() {
     let reg = registry();
     let auth_reg = env_var("OCIBUILD_TEST_AUTH_REGISTRY");
@@ -256,6 +258,7 @@ fn build_demo_from(
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn context_tar_gz_file() {
     let dir = tempfile::tempdir().unwrap();
     let tar = demo_tar_gz(dir.path());
@@ -269,6 +272,7 @@ fn context_tar_gz_file() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn context_tar_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = fs::read(demo_tar_gz(dir.path())).unwrap();
@@ -276,6 +280,7 @@ fn context_tar_stdin() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn context_dir_with_sub_path() {
     let dir = tempfile::tempdir().unwrap();
     // The top level has a Dockerfile that cannot build: only the sub-path's works.
@@ -300,6 +305,7 @@ fn context_dir_with_sub_path() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn context_s3_object() {
     let endpoint = env_var("OCIBUILD_TEST_S3_ENDPOINT");
     let access = env_var("OCIBUILD_TEST_S3_ACCESS_KEY");
@@ -360,6 +366,7 @@ fn git(dir: &Path, args: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn context_git_daemon_branch() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("src");
@@ -447,6 +454,7 @@ fn executor_demo(dest: &str, extra: &[String]) -> Output {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn tls_registry_needs_its_ca_or_skip_verify() {
     let tls = env_var("OCIBUILD_TEST_TLS_REGISTRY");
     let ca = env_var("OCIBUILD_TEST_TLS_CA");
@@ -489,6 +497,7 @@ fn tls_registry_needs_its_ca_or_skip_verify() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn mtls_registry_takes_a_client_certificate() {
     let mtls = env_var("OCIBUILD_TEST_MTLS_REGISTRY");
     let ca = env_var("OCIBUILD_TEST_TLS_CA");
@@ -527,6 +536,7 @@ fn mtls_registry_takes_a_client_certificate() {
 // 5. accepted no-op flags
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn accepted_noop_flags_each_warn_and_the_build_succeeds() {
     let noop: &[(&str, &[&str])] = &[
         ("--compressed-caching", &["--compressed-caching=false"]),
@@ -610,6 +620,7 @@ fn list_tags(repo: &str) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn no_push_cache_leaves_the_cache_repo_empty() {
     // Distinct greetings: the two builds never share a RUN key, so the second cannot be
     // served (or not pushed) because of the first.

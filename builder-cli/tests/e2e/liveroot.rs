@@ -9,6 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn builds_in_the_containers_root_and_leaves_the_ignored_paths_alone() {
     let reg = registry();
     let root = throwaway_root(true);
@@ -89,6 +90,7 @@ fn builds_in_the_containers_root_and_leaves_the_ignored_paths_alone() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn refuses_to_build_in_root_outside_a_container_unless_forced() {
     let root = throwaway_root(false);
     let out = in_root(

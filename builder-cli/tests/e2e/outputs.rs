@@ -71,6 +71,7 @@ fn jq(filter: &str, file: &Path) -> String {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn oci_layout_digest_files_and_annotations_match_the_pushed_image() {
     let ctx = context("busybox:latest", "layout\n");
     let out = tempfile::tempdir().unwrap();
@@ -194,6 +195,7 @@ fn oci_layout_digest_files_and_annotations_match_the_pushed_image() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn an_existing_layout_gets_images_added_and_a_tag_replaced() {
     let out = tempfile::tempdir().unwrap();
     let layout = out.path().join("layout");
@@ -275,6 +277,7 @@ fn an_existing_layout_gets_images_added_and_a_tag_replaced() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn image_format_forces_media_types_and_refuses_zstd_for_docker() {
     // Docker base, forced to OCI: manifest, config and layers all OCI.
     let ctx = context("busybox-docker:latest", "to oci\n");
@@ -380,6 +383,7 @@ fn image_format_forces_media_types_and_refuses_zstd_for_docker() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn image_name_files_need_a_destination_and_bad_annotations_are_refused() {
     let ctx = context("busybox:latest", "x\n");
     for flag in [
@@ -408,6 +412,7 @@ fn image_name_files_need_a_destination_and_bad_annotations_are_refused() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn dryrun_prints_the_plan_and_builds_nothing() {
     let reg = registry();
     let ctx = context_with(

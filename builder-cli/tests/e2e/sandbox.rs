@@ -518,6 +518,7 @@ fn assert_escape_contained(built: &Built, marker: &Path) {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_chroot_escape_in_a_run_never_reaches_the_host() {
     let name = unique_string("sandbox-escape");
     let marker = HostPath(Path::new("/tmp").join(&name));
@@ -533,6 +534,7 @@ fn a_chroot_escape_in_a_run_never_reaches_the_host() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn proc_root_links_and_dotdot_lead_back_into_the_rootfs() {
     let names: Vec<String> = (0..3).map(|_| unique_string("sandbox-proc-root")).collect();
     let markers: Vec<HostPath> = names
@@ -576,6 +578,7 @@ fn proc_root_links_and_dotdot_lead_back_into_the_rootfs() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn hostname_changes_in_a_run_stay_in_its_own_uts_namespace() {
     let host = unique_string("sbhost");
     let evil = unique_string("evil-x");
@@ -592,6 +595,7 @@ fn hostname_changes_in_a_run_stay_in_its_own_uts_namespace() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_run_has_its_own_uts_ipc_and_pid_namespaces_and_the_network_only_without_network_none() {
     let ctx = attack_context(
         &format!(
@@ -632,6 +636,7 @@ fn a_run_has_its_own_uts_ipc_and_pid_namespaces_and_the_network_only_without_net
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_root_run_holds_exactly_dockers_default_capabilities() {
     let ctx = attack_context(
         &format!(
@@ -653,6 +658,7 @@ fn a_root_run_holds_exactly_dockers_default_capabilities() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_non_root_run_has_no_capabilities_and_the_default_bounding_set() {
     let ctx = attack_context(
         &format!(
@@ -678,6 +684,7 @@ fn a_non_root_run_has_no_capabilities_and_the_default_bounding_set() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn device_nodes_can_be_made_but_not_opened_and_land_in_the_layer() {
     let dest = format!("{}:1", unique_repo("sandbox-mknod"));
     let ctx = attack_context(
@@ -699,6 +706,7 @@ fn device_nodes_can_be_made_but_not_opened_and_land_in_the_layer() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_run_cannot_mount_proc_or_tmpfs() {
     let ctx = attack_context(
         &format!(
@@ -724,6 +732,7 @@ fn a_run_cannot_mount_proc_or_tmpfs() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn seccomp_refuses_keyrings_user_namespaces_bpf_perf_and_modules() {
     let ctx = attack_context(
         &format!(
@@ -756,6 +765,7 @@ fn seccomp_refuses_keyrings_user_namespaces_bpf_perf_and_modules() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn proc_and_sys_are_masked_and_read_only() {
     let host = unique_string("sbhost");
     // Opened for writing but never written: no effect on the host even when allowed.
@@ -818,6 +828,7 @@ fn proc_and_sys_are_masked_and_read_only() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn background_processes_of_a_run_do_not_outlive_the_build() {
     let token = sleep_seconds("9876");
     let _cleanup = KillOnDrop(token.clone());
@@ -838,6 +849,7 @@ fn background_processes_of_a_run_do_not_outlive_the_build() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_build_leaves_no_mount_on_the_host() {
     let ctx = attack_context(
         &format!(
@@ -879,6 +891,7 @@ fn link_targets(host: &HostDir) -> [String; 2] {
 // on that one, one following it on the host reaches the host's directory.
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn an_etc_symlinked_to_a_host_dir_is_never_written_through() {
     for iso in [Iso::Namespaces, Iso::Chroot] {
         let host = HostDir::new();
@@ -905,6 +918,7 @@ fn an_etc_symlinked_to_a_host_dir_is_never_written_through() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_dev_symlinked_to_a_host_dir_is_never_written_through() {
     let host = HostDir::new();
     for target in link_targets(&host) {
@@ -931,6 +945,7 @@ fn a_dev_symlinked_to_a_host_dir_is_never_written_through() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_bind_mount_below_a_symlinked_dir_stays_inside_the_rootfs() {
     let host = HostDir::new();
     for target in link_targets(&host) {
@@ -960,6 +975,7 @@ fn a_bind_mount_below_a_symlinked_dir_stays_inside_the_rootfs() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_read_only_context_bind_mount_cannot_be_remounted_writable() {
     let ctx = attack_context(
         &format!(
@@ -979,6 +995,7 @@ fn a_read_only_context_bind_mount_cannot_be_remounted_writable() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_secret_cannot_be_written_or_remounted_writable() {
     let secret_dir = tempfile::tempdir().unwrap();
     let secret = secret_dir.path().join("s");
@@ -1011,6 +1028,7 @@ fn a_secret_cannot_be_written_or_remounted_writable() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_run_can_neither_trace_nor_kill_a_host_process() {
     let mut victim = HostProcess::sleep();
     let ctx = attack_context(
@@ -1032,6 +1050,7 @@ fn a_run_can_neither_trace_nor_kill_a_host_process() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn security_insecure_needs_allow_and_then_runs_with_every_capability_unfiltered() {
     let ctx = attack_context(
         &format!(
@@ -1068,6 +1087,7 @@ fn security_insecure_needs_allow_and_then_runs_with_every_capability_unfiltered(
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn setuid_bits_owners_device_nodes_and_a_nested_chroot_still_work() {
     let dest = format!("{}:1", unique_repo("sandbox-real"));
     let ctx = attack_context(
@@ -1100,6 +1120,7 @@ fn setuid_bits_owners_device_nodes_and_a_nested_chroot_still_work() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn under_chroot_isolation_the_capabilities_lack_sys_chroot_and_seccomp_is_on() {
     // The kernel's answers to capget/prctl: --isolation chroot mounts no /proc.
     let ctx = attack_context(
@@ -1119,6 +1140,7 @@ fn under_chroot_isolation_the_capabilities_lack_sys_chroot_and_seccomp_is_on() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn under_chroot_isolation_the_chroot_escape_is_refused() {
     let name = unique_string("sandbox-escape-chroot");
     let marker = HostPath(Path::new("/tmp").join(&name));
@@ -1135,6 +1157,7 @@ fn under_chroot_isolation_the_chroot_escape_is_refused() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn under_chroot_isolation_mount_and_hostname_are_refused() {
     let host = unique_string("sbhost");
     let evil = unique_string("evil-x");
@@ -1160,6 +1183,7 @@ fn under_chroot_isolation_mount_and_hostname_are_refused() {
 }
 
 #[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn under_chroot_isolation_background_processes_do_not_outlive_the_build() {
     let token = sleep_seconds("9875");
     let _cleanup = KillOnDrop(token.clone());

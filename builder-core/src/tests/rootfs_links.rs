@@ -4,12 +4,12 @@
 //! owners, mtimes) must be exactly the same after COPY, ADD and WORKDIR-style directory
 //! creation.
 
-use ocibuild_core::copy::{copy_sources, CopyOptions, SourceRoot};
+use crate::copy::{copy_sources, CopyOptions, SourceRoot};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::Path;
 
-#[path = "support/host_tree.rs"]
+#[path = "../../tests/support/host_tree.rs"]
 mod host_tree;
 use host_tree::{host, tree};
 

@@ -1,10 +1,13 @@
-//! Build contexts as kaniko spells them: parsing every form, and preparing the kinds that
-//! hold no archive against real parts (directories, a `git daemon`). The archive kinds
-//! (tar, stdin, S3, https) are tested in builder-core, with the engine's extraction.
+//! Build contexts as kaniko spells them: parsing every form, and preparing each kind against
+//! real parts (directories, a `git daemon`, tar files and streams, an S3 server, an HTTP
+//! server; the archive kinds in `archive`).
+
+mod archive;
 
 use ocibuild_context::{
     parse_context, parse_git_options, ContextEnv, ContextError, ContextSource, GitOptions,
 };
+use ocibuild_image::compression::{sniff, Sniffed};
 use std::fs;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -20,9 +23,28 @@ fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The [`ocibuild_context::Unpack`] of these tests: their contexts hold no archive.
-fn no_archive(_: &mut dyn Read, name: &Path, _: &Path) -> Result<(), String> {
-    panic!("unexpected archive {}", name.display())
+/// The [`ocibuild_context::Unpack`] of these tests: a gzipped or plain tar extracted with
+/// the `tar` crate (the engine's own extraction is tested in builder-core).
+fn untar(reader: &mut dyn Read, _name: &Path, dest: &Path) -> Result<(), String> {
+    let mut head = [0u8; 2];
+    let mut filled = 0;
+    while filled < head.len() {
+        match reader
+            .read(&mut head[filled..])
+            .map_err(|e| e.to_string())?
+        {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    let whole = std::io::Cursor::new(head[..filled].to_vec()).chain(reader);
+    let decoded: Box<dyn Read + '_> = match sniff(&head[..filled]) {
+        Sniffed::Gzip => Box::new(flate2::read::GzDecoder::new(whole)),
+        _ => Box::new(whole),
+    };
+    tar::Archive::new(decoded)
+        .unpack(dest)
+        .map_err(|e| e.to_string())
 }
 
 async fn prepare_context(
@@ -31,7 +53,7 @@ async fn prepare_context(
     git: &GitOptions,
     work: &Path,
 ) -> Result<PathBuf, ContextError> {
-    ocibuild_context::prepare_context(source, sub_path, git, work, no_archive).await
+    ocibuild_context::prepare_context(source, sub_path, git, work, untar).await
 }
 
 async fn prepare_context_with(
@@ -41,7 +63,7 @@ async fn prepare_context_with(
     work: &Path,
     env: &ContextEnv,
 ) -> Result<PathBuf, ContextError> {
-    ocibuild_context::prepare_context_with(source, sub_path, git, work, env, no_archive).await
+    ocibuild_context::prepare_context_with(source, sub_path, git, work, env, untar).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -154,15 +176,9 @@ fn git_options_parse_like_kaniko() {
         "branch=dev,single-branch=true,recurse-submodules=true,insecure-skip-tls=false",
     )
     .unwrap();
-    assert_eq!(
-        o,
-        GitOptions {
-            branch: Some("dev".into()),
-            single_branch: true,
-            recurse_submodules: true,
-            insecure_skip_tls: false,
-        }
-    );
+    assert_eq!(o.branch.as_deref(), Some("dev"));
+    assert!(o.single_branch && o.recurse_submodules && !o.insecure_skip_tls);
+    assert_eq!("branch=dev".parse::<GitOptions>().unwrap().branch, o.branch);
     assert!(
         parse_git_options("insecure-skip-tls=1")
             .unwrap()
@@ -438,11 +454,9 @@ async fn git_contexts_clone_branches_tags_and_commits() {
     );
 
     // --git branch=feature when the URL names no ref
-    let opts = GitOptions {
-        branch: Some("feature".into()),
-        single_branch: true,
-        ..GitOptions::default()
-    };
+    let mut opts = GitOptions::default();
+    opts.branch = Some("feature".into());
+    opts.single_branch = true;
     let dir = prepare(url.clone(), None, opts).await.unwrap();
     assert_eq!(read(&dir.join("feature.txt")), "feature");
     let branches = git(&dir, &["branch", "-r"]);
@@ -452,10 +466,8 @@ async fn git_contexts_clone_branches_tags_and_commits() {
     );
 
     // a commit outside a single-branch clone is fetched
-    let opts = GitOptions {
-        single_branch: true,
-        ..GitOptions::default()
-    };
+    let mut opts = GitOptions::default();
+    opts.single_branch = true;
     let dir = prepare(
         format!("{url}#refs/heads/main#{}", repo.feature),
         None,

@@ -1,4 +1,4 @@
-//! Tests of `ocibuild_core::mounts`: `--secret` parsing, cache directories (including
+//! Tests of the `mounts` module: `--secret` parsing, cache directories (including
 //! locking across real processes) and secrets. `--mount` parsing is tested in
 //! `ocibuild-dockerfile`.
 
@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ocibuild_core::mounts::{
+use crate::mounts::{
     missing_secret, parse_secret_flag, CacheMounts, MountError, SecretSource, Secrets, Sharing,
 };
 
@@ -273,7 +273,7 @@ fn locked_cache_serialises_processes() {
             Command::new(&exe)
                 .args([
                     "--exact",
-                    "locked_cache_serialises_processes",
+                    "tests::mounts::locked_cache_serialises_processes",
                     "--test-threads=1",
                     "--nocapture",
                 ])

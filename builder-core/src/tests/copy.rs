@@ -1,10 +1,10 @@
 //! COPY and ADD behaviour, written as a specification: each test names the rule it checks.
 
-use ocibuild_core::copy::{
+use crate::copy::{
     add_sources, copy_sources, source_kind, AddOptions, CopyError, CopyOptions, SourceKind,
     SourceRoot,
 };
-use ocibuild_core::pathmatch::IgnoreRules;
+use ocibuild_dockerfile::pathmatch::IgnoreRules;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
