@@ -13,20 +13,14 @@ use super::CacheError;
 
 /// The hex part of a `sha256:<64 lowercase hex>` digest.
 pub(crate) fn digest_hex(digest: &str) -> Result<&str, CacheError> {
-    match digest.strip_prefix("sha256:") {
-        Some(hex) if is_sha256_hex(hex) => Ok(hex),
-        _ => Err(CacheError::InvalidDigest {
-            digest: digest.to_string(),
-        }),
-    }
+    ocibuild_image::digest::sha256_hex(digest).ok_or_else(|| CacheError::InvalidDigest {
+        digest: digest.to_string(),
+    })
 }
 
 /// Whether `hex` is 64 lowercase hex characters.
 pub(crate) fn is_sha256_hex(hex: &str) -> bool {
-    hex.len() == 64
-        && hex
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    digest_hex(&format!("sha256:{hex}")).is_ok()
 }
 
 /// Checks that `key` is a valid registry tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`), which

@@ -11,6 +11,14 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
+/// The hex part of `digest` when it is `sha256:` and 64 lowercase hex digits (so also a
+/// safe file name), else `None`.
+pub fn sha256_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    let lower_hex = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+    (hex.len() == 64 && hex.bytes().all(lower_hex)).then_some(hex)
+}
+
 /// `sha256:<hex>` and size of everything `reader` yields.
 pub fn sha256_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
@@ -48,5 +56,18 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
         assert_eq!(sha256_file(&path).unwrap(), (sha256_digest(b"abc"), 3));
+    }
+
+    #[test]
+    fn sha256_hex_takes_only_well_formed_sha256_digests() {
+        assert_eq!(sha256_hex(EMPTY), Some(&EMPTY[7..]));
+        assert_eq!(sha256_hex(&EMPTY[7..]), None, "no algorithm");
+        assert_eq!(
+            sha256_hex(&EMPTY.to_uppercase().replace("SHA", "sha")),
+            None
+        );
+        assert_eq!(sha256_hex(&EMPTY[..70]), None, "too short");
+        assert_eq!(sha256_hex("sha256:../../../../etc/passwd"), None);
+        assert_eq!(sha256_hex(&EMPTY.replace("sha256", "sha512")), None);
     }
 }

@@ -1,7 +1,8 @@
-//! SHA-256 helpers: hashing files and hashing everything written through a writer.
+//! SHA-256 helpers: hashing files, and hashing everything written through a writer or read
+//! through a reader.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use ocibuild_image::digest::sha256_reader;
@@ -67,6 +68,40 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// A reader that passes on the bytes of `R` while hashing and counting them.
+pub struct HashingReader<R: Read> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Wraps `inner`; nothing has been hashed yet.
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Reads what is left of the stream (hashing it) and returns `sha256:<hex>` of every
+    /// byte read and their count.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((format_digest(self.hasher), self.bytes))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +119,15 @@ mod tests {
         assert_eq!(inner, b"hello");
         assert_eq!(digest, HELLO);
         assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn hashing_reader_hashes_what_was_read_and_what_is_left() {
+        let mut r = HashingReader::new(&b"hello"[..]);
+        let mut first = [0u8; 3];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"hel");
+        assert_eq!(r.finish().unwrap(), (HELLO.to_string(), 5));
     }
 
     #[test]
