@@ -119,7 +119,7 @@ fn short(digest: &str) -> &str {
 }
 
 /// A byte count in B, KiB, MiB or GiB.
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
