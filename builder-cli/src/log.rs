@@ -4,7 +4,6 @@
 use crate::flags::logging::{LogFormat, Verbosity};
 use ocibuild_core::BuildEvent;
 use std::io::Write;
-use std::time::Duration;
 
 /// Prints build events as a step-by-step log on stderr.
 pub struct Log {
@@ -36,40 +35,18 @@ impl Log {
         }
     }
 
-    /// The level and text of the line that `event` gives at this verbosity, if any.
+    /// The level and text of the line that `event` gives at this verbosity, if any: the
+    /// event's own one-line text ([`BuildEvent`]'s `Display`); warnings from `warn` on,
+    /// blob transfers (with their byte counts) from `debug`, the rest from `info`.
     fn line(&self, event: BuildEvent) -> Option<(&'static str, String)> {
-        if let BuildEvent::Warning(text) = event {
-            return (self.verbosity >= Verbosity::Warn)
-                .then(|| ("warning", format!("warning: {text}")));
-        }
-        if self.verbosity < Verbosity::Info {
-            return None;
-        }
-        let text = match event {
-            BuildEvent::Step {
-                number,
-                total,
-                stage,
-                instruction,
-            } => {
-                let first_line = instruction.lines().next().unwrap_or_default();
-                format!("[{number}/{total}] (stage {stage}) {first_line}")
+        let (level, least) = match &event {
+            BuildEvent::Warning(_) => ("warning", Verbosity::Warn),
+            BuildEvent::BlobPulled { .. } | BuildEvent::BlobPushed { .. } => {
+                ("debug", Verbosity::Debug)
             }
-            BuildEvent::Output(bytes) => String::from_utf8_lossy(&bytes)
-                .trim_end_matches('\n')
-                .to_string(),
-            BuildEvent::StepDone { elapsed, layer, .. } => step_done(elapsed, layer),
-            BuildEvent::Cache { key, hit } => {
-                format!("      CACHE {} {key}", if hit { "HIT" } else { "MISS" })
-            }
-            BuildEvent::Pulled { reference, digest } => format!("      base {reference}@{digest}"),
-            BuildEvent::Pushed {
-                destination,
-                digest,
-            } => format!("pushed {destination}@{digest}"),
-            _ => return None,
+            _ => ("info", Verbosity::Info),
         };
-        Some(("info", text))
+        (self.verbosity >= least).then(|| (level, event.to_string()))
     }
 
     /// Prints one line at `level`.
@@ -99,37 +76,33 @@ impl Log {
     }
 }
 
-/// The line of a finished step: its layer (short digest and size) and time.
-fn step_done(elapsed: Duration, layer: Option<(String, u64)>) -> String {
-    match layer {
-        Some((digest, size)) => format!(
-            "      -> layer {} ({}), {:.2}s",
-            short(&digest),
-            human_size(size),
-            elapsed.as_secs_f64()
-        ),
-        None => format!("      -> no layer, {:.2}s", elapsed.as_secs_f64()),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The algorithm and first 12 hex digits of a digest.
-fn short(digest: &str) -> &str {
-    let end = digest.len().min("sha256:".len() + 12);
-    &digest[..end]
-}
-
-/// A byte count in B, KiB, MiB or GiB.
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
+    #[test]
+    fn lines_are_the_events_own_text_at_their_level() {
+        let hit = || BuildEvent::Cache {
+            key: "k".into(),
+            hit: true,
+        };
+        let pulled = || BuildEvent::BlobPulled {
+            reference: "r.io/base:1".into(),
+            digest: "sha256:0123456789abcdef".into(),
+            bytes: 2048,
+        };
+        let warning = || BuildEvent::Warning("careful".into());
+        let info = Log::new(Verbosity::Info, LogFormat::Text, false);
+        assert_eq!(info.line(hit()), Some(("info", hit().to_string())));
+        assert_eq!(info.line(pulled()), None);
+        assert_eq!(
+            info.line(warning()),
+            Some(("warning", "warning: careful".into()))
+        );
+        let debug = Log::new(Verbosity::Debug, LogFormat::Json, false);
+        assert_eq!(debug.line(pulled()), Some(("debug", pulled().to_string())));
+        let quiet = Log::new(Verbosity::Warn, LogFormat::Text, false);
+        assert_eq!(quiet.line(hit()), None);
+        assert!(quiet.line(warning()).is_some());
     }
 }

@@ -1,6 +1,5 @@
 //! `ocibuild prune`: frees space in the layer store, least recently used layers first.
 
-use crate::log::human_size;
 use anyhow::{Context, Result};
 use clap::Args;
 use ocibuild_core::{cache, time};
@@ -76,9 +75,9 @@ pub fn run(args: PruneArgs) -> Result<()> {
     };
     println!(
         "freed {}; {} {layers} ({}) left in {}",
-        human_size(report.freed),
+        cache::format_size(report.freed),
         report.remaining_layers,
-        human_size(report.remaining_bytes),
+        cache::format_size(report.remaining_bytes),
         dir.display()
     );
     Ok(())
@@ -93,7 +92,7 @@ fn describe(layer: &LayerEntry) -> String {
     format!(
         "{} ({}, last used {})",
         layer.diff_id,
-        human_size(layer.size),
+        cache::format_size(layer.size),
         time::rfc3339(secs)
     )
 }

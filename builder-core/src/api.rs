@@ -478,7 +478,7 @@ impl fmt::Debug for BuiltImage {
 impl BuiltImage {
     /// `sha256:` of the manifest.
     pub fn digest(&self) -> &str {
-        &self.manifested.manifest_digest
+        &self.manifested.manifest.digest
     }
 
     /// `sha256:` of the config.
@@ -493,7 +493,7 @@ impl BuiltImage {
 
     /// The manifest JSON.
     pub fn manifest(&self) -> &[u8] {
-        &self.manifested.manifest
+        &self.manifested.manifest.bytes
     }
 
     /// The layers, bottom first.
@@ -505,7 +505,7 @@ impl BuiltImage {
             .map(|layer| {
                 let (size, path) = match &layer.blob {
                     LayerBlob::Local(info) => (info.size, Some(info.path.clone())),
-                    LayerBlob::Remote { descriptor, .. } => (descriptor.size, None),
+                    LayerBlob::Remote { descriptor, .. } => (descriptor.size(), None),
                 };
                 BuiltLayer {
                     digest: layer.digest().to_string(),
@@ -539,9 +539,9 @@ impl BuiltImage {
                 &self.output.image,
                 &self.manifested,
                 &reference,
-                &self.push_client,
-                &self.pull_client,
+                (&self.push_client, &self.pull_client),
                 &self.blobs,
+                &mut |_| {},
             )
             .await?;
             digests.push(digest);

@@ -1,5 +1,6 @@
 //! Long blocking work of a build (RUN commands, filesystem walks, unpacking, layer
-//! compression) runs on tokio's blocking thread pool, never on the async runtime's threads.
+//! compression, file copies) runs on tokio's blocking thread pool, never on the async
+//! runtime's threads.
 
 use crate::error::{BuildError, Result};
 
@@ -9,8 +10,17 @@ use crate::error::{BuildError, Result};
 pub(crate) async fn run<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
+    spawn(work).await?
+}
+
+/// Runs `work` on the blocking thread pool and returns what it returns (errors of its own
+/// type included, for the caller to place). A panic in `work` resumes on the caller; a task
+/// the runtime dropped ends as [`BuildError::Cancelled`].
+pub(crate) async fn spawn<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
+        Ok(value) => Ok(value),
         Err(e) => match e.try_into_panic() {
             Ok(payload) => std::panic::resume_unwind(payload),
             Err(_) => Err(BuildError::Cancelled),

@@ -24,14 +24,15 @@
 use crate::cache::{CacheStore, LayerCache, LayoutCache, LocalCache, ReadOnly, RegistryCache};
 use crate::cancel::CancelToken;
 use crate::contextfile::{self, DockerfileLocation};
-use crate::engine::{Handles, Progress, Registry, Settings, Stages, StepCache};
+use crate::engine::{EventSink, Handles, Progress, Registry, Settings, Stages, StepCache};
 use crate::error::{BuildError, Result};
-use crate::image::{self, BlobStore, Image};
+use crate::image::{self, BlobReports, BlobStore, Image};
 use crate::isolation::Isolation;
 use crate::mounts::Secrets;
 use crate::stage::StageRun;
 use ocibuild_dockerfile::plan::Plan;
-use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
+use ocibuild_image::platform::{self, Platform};
+use ocibuild_registry::{Client, ClientOptions, DockerConfig, Reference};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -86,9 +87,30 @@ pub(crate) async fn build_in(
     events: Events<'_>,
     cancel: &CancelToken,
 ) -> Result<Built> {
-    let mut builder = Builder::new(opts, work, cancel.clone())?;
-    let image = builder.run_stages(events).await?;
-    let output = builder.finish(image, events).await?;
+    // Blob downloads happen where no event sink is at hand: they are reported before the
+    // next event, and at the end.
+    let reports = BlobReports::default();
+    let mut reported = |event: BuildEvent| {
+        reports.report_to(&mut *events);
+        events(event);
+    };
+    let built = build_reporting(opts, work, &mut reported, cancel, &reports).await;
+    reports.report_to(events);
+    built
+}
+
+/// [`build_in`] with events to `events` and blob downloads recorded in `reports`.
+async fn build_reporting(
+    opts: &BuildOptions,
+    work: &Path,
+    events: Events<'_>,
+    cancel: &CancelToken,
+    reports: &BlobReports,
+) -> Result<Built> {
+    let mut builder = Builder::new(opts, work, cancel.clone(), events)?;
+    builder.registry.blobs = builder.registry.blobs.clone().reporting_to(reports.clone());
+    let image = builder.run_stages().await?;
+    let output = builder.finish(image).await?;
     Ok(Built {
         output,
         blobs: builder.registry.blobs,
@@ -137,17 +159,23 @@ pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<tem
         .map_err(BuildError::io(&parent))
 }
 
-/// One build: the handles its stages borrow.
-pub(crate) struct Builder<'o> {
-    settings: Settings<'o>,
+/// One build: its options and the handles its stages borrow.
+pub(crate) struct Builder<'a> {
+    opts: &'a BuildOptions,
+    settings: Settings,
     registry: Registry,
     cache: StepCache,
-    progress: Progress,
+    progress: Progress<'a>,
     stages: Stages,
 }
 
-impl<'o> Builder<'o> {
-    fn new(opts: &'o BuildOptions, work: &Path, cancel: CancelToken) -> Result<Builder<'o>> {
+impl<'a> Builder<'a> {
+    fn new(
+        opts: &'a BuildOptions,
+        work: &Path,
+        cancel: CancelToken,
+        events: Events<'a>,
+    ) -> Result<Builder<'a>> {
         let (context, dockerfile, plan) = load_plan(opts)?;
         let platform = parse_platform(opts.platform.as_deref())?;
         let ignore = read_dockerignore(&context, &dockerfile)?;
@@ -196,27 +224,28 @@ impl<'o> Builder<'o> {
             cancel,
             platform,
             work: work.to_path_buf(),
-            opts,
+            options: opts.into(),
             plan,
             context,
             ignore,
             created,
         };
         Ok(Builder {
+            opts,
             registry: Registry {
                 blobs: BlobStore::new(work.join("blobs"), local_cache)?,
                 pull_client,
                 push_client,
             },
             cache: StepCache::new(cache),
-            progress: Progress::default(),
+            progress: Progress::new(EventSink::new(events)),
             stages: Stages::new(stage_count, cache_mounts_dir(opts)),
             settings,
         })
     }
 
     /// The handles a stage borrows.
-    fn handles(&mut self) -> Handles<'_, 'o> {
+    fn handles(&mut self) -> Handles<'_, 'a> {
         Handles {
             settings: &self.settings,
             registry: &self.registry,
@@ -226,11 +255,8 @@ impl<'o> Builder<'o> {
         }
     }
 
-    async fn run_stages(&mut self, events: Events<'_>) -> Result<Image> {
-        let target = self
-            .settings
-            .plan
-            .target(self.settings.opts.target.as_deref())?;
+    async fn run_stages(&mut self) -> Result<Image> {
+        let target = self.settings.plan.target(self.opts.target.as_deref())?;
         let needed = self.settings.plan.needed_stages(target);
         self.progress.total_steps = needed
             .iter()
@@ -241,19 +267,18 @@ impl<'o> Builder<'o> {
             .extend(self.settings.plan.global_args.keys().cloned());
         for index in needed {
             self.settings.cancel.check()?;
-            let finished = StageRun::run(self.handles(), index, events).await?;
+            let finished = StageRun::run(self.handles(), index).await?;
             self.stages.finished[index] = Some(finished);
         }
-        self.warn_unused_args(events);
+        self.warn_unused_args();
         let done = self.stages.finished[target]
             .take()
             .expect("the target stage ran");
         Ok(done.image)
     }
 
-    fn warn_unused_args(&self, events: Events<'_>) {
+    fn warn_unused_args(&mut self) {
         let unused: Vec<&str> = self
-            .settings
             .opts
             .build_args
             .keys()
@@ -261,32 +286,29 @@ impl<'o> Builder<'o> {
             .map(String::as_str)
             .collect();
         if !unused.is_empty() {
-            events(BuildEvent::Warning(format!(
-                "build-args not consumed by any ARG: {}",
-                unused.join(", ")
-            )));
+            let warning = format!("build-args not consumed by any ARG: {}", unused.join(", "));
+            self.progress.report(BuildEvent::Warning(warning));
         }
     }
 
-    async fn finish(&mut self, mut image: Image, events: Events<'_>) -> Result<BuildOutput> {
-        if !self.settings.opts.labels.is_empty() {
+    async fn finish(&mut self, mut image: Image) -> Result<BuildOutput> {
+        if !self.opts.labels.is_empty() {
             let labels = image
                 .config
                 .config
                 .labels
                 .get_or_insert_with(Default::default);
-            for (k, v) in &self.settings.opts.labels {
+            for (k, v) in &self.opts.labels {
                 labels.insert(k.clone(), v.clone());
             }
         }
         image.config.created = Some(self.settings.created.clone());
-        if let Some(format) = self.settings.opts.image_format {
+        if let Some(format) = self.opts.image_format {
             image.format = format;
         }
-        let manifested = image.manifest_with(&self.settings.opts.annotations)?;
+        let manifested = image.manifest_with(&self.opts.annotations)?;
         image.verify_local_layers()?;
         let destinations = self
-            .settings
             .opts
             .destinations
             .iter()
@@ -294,7 +316,7 @@ impl<'o> Builder<'o> {
                 Reference::parse(d).map_err(BuildError::registry(format!("destination {d:?}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        if let Some(path) = &self.settings.opts.tar_path {
+        if let Some(path) = &self.opts.tar_path {
             let tags: Vec<String> = destinations
                 .iter()
                 .filter(|r| r.tag.is_some())
@@ -310,7 +332,7 @@ impl<'o> Builder<'o> {
             )
             .await?;
         }
-        if let Some(dir) = &self.settings.opts.oci_layout_path {
+        if let Some(dir) = &self.opts.oci_layout_path {
             let ref_name = crate::output::layout_ref_name(&destinations);
             crate::output::write_oci_layout(
                 &image,
@@ -323,18 +345,14 @@ impl<'o> Builder<'o> {
             .await?;
         }
         let mut pushed = Vec::new();
-        if !self.settings.opts.no_push {
+        if !self.opts.no_push {
             for dest in &destinations {
-                let digest = image::push(
-                    &image,
-                    &manifested,
-                    dest,
-                    &self.registry.push_client,
-                    &self.registry.pull_client,
-                    &self.registry.blobs,
-                )
-                .await?;
-                events(BuildEvent::Pushed {
+                let clients = (&self.registry.push_client, &self.registry.pull_client);
+                let blobs = &self.registry.blobs;
+                let mut report = |event| self.progress.report(event);
+                let digest =
+                    image::push(&image, &manifested, dest, clients, blobs, &mut report).await?;
+                self.progress.report(BuildEvent::Pushed {
                     destination: dest.to_string(),
                     digest,
                 });
@@ -342,12 +360,12 @@ impl<'o> Builder<'o> {
             }
         }
         crate::output::write_digest_files(
-            &manifested.manifest_digest,
+            &manifested.manifest.digest,
             &destinations,
-            &digest_files(self.settings.opts),
+            &digest_files(self.opts),
         )?;
         Ok(BuildOutput {
-            manifest_digest: manifested.manifest_digest,
+            manifest_digest: manifested.manifest.digest,
             config_digest: manifested.config_digest,
             image,
             pushed,
@@ -512,15 +530,13 @@ fn read_dockerignore(
 fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, String> {
     let mut args = BTreeMap::new();
     for (prefix, p) in [("TARGET", target), ("BUILD", build)] {
-        let variant = p.variant.clone().unwrap_or_default();
-        let mut platform = format!("{}/{}", p.os, p.architecture);
-        if !variant.is_empty() {
-            platform = format!("{platform}/{variant}");
-        }
-        args.insert(format!("{prefix}PLATFORM"), platform);
-        args.insert(format!("{prefix}OS"), p.os.clone());
-        args.insert(format!("{prefix}ARCH"), p.architecture.clone());
-        args.insert(format!("{prefix}VARIANT"), variant);
+        args.insert(format!("{prefix}PLATFORM"), platform::name(p));
+        args.insert(format!("{prefix}OS"), p.os().to_string());
+        args.insert(format!("{prefix}ARCH"), p.architecture().to_string());
+        args.insert(
+            format!("{prefix}VARIANT"),
+            p.variant().clone().unwrap_or_default(),
+        );
     }
     args
 }
@@ -535,12 +551,15 @@ mod tests {
     #[test]
     fn platforms_parse_or_default_to_the_host() {
         let p = parse_platform(Some("linux/arm64/v8")).unwrap();
-        assert_eq!(
-            (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()),
-            ("linux", "arm64", Some("v8"))
-        );
-        assert_eq!(parse_platform(None).unwrap().os, "linux");
+        assert_eq!(platform::name(&p), "linux/arm64/v8");
+        let args = platform_args(&p, &parse_platform(Some("linux/amd64")).unwrap());
+        assert_eq!(args["TARGETARCH"], "arm64");
+        assert_eq!(args["TARGETVARIANT"], "v8");
+        assert_eq!(args["BUILDPLATFORM"], "linux/amd64");
+        assert_eq!(args["BUILDVARIANT"], "");
+        assert_eq!(parse_platform(None).unwrap().os().to_string(), "linux");
         assert!(parse_platform(Some("linux")).is_err());
+        assert!(parse_platform(Some("linux/arm64/v8/x")).is_err());
     }
 
     #[test]

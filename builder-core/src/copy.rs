@@ -302,6 +302,9 @@ fn hash_entry(hasher: &mut sha2::Sha256, name: &Path, path: &Path) -> Result<()>
 /// the order given. Local archives are extracted unless `add.unpack == Some(false)`;
 /// downloads only when `add.unpack == Some(true)`. Git sources and `--checksum` with a
 /// local source are refused. `opts.extract_archives` is ignored.
+///
+/// The three parts are public for callers that run the file work on a thread of their
+/// own: [`plan_add`], [`download_add`] and [`place_add`].
 pub async fn add_sources(
     from: &SourceRoot<'_>,
     sources: &[String],
@@ -311,11 +314,43 @@ pub async fn add_sources(
     add: &AddOptions,
     scratch: &Path,
 ) -> Result<()> {
+    let plan = crate::blocking::in_place(|| plan_add(from, sources, dest, opts, add))?;
+    let fetched = download_add(&plan, scratch, add).await?;
+    crate::blocking::in_place(|| place_add(from, &plan, fetched, dest, rootfs, opts, add))
+}
+
+/// The sources of an ADD, checked, with the local ones expanded ([`plan_add`]).
+#[derive(Debug, Clone)]
+pub struct AddPlan {
+    /// Each source in order: its matches, or the URL to download.
+    sources: Vec<AddSource>,
+    /// More than one thing is added: the destination is a directory.
+    many: bool,
+}
+
+/// One source of an ADD.
+#[derive(Debug, Clone)]
+enum AddSource {
+    /// A local source and what it matched.
+    Local(Vec<Match>),
+    /// A URL to download.
+    Url(String),
+}
+
+/// Checks and expands every local source of an ADD (before anything is downloaded): git
+/// sources and `--checksum` with a local source are refused, and several things added
+/// need a directory destination.
+pub fn plan_add(
+    from: &SourceRoot<'_>,
+    sources: &[String],
+    dest: &str,
+    opts: &CopyOptions,
+    add: &AddOptions,
+) -> Result<AddPlan> {
     let exclude = IgnoreRules::from_patterns(&opts.exclude);
-    // Check and expand every local source before downloading anything.
-    let mut planned: Vec<Option<Vec<Match>>> = Vec::new();
+    let mut planned = Vec::new();
     for source in sources {
-        match source_kind(source, add.keep_git_dir) {
+        planned.push(match source_kind(source, add.keep_git_dir) {
             SourceKind::Git => {
                 return Err(CopyError::GitUnsupported {
                     source_name: source.clone(),
@@ -326,35 +361,69 @@ pub async fn add_sources(
                     source_name: source.clone(),
                 })
             }
-            SourceKind::Local => planned.push(Some(expand_source(from, source, &exclude)?)),
-            SourceKind::Url => planned.push(None),
-        }
+            SourceKind::Local => AddSource::Local(expand_source(from, source, &exclude)?),
+            SourceKind::Url => AddSource::Url(source.clone()),
+        });
     }
     // URLs always give something; an empty wildcard gives nothing.
-    let many = planned.iter().flatten().filter(|m| !m.is_empty()).count()
-        + planned.iter().filter(|p| p.is_none()).count()
-        > 1;
+    let given = |s: &AddSource| !matches!(s, AddSource::Local(m) if m.is_empty());
+    let many = planned.iter().filter(|s| given(s)).count() > 1;
     if many && !names_dir(dest) {
         return Err(CopyError::DestNotDir {
             dest: dest.to_string(),
         });
     }
-    if planned.iter().any(Option::is_none) {
-        fs::create_dir_all(scratch).map_err(io_err(scratch))?;
-    }
-    for (source, plan) in sources.iter().zip(planned) {
-        match plan {
-            Some(matches) => {
-                crate::blocking::in_place(|| {
-                    let mut copier = Copier::new(from, opts, rootfs, exclude.clone())?;
-                    copier.copy_matches(&matches, dest, many, add.unpack != Some(false))
-                })?;
+    Ok(AddPlan {
+        sources: planned,
+        many,
+    })
+}
+
+/// Downloads the URL sources of `plan`, in order, into fresh directories under `scratch`
+/// (created if missing), each checked against `add.checksum` when given.
+pub async fn download_add(
+    plan: &AddPlan,
+    scratch: &Path,
+    add: &AddOptions,
+) -> Result<Vec<FetchedFile>> {
+    let mut fetched = Vec::new();
+    for source in &plan.sources {
+        if let AddSource::Url(url) = source {
+            if fetched.is_empty() {
+                fs::create_dir_all(scratch).map_err(io_err(scratch))?;
             }
-            None => {
-                let fetched = fetch::download(source, scratch, add.checksum.as_deref()).await?;
-                crate::blocking::in_place(|| {
-                    copy_fetched_into(&fetched, dest, rootfs, opts, many, add.unpack == Some(true))
+            fetched.push(fetch::download(url, scratch, add.checksum.as_deref()).await?);
+        }
+    }
+    Ok(fetched)
+}
+
+/// Copies the sources of `plan` to `dest` in order: local matches from `from`, and the
+/// `fetched` files of its URLs ([`download_add`]).
+pub fn place_add(
+    from: &SourceRoot<'_>,
+    plan: &AddPlan,
+    fetched: Vec<FetchedFile>,
+    dest: &str,
+    rootfs: &Path,
+    opts: &CopyOptions,
+    add: &AddOptions,
+) -> Result<()> {
+    let exclude = IgnoreRules::from_patterns(&opts.exclude);
+    let mut fetched = fetched.into_iter();
+    for source in &plan.sources {
+        match source {
+            AddSource::Local(matches) => {
+                let mut copier = Copier::new(from, opts, rootfs, exclude.clone())?;
+                copier.copy_matches(matches, dest, plan.many, add.unpack != Some(false))?;
+            }
+            AddSource::Url(url) => {
+                let file = fetched.next().ok_or_else(|| CopyError::Io {
+                    path: PathBuf::from(url),
+                    source: io::Error::other("the download is missing"),
                 })?;
+                let extract = add.unpack == Some(true);
+                copy_fetched_into(&file, dest, rootfs, opts, plan.many, extract)?;
             }
         }
     }
@@ -950,6 +1019,8 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
+    /// Extracts one member (at `rel`, cleaned) of the archive into the root; the times of
+    /// directories are set at the end (`dir_times`), after their contents.
     fn extract_member<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
@@ -957,25 +1028,53 @@ impl<'a> Copier<'a> {
         dir_times: &mut Vec<(PathBuf, FileTime)>,
     ) -> Result<()> {
         let target = self.root.resolve(rel, false)?;
-        let header = entry.header();
-        let kind = header.entry_type();
-        let invalid = |what: &str, e: io::Error| CopyError::Io {
-            path: rel.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::InvalidData, format!("bad {what}: {e}")),
-        };
+        let meta = self.member_meta(entry.header(), rel)?;
+        let kind = entry.header().entry_type();
+        let link = entry.link_name_bytes().map(|l| l.into_owned());
+        self.ensure_dir(target.parent().unwrap_or(Path::new("")), false)?;
+        let (dir, name) = self.root.open_parent(&target)?;
+        use tar::EntryType as T;
+        match kind {
+            T::Directory => {
+                extract_dir(&dir, &name, &meta)?;
+                dir_times.push((target, meta.mtime));
+                Ok(())
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                extract_file(entry, &dir, &name)?;
+                meta.apply(&dir, &name)
+            }
+            T::Symlink => {
+                let link = link.ok_or_else(|| bad_member(rel, "symlink", "no target"))?;
+                extract_symlink(&link, &dir, &name, &meta)
+            }
+            T::Link => {
+                let link = link.ok_or_else(|| bad_member(rel, "hard link", "no target"))?;
+                self.extract_hard_link(&link, rel, &target, &dir, &name)
+            }
+            T::Char | T::Block | T::Fifo => {
+                extract_device(kind, &dir, &name, &meta)?;
+                meta.apply(&dir, &name)
+            }
+            _ => Ok(()), // global headers and other metadata-only entries
+        }
+    }
+
+    /// The mode, owner, mtime and device numbers member `rel` gets, from its `header`
+    /// (mode and owner as `--chmod`/`--chown` say when given).
+    fn member_meta(&self, header: &tar::Header, rel: &Path) -> Result<MemberMeta> {
         let old = header.as_old();
         // Empty numeric fields count as 0, as Go's archive/tar (and so Docker) reads them.
         let number = |v: io::Result<u64>, raw: &[u8], what: &str| -> Result<u64> {
             match v {
                 Ok(v) => Ok(v),
                 Err(_) if raw.iter().all(|b| matches!(b, 0 | b' ')) => Ok(0),
-                Err(e) => Err(invalid(what, e)),
+                Err(e) => Err(bad_member(rel, what, e)),
             }
         };
         let mode = number(header.mode().map(u64::from), &old.mode, "mode")? as u32 & 0o7777;
-        let mode = self.opts.chmod.unwrap_or(mode);
         let id = |v: u64, what: &str| -> Result<u32> {
-            u32::try_from(v).map_err(|_| invalid(what, io::Error::other("too large")))
+            u32::try_from(v).map_err(|_| bad_member(rel, what, "too large"))
         };
         let (uid, gid) = match self.opts.chown {
             Some(ids) => ids,
@@ -985,80 +1084,124 @@ impl<'a> Copier<'a> {
             ),
         };
         let mtime = number(header.mtime(), &old.mtime, "mtime")?;
-        let mtime = FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0);
-        let device = (header.device_major(), header.device_minor());
-        self.ensure_dir(target.parent().unwrap_or(Path::new("")), false)?;
-        let (dir, name) = self.root.open_parent(&target)?;
-        use tar::EntryType as T;
-        match kind {
-            T::Directory => {
-                match dir.lstat(&name)? {
-                    Some(m) if m.is_dir() => {}
-                    Some(_) => {
-                        dir.remove_all(&name)?;
-                        dir.mkdir(&name, 0o755)?;
-                    }
-                    None => dir.mkdir(&name, 0o755)?,
-                }
-                dir.chown(&name, uid, gid)?;
-                dir.chmod(&name, mode)?;
-                dir_times.push((target, mtime));
-                return Ok(());
-            }
-            T::Regular | T::Continuous | T::GNUSparse => {
-                dir.remove_all(&name)?;
-                let mut out = dir.create_file(&name, 0o600)?;
-                let shown = dir.display_path().join(&name);
-                io::copy(entry, &mut out).map_err(io_err(&shown))?;
-            }
-            T::Symlink => {
-                let link = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| invalid("symlink", io::Error::other("no target")))?;
-                dir.remove_all(&name)?;
-                dir.symlink(Path::new(OsStr::from_bytes(&link)), &name)?;
-                dir.chown(&name, uid, gid)?;
-                return Ok(dir.set_times(&name, mtime, mtime)?);
-            }
-            T::Link => {
-                let link = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| invalid("hard link", io::Error::other("no target")))?;
-                let first = self.root.resolve(&clean_member(&link), false)?;
-                if first == target {
-                    return Ok(());
-                }
-                let not_extracted = || {
-                    let text = String::from_utf8_lossy(&link);
-                    let msg = format!("{text} is not a file extracted before it");
-                    invalid("hard link", io::Error::other(msg))
-                };
-                let (first_dir, first_name) =
-                    self.root.open_parent(&first).map_err(|_| not_extracted())?;
-                match first_dir.lstat(&first_name)? {
-                    Some(m) if !m.is_dir() => {}
-                    _ => return Err(not_extracted()),
-                }
-                dir.remove_all(&name)?;
-                return Ok(first_dir.hard_link(&first_name, &dir, &name)?);
-            }
-            T::Char | T::Block | T::Fifo => {
-                let kind_bits = match kind {
-                    T::Char => libc::S_IFCHR,
-                    T::Block => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
-                };
-                let major = device.0.ok().flatten().unwrap_or(0);
-                let minor = device.1.ok().flatten().unwrap_or(0);
-                dir.remove_all(&name)?;
-                dir.mknod(&name, kind_bits | mode, libc::makedev(major, minor))?;
-            }
-            _ => return Ok(()), // global headers and other metadata-only entries
-        }
-        dir.chown(&name, uid, gid)?;
-        dir.chmod(&name, mode)?;
-        Ok(dir.set_times(&name, mtime, mtime)?)
+        let device_number = |n: io::Result<Option<u32>>| n.ok().flatten().unwrap_or(0);
+        Ok(MemberMeta {
+            mode: self.opts.chmod.unwrap_or(mode),
+            uid,
+            gid,
+            mtime: FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(i64::MAX), 0),
+            device: libc::makedev(
+                device_number(header.device_major()),
+                device_number(header.device_minor()),
+            ),
+        })
     }
+
+    /// A hard link member at `target` (`name` in `dir`) to `link`, a member extracted
+    /// before it; a link to itself is nothing to do.
+    fn extract_hard_link(
+        &self,
+        link: &[u8],
+        rel: &Path,
+        target: &Path,
+        dir: &Dir,
+        name: &OsStr,
+    ) -> Result<()> {
+        let first = self.root.resolve(&clean_member(link), false)?;
+        if first == target {
+            return Ok(());
+        }
+        let not_extracted = || {
+            let text = String::from_utf8_lossy(link);
+            bad_member(
+                rel,
+                "hard link",
+                format!("{text} is not a file extracted before it"),
+            )
+        };
+        let (first_dir, first_name) = self.root.open_parent(&first).map_err(|_| not_extracted())?;
+        match first_dir.lstat(&first_name)? {
+            Some(m) if !m.is_dir() => {}
+            _ => return Err(not_extracted()),
+        }
+        dir.remove_all(name)?;
+        Ok(first_dir.hard_link(&first_name, dir, name)?)
+    }
+}
+
+/// What an archive member gets besides its content.
+struct MemberMeta {
+    /// Permission bits.
+    mode: u32,
+    /// Owner.
+    uid: u32,
+    /// Group.
+    gid: u32,
+    /// Modification (and access) time.
+    mtime: FileTime,
+    /// Device number (character and block devices).
+    device: libc::dev_t,
+}
+
+impl MemberMeta {
+    /// Gives `name` in `dir` this owner, mode and mtime.
+    fn apply(&self, dir: &Dir, name: &OsStr) -> Result<()> {
+        dir.chown(name, self.uid, self.gid)?;
+        dir.chmod(name, self.mode)?;
+        Ok(dir.set_times(name, self.mtime, self.mtime)?)
+    }
+}
+
+/// The error for a member header field (or link target) `what` of member `rel` that is
+/// not usable.
+fn bad_member(rel: &Path, what: &str, e: impl std::fmt::Display) -> CopyError {
+    CopyError::Io {
+        path: rel.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidData, format!("bad {what}: {e}")),
+    }
+}
+
+/// A directory member: made (replacing a non-directory) with owner and mode; its time is
+/// set after its contents.
+fn extract_dir(dir: &Dir, name: &OsStr, meta: &MemberMeta) -> Result<()> {
+    match dir.lstat(name)? {
+        Some(m) if m.is_dir() => {}
+        Some(_) => {
+            dir.remove_all(name)?;
+            dir.mkdir(name, 0o755)?;
+        }
+        None => dir.mkdir(name, 0o755)?,
+    }
+    dir.chown(name, meta.uid, meta.gid)?;
+    Ok(dir.chmod(name, meta.mode)?)
+}
+
+/// A regular file member: its content written to a new `name` in `dir`.
+fn extract_file(content: &mut dyn Read, dir: &Dir, name: &OsStr) -> Result<()> {
+    dir.remove_all(name)?;
+    let mut out = dir.create_file(name, 0o600)?;
+    let shown = dir.display_path().join(name);
+    io::copy(content, &mut out).map_err(io_err(&shown))?;
+    Ok(())
+}
+
+/// A symlink member to `link`, stored as written (owner and times set, never followed).
+fn extract_symlink(link: &[u8], dir: &Dir, name: &OsStr, meta: &MemberMeta) -> Result<()> {
+    dir.remove_all(name)?;
+    dir.symlink(Path::new(OsStr::from_bytes(link)), name)?;
+    dir.chown(name, meta.uid, meta.gid)?;
+    Ok(dir.set_times(name, meta.mtime, meta.mtime)?)
+}
+
+/// A character device, block device or FIFO member.
+fn extract_device(kind: tar::EntryType, dir: &Dir, name: &OsStr, meta: &MemberMeta) -> Result<()> {
+    let kind_bits = match kind {
+        tar::EntryType::Char => libc::S_IFCHR,
+        tar::EntryType::Block => libc::S_IFBLK,
+        _ => libc::S_IFIFO,
+    };
+    dir.remove_all(name)?;
+    Ok(dir.mknod(name, kind_bits | meta.mode, meta.device)?)
 }
 
 /// The names in the source directory `src`, sorted.

@@ -6,8 +6,8 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use ocibuild_image::compression::{sniff, Sniffed};
+use ocibuild_image::digest::HashingWriter;
 use ocibuild_registry::BlobObserver;
-use sha2::{Digest, Sha256};
 
 /// Bytes needed to tell the compression.
 const MAGIC_LEN: usize = 4;
@@ -32,23 +32,11 @@ enum State {
 }
 
 /// A writer that only hashes.
-struct HashWriter(Sha256);
+type HashWriter = HashingWriter<io::Sink>;
 
-impl Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl HashWriter {
-    fn digest(self) -> String {
-        format!("sha256:{}", hex::encode(self.0.finalize()))
-    }
+/// The digest of what `w` hashed.
+fn digest(w: HashWriter) -> String {
+    w.finish().1
 }
 
 impl Default for DiffIdHasher {
@@ -100,11 +88,11 @@ impl DiffIdHasher {
             self.write_started(&seen);
         }
         match self.state {
-            State::Plain(w) => Ok(w.digest()),
-            State::Gzip(d) => Ok(d.finish().map_err(DiffIdError)?.digest()),
+            State::Plain(w) => Ok(digest(w)),
+            State::Gzip(d) => Ok(digest(d.finish().map_err(DiffIdError)?)),
             State::Zstd(mut d) => {
                 d.flush().map_err(DiffIdError)?;
-                Ok(d.into_inner().digest())
+                Ok(digest(d.into_inner()))
             }
             State::Failed(e) => Err(DiffIdError(e)),
             State::Sniffing(_) => unreachable!("sniffing ends above"),
@@ -114,7 +102,7 @@ impl DiffIdHasher {
 
 /// The state for a blob starting with `magic`.
 fn start(magic: &[u8]) -> State {
-    let hash = HashWriter(Sha256::new());
+    let hash = HashingWriter::new(io::sink());
     match sniff(magic) {
         Sniffed::Gzip => State::Gzip(Box::new(flate2::write::MultiGzDecoder::new(hash))),
         Sniffed::Zstd => match zstd::stream::write::Decoder::new(hash) {
@@ -154,7 +142,7 @@ mod tests {
     use super::*;
 
     fn sha(bytes: &[u8]) -> String {
-        format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+        ocibuild_image::digest::sha256_digest(bytes)
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

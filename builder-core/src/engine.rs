@@ -1,30 +1,31 @@
 //! The handles a stage runs with, instead of the whole builder: the read-only
-//! [`Settings`], the [`Registry`] (clients and blob store), the [`StepCache`] with its hit
-//! and miss counters, the [`Progress`] reported as events, and the cross-stage state
-//! [`Stages`]. `build` makes them and lends them to `stage` as [`Handles`]; this module
+//! [`Settings`] (with the few [`StageOptions`] stages read), the [`Registry`] (clients and
+//! blob store), the [`StepCache`] with its hit and miss counters, the [`Progress`] that
+//! owns the build's [`EventSink`], and the cross-stage state [`Stages`]. `build` makes them and lends them to `stage` as [`Handles`]; this module
 //! imports neither.
 
 use crate::cache::LayerCache;
 use crate::cancel::CancelToken;
 use crate::error::{BuildError, Result};
 use crate::events::{BuildEvent, Events};
-use crate::image::{BlobStore, Image, ImageFormat, Layer, LayerBlob};
+use crate::image::{BlobStore, Image, Layer, PulledImage};
+use crate::isolation::Isolation;
 use crate::mounts::{CacheMounts, MountError, Secrets};
 use crate::options::BuildOptions;
 use ocibuild_dockerfile::parser::Instruction;
 use ocibuild_dockerfile::pathmatch::IgnoreRules;
-use ocibuild_dockerfile::plan::Plan;
-use ocibuild_image::config::ImageConfig;
+use ocibuild_dockerfile::plan::{BuildArgs, Plan};
 use ocibuild_registry::{Client, Platform, Reference};
+use ocibuild_snapshot::Compression;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// What the stages read and never change.
-pub(crate) struct Settings<'o> {
-    /// The build's options.
-    pub opts: &'o BuildOptions,
+pub(crate) struct Settings {
+    /// The build options the stages read.
+    pub options: StageOptions,
     /// The plan of the Dockerfile.
     pub plan: Plan,
     /// The work directory: root filesystems, layers, scratch files.
@@ -45,6 +46,40 @@ pub(crate) struct Settings<'o> {
     pub cancel: CancelToken,
 }
 
+/// The few [`BuildOptions`] the stages read (the rest is the build's: outputs, pushes,
+/// registries, the cache stores).
+#[derive(Debug, Clone)]
+pub(crate) struct StageOptions {
+    /// `--build-arg` values.
+    pub build_args: BuildArgs,
+    /// How RUN steps are isolated.
+    pub isolation: Isolation,
+    /// `RUN --security=insecure` is permitted.
+    pub allow_insecure: bool,
+    /// Layer compression.
+    pub compression: Compression,
+    /// Layer timestamps set to the epoch.
+    pub reproducible: bool,
+    /// RUN layers are looked up in and stored to the layer cache.
+    pub cache_run_layers: bool,
+    /// COPY/ADD layers are looked up in and stored to the layer cache.
+    pub cache_copy_layers: bool,
+}
+
+impl From<&BuildOptions> for StageOptions {
+    fn from(opts: &BuildOptions) -> StageOptions {
+        StageOptions {
+            build_args: opts.build_args.clone(),
+            isolation: opts.isolation,
+            allow_insecure: opts.allow_insecure,
+            compression: opts.compression,
+            reproducible: opts.reproducible,
+            cache_run_layers: opts.cache_run_layers,
+            cache_copy_layers: opts.cache_copy_layers,
+        }
+    }
+}
+
 /// The registry side of a build: its clients and the blob store of its work directory.
 pub(crate) struct Registry {
     /// Pulls base images and their layers.
@@ -61,67 +96,20 @@ impl Registry {
         self.blobs.local_file(&self.pull_client, layer).await
     }
 
-    /// Resolves `name` to a manifest and config (layers stay remote until needed).
-    pub async fn pull_image(
-        &self,
-        name: &str,
-        platform: &Platform,
-        events: Events<'_>,
-    ) -> Result<Image> {
+    /// Resolves `name` to a manifest and config (layers stay remote until needed), each
+    /// base layer checked against its diff_id. The caller reports [`PulledImage::event`]
+    /// when the pull is part of the build's progress.
+    pub async fn pull_image(&self, name: &str, platform: &Platform) -> Result<PulledImage> {
         let reference =
             Reference::parse(name).map_err(BuildError::registry(format!("base image {name:?}")))?;
-        let context = format!("pulling {reference}");
-        let pulled = self
-            .pull_client
-            .pull_manifest(&reference, platform)
-            .await
-            .map_err(BuildError::registry(&context))?;
-        let config_bytes = self
-            .pull_client
-            .pull_blob_bytes(&reference, &pulled.manifest.config.digest)
-            .await
-            .map_err(BuildError::registry(&context))?;
-        let config = ImageConfig::from_json(&config_bytes).map_err(|e| {
-            BuildError::Options(format!(
-                "{context}: the image config is not valid JSON: {e}"
-            ))
-        })?;
-        let diff_ids = &config.rootfs.diff_ids;
-        if diff_ids.len() != pulled.manifest.layers.len() {
-            return Err(BuildError::Options(format!(
-                "{context}: the manifest has {} layers but the config lists {} diff_ids",
-                pulled.manifest.layers.len(),
-                diff_ids.len()
-            )));
-        }
-        let layers = pulled
-            .manifest
-            .layers
-            .iter()
-            .zip(diff_ids)
-            .map(|(descriptor, diff_id)| Layer {
-                blob: LayerBlob::Remote {
-                    source: Box::new(reference.clone()),
-                    descriptor: Box::new(descriptor.clone()),
-                },
-                diff_id: diff_id.clone(),
-            })
-            .collect();
-        let image = Image {
-            config,
-            layers,
-            format: ImageFormat::of_manifest(&pulled.media_type),
-        };
+        let pulled =
+            crate::image::resolve_image(&self.pull_client, reference, platform, "pulling").await?;
         // Every base layer is checked against its diff_id here, whether it is unpacked
         // later or only referenced by the output image.
         self.blobs
-            .verify_layers(&self.pull_client, name, &image)
+            .verify_layers(&self.pull_client, name, &pulled.image)
             .await?;
-        events(BuildEvent::Pulled {
-            reference: reference.to_string(),
-            digest: pulled.digest.clone(),
-        });
-        Ok(image)
+        Ok(pulled)
     }
 }
 
@@ -146,27 +134,63 @@ impl StepCache {
     }
 }
 
-/// Step numbers and the current step's warnings, reported as [`BuildEvent`]s.
-#[derive(Default)]
-pub(crate) struct Progress {
+/// Where a build reports its [`BuildEvent`]s: the caller's callback. The callback is only
+/// `Send`; it sits behind a mutex so that the handles are `Sync` and a stage's futures may
+/// hold shared borrows of them across awaits (it is never contended: the build reports
+/// from one task).
+pub(crate) struct EventSink<'e> {
+    callback: std::sync::Mutex<Events<'e>>,
+}
+
+impl<'e> EventSink<'e> {
+    /// Reports to `callback`.
+    pub fn new(callback: Events<'e>) -> EventSink<'e> {
+        EventSink {
+            callback: std::sync::Mutex::new(callback),
+        }
+    }
+
+    /// Reports `event`.
+    pub fn emit(&mut self, event: BuildEvent) {
+        let callback = self
+            .callback
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        callback(event)
+    }
+}
+
+/// Step numbers and the current step's warnings, reported to the build's [`EventSink`].
+pub(crate) struct Progress<'e> {
+    sink: EventSink<'e>,
     /// The number of the current step (1-based; 0 before the first).
     pub step: usize,
     /// The number of steps in the stages built.
     pub total_steps: usize,
-    /// Warnings raised where no event sink is at hand, reported at the end of the step.
+    /// Warnings raised during a step, reported at its end.
     warnings: Vec<String>,
 }
 
-impl Progress {
+impl<'e> Progress<'e> {
+    /// No step yet; events go to `sink`.
+    pub fn new(sink: EventSink<'e>) -> Progress<'e> {
+        Progress {
+            sink,
+            step: 0,
+            total_steps: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Reports `event` now.
+    pub fn report(&mut self, event: BuildEvent) {
+        self.sink.emit(event)
+    }
+
     /// Starts the next step, `ins` of `stage`: its number and start time.
-    pub fn begin_step(
-        &mut self,
-        stage: &str,
-        ins: &Instruction,
-        events: Events<'_>,
-    ) -> (usize, Instant) {
+    pub fn begin_step(&mut self, stage: &str, ins: &Instruction) -> (usize, Instant) {
         self.step += 1;
-        events(BuildEvent::Step {
+        self.sink.emit(BuildEvent::Step {
             number: self.step,
             total: self.total_steps,
             stage: stage.to_string(),
@@ -176,23 +200,18 @@ impl Progress {
     }
 
     /// Ends the step `started` that made `layer`, reporting its warnings first.
-    pub fn end_step(
-        &mut self,
-        started: (usize, Instant),
-        layer: Option<(String, u64)>,
-        events: Events<'_>,
-    ) {
+    pub fn end_step(&mut self, started: (usize, Instant), layer: Option<(String, u64)>) {
         for warning in std::mem::take(&mut self.warnings) {
-            events(BuildEvent::Warning(warning));
+            self.sink.emit(BuildEvent::Warning(warning));
         }
-        events(BuildEvent::StepDone {
+        self.sink.emit(BuildEvent::StepDone {
             number: started.0,
             elapsed: started.1.elapsed(),
             layer,
         });
     }
 
-    /// Records a warning for the current step.
+    /// Records a warning, reported when the current step ends.
     pub fn warn(&mut self, warning: String) {
         self.warnings.push(warning);
     }
@@ -247,15 +266,15 @@ pub(crate) struct FinishedStage {
 
 /// The handles a stage borrows from the build: read-only settings and registry, mutable
 /// cache counters, progress and cross-stage state.
-pub(crate) struct Handles<'b, 'o> {
+pub(crate) struct Handles<'b, 'e> {
     /// What the stage reads.
-    pub settings: &'b Settings<'o>,
+    pub settings: &'b Settings,
     /// Pulls and blobs.
     pub registry: &'b Registry,
     /// The layer cache.
     pub cache: &'b mut StepCache,
-    /// Step numbers and warnings.
-    pub progress: &'b mut Progress,
+    /// Step numbers, warnings and the event sink.
+    pub progress: &'b mut Progress<'e>,
     /// The other stages.
     pub stages: &'b mut Stages,
 }
@@ -271,17 +290,16 @@ mod tests {
             std::path::Path::new("Dockerfile"),
         )
         .unwrap();
-        let mut progress = Progress {
-            total_steps: 2,
-            ..Progress::default()
-        };
         let mut seen = Vec::new();
         let mut events = |event: BuildEvent| seen.push(event);
+        let mut progress = Progress::new(EventSink::new(&mut events));
+        progress.total_steps = 2;
         for ins in &parsed.instructions {
-            let started = progress.begin_step("0", ins, &mut events);
+            let started = progress.begin_step("0", ins);
             progress.warn(format!("warning of step {}", started.0));
-            progress.end_step(started, None, &mut events);
+            progress.end_step(started, None);
         }
+        drop(progress);
         let names: Vec<String> = seen
             .iter()
             .map(|event| match event {

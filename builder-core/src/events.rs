@@ -43,6 +43,25 @@ pub enum BuildEvent {
         /// Its manifest digest.
         digest: String,
     },
+    /// A blob (a base image's layer, or a layer of the registry cache) was downloaded.
+    BlobPulled {
+        /// The repository it came from.
+        reference: String,
+        /// Its digest.
+        digest: String,
+        /// The bytes downloaded.
+        bytes: u64,
+    },
+    /// A blob (a layer or the config) was uploaded while pushing the image; blobs the
+    /// destination already had or mounted from the base repository are not reported.
+    BlobPushed {
+        /// Destination reference.
+        destination: String,
+        /// Its digest.
+        digest: String,
+        /// The bytes uploaded.
+        bytes: u64,
+    },
     /// The image was pushed.
     Pushed {
         /// Destination reference.

@@ -3,9 +3,11 @@
 //! step produced. Also the local blob store, the manifest, pushing and tarball output.
 
 use crate::error::{BuildError, Result};
+use crate::events::{BuildEvent, Events};
 use ocibuild_image::config::ImageConfig;
 use ocibuild_image::docker_archive;
-use ocibuild_registry::{media_types, Client, Descriptor, ImageManifest, Reference};
+use ocibuild_image::manifest::{self, media_types, Descriptor, ManifestBytes, MediaType};
+use ocibuild_registry::{Client, Reference};
 use ocibuild_snapshot::LayerInfo;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -24,8 +26,8 @@ pub enum ImageFormat {
 
 impl ImageFormat {
     /// The format of a pulled manifest's media type.
-    pub fn of_manifest(media_type: &str) -> ImageFormat {
-        if media_type == media_types::DOCKER_MANIFEST {
+    pub fn of_manifest(media_type: &MediaType) -> ImageFormat {
+        if media_type.as_ref() == media_types::DOCKER_MANIFEST {
             ImageFormat::Docker
         } else {
             ImageFormat::Oci
@@ -58,16 +60,16 @@ impl ImageFormat {
 
     /// A layer media type translated into this format (gzip and plain tar layers have an
     /// equivalent in both; others are kept).
-    pub fn layer_media_type(self, media_type: &str) -> String {
-        let docker_gzip = media_types::DOCKER_LAYER_GZIP;
-        let docker_tar = "application/vnd.docker.image.rootfs.diff.tar";
-        match (self, media_type) {
-            (ImageFormat::Oci, m) if m == docker_gzip => media_types::OCI_LAYER_GZIP.into(),
-            (ImageFormat::Oci, m) if m == docker_tar => media_types::OCI_LAYER_TAR.into(),
-            (ImageFormat::Docker, m) if m == media_types::OCI_LAYER_GZIP => docker_gzip.into(),
-            (ImageFormat::Docker, m) if m == media_types::OCI_LAYER_TAR => docker_tar.into(),
-            (_, m) => m.to_string(),
-        }
+    pub fn layer_media_type(self, media_type: &MediaType) -> MediaType {
+        use media_types::{DOCKER_LAYER_GZIP, DOCKER_LAYER_TAR, OCI_LAYER_GZIP, OCI_LAYER_TAR};
+        let translated = match (self, media_type.as_ref()) {
+            (ImageFormat::Oci, DOCKER_LAYER_GZIP) => OCI_LAYER_GZIP,
+            (ImageFormat::Oci, DOCKER_LAYER_TAR) => OCI_LAYER_TAR,
+            (ImageFormat::Docker, OCI_LAYER_GZIP) => DOCKER_LAYER_GZIP,
+            (ImageFormat::Docker, OCI_LAYER_TAR) => DOCKER_LAYER_TAR,
+            (_, other) => other,
+        };
+        MediaType::from(translated)
     }
 }
 
@@ -94,7 +96,8 @@ impl std::str::FromStr for ImageFormat {
 
 /// Whether a layer media type has no Docker schema 2 equivalent (zstd, and any other OCI
 /// compression Docker does not define).
-fn is_oci_only_layer(media_type: &str) -> bool {
+fn is_oci_only_layer(media_type: &MediaType) -> bool {
+    let media_type = media_type.as_ref();
     media_type.starts_with("application/vnd.oci.image.layer.")
         && media_type != media_types::OCI_LAYER_GZIP
         && media_type != media_types::OCI_LAYER_TAR
@@ -127,30 +130,41 @@ impl Layer {
     /// The compressed digest.
     pub fn digest(&self) -> &str {
         match &self.blob {
-            LayerBlob::Remote { descriptor, .. } => &descriptor.digest,
+            LayerBlob::Remote { descriptor, .. } => descriptor.digest().as_ref(),
             LayerBlob::Local(info) => &info.digest,
         }
     }
 
-    fn descriptor(&self, format: ImageFormat) -> Descriptor {
+    /// The compressed size.
+    pub fn size(&self) -> u64 {
         match &self.blob {
-            LayerBlob::Remote { descriptor, .. } => Descriptor {
-                media_type: format.layer_media_type(&descriptor.media_type),
-                ..(**descriptor).clone()
-            },
-            LayerBlob::Local(info) => Descriptor {
-                media_type: match format {
-                    ImageFormat::Oci => info.oci_media_type().to_string(),
-                    ImageFormat::Docker => info.docker_media_type().to_string(),
-                },
-                digest: info.digest.clone(),
-                size: info.size,
-                platform: None,
-                annotations: None,
-                urls: None,
-            },
+            LayerBlob::Remote { descriptor, .. } => descriptor.size(),
+            LayerBlob::Local(info) => info.size,
         }
     }
+
+    /// Its descriptor in a manifest of `format`.
+    fn descriptor(&self, format: ImageFormat) -> Result<Descriptor> {
+        match &self.blob {
+            LayerBlob::Remote { descriptor, .. } => {
+                let mut descriptor = (**descriptor).clone();
+                descriptor.set_media_type(format.layer_media_type(descriptor.media_type()));
+                Ok(descriptor)
+            }
+            LayerBlob::Local(info) => {
+                let media_type = match format {
+                    ImageFormat::Oci => info.oci_media_type(),
+                    ImageFormat::Docker => info.docker_media_type(),
+                };
+                manifest::descriptor(media_type, &info.digest, info.size).map_err(manifest_error)
+            }
+        }
+    }
+}
+
+/// A manifest that could not be made.
+fn manifest_error(e: manifest::ManifestError) -> BuildError {
+    BuildError::Options(format!("making the image manifest: {e}"))
 }
 
 /// A built (or pulled) image.
@@ -171,12 +185,8 @@ pub struct Manifested {
     pub config: Vec<u8>,
     /// `sha256:` of the config JSON.
     pub config_digest: String,
-    /// Manifest JSON.
-    pub manifest: Vec<u8>,
-    /// `sha256:` of the manifest JSON.
-    pub manifest_digest: String,
-    /// Manifest media type.
-    pub media_type: &'static str,
+    /// The manifest: its bytes, digest and media type.
+    pub manifest: ManifestBytes,
 }
 
 pub use ocibuild_image::digest::sha256_digest;
@@ -199,9 +209,8 @@ impl Image {
 
     /// Serialises config and manifest, without annotations and without checking that the
     /// layers fit the format (see [`Image::manifest_with`], which `build` should use).
-    pub fn manifest(&self) -> Manifested {
+    pub fn manifest(&self) -> Result<Manifested> {
         self.serialise(&BTreeMap::new())
-            .expect("a manifest always serialises")
     }
 
     /// Serialises config and manifest in `self.format` (set it first to force a format,
@@ -213,12 +222,13 @@ impl Image {
     pub fn manifest_with(&self, annotations: &BTreeMap<String, String>) -> Result<Manifested> {
         if self.format == ImageFormat::Docker {
             for layer in &self.layers {
-                let descriptor = layer.descriptor(self.format);
-                if is_oci_only_layer(&descriptor.media_type) {
+                let descriptor = layer.descriptor(self.format)?;
+                if is_oci_only_layer(descriptor.media_type()) {
                     return Err(BuildError::Options(format!(
                         "zstd layers need --image-format oci: layer {} has media type {}, \
                          which Docker schema 2 manifests cannot carry",
-                        descriptor.digest, descriptor.media_type
+                        descriptor.digest(),
+                        descriptor.media_type()
                     )));
                 }
             }
@@ -229,32 +239,27 @@ impl Image {
     fn serialise(&self, annotations: &BTreeMap<String, String>) -> Result<Manifested> {
         let config = self.config.to_json();
         let config_digest = sha256_digest(&config);
-        let manifest = ImageManifest {
-            schema_version: 2,
-            media_type: Some(self.format.manifest_media_type().to_string()),
-            config: Descriptor {
-                media_type: self.format.config_media_type().to_string(),
-                digest: config_digest.clone(),
-                size: config.len() as u64,
-                platform: None,
-                annotations: None,
-                urls: None,
-            },
-            layers: self
-                .layers
-                .iter()
-                .map(|l| l.descriptor(self.format))
-                .collect(),
-            annotations: (!annotations.is_empty()).then(|| annotations.clone()),
-        };
-        let manifest = serde_json::to_vec(&manifest)
-            .map_err(|e| BuildError::Options(format!("serialising the image manifest: {e}")))?;
+        let config_descriptor = manifest::descriptor(
+            self.format.config_media_type(),
+            &config_digest,
+            config.len() as u64,
+        )
+        .map_err(manifest_error)?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| l.descriptor(self.format))
+            .collect::<Result<Vec<_>>>()?;
+        let manifest = ManifestBytes::of_manifest(&manifest::image_manifest(
+            self.format.manifest_media_type(),
+            config_descriptor,
+            layers,
+            annotations,
+        ));
         Ok(Manifested {
-            manifest_digest: sha256_digest(&manifest),
             config,
             config_digest,
             manifest,
-            media_type: self.format.manifest_media_type(),
         })
     }
 }
@@ -267,6 +272,34 @@ pub struct BlobStore {
     cache: Option<crate::cache::LocalCache>,
     /// The diff_id computed for each blob fetched into `dir`, by digest.
     diff_ids: Arc<Mutex<HashMap<String, String>>>,
+    /// Where its downloads are recorded until the build reports them.
+    reports: BlobReports,
+}
+
+/// The downloads of a [`BlobStore`] not reported yet, as [`BuildEvent::BlobPulled`] events:
+/// the store downloads where no event sink is at hand, and the build reports them before
+/// its next event. Clones share the list.
+#[derive(Debug, Clone, Default)]
+pub struct BlobReports(Arc<Mutex<Vec<BuildEvent>>>);
+
+impl BlobReports {
+    /// Records that `bytes` of blob `digest` were downloaded from `source`.
+    fn pulled(&self, source: &Reference, digest: &str, bytes: u64) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(BuildEvent::BlobPulled {
+            reference: source.to_string(),
+            digest: digest.to_string(),
+            bytes,
+        });
+    }
+
+    /// Reports the downloads recorded since the last call to `events`.
+    pub fn report_to(&self, events: Events<'_>) {
+        let taken = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for event in taken {
+            events(event);
+        }
+    }
 }
 
 impl BlobStore {
@@ -278,7 +311,27 @@ impl BlobStore {
             dir,
             cache,
             diff_ids: Default::default(),
+            reports: BlobReports::default(),
         })
+    }
+
+    /// The store, recording its downloads in `reports`.
+    pub fn reporting_to(self, reports: BlobReports) -> BlobStore {
+        BlobStore { reports, ..self }
+    }
+
+    /// Downloads blob `digest` of `source` to `path` (its sha256 verified), computing its
+    /// diff_id in the same pass, and records the download.
+    async fn pull(
+        &self,
+        client: &Client,
+        source: &Reference,
+        digest: &str,
+        path: &Path,
+    ) -> Result<String> {
+        let (diff_id, bytes) = pull_blob(client, source, digest, path).await?;
+        self.reports.pulled(source, digest, bytes);
+        Ok(diff_id)
     }
 
     /// Checks that every remote layer of `image` (pulled as `name`) decompresses to the
@@ -290,18 +343,9 @@ impl BlobStore {
             let LayerBlob::Remote { source, descriptor } = &layer.blob else {
                 continue;
             };
-            let actual = self
-                .verified_diff_id(client, source, &descriptor.digest)
-                .await?;
-            if actual != layer.diff_id {
-                return Err(BuildError::LayerMismatch {
-                    image: name.to_string(),
-                    index,
-                    digest: descriptor.digest.clone(),
-                    expected: layer.diff_id.clone(),
-                    actual,
-                });
-            }
+            let digest = descriptor.digest().as_ref();
+            let actual = self.verified_diff_id(client, source, digest).await?;
+            BlobStore::check_diff_id(name, index, layer, actual)?;
         }
         Ok(())
     }
@@ -357,7 +401,7 @@ impl BlobStore {
         match &layer.blob {
             LayerBlob::Local(info) => Ok(info.path.clone()),
             LayerBlob::Remote { source, descriptor } => Ok(self
-                .fetch_verified(client, source, &descriptor.digest)
+                .fetch_verified(client, source, descriptor.digest().as_ref())
                 .await?
                 .0),
         }
@@ -374,53 +418,180 @@ impl BlobStore {
     ) -> Result<String> {
         let context = || format!("pulling layer {digest} of {source}");
         let Some(cache) = &self.cache else {
-            return pull_with_diff_id(client, source, digest, path).await;
+            return self.pull(client, source, digest, path).await;
         };
         if let Some(cached) = cache.blob(digest) {
             let diff_id = match cache.diff_id(digest) {
                 Some(d) => d,
                 None => {
+                    let file = cached.clone();
                     let computed =
-                        crate::blocking::in_place(|| crate::diffid::diff_id_of_file(&cached));
+                        crate::blocking::spawn(move || crate::diffid::diff_id_of_file(&file))
+                            .await?;
                     record_diff_id(cache, digest, computed)
                         .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?
                 }
             };
-            link_or_copy(&cached, path)?;
+            link_or_copy_blocking(cached, path.to_path_buf()).await?;
             return Ok(diff_id);
         }
-        let tmp = cache.temp_path("pull");
-        let computed = pull_with_diff_id(client, source, digest, &tmp).await;
-        let diff_id = record_diff_id(cache, digest, computed.map_err(|e| e.to_string()))
-            .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
-        let cached = cache.put_blob(digest, &tmp).map_err(|e| {
-            BuildError::Options(format!(
-                "{}: storing it in the cache directory: {e}",
-                context()
-            ))
-        })?;
-        link_or_copy(&cached, path)?;
+        let (cached, diff_id, bytes) = pull_into_cache(cache, client, source, digest).await?;
+        self.reports.pulled(source, digest, bytes);
+        link_or_copy_blocking(cached, path.to_path_buf()).await?;
         Ok(diff_id)
+    }
+
+    /// Checks that layer `index` of the image pulled as `name` decompresses to the diff_id
+    /// its config lists: `actual` is the one computed from its bytes.
+    pub(crate) fn check_diff_id(
+        name: &str,
+        index: usize,
+        layer: &Layer,
+        actual: String,
+    ) -> Result<()> {
+        if actual == layer.diff_id {
+            return Ok(());
+        }
+        Err(BuildError::LayerMismatch {
+            image: name.to_string(),
+            index,
+            digest: layer.digest().to_string(),
+            expected: layer.diff_id.clone(),
+            actual,
+        })
     }
 }
 
-/// Downloads blob `digest` of `source` to `path` (its sha256 verified), computing its
-/// diff_id in the same pass.
-pub(crate) async fn pull_with_diff_id(
+/// Downloads blob `digest` of `source` into the local cache directory, recording the
+/// diff_id computed while it downloaded; returns the cached file, the diff_id and the bytes
+/// downloaded. Shared by
+/// builds (base layers) and the cache warmer.
+pub(crate) async fn pull_into_cache(
+    cache: &crate::cache::LocalCache,
+    client: &Client,
+    source: &Reference,
+    digest: &str,
+) -> Result<(PathBuf, String, u64)> {
+    let context = || format!("pulling layer {digest} of {source}");
+    let tmp = cache.temp_path("pull");
+    let (computed, bytes) = match pull_blob(client, source, digest, &tmp).await {
+        Ok((diff_id, bytes)) => (Ok(diff_id), bytes),
+        Err(e) => (Err(e.to_string()), 0),
+    };
+    let diff_id = record_diff_id(cache, digest, computed)
+        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
+    let (store, owned_digest) = (cache.clone(), digest.to_string());
+    let cached = crate::blocking::spawn(move || store.put_blob(&owned_digest, &tmp)).await?;
+    let cached = cached.map_err(|e| {
+        BuildError::Options(format!(
+            "{}: storing it in the cache directory: {e}",
+            context()
+        ))
+    })?;
+    Ok((cached, diff_id, bytes))
+}
+
+/// An image resolved in a registry: its manifest and config fetched, its layers still
+/// remote ([`LayerBlob::Remote`], fetched only when needed).
+pub(crate) struct PulledImage {
+    /// The reference it was pulled as.
+    pub reference: Reference,
+    /// `sha256:` of its manifest.
+    pub manifest_digest: String,
+    /// The manifest as the registry served it.
+    pub manifest: Vec<u8>,
+    /// The config as the registry served it.
+    pub config: Vec<u8>,
+    /// The image: config, remote layers and format.
+    pub image: Image,
+}
+
+impl PulledImage {
+    /// The event that reports the pull.
+    pub fn event(&self) -> crate::events::BuildEvent {
+        crate::events::BuildEvent::Pulled {
+            reference: self.reference.to_string(),
+            digest: self.manifest_digest.clone(),
+        }
+    }
+}
+
+/// Resolves `reference` for `platform` to its manifest and config (the layers stay
+/// remote); `verb` says what for in errors ("pulling", "warming"). The one path by which
+/// builds and the cache warmer pull images.
+pub(crate) async fn resolve_image(
+    client: &Client,
+    reference: Reference,
+    platform: &ocibuild_image::platform::Platform,
+    verb: &str,
+) -> Result<PulledImage> {
+    let context = format!("{verb} {reference}");
+    let pulled = client
+        .pull_manifest(&reference, platform)
+        .await
+        .map_err(BuildError::registry(&context))?;
+    let config_bytes = client
+        .pull_blob_bytes(&reference, pulled.manifest.config().digest().as_ref())
+        .await
+        .map_err(BuildError::registry(&context))?;
+    let config = ImageConfig::from_json(&config_bytes).map_err(|e| {
+        BuildError::Options(format!(
+            "{context}: the image config is not valid JSON: {e}"
+        ))
+    })?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != pulled.manifest.layers().len() {
+        return Err(BuildError::Options(format!(
+            "{context}: the manifest has {} layers but the config lists {} diff_ids",
+            pulled.manifest.layers().len(),
+            diff_ids.len()
+        )));
+    }
+    let layers = pulled
+        .manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(descriptor, diff_id)| Layer {
+            blob: LayerBlob::Remote {
+                source: Box::new(reference.clone()),
+                descriptor: Box::new(descriptor.clone()),
+            },
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    let image = Image {
+        config,
+        layers,
+        format: ImageFormat::of_manifest(&pulled.media_type),
+    };
+    Ok(PulledImage {
+        reference,
+        manifest_digest: pulled.digest,
+        manifest: pulled.bytes,
+        config: config_bytes,
+        image,
+    })
+}
+
+/// Downloads blob `digest` of `source` to `path` (its sha256 verified); returns its
+/// diff_id, computed in the same pass, and the bytes downloaded.
+async fn pull_blob(
     client: &Client,
     source: &Reference,
     digest: &str,
     path: &Path,
-) -> Result<String> {
+) -> Result<(String, u64)> {
     let context = || format!("pulling layer {digest} of {source}");
     let mut hasher = crate::diffid::DiffIdHasher::new();
-    client
+    let bytes = client
         .pull_blob_to_file_observed(source, digest, path, &mut hasher)
         .await
         .map_err(BuildError::registry(context()))?;
-    hasher
+    let diff_id = hasher
         .finish()
-        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))
+        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
+    Ok((diff_id, bytes))
 }
 
 /// Records a computed diff_id of blob `digest` in `cache` and returns it.
@@ -447,17 +618,30 @@ pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     fs::rename(&tmp, to).map_err(BuildError::io(to))
 }
 
+/// [`link_or_copy`] on the blocking thread pool.
+async fn link_or_copy_blocking(from: PathBuf, to: PathBuf) -> Result<()> {
+    crate::blocking::run(move || link_or_copy(&from, &to)).await
+}
+
 /// Pushes `image` to `dest`: blobs the registry lacks (mounted from the base repository when
-/// it is on the same registry, else uploaded from disk), then the manifest. Returns the
-/// manifest digest.
+/// it is on the same registry, else uploaded from disk, each upload reported to `events` as
+/// a [`BuildEvent::BlobPushed`]), then the manifest. Returns the manifest digest.
 pub async fn push(
     image: &Image,
     manifested: &Manifested,
     dest: &Reference,
-    client: &Client,
-    pull_client: &Client,
+    clients: (&Client, &Client),
     blobs: &BlobStore,
+    events: Events<'_>,
 ) -> Result<String> {
+    let (client, pull_client) = clients;
+    let mut pushed = |digest: &str, bytes: u64| {
+        events(BuildEvent::BlobPushed {
+            destination: dest.to_string(),
+            digest: digest.to_string(),
+            bytes,
+        })
+    };
     let context = format!("pushing to {dest}");
     for layer in &image.layers {
         let digest = layer.digest();
@@ -483,6 +667,7 @@ pub async fn push(
             .push_blob_file(dest, digest, &path)
             .await
             .map_err(BuildError::registry(format!("{context}: layer {digest}")))?;
+        pushed(digest, layer.size());
     }
     if !client
         .blob_exists(dest, &manifested.config_digest)
@@ -493,9 +678,14 @@ pub async fn push(
             .push_blob_bytes(dest, &manifested.config_digest, manifested.config.clone())
             .await
             .map_err(BuildError::registry(format!("{context}: config")))?;
+        pushed(&manifested.config_digest, manifested.config.len() as u64);
     }
     client
-        .push_manifest(dest, manifested.media_type, &manifested.manifest)
+        .push_manifest(
+            dest,
+            manifested.manifest.media_type.as_ref(),
+            &manifested.manifest.bytes,
+        )
         .await
         .map_err(BuildError::registry(format!("{context}: manifest")))
 }
@@ -534,14 +724,10 @@ mod tests {
         let remote = Layer {
             blob: LayerBlob::Remote {
                 source: Box::new(Reference::parse("r.io/base:1").unwrap()),
-                descriptor: Box::new(Descriptor {
-                    media_type: base_type.to_string(),
-                    digest: format!("sha256:{}", "a".repeat(64)),
-                    size: 3,
-                    platform: None,
-                    annotations: None,
-                    urls: None,
-                }),
+                descriptor: Box::new(
+                    manifest::descriptor(base_type, &format!("sha256:{}", "a".repeat(64)), 3)
+                        .unwrap(),
+                ),
             },
             diff_id: format!("sha256:{}", "b".repeat(64)),
         };
@@ -562,8 +748,8 @@ mod tests {
         }
     }
 
-    fn parsed(m: &Manifested) -> ImageManifest {
-        serde_json::from_slice(&m.manifest).unwrap()
+    fn parsed(m: &Manifested) -> manifest::ImageManifest {
+        manifest::parse_manifest(&m.manifest.bytes).unwrap()
     }
 
     #[test]
@@ -574,17 +760,16 @@ mod tests {
             media_types::OCI_LAYER_GZIP,
         );
         let plain = img.manifest_with(&BTreeMap::new()).unwrap();
-        assert_eq!(plain.manifest, img.manifest().manifest);
-        assert!(!String::from_utf8_lossy(&plain.manifest).contains("annotations"));
+        assert_eq!(plain.manifest, img.manifest().unwrap().manifest);
+        assert!(!String::from_utf8_lossy(&plain.manifest.bytes).contains("annotations"));
         let annotations = BTreeMap::from([
             ("z".to_string(), "1".to_string()),
             ("a".to_string(), "2".to_string()),
         ]);
         let m = img.manifest_with(&annotations).unwrap();
-        assert!(
-            String::from_utf8_lossy(&m.manifest).ends_with(r#""annotations":{"a":"2","z":"1"}}"#)
-        );
-        assert_eq!(m.manifest_digest, sha256_digest(&m.manifest));
+        assert!(String::from_utf8_lossy(&m.manifest.bytes)
+            .ends_with(r#""annotations":{"a":"2","z":"1"}}"#));
+        assert_eq!(m.manifest.digest, sha256_digest(&m.manifest.bytes));
     }
 
     #[test]
@@ -596,20 +781,30 @@ mod tests {
         );
         img.format = ImageFormat::Oci;
         let m = parsed(&img.manifest_with(&BTreeMap::new()).unwrap());
-        assert_eq!(m.media_type.as_deref(), Some(media_types::OCI_MANIFEST));
-        assert_eq!(m.config.media_type, media_types::OCI_CONFIG);
+        let media_type = |t: &MediaType| t.to_string();
+        assert_eq!(
+            m.media_type().as_ref().map(media_type).unwrap(),
+            media_types::OCI_MANIFEST
+        );
+        assert_eq!(media_type(m.config().media_type()), media_types::OCI_CONFIG);
         assert!(m
-            .layers
+            .layers()
             .iter()
-            .all(|l| l.media_type == media_types::OCI_LAYER_GZIP));
+            .all(|l| media_type(l.media_type()) == media_types::OCI_LAYER_GZIP));
         img.format = ImageFormat::Docker;
         let m = parsed(&img.manifest_with(&BTreeMap::new()).unwrap());
-        assert_eq!(m.media_type.as_deref(), Some(media_types::DOCKER_MANIFEST));
-        assert_eq!(m.config.media_type, media_types::DOCKER_CONFIG);
+        assert_eq!(
+            m.media_type().as_ref().map(media_type).unwrap(),
+            media_types::DOCKER_MANIFEST
+        );
+        assert_eq!(
+            media_type(m.config().media_type()),
+            media_types::DOCKER_CONFIG
+        );
         assert!(m
-            .layers
+            .layers()
             .iter()
-            .all(|l| l.media_type == media_types::DOCKER_LAYER_GZIP));
+            .all(|l| media_type(l.media_type()) == media_types::DOCKER_LAYER_GZIP));
     }
 
     #[test]

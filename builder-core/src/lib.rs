@@ -30,7 +30,7 @@ mod api;
 mod blocking;
 pub mod build;
 pub mod cancel;
-use ocibuild_context::chain;
+use ocibuild_image::chain;
 pub mod context;
 pub mod copy;
 pub(crate) mod diffid;

@@ -6,7 +6,8 @@ use crate::image::ImageFormat;
 use crate::isolation::Isolation;
 use crate::mounts::SecretSource;
 use ocibuild_dockerfile::plan::BuildArgs;
-use ocibuild_registry::{ClientOptions, Platform};
+use ocibuild_image::platform::{self, Platform};
+use ocibuild_registry::ClientOptions;
 use ocibuild_snapshot::Compression;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -166,30 +167,15 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// The platform to build for: `os/arch[/variant]` or the host's.
 pub fn parse_platform(spec: Option<&str>) -> Result<Platform> {
-    let host_arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
     let spec = spec.unwrap_or("");
     if spec.is_empty() {
-        return Ok(Platform {
-            architecture: host_arch.to_string(),
-            os: "linux".to_string(),
-            variant: None,
-            os_version: None,
-        });
+        return Ok(platform::linux_host());
     }
-    let parts: Vec<&str> = spec.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-            architecture: arch.to_string(),
-            os: os.to_string(),
-            variant: parts.get(2).map(|v| v.to_string()),
-            os_version: None,
-        }),
+    match spec.split('/').collect::<Vec<&str>>().as_slice() {
+        [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(platform::platform(os, arch, None)),
+        [os, arch, variant] if !os.is_empty() && !arch.is_empty() => {
+            Ok(platform::platform(os, arch, Some(variant)))
+        }
         _ => Err(BuildError::Options(format!(
             "platform {spec:?}: expected os/arch[/variant], e.g. linux/amd64"
         ))),

@@ -7,10 +7,10 @@ use crate::error::{BuildError, Result};
 use crate::image::{BlobStore, Image, ImageFormat, Manifested};
 use ocibuild_dockerfile::plan::{Plan, StageBase};
 use ocibuild_image::atomic::{temp_sibling, write_atomic};
-use ocibuild_image::layout::add_to_index;
+use ocibuild_image::layout::{self, add_to_index};
+use ocibuild_image::manifest::{index_json, Descriptor};
 use ocibuild_registry::reference::DOCKER_HUB;
-use ocibuild_registry::{Client, Platform, Reference};
-use serde_json::{json, Map, Value};
+use ocibuild_registry::{Client, Reference};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -90,63 +90,45 @@ pub async fn write_oci_layout(
     write_layout_marker(dir)?;
     for layer in &image.layers {
         let target = blob_path(dir, layer.digest())?;
-        let size = match &layer.blob {
-            crate::image::LayerBlob::Local(info) => info.size,
-            crate::image::LayerBlob::Remote { descriptor, .. } => descriptor.size,
-        };
-        if has_blob(&target, size) {
+        if has_blob(&target, layer.size()) {
             continue;
         }
         let source = blobs.local_file(pull_client, layer).await?;
         crate::blocking::in_place(|| copy_blob(&source, &target))?;
     }
     write_blob(dir, &manifested.config_digest, &manifested.config)?;
-    write_blob(dir, &manifested.manifest_digest, &manifested.manifest)?;
+    let manifest = &manifested.manifest;
+    write_blob(dir, &manifest.digest, &manifest.bytes)?;
     let descriptor = manifest_descriptor(image, manifested, ref_name);
     let index_path = dir.join("index.json");
     let index = match fs::read(&index_path) {
-        Ok(bytes) => serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+        Ok(bytes) => layout::parse_index(&bytes).map_err(|why| {
             BuildError::Options(format!(
-                "{}: not a valid OCI image index ({e}); remove it or choose another --oci-layout-path",
+                "{}: not a valid OCI image index ({why}); remove it or choose another --oci-layout-path",
                 index_path.display()
             ))
         })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => layout::empty_index(),
         Err(e) => return Err(BuildError::io(&index_path)(e)),
     };
-    let index = add_to_index(index, descriptor, ref_name).map_err(|why| {
-        BuildError::Options(format!(
-            "{}: {why}; remove it or choose another --oci-layout-path",
-            index_path.display()
-        ))
-    })?;
-    let bytes = serde_json::to_vec(&index)
-        .map_err(|e| BuildError::Options(format!("serialising index.json: {e}")))?;
-    write_atomically(&index_path, &bytes)
+    let index = add_to_index(index, descriptor, ref_name);
+    write_atomically(&index_path, &index_json(&index))
 }
 
-/// The index entry of the manifest.
-fn manifest_descriptor(image: &Image, manifested: &Manifested, ref_name: Option<&str>) -> Value {
-    let mut descriptor = Map::new();
-    descriptor.insert("mediaType".into(), manifested.media_type.into());
-    descriptor.insert("digest".into(), manifested.manifest_digest.clone().into());
-    descriptor.insert("size".into(), manifested.manifest.len().into());
-    let config = &image.config;
-    if !config.os.is_empty() && !config.architecture.is_empty() {
-        let platform = Platform {
-            architecture: config.architecture.clone(),
-            os: config.os.clone(),
-            variant: config.variant.clone(),
-            os_version: None,
-        };
-        if let Ok(value) = serde_json::to_value(platform) {
-            descriptor.insert("platform".into(), value);
-        }
-    }
+/// The index entry of the manifest: its descriptor, with the platform of the image config
+/// and the ref name.
+fn manifest_descriptor(
+    image: &Image,
+    manifested: &Manifested,
+    ref_name: Option<&str>,
+) -> Descriptor {
+    let mut descriptor = manifested.manifest.descriptor();
+    descriptor.set_platform(image.config.platform());
     if let Some(name) = ref_name {
-        descriptor.insert("annotations".into(), json!({ REF_NAME_ANNOTATION: name }));
+        let annotations = [(REF_NAME_ANNOTATION.to_string(), name.to_string())];
+        descriptor.set_annotations(Some(annotations.into()));
     }
-    Value::Object(descriptor)
+    descriptor
 }
 
 /// Writes `oci-layout` unless the directory already is a layout (an unreadable marker is

@@ -2,9 +2,10 @@
 //! disk — a `docker save`-style tarball (what `--tar-path` writes) or an OCI image layout
 //! directory (what `--oci-layout-path` writes) — to one or more registries.
 //!
-//! The image is first read into a [`PreparedImage`] ([`prepare`]): every blob is a file on
-//! disk (the members of a tarball are streamed into a temporary directory; a layout's blobs
-//! are used where they are), and manifests are checked against their digests. Then
+//! The image is first read into a [`PreparedImage`] ([`prepare`]) by the image crate's
+//! readers (`docker_archive::extract`, `layout::read_image`): every blob is a file on disk
+//! (the members of a tarball are streamed into a temporary directory; a layout's blobs are
+//! used where they are), and manifests are checked against their digests. Then
 //! [`push_prepared`] uploads each blob the registry does not have yet (a HEAD request
 //! first; uploads stream from disk), child manifests of an index by digest, and the
 //! manifest last, under the destination's tag.
@@ -25,24 +26,17 @@
 //!
 //! `docker-archive:` and `oci:` prefixes (skopeo's transport names) are accepted.
 
-use ocibuild_image::compression::{self, Sniffed};
+use ocibuild_image::blob::{dedup, ReadError};
+use ocibuild_image::compression::Sniffed;
+use ocibuild_image::docker_archive::{self, ArchiveLayer};
 use ocibuild_image::layout;
-use ocibuild_registry::{media_types, Client, ClientOptions, Reference};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use ocibuild_image::manifest::{self, media_types, ManifestBytes};
+use ocibuild_registry::{Client, ClientOptions, Reference};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io;
+use std::path::{Path, PathBuf};
 
-/// The media type of an uncompressed layer in a Docker schema 2 manifest.
-pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-
-/// The largest `manifest.json`, config or manifest read into memory.
-const MAX_METADATA: u64 = 16 << 20;
-
-/// How deep image indexes may nest in a layout.
-const MAX_INDEX_DEPTH: usize = 4;
+pub use ocibuild_image::blob::BlobFile;
 
 /// Why an image could not be pushed.
 #[derive(Debug, thiserror::Error)]
@@ -181,37 +175,15 @@ impl PushSource {
     }
 }
 
-/// A blob to push, as a file on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobFile {
-    /// `sha256:<hex>`.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// The file holding exactly the blob's bytes.
-    pub path: PathBuf,
-}
-
-/// A manifest (or index) to push.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManifestBlob {
-    /// `sha256:<hex>` of `bytes`.
-    pub digest: String,
-    /// Its media type (the `Content-Type` of the upload).
-    pub media_type: String,
-    /// The exact bytes.
-    pub bytes: Vec<u8>,
-}
-
 /// An image ready to push: its blobs as files, manifests checked against their digests.
 #[derive(Debug)]
 pub struct PreparedImage {
     /// Layers and configs, each digest once.
     pub blobs: Vec<BlobFile>,
     /// Manifests an index refers to, pushed by digest before [`top`](Self::top).
-    pub children: Vec<ManifestBlob>,
+    pub children: Vec<ManifestBytes>,
     /// The manifest (or index) pushed under each destination's tag.
-    pub top: ManifestBlob,
+    pub top: ManifestBytes,
     /// The temporary directory holding the members of a tarball; removed when dropped.
     _work: Option<tempfile::TempDir>,
 }
@@ -226,509 +198,97 @@ pub fn prepare(source: &PushSource, work_dir: Option<&Path>) -> Result<PreparedI
     }
 }
 
-/// The compression a blob's first bytes reveal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-/// The layer compression `magic` reveals (bzip2 and xz are no layer compression: plain).
-fn sniff(magic: &[u8]) -> Compression {
-    match compression::sniff(magic) {
-        Sniffed::Gzip => Compression::Gzip,
-        Sniffed::Zstd => Compression::Zstd,
-        Sniffed::Plain | Sniffed::Bzip2 | Sniffed::Xz => Compression::None,
-    }
-}
-
-/// A reader that hashes what passes through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    size: u64,
-    first: Vec<u8>,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        if self.first.len() < 4 {
-            let take = (4 - self.first.len()).min(n);
-            self.first.extend_from_slice(&buf[..take]);
-        }
-        Ok(n)
-    }
-}
-
-/// A tarball member once extracted.
-#[derive(Debug, Clone)]
-enum Member {
-    File {
-        path: PathBuf,
-        digest: String,
-        size: u64,
-        compression: Compression,
-    },
-    /// A symbolic or hard link to another member (archive-relative, normalised).
-    Link(String),
-}
-
-/// `name` without `./`, empty and `.` components; `None` when it climbs out with `..`.
-fn normalise(name: &Path) -> Option<String> {
-    let mut parts: Vec<String> = Vec::new();
-    for c in name.components() {
-        match c {
-            Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                parts.pop()?;
-            }
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
-    Some(parts.join("/"))
-}
-
+/// Extracts the tarball `path` into a new temporary directory (under `work_dir` when
+/// given) and makes its manifest.
 fn prepare_archive(path: &Path, work_dir: Option<&Path>) -> Result<PreparedImage> {
-    let invalid = |reason: String| PushImageError::InvalidArchive {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let work = match work_dir {
-        Some(dir) => tempfile::Builder::new()
-            .prefix("ocibuild-push-")
-            .tempdir_in(dir)
-            .map_err(io_err(dir))?,
-        None => tempfile::Builder::new()
-            .prefix("ocibuild-push-")
-            .tempdir()
-            .map_err(io_err(std::env::temp_dir()))?,
-    };
-    let file = fs::File::open(path).map_err(io_err(path))?;
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
-    let magic = reader.fill_buf().map_err(io_err(path))?.to_vec();
-    let outer: Box<dyn Read> = match sniff(&magic) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(zstd::Decoder::with_buffer(reader).map_err(io_err(path))?),
-        Compression::None => Box::new(reader),
-    };
-    let mut members: BTreeMap<String, Member> = BTreeMap::new();
-    let mut archive = tar::Archive::new(outer);
-    let entries = archive
-        .entries()
-        .map_err(|e| invalid(format!("reading it as tar: {e}")))?;
-    for (n, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|e| invalid(format!("reading it as tar: {e}")))?;
-        let raw = entry
-            .path()
-            .map_err(|e| invalid(format!("a member has an unreadable name: {e}")))?
-            .into_owned();
-        let Some(name) = normalise(&raw) else {
-            continue;
-        };
-        let kind = entry.header().entry_type();
-        if kind.is_file() {
-            let out = work.path().join(format!("member-{n}"));
-            let mut hashing = Hashing {
-                inner: &mut entry,
-                hasher: Sha256::new(),
-                size: 0,
-                first: Vec::new(),
-            };
-            let mut dest = io::BufWriter::new(fs::File::create(&out).map_err(io_err(&out))?);
-            io::copy(&mut hashing, &mut dest)
-                .map_err(|e| invalid(format!("extracting {name}: {e}")))?;
-            dest.flush().map_err(io_err(&out))?;
-            members.insert(
-                name,
-                Member::File {
-                    path: out,
-                    digest: format!("sha256:{}", hex::encode(hashing.hasher.finalize())),
-                    size: hashing.size,
-                    compression: sniff(&hashing.first),
-                },
-            );
-        } else if kind.is_symlink() || kind.is_hard_link() {
-            let Some(target) = entry.link_name().ok().flatten() else {
-                continue;
-            };
-            let joined = if kind.is_symlink() && !target.is_absolute() {
-                raw.parent().unwrap_or(Path::new("")).join(&target)
-            } else {
-                target.into_owned()
-            };
-            if let Some(target) = normalise(&joined) {
-                members.insert(name, Member::Link(target));
-            }
-        }
-    }
-    let resolve = |name: &str| -> Result<(PathBuf, String, u64, Compression)> {
-        let mut current = normalise(Path::new(name))
-            .ok_or_else(|| invalid(format!("{name:?} points outside the archive")))?;
-        for _ in 0..16 {
-            match members.get(&current) {
-                Some(Member::File {
-                    path,
-                    digest,
-                    size,
-                    compression,
-                }) => return Ok((path.clone(), digest.clone(), *size, *compression)),
-                Some(Member::Link(target)) => current = target.clone(),
-                None => {
-                    return Err(invalid(format!(
-                        "manifest.json names {name:?}, which the archive does not contain"
-                    )))
-                }
-            }
-        }
-        Err(invalid(format!("{name:?} is a link loop")))
-    };
-    let (manifest_path, _, manifest_size, _) = resolve("manifest.json").map_err(|_| {
-        invalid("it has no manifest.json (is it a docker save / --tar-path tarball?)".into())
+    let work = temp_dir(work_dir)?;
+    let archive = docker_archive::extract(path, work.path()).map_err(|e| match e {
+        ReadError::Io { path, source } => PushImageError::Io { path, source },
+        other => PushImageError::InvalidArchive {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
     })?;
-    let manifest =
-        read_limited(&manifest_path, manifest_size, "manifest.json").map_err(&invalid)?;
-    let manifest: Value = serde_json::from_slice(&manifest)
-        .map_err(|e| invalid(format!("manifest.json is not valid JSON ({e})")))?;
-    let image = match manifest.as_array().map(Vec::as_slice) {
-        Some([image]) => image,
-        Some([]) => return Err(invalid("manifest.json lists no image".into())),
-        Some(many) => {
-            return Err(invalid(format!(
-                "manifest.json lists {} images; push takes an archive of one image",
-                many.len()
-            )))
-        }
-        None => return Err(invalid("manifest.json is not a JSON array".into())),
-    };
-    let config_name = image
-        .get("Config")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("manifest.json has no \"Config\" file name".into()))?;
-    let layer_names: Vec<&str> = match image.get("Layers") {
-        Some(Value::Array(names)) => names
-            .iter()
-            .map(|n| {
-                n.as_str()
-                    .ok_or_else(|| invalid("\"Layers\" in manifest.json holds a non-string".into()))
-            })
-            .collect::<Result<_>>()?,
-        _ => return Err(invalid("manifest.json has no \"Layers\" list".into())),
-    };
-    let (config_path, config_digest, config_size, _) = resolve(config_name)?;
-    let config = read_limited(&config_path, config_size, "the config").map_err(&invalid)?;
-    let config_json: Value = serde_json::from_slice(&config)
-        .map_err(|e| invalid(format!("the config {config_name} is not valid JSON ({e})")))?;
-    let diff_ids: Vec<&str> = config_json
-        .pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
-        .map(|ids| ids.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if diff_ids.len() != layer_names.len() {
-        return Err(invalid(format!(
-            "manifest.json lists {} layers but the config has {} diff_ids",
-            layer_names.len(),
-            diff_ids.len()
-        )));
+    let top = archive_manifest(&archive).map_err(|e| PushImageError::InvalidArchive {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let layers = archive.layers.into_iter().map(|l| l.blob);
+    Ok(PreparedImage {
+        blobs: dedup(std::iter::once(archive.config).chain(layers).collect()),
+        children: Vec::new(),
+        top,
+        _work: Some(work),
+    })
+}
+
+/// A new temporary directory for a tarball's members, under `work_dir` when given.
+fn temp_dir(work_dir: Option<&Path>) -> Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("ocibuild-push-");
+    match work_dir {
+        Some(dir) => builder.tempdir_in(dir).map_err(io_err(dir)),
+        None => builder.tempdir().map_err(io_err(std::env::temp_dir())),
     }
-    let mut layers = Vec::new();
-    for (name, diff_id) in layer_names.iter().zip(&diff_ids) {
-        let (path, digest, size, compression) = resolve(name)?;
-        if compression == Compression::None && digest != *diff_id {
-            return Err(invalid(format!(
-                "layer {name} is an uncompressed tar hashing to {digest}, but the config's diff_id is {diff_id}"
-            )));
-        }
-        layers.push((BlobFile { digest, size, path }, compression));
-    }
-    let oci = layers.iter().any(|(_, c)| *c == Compression::Zstd);
-    let layer_type = |c: Compression| -> &'static str {
-        match (oci, c) {
-            (false, Compression::None) => DOCKER_LAYER_TAR,
-            (false, _) => media_types::DOCKER_LAYER_GZIP,
-            (true, Compression::None) => media_types::OCI_LAYER_TAR,
-            (true, Compression::Gzip) => media_types::OCI_LAYER_GZIP,
-            (true, Compression::Zstd) => media_types::OCI_LAYER_ZSTD,
-        }
-    };
+}
+
+/// The manifest of an extracted archive: Docker schema 2, or OCI when a layer is zstd
+/// (which Docker schema 2 cannot describe); each layer with the media type of its
+/// compression, the config byte for byte.
+fn archive_manifest(
+    archive: &docker_archive::Extracted,
+) -> std::result::Result<ManifestBytes, manifest::ManifestError> {
+    let oci = archive
+        .layers
+        .iter()
+        .any(|l| l.compression == Sniffed::Zstd);
     let (manifest_type, config_type) = if oci {
         (media_types::OCI_MANIFEST, media_types::OCI_CONFIG)
     } else {
         (media_types::DOCKER_MANIFEST, media_types::DOCKER_CONFIG)
     };
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": manifest_type,
-        "config": { "mediaType": config_type, "digest": config_digest, "size": config_size },
-        "layers": layers.iter().map(|(b, c)| serde_json::json!({
-            "mediaType": layer_type(*c), "digest": b.digest, "size": b.size,
-        })).collect::<Vec<_>>(),
-    });
-    let bytes = serde_json::to_vec(&manifest)
-        .map_err(|e| invalid(format!("serialising the manifest: {e}")))?;
-    let mut blobs = vec![BlobFile {
-        digest: config_digest,
-        size: config_size,
-        path: config_path,
-    }];
-    blobs.extend(layers.into_iter().map(|(b, _)| b));
-    Ok(PreparedImage {
-        blobs: dedup(blobs),
-        children: Vec::new(),
-        top: ManifestBlob {
-            digest: ocibuild_image::digest::sha256_digest(&bytes),
-            media_type: manifest_type.to_string(),
-            bytes,
-        },
-        _work: Some(work),
-    })
+    let config = &archive.config;
+    let config = manifest::descriptor(config_type, &config.digest, config.size)?;
+    let layers = archive
+        .layers
+        .iter()
+        .map(|l| manifest::descriptor(layer_media_type(oci, l), &l.blob.digest, l.blob.size))
+        .collect::<std::result::Result<_, _>>()?;
+    let image = manifest::image_manifest(manifest_type, config, layers, &Default::default());
+    Ok(ManifestBytes::of_manifest(&image))
 }
 
-fn dedup(blobs: Vec<BlobFile>) -> Vec<BlobFile> {
-    let mut seen = HashSet::new();
-    blobs
-        .into_iter()
-        .filter(|b| seen.insert(b.digest.clone()))
-        .collect()
-}
-
-/// Reads a small file of `size` bytes, refusing huge ones.
-fn read_limited(path: &Path, size: u64, what: &str) -> std::result::Result<Vec<u8>, String> {
-    if size > MAX_METADATA {
-        return Err(format!(
-            "{what} has {size} bytes, more than the {MAX_METADATA} a manifest or config may have"
-        ));
-    }
-    fs::read(path).map_err(|e| format!("reading {what}: {e}"))
-}
-
-/// The path of blob `digest` in `dir`, for `sha256:<64 lowercase hex>` digests only.
-fn layout_blob(dir: &Path, digest: &str) -> Result<PathBuf> {
-    match digest.strip_prefix("sha256:") {
-        Some(hex)
-            if hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-        {
-            Ok(dir.join("blobs").join("sha256").join(hex))
-        }
-        _ => Err(PushImageError::InvalidLayout {
-            dir: dir.to_path_buf(),
-            reason: format!("unsupported blob digest {digest:?} (expected sha256:<64 hex>)"),
-        }),
+/// The media type of an archive layer in an OCI (`oci`) or Docker manifest.
+fn layer_media_type(oci: bool, layer: &ArchiveLayer) -> &'static str {
+    match (oci, layer.compression) {
+        (false, Sniffed::Gzip) => media_types::DOCKER_LAYER_GZIP,
+        (false, _) => media_types::DOCKER_LAYER_TAR,
+        (true, Sniffed::Gzip) => media_types::OCI_LAYER_GZIP,
+        (true, Sniffed::Zstd) => media_types::OCI_LAYER_ZSTD,
+        (true, _) => media_types::OCI_LAYER_TAR,
     }
 }
 
-/// A descriptor's media type, digest and size.
-fn descriptor_fields(dir: &Path, d: &Value, whose: &str) -> Result<(String, String, u64)> {
-    let bad = |what: &str| PushImageError::InvalidLayout {
-        dir: dir.to_path_buf(),
-        reason: format!("a descriptor in {whose} has no valid {what}"),
-    };
-    let media_type = d
-        .get("mediaType")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let digest = d
-        .get("digest")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("digest"))?
-        .to_string();
-    let size = d
-        .get("size")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| bad("size"))?;
-    Ok((media_type, digest, size))
-}
-
+/// Reads the image named `name` (or the only one) of the layout `dir`.
 fn prepare_layout(dir: &Path, name: Option<&str>) -> Result<PreparedImage> {
-    let invalid = |reason: String| PushImageError::InvalidLayout {
-        dir: dir.to_path_buf(),
-        reason,
-    };
-    let index_path = dir.join("index.json");
-    let index = match fs::read(&index_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(invalid(
-                "it has no index.json (a docker-archive must be a file; a layout is what --oci-layout-path or skopeo copy oci:DIR write)".into(),
-            ))
+    let image = layout::read_image(dir, name).map_err(|e| {
+        let dir = dir.to_path_buf();
+        match e {
+            ReadError::Io { path, source } => PushImageError::Io { path, source },
+            ReadError::NoIndex => PushImageError::InvalidLayout {
+                dir,
+                reason: "it has no index.json (a docker-archive must be a file; a layout is what --oci-layout-path or skopeo copy oci:DIR write)".into(),
+            },
+            ReadError::NoSuchImage(reason) => PushImageError::NoSuchImage { dir, reason },
+            ReadError::Invalid(reason) => PushImageError::InvalidLayout { dir, reason },
         }
-        Err(e) => return Err(io_err(&index_path)(e)),
-    };
-    let index: Value = serde_json::from_slice(&index)
-        .map_err(|e| invalid(format!("index.json is not valid JSON ({e})")))?;
-    let entries = index
-        .get("manifests")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("index.json has no \"manifests\" list".into()))?;
-    let name_of = |e: &Value| layout::ref_name_of(e).map(str::to_string);
-    let names = || {
-        let list: Vec<String> = entries
-            .iter()
-            .map(|e| name_of(e).unwrap_or_else(|| "(unnamed)".into()))
-            .collect();
-        if list.is_empty() {
-            "it holds no image".to_string()
-        } else {
-            format!("it holds: {}", list.join(", "))
-        }
-    };
-    let chosen: Vec<&Value> = match name {
-        Some(n) => entries
-            .iter()
-            .filter(|e| name_of(e).as_deref() == Some(n))
-            .collect(),
-        None => entries.iter().collect(),
-    };
-    let entry = match (chosen.as_slice(), name) {
-        ([one], _) => *one,
-        ([], Some(n)) => {
-            return Err(PushImageError::NoSuchImage {
-                dir: dir.to_path_buf(),
-                reason: format!("no image named {n:?} ({})", names()),
-            })
-        }
-        ([], None) => {
-            return Err(PushImageError::NoSuchImage {
-                dir: dir.to_path_buf(),
-                reason: "the layout holds no image".into(),
-            })
-        }
-        (_, Some(n)) => {
-            return Err(PushImageError::NoSuchImage {
-                dir: dir.to_path_buf(),
-                reason: format!("several images are named {n:?}"),
-            })
-        }
-        (many, None) => {
-            return Err(PushImageError::NoSuchImage {
-                dir: dir.to_path_buf(),
-                reason: format!(
-                    "the layout holds {} images; pick one with {}:NAME ({})",
-                    many.len(),
-                    dir.display(),
-                    names()
-                ),
-            })
-        }
-    };
-    let mut walk = LayoutWalk {
-        dir,
-        blobs: Vec::new(),
-        children: Vec::new(),
-    };
-    let top = walk.manifest(entry, "index.json", 0)?;
+    })?;
     Ok(PreparedImage {
-        blobs: dedup(walk.blobs),
-        children: walk.children,
-        top,
+        blobs: image.blobs,
+        children: image.children,
+        top: image.top,
         _work: None,
     })
-}
-
-/// Collects the blobs and manifests an OCI layout entry needs.
-struct LayoutWalk<'a> {
-    dir: &'a Path,
-    blobs: Vec<BlobFile>,
-    children: Vec<ManifestBlob>,
-}
-
-impl LayoutWalk<'_> {
-    /// Reads the manifest or index `descriptor` points at (checked against its digest),
-    /// collecting what it refers to.
-    fn manifest(&mut self, descriptor: &Value, whose: &str, depth: usize) -> Result<ManifestBlob> {
-        let dir = self.dir;
-        let invalid = |reason: String| PushImageError::InvalidLayout {
-            dir: dir.to_path_buf(),
-            reason,
-        };
-        let (media_type, digest, size) = descriptor_fields(dir, descriptor, whose)?;
-        let path = layout_blob(dir, &digest)?;
-        let bytes = match fs::metadata(&path) {
-            Ok(m) if m.len() == size => {
-                read_limited(&path, size, &format!("manifest {digest}")).map_err(invalid)?
-            }
-            Ok(m) => {
-                return Err(invalid(format!(
-                    "manifest {digest} has {} bytes, but {whose} says {size}",
-                    m.len()
-                )))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(invalid(format!("the blob of manifest {digest} is missing")))
-            }
-            Err(e) => return Err(io_err(&path)(e)),
-        };
-        let actual = ocibuild_image::digest::sha256_digest(&bytes);
-        if actual != digest {
-            return Err(invalid(format!(
-                "manifest {digest} is corrupt: its content hashes to {actual}"
-            )));
-        }
-        let json: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("manifest {digest} is not valid JSON ({e})")))?;
-        let media_type = if media_type.is_empty() {
-            json.get("mediaType")
-                .and_then(Value::as_str)
-                .unwrap_or(media_types::OCI_MANIFEST)
-                .to_string()
-        } else {
-            media_type
-        };
-        let here = format!("manifest {digest}");
-        if let Some(Value::Array(manifests)) = json.get("manifests") {
-            if depth >= MAX_INDEX_DEPTH {
-                return Err(invalid(format!(
-                    "image indexes nest deeper than {MAX_INDEX_DEPTH} levels"
-                )));
-            }
-            for child in manifests {
-                let child = self.manifest(child, &here, depth + 1)?;
-                if !self.children.iter().any(|c| c.digest == child.digest) {
-                    self.children.push(child);
-                }
-            }
-        } else {
-            let config = json.get("config").ok_or_else(|| {
-                invalid(format!("{here} has neither \"config\" nor \"manifests\""))
-            })?;
-            let mut descriptors = vec![config];
-            if let Some(Value::Array(layers)) = json.get("layers") {
-                descriptors.extend(layers);
-            }
-            for d in descriptors {
-                let (_, digest, size) = descriptor_fields(dir, d, &here)?;
-                let path = layout_blob(dir, &digest)?;
-                match fs::metadata(&path) {
-                    Ok(m) if m.is_file() && m.len() == size => {}
-                    Ok(m) => {
-                        return Err(invalid(format!(
-                            "blob {digest} has {} bytes, but {here} says {size}",
-                            m.len()
-                        )))
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Err(invalid(format!(
-                            "blob {digest}, which {here} needs, is missing"
-                        )))
-                    }
-                    Err(e) => return Err(io_err(&path)(e)),
-                }
-                self.blobs.push(BlobFile { digest, size, path });
-            }
-        }
-        Ok(ManifestBlob {
-            digest,
-            media_type,
-            bytes,
-        })
-    }
 }
 
 /// Parses every destination (at least one).
@@ -781,14 +341,14 @@ pub async fn push_prepared(
         client
             .push_manifest(
                 &dest.with_digest(&child.digest),
-                &child.media_type,
+                child.media_type.as_ref(),
                 &child.bytes,
             )
             .await
             .map_err(registry(format!("{context}: manifest {}", child.digest)))?;
     }
     client
-        .push_manifest(dest, &image.top.media_type, &image.top.bytes)
+        .push_manifest(dest, image.top.media_type.as_ref(), &image.top.bytes)
         .await
         .map_err(registry(format!("{context}: manifest")))
 }
@@ -892,9 +452,9 @@ mod tests {
         let path = archive(dir.path(), manifest, config.as_bytes(), &layer);
         let source = PushSource::parse(path.to_str().unwrap()).unwrap();
         let image = prepare(&source, Some(dir.path())).unwrap();
-        let m: Value = serde_json::from_slice(&image.top.bytes).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&image.top.bytes).unwrap();
         assert_eq!(m["mediaType"], media_types::DOCKER_MANIFEST);
-        assert_eq!(m["layers"][0]["mediaType"], DOCKER_LAYER_TAR);
+        assert_eq!(m["layers"][0]["mediaType"], media_types::DOCKER_LAYER_TAR);
         assert_eq!(m["layers"][0]["digest"], diff_id.as_str());
         assert_eq!(
             m["config"]["digest"],

@@ -4,7 +4,8 @@
 
 use crate::cache::LocalCache;
 use crate::error::{BuildError, Result};
-use crate::events::{BuildEvent, Events};
+use crate::events::Events;
+use crate::image::{self, BlobStore, LayerBlob};
 use crate::options::parse_platform;
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Reference};
 use std::path::PathBuf;
@@ -29,7 +30,9 @@ pub struct WarmOptions {
 }
 
 /// Fetches every image of `opts` into the cache directory; blobs already there are not
-/// downloaded again. Reports each image as [`BuildEvent::Pulled`].
+/// downloaded again. Reports each image as [`crate::BuildEvent::Pulled`]. Images are resolved and
+/// their layers fetched and checked against their config's diff_ids as a build does
+/// ([`crate::image::resolve_image`], [`crate::image::pull_into_cache`]).
 pub async fn warm(opts: &WarmOptions, events: Events<'_>) -> Result<()> {
     let cache = LocalCache::open(&opts.cache_dir, opts.cache_dir_max_size).map_err(|e| {
         BuildError::Options(format!("cache directory {}: {e}", opts.cache_dir.display()))
@@ -44,44 +47,27 @@ pub async fn warm(opts: &WarmOptions, events: Events<'_>) -> Result<()> {
     })
     .map_err(BuildError::registry("setting up the registry client"))?;
     let platform = parse_platform(opts.platform.as_deref())?;
-    let cache_err = |what: String| {
-        move |e: crate::cache::CacheError| BuildError::Options(format!("{what}: {e}"))
-    };
     for name in &opts.images {
         let reference =
             Reference::parse(name).map_err(BuildError::registry(format!("image {name:?}")))?;
-        let context = format!("warming {reference}");
-        let pulled = client
-            .pull_manifest(&reference, &platform)
-            .await
-            .map_err(BuildError::registry(&context))?;
-        let config = client
-            .pull_blob_bytes(&reference, &pulled.manifest.config.digest)
-            .await
-            .map_err(BuildError::registry(&context))?;
-        for layer in &pulled.manifest.layers {
-            if cache.blob(&layer.digest).is_some() {
+        let pulled = image::resolve_image(&client, reference, &platform, "warming").await?;
+        for (index, layer) in pulled.image.layers.iter().enumerate() {
+            let LayerBlob::Remote { source, descriptor } = &layer.blob else {
+                continue;
+            };
+            let digest = descriptor.digest().as_ref();
+            if cache.blob(digest).is_some() {
                 continue;
             }
             // The diff_id is computed during the download and recorded, so that builds
             // need no extra pass to verify the layer against their image's config.
-            let tmp = cache.temp_path("warm");
-            let diff_id =
-                crate::image::pull_with_diff_id(&client, &reference, &layer.digest, &tmp).await?;
-            cache
-                .put_diff_id(&layer.digest, &diff_id)
-                .map_err(cache_err(format!("{context}: layer {}", layer.digest)))?;
-            cache
-                .put_blob(&layer.digest, &tmp)
-                .map_err(cache_err(format!("{context}: layer {}", layer.digest)))?;
+            let (_, diff_id, _) = image::pull_into_cache(&cache, &client, source, digest).await?;
+            BlobStore::check_diff_id(name, index, layer, diff_id)?;
         }
         cache
-            .put_image(&pulled.digest, &pulled.bytes, &config)
-            .map_err(cache_err(context.clone()))?;
-        events(BuildEvent::Pulled {
-            reference: reference.to_string(),
-            digest: pulled.digest,
-        });
+            .put_image(&pulled.manifest_digest, &pulled.manifest, &pulled.config)
+            .map_err(|e| BuildError::Options(format!("warming {}: {e}", pulled.reference)))?;
+        events(pulled.event());
     }
     Ok(())
 }

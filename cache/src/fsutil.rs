@@ -1,26 +1,33 @@
 //! File helpers of the local cache: names, hashing, atomic writes and the eviction lock.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ocibuild_image::atomic;
+use ocibuild_image::digest::HashingWriter;
 
 use super::CacheError;
 
 /// The hex part of a `sha256:<64 lowercase hex>` digest.
 pub(crate) fn digest_hex(digest: &str) -> Result<&str, CacheError> {
-    ocibuild_image::digest::sha256_hex(digest).ok_or_else(|| CacheError::InvalidDigest {
-        digest: digest.to_string(),
-    })
+    match digest.strip_prefix("sha256:") {
+        Some(hex) if is_sha256_hex(hex) => Ok(hex),
+        _ => Err(CacheError::InvalidDigest {
+            digest: digest.to_string(),
+        }),
+    }
 }
 
 /// Whether `hex` is 64 lowercase hex characters.
 pub(crate) fn is_sha256_hex(hex: &str) -> bool {
-    digest_hex(&format!("sha256:{hex}")).is_ok()
+    hex.len() == 64
+        && hex
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
 }
 
 /// Checks that `key` is a valid registry tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`), which
@@ -98,12 +105,11 @@ pub(crate) fn copy_to_temp(
             .create_new(true)
             .open(&tmp)
             .map_err(CacheError::io("create", &tmp))?;
-        let mut tee = TeeReader {
-            inner: input,
-            out: io::BufWriter::with_capacity(256 * 1024, out),
-        };
-        let (digest, size) = sha256_of(&mut tee).map_err(CacheError::io("copy", src))?;
-        let out = tee.out.into_inner().map_err(|e| CacheError::Io {
+        let mut hashing = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, out));
+        io::copy(&mut io::BufReader::new(input), &mut hashing)
+            .map_err(CacheError::io("copy", src))?;
+        let (out, digest, size) = hashing.finish();
+        let out = out.into_inner().map_err(|e| CacheError::Io {
             action: "write",
             path: tmp.clone(),
             source: e.into_error(),
@@ -117,20 +123,6 @@ pub(crate) fn copy_to_temp(
             let _ = remove_if_exists(&tmp);
             Err(e)
         }
-    }
-}
-
-/// A reader that writes everything it reads to `out`.
-struct TeeReader<R, W> {
-    inner: R,
-    out: W,
-}
-
-impl<R: Read, W: Write> Read for TeeReader<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        Ok(n)
     }
 }
 

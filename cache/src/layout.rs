@@ -27,8 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ocibuild_registry::{media_types, Descriptor, ImageManifest};
-use serde_json::{json, Map, Value};
+use ocibuild_image::manifest::{self, media_types, Descriptor, ImageIndex};
 
 use super::fsutil::{
     check_blob, copy_to_temp, digest_hex, remove_if_exists, sync_dir, validate_key, write_atomic,
@@ -81,7 +80,7 @@ impl LayoutCache {
         let _lock = cache.lock()?;
         let index = cache.read_index()?;
         if !cache.dir.join("index.json").exists() {
-            cache.write_index(layout::complete_index(index))?;
+            cache.write_index(&index)?;
         }
         Ok(cache)
     }
@@ -119,12 +118,12 @@ impl LayoutCache {
         })
     }
 
-    /// `index.json` as a JSON object (`{}` when missing).
-    fn read_index(&self) -> Result<Map<String, Value>, CacheError> {
+    /// `index.json` (an empty index when missing).
+    fn read_index(&self) -> Result<ImageIndex, CacheError> {
         let path = self.dir.join("index.json");
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Map::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(layout::empty_index()),
             Err(e) => return Err(CacheError::io("read", &path)(e)),
         };
         layout::parse_index(&bytes).map_err(|reason| CacheError::InvalidLayout {
@@ -133,32 +132,20 @@ impl LayoutCache {
         })
     }
 
-    fn write_index(&self, index: Value) -> Result<(), CacheError> {
-        let bytes = serde_json::to_vec(&index).map_err(|e| CacheError::InvalidEntry {
-            reason: format!("cannot serialise index.json: {e}"),
-        })?;
+    fn write_index(&self, index: &ImageIndex) -> Result<(), CacheError> {
+        let bytes = manifest::index_json(index);
         write_atomic(&self.tmp, &self.dir.join("index.json"), &bytes)
     }
 
     /// The manifest descriptor named `key` in `index.json` (the last one, if several).
     fn find(&self, key: &str) -> Result<Option<Descriptor>, CacheError> {
         let index = self.read_index()?;
-        let Some(Value::Array(entries)) = index.get("manifests") else {
-            return Ok(None);
-        };
-        let entry = entries
+        let entry = index
+            .manifests()
             .iter()
             .rev()
             .find(|e| layout::ref_name_of(e) == Some(key));
-        match entry {
-            None => Ok(None),
-            Some(e) => serde_json::from_value(e.clone()).map(Some).map_err(|err| {
-                CacheError::InvalidLayout {
-                    dir: self.dir.clone(),
-                    reason: format!("the index entry of {key} is not a descriptor ({err})"),
-                }
-            }),
-        }
+        Ok(entry.cloned())
     }
 
     /// Reads a small blob and checks it against `digest` and `size`; `Ok(None)` plus a
@@ -216,34 +203,34 @@ impl LayoutCache {
         let Some(manifest) = self.read_small_blob(
             key,
             "manifest",
-            &descriptor.digest,
-            descriptor.size,
+            descriptor.digest().as_ref(),
+            descriptor.size(),
             warnings,
         )?
         else {
             return Ok(None);
         };
-        let manifest: ImageManifest = match serde_json::from_slice(&manifest) {
+        let manifest = match manifest::parse_manifest(&manifest) {
             Ok(m) => m,
             Err(e) => {
                 warnings.push(format!(
-                    "layout cache entry {key}: its manifest is not an image manifest ({e}); ignored"
+                    "layout cache entry {key}: its manifest is {e}; ignored"
                 ));
                 return Ok(None);
             }
         };
-        let [layer] = manifest.layers.as_slice() else {
+        let [layer] = manifest.layers().as_slice() else {
             warnings.push(format!(
                 "layout cache entry {key} has {} layers instead of 1; ignored",
-                manifest.layers.len()
+                manifest.layers().len()
             ));
             return Ok(None);
         };
         let Some(config) = self.read_small_blob(
             key,
             "config",
-            &manifest.config.digest,
-            manifest.config.size,
+            manifest.config().digest().as_ref(),
+            manifest.config().size(),
             warnings,
         )?
         else {
@@ -310,21 +297,20 @@ impl LayoutCache {
         let manifest = entry_manifest(layer, &config_digest, config.len() as u64)?;
         let manifest_digest = ocibuild_image::digest::sha256_digest(&manifest);
         self.put_small_blob(&manifest_digest, &manifest)?;
-        let entry = json!({
-            "mediaType": media_types::OCI_MANIFEST,
-            "digest": manifest_digest,
-            "size": manifest.len(),
-            "annotations": { REF_NAME_ANNOTATION: key },
-        });
-        let _lock = self.lock()?;
-        let index = layout::complete_index(self.read_index()?);
-        let index = layout::add_to_index(index, entry, Some(key)).map_err(|reason| {
-            CacheError::InvalidLayout {
-                dir: self.dir.clone(),
-                reason,
-            }
+        let mut entry = manifest::descriptor(
+            media_types::OCI_MANIFEST,
+            &manifest_digest,
+            manifest.len() as u64,
+        )
+        .map_err(|e| CacheError::InvalidEntry {
+            reason: e.to_string(),
         })?;
-        self.write_index(index)
+        entry.set_annotations(Some(
+            [(REF_NAME_ANNOTATION.to_string(), key.to_string())].into(),
+        ));
+        let _lock = self.lock()?;
+        let index = layout::add_to_index(self.read_index()?, entry, Some(key));
+        self.write_index(&index)
     }
 
     /// Writes a small blob unless an intact copy is there.
@@ -375,9 +361,8 @@ mod tests {
         assert_eq!(got, layer);
         assert_eq!(fs::read(&path).unwrap(), b"layer bytes");
         assert!(warnings.is_empty(), "{warnings:?}");
-        let index: Value =
-            serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
-        assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+        let index = layout::parse_index(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index.manifests().len(), 2);
         assert_eq!(
             fs::read_to_string(dir.join("oci-layout")).unwrap(),
             OCI_LAYOUT_FILE

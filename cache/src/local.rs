@@ -509,23 +509,17 @@ fn check_image(manifest_digest: &str, manifest: &[u8], config: &[u8]) -> Result<
             actual,
         });
     }
-    #[derive(Deserialize)]
-    struct Config {
-        digest: String,
-    }
-    #[derive(Deserialize)]
-    struct Manifest {
-        config: Config,
-    }
-    let parsed: Manifest =
-        serde_json::from_slice(manifest).map_err(|e| CacheError::InvalidEntry {
-            reason: format!("the manifest {manifest_digest} is not an image manifest: {e}"),
-        })?;
+    let parsed = ocibuild_image::manifest::parse_manifest(manifest).map_err(|e| {
+        CacheError::InvalidEntry {
+            reason: format!("the manifest {manifest_digest} is {e}"),
+        }
+    })?;
     let actual = ocibuild_image::digest::sha256_digest(config);
-    if actual != parsed.config.digest {
+    let expected = parsed.config().digest().to_string();
+    if actual != expected {
         return Err(CacheError::DigestMismatch {
             what: format!("the config of image {manifest_digest}"),
-            expected: parsed.config.digest,
+            expected,
             actual,
         });
     }

@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ocibuild_registry::{
-    media_types, Client, Descriptor, Error as RegistryError, ImageManifest, Platform, Reference,
-};
+use ocibuild_image::manifest::{self, media_types, Descriptor};
+use ocibuild_image::platform;
+use ocibuild_registry::{Client, Error as RegistryError, Reference};
 use serde::Deserialize;
 
 use super::fsutil::validate_key;
@@ -43,18 +43,6 @@ struct RootFs {
 struct History {
     #[serde(default)]
     created_by: Option<String>,
-}
-
-/// The GOARCH-style name of the architecture this process runs on.
-fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
-    }
 }
 
 impl RegistryCache {
@@ -122,7 +110,7 @@ impl RegistryCache {
         let reference = self.reference(key)?;
         let pulled = match self
             .client
-            .pull_manifest(&reference, &Platform::linux_amd64())
+            .pull_manifest(&reference, &platform::linux_amd64())
             .await
         {
             Ok(p) => p,
@@ -130,23 +118,23 @@ impl RegistryCache {
             Err(e) => return Err(self.registry_error(format!("lookup of {key}"))(e)),
         };
         let manifest = &pulled.manifest;
-        let [layer] = manifest.layers.as_slice() else {
+        let [layer] = manifest.layers().as_slice() else {
             warnings.push(format!(
                 "registry cache entry {reference} has {} layers instead of 1; ignored",
-                manifest.layers.len()
+                manifest.layers().len()
             ));
             return Ok(None);
         };
         let config = match self
             .client
-            .pull_blob_bytes(&reference, &manifest.config.digest)
+            .pull_blob_bytes(&reference, manifest.config().digest().as_ref())
             .await
         {
             Ok(c) => c,
             Err(RegistryError::NotFound { .. }) => {
                 warnings.push(format!(
                     "registry cache entry {reference}: its config {} is missing; ignored",
-                    manifest.config.digest
+                    manifest.config().digest()
                 ));
                 return Ok(None);
             }
@@ -226,29 +214,23 @@ pub(super) fn entry_manifest(
     config_digest: &str,
     config_size: u64,
 ) -> Result<Vec<u8>, CacheError> {
-    let descriptor = |media_type: &str, digest: &str, size: u64| Descriptor {
-        media_type: media_type.to_string(),
-        digest: digest.to_string(),
-        size,
-        platform: None,
-        annotations: None,
-        urls: None,
+    let invalid = |e: manifest::ManifestError| CacheError::InvalidEntry {
+        reason: e.to_string(),
     };
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(media_types::OCI_MANIFEST.to_string()),
-        config: descriptor(media_types::OCI_CONFIG, config_digest, config_size),
-        layers: vec![descriptor(&layer.media_type, &layer.digest, layer.size)],
-        annotations: None,
-    };
-    serde_json::to_vec(&manifest).map_err(|e| CacheError::InvalidEntry {
-        reason: format!("cannot serialise the manifest: {e}"),
-    })
+    let config = manifest::descriptor(media_types::OCI_CONFIG, config_digest, config_size);
+    let layer = manifest::descriptor(&layer.media_type, &layer.digest, layer.size);
+    let manifest = manifest::image_manifest(
+        media_types::OCI_MANIFEST,
+        config.map_err(invalid)?,
+        vec![layer.map_err(invalid)?],
+        &Default::default(),
+    );
+    Ok(manifest::manifest_json(&manifest))
 }
 
 pub(super) fn entry_config(layer: &CachedLayer) -> Result<Vec<u8>, CacheError> {
     let config = serde_json::json!({
-        "architecture": host_architecture(),
+        "architecture": platform::host_architecture(),
         "os": "linux",
         "created": layer.created,
         "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
@@ -286,10 +268,10 @@ pub(super) fn entry_from_config(
         return None;
     }
     let cached = CachedLayer {
-        digest: layer.digest.clone(),
+        digest: layer.digest().to_string(),
         diff_id: config.rootfs.diff_ids.first().cloned().unwrap_or_default(),
-        size: layer.size,
-        media_type: layer.media_type.clone(),
+        size: layer.size(),
+        media_type: layer.media_type().to_string(),
         created_by: config
             .history
             .first()

@@ -59,7 +59,7 @@ impl CacheStore for LocalCache {
         key: &'a str,
         warnings: &'a mut Vec<String>,
     ) -> StoreFuture<'a, Result<Option<CacheHit>, CacheError>> {
-        ready(file_hit(self.get(key, warnings)))
+        file_lookup(self, key, warnings, LocalCache::get)
     }
 
     fn insert<'a>(
@@ -68,7 +68,7 @@ impl CacheStore for LocalCache {
         layer: &'a CachedLayer,
         file: &'a Path,
     ) -> StoreFuture<'a, Result<(), CacheError>> {
-        ready(self.put(key, layer, file))
+        file_insert(self, key, layer, file, LocalCache::put)
     }
 
     /// The local directory is the build's own: failing to read it stops the build.
@@ -87,7 +87,7 @@ impl CacheStore for LayoutCache {
         key: &'a str,
         warnings: &'a mut Vec<String>,
     ) -> StoreFuture<'a, Result<Option<CacheHit>, CacheError>> {
-        ready(file_hit(self.get(key, warnings)))
+        file_lookup(self, key, warnings, LayoutCache::get)
     }
 
     fn insert<'a>(
@@ -96,7 +96,7 @@ impl CacheStore for LayoutCache {
         layer: &'a CachedLayer,
         file: &'a Path,
     ) -> StoreFuture<'a, Result<(), CacheError>> {
-        ready(self.put(key, layer, file))
+        file_insert(self, key, layer, file, LayoutCache::put)
     }
 }
 
@@ -129,18 +129,79 @@ impl CacheStore for RegistryCache {
     }
 }
 
-/// A future already resolved to `value`: the local directory and the OCI layout work
-/// synchronously.
+/// A future already resolved to `value`.
 fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
     Box::pin(async move { value })
 }
 
-/// A lookup of a store keeping blob files (the local directory, the OCI layout) as a
-/// [`CacheHit::Local`].
-fn file_hit(
-    found: Result<Option<(CachedLayer, PathBuf)>, CacheError>,
-) -> Result<Option<CacheHit>, CacheError> {
-    Ok(found?.map(|(layer, path)| CacheHit::Local { layer, path }))
+/// The found entry of a store keeping blob files (the local directory, the OCI layout)
+/// and its blob.
+type FileEntry = Option<(CachedLayer, PathBuf)>;
+
+/// A lookup of a store keeping blob files, as a [`CacheHit::Local`]. `get` reads the entry
+/// and verifies its blob (a hash of the whole file), so it runs with a clone of the store
+/// on tokio's blocking thread pool, not on the async runtime's threads.
+fn file_lookup<'a, S>(
+    store: &S,
+    key: &'a str,
+    warnings: &'a mut Vec<String>,
+    get: fn(&S, &str, &mut Vec<String>) -> Result<FileEntry, CacheError>,
+) -> StoreFuture<'a, Result<Option<CacheHit>, CacheError>>
+where
+    S: Clone + Send + 'static,
+{
+    let (store, owned_key) = (store.clone(), key.to_string());
+    Box::pin(async move {
+        let (found, found_warnings) = on_blocking_pool(PathBuf::from(key), move || {
+            let mut warnings = Vec::new();
+            let found = get(&store, &owned_key, &mut warnings);
+            (found, warnings)
+        })
+        .await?;
+        warnings.extend(found_warnings);
+        Ok(found?.map(|(layer, path)| CacheHit::Local { layer, path }))
+    })
+}
+
+/// Stores a layer in a store keeping blob files: `put` hashes, copies and syncs the file,
+/// so it runs with a clone of the store on tokio's blocking thread pool.
+fn file_insert<'a, S>(
+    store: &S,
+    key: &'a str,
+    layer: &'a CachedLayer,
+    file: &'a Path,
+    put: fn(&S, &str, &CachedLayer, &Path) -> Result<(), CacheError>,
+) -> StoreFuture<'a, Result<(), CacheError>>
+where
+    S: Clone + Send + 'static,
+{
+    let (store, key, layer) = (store.clone(), key.to_string(), layer.clone());
+    let file = file.to_path_buf();
+    Box::pin(async move {
+        on_blocking_pool(file.clone(), move || put(&store, &key, &layer, &file)).await?
+    })
+}
+
+/// Runs `work` on tokio's blocking thread pool. A panic resumes on the caller; a task the
+/// runtime dropped (it is shutting down) is an error about `path`.
+async fn on_blocking_pool<T: Send + 'static>(
+    path: PathBuf,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, CacheError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Ok(value),
+        Err(e) => match e.try_into_panic() {
+            Ok(payload) => std::panic::resume_unwind(payload),
+            Err(_) => Err(CacheError::Io {
+                action: "finish the work on",
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "the async runtime is shutting down",
+                ),
+            }),
+        },
+    }
 }
 
 /// A store that is looked up but never written to (`--no-push-cache`).

@@ -203,7 +203,7 @@ pub async fn download(
     }
     let request_err = |e: reqwest::Error| FetchError::Request {
         url: url.to_string(),
-        message: crate::chain::error_chain(&e),
+        message: ocibuild_image::chain::error_chain(&e),
     };
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(30))

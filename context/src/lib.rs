@@ -34,13 +34,11 @@
 //! not leave it.
 //!
 //! Also here: reading the Dockerfile and `.dockerignore` inside a context
-//! ([`contextfile`]), downloads over HTTP(S) ([`fetch`], shared with `ADD <url>`) and
-//! one-line error reports ([`chain`]).
+//! ([`contextfile`]) and downloads over HTTP(S) ([`fetch`], shared with `ADD <url>`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod chain;
 pub mod contextfile;
 pub mod fetch;
 
@@ -1010,7 +1008,7 @@ async fn s3_get(bucket: &str, key: &str, env: &ContextEnv, dest: &Path) -> Resul
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("ocibuild/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| request_err(crate::chain::error_chain(&e)))?;
+        .map_err(|e| request_err(ocibuild_image::chain::error_chain(&e)))?;
     let mut request = client.get(url.clone());
     if let Some((access_key, secret_key)) = credentials {
         let host = match url.port() {
@@ -1048,7 +1046,7 @@ async fn s3_get(bucket: &str, key: &str, env: &ContextEnv, dest: &Path) -> Resul
     let mut response = request
         .send()
         .await
-        .map_err(|e| request_err(crate::chain::error_chain(&e)))?;
+        .map_err(|e| request_err(ocibuild_image::chain::error_chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -1081,7 +1079,7 @@ async fn s3_get(bucket: &str, key: &str, env: &ContextEnv, dest: &Path) -> Resul
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| request_err(crate::chain::error_chain(&e)))?
+        .map_err(|e| request_err(ocibuild_image::chain::error_chain(&e)))?
     {
         file.write_all(&chunk).map_err(io_err(dest))?;
     }

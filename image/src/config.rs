@@ -168,6 +168,23 @@ impl ImageConfig {
         config
     }
 
+    /// A `FROM scratch` config for `platform` (see [`ImageConfig::scratch`]).
+    pub fn scratch_for(platform: &crate::platform::Platform) -> ImageConfig {
+        ImageConfig::scratch(
+            &platform.os().to_string(),
+            &platform.architecture().to_string(),
+            platform.variant().as_deref(),
+        )
+    }
+
+    /// The platform the config names, when it names an os and an architecture.
+    pub fn platform(&self) -> Option<crate::platform::Platform> {
+        let named = !self.os.is_empty() && !self.architecture.is_empty();
+        named.then(|| {
+            crate::platform::platform(&self.os, &self.architecture, self.variant.as_deref())
+        })
+    }
+
     /// Parses a config blob.
     pub fn from_json(bytes: &[u8]) -> serde_json::Result<ImageConfig> {
         serde_json::from_slice(bytes)

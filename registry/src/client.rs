@@ -5,11 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::manifest::Platform;
 use crate::pull::{NoObserver, Pulls};
 use crate::push;
 use crate::reference::Reference;
 use crate::transport::Transport;
+use ocibuild_image::platform::Platform;
 
 pub use crate::digest::sha256_digest;
 pub use crate::options::ClientOptions;
@@ -167,7 +167,7 @@ mod tests {
 
     use super::*;
     use crate::error::Error;
-    use crate::manifest::media_types;
+    use ocibuild_image::manifest::media_types;
 
     /// A one-request-per-connection HTTP server answering manifest PUTs with 503
     /// `failures` times, then 201. Returns its address and the PUT counter.

@@ -1,17 +1,10 @@
 //! sha256 digests: computing them, checking their form, and comparing a download or an
 //! upload against the digest it should have.
 
-use sha2::{Digest as _, Sha256};
-
 use crate::error::{Error, Result};
 use crate::reference::{validate_digest, Reference};
 
 pub use ocibuild_image::digest::sha256_digest;
-
-/// The digest string of everything fed to `hasher`.
-pub(crate) fn finish(hasher: Sha256) -> String {
-    format!("sha256:{}", hex::encode(hasher.finalize()))
-}
 
 /// Checks that `digest` is a well-formed sha256 digest (the only algorithm supported).
 pub(crate) fn check_sha256(digest: &str) -> Result<()> {

@@ -19,20 +19,21 @@
 //! * file-streamed uploads and downloads with sha256 verification, never holding a
 //!   layer in memory.
 //!
-//! The crate stays deliberately small: [`Reference`] parsing, wire [`manifest`] types,
-//! [`DockerConfig`] credential lookup and the async [`Client`].
+//! The crate stays deliberately small: [`Reference`] parsing, [`DockerConfig`] credential
+//! lookup and the async [`Client`]. Manifests, indexes, descriptors and platforms are
+//! oci-spec's types, re-exported from `ocibuild_image` ([`manifest`], [`platform`]).
 //!
 //! ```no_run
 //! # async fn demo() -> ocibuild_registry::Result<()> {
-//! use ocibuild_registry::{Client, ClientOptions, DockerConfig, Platform, Reference};
+//! use ocibuild_registry::{platform, Client, ClientOptions, DockerConfig, Reference};
 //! let client = Client::new(ClientOptions {
 //!     docker_config: DockerConfig::load(None)?,
 //!     insecure_registries: vec!["127.0.0.1:5000".into()],
 //!     ..Default::default()
 //! })?;
 //! let r = Reference::parse("127.0.0.1:5000/busybox:latest")?;
-//! let pulled = client.pull_manifest(&r, &Platform::linux_amd64()).await?;
-//! let config = client.pull_blob_bytes(&r, &pulled.manifest.config.digest).await?;
+//! let pulled = client.pull_manifest(&r, &platform::linux_amd64()).await?;
+//! let config = client.pull_blob_bytes(&r, pulled.manifest.config().digest().as_ref()).await?;
 //! # let _ = config; Ok(()) }
 //! ```
 //!
@@ -43,7 +44,6 @@
 //! | module | role | imports (crate modules) |
 //! | --- | --- | --- |
 //! | [`error`] | the [`Error`] type, registry error bodies | — |
-//! | [`manifest`] | wire types of manifests and indexes | — |
 //! | [`auth`] | docker `config.json` and credential helpers | `error` |
 //! | [`reference`](mod@reference) | image references, digest syntax, registry host normalisation | `error` |
 //! | `retry` | backoff and which failures are transient | `error` |
@@ -53,9 +53,9 @@
 //! | `mirror` | mirrors and registry maps as pull sources | `error`, `options`, `reference` |
 //! | `token` | `WWW-Authenticate` challenges, bearer tokens, basic auth, the token cache | `auth`, `error`, `reference`, `retry`, `tls` |
 //! | `transport` | scheme (with loopback fallback), URLs, sending with auth and retries | `error`, `options`, `reference`, `retry`, `tls`, `token` |
-//! | `pull` | manifests, platform selection, verified blob downloads, [`BlobObserver`], source fallback | `digest`, `error`, `manifest`, `mirror`, `options`, `reference`, `retry`, `token`, `transport` |
+//! | `pull` | manifests, platform selection, verified blob downloads, [`BlobObserver`], source fallback | `digest`, `error`, `mirror`, `options`, `reference`, `retry`, `token`, `transport` |
 //! | `push` | blob HEAD, cross-repository mount, monolithic upload, manifest PUT | `digest`, `error`, `reference`, `retry`, `token`, `transport` |
-//! | [`client`] | [`Client`], whose methods delegate to `pull` and `push` | `digest`, `error`, `manifest`, `options`, `pull`, `push`, `reference`, `transport` |
+//! | [`client`] | [`Client`], whose methods delegate to `pull` and `push` | `digest`, `error`, `options`, `pull`, `push`, `reference`, `transport` |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -63,7 +63,6 @@ pub mod auth;
 pub mod client;
 mod digest;
 pub mod error;
-pub mod manifest;
 mod mirror;
 mod options;
 mod pull;
@@ -77,5 +76,8 @@ mod transport;
 pub use auth::{Credential, DockerConfig};
 pub use client::{sha256_digest, BlobObserver, Client, ClientOptions, PulledManifest};
 pub use error::{Error, Result};
-pub use manifest::{media_types, Descriptor, ImageIndex, ImageManifest, Platform};
+pub use ocibuild_image::manifest::{
+    self, media_types, Descriptor, Digest, ImageIndex, ImageManifest, MediaType, Platform,
+};
+pub use ocibuild_image::platform;
 pub use reference::Reference;

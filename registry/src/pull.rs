@@ -8,19 +8,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
+use ocibuild_image::digest::Sha256Hasher;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
-use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::digest::{check_sha256, finish, sha256_digest, verify};
+use crate::digest::{check_sha256, sha256_digest, verify};
 use crate::error::{Error, Result};
-use crate::manifest::{media_types, ImageIndex, ImageManifest, Platform};
 use crate::mirror::PullSources;
 use crate::options::ClientOptions;
 use crate::reference::Reference;
 use crate::retry::with_retries;
 use crate::token::Access;
 use crate::transport::Transport;
+use ocibuild_image::manifest::{self, media_types, ImageManifest, MediaType};
+use ocibuild_image::platform::{self, Platform};
 
 /// An image manifest fetched from a registry (after resolving an index, if any).
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub struct PulledManifest {
     /// Digest of `bytes` (`sha256:<hex>`).
     pub digest: String,
     /// Media type of the image manifest.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// The manifest exactly as served.
     pub bytes: Vec<u8>,
     /// The parsed manifest.
@@ -252,48 +253,50 @@ async fn manifest_from(
     } else {
         (mt, bytes, r.clone())
     };
-    let manifest: ImageManifest =
-        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidManifest {
-            reference: resolved.to_string(),
-            reason: format!("bad image manifest: {e}"),
-        })?;
-    if manifest.schema_version != 2 {
+    let manifest = manifest::parse_manifest(&bytes).map_err(|e| Error::InvalidManifest {
+        reference: resolved.to_string(),
+        reason: e.to_string(),
+    })?;
+    if manifest.schema_version() != 2 {
         return Err(Error::UnsupportedManifest {
             reference: resolved.to_string(),
-            reason: format!("schemaVersion {} (expected 2)", manifest.schema_version),
+            reason: format!("schemaVersion {} (expected 2)", manifest.schema_version()),
         });
     }
     Ok(PulledManifest {
         digest: sha256_digest(&bytes),
-        media_type: mt,
+        media_type: MediaType::from(mt.as_str()),
         bytes,
         manifest,
     })
 }
 
 /// The reference of the image manifest for `platform` in index `bytes` of `r`.
-fn select_platform(r: &Reference, bytes: &[u8], platform: &Platform) -> Result<Reference> {
-    let index: ImageIndex = serde_json::from_slice(bytes).map_err(|e| Error::InvalidManifest {
+fn select_platform(r: &Reference, bytes: &[u8], wanted: &Platform) -> Result<Reference> {
+    let index = manifest::parse_index(bytes).map_err(|e| Error::InvalidManifest {
         reference: r.to_string(),
-        reason: format!("bad image index: {e}"),
+        reason: e.to_string(),
     })?;
-    let entry = index.manifests.iter().find(|d| {
-        d.platform.as_ref().is_some_and(|p| platform.matches(p))
-            && (media_types::is_image_manifest(&d.media_type) || d.media_type.is_empty())
+    let entry = index.manifests().iter().find(|d| {
+        d.platform()
+            .as_ref()
+            .is_some_and(|p| platform::matches(wanted, p))
+            && (media_types::is_image_manifest(d.media_type())
+                || d.media_type().as_ref().is_empty())
     });
     let Some(entry) = entry else {
         let available = index
-            .manifests
+            .manifests()
             .iter()
-            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+            .filter_map(|d| d.platform().as_ref().map(platform::name))
             .collect();
         return Err(Error::NoMatchingPlatform {
             reference: r.to_string(),
-            wanted: platform.to_string(),
+            wanted: platform::name(wanted),
             available,
         });
     };
-    Ok(r.with_digest(&entry.digest))
+    Ok(r.with_digest(entry.digest().as_ref()))
 }
 
 fn media_type_of(headers: &HeaderMap) -> Option<String> {
@@ -357,12 +360,9 @@ fn manifest_media_type(r: &Reference, header_mt: Option<String>, bytes: &[u8]) -
         reason: format!("not valid JSON: {e}"),
     })?;
     let schema1 = probe.schema_version == Some(1)
-        || [&header_mt, &probe.media_type].iter().any(|m| {
-            matches!(
-                m.as_deref(),
-                Some(media_types::DOCKER_SCHEMA1 | media_types::DOCKER_SCHEMA1_SIGNED)
-            )
-        });
+        || [&header_mt, &probe.media_type]
+            .iter()
+            .any(|m| m.as_deref().is_some_and(media_types::is_schema1));
     if schema1 {
         return Err(Error::UnsupportedManifest {
             reference: r.to_string(),
@@ -465,20 +465,19 @@ async fn download_once(
         source: e,
     };
     let mut file = tokio::fs::File::create(tmp).await.map_err(io_err)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    let mut hasher = Sha256Hasher::new();
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| Transport::http_err(r, &what, e))?;
         hasher.update(&chunk);
         observe(observer, |o| o.update(&chunk));
-        size += chunk.len() as u64;
         file.write_all(&chunk).await.map_err(io_err)?;
     }
     file.flush().await.map_err(io_err)?;
     file.sync_all().await.map_err(io_err)?;
     drop(file);
-    verify(r, &what, digest, finish(hasher))?;
+    let (actual, size) = hasher.finish();
+    verify(r, &what, digest, actual)?;
     Ok(size)
 }
 
@@ -493,4 +492,54 @@ async fn blob_bytes_from(t: &Transport, r: &Reference, digest: &str) -> Result<V
         .to_vec();
     verify(r, &what, digest, sha256_digest(&bytes))?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn r() -> Reference {
+        Reference::parse("127.0.0.1:5000/app:1").unwrap()
+    }
+
+    #[test]
+    fn schema1_manifests_are_refused_with_a_clear_error() {
+        let by_version = br#"{"schemaVersion":1,"name":"app","fsLayers":[]}"#;
+        let by_header = Some(media_types::DOCKER_SCHEMA1_SIGNED.to_string());
+        for (header, bytes) in [(None, &by_version[..]), (by_header, b"{}")] {
+            let err = manifest_media_type(&r(), header, bytes).unwrap_err();
+            assert!(matches!(err, Error::UnsupportedManifest { .. }), "{err}");
+            assert!(err.to_string().contains("schema 1"), "{err}");
+        }
+    }
+
+    #[test]
+    fn media_types_come_from_the_manifest_the_header_or_its_shape() {
+        let list = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
+        let mt = manifest_media_type(&r(), None, list).unwrap();
+        assert_eq!(mt, media_types::DOCKER_MANIFEST_LIST);
+        let header = Some(media_types::DOCKER_MANIFEST.to_string());
+        let mt = manifest_media_type(&r(), header, br#"{"schemaVersion":2}"#).unwrap();
+        assert_eq!(mt, media_types::DOCKER_MANIFEST);
+        let shaped = manifest_media_type(&r(), None, br#"{"manifests":[]}"#).unwrap();
+        assert_eq!(shaped, media_types::OCI_INDEX);
+    }
+
+    #[test]
+    fn a_docker_manifest_list_resolves_to_the_wanted_platform() {
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{A}","size":1,"platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#
+        );
+        let want = platform::platform("linux", "arm64", Some("v8"));
+        let child = select_platform(&r(), list.as_bytes(), &want).unwrap();
+        assert_eq!(child.digest.as_deref(), Some(A));
+        let err = select_platform(&r(), list.as_bytes(), &platform::linux_amd64()).unwrap_err();
+        assert!(err.to_string().contains("linux/arm64"), "{err}");
+        let bad = list.replace(A, "sha256:AB");
+        let err = select_platform(&r(), bad.as_bytes(), &want).unwrap_err();
+        assert!(matches!(err, Error::InvalidManifest { .. }), "{err}");
+        assert!(err.to_string().contains("manifests[0]"), "{err}");
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
 use crate::reference::normalize_host;
+use ocibuild_image::chain::error_chain;
 
 /// The TLS settings that apply to one registry; equal settings share an HTTP client.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -119,12 +120,8 @@ fn build_http_with(
     if tls12_only {
         b = b.max_tls_version(reqwest::tls::Version::TLS_1_2);
     }
-    b.build().map_err(|e| {
-        Error::ClientSetup(format!(
-            "HTTP client for {registry}: {}",
-            error_chain(&e).join(": ")
-        ))
-    })
+    b.build()
+        .map_err(|e| Error::ClientSetup(format!("HTTP client for {registry}: {}", error_chain(&e))))
 }
 
 /// HTTP clients per TLS configuration, picked per registry host.
@@ -191,23 +188,6 @@ impl HttpClients {
     }
 }
 
-/// Messages of `e` and all its sources, outermost first, without repeats.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let msg = err.to_string();
-        if !out
-            .iter()
-            .any(|m| m == &msg || m.ends_with(&format!(": {msg}")))
-        {
-            out.push(msg);
-        }
-        cur = err.source();
-    }
-    out
-}
-
 /// When `e` is a failed TLS handshake or certificate check, a description of it (the
 /// messages of its sources).
 ///
@@ -241,10 +221,11 @@ pub(crate) fn tls_failure(e: &reqwest::Error) -> Option<String> {
     if !found {
         return None;
     }
-    let chain = std::error::Error::source(e)
-        .map(error_chain)
-        .unwrap_or_default();
-    Some(chain.join(": "))
+    Some(
+        std::error::Error::source(e)
+            .map(error_chain)
+            .unwrap_or_default(),
+    )
 }
 
 /// Finds out whether a failed https request to `url` failed because of TLS.

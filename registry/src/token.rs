@@ -13,7 +13,8 @@ use crate::auth::{Credential, DockerConfig};
 use crate::error::{error_detail, Error, Result};
 use crate::reference::Reference;
 use crate::retry::{backoff, is_transient_status};
-use crate::tls::{error_chain, tls_failure, tls_hint};
+use crate::tls::{tls_failure, tls_hint};
+use ocibuild_image::chain::error_chain;
 
 /// Access a request needs; determines the token scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,7 +295,7 @@ impl Tokens {
                     continue;
                 }
                 Err(e) => {
-                    let reason = error_chain(&e).join(": ");
+                    let reason = error_chain(&e);
                     return Err(match tls_failure(&e) {
                         Some(tls) => terr(format!(
                             "TLS error: {reason}; {}",

@@ -8,9 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod common;
 
 use common::{env, push_tiny_image, unique};
+use ocibuild_registry::manifest::{self, index_json};
+use ocibuild_registry::platform::{self, linux_amd64};
 use ocibuild_registry::{
-    media_types, sha256_digest, Client, ClientOptions, Descriptor, DockerConfig, Error, ImageIndex,
-    Platform, Reference,
+    media_types, sha256_digest, Client, ClientOptions, DockerConfig, Error, ImageIndex, Reference,
 };
 
 fn registry() -> String {
@@ -115,21 +116,15 @@ async fn manifest_push_then_pull() {
     let (bytes, digest) = push_small_image(&c, &r).await;
     assert_eq!(digest, sha256_digest(&bytes));
 
-    let pulled = c
-        .pull_manifest(&r, &Platform::linux_amd64())
-        .await
-        .expect("pull");
+    let pulled = c.pull_manifest(&r, &linux_amd64()).await.expect("pull");
     assert_eq!(pulled.digest, digest);
     assert_eq!(pulled.bytes, bytes);
-    assert_eq!(pulled.media_type, media_types::OCI_MANIFEST);
-    assert_eq!(pulled.manifest.layers.len(), 1);
+    assert_eq!(pulled.media_type.as_ref(), media_types::OCI_MANIFEST);
+    assert_eq!(pulled.manifest.layers().len(), 1);
 
     // By digest, and pushing the same manifest under its digest.
     let by_digest = r.with_digest(&digest);
-    let again = c
-        .pull_manifest(&by_digest, &Platform::linux_amd64())
-        .await
-        .unwrap();
+    let again = c.pull_manifest(&by_digest, &linux_amd64()).await.unwrap();
     assert_eq!(again.digest, digest);
     let d2 = c
         .push_manifest(
@@ -154,7 +149,7 @@ async fn manifest_push_then_pull() {
 
     // Unknown tag: not found, naming the tag.
     let err = c
-        .pull_manifest(&r.with_tag("nope"), &Platform::linux_amd64())
+        .pull_manifest(&r.with_tag("nope"), &linux_amd64())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
@@ -167,13 +162,13 @@ async fn busybox_fixture() {
     let reg = registry();
     let r = reference(&reg, "busybox", "latest");
     let pulled = c
-        .pull_manifest(&r, &Platform::linux_amd64())
+        .pull_manifest(&r, &linux_amd64())
         .await
         .expect("busybox:latest fixture missing; run scripts/lab.sh up");
-    assert_eq!(pulled.manifest.schema_version, 2);
-    assert!(!pulled.manifest.layers.is_empty());
+    assert_eq!(pulled.manifest.schema_version(), 2);
+    assert!(!pulled.manifest.layers().is_empty());
     let cfg = c
-        .pull_blob_bytes(&r, &pulled.manifest.config.digest)
+        .pull_blob_bytes(&r, pulled.manifest.config().digest().as_ref())
         .await
         .expect("config");
     let cfg: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
@@ -181,11 +176,14 @@ async fn busybox_fixture() {
     assert_eq!(cfg["os"], "linux");
     assert_eq!(cfg["config"]["Cmd"][0], "sh");
 
-    let layer = &pulled.manifest.layers[0];
+    let layer = &pulled.manifest.layers()[0];
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("layer.tar.gz");
-    let n = c.pull_blob_to_file(&r, &layer.digest, &dest).await.unwrap();
-    assert_eq!(n, layer.size);
+    let n = c
+        .pull_blob_to_file(&r, layer.digest().as_ref(), &dest)
+        .await
+        .unwrap();
+    assert_eq!(n, layer.size());
 }
 
 #[tokio::test]
@@ -212,32 +210,28 @@ async fn index_resolves_platform() {
     let reg = registry();
     let multi = reference(&reg, "busybox-multi", "latest");
     let single = c
-        .pull_manifest(
-            &reference(&reg, "busybox", "latest"),
-            &Platform::linux_amd64(),
-        )
+        .pull_manifest(&reference(&reg, "busybox", "latest"), &linux_amd64())
         .await
         .unwrap();
     let amd = c
-        .pull_manifest(&multi, &Platform::linux_amd64())
+        .pull_manifest(&multi, &linux_amd64())
         .await
         .expect("busybox-multi:latest fixture missing; run scripts/lab.sh up");
     assert_eq!(amd.digest, single.digest);
-    assert_eq!(amd.media_type, media_types::OCI_MANIFEST);
+    assert_eq!(amd.media_type.as_ref(), media_types::OCI_MANIFEST);
 
-    let mut arm = Platform::new("linux", "arm64");
-    arm.variant = Some("v8".into());
+    let arm = platform::platform("linux", "arm64", Some("v8"));
     let arm = c.pull_manifest(&multi, &arm).await.unwrap();
     assert_ne!(arm.digest, amd.digest);
     let cfg = c
-        .pull_blob_bytes(&multi, &arm.manifest.config.digest)
+        .pull_blob_bytes(&multi, arm.manifest.config().digest().as_ref())
         .await
         .unwrap();
     let cfg: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
     assert_eq!(cfg["architecture"], "arm64");
 
     let err = c
-        .pull_manifest(&multi, &Platform::new("linux", "s390x"))
+        .pull_manifest(&multi, &platform::platform("linux", "s390x", None))
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -250,24 +244,17 @@ async fn index_resolves_platform() {
     // Pushing an index with our own client and resolving it.
     let r = reference(&reg, &unique("ocibuild-test/index"), "multi");
     let (bytes, digest) = push_small_image(&c, &r).await;
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(media_types::OCI_INDEX.to_string()),
-        manifests: vec![Descriptor {
-            media_type: media_types::OCI_MANIFEST.to_string(),
-            digest: digest.clone(),
-            size: bytes.len() as u64,
-            platform: Some(Platform::linux_amd64()),
-            annotations: None,
-            urls: None,
-        }],
-        annotations: None,
-    };
-    let ib = serde_json::to_vec(&index).unwrap();
+    let mut entry =
+        manifest::descriptor(media_types::OCI_MANIFEST, &digest, bytes.len() as u64).unwrap();
+    entry.set_platform(Some(linux_amd64()));
+    let mut index = ImageIndex::default();
+    index.set_media_type(Some(media_types::OCI_INDEX.into()));
+    index.set_manifests(vec![entry]);
+    let ib = index_json(&index);
     c.push_manifest(&r, media_types::OCI_INDEX, &ib)
         .await
         .unwrap();
-    let got = c.pull_manifest(&r, &Platform::linux_amd64()).await.unwrap();
+    let got = c.pull_manifest(&r, &linux_amd64()).await.unwrap();
     assert_eq!(got.digest, digest);
 }
 
@@ -335,11 +322,11 @@ async fn basic_auth_registry() {
     let c = client_for(&reg, cfg);
     let r = reference(&reg, &unique("ocibuild-test/auth"), "v1");
     let (bytes, digest) = push_small_image(&c, &r).await;
-    let pulled = c.pull_manifest(&r, &Platform::linux_amd64()).await.unwrap();
+    let pulled = c.pull_manifest(&r, &linux_amd64()).await.unwrap();
     assert_eq!(pulled.digest, digest);
     assert_eq!(pulled.bytes, bytes);
     let dest = dir.path().join("layer");
-    c.pull_blob_to_file(&r, &pulled.manifest.layers[0].digest, &dest)
+    c.pull_blob_to_file(&r, pulled.manifest.layers()[0].digest().as_ref(), &dest)
         .await
         .unwrap();
 
@@ -347,10 +334,7 @@ async fn basic_auth_registry() {
     let empty_dir = tempfile::tempdir().unwrap();
     let empty_path = empty_dir.path().join("config.json");
     let anon = client_for(&reg, DockerConfig::load(Some(&empty_path)).unwrap());
-    let err = anon
-        .pull_manifest(&r, &Platform::linux_amd64())
-        .await
-        .unwrap_err();
+    let err = anon.pull_manifest(&r, &linux_amd64()).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Unauthorized { .. }), "{msg}");
     assert!(
@@ -366,7 +350,7 @@ async fn basic_auth_registry() {
     let bad_path = write_config(bad_dir.path(), &reg, &user, "wrong-password");
     let bad = client_for(&reg, DockerConfig::load(Some(&bad_path)).unwrap());
     let err = bad
-        .blob_exists(&r, &pulled.manifest.config.digest)
+        .blob_exists(&r, pulled.manifest.config().digest().as_ref())
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -479,8 +463,8 @@ async fn loopback_registries_fall_back_to_http_without_flags() {
     let c = Client::new(ClientOptions::default()).unwrap();
     let r = reference(&registry(), "busybox", "latest");
     let pulled = c
-        .pull_manifest(&r, &Platform::linux_amd64())
+        .pull_manifest(&r, &linux_amd64())
         .await
         .expect("a plain-http loopback registry works without insecure flags");
-    assert!(!pulled.manifest.layers.is_empty());
+    assert!(!pulled.manifest.layers().is_empty());
 }

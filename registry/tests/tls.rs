@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{env, push_tiny_image, unique};
-use ocibuild_registry::{sha256_digest, Client, ClientOptions, Error, Platform, Reference};
+use ocibuild_registry::platform::linux_amd64;
+use ocibuild_registry::{sha256_digest, Client, ClientOptions, Error, Reference};
 
 fn tls_registry() -> String {
     env("OCIBUILD_TEST_TLS_REGISTRY")
@@ -50,7 +51,7 @@ async fn push_and_pull(c: &Client, r: &Reference) {
     let layer = unique("layer").into_bytes();
     let pushed = push_tiny_image(c, r, &layer).await;
     let pulled = c
-        .pull_manifest(r, &Platform::linux_amd64())
+        .pull_manifest(r, &linux_amd64())
         .await
         .expect("pull manifest");
     assert_eq!(pulled.digest, pushed.digest);
@@ -100,7 +101,7 @@ async fn tls_registry_without_ca_is_a_clear_tls_error() {
     let r = reference(&format!("{reg}/tls/none:latest"));
     let start = Instant::now();
     let e = c
-        .pull_manifest(&r, &Platform::linux_amd64())
+        .pull_manifest(&r, &linux_amd64())
         .await
         .expect_err("untrusted certificate must fail");
     assert_tls_error(
@@ -168,7 +169,7 @@ async fn mtls_registry_without_client_certificate_is_a_clear_tls_error() {
     });
     let r = reference(&format!("{reg}/mtls/none:latest"));
     let e = c
-        .pull_manifest(&r, &Platform::linux_amd64())
+        .pull_manifest(&r, &linux_amd64())
         .await
         .expect_err("missing client certificate must fail");
     assert_tls_error(&e, &reg, &[&format!("--registry-client-cert {reg}=")]);
@@ -217,11 +218,12 @@ fn copy_busybox(repo: &str) {
 
 /// Pulls `r` (manifest, config and every layer) with `c` and returns the manifest digest.
 async fn pull_all(c: &Client, r: &Reference) -> Result<String, Error> {
-    let pulled = c.pull_manifest(r, &Platform::linux_amd64()).await?;
-    c.pull_blob_bytes(r, &pulled.manifest.config.digest).await?;
+    let pulled = c.pull_manifest(r, &linux_amd64()).await?;
+    c.pull_blob_bytes(r, pulled.manifest.config().digest().as_ref())
+        .await?;
     let dir = tempfile::tempdir().expect("tempdir");
-    for (i, l) in pulled.manifest.layers.iter().enumerate() {
-        c.pull_blob_to_file(r, &l.digest, &dir.path().join(i.to_string()))
+    for (i, l) in pulled.manifest.layers().iter().enumerate() {
+        c.pull_blob_to_file(r, l.digest().as_ref(), &dir.path().join(i.to_string()))
             .await?;
     }
     Ok(pulled.digest)
@@ -274,7 +276,7 @@ async fn missing_on_every_mirror_without_fallback_fails_locally() {
     });
     let r = reference(&format!("docker.io/library/{}:latest", unique("absent")));
     let e = c
-        .pull_manifest(&r, &Platform::linux_amd64())
+        .pull_manifest(&r, &linux_amd64())
         .await
         .expect_err("absent image");
     assert!(
@@ -288,7 +290,7 @@ async fn missing_on_every_mirror_without_fallback_fails_locally() {
         ..Default::default()
     });
     let e = c
-        .pull_manifest(&r, &Platform::linux_amd64())
+        .pull_manifest(&r, &linux_amd64())
         .await
         .expect_err("absent image");
     assert!(
@@ -340,7 +342,7 @@ async fn mirror_on_a_tls_registry_uses_its_tls_settings() {
     let target = reference(&format!("{reg}/{prefix}/library/app:1"));
     push_and_pull(&seed, &target).await;
     let direct = seed
-        .pull_manifest(&target, &Platform::linux_amd64())
+        .pull_manifest(&target, &linux_amd64())
         .await
         .expect("direct pull");
     let c = client(ClientOptions {

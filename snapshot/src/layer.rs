@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::HashingWriter;
 use crate::error::{io_err, Error, Result};
 use crate::rootpath::clean_relative;
 use crate::tarwriter::{EntryHeader, EntryKind, TarWriter};
 use crate::walk::Changes;
+use ocibuild_image::digest::HashingWriter;
 
 /// Name of the opaque-directory marker entry.
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -134,7 +134,8 @@ impl LayerInfo {
         let size = fs::metadata(&self.path)
             .map_err(io_err(&self.path, "stat layer file"))?
             .len();
-        let digest = crate::digest::sha256_file(&self.path)?;
+        let (digest, _) = ocibuild_image::digest::sha256_file(&self.path)
+            .map_err(io_err(&self.path, "read layer file"))?;
         if digest == self.digest && size == self.size {
             return Ok(());
         }

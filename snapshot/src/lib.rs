@@ -20,14 +20,12 @@
 //!   builds and pruned least recently used first ([`store`]).
 //! - [`write_layer`] turns [`Changes`] into a compressed layer file in a single
 //!   streaming pass, computing its digest and diff ID on the way.
-//! - [`sha256_file`], [`HashingWriter`] and [`HashingReader`] are the digest helpers;
-//!   [`decompressed`] reads a gzip, zstd or plain layer blob as its tar.
+//! - [`decompressed`] reads a gzip, zstd or plain layer blob as its tar.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod decompress;
-pub mod digest;
 pub mod error;
 pub mod layer;
 pub mod rootfd;
@@ -38,7 +36,6 @@ pub mod unpack;
 pub mod walk;
 
 pub use decompress::{decompressed, Decompressed};
-pub use digest::{sha256_file, HashingReader, HashingWriter};
 pub use error::{Error, Result};
 pub use layer::{layer_file_name, write_layer, Compression, LayerInfo, LayerOptions};
 pub use rootfd::{Dir, RootDir};

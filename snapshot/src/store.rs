@@ -49,8 +49,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use ocibuild_image::digest::{DigestAlgorithm, HashingReader};
+
 use crate::decompress::decompressed;
-use crate::digest::HashingReader;
 use crate::error::{io_err, Error, Result};
 use crate::rootfd::RootDir;
 use crate::unpack::{unpack_layer_with, UnpackFormat, UnpackOptions, UnpackStats};
@@ -344,11 +345,15 @@ impl LayerStore {
     }
 }
 
-/// The hex part of the sha256 digest `digest`, or [`Error::InvalidDigest`].
+/// The hex part of the sha256 digest `digest` (64 lowercase hex digits, so a safe file
+/// name), or [`Error::InvalidDigest`].
 fn checked_hex(digest: &str) -> Result<&str> {
-    ocibuild_image::digest::sha256_hex(digest).ok_or_else(|| Error::InvalidDigest {
-        digest: digest.to_string(),
-    })
+    match ocibuild_image::digest::parse(digest) {
+        Ok(parsed) if parsed.algorithm() == &DigestAlgorithm::Sha256 => Ok(&digest[7..]),
+        _ => Err(Error::InvalidDigest {
+            digest: digest.to_string(),
+        }),
+    }
 }
 
 /// Extracts the blob `reader` into `dir` in overlay lower-dir format, reads it to its end

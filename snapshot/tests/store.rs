@@ -11,9 +11,9 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use ocibuild_image::digest::sha256_digest as sha256;
 use ocibuild_snapshot::store::{LayerDigests, LayerStore, PruneOptions};
 use ocibuild_snapshot::Error;
-use sha2::{Digest, Sha256};
 
 const CHILD_ROLE: &str = "OCIBUILD_STORE_TEST_ROLE";
 const CHILD_STORE: &str = "OCIBUILD_STORE_TEST_STORE";
@@ -66,10 +66,6 @@ impl Blob {
             assert!(found == *data, "{name} differs");
         }
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 fn gzip(tar: &[u8]) -> Vec<u8> {
@@ -137,16 +133,17 @@ impl LayerBuilder {
     }
 }
 
-/// Incompressible bytes, different for each `seed`.
+/// Incompressible bytes, different for each `seed` (xorshift64).
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 32);
-    let mut n = 0u64;
-    while out.len() < len {
-        out.extend(Sha256::digest(format!("{seed}/{n}")));
-        n += 1;
-    }
-    out.truncate(len);
-    out
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
 }
 
 /// A layer of `files` files of `size` incompressible bytes each.

@@ -466,3 +466,48 @@ fn dryrun_prints_the_plan_and_builds_nothing() {
     );
     assert!(plan.contains("stage 2 \"app\" (skip"), "{plan}");
 }
+
+#[test]
+fn the_debug_log_reports_the_bytes_of_each_blob_pulled_and_pushed() {
+    let ctx = context("busybox:latest", "bytes\n");
+    let dest = format!("{}:1", unique_repo("bytes"));
+    let out = build_ok(&build_args(
+        ctx.path(),
+        &["--destination", &dest, "--verbosity", "debug"],
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let manifest = skopeo_manifest(&dest);
+    let short = |d: &Value| d["digest"].as_str().unwrap()[..19].to_string();
+    let layers = manifest["layers"].as_array().unwrap();
+    let (base, copied) = (&layers[0], &layers[layers.len() - 1]);
+    let line = |start: String| {
+        stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{stderr}"))
+            .to_string()
+    };
+    // The base layer is downloaded once (to check its diff_id), with its size.
+    let pulled = line(format!("pulled {} (", short(base)));
+    assert!(
+        pulled.ends_with(&format!("from {}/busybox:latest", registry())),
+        "{pulled}"
+    );
+    // The COPY layer and the config are uploaded; the base layer is mounted, not uploaded.
+    for blob in [copied, &manifest["config"]] {
+        let pushed = line(format!("pushed {} (", short(blob)));
+        assert!(pushed.ends_with(&format!(") to {dest}")), "{pushed}");
+        let size = blob["size"].as_u64().unwrap();
+        if size < 1024 {
+            assert!(pushed.contains(&format!("({size} B)")), "{pushed}");
+        }
+    }
+    assert!(
+        !stderr.contains(&format!("pushed {} (", short(base))),
+        "{stderr}"
+    );
+    // At the default verbosity the transfers are not shown.
+    let quiet = build_ok(&build_args(ctx.path(), &["--no-push"]));
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("pulled sha256:"));
+}

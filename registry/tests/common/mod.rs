@@ -2,7 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ocibuild_registry::{media_types, sha256_digest, Client, Descriptor, ImageManifest, Reference};
+use ocibuild_registry::manifest::{descriptor, image_manifest, manifest_json};
+use ocibuild_registry::{media_types, sha256_digest, Client, Reference};
 
 /// The value of lab variable `name`; panics when the lab is not set up.
 pub fn env(name: &str) -> String {
@@ -50,26 +51,14 @@ pub async fn push_tiny_image(c: &Client, r: &Reference, layer: &[u8]) -> Pushed 
     c.push_blob_bytes(r, &config_digest, config.clone())
         .await
         .expect("push config");
-    let descriptor = |media_type: &str, digest: &str, size: usize| Descriptor {
-        media_type: media_type.to_string(),
-        digest: digest.to_string(),
-        size: size as u64,
-        platform: None,
-        annotations: None,
-        urls: None,
-    };
-    let manifest = ImageManifest {
-        schema_version: 2,
-        media_type: Some(media_types::OCI_MANIFEST.to_string()),
-        config: descriptor(media_types::OCI_CONFIG, &config_digest, config.len()),
-        layers: vec![descriptor(
-            media_types::OCI_LAYER_TAR,
-            &layer_digest,
-            layer.len(),
-        )],
-        annotations: None,
-    };
-    let bytes = serde_json::to_vec(&manifest).expect("manifest json");
+    let size = |n: usize| n as u64;
+    let manifest = image_manifest(
+        media_types::OCI_MANIFEST,
+        descriptor(media_types::OCI_CONFIG, &config_digest, size(config.len())).unwrap(),
+        vec![descriptor(media_types::OCI_LAYER_TAR, &layer_digest, size(layer.len())).unwrap()],
+        &Default::default(),
+    );
+    let bytes = manifest_json(&manifest);
     let digest = c
         .push_manifest(r, media_types::OCI_MANIFEST, &bytes)
         .await

@@ -1,7 +1,7 @@
 use super::*;
-use crate::digest::sha256_file;
 use crate::unpack::unpack_layer_file;
 use crate::walk::{Snapshotter, StatWalk};
+use ocibuild_image::digest::sha256_file;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::unix::fs::{chown, symlink, PermissionsExt};
@@ -266,7 +266,7 @@ fn round_trip_gzip_layer() {
     let out = info.path.clone();
     assert_eq!(out, f.work.join(layer_file_name(&info.digest)));
     assert_eq!(info.compression, Compression::Gzip { level: 6 });
-    assert_eq!(info.digest, sha256_file(&out).unwrap());
+    assert_eq!(info.digest, sha256_file(&out).unwrap().0);
     assert_eq!(info.size, fs::metadata(&out).unwrap().len());
     let tar_bytes = decompress(&out, info.compression);
     assert_eq!(info.diff_id, sha256_bytes(&tar_bytes));
@@ -405,7 +405,7 @@ fn plain_and_zstd_layers() {
         if compression != Compression::None {
             zstd_layer = out.clone();
         }
-        assert_eq!(info.digest, sha256_file(&out).unwrap());
+        assert_eq!(info.digest, sha256_file(&out).unwrap().0);
         assert_eq!(info.diff_id, sha256_bytes(&decompress(&out, compression)));
         if compression == Compression::None {
             assert_eq!(info.digest, info.diff_id);
