@@ -10,7 +10,8 @@
 //! # Layout
 //!
 //! ```text
-//! ROOT/                       mode 0700: layers hold set-uid files of images
+//! ROOT/                       the four directories are made mode 0700 (images have
+//!                             set-uid files)
 //!   layers/sha256/<hex>/      the layer with diff ID sha256:<hex>; complete, never changed
 //!   meta/<hex>.json           its record: blob digest, size on disk; mtime = last use
 //!   locks/<hex>.lock          the layer's use lock (see below)

@@ -326,7 +326,7 @@ fn a_layer_is_stored_by_diff_id_and_found_again_without_reading_its_blob() {
     assert_eq!(got.size(), again.layer.size());
     let other = sha256(b"not stored");
     assert!(store.get(&other).unwrap().is_none());
-    for private in ["layers", "tmp"] {
+    for private in ["layers", "meta", "locks", "tmp"] {
         let mode = fs::metadata(dir.path().join(private))
             .unwrap()
             .permissions()
