@@ -634,10 +634,10 @@ fn prune_older_than_removes_only_layers_unused_for_that_long() {
     let store = LayerStore::open(dir.path()).unwrap();
     let (old, new) = (noisy_layer(10, 2, 100), noisy_layer(11, 2, 100));
     insert(&store, &old);
-    thread::sleep(Duration::from_millis(300));
+    thread::sleep(Duration::from_millis(1200));
     insert(&store, &new);
     let options = PruneOptions {
-        older_than: Some(Duration::from_millis(200)),
+        older_than: Some(Duration::from_millis(600)),
         ..PruneOptions::default()
     };
     let report = store.prune(&options).unwrap();
