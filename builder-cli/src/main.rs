@@ -1,8 +1,8 @@
 //! `ocibuild`: build OCI images from Dockerfiles without a daemon.
 //!
-//! One module per subcommand (`build`, `executor` with its `login` and `push`, `warm`); the
-//! build flags, shared by `build` and `executor`, are in `flags`. This file only parses the
-//! command line and dispatches.
+//! One module per subcommand (`build`, `executor` with its `login` and `push`, `warm`,
+//! `prune`); the build flags, shared by `build` and `executor`, are in `flags`. This file
+//! only parses the command line and dispatches.
 
 #![forbid(unsafe_code)]
 
@@ -11,6 +11,7 @@ mod executor;
 mod flags;
 mod log;
 mod login;
+mod prune;
 mod push;
 mod warm;
 
@@ -39,6 +40,9 @@ enum Commands {
     /// under the name `executor`), building in `/` when inside a container.
     #[command(args_conflicts_with_subcommands = true)]
     Executor(Box<executor::ExecutorArgs>),
+    /// Free space in the layer store: remove extracted layers, least recently used first,
+    /// never one a build is using.
+    Prune(prune::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Commands::Build(args) => build::run(*args, flags::Mode::Build),
         Commands::Warm(args) => warm::run(args),
         Commands::Executor(args) => executor::run(*args),
+        Commands::Prune(args) => prune::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,9 +71,11 @@ fn arguments() -> Vec<OsString> {
         .and_then(|a| std::path::Path::new(a).file_name())
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    let own_subcommand = argv
-        .get(1)
-        .is_some_and(|a| ["build", "warm", "executor"].iter().any(|s| a == *s));
+    let own_subcommand = argv.get(1).is_some_and(|a| {
+        ["build", "warm", "executor", "prune"]
+            .iter()
+            .any(|s| a == *s)
+    });
     if invoked_as == "executor" && !own_subcommand {
         argv.insert(1, "executor".into());
     }

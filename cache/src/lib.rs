@@ -69,7 +69,7 @@ pub use error::CacheError;
 pub use key::StepKey;
 pub use layout::LayoutCache;
 pub use local::{CacheUsage, LocalCache};
-pub use parse::{parse_size, parse_ttl};
+pub use parse::{format_size, parse_size, parse_ttl};
 pub use registry::RegistryCache;
 pub use store::{CacheStore, LayerCache, ReadOnly, StoreFuture};
 

@@ -77,6 +77,22 @@ pub fn parse_size(text: &str) -> Result<u64, CacheError> {
     u64::try_from(value).map_err(|_| bad("too large"))
 }
 
+/// `bytes` for people, in the binary units [`parse_size`] reads back: `512 B`, `1.5 KiB`,
+/// `20.0 MiB`, `3.2 GiB` (one decimal; GiB is the largest unit).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
+}
+
 /// Parses a duration for `--cache-ttl` in Go's syntax as kaniko takes it: a sequence of
 /// decimal numbers (fractions allowed) each with a unit — `ns`, `us` (or `µs`), `ms`, `s`,
 /// `m`, `h` — plus `d` (24 hours) and `w` (7 days): `336h`, `2h30m`, `1.5h`, `14d`. A lone
@@ -228,6 +244,18 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_shown_in_binary_units_that_parse_back() {
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(1023), "1023 B");
+        assert_eq!(format_size(1536), "1.5 KiB");
+        assert_eq!(format_size(20 << 20), "20.0 MiB");
+        assert_eq!(format_size(5 << 40), "5120.0 GiB");
+        for bytes in [1536u64, 20 << 20, 3 << 30] {
+            assert_eq!(parse_size(&format_size(bytes)).unwrap(), bytes);
+        }
+    }
 
     #[test]
     fn rfc3339_round_trips_with_the_formatter() {

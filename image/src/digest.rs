@@ -1,7 +1,7 @@
 //! Digests: parsing them into oci-spec's [`Digest`] with a clear error ([`parse`]), and
 //! sha256 digests in the `sha256:<hex>` form of OCI descriptors: of bytes, of a stream, of
-//! a file, and of everything written through a [`HashingWriter`]. The one set of hashing
-//! helpers of the workspace.
+//! a file, and of everything written through a [`HashingWriter`] or read through a
+//! [`HashingReader`]. The one set of hashing helpers of the workspace.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -134,6 +134,37 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// A reader that passes on the bytes of `R` while hashing and counting them.
+pub struct HashingReader<R: Read> {
+    inner: R,
+    hasher: Sha256Hasher,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// Wraps `inner`; nothing has been hashed yet.
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256Hasher::new(),
+        }
+    }
+
+    /// Reads what is left of the stream (hashing it) and returns `sha256:<hex>` of every
+    /// byte read and their count.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(self.hasher.finish())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// `sha256:<hex>` and size of everything `reader` yields.
 pub fn sha256_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     let mut hashing = HashingWriter::new(io::sink());
@@ -201,5 +232,14 @@ mod tests {
         h.update(b"he");
         h.update(b"llo");
         assert_eq!(h.finish(), (HELLO.to_string(), 5));
+    }
+
+    #[test]
+    fn the_hashing_reader_hashes_what_was_read_and_what_is_left() {
+        let mut r = HashingReader::new(&b"hello"[..]);
+        let mut first = [0u8; 3];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"hel");
+        assert_eq!(r.finish().unwrap(), (HELLO.to_string(), 5));
     }
 }

@@ -78,6 +78,24 @@ pub enum Error {
         /// What the file has, in the same form.
         found: String,
     },
+    /// A digest is not of the form `sha256:<64 lowercase hex digits>`.
+    #[error("{digest:?} is not a sha256 digest (sha256:<64 lowercase hex digits>)")]
+    InvalidDigest {
+        /// The digest as given.
+        digest: String,
+    },
+    /// A layer's bytes do not match the digest they were announced with; nothing was kept.
+    #[error("layer {diff_id}: its {what} is {found}, not {expected}")]
+    DigestMismatch {
+        /// The diff ID the layer was to be stored under.
+        diff_id: String,
+        /// Which digest: `digest` (of the compressed blob) or `diff_id` (of the tar).
+        what: &'static str,
+        /// The announced digest.
+        expected: String,
+        /// The digest of the bytes read.
+        found: String,
+    },
 }
 
 impl Error {

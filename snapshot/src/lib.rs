@@ -15,23 +15,37 @@
 //!   a baseline, then ask what changed. [`StatWalk`] implements it by walking
 //!   the tree with `lstat`; an overlayfs-based implementation can come later
 //!   behind the same trait.
+//! - [`LayerStore`] keeps layers extracted once, by diff ID, in overlayfs lower-dir format
+//!   ([`UnpackFormat::OverlayLower`]), verified while they stream in, shared by concurrent
+//!   builds and pruned least recently used first ([`store`]).
 //! - [`write_layer`] turns [`Changes`] into a compressed layer file in a single
 //!   streaming pass, computing its digest and diff ID on the way.
+//! - [`decompressed`] reads a gzip, zstd or plain layer blob as its tar.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod decompress;
 pub mod error;
 pub mod layer;
 pub mod rootfd;
 pub mod rootpath;
+pub mod store;
 pub mod tarwriter;
 pub mod unpack;
 pub mod walk;
 
+pub use decompress::{decompressed, Decompressed};
 pub use error::{Error, Result};
 pub use layer::{layer_file_name, write_layer, Compression, LayerInfo, LayerOptions};
 pub use rootfd::{Dir, RootDir};
 pub use rootpath::{is_missing, resolve_in_root};
-pub use unpack::{unpack_layer, unpack_layer_file, unpack_layer_file_skipping, UnpackStats};
+pub use store::{
+    default_store_dir, Inserted, LayerDigests, LayerEntry, LayerStore, PruneOptions, PruneReport,
+    StoredLayer,
+};
+pub use unpack::{
+    unpack_layer, unpack_layer_file, unpack_layer_file_skipping, unpack_layer_with, UnpackFormat,
+    UnpackOptions, UnpackStats,
+};
 pub use walk::{Changes, Snapshotter, StatWalk};

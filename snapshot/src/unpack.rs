@@ -15,14 +15,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
-use ocibuild_image::compression::{sniff, Sniffed};
 use tar::EntryType;
 
+use crate::decompress::decompressed;
 use crate::error::{io_err, Error, Result};
 use crate::rootfd::{Dir, RootDir};
 use crate::rootpath::{clean_relative, is_missing, is_plain_name};
@@ -33,6 +34,10 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// PAX record prefix for extended attributes.
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+/// The extended attribute that marks an overlayfs directory opaque, and its value.
+pub const OVERLAY_OPAQUE_XATTR: (&str, &[u8]) = ("trusted.overlay.opaque", b"y");
+/// Extended attribute namespaces overlayfs reads its own metadata from.
+const OVERLAY_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 
 /// Counters describing one applied layer.
 #[derive(Debug, Default, Clone)]
@@ -41,12 +46,42 @@ pub struct UnpackStats {
     pub entries: u64,
     /// Bytes of regular-file data written.
     pub bytes: u64,
+    /// Bytes the regular files and new directories take on disk (their blocks as `fstat`
+    /// reports them right after writing; a hard link adds nothing).
+    pub disk_bytes: u64,
     /// Device nodes not created because `mknod` was not permitted.
     pub skipped_devices: u64,
     /// Ownership changes that were not permitted (only when not running as root).
     pub chown_failures: u64,
     /// Extended attributes that could not be set.
     pub xattr_failures: u64,
+}
+
+/// What a layer is written as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnpackFormat {
+    /// Applied onto a root filesystem: a whiteout removes what lower layers put there and
+    /// an opaque marker empties its directory of it.
+    #[default]
+    Apply,
+    /// Extracted alone into an empty directory, as an overlayfs lower directory: a
+    /// whiteout `.wh.NAME` becomes a character device `NAME` with device number 0/0 (mode
+    /// 0) and an opaque marker `.wh..wh..opq` the extended attribute
+    /// `trusted.overlay.opaque=y` on its directory; extended attributes of the layer in
+    /// the `trusted.overlay.` and `user.overlay.` namespaces are dropped, since overlayfs
+    /// would obey them. Paths are resolved within this one layer: a symlink a lower layer
+    /// put on the way is not seen (as with every overlay-based unpacker).
+    OverlayLower,
+}
+
+/// Settings for [`unpack_layer_with`].
+#[derive(Debug, Clone, Default)]
+pub struct UnpackOptions {
+    /// What the layer is written as.
+    pub format: UnpackFormat,
+    /// Paths (relative to the destination) whose subtrees are left alone: not written,
+    /// not removed by whiteouts or opaque markers.
+    pub skip: Vec<PathBuf>,
 }
 
 /// Applies the layer file at `path` onto `rootfs`; gzip, zstd and plain tar
@@ -65,19 +100,12 @@ pub fn unpack_layer_file_skipping(
     skip: &[PathBuf],
 ) -> Result<UnpackStats> {
     let file = File::open(path).map_err(io_err(path, "open layer"))?;
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    let magic = reader.fill_buf().map_err(io_err(path, "read layer"))?;
-    let result = match sniff(magic) {
-        Sniffed::Gzip => {
-            unpack_skipping(flate2::bufread::MultiGzDecoder::new(reader), rootfs, skip)
-        }
-        Sniffed::Zstd => {
-            let decoder = zstd::Decoder::with_buffer(reader).map_err(io_err(path, "start zstd"))?;
-            unpack_skipping(decoder, rootfs, skip)
-        }
-        Sniffed::Plain | Sniffed::Bzip2 | Sniffed::Xz => unpack_skipping(reader, rootfs, skip),
+    let reader = decompressed(file).map_err(io_err(path, "read layer"))?;
+    let options = UnpackOptions {
+        format: UnpackFormat::Apply,
+        skip: skip.to_vec(),
     };
-    result.map_err(|e| match e {
+    unpack_layer_with(reader, rootfs, &options).map_err(|e| match e {
         Error::TarRead { source } => Error::io(path, "read layer", source),
         other => other,
     })
@@ -85,13 +113,18 @@ pub fn unpack_layer_file_skipping(
 
 /// Applies one uncompressed layer tar from `tar_stream` onto `rootfs`.
 pub fn unpack_layer<R: Read>(tar_stream: R, rootfs: &Path) -> Result<UnpackStats> {
-    unpack_skipping(tar_stream, rootfs, &[])
+    unpack_layer_with(tar_stream, rootfs, &UnpackOptions::default())
 }
 
-fn unpack_skipping<R: Read>(tar_stream: R, rootfs: &Path, skip: &[PathBuf]) -> Result<UnpackStats> {
+/// Writes one uncompressed layer tar from `tar_stream` into `dest` as `options` say. The
+/// stream is read up to the end-of-archive marker, not necessarily to its end.
+pub fn unpack_layer_with<R: Read>(
+    tar_stream: R,
+    dest: &Path,
+    options: &UnpackOptions,
+) -> Result<UnpackStats> {
     let mut archive = tar::Archive::new(tar_stream);
-    let mut unpacker = Unpacker::new(rootfs)?;
-    unpacker.skip = skip.to_vec();
+    let mut unpacker = Unpacker::new(dest, options)?;
     let entries = archive
         .entries()
         .map_err(|source| Error::TarRead { source })?;
@@ -189,11 +222,13 @@ struct Unpacker {
     stats: UnpackStats,
     /// Relative paths whose subtrees are left alone.
     skip: Vec<PathBuf>,
+    /// What the layer is written as.
+    format: UnpackFormat,
 }
 
 impl Unpacker {
-    /// Starts applying a layer onto `rootfs`.
-    fn new(rootfs: &Path) -> Result<Self> {
+    /// Starts writing a layer into `rootfs` as `options` say.
+    fn new(rootfs: &Path, options: &UnpackOptions) -> Result<Self> {
         Ok(Unpacker {
             root: RootDir::open(rootfs)?,
             is_root: nix::unistd::geteuid().is_root(),
@@ -201,7 +236,8 @@ impl Unpacker {
             opaque: Vec::new(),
             dir_times: BTreeMap::new(),
             stats: UnpackStats::default(),
-            skip: Vec::new(),
+            skip: options.skip.clone(),
+            format: options.format,
         })
     }
 
@@ -303,6 +339,9 @@ impl Unpacker {
 
     /// Handles `.wh.NAME` and `.wh..wh..opq` entries.
     fn whiteout(&mut self, rel: &Path, name: &[u8]) -> Result<()> {
+        if self.format == UnpackFormat::OverlayLower {
+            return self.overlay_whiteout(rel, name);
+        }
         let parent = self
             .root
             .resolve(rel.parent().unwrap_or(Path::new("")), true)?;
@@ -310,14 +349,7 @@ impl Unpacker {
             self.opaque.push(parent);
             return Ok(());
         }
-        let victim = OsStr::from_bytes(&name[WHITEOUT_PREFIX.len()..]);
-        if !is_plain_name(victim) {
-            return Err(Error::UnsafePath {
-                path: rel.to_path_buf(),
-                reason: "whiteout does not name a plain file".into(),
-            });
-        }
-        let path = parent.join(victim);
+        let path = parent.join(whiteout_victim(rel, name)?);
         if self.is_created(&path) || self.is_skipped(&path) {
             return Ok(());
         }
@@ -327,6 +359,27 @@ impl Unpacker {
             Err(e) if is_missing_err(&e) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Writes a whiteout as overlayfs does: `.wh.NAME` as the character device 0/0 `NAME`
+    /// (unless this layer has its own `NAME`, which wins as in [`UnpackFormat::Apply`]),
+    /// `.wh..wh..opq` as an opaque directory, marked in [`Unpacker::finish`].
+    fn overlay_whiteout(&mut self, rel: &Path, name: &[u8]) -> Result<()> {
+        let victim = match name == OPAQUE_MARKER {
+            true => None,
+            false => Some(whiteout_victim(rel, name)?),
+        };
+        let dir = self
+            .root
+            .create_dir_all(rel.parent().unwrap_or(Path::new("")), 0o755)?;
+        let Some(victim) = victim else {
+            self.opaque.push(dir.rel().to_path_buf());
+            return Ok(());
+        };
+        if dir.lstat(victim)?.is_some() {
+            return Ok(());
+        }
+        dir.mknod(victim, libc::S_IFCHR, 0)
     }
 
     /// Clears the slot for a new entry; an existing directory is kept when `keep_dir` is
@@ -346,9 +399,11 @@ impl Unpacker {
     fn write_file<R: Read>(&mut self, entry: &mut tar::Entry<R>, slot: &Slot) -> Result<bool> {
         self.clear_slot(slot, false)?;
         let mut file = slot.dir.create_file(&slot.name, 0o600)?;
-        let written =
-            io::copy(entry, &mut file).map_err(io_err(&self.shown(&slot.path), "write file"))?;
+        let shown = self.shown(&slot.path);
+        let written = io::copy(entry, &mut file).map_err(io_err(&shown, "write file"))?;
         self.stats.bytes += written;
+        let meta = file.metadata().map_err(io_err(&shown, "stat file"))?;
+        self.stats.disk_bytes += meta.blocks() * 512;
         Ok(true)
     }
 
@@ -356,6 +411,8 @@ impl Unpacker {
     fn make_dir(&mut self, slot: &Slot) -> Result<bool> {
         if !self.clear_slot(slot, true)? {
             slot.dir.mkdir(&slot.name, 0o755)?;
+            let blocks = slot.dir.lstat(&slot.name)?.map_or(0, |m| m.blocks());
+            self.stats.disk_bytes += blocks * 512;
         }
         Ok(true)
     }
@@ -470,6 +527,9 @@ impl Unpacker {
             slot.dir.chmod(&slot.name, mode)?;
         }
         for (name, value) in &pax.xattrs {
+            if self.format == UnpackFormat::OverlayLower && is_overlay_xattr(name) {
+                continue;
+            }
             if slot.dir.set_xattr(&slot.name, name, value).is_err() {
                 self.stats.xattr_failures += 1;
             }
@@ -510,10 +570,16 @@ impl Unpacker {
         for path in std::mem::take(&mut self.opaque) {
             let dir = match self.root.open_dir(&path) {
                 Ok(dir) => dir,
-                Err(e) if is_missing_err(&e) => continue,
+                Err(e) if is_missing_err(&e) || is_errno(&e, libc::ENOTDIR) => continue,
                 Err(e) => return Err(e),
             };
-            self.prune_lower(&dir, &path)?;
+            match self.format {
+                UnpackFormat::Apply => self.prune_lower(&dir, &path)?,
+                UnpackFormat::OverlayLower => {
+                    let (key, value) = OVERLAY_OPAQUE_XATTR;
+                    dir.set_xattr(OsStr::new("."), OsStr::new(key), value)?;
+                }
+            }
         }
         for (path, mtime) in &self.dir_times {
             let Ok((dir, name)) = self.root.open_parent(path) else {
@@ -546,6 +612,26 @@ impl Unpacker {
         }
         Ok(())
     }
+}
+
+/// The name a whiteout entry `rel` (file name `name`, `.wh.` included) removes, checked to
+/// be a plain name.
+fn whiteout_victim<'a>(rel: &Path, name: &'a [u8]) -> Result<&'a OsStr> {
+    let victim = OsStr::from_bytes(&name[WHITEOUT_PREFIX.len()..]);
+    if !is_plain_name(victim) {
+        return Err(Error::UnsafePath {
+            path: rel.to_path_buf(),
+            reason: "whiteout does not name a plain file".into(),
+        });
+    }
+    Ok(victim)
+}
+
+/// True if the extended attribute `name` is one overlayfs reads its own metadata from.
+fn is_overlay_xattr(name: &OsStr) -> bool {
+    OVERLAY_XATTR_PREFIXES
+        .iter()
+        .any(|prefix| name.as_bytes().starts_with(prefix))
 }
 
 /// The link name of a symlink or hard link entry.

@@ -19,5 +19,6 @@ mod hostile;
 mod liveroot;
 mod mounts;
 mod outputs;
+mod prune;
 mod push;
 mod sandbox;

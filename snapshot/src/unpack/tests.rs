@@ -87,6 +87,15 @@ impl Layer {
     fn apply(self, root: &Path) -> Result<UnpackStats> {
         unpack_layer(&self.bytes()[..], root)
     }
+
+    /// Extracts the layer into `dir` in overlayfs lower-dir format.
+    fn extract_overlay(self, dir: &Path) -> Result<UnpackStats> {
+        let options = UnpackOptions {
+            format: UnpackFormat::OverlayLower,
+            skip: Vec::new(),
+        };
+        unpack_layer_with(&self.bytes()[..], dir, &options)
+    }
 }
 
 fn lstat(path: &Path) -> fs::Metadata {
@@ -560,5 +569,190 @@ mod hostile {
             .unwrap();
         assert_eq!(fs::read(root.path().join("f")).unwrap(), b"mine");
         assert_eq!(tree(host.path()), before);
+    }
+}
+
+/// The overlayfs lower-dir format: whiteouts as 0/0 character devices, opaque directories
+/// marked with `trusted.overlay.opaque=y`.
+mod overlay {
+    use super::*;
+    use crate::rootfd::tests::{host, tree};
+    use std::os::unix::fs::symlink;
+
+    /// Asserts that `path` is an overlayfs whiteout.
+    fn assert_whiteout(path: &Path) {
+        let meta = lstat(path);
+        assert_eq!(meta.mode() & libc::S_IFMT, libc::S_IFCHR, "{path:?}");
+        assert_eq!(meta.rdev(), 0, "{path:?} is the device 0/0");
+        assert_eq!(meta.mode() & 0o7777, 0, "{path:?}");
+    }
+
+    fn opaque(path: &Path) -> Option<Vec<u8>> {
+        xattr::get(path, OVERLAY_OPAQUE_XATTR.0).unwrap()
+    }
+
+    /// Every path below `dir` (relative, `dir` itself as ""), sorted.
+    fn names_below(dir: &Path) -> Vec<String> {
+        let mut names = vec![String::new()];
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(path) = todo.pop() {
+            for entry in fs::read_dir(&path).unwrap() {
+                let entry = entry.unwrap();
+                let rel = entry.path().strip_prefix(dir).unwrap().to_path_buf();
+                names.push(rel.display().to_string());
+                if entry.file_type().unwrap().is_dir() {
+                    todo.push(entry.path());
+                }
+            }
+        }
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn whiteouts_become_character_devices_and_opaque_markers_an_xattr() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        Layer::new()
+            .dir("opaque/", 0o750, 7)
+            .plain("opaque/.wh..wh..opq", b"")
+            .plain("opaque/new", b"n")
+            .plain("a/.wh.gone", b"")
+            .plain(".wh.top", b"")
+            .plain("plain/file", b"f")
+            .extract_overlay(d)
+            .unwrap();
+        assert_whiteout(&d.join("a/gone"));
+        assert_whiteout(&d.join("top"));
+        assert_eq!(opaque(&d.join("opaque")).as_deref(), Some(&b"y"[..]));
+        assert_eq!(opaque(&d.join("plain")), None);
+        assert_eq!(opaque(&d.join("a")), None, "a whiteout's dir is not opaque");
+        assert_eq!(fs::read(d.join("opaque/new")).unwrap(), b"n");
+        assert_eq!(lstat(&d.join("opaque")).mode() & 0o7777, 0o750);
+        assert_eq!(
+            lstat(&d.join("opaque")).mtime(),
+            7,
+            "marking kept the dir's time"
+        );
+        assert!(
+            !names_below(d).iter().any(|n| n.contains(".wh.")),
+            "{:?}",
+            names_below(d)
+        );
+    }
+
+    #[test]
+    fn an_opaque_marker_without_a_directory_entry_makes_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        Layer::new()
+            .plain("x/y/.wh..wh..opq", b"")
+            .extract_overlay(dir.path())
+            .unwrap();
+        assert!(lstat(&dir.path().join("x/y")).is_dir());
+        assert_eq!(opaque(&dir.path().join("x/y")).as_deref(), Some(&b"y"[..]));
+        assert_eq!(opaque(&dir.path().join("x")), None);
+    }
+
+    #[test]
+    fn an_entry_of_the_same_layer_wins_over_its_whiteout_in_either_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        Layer::new()
+            .plain("before", b"kept")
+            .plain(".wh.before", b"")
+            .plain(".wh.after", b"")
+            .plain("after", b"written")
+            .extract_overlay(d)
+            .unwrap();
+        assert_eq!(fs::read(d.join("before")).unwrap(), b"kept");
+        assert_eq!(fs::read(d.join("after")).unwrap(), b"written");
+    }
+
+    #[test]
+    fn overlay_xattrs_from_the_layer_are_dropped_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        Layer::new()
+            .pax(&[
+                ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+                ("SCHILY.xattr.user.kept", b"1"),
+            ])
+            .dir("fake-opaque/", 0o755, 1)
+            .pax(&[
+                ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
+                ("SCHILY.xattr.user.overlay.metacopy", b""),
+            ])
+            .plain("redirected", b"x")
+            .extract_overlay(d)
+            .unwrap();
+        assert_eq!(opaque(&d.join("fake-opaque")), None);
+        assert_eq!(
+            xattr::get(d.join("fake-opaque"), "user.kept").unwrap(),
+            Some(b"1".to_vec())
+        );
+        let left: Vec<_> = xattr::list(d.join("redirected")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn the_applied_format_still_removes_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        Layer::new().plain("a/gone", b"1").apply(d).unwrap();
+        Layer::new().plain("a/.wh.gone", b"").apply(d).unwrap();
+        assert!(!exists(&d.join("a/gone")));
+    }
+
+    #[test]
+    fn disk_bytes_count_file_blocks_once_per_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 100_000];
+        let stats = Layer::new()
+            .plain("big", &data)
+            .link(EntryType::Link, "big2", "big")
+            .extract_overlay(dir.path())
+            .unwrap();
+        let blocks = lstat(&dir.path().join("big")).blocks() * 512;
+        assert!(blocks >= 100_000, "{blocks}");
+        assert!(stats.disk_bytes >= blocks, "{stats:?}");
+        assert!(
+            stats.disk_bytes < 2 * blocks,
+            "the hard link is not counted: {stats:?}"
+        );
+    }
+
+    #[test]
+    fn whiteouts_and_markers_behind_a_link_to_the_host_stay_in_the_layer() {
+        let host = host();
+        let before = tree(host.path());
+        let dir = tempfile::tempdir().unwrap();
+        let host_etc = host.path().join("etc");
+        Layer::new()
+            .link(EntryType::Symlink, "etc", host_etc.to_str().unwrap())
+            .plain("etc/.wh.hosts", b"")
+            .plain("etc/.wh..wh..opq", b"")
+            .extract_overlay(dir.path())
+            .unwrap();
+        assert_eq!(tree(host.path()), before);
+        let inside = dir.path().join(host_etc.strip_prefix("/").unwrap());
+        assert_whiteout(&inside.join("hosts"));
+        assert_eq!(opaque(&inside).as_deref(), Some(&b"y"[..]));
+        assert_eq!(opaque(host.path().join("etc").as_path()), None);
+    }
+
+    #[test]
+    fn a_whiteout_naming_a_parent_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("layer");
+        fs::create_dir(&dir).unwrap();
+        symlink("/", dir.join("root")).unwrap();
+        for name in [&b"a/.wh.."[..], b".wh..", b"root/.wh.."] {
+            let err = Layer::new()
+                .raw_name(name)
+                .extract_overlay(&dir)
+                .unwrap_err();
+            assert!(matches!(err, Error::UnsafePath { .. }), "{err}");
+        }
+        assert_eq!(names_below(base.path()), ["", "layer", "layer/root"]);
     }
 }
