@@ -23,7 +23,7 @@ use ocibuild_dockerfile::plan::StageBase;
 use ocibuild_image::config::ImageConfig;
 use ocibuild_registry::{Descriptor, Platform, Reference};
 use ocibuild_snapshot::LayerInfo;
-use ocibuild_snapshot::{Changes, LayerOptions, Snapshotter, StatWalk};
+use ocibuild_snapshot::{Changes, LayerOptions, StatWalk};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

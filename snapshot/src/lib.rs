@@ -11,10 +11,12 @@
 //!   host: paths are resolved inside it on directory descriptors (`openat2` with
 //!   `RESOLVE_IN_ROOT`, or an equivalent walk), and files are created, removed, linked,
 //!   chowned, chmodded and timestamped by name, never following a link out of it.
-//! - [`Snapshotter`] is the one trait that diff implementations share: record
-//!   a baseline, then ask what changed. [`StatWalk`] implements it by walking
-//!   the tree with `lstat`; an overlayfs-based implementation can come later
-//!   behind the same trait.
+//! - [`Snapshotter`] is the seam between the build's stage loop and the rootfs: it
+//!   materialises each step's rootfs from layer directories ([`StepRoot`], [`RunRoot`]
+//!   for the RUN sandbox) and finds what the step changed ([`Diff`]). [`Overlay`] stacks
+//!   an overlayfs upper directory per step on the layer directories and reads the layer
+//!   from it; [`StatWalk`] extracts them into a plain directory and walks it with `lstat`
+//!   (the fallback, see [`Overlay::available`]). Both give identical layers.
 //! - [`write_layer`] turns [`Changes`] into a compressed layer file in a single
 //!   streaming pass, computing its digest and diff ID on the way.
 //! - [`sha256_file`] and [`HashingWriter`] are the digest helpers.
@@ -25,8 +27,10 @@
 pub mod digest;
 pub mod error;
 pub mod layer;
+pub mod overlay;
 pub mod rootfd;
 pub mod rootpath;
+pub mod snapshotter;
 pub mod tarwriter;
 pub mod unpack;
 pub mod walk;
@@ -34,7 +38,11 @@ pub mod walk;
 pub use digest::{sha256_file, HashingWriter};
 pub use error::{Error, Result};
 pub use layer::{layer_file_name, write_layer, Compression, LayerInfo, LayerOptions};
+pub use overlay::{Overlay, OverlayLayers, Unavailable};
 pub use rootfd::{Dir, RootDir};
 pub use rootpath::{is_missing, resolve_in_root};
-pub use unpack::{unpack_layer, unpack_layer_file, unpack_layer_file_skipping, UnpackStats};
-pub use walk::{Changes, Snapshotter, StatWalk};
+pub use snapshotter::{Diff, RunRoot, Snapshotter, StepRoot};
+pub use unpack::{
+    unpack_layer, unpack_layer_dir, unpack_layer_file, unpack_layer_file_skipping, UnpackStats,
+};
+pub use walk::{Changes, StatWalk};

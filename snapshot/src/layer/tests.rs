@@ -1,7 +1,7 @@
 use super::*;
 use crate::digest::sha256_file;
 use crate::unpack::unpack_layer_file;
-use crate::walk::{Snapshotter, StatWalk};
+use crate::walk::StatWalk;
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::unix::fs::{chown, symlink, PermissionsExt};
