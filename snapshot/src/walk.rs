@@ -24,7 +24,9 @@ pub struct Changes {
     pub upserts: BTreeSet<PathBuf>,
     /// Paths that existed in the baseline and are gone: each becomes a whiteout. Only top-most deleted paths (a deleted dir's children are not listed).
     pub deletions: BTreeSet<PathBuf>,
-    /// Directories that were deleted and recreated (different inode): get an opaque whiteout; all their current descendants are in `upserts`.
+    /// Directories that were replaced (deleted and made again, or another one moved into
+    /// their place): each gets an opaque whiteout, and all their current descendants are
+    /// in `upserts`. Top-most only.
     pub opaque_dirs: BTreeSet<PathBuf>,
 }
 
@@ -52,6 +54,10 @@ struct Record {
     mtime: (i64, i64),
     ctime: (i64, i64),
     rdev: u64,
+    /// For directories: the birth time where the filesystem records one. A directory
+    /// deleted and made again may get the same inode number back; its birth time is
+    /// still later than the baseline walk.
+    born: Option<std::time::SystemTime>,
     /// For directories: a hash of the xattrs that go into layers (0 for other entries).
     xattrs: u64,
 }
@@ -78,6 +84,7 @@ impl Record {
                 (meta.ctime(), meta.ctime_nsec())
             },
             rdev: meta.rdev(),
+            born: if is_dir { meta.created().ok() } else { None },
             xattrs: 0,
         }
     }
@@ -282,14 +289,16 @@ fn compare(old: &Tree, new: &Tree) -> Changes {
 }
 
 /// Directories present in both trees whose inode changed (deleted and
-/// recreated), top-most only: an opaque parent already hides everything below.
+/// recreated: another inode or birth time), top-most only: an opaque parent already hides
+/// everything below.
 fn find_opaque_dirs(old: &Tree, new: &Tree) -> BTreeSet<PathBuf> {
     let mut opaque = BTreeSet::new();
     for (path, record) in new {
         let Some(before) = old.get(path) else {
             continue;
         };
-        let recreated = (before.ino, before.dev) != (record.ino, record.dev);
+        let identity = |r: &Record| (r.ino, r.dev, r.born);
+        let recreated = identity(before) != identity(record);
         if record.is_dir() && before.is_dir() && recreated && !has_ancestor_in(path, &opaque) {
             opaque.insert(path.clone());
         }
