@@ -42,12 +42,14 @@
 //!   fallback wherever overlay cannot be mounted, and kaniko mode (the rootfs is `/`).
 //!
 //! Both produce the same [`Changes`] and so byte-identical layers for the same operations
-//! (see `crate::overlay` for how the upper directory is normalised). Where overlayfs
-//! itself behaves differently from a plain directory, the difference is overlayfs' and
-//! the same as under Docker's overlay2 driver: renaming a directory that came from a lower
-//! fails with `EXDEV` (`redirect_dir=off`; `mv` then copies), a hard link between two
-//! lower files is broken when one of them is changed (`index=off`), and a character device
-//! 0/0 cannot be created (it is a whiteout).
+//! (see the `overlay::upper` module for how the upper directory is normalised), with one
+//! exception: a file opened for writing and closed unchanged is in the overlay's layer
+//! (overlayfs copied it up at `open`) but not in the walk's. Where overlayfs itself
+//! behaves differently from a plain directory, the difference is overlayfs' and the same
+//! as under Docker's overlay2 driver: renaming a directory that came from a lower fails
+//! with `EXDEV` (`redirect_dir=off`; `mv` then copies it), a hard link between two lower
+//! files is broken when one of them is changed (`index=off`), and a character device 0/0
+//! cannot be created (it is a whiteout).
 //!
 //! The trait is object safe: the stage holds a `Box<dyn Snapshotter>`.
 

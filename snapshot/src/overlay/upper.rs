@@ -7,8 +7,11 @@
 //! and opaque directories. The rules:
 //!
 //! - A file, symlink, device node or FIFO in the upper directory is an upsert: overlayfs
-//!   copies one up only to change it (content, mode, owner, times, xattrs, a new link),
-//!   and each of those changes its ctime, which is what the walk compares.
+//!   copies one up to change it (content, mode, owner, times, xattrs, a new link), and
+//!   each of those changes its ctime, which is what the walk compares; even a change back
+//!   to what it was (a rename there and back, a link made and removed) does. The one
+//!   exception: a file opened for writing is copied up at `open`, so one closed without a
+//!   write (a lock file) is in the overlay's layer, unchanged, but not in the walk's.
 //! - A directory is an upsert when it is new (nothing, or a non-directory, below it) or
 //!   when its mode, owner, mtime or layer xattrs differ from the lower directory's. A
 //!   directory copied up only to hold a changed child keeps the lower's attributes
@@ -24,9 +27,10 @@
 //! - A whiteout is a deletion when the lowers show something at that path (overlayfs can
 //!   leave whiteouts for names that are not there, e.g. inside a replaced directory).
 //!
-//! The result: the same opaque directories (one `.wh..wh..opq` where a directory was
-//! replaced, never per-child whiteouts for it) and the same deletions and upserts as the
-//! walk's. `trusted.overlay.*` xattrs never reach a layer (the layer writer only writes
+//! The result: the same opaque directories and the same deletions and upserts as the
+//! walk's. A replaced directory always gets one `.wh..wh..opq`, never a whiteout per old
+//! child: the walk tells a replaced directory by its inode and birth time (a deleted
+//! directory's inode number may come back at once), overlayfs by its opaque mark. `trusted.overlay.*` xattrs never reach a layer (the layer writer only writes
 //! `user.*` and `security.capability`).
 
 use std::fs::{self, Metadata};
