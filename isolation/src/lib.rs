@@ -17,6 +17,12 @@
 //!   namespaces are forbidden but chroot is allowed.
 //! - [`Isolation::None`]: run directly on `/` (kaniko mode, inside a throwaway container).
 //!
+//! The rootfs is a directory ([`run`], [`run_until`]) or an overlay ([`run_on`] with
+//! [`RunRoot::Overlay`]): then the child mounts the layers itself with the new mount API,
+//! inside its new mount namespace and before `pivot_root`, so the lower directories stay
+//! read-only and every change lands in the upper directory. Its missing mount points are
+//! made in a layer of their own stacked on top, never in the upper directory.
+//!
 //! The rootfs is left exactly as the command left it: mount points that had to be created
 //! (and missing parents such as `/etc`) are removed afterwards and the timestamps of the
 //! directories that contained them are restored, so the snapshotter sees only the command's
@@ -630,7 +636,7 @@ fn overlay_plan(
 fn identity(
     spec: &RunSpec,
     user: &ExecUser,
-) -> Result<Option<(libc::uid_t, libc::gid_t, Option<Vec<libc::gid_t>>)>, IsolationError> {
+) -> Result<Option<sys::Identity>, IsolationError> {
     let (euid, egid) = sys::effective_ids();
     if euid == 0 {
         Ok(Some((

@@ -226,6 +226,9 @@ pub(crate) struct NsPlan {
     pub first_user_op: usize,
 }
 
+/// An identity to switch to: uid, gid, and the supplementary groups (`None`: leave them).
+pub(crate) type Identity = (libc::uid_t, libc::gid_t, Option<Vec<libc::gid_t>>);
+
 /// Everything the child needs, prepared before fork.
 #[derive(Debug)]
 pub(crate) struct ChildPlan {
@@ -237,7 +240,7 @@ pub(crate) struct ChildPlan {
     pub cwd: CString,
     /// Identity switch: (uid, gid, supplementary groups or `None` to leave them alone);
     /// `None` keeps the current identity.
-    pub identity: Option<(libc::uid_t, libc::gid_t, Option<Vec<libc::gid_t>>)>,
+    pub identity: Option<Identity>,
     /// Capability bound, capabilities and seccomp filter (`None`: unchanged).
     pub privileges: Option<Privileges>,
     /// Stop after the namespace/mount/chroot steps and exit 0 (used by `probe`).

@@ -92,7 +92,7 @@ fn fixture(etc: bool) -> Fixture {
     let lower = tmp.path().join("lower");
     base_layer(&lower, etc);
     let mut overlay = Overlay::new(&tmp.path().join("state")).unwrap();
-    let step = overlay.prepare(&[lower.clone()]).unwrap();
+    let step = overlay.prepare(std::slice::from_ref(&lower)).unwrap();
     Fixture {
         tmp,
         lower,

@@ -143,7 +143,7 @@ fn a_step_and_its_commit_leave_no_mount() {
     let tmp = tempfile::tempdir().unwrap();
     let lower = layers(tmp.path()).lowers[0].clone();
     let mut overlay = Overlay::new(&tmp.path().join("state")).unwrap();
-    let mut step = overlay.prepare(&[lower.clone()]).unwrap();
+    let mut step = overlay.prepare(std::slice::from_ref(&lower)).unwrap();
     step.root_dir()
         .unwrap()
         .as_dir()
@@ -251,4 +251,47 @@ fn the_lower_list_of_older_kernels_takes_what_fits_and_says_so() {
     let fd = layers.mount_detached_with(LowerOption::List).unwrap();
     let shared = format!("/proc/self/fd/{}/shared", fd.as_raw_fd());
     assert_eq!(fs::read_to_string(shared).unwrap(), "39");
+}
+
+/// Set for a copy of this test binary started without mount rights.
+const EXPECT_NOT_PERMITTED: &str = "OCIBUILD_TEST_EXPECT_NOT_PERMITTED";
+
+/// The probe says why overlays cannot be used: a state directory that cannot be made, or
+/// one on a filesystem overlayfs refuses as upper (here: inside another overlay). Run by
+/// `without_mount_rights_the_probe_says_not_permitted` with [`EXPECT_NOT_PERMITTED`] set,
+/// in a user namespace of its own: there it must say "not permitted".
+#[test]
+fn the_probe_says_why_overlays_cannot_be_used() {
+    use ocibuild_snapshot::Unavailable;
+    let tmp = tempfile::tempdir().unwrap();
+    if std::env::var_os(EXPECT_NOT_PERMITTED).is_some() {
+        let reason = Overlay::available(tmp.path()).unwrap_err();
+        assert!(matches!(reason, Unavailable::NotPermitted(_)), "{reason}");
+        return;
+    }
+    fs::write(tmp.path().join("file"), b"").unwrap();
+    let reason = Overlay::available(&tmp.path().join("file/state")).unwrap_err();
+    assert!(matches!(reason, Unavailable::StateDir(_)), "{reason}");
+    let outer = layers(&tmp.path().join("outer"));
+    let root = outer.open().unwrap();
+    let inside = PathBuf::from(format!("/proc/self/fd/{}", root.as_dir().as_fd().as_raw_fd()));
+    let reason = Overlay::available(&inside.join("state")).unwrap_err();
+    assert!(matches!(reason, Unavailable::Refused(_)), "{reason}");
+    assert!(reason.to_string().contains("upper"), "{reason}");
+}
+
+#[test]
+fn without_mount_rights_the_probe_says_not_permitted() {
+    let status = Command::new("unshare")
+        .arg("--user")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_probe_says_why_overlays_cannot_be_used",
+            "--nocapture",
+        ])
+        .env(EXPECT_NOT_PERMITTED, "1")
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

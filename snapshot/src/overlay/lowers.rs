@@ -14,6 +14,9 @@ pub(crate) struct LowerStack {
     layers: Vec<PathBuf>,
 }
 
+/// An entry found in a layer: its host path and metadata.
+pub(crate) type Found = (PathBuf, Metadata);
+
 /// One layer's directory at the current level of a lookup.
 struct Level {
     /// Index into [`LowerStack::layers`].
@@ -36,7 +39,7 @@ impl LowerStack {
     /// searched top-most first; a whiteout ends the search, a non-directory is the answer
     /// and hides everything below it, and a directory merges with the directories below it
     /// up to the first opaque one.
-    pub(crate) fn find(&self, rel: &Path) -> Result<Option<(PathBuf, Metadata)>> {
+    pub(crate) fn find(&self, rel: &Path) -> Result<Option<Found>> {
         let mut levels: Vec<Level> = (0..self.layers.len())
             .map(|layer| Level { layer, x: false })
             .collect();
@@ -65,7 +68,7 @@ impl LowerStack {
     }
 
     /// The top-most layer's root directory (the merged root takes its attributes).
-    fn root(&self) -> Result<Option<(PathBuf, Metadata)>> {
+    fn root(&self) -> Result<Option<Found>> {
         let Some(top) = self.layers.first() else {
             return Ok(None);
         };
@@ -79,9 +82,9 @@ impl LowerStack {
         &self,
         levels: &[Level],
         prefix: &Path,
-    ) -> Result<(Vec<Level>, Option<(PathBuf, Metadata)>)> {
+    ) -> Result<(Vec<Level>, Option<Found>)> {
         let mut next = Vec::new();
-        let mut top: Option<(PathBuf, Metadata)> = None;
+        let mut top: Option<Found> = None;
         for level in levels {
             // Read only, in layer directories no command runs in: every component of
             // `prefix` but the last was found to be a directory of this layer.

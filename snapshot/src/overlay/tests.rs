@@ -201,7 +201,7 @@ fn a_step_over_no_lowers_starts_empty_and_commit_hands_over_the_upper() {
     let upper = overlay.commit(step).unwrap().unwrap();
     assert_eq!(upper, diff.source);
     assert!(upper.join("made").is_file());
-    let mut next = overlay.prepare(&[upper.clone()]).unwrap();
+    let mut next = overlay.prepare(std::slice::from_ref(&upper)).unwrap();
     let names = next.root_dir().unwrap().as_dir().names().unwrap();
     assert_eq!(names, vec![std::ffi::OsString::from("made")]);
 }
