@@ -140,6 +140,28 @@ pub struct RunSpec {
     pub scratch_dir: PathBuf,
 }
 
+impl RunSpec {
+    /// Runs `argv` in `rootfs` with per-run files in `scratch_dir`, and everything else as
+    /// Docker would by default: as root in `/`, no extra environment, the host's network,
+    /// namespace isolation with the sandbox, no extra mounts.
+    pub fn new(rootfs: PathBuf, argv: Vec<String>, scratch_dir: PathBuf) -> RunSpec {
+        RunSpec {
+            rootfs,
+            argv,
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: None,
+            hostname: None,
+            network: Network::Host,
+            isolation: Isolation::Namespaces,
+            security: Security::Sandbox,
+            extra_mounts: Vec::new(),
+            tmpfs_mounts: Vec::new(),
+            scratch_dir,
+        }
+    }
+}
+
 /// The result of a finished command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunOutcome {
@@ -633,10 +655,7 @@ fn overlay_plan(
 
 /// The identity the command runs as: `user` when root; inside a user namespace root, and
 /// elsewhere the caller's own identity, when not.
-fn identity(
-    spec: &RunSpec,
-    user: &ExecUser,
-) -> Result<Option<sys::Identity>, IsolationError> {
+fn identity(spec: &RunSpec, user: &ExecUser) -> Result<Option<sys::Identity>, IsolationError> {
     let (euid, egid) = sys::effective_ids();
     if euid == 0 {
         Ok(Some((
@@ -1415,26 +1434,10 @@ mod tests {
         };
         fs::create_dir(&layers.upper).unwrap();
         fs::create_dir(&layers.work).unwrap();
-        let spec = RunSpec {
-            rootfs: PathBuf::new(),
-            argv: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "read -r line < /from-top && echo \"$line\" > /copied \
-                 && read -r root < /proc/self/mountinfo && echo \"$root\" > /mountinfo"
-                    .into(),
-            ],
-            env: Vec::new(),
-            cwd: "/".into(),
-            user: None,
-            hostname: None,
-            network: Network::Host,
-            isolation: Isolation::Namespaces,
-            security: Security::Sandbox,
-            extra_mounts: Vec::new(),
-            tmpfs_mounts: Vec::new(),
-            scratch_dir: tmp.path().join("scratch"),
-        };
+        let script = "read -r line < /from-top && echo \"$line\" > /copied \
+                      && read -r root < /proc/self/mountinfo && echo \"$root\" > /mountinfo";
+        let argv = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        let spec = RunSpec::new(PathBuf::new(), argv, tmp.path().join("scratch"));
         let list = overlay::LowerOption::List;
         let outcome = run_in_overlay(&layers, list, &spec, &mut |_| {}, &|| false).unwrap();
         assert_eq!(outcome.status, 0);

@@ -240,20 +240,11 @@ impl Placeholders {
                 }
                 Some(_) => return Err(os_error(cur.display_path().join(name), libc::ENOTDIR)),
                 None if !create || from_link => return Ok(None),
-                None if self.skeleton.is_some() => {
-                    let this_kind = if is_last { kind } else { Kind::Dir };
-                    match self.make_in_skeleton(r, &rel, name, this_kind)? {
-                        Some(dir) => dirs.push(dir),
-                        None => last_is_dir = false,
-                    }
-                    rel.push(name);
-                }
                 None => {
                     let this_kind = if is_last { kind } else { Kind::Dir };
-                    self.create(r, cur, &rel, name, this_kind)?;
-                    match this_kind {
-                        Kind::Dir => dirs.push(cur.open_dir(name).map_err(fd_err)?),
-                        Kind::File => last_is_dir = false,
+                    match self.make_missing(r, cur, &rel, name, this_kind)? {
+                        Some(dir) => dirs.push(dir),
+                        None => last_is_dir = false,
                     }
                     rel.push(name);
                 }
@@ -316,6 +307,26 @@ impl Placeholders {
             ident: ident(&meta),
         });
         Ok(file)
+    }
+
+    /// Makes the missing `name` (of `kind`) in `parent` (at `parent_rel` in root `r`), or
+    /// in overlay mode in the skeleton; returns it for a directory.
+    fn make_missing(
+        &mut self,
+        r: usize,
+        parent: &Dir,
+        parent_rel: &Path,
+        name: &OsStr,
+        kind: Kind,
+    ) -> Result<Option<Dir>, IsolationError> {
+        if self.skeleton.is_some() {
+            return self.make_in_skeleton(r, parent_rel, name, kind);
+        }
+        self.create(r, parent, parent_rel, name, kind)?;
+        match kind {
+            Kind::Dir => Ok(Some(parent.open_dir(name).map_err(fd_err)?)),
+            Kind::File => Ok(None),
+        }
     }
 
     /// Makes `name` (of `kind`) in the skeleton's copy of the directory `parent_rel` of the

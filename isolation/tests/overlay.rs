@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ocibuild_isolation::{
-    run_on, Isolation, IsolationError, Network, RunOutcome, RunRoot, RunSpec, Security, TmpfsMount,
+    run_on, Isolation, IsolationError, RunOutcome, RunRoot, RunSpec, TmpfsMount,
 };
 use ocibuild_snapshot::{Overlay, OverlayLayers, Snapshotter, StepRoot};
 
@@ -103,20 +103,9 @@ fn fixture(etc: bool) -> Fixture {
 
 impl Fixture {
     fn spec(&self, script: &str) -> RunSpec {
-        RunSpec {
-            rootfs: PathBuf::from("/nonexistent-the-root-comes-from-run-on"),
-            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            env: Vec::new(),
-            cwd: "/".into(),
-            user: None,
-            hostname: None,
-            network: Network::Host,
-            isolation: Isolation::Namespaces,
-            security: Security::Sandbox,
-            extra_mounts: Vec::new(),
-            tmpfs_mounts: Vec::new(),
-            scratch_dir: self.tmp.path().join("scratch"),
-        }
+        let argv = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        let unused = PathBuf::from("/nonexistent-the-root-comes-from-run-on");
+        RunSpec::new(unused, argv, self.tmp.path().join("scratch"))
     }
 
     fn layers(&self) -> &OverlayLayers {

@@ -308,6 +308,18 @@ enum Op {
 /// Chooses the next operation against the tree `root` (the walk side).
 fn choose(rng: &mut Rng, root: &Path) -> Op {
     let nodes = scan(root);
+    loop {
+        if let Some(op) = candidate(rng, root, &nodes) {
+            if !conflicts(&op, root) {
+                return op;
+            }
+        }
+    }
+}
+
+/// A random operation on `nodes` (the entries of `root`), or `None` when the one drawn
+/// has nothing to work on.
+fn candidate(rng: &mut Rng, root: &Path, nodes: &[Node]) -> Option<Op> {
     let of = |kinds: &[NodeKind]| -> Vec<PathBuf> {
         nodes
             .iter()
@@ -320,81 +332,75 @@ fn choose(rng: &mut Rng, root: &Path) -> Op {
     let not_links = of(&[NodeKind::Dir, NodeKind::File, NodeKind::Special]);
     let mut parents = dirs.clone();
     parents.push(PathBuf::new());
-    loop {
-        let fresh = |rng: &mut Rng| -> PathBuf {
-            let parent = rng.pick(&parents).unwrap_or_default();
-            parent.join(format!("{}-new{}", rng.name(), rng.below(1000)))
-        };
-        let op: Option<Op> = match rng.below(18) {
-            0 => Some(Op::Create {
-                path: fresh(rng),
-                data: rng.data(),
-                mode: rng.mode(),
-            }),
-            1 => rng.pick(&files).map(|path| Op::Overwrite {
+    let fresh = |rng: &mut Rng| -> PathBuf {
+        let parent = rng.pick(&parents).unwrap_or_default();
+        parent.join(format!("{}-new{}", rng.name(), rng.below(1000)))
+    };
+    match rng.below(18) {
+        0 => Some(Op::Create {
+            path: fresh(rng),
+            data: rng.data(),
+            mode: rng.mode(),
+        }),
+        1 => rng.pick(&files).map(|path| Op::Overwrite {
+            path,
+            data: rng.data(),
+        }),
+        2 => rng.pick(&files).map(|path| Op::Append {
+            path,
+            data: [rng.data(), b"+".to_vec()].concat(),
+        }),
+        3 => rng.pick(&all).map(|path| Op::Delete { path }),
+        4 => rng.pick(&dirs).map(|path| Op::RecreateDir {
+            path,
+            child: rng.name(),
+        }),
+        5 => rng.pick(&files).map(|path| Op::RecreateFile { path }),
+        6 => rename(rng, root, &all, &parents),
+        7 => rng.pick(&dirs).map(|path| Op::DirToFile {
+            path,
+            data: rng.data(),
+        }),
+        8 => rng.pick(&files).map(|path| Op::FileToDir {
+            path,
+            child: rng.name(),
+        }),
+        9 => rng.pick(&not_links).map(|path| Op::Chmod {
+            path,
+            mode: rng.mode(),
+        }),
+        10 => rng.pick(&all).map(|path| Op::Chown {
+            path,
+            owner: rng.owner(),
+        }),
+        11 => rng.pick(&files).map(|from| {
+            let to = from.with_file_name(format!("{}-link{}", rng.name(), rng.below(100)));
+            Op::HardLink { from, to }
+        }),
+        12 => Some(Op::Symlink {
+            path: fresh(rng),
+            target: ["../etc", "/etc/passwd", "x", "/"][rng.below(4)].to_string(),
+        }),
+        13 => rng
+            .pick(&of(&[NodeKind::Dir, NodeKind::File]))
+            .map(|path| Op::SetXattr {
                 path,
-                data: rng.data(),
+                value: rng.value(),
             }),
-            2 => rng.pick(&files).map(|path| Op::Append {
-                path,
-                data: [rng.data(), b"+".to_vec()].concat(),
-            }),
-            3 => rng.pick(&all).map(|path| Op::Delete { path }),
-            4 => rng.pick(&dirs).map(|path| Op::RecreateDir {
-                path,
-                child: rng.name(),
-            }),
-            5 => rng.pick(&files).map(|path| Op::RecreateFile { path }),
-            6 => rename(rng, root, &all, &parents),
-            7 => rng.pick(&dirs).map(|path| Op::DirToFile {
-                path,
-                data: rng.data(),
-            }),
-            8 => rng.pick(&files).map(|path| Op::FileToDir {
-                path,
-                child: rng.name(),
-            }),
-            9 => rng.pick(&not_links).map(|path| Op::Chmod {
-                path,
-                mode: rng.mode(),
-            }),
-            10 => rng.pick(&all).map(|path| Op::Chown {
-                path,
-                owner: rng.owner(),
-            }),
-            11 => rng.pick(&files).map(|from| {
-                let to = from.with_file_name(format!("{}-link{}", rng.name(), rng.below(100)));
-                Op::HardLink { from, to }
-            }),
-            12 => Some(Op::Symlink {
-                path: fresh(rng),
-                target: ["../etc", "/etc/passwd", "x", "/"][rng.below(4)].to_string(),
-            }),
-            13 => rng
-                .pick(&of(&[NodeKind::Dir, NodeKind::File]))
-                .map(|path| Op::SetXattr {
-                    path,
-                    value: rng.value(),
-                }),
-            14 => rng
-                .pick(&tagged(root, &nodes))
-                .map(|path| Op::RemoveXattr { path }),
-            15 => Some(Op::Mknod {
-                path: fresh(rng),
-                kind: rng.below(3) as u8,
-            }),
-            16 => Some(Op::MkdirAll {
-                path: fresh(rng).join(rng.name()).join(rng.name()),
-            }),
-            _ => rng.pick(&all).map(|path| Op::Touch {
-                path,
-                secs: 1_600_000_000 + rng.below(1000) as i64,
-            }),
-        };
-        let Some(op) = op else { continue };
-        if !conflicts(&op, root) {
-            return op;
-        }
+        14 => rng
+            .pick(&tagged(root, nodes))
+            .map(|path| Op::RemoveXattr { path }),
+        15 => Some(Op::Mknod {
+            path: fresh(rng),
+            kind: rng.below(3) as u8,
+        }),
+        16 => Some(Op::MkdirAll {
+            path: fresh(rng).join(rng.name()).join(rng.name()),
+        }),
+        _ => rng.pick(&all).map(|path| Op::Touch {
+            path,
+            secs: 1_600_000_000 + rng.below(1000) as i64,
+        }),
     }
 }
 

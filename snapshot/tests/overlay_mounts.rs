@@ -274,7 +274,10 @@ fn the_probe_says_why_overlays_cannot_be_used() {
     assert!(matches!(reason, Unavailable::StateDir(_)), "{reason}");
     let outer = layers(&tmp.path().join("outer"));
     let root = outer.open().unwrap();
-    let inside = PathBuf::from(format!("/proc/self/fd/{}", root.as_dir().as_fd().as_raw_fd()));
+    let inside = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        root.as_dir().as_fd().as_raw_fd()
+    ));
     let reason = Overlay::available(&inside.join("state")).unwrap_err();
     assert!(matches!(reason, Unavailable::Refused(_)), "{reason}");
     assert!(reason.to_string().contains("upper"), "{reason}");

@@ -78,11 +78,7 @@ impl LowerStack {
 
     /// Looks `prefix` up in the directories of `levels` (those of its parent). Returns
     /// the directories merged at `prefix` and the top-most visible entry there.
-    fn step(
-        &self,
-        levels: &[Level],
-        prefix: &Path,
-    ) -> Result<(Vec<Level>, Option<Found>)> {
+    fn step(&self, levels: &[Level], prefix: &Path) -> Result<(Vec<Level>, Option<Found>)> {
         let mut next = Vec::new();
         let mut top: Option<Found> = None;
         for level in levels {
