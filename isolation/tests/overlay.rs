@@ -339,3 +339,43 @@ fn an_overlay_needs_namespace_isolation() {
     let err = f.run_with(&spec, &mut |_| {}).unwrap_err();
     assert!(matches!(err, IsolationError::InvalidSpec(_)), "{err}");
 }
+
+/// The image has /etc (with its own mode, owner, xattr and times) but no resolv.conf:
+/// the sandbox's layer of mount points holds a copy of /etc with the same attributes,
+/// so the command sees /etc as it is, and what it changes in /etc is copied up with the
+/// real attributes.
+#[test]
+fn a_directory_holding_a_made_mount_point_keeps_its_attributes() {
+    let mut f = fixture(true);
+    let etc = f.lower.join("etc");
+    fs::set_permissions(&etc, fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::chown(&etc, Some(5), Some(6)).unwrap();
+    xattr::set(&etc, "user.origin", b"image").unwrap();
+    let mtime = filetime::FileTime::from_unix_time(1_500_000_000, 123_456_789);
+    filetime::set_file_times(&etc, mtime, mtime).unwrap();
+    let out = f.run_ok("ls -ld /etc; echo changed > /etc/passwd");
+    assert!(out.starts_with("drwxr-x---"), "{out}");
+    let upper_etc = f.layers().upper.join("etc");
+    let meta = fs::metadata(&upper_etc).unwrap();
+    assert_eq!(
+        (
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        ),
+        (0o750, 5, 6, 1_500_000_000, 123_456_789)
+    );
+    assert_eq!(
+        xattr::get(&upper_etc, "user.origin").unwrap().as_deref(),
+        Some(&b"image"[..])
+    );
+    let diff = f.overlay.diff(&mut f.step).unwrap();
+    let upserts: Vec<_> = diff.changes.upserts.into_iter().collect();
+    assert_eq!(
+        upserts,
+        [PathBuf::from("etc/passwd")],
+        "/etc itself is unchanged"
+    );
+}

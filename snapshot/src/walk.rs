@@ -512,6 +512,31 @@ mod tests {
     }
 
     #[test]
+    fn an_xattr_change_on_a_directory_is_noticed() {
+        let (dir, mut walk) = setup();
+        xattr::set(dir.path().join("etc/conf.d"), "user.test", b"1").unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.upserts, set(&["etc/conf.d"]));
+        xattr::set(dir.path().join("etc/conf.d"), "user.test", b"1").unwrap();
+        assert!(walk.changes(dir.path()).unwrap().is_empty(), "the same value again");
+    }
+
+    /// ext4 hands a deleted directory's inode number to the next new one at once, so the
+    /// inode alone cannot tell a replaced directory; its birth time can.
+    #[test]
+    fn a_directory_made_again_is_opaque_even_with_its_old_inode_number() {
+        let (dir, mut walk) = setup();
+        let conf = dir.path().join("etc/conf.d");
+        for round in 0..5 {
+            fs::remove_dir_all(&conf).unwrap();
+            fs::create_dir(&conf).unwrap();
+            let changes = walk.changes(dir.path()).unwrap();
+            assert_eq!(changes.opaque_dirs, set(&["etc/conf.d"]), "round {round}");
+            assert!(changes.deletions.is_empty(), "round {round}: {changes:?}");
+        }
+    }
+
+    #[test]
     fn ignored_subtrees_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("proc")).unwrap();
