@@ -783,11 +783,12 @@ unsafe fn open_layer(path: &CStr, err: RawFd) -> RawFd {
 }
 
 /// Sets option `key` to the directory `path`, named by `/proc/self/fd/<n>`; fails the
-/// child at overlay step `step`.
+/// child at overlay step `step`. Returns the descriptor, to be closed once the filesystem
+/// is created (kernels before 6.5 look the names up only then).
 ///
 /// # Safety
 /// Only to be called in a forked child.
-unsafe fn set_dir(fs: RawFd, key: &CStr, path: &CStr, step: usize, err: RawFd) {
+unsafe fn set_dir(fs: RawFd, key: &CStr, path: &CStr, step: usize, err: RawFd) -> RawFd {
     // SAFETY (whole block): descriptors opened here, stack buffers.
     unsafe {
         let fd = open_layer(path, err);
@@ -795,22 +796,27 @@ unsafe fn set_dir(fs: RawFd, key: &CStr, path: &CStr, step: usize, err: RawFd) {
         if set_string(fs, key, fd_path(fd, &mut buf)) < 0 {
             fail(err, Stage::Overlay, step, last_errno());
         }
-        libc::close(fd);
+        fd
     }
 }
 
 /// Sets `lowerdir` to the `:`-separated `/proc/self/fd/<n>` names of the lowers (kernels
-/// before 6.8); a list longer than `fsconfig` takes fails with `E2BIG`.
+/// before 6.8); a list longer than `fsconfig` takes fails with `E2BIG`. The descriptors go
+/// into `fds`, to be closed once the filesystem is created.
 ///
 /// # Safety
 /// Only to be called in a forked child.
-unsafe fn set_lower_list(fs: RawFd, lowers: &[CString], err: RawFd) {
+unsafe fn set_lower_list(
+    fs: RawFd,
+    lowers: &[CString],
+    fds: &mut [RawFd; MAX_LISTED_LOWERS],
+    err: RawFd,
+) {
     // SAFETY (whole block): descriptors opened here, stack buffers.
     unsafe {
         if lowers.len() > MAX_LISTED_LOWERS {
             fail(err, Stage::Overlay, 2, libc::E2BIG);
         }
-        let mut fds: [RawFd; MAX_LISTED_LOWERS] = [-1; MAX_LISTED_LOWERS];
         let mut list = [0u8; 256];
         let mut len = 0;
         for (i, lower) in lowers.iter().enumerate() {
@@ -831,9 +837,6 @@ unsafe fn set_lower_list(fs: RawFd, lowers: &[CString], err: RawFd) {
         if set_string(fs, c"lowerdir", list.as_ptr().cast()) < 0 {
             fail(err, Stage::Overlay, 2, last_errno());
         }
-        for fd in fds.iter().take(lowers.len()) {
-            libc::close(*fd);
-        }
     }
 }
 
@@ -850,15 +853,19 @@ unsafe fn mount_overlay(root: &RootPlan, overlay: &OverlayPlan, err: RawFd) -> R
         if fs < 0 {
             fail(err, Stage::Overlay, 0, last_errno());
         }
+        // Names are looked up when set (or, before Linux 6.5, when the filesystem is
+        // created): every descriptor stays open until then, but `lowerdir+` (Linux 6.8+)
+        // needs none kept, so any number of lowers takes no more descriptors than one.
+        let mut listed = [-1; MAX_LISTED_LOWERS];
         if overlay.list {
-            set_lower_list(fs, &overlay.lowers, err);
+            set_lower_list(fs, &overlay.lowers, &mut listed, err);
         } else {
             for lower in &overlay.lowers {
-                set_dir(fs, c"lowerdir+", lower, 2, err);
+                libc::close(set_dir(fs, c"lowerdir+", lower, 2, err));
             }
         }
-        set_dir(fs, c"upperdir", &overlay.upper, 3, err);
-        set_dir(fs, c"workdir", &overlay.work, 4, err);
+        let upper = set_dir(fs, c"upperdir", &overlay.upper, 3, err);
+        let work = set_dir(fs, c"workdir", &overlay.work, 4, err);
         for (key, value) in &overlay.options {
             if set_string(fs, key, value.as_ptr()) < 0 {
                 fail(err, Stage::Overlay, 5, last_errno());
@@ -868,6 +875,13 @@ unsafe fn mount_overlay(root: &RootPlan, overlay: &OverlayPlan, err: RawFd) -> R
         let create = libc::syscall(libc::SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, null, null, 0);
         if create < 0 {
             fail(err, Stage::Overlay, 6, last_errno());
+        }
+        for fd in listed
+            .into_iter()
+            .filter(|fd| *fd >= 0)
+            .chain([upper, work])
+        {
+            libc::close(fd);
         }
         let mnt = libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV) as c_int;
         if mnt < 0 {

@@ -518,7 +518,10 @@ mod tests {
         let changes = walk.changes(dir.path()).unwrap();
         assert_eq!(changes.upserts, set(&["etc/conf.d"]));
         xattr::set(dir.path().join("etc/conf.d"), "user.test", b"1").unwrap();
-        assert!(walk.changes(dir.path()).unwrap().is_empty(), "the same value again");
+        assert!(
+            walk.changes(dir.path()).unwrap().is_empty(),
+            "the same value again"
+        );
     }
 
     /// ext4 hands a deleted directory's inode number to the next new one at once, so the
