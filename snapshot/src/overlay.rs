@@ -54,7 +54,8 @@ pub const MAX_STEP_LOWERS: usize = MAX_LOWERS - 1;
 /// redirect xattrs (renaming a lower directory gives `EXDEV`), no metadata-only copy-up
 /// (every copied-up file has its data), no index (hard links are broken on copy-up), and
 /// plain inode numbers. The upper directory then holds only plain entries, whiteouts and
-/// opaque marks.
+/// opaque marks (plus overlayfs' `origin` and `impure` xattrs, which never reach a layer:
+/// so `uuid` keeps its default, it only changes what `origin` records).
 pub const OPTIONS: [(&str, &str); 4] = [
     ("redirect_dir", "off"),
     ("metacopy", "off"),

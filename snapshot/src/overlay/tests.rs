@@ -234,3 +234,63 @@ fn the_probe_passes_here_and_leaves_nothing_behind() {
     Overlay::available(state.path()).unwrap();
     assert_eq!(fs::read_dir(state.path()).unwrap().count(), 0);
 }
+
+/// The names of a plain layer file's entries, each with the names of its xattrs.
+fn layer_xattrs(file: &Path) -> Vec<(String, Vec<String>)> {
+    let mut archive = tar::Archive::new(fs::File::open(file).unwrap());
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut names = Vec::new();
+        if let Some(extensions) = entry.pax_extensions().unwrap() {
+            for ext in extensions {
+                let key = ext.unwrap().key().unwrap().to_string();
+                names.extend(key.strip_prefix("SCHILY.xattr.").map(String::from));
+            }
+        }
+        out.push((
+            String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+            names,
+        ));
+    }
+    out
+}
+
+#[test]
+fn overlay_xattrs_of_the_upper_directory_never_reach_the_layer() {
+    let s = stack();
+    let state = tempfile::tempdir().unwrap();
+    let mut overlay = Overlay::new(state.path()).unwrap();
+    let mut step = overlay.prepare(&s.layers.lowers).unwrap();
+    let root = through(step.root_dir().unwrap(), "");
+    fs::remove_dir_all(root.join("merged")).unwrap();
+    fs::create_dir(root.join("merged")).unwrap();
+    fs::write(root.join("merged/x"), "x").unwrap();
+    fs::write(root.join("shared"), "changed").unwrap();
+    xattr::set(root.join("shared"), "user.kept", b"1").unwrap();
+    let diff = overlay.diff(&mut step).unwrap();
+    let upper = &diff.source;
+    let marks = xattr::list(upper.join("merged")).unwrap();
+    assert!(
+        marks
+            .into_iter()
+            .any(|n| n.to_string_lossy().starts_with("trusted.overlay.")),
+        "the upper directory has overlayfs' own xattrs"
+    );
+    let options = crate::LayerOptions {
+        compression: crate::Compression::None,
+        mtime: Some(0),
+    };
+    let info = crate::write_layer(upper, &diff.changes, state.path(), &options).unwrap();
+    let entries = layer_xattrs(&info.path);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["merged/", "merged/.wh..wh..opq", "merged/x", "shared"]
+    );
+    let shared = &entries[3].1;
+    assert_eq!(shared, &["user.kept".to_string()]);
+    assert!(entries
+        .iter()
+        .all(|(_, x)| x.iter().all(|n| !n.starts_with("trusted."))));
+}
