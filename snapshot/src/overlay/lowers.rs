@@ -2,7 +2,7 @@
 //! without mounting: what a step's rootfs showed at that path before the step.
 
 use std::fs::{self, Metadata};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::overlay::format::{kind_of, Kind};
@@ -17,8 +17,9 @@ pub(crate) struct LowerStack {
 /// An entry found in a layer: its host path and metadata.
 pub(crate) type Found = (PathBuf, Metadata);
 
-/// One layer's directory at the current level of a lookup.
-struct Level {
+/// One layer's directory merged into a directory of the lowers' tree.
+#[derive(Debug, Clone)]
+pub(crate) struct Level {
     /// Index into [`LowerStack::layers`].
     layer: usize,
     /// Whether that directory is marked as holding xwhiteouts.
@@ -31,54 +32,27 @@ impl LowerStack {
         LowerStack { layers }
     }
 
-    /// Where the merged lower directories show `rel` (a relative path of plain names):
-    /// the host path of the top-most entry that is visible there and its metadata, or
-    /// `None` when nothing is (missing, whited out, or below a non-directory).
-    ///
-    /// This is overlayfs' lookup without redirects: per path component, the layers are
-    /// searched top-most first; a whiteout ends the search, a non-directory is the answer
-    /// and hides everything below it, and a directory merges with the directories below it
-    /// up to the first opaque one.
-    pub(crate) fn find(&self, rel: &Path) -> Result<Option<Found>> {
-        let mut levels: Vec<Level> = (0..self.layers.len())
+    /// The directories merged at the root: every layer's root.
+    pub(crate) fn root_levels(&self) -> Vec<Level> {
+        (0..self.layers.len())
             .map(|layer| Level { layer, x: false })
-            .collect();
-        let mut prefix = PathBuf::new();
-        let mut found = None;
-        for component in rel.components() {
-            let Component::Normal(name) = component else {
-                return Err(Error::UnsafePath {
-                    path: rel.to_path_buf(),
-                    reason: "not a path of plain names".into(),
-                });
-            };
-            if matches!(&found, Some((_, meta)) if !Metadata::is_dir(meta)) {
-                return Ok(None);
-            }
-            prefix.push(name);
-            let (next, top) = self.step(&levels, &prefix)?;
-            let Some(top) = top else { return Ok(None) };
-            levels = next;
-            found = Some(top);
-        }
-        match found {
-            Some(found) => Ok(Some(found)),
-            None => self.root(),
-        }
+            .collect()
     }
 
-    /// The top-most layer's root directory (the merged root takes its attributes).
-    fn root(&self) -> Result<Option<Found>> {
-        let Some(top) = self.layers.first() else {
-            return Ok(None);
-        };
-        let meta = fs::metadata(top).map_err(|e| Error::io(top, "stat", e))?;
-        Ok(Some((top.clone(), meta)))
-    }
-
-    /// Looks `prefix` up in the directories of `levels` (those of its parent). Returns
-    /// the directories merged at `prefix` and the top-most visible entry there.
-    fn step(&self, levels: &[Level], prefix: &Path) -> Result<(Vec<Level>, Option<Found>)> {
+    /// Looks `prefix` (a path of plain names) up in the directories of `levels`, those
+    /// merged at its parent, so a walk down a tree looks each entry up once. Returns the
+    /// directories merged at `prefix` (none unless it is a directory) and the host path
+    /// and metadata of the top-most entry visible there, if any.
+    ///
+    /// This is overlayfs' lookup without redirects: the layers are searched top-most
+    /// first; a whiteout ends the search, a non-directory is the answer and hides
+    /// everything below it, and a directory merges with the directories below it up to
+    /// the first opaque one.
+    pub(crate) fn lookup(
+        &self,
+        levels: &[Level],
+        prefix: &Path,
+    ) -> Result<(Vec<Level>, Option<Found>)> {
         let mut next = Vec::new();
         let mut top: Option<Found> = None;
         for level in levels {

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{io_err, Result};
 use crate::layer::read_xattrs;
 use crate::overlay::format::{kind_of, Kind};
-use crate::overlay::lowers::LowerStack;
+use crate::overlay::lowers::{Level, LowerStack};
 use crate::walk::Changes;
 
 /// The changes a step made, read from its upper directory `upper` over `lowers`.
@@ -50,16 +50,20 @@ pub(crate) fn upper_changes(upper: &Path, lowers: &LowerStack) -> Result<Changes
         lowers,
         changes: Changes::default(),
     };
-    walk.visit(Path::new(""), Context::default())?;
+    let root = Context {
+        levels: lowers.root_levels(),
+        x: false,
+    };
+    walk.visit(Path::new(""), &root)?;
     Ok(walk.changes)
 }
 
 /// What is known about a directory of the upper directory while its entries are read.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Context {
-    /// Nothing below this directory has a counterpart in the lowers: it is new, or a
-    /// kept opaque directory, or below one.
-    new: bool,
+    /// The lower directories merged at this path. None when nothing below it has a
+    /// counterpart in the lowers: it is new, or a kept opaque directory, or below one.
+    levels: Vec<Level>,
     /// The directory is marked as holding xwhiteouts.
     x: bool,
 }
@@ -73,7 +77,7 @@ struct UpperWalk<'a> {
 
 impl UpperWalk<'_> {
     /// Reads the directory `rel` of the upper directory.
-    fn visit(&mut self, rel: &Path, context: Context) -> Result<()> {
+    fn visit(&mut self, rel: &Path, context: &Context) -> Result<()> {
         // Read only, after the step's commands finished: `rel` has plain names of
         // directories found by this walk.
         let host = self.upper.join(rel);
@@ -87,7 +91,7 @@ impl UpperWalk<'_> {
                 Kind::Dir { opaque, xwhiteouts } => {
                     let mut inner = self.directory(&child, &path, &meta, opaque, context)?;
                     inner.x = xwhiteouts;
-                    self.visit(&child, inner)?;
+                    self.visit(&child, &inner)?;
                 }
                 Kind::Other => {
                     self.changes.upserts.insert(child);
@@ -98,8 +102,8 @@ impl UpperWalk<'_> {
     }
 
     /// A whiteout at `rel`: a deletion if the lowers show something there.
-    fn whiteout(&mut self, rel: PathBuf, context: Context) -> Result<()> {
-        if !context.new && self.lowers.find(&rel)?.is_some() {
+    fn whiteout(&mut self, rel: PathBuf, context: &Context) -> Result<()> {
+        if self.lowers.lookup(&context.levels, &rel)?.1.is_some() {
             self.changes.deletions.insert(rel);
         }
         Ok(())
@@ -112,32 +116,23 @@ impl UpperWalk<'_> {
         host: &Path,
         meta: &Metadata,
         opaque: bool,
-        context: Context,
+        context: &Context,
     ) -> Result<Context> {
-        let lower = match context.new {
-            true => None,
-            false => self.lowers.find(rel)?,
-        };
+        let (levels, lower) = self.lowers.lookup(&context.levels, rel)?;
         let lower = lower.filter(|(_, lower_meta)| lower_meta.is_dir());
         let Some((lower_host, lower_meta)) = lower else {
             self.changes.upserts.insert(rel.to_path_buf());
-            return Ok(Context {
-                new: true,
-                x: false,
-            });
+            return Ok(Context::default());
         };
         if opaque {
             self.changes.opaque_dirs.insert(rel.to_path_buf());
             self.changes.upserts.insert(rel.to_path_buf());
-            return Ok(Context {
-                new: true,
-                x: false,
-            });
+            return Ok(Context::default());
         }
         if !same_directory(host, meta, &lower_host, &lower_meta)? {
             self.changes.upserts.insert(rel.to_path_buf());
         }
-        Ok(Context::default())
+        Ok(Context { levels, x: false })
     }
 }
 
