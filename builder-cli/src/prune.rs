@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ocibuild_core::{cache, time};
+use ocibuild_cache as cache;
+use ocibuild_image::time;
 use ocibuild_snapshot::store::{default_store_dir, LayerEntry, LayerStore, PruneOptions};
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;

@@ -14,6 +14,13 @@
 //! longer the same directory, the placeholder is left alone; otherwise it is removed with
 //! `unlinkat` on the kept descriptor and the parent's times are restored through it
 //! (`utimensat` on the directory itself). Nothing outside the rootfs is ever touched.
+//!
+//! An overlay rootfs is left alone altogether ([`Placeholders::over`]): paths are resolved
+//! in a read-only view of the merged tree, and missing mount points are made in a
+//! *skeleton* directory instead, which the sandbox stacks as the top-most lower layer.
+//! Every directory on the way to one gets the view's mode, owner, xattrs and times, so the
+//! merged tree looks exactly as before plus the mount points, and the upper directory
+//! (the step's layer) never holds them.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
@@ -68,6 +75,18 @@ pub(crate) struct Placeholders {
     created: Vec<Created>,
     touched: Vec<Touched>,
     done: bool,
+    /// Overlay mode: missing mount points are made here, never in the rootfs.
+    skeleton: Option<Skeleton>,
+}
+
+/// The top-most lower layer of an overlay rootfs that holds its missing mount points.
+#[derive(Debug)]
+struct Skeleton {
+    root: RootDir,
+    /// Directories copied from the view, with the times to give them once complete.
+    times: Vec<(PathBuf, (FileTime, FileTime))>,
+    /// Whether anything was made.
+    used: bool,
 }
 
 /// Where [`Placeholders::ensure`] arrived.
@@ -86,7 +105,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IsolationError + '_ {
 }
 
 /// Carries a rootfs operation's error over, keeping its path and OS error.
-fn fd_err(e: ocibuild_snapshot::Error) -> IsolationError {
+pub(crate) fn fd_err(e: ocibuild_snapshot::Error) -> IsolationError {
     use ocibuild_snapshot::Error as E;
     match e {
         E::Io { path, source, .. } => IsolationError::Io { path, source },
@@ -122,6 +141,23 @@ fn os_error(path: PathBuf, errno: i32) -> IsolationError {
 const MAX_SYMLINKS: usize = 40;
 
 impl Placeholders {
+    /// Placeholders for an overlay rootfs: paths are resolved in `view`, a read-only view
+    /// of the merged tree whose [`RootDir::host_path`] is the path the rootfs is passed
+    /// by, and missing mount points are made in the empty directory `skeleton`.
+    pub(crate) fn over(view: RootDir, skeleton: RootDir) -> Placeholders {
+        Placeholders {
+            roots: vec![view],
+            created: Vec::new(),
+            touched: Vec::new(),
+            done: false,
+            skeleton: Some(Skeleton {
+                root: skeleton,
+                times: Vec::new(),
+                used: false,
+            }),
+        }
+    }
+
     /// The index of the open root for `root`, opening it on first use.
     fn root_index(&mut self, root: &Path) -> Result<usize, IsolationError> {
         if let Some(i) = self.roots.iter().position(|r| r.host_path() == root) {
@@ -206,10 +242,9 @@ impl Placeholders {
                 None if !create || from_link => return Ok(None),
                 None => {
                     let this_kind = if is_last { kind } else { Kind::Dir };
-                    self.create(r, cur, &rel, name, this_kind)?;
-                    match this_kind {
-                        Kind::Dir => dirs.push(cur.open_dir(name).map_err(fd_err)?),
-                        Kind::File => last_is_dir = false,
+                    match self.make_missing(r, cur, &rel, name, this_kind)? {
+                        Some(dir) => dirs.push(dir),
+                        None => last_is_dir = false,
                     }
                     rel.push(name);
                 }
@@ -272,6 +307,118 @@ impl Placeholders {
             ident: ident(&meta),
         });
         Ok(file)
+    }
+
+    /// Makes the missing `name` (of `kind`) in `parent` (at `parent_rel` in root `r`), or
+    /// in overlay mode in the skeleton; returns it for a directory.
+    fn make_missing(
+        &mut self,
+        r: usize,
+        parent: &Dir,
+        parent_rel: &Path,
+        name: &OsStr,
+        kind: Kind,
+    ) -> Result<Option<Dir>, IsolationError> {
+        if self.skeleton.is_some() {
+            return self.make_in_skeleton(r, parent_rel, name, kind);
+        }
+        self.create(r, parent, parent_rel, name, kind)?;
+        match kind {
+            Kind::Dir => Ok(Some(parent.open_dir(name).map_err(fd_err)?)),
+            Kind::File => Ok(None),
+        }
+    }
+
+    /// Makes `name` (of `kind`) in the skeleton's copy of the directory `parent_rel` of the
+    /// view `r`, unless it is there already; returns it for a directory. Directories of
+    /// `parent_rel` the skeleton lacks are copied from the view first.
+    fn make_in_skeleton(
+        &mut self,
+        r: usize,
+        parent_rel: &Path,
+        name: &OsStr,
+        kind: Kind,
+    ) -> Result<Option<Dir>, IsolationError> {
+        let parent = self.skeleton_dir(r, parent_rel)?;
+        let Some(skeleton) = self.skeleton.as_mut() else {
+            unreachable!("only called in overlay mode")
+        };
+        skeleton.used = true;
+        if parent.lstat(name).map_err(fd_err)?.is_none() {
+            match kind {
+                Kind::Dir => parent.mkdir(name, 0o755).map_err(fd_err)?,
+                Kind::File => drop(parent.create_file(name, 0o644).map_err(fd_err)?),
+            }
+        }
+        match kind {
+            Kind::Dir => Ok(Some(parent.open_dir(name).map_err(fd_err)?)),
+            Kind::File => Ok(None),
+        }
+    }
+
+    /// The skeleton's directory `rel`, made with the attributes of the view's directory
+    /// `rel` (of root `r`) where missing, parents first.
+    fn skeleton_dir(&mut self, r: usize, rel: &Path) -> Result<Dir, IsolationError> {
+        let Some(skeleton) = self.skeleton.as_mut() else {
+            unreachable!("only called in overlay mode")
+        };
+        let mut dir = skeleton.root.as_dir().try_clone().map_err(fd_err)?;
+        let mut done = PathBuf::new();
+        for name in rel.iter() {
+            done.push(name);
+            if dir.lstat(name).map_err(fd_err)?.is_none() {
+                let source = self.roots[r].open_dir(&done).map_err(fd_err)?;
+                dir.mkdir(name, 0o700).map_err(fd_err)?;
+                let made = dir.open_dir(name).map_err(fd_err)?;
+                let meta = source.metadata().map_err(fd_err)?;
+                copy_attributes(&source, &made, &meta)?;
+                skeleton.times.push((done.clone(), times(&meta)));
+            }
+            dir = dir.open_dir(name).map_err(fd_err)?;
+        }
+        Ok(dir)
+    }
+
+    /// Overlay mode: gives the skeleton's copied directories their times (now that nothing
+    /// more is made in them) and closes the view. Returns whether the skeleton holds
+    /// anything (an empty one need not be stacked).
+    pub(crate) fn finish_skeleton(&mut self) -> Result<bool, IsolationError> {
+        self.roots.clear();
+        let Some(skeleton) = self.skeleton.as_mut() else {
+            return Ok(false);
+        };
+        for (rel, (atime, mtime)) in skeleton.times.iter().rev() {
+            let (dir, name) = skeleton.root.open_parent(rel).map_err(fd_err)?;
+            dir.set_times(&name, *atime, *mtime).map_err(fd_err)?;
+        }
+        Ok(skeleton.used)
+    }
+
+    /// The content of the file `inner` of `root` (symlinks resolved inside it); `None`
+    /// when it (or a directory on the way) is missing. Read through descriptors.
+    pub(crate) fn read_file(
+        &mut self,
+        root: &Path,
+        inner: &str,
+    ) -> Result<Option<Vec<u8>>, IsolationError> {
+        let r = self.root_index(root)?;
+        let Some(found) = self.ensure_in(r, inner, Kind::File, false)? else {
+            return Ok(None);
+        };
+        let (dir, name) = self.roots[r].open_parent(&found.rel).map_err(fd_err)?;
+        let mut file = match dir.open_file(&name) {
+            Ok(file) => file,
+            Err(ocibuild_snapshot::Error::Io { source, .. })
+                if source.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(fd_err(e)),
+        };
+        let mut bytes = Vec::new();
+        let shown = dir.display_path().join(&name);
+        std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io_err(&shown))?;
+        Ok(Some(bytes))
     }
 
     /// Writes a new file at `inner` (only when missing); it is removed like a placeholder.
@@ -367,6 +514,27 @@ impl Placeholders {
             None => Ok(()),
         }
     }
+}
+
+/// Gives the directory `to` the mode, owner and xattrs of `from` (whose metadata is
+/// `meta`); xattrs the kernel will not set (e.g. overlayfs' own) are left out.
+fn copy_attributes(from: &Dir, to: &Dir, meta: &fs::Metadata) -> Result<(), IsolationError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let here = OsStr::new(".");
+    to.chown(here, meta.uid(), meta.gid()).map_err(fd_err)?;
+    to.chmod(here, meta.mode() & 0o7777).map_err(fd_err)?;
+    let source = format!("/proc/self/fd/{}", from.as_fd().as_raw_fd());
+    let names = match xattr::list_deref(&source) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(io_err(&from.display_path())(e)),
+    };
+    for name in names {
+        if let Ok(Some(value)) = xattr::get_deref(&source, &name) {
+            let _ = to.set_xattr(here, &name, &value);
+        }
+    }
+    Ok(())
 }
 
 /// Removes the placeholder `c` by name in its kept parent, if it is still of its kind (a

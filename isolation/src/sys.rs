@@ -50,6 +50,7 @@ pub(crate) enum Stage {
     Hostname,
     Op,
     RootBind,
+    Overlay,
     PivotRoot,
     Chroot,
     Chdir,
@@ -63,7 +64,7 @@ pub(crate) enum Stage {
 
 impl Stage {
     /// Every stage, in discriminant order (1, 2, ...): the one list `from_u32` reads.
-    const ALL: [Stage; 17] = [
+    const ALL: [Stage; 18] = [
         Stage::Stdio,
         Stage::Unshare,
         Stage::UserMap,
@@ -72,6 +73,7 @@ impl Stage {
         Stage::Hostname,
         Stage::Op,
         Stage::RootBind,
+        Stage::Overlay,
         Stage::PivotRoot,
         Stage::Chroot,
         Stage::Chdir,
@@ -144,15 +146,50 @@ pub(crate) enum Op {
     },
 }
 
-/// The rootfs of namespace mode: bound onto itself, then entered with `pivot_root`.
+/// The rootfs of namespace mode: bound onto itself (or an overlay mounted on it), then
+/// entered with `pivot_root`.
 #[derive(Debug)]
 pub(crate) struct RootPlan {
-    /// Host path of the rootfs directory.
+    /// Host path of the rootfs directory (for an overlay, the empty mount point).
     pub path: CString,
     /// Flags for the remount of the rootfs bind: `MS_NODEV` plus the locked flags of the
     /// filesystem holding it (which a remount must repeat).
     pub remount_flags: c_ulong,
+    /// Mount this overlay on `path` instead of binding `path` onto itself.
+    pub overlay: Option<OverlayPlan>,
 }
+
+/// An overlay the child mounts as its rootfs, inside its own mount namespace, with the
+/// new mount API (`nodev`); each directory is named to the kernel as `/proc/self/fd/<n>`
+/// of a descriptor the child opens.
+#[derive(Debug)]
+pub(crate) struct OverlayPlan {
+    /// The lower directories, top-most first.
+    pub lowers: Vec<CString>,
+    /// The upper directory.
+    pub upper: CString,
+    /// The work directory.
+    pub work: CString,
+    /// The other options, e.g. `redirect_dir` = `off`.
+    pub options: Vec<(CString, CString)>,
+    /// Pass the lowers as one `lowerdir=` list (kernels before 6.8) instead of one
+    /// `lowerdir+` each.
+    pub list: bool,
+}
+
+/// What each step of the child's overlay mount does, by the index of a
+/// [`Stage::Overlay`] error record.
+pub(crate) const OVERLAY_STEPS: [&str; 9] = [
+    "fsopen",
+    "open a layer directory",
+    "set the lower directories",
+    "set the upper directory",
+    "set the work directory",
+    "set an option",
+    "create the filesystem",
+    "fsmount",
+    "attach it at the rootfs mount point",
+];
 
 /// What the command may do: applied by the command's process just before exec.
 #[derive(Debug)]
@@ -189,6 +226,9 @@ pub(crate) struct NsPlan {
     pub first_user_op: usize,
 }
 
+/// An identity to switch to: uid, gid, and the supplementary groups (`None`: leave them).
+pub(crate) type Identity = (libc::uid_t, libc::gid_t, Option<Vec<libc::gid_t>>);
+
 /// Everything the child needs, prepared before fork.
 #[derive(Debug)]
 pub(crate) struct ChildPlan {
@@ -200,7 +240,7 @@ pub(crate) struct ChildPlan {
     pub cwd: CString,
     /// Identity switch: (uid, gid, supplementary groups or `None` to leave them alone);
     /// `None` keeps the current identity.
-    pub identity: Option<(libc::uid_t, libc::gid_t, Option<Vec<libc::gid_t>>)>,
+    pub identity: Option<Identity>,
     /// Capability bound, capabilities and seccomp filter (`None`: unchanged).
     pub privileges: Option<Privileges>,
     /// Stop after the namespace/mount/chroot steps and exit 0 (used by `probe`).
@@ -635,7 +675,10 @@ unsafe fn child_init(plan: &mut ChildPlan, err: RawFd) -> ! {
             run_ops(&ns.ops, fd, err);
             libc::_exit(0);
         };
-        let rootfd = bind_root(root, err);
+        let rootfd = match &root.overlay {
+            Some(overlay) => mount_overlay(root, overlay, err),
+            None => bind_root(root, err),
+        };
         run_ops(&ns.ops, rootfd, err);
         libc::close(rootfd);
         if !switch_root(root, err) {
@@ -684,6 +727,182 @@ unsafe fn bind_root(root: &RootPlan, err: RawFd) -> RawFd {
             fail(err, Stage::RootBind, 1, last_errno());
         }
         let fd = libc::open(path, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        if fd < 0 {
+            fail(err, Stage::RootBind, 2, last_errno());
+        }
+        fd
+    }
+}
+
+/// `fsopen` flag: the context descriptor is close-on-exec.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+/// `fsconfig` command: set a string option.
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+/// `fsconfig` command: create the filesystem.
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+/// `fsmount` flag: the mount descriptor is close-on-exec.
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+/// `fsmount` attribute: no device nodes.
+const MOUNT_ATTR_NODEV: libc::c_uint = 4;
+/// `move_mount` flag: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+/// The most lower directories one `lowerdir=` list can name (`fsconfig` takes 255 bytes).
+const MAX_LISTED_LOWERS: usize = 32;
+
+/// `fsconfig(fs, FSCONFIG_SET_STRING, key, value)`; 0 or -1.
+///
+/// # Safety
+/// `value` is a NUL-terminated string.
+unsafe fn set_string(fs: RawFd, key: &CStr, value: *const libc::c_char) -> c_int {
+    // SAFETY: NUL-terminated key and value, no aux argument.
+    unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs,
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value,
+            0 as c_int,
+        ) as c_int
+    }
+}
+
+/// Opens the directory `path` (`O_PATH`); fails the child at overlay step 1.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn open_layer(path: &CStr, err: RawFd) -> RawFd {
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: a NUL-terminated path prepared before fork.
+    let fd = unsafe { libc::open(path.as_ptr(), flags) };
+    if fd < 0 {
+        // SAFETY: in the forked child.
+        unsafe { fail(err, Stage::Overlay, 1, last_errno()) };
+    }
+    fd
+}
+
+/// Sets option `key` to the directory `path`, named by `/proc/self/fd/<n>`; fails the
+/// child at overlay step `step`. Returns the descriptor, to be closed once the filesystem
+/// is created (kernels before 6.5 look the names up only then).
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn set_dir(fs: RawFd, key: &CStr, path: &CStr, step: usize, err: RawFd) -> RawFd {
+    // SAFETY (whole block): descriptors opened here, stack buffers.
+    unsafe {
+        let fd = open_layer(path, err);
+        let mut buf = [0u8; 32];
+        if set_string(fs, key, fd_path(fd, &mut buf)) < 0 {
+            fail(err, Stage::Overlay, step, last_errno());
+        }
+        fd
+    }
+}
+
+/// Sets `lowerdir` to the `:`-separated `/proc/self/fd/<n>` names of the lowers (kernels
+/// before 6.8); a list longer than `fsconfig` takes fails with `E2BIG`. The descriptors go
+/// into `fds`, to be closed once the filesystem is created.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn set_lower_list(
+    fs: RawFd,
+    lowers: &[CString],
+    fds: &mut [RawFd; MAX_LISTED_LOWERS],
+    err: RawFd,
+) {
+    // SAFETY (whole block): descriptors opened here, stack buffers.
+    unsafe {
+        if lowers.len() > MAX_LISTED_LOWERS {
+            fail(err, Stage::Overlay, 2, libc::E2BIG);
+        }
+        let mut list = [0u8; 256];
+        let mut len = 0;
+        for (i, lower) in lowers.iter().enumerate() {
+            fds[i] = open_layer(lower, err);
+            let mut buf = [0u8; 32];
+            fd_path(fds[i], &mut buf);
+            let name_len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            let sep = usize::from(i > 0);
+            if len + sep + name_len >= list.len() {
+                fail(err, Stage::Overlay, 2, libc::E2BIG);
+            }
+            if sep == 1 {
+                list[len] = b':';
+            }
+            list[len + sep..len + sep + name_len].copy_from_slice(&buf[..name_len]);
+            len += sep + name_len;
+        }
+        if set_string(fs, c"lowerdir", list.as_ptr().cast()) < 0 {
+            fail(err, Stage::Overlay, 2, last_errno());
+        }
+    }
+}
+
+/// Mounts the overlay `overlay` on the rootfs mount point (inside the child's own mount
+/// namespace, `nodev`) and returns an `O_PATH` fd of it.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn mount_overlay(root: &RootPlan, overlay: &OverlayPlan, err: RawFd) -> RawFd {
+    // SAFETY (whole block): raw syscalls with NUL-terminated strings prepared before fork
+    // and descriptors opened here.
+    unsafe {
+        let fs = libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) as c_int;
+        if fs < 0 {
+            fail(err, Stage::Overlay, 0, last_errno());
+        }
+        // Names are looked up when set (or, before Linux 6.5, when the filesystem is
+        // created): every descriptor stays open until then, but `lowerdir+` (Linux 6.8+)
+        // needs none kept, so any number of lowers takes no more descriptors than one.
+        let mut listed = [-1; MAX_LISTED_LOWERS];
+        if overlay.list {
+            set_lower_list(fs, &overlay.lowers, &mut listed, err);
+        } else {
+            for lower in &overlay.lowers {
+                libc::close(set_dir(fs, c"lowerdir+", lower, 2, err));
+            }
+        }
+        let upper = set_dir(fs, c"upperdir", &overlay.upper, 3, err);
+        let work = set_dir(fs, c"workdir", &overlay.work, 4, err);
+        for (key, value) in &overlay.options {
+            if set_string(fs, key, value.as_ptr()) < 0 {
+                fail(err, Stage::Overlay, 5, last_errno());
+            }
+        }
+        let null = ptr::null::<libc::c_char>();
+        let create = libc::syscall(libc::SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, null, null, 0);
+        if create < 0 {
+            fail(err, Stage::Overlay, 6, last_errno());
+        }
+        for fd in listed
+            .into_iter()
+            .filter(|fd| *fd >= 0)
+            .chain([upper, work])
+        {
+            libc::close(fd);
+        }
+        let mnt = libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV) as c_int;
+        if mnt < 0 {
+            fail(err, Stage::Overlay, 7, last_errno());
+        }
+        let flags = MOVE_MOUNT_F_EMPTY_PATH;
+        let target = root.path.as_ptr();
+        if libc::syscall(
+            libc::SYS_move_mount,
+            mnt,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target,
+            flags,
+        ) < 0
+        {
+            fail(err, Stage::Overlay, 8, last_errno());
+        }
+        libc::close(mnt);
+        libc::close(fs);
+        let fd = libc::open(target, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
         if fd < 0 {
             fail(err, Stage::RootBind, 2, last_errno());
         }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::rootfs::{Kind, Placeholders};
+use super::rootfs::Placeholders;
 use super::IsolationError;
 
 /// The numeric identity a RUN command is executed as, plus its `HOME`.
@@ -91,19 +91,11 @@ pub(crate) fn parse_group(content: &str) -> Vec<GroupEntry> {
         .collect()
 }
 
-/// Reads a rootfs database file (symlinks resolved inside the rootfs); missing reads as empty.
-fn read_db(rootfs: &Path, inner: &str) -> Result<String, IsolationError> {
-    let mut lookup = Placeholders::default();
-    let Some(path) = lookup.ensure(rootfs, inner, Kind::File, false)? else {
-        return Ok(String::new());
-    };
-    // A read of a path resolved inside the rootfs (plain names only), with no command
-    // running in it; nothing is written through it.
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(source) => Err(IsolationError::Io { path, source }),
-    }
+/// Reads a rootfs database file (symlinks resolved inside the rootfs, read through
+/// descriptors); missing reads as empty.
+fn read_db(ph: &mut Placeholders, rootfs: &Path, inner: &str) -> Result<String, IsolationError> {
+    let bytes = ph.read_file(rootfs, inner)?.unwrap_or_default();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Resolves a Dockerfile `USER` value (`name`, `uid`, `uid:gid`, `name:group`, ...) against
@@ -113,6 +105,15 @@ fn read_db(rootfs: &Path, inner: &str) -> Result<String, IsolationError> {
 /// `None` means root.
 /// Symlinks are resolved inside the rootfs, as the command would see them.
 pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ExecUser, IsolationError> {
+    resolve_user_in(&mut Placeholders::default(), rootfs, user)
+}
+
+/// [`resolve_user`], reading through the roots of `ph` (an overlay's view is one).
+pub(crate) fn resolve_user_in(
+    ph: &mut Placeholders,
+    rootfs: &Path,
+    user: Option<&str>,
+) -> Result<ExecUser, IsolationError> {
     // Only named in error messages; the files are read through `read_db`.
     let passwd_path = rootfs.join("etc/passwd");
     let group_path = rootfs.join("etc/group");
@@ -121,12 +122,12 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ExecUser, Isola
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = parse_passwd(&read_db(rootfs, "/etc/passwd")?);
+    let passwd = parse_passwd(&read_db(ph, rootfs, "/etc/passwd")?);
     resolve_with(
         user_part,
         group_part,
         &passwd,
-        || Ok(parse_group(&read_db(rootfs, "/etc/group")?)),
+        || Ok(parse_group(&read_db(ph, rootfs, "/etc/group")?)),
         &passwd_path,
         &group_path,
     )

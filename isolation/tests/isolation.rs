@@ -86,20 +86,8 @@ fn fixture(etc: bool, dirs: bool) -> Fixture {
 
 impl Fixture {
     fn spec(&self, script: &str) -> RunSpec {
-        RunSpec {
-            rootfs: self.rootfs.clone(),
-            argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            env: Vec::new(),
-            cwd: "/".into(),
-            user: None,
-            hostname: None,
-            network: Network::Host,
-            isolation: Isolation::Namespaces,
-            security: Security::Sandbox,
-            extra_mounts: Vec::new(),
-            tmpfs_mounts: Vec::new(),
-            scratch_dir: self.scratch.clone(),
-        }
+        let argv = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        RunSpec::new(self.rootfs.clone(), argv, self.scratch.clone())
     }
 }
 

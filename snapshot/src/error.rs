@@ -96,6 +96,42 @@ pub enum Error {
         /// The digest of the bytes read.
         found: String,
     },
+    /// More lower directories than one overlay mount can stack. The caller reacts: it can
+    /// squash some of them into one directory, or fall back to the walk snapshotter.
+    #[error(
+        "{count} lower directories are more than one overlay mount takes here (at most \
+         {limit}): squash layers or use the walk snapshotter"
+    )]
+    TooManyLowers {
+        /// How many were asked for.
+        count: usize,
+        /// How many fit.
+        limit: usize,
+    },
+    /// Mounting an overlay failed.
+    #[error("overlay mount: {step} failed: {source}{}", kernel_note(.kernel))]
+    Overlay {
+        /// What was being done, e.g. "fsopen" or "create the filesystem".
+        step: &'static str,
+        /// What the kernel logged about it (the mount context's messages), if anything.
+        kernel: String,
+        /// The underlying OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A snapshotter was given lower directories that do not continue the ones it already
+    /// holds.
+    #[error("lower directories do not continue the snapshotter's rootfs: {0}")]
+    LowersMismatch(String),
+}
+
+/// `" (kernel: ...)"` for a non-empty kernel message.
+fn kernel_note(kernel: &str) -> String {
+    if kernel.is_empty() {
+        String::new()
+    } else {
+        format!(" (kernel: {kernel})")
+    }
 }
 
 impl Error {

@@ -289,6 +289,17 @@ fn write_tar<W: Write>(
     Ok((out, diff_id))
 }
 
+/// Writes the uncompressed tar of `changes` of `rootfs` into `out` and returns `out`: the
+/// same entries [`write_layer`] writes, used to stream a layer directory into the unpacker.
+pub(crate) fn write_tar_stream<W: Write>(rootfs: &Path, changes: &Changes, out: W) -> Result<W> {
+    let plan = plan_entries(changes)?;
+    let opts = LayerOptions {
+        compression: Compression::None,
+        mtime: None,
+    };
+    write_tar(rootfs, &plan, &opts, out).map(|(out, _)| out)
+}
+
 /// What one planned tar entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Item {
@@ -472,7 +483,7 @@ fn wanted_xattr(name: &[u8]) -> bool {
 
 /// Reads the wanted extended attributes of `host` (not following symlinks),
 /// sorted by name. A filesystem without xattr support gives none.
-fn read_xattrs(host: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub(crate) fn read_xattrs(host: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let names = match xattr::list(host) {
         Ok(names) => names,
         Err(e) if is_unsupported(&e) => return Ok(Vec::new()),
@@ -496,7 +507,7 @@ fn read_xattrs(host: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 /// True for errors meaning "no xattrs here" rather than a real failure.
-fn is_unsupported(e: &io::Error) -> bool {
+pub(crate) fn is_unsupported(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::ENOTSUP) | Some(libc::ENODATA) | Some(libc::EPERM)

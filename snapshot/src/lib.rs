@@ -11,10 +11,12 @@
 //!   host: paths are resolved inside it on directory descriptors (`openat2` with
 //!   `RESOLVE_IN_ROOT`, or an equivalent walk), and files are created, removed, linked,
 //!   chowned, chmodded and timestamped by name, never following a link out of it.
-//! - [`Snapshotter`] is the one trait that diff implementations share: record
-//!   a baseline, then ask what changed. [`StatWalk`] implements it by walking
-//!   the tree with `lstat`; an overlayfs-based implementation can come later
-//!   behind the same trait.
+//! - [`Snapshotter`] is the seam between the build's stage loop and the rootfs: it
+//!   materialises each step's rootfs from layer directories ([`StepRoot`], [`RunRoot`]
+//!   for the RUN sandbox) and finds what the step changed ([`Diff`]). [`Overlay`] stacks
+//!   an overlayfs upper directory per step on the layer directories and reads the layer
+//!   from it; [`StatWalk`] extracts them into a plain directory and walks it with `lstat`
+//!   (the fallback, see [`Overlay::available`]). Both give identical layers.
 //! - [`LayerStore`] keeps layers extracted once, by diff ID, in overlayfs lower-dir format
 //!   ([`UnpackFormat::OverlayLower`]), verified while they stream in, shared by concurrent
 //!   builds and pruned least recently used first ([`store`]).
@@ -28,8 +30,10 @@
 pub mod decompress;
 pub mod error;
 pub mod layer;
+pub mod overlay;
 pub mod rootfd;
 pub mod rootpath;
+pub mod snapshotter;
 pub mod store;
 pub mod tarwriter;
 pub mod unpack;
@@ -38,14 +42,16 @@ pub mod walk;
 pub use decompress::{decompressed, Decompressed};
 pub use error::{Error, Result};
 pub use layer::{layer_file_name, write_layer, Compression, LayerInfo, LayerOptions};
+pub use overlay::{Overlay, OverlayLayers, Unavailable};
 pub use rootfd::{Dir, RootDir};
 pub use rootpath::{is_missing, resolve_in_root};
+pub use snapshotter::{Diff, RunRoot, Snapshotter, StepRoot};
 pub use store::{
     default_store_dir, Inserted, LayerDigests, LayerEntry, LayerStore, PruneOptions, PruneReport,
     StoredLayer,
 };
 pub use unpack::{
-    unpack_layer, unpack_layer_file, unpack_layer_file_skipping, unpack_layer_with, UnpackFormat,
-    UnpackOptions, UnpackStats,
+    unpack_layer, unpack_layer_dir, unpack_layer_file, unpack_layer_file_skipping,
+    unpack_layer_with, UnpackFormat, UnpackOptions, UnpackStats,
 };
-pub use walk::{Changes, Snapshotter, StatWalk};
+pub use walk::{Changes, StatWalk};

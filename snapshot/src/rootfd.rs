@@ -199,6 +199,16 @@ impl Dir {
         })
     }
 
+    /// Opens the file `name` for reading; a symlink there is an error (`ELOOP`), and so
+    /// is anything that would block on open (a FIFO is opened non-blocking).
+    pub fn open_file(&self, name: &OsStr) -> Result<File> {
+        self.check(name, false)?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        open_at(&self.fd, name, flags, 0)
+            .map(File::from)
+            .map_err(|e| self.err(name, "open file", e))
+    }
+
     /// The target of the symlink `name`, verbatim.
     pub fn read_link(&self, name: &OsStr) -> Result<PathBuf> {
         self.check(name, false)?;
@@ -377,6 +387,14 @@ impl Dir {
     }
 }
 
+impl AsFd for Dir {
+    /// The directory's descriptor (an `O_PATH` one), e.g. to name it as
+    /// `/proc/self/fd/<n>`.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// The state of a component-by-component resolution (see [`RootDir::resolve`]).
 struct Walk {
     /// Directories entered, the root first.
@@ -529,11 +547,14 @@ impl RootDir {
         Ok(RootDir::from_fd(fd, path))
     }
 
-    fn from_fd(fd: OwnedFd, host: &Path) -> RootDir {
+    /// Makes the directory `fd` refers to (an `O_PATH` or read descriptor, e.g. the root
+    /// of a detached mount) a `RootDir`; `shown_as` is the path used in messages. A
+    /// detached mount stays alive while this `RootDir` or any [`Dir`] opened from it does.
+    pub fn from_fd(fd: OwnedFd, shown_as: &Path) -> RootDir {
         RootDir {
             dir: Dir {
                 fd,
-                root: Arc::from(host),
+                root: Arc::from(shown_as),
                 rel: PathBuf::new(),
             },
             openat2: !NO_OPENAT2.load(Ordering::Relaxed),

@@ -111,6 +111,39 @@ pub fn unpack_layer_file_skipping(
     })
 }
 
+/// Applies the layer directory `dir` (overlayfs lower-dir format: whiteouts are character
+/// devices 0/0, opaque directories are marked `trusted.overlay.opaque=y`) onto `rootfs`,
+/// leaving the `skip` paths alone as [`unpack_layer_file_skipping`] does. The directory is
+/// streamed through the layer writer's tar into the unpacker, so its entries are applied
+/// exactly as the same layer's tar would be.
+pub fn unpack_layer_dir(dir: &Path, rootfs: &Path, skip: &[PathBuf]) -> Result<UnpackStats> {
+    let changes = crate::overlay::format::read_layer_dir(dir)?;
+    let (reader, writer) = nix::unistd::pipe().map_err(|e| Error::io(dir, "pipe", e.into()))?;
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || {
+            let out = io::BufWriter::with_capacity(64 * 1024, File::from(writer));
+            let out = crate::layer::write_tar_stream(dir, &changes, out)?;
+            out.into_inner()
+                .map(drop)
+                .map_err(|e| Error::io(dir, "write layer stream", e.into_error()))
+        });
+        let reader = io::BufReader::with_capacity(64 * 1024, File::from(reader));
+        let options = UnpackOptions {
+            format: UnpackFormat::Apply,
+            skip: skip.to_vec(),
+        };
+        let unpacked = unpack_layer_with(reader, rootfs, &options);
+        // The reader is closed now, so a producer still writing stops with EPIPE.
+        let produced = producer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match (produced, unpacked) {
+            (Err(e), _) => Err(e),
+            (Ok(()), unpacked) => unpacked,
+        }
+    })
+}
+
 /// Applies one uncompressed layer tar from `tar_stream` onto `rootfs`.
 pub fn unpack_layer<R: Read>(tar_stream: R, rootfs: &Path) -> Result<UnpackStats> {
     unpack_layer_with(tar_stream, rootfs, &UnpackOptions::default())

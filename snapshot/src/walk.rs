@@ -1,23 +1,21 @@
-//! Finding what changed in a root filesystem between two points in time.
+//! Finding what changed in a plain rootfs directory between two points in time.
 //!
-//! [`Snapshotter`] is the interface; [`StatWalk`] implements it by walking the
-//! whole tree with `lstat` and comparing per-path records.
+//! [`StatWalk`] walks the whole tree with `lstat` and compares per-path records. It is
+//! the [`Snapshotter`] for a rootfs that is a plain directory (see
+//! [`crate::snapshotter`]); its path-based methods [`StatWalk::baseline`] and
+//! [`StatWalk::changes`] work on any directory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::Metadata;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{io_err, Error, Result};
-
-/// Something that can tell which paths of a rootfs changed since a baseline.
-pub trait Snapshotter {
-    /// Records the rootfs as it is now as the baseline for the next `changes` call.
-    fn baseline(&mut self, rootfs: &Path) -> Result<()>;
-    /// Compares the rootfs with the baseline, returns what changed, and makes the current state the new baseline.
-    fn changes(&mut self, rootfs: &Path) -> Result<Changes>;
-}
+use crate::layer::read_xattrs;
+use crate::snapshotter::{Diff, Snapshotter, StepRoot};
+use crate::unpack::unpack_layer_dir;
 
 /// The difference between two states of a rootfs, in the shape a layer needs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,7 +24,9 @@ pub struct Changes {
     pub upserts: BTreeSet<PathBuf>,
     /// Paths that existed in the baseline and are gone: each becomes a whiteout. Only top-most deleted paths (a deleted dir's children are not listed).
     pub deletions: BTreeSet<PathBuf>,
-    /// Directories that were deleted and recreated (different inode): get an opaque whiteout; all their current descendants are in `upserts`.
+    /// Directories that were replaced (deleted and made again, or another one moved into
+    /// their place): each gets an opaque whiteout, and all their current descendants are
+    /// in `upserts`. Top-most only.
     pub opaque_dirs: BTreeSet<PathBuf>,
 }
 
@@ -41,6 +41,8 @@ impl Changes {
 ///
 /// `ctime` is the key field: the kernel updates it on content writes, chmod,
 /// chown, xattr changes and link count changes, even when `mtime` is reset.
+/// Directories leave it out (see [`Record::from_metadata`]) and record a hash of their
+/// layer xattrs instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Record {
     ino: u64,
@@ -52,6 +54,12 @@ struct Record {
     mtime: (i64, i64),
     ctime: (i64, i64),
     rdev: u64,
+    /// For directories: the birth time where the filesystem records one. A directory
+    /// deleted and made again may get the same inode number back; its birth time is
+    /// still later than the baseline walk.
+    born: Option<std::time::SystemTime>,
+    /// For directories: a hash of the xattrs that go into layers (0 for other entries).
+    xattrs: u64,
 }
 
 impl Record {
@@ -76,6 +84,8 @@ impl Record {
                 (meta.ctime(), meta.ctime_nsec())
             },
             rdev: meta.rdev(),
+            born: if is_dir { meta.created().ok() } else { None },
+            xattrs: 0,
         }
     }
 
@@ -88,7 +98,7 @@ impl Record {
 /// All records of one walk, by path relative to the rootfs.
 type Tree = BTreeMap<PathBuf, Record>;
 
-/// A [`Snapshotter`] that walks the rootfs with `lstat` and compares records.
+/// Finds changes by walking the rootfs with `lstat` and comparing records.
 ///
 /// Symbolic links are never followed. Filesystems mounted inside the rootfs
 /// are walked like any directory; paths that must not be walked (such as
@@ -97,17 +107,55 @@ type Tree = BTreeMap<PathBuf, Record>;
 pub struct StatWalk {
     ignore: BTreeSet<PathBuf>,
     baseline: Option<Tree>,
+    /// The rootfs directory of the [`Snapshotter`] implementation.
+    rootfs: Option<PathBuf>,
+    /// The lower directories already extracted into `rootfs`, bottom-most first.
+    applied: Vec<PathBuf>,
 }
 
 impl StatWalk {
     /// A walker that skips the subtrees at `ignore` (paths relative to the
-    /// rootfs, e.g. `proc`); with an empty list everything is walked.
+    /// rootfs, e.g. `proc`); with an empty list everything is walked. It works through
+    /// [`StatWalk::baseline`] and [`StatWalk::changes`] on any directory; as a
+    /// [`Snapshotter`], use [`StatWalk::at`].
     pub fn new(ignore: Vec<PathBuf>) -> StatWalk {
         let ignore = ignore.iter().map(|p| normalise_relative(p)).collect();
         StatWalk {
             ignore,
-            baseline: None,
+            ..StatWalk::default()
         }
+    }
+
+    /// The walk [`Snapshotter`] whose rootfs is the directory `rootfs` (created by the
+    /// first `prepare` when missing; `/` in kaniko mode). The subtrees at `ignore` are
+    /// neither walked nor touched when lower directories are extracted.
+    pub fn at(rootfs: &Path, ignore: Vec<PathBuf>) -> StatWalk {
+        StatWalk {
+            rootfs: Some(rootfs.to_path_buf()),
+            ..StatWalk::new(ignore)
+        }
+    }
+
+    /// Records the rootfs as it is now as the baseline for the next `changes` call.
+    pub fn baseline(&mut self, rootfs: &Path) -> Result<()> {
+        self.baseline = Some(self.walk(rootfs)?);
+        wait_for_coarse_clock();
+        Ok(())
+    }
+
+    /// Compares the rootfs with the baseline, returns what changed, and makes the current
+    /// state the new baseline.
+    pub fn changes(&mut self, rootfs: &Path) -> Result<Changes> {
+        let Some(old) = self.baseline.as_ref() else {
+            return Err(Error::NoBaseline {
+                rootfs: rootfs.to_path_buf(),
+            });
+        };
+        let new = self.walk(rootfs)?;
+        let changes = compare(old, &new);
+        self.baseline = Some(new);
+        wait_for_coarse_clock();
+        Ok(changes)
     }
 
     /// Walks `rootfs` and records every path below it (not the root itself).
@@ -130,7 +178,10 @@ impl StatWalk {
             }
             let child = entry.path();
             let meta = std::fs::symlink_metadata(&child).map_err(io_err(&child, "lstat"))?;
-            let record = Record::from_metadata(&meta);
+            let mut record = Record::from_metadata(&meta);
+            if record.is_dir() {
+                record.xattrs = xattr_hash(&child)?;
+            }
             tree.insert(child_rel.clone(), record);
             if record.is_dir() {
                 self.walk_dir(rootfs, &child_rel, tree)?;
@@ -141,24 +192,67 @@ impl StatWalk {
 }
 
 impl Snapshotter for StatWalk {
-    fn baseline(&mut self, rootfs: &Path) -> Result<()> {
-        self.baseline = Some(self.walk(rootfs)?);
-        wait_for_coarse_clock();
-        Ok(())
+    fn name(&self) -> &'static str {
+        "walk"
     }
 
-    fn changes(&mut self, rootfs: &Path) -> Result<Changes> {
-        let Some(old) = self.baseline.as_ref() else {
-            return Err(Error::NoBaseline {
-                rootfs: rootfs.to_path_buf(),
-            });
+    /// Extracts the lowers it does not hold yet into the rootfs (leaving the ignored
+    /// subtrees alone) and records the baseline when anything was extracted or none is
+    /// recorded yet; otherwise the baseline left by the last `diff` stands.
+    fn prepare(&mut self, lowers: &[PathBuf]) -> Result<StepRoot> {
+        let Some(rootfs) = self.rootfs.clone() else {
+            return Err(Error::InvalidOption(
+                "a StatWalk made by StatWalk::new has no rootfs: use StatWalk::at".into(),
+            ));
         };
-        let new = self.walk(rootfs)?;
-        let changes = compare(old, &new);
-        self.baseline = Some(new);
-        wait_for_coarse_clock();
-        Ok(changes)
+        let Some(new) = lowers.strip_prefix(self.applied.as_slice()) else {
+            return Err(Error::LowersMismatch(format!(
+                "{} holds {} lower directories that are not the first of the {} given",
+                rootfs.display(),
+                self.applied.len(),
+                lowers.len()
+            )));
+        };
+        std::fs::create_dir_all(&rootfs).map_err(io_err(&rootfs, "create rootfs"))?;
+        let skip: Vec<PathBuf> = self.ignore.iter().cloned().collect();
+        for lower in new {
+            unpack_layer_dir(lower, &rootfs, &skip)?;
+            self.applied.push(lower.clone());
+        }
+        if !new.is_empty() || self.baseline.is_none() {
+            self.baseline(&rootfs)?;
+        }
+        Ok(StepRoot::dir(&rootfs))
     }
+
+    fn diff(&mut self, step: &mut StepRoot) -> Result<Diff> {
+        let Some(rootfs) = step.plain_dir().map(Path::to_path_buf) else {
+            return Err(Error::InvalidOption(
+                "the walk snapshotter was given an overlay step".into(),
+            ));
+        };
+        let changes = self.changes(&rootfs)?;
+        Ok(Diff {
+            changes,
+            source: rootfs,
+        })
+    }
+
+    fn commit(&mut self, step: StepRoot) -> Result<Option<PathBuf>> {
+        drop(step);
+        Ok(None)
+    }
+}
+
+/// A hash of the layer xattrs of `host` (0 when it has none).
+fn xattr_hash(host: &Path) -> Result<u64> {
+    let xattrs = read_xattrs(host)?;
+    if xattrs.is_empty() {
+        return Ok(0);
+    }
+    let mut hasher = DefaultHasher::new();
+    xattrs.hash(&mut hasher);
+    Ok(hasher.finish())
 }
 
 /// Drops `/`, `.` and `..` so ignore entries compare with walked paths.
@@ -195,14 +289,16 @@ fn compare(old: &Tree, new: &Tree) -> Changes {
 }
 
 /// Directories present in both trees whose inode changed (deleted and
-/// recreated), top-most only: an opaque parent already hides everything below.
+/// recreated: another inode or birth time), top-most only: an opaque parent already hides
+/// everything below.
 fn find_opaque_dirs(old: &Tree, new: &Tree) -> BTreeSet<PathBuf> {
     let mut opaque = BTreeSet::new();
     for (path, record) in new {
         let Some(before) = old.get(path) else {
             continue;
         };
-        let recreated = (before.ino, before.dev) != (record.ino, record.dev);
+        let identity = |r: &Record| (r.ino, r.dev, r.born);
+        let recreated = identity(before) != identity(record);
         if record.is_dir() && before.is_dir() && recreated && !has_ancestor_in(path, &opaque) {
             opaque.insert(path.clone());
         }
@@ -413,6 +509,34 @@ mod tests {
         }
         let changes = walk.changes(dir.path()).unwrap();
         assert_eq!(changes.upserts, set(&["etc/passwd"]));
+    }
+
+    #[test]
+    fn an_xattr_change_on_a_directory_is_noticed() {
+        let (dir, mut walk) = setup();
+        xattr::set(dir.path().join("etc/conf.d"), "user.test", b"1").unwrap();
+        let changes = walk.changes(dir.path()).unwrap();
+        assert_eq!(changes.upserts, set(&["etc/conf.d"]));
+        xattr::set(dir.path().join("etc/conf.d"), "user.test", b"1").unwrap();
+        assert!(
+            walk.changes(dir.path()).unwrap().is_empty(),
+            "the same value again"
+        );
+    }
+
+    /// ext4 hands a deleted directory's inode number to the next new one at once, so the
+    /// inode alone cannot tell a replaced directory; its birth time can.
+    #[test]
+    fn a_directory_made_again_is_opaque_even_with_its_old_inode_number() {
+        let (dir, mut walk) = setup();
+        let conf = dir.path().join("etc/conf.d");
+        for round in 0..5 {
+            fs::remove_dir_all(&conf).unwrap();
+            fs::create_dir(&conf).unwrap();
+            let changes = walk.changes(dir.path()).unwrap();
+            assert_eq!(changes.opaque_dirs, set(&["etc/conf.d"]), "round {round}");
+            assert!(changes.deletions.is_empty(), "round {round}: {changes:?}");
+        }
     }
 
     #[test]

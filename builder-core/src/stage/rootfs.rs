@@ -7,7 +7,7 @@
 use crate::engine::{Registry, Settings, Stages};
 use crate::error::{BuildError, Result};
 use crate::image::Image;
-use ocibuild_snapshot::{Changes, LayerInfo, LayerOptions, Snapshotter, StatWalk};
+use ocibuild_snapshot::{Changes, LayerInfo, LayerOptions, StatWalk};
 use std::path::{Path, PathBuf};
 
 /// The root filesystem of the stage being built.

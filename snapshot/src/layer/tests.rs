@@ -1,6 +1,6 @@
 use super::*;
 use crate::unpack::unpack_layer_file;
-use crate::walk::{Snapshotter, StatWalk};
+use crate::walk::StatWalk;
 use ocibuild_image::digest::sha256_file;
 use std::collections::BTreeSet;
 use std::io::Read;
