@@ -1,7 +1,8 @@
 use super::*;
 use std::io::Read;
 
-/// Deterministic mixed content: text lines, incompressible runs and zeros, `len` bytes.
+/// Deterministic mixed content: text lines, incompressible runs, zeros and long runs of a
+/// four-letter alphabet (many matches of every length, as in binaries), `len` bytes.
 pub(crate) fn mixed_data(len: usize) -> Vec<u8> {
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move || {
@@ -12,7 +13,7 @@ pub(crate) fn mixed_data(len: usize) -> Vec<u8> {
     };
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
-        match next() % 3 {
+        match next() % 4 {
             0 => {
                 for _ in 0..(next() % 200) {
                     let line = format!(
@@ -24,6 +25,7 @@ pub(crate) fn mixed_data(len: usize) -> Vec<u8> {
                 }
             }
             1 => out.extend((0..(next() % 20_000)).map(|_| next() as u8)),
+            2 => out.extend((0..(next() % 50_000)).map(|_| b"acgt"[(next() % 4) as usize])),
             _ => out.resize(out.len() + (next() % 30_000) as usize, 0),
         }
     }
@@ -184,7 +186,7 @@ fn zstd_bytes(data: &[u8], workers: usize) -> Vec<u8> {
 fn zstd_bytes_do_not_depend_on_the_worker_count() {
     let data = mixed_data(3 * ZSTD_JOB_SIZE as usize + 12_345);
     let one = zstd_bytes(&data, 1);
-    for workers in [0, 2, 8] {
+    for workers in [0, 2, 3, MAX_ZSTD_WORKERS] {
         assert_eq!(zstd_bytes(&data, workers), one, "{workers} workers");
     }
     assert_eq!(zstd::decode_all(&one[..]).unwrap(), data);
@@ -272,4 +274,41 @@ fn readers_reject_a_corrupted_block() {
         .output()
         .unwrap();
     assert!(!go.status.success(), "Go accepted a corrupted file");
+}
+
+/// zlib-rs's reset clears neither the window nor the hash chains (`prev`), and with a
+/// dictionary the match search can follow a stale chain entry: a compressor reused block
+/// after block would choose its matches by the blocks it deflated before, which differ
+/// with the number of threads. Every block is deflated as a fresh compressor would.
+#[test]
+fn a_block_does_not_depend_on_the_blocks_deflated_before() {
+    let mut state = 7_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut deflater = BlockDeflater::new(6);
+    for round in 0..40 {
+        let letters = 2 + next() % 4;
+        let mut text = |max: u64| -> Vec<u8> {
+            let len = 1 + next() % max;
+            (0..len).map(|_| b'a' + (next() % letters) as u8).collect()
+        };
+        let job = Job {
+            dictionary: text(2_000),
+            data: text(2_000),
+            last: false,
+        };
+        let earlier = Job {
+            dictionary: text(2_000),
+            data: text(4_000),
+            last: false,
+        };
+        deflater.deflate(&earlier).unwrap();
+        let reused = deflater.deflate(&job).unwrap().bytes;
+        let fresh = BlockDeflater::new(6).deflate(&job).unwrap().bytes;
+        assert!(reused == fresh, "round {round}");
+    }
 }
