@@ -10,7 +10,9 @@ use std::io::{self, BufReader, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use ocibuild_snapshot::compress::{compression_threads, zstd_encoder, ParallelGzip};
+use ocibuild_snapshot::compress::{
+    compression_threads, zstd_encoder, ParallelGzip, MAX_ZSTD_WORKERS,
+};
 use ocibuild_snapshot::DEFAULT_GZIP_LEVEL;
 
 /// A writer that only counts.
@@ -99,7 +101,7 @@ fn main() -> io::Result<()> {
         |out| zstd::Encoder::new(out, 3),
         |e| e.finish(),
     )?;
-    for n in [1, threads] {
+    for n in [1, threads.min(MAX_ZSTD_WORKERS)] {
         run(
             &format!("zstd 3, {n} worker(s)"),
             input,

@@ -1,16 +1,20 @@
 use super::*;
 use std::io::Read;
 
+/// A deterministic pseudo-random number generator (xorshift64) starting from `seed`.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 /// Deterministic mixed content: text lines, incompressible runs, zeros and long runs of a
 /// four-letter alphabet (many matches of every length, as in binaries), `len` bytes.
 pub(crate) fn mixed_data(len: usize) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         match next() % 4 {
@@ -282,13 +286,7 @@ fn readers_reject_a_corrupted_block() {
 /// with the number of threads. Every block is deflated as a fresh compressor would.
 #[test]
 fn a_block_does_not_depend_on_the_blocks_deflated_before() {
-    let mut state = 7_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(7);
     let mut deflater = BlockDeflater::new(6);
     for round in 0..40 {
         let letters = 2 + next() % 4;
