@@ -97,6 +97,10 @@ pub enum CacheError {
         reason: String,
     },
 
+    /// Nothing was stored, and that is only a warning: see [`NotStored`].
+    #[error(transparent)]
+    NotStored(#[from] NotStored),
+
     /// A request to the cache repository failed.
     #[error("layer cache {what} in {repository}: {source}")]
     Registry {
@@ -109,7 +113,38 @@ pub enum CacheError {
     },
 }
 
+/// A store into the local cache directory that stored nothing because the directory is full
+/// (`ENOSPC`, `EDQUOT`, also after evicting to make room), failing (`EIO`, `EROFS`), or the
+/// blob is larger than the size limit. The cache is a hint: callers show this as a warning
+/// and carry on without caching.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} was not stored in the layer cache: {reason}")]
+pub struct NotStored {
+    /// What was to be stored: `entry KEY` or `blob sha256:...`.
+    pub what: String,
+    /// Why not, for the warning.
+    pub reason: String,
+}
+
 impl CacheError {
+    /// Whether this is [`CacheError::NotStored`]: a warning, not a failure.
+    pub fn is_not_stored(&self) -> bool {
+        matches!(self, CacheError::NotStored(_))
+    }
+
+    /// Whether this is an I/O error of a full or failing filesystem (`ENOSPC`, `EDQUOT`,
+    /// `EIO`, `EROFS`), which the local cache degrades to a miss or a [`NotStored`].
+    pub(crate) fn is_storage_fault(&self) -> bool {
+        matches!(self, CacheError::Io { source, .. } if is_storage_fault(source))
+    }
+
+    /// Whether this is an I/O error of a full filesystem (`ENOSPC`, `EDQUOT`), which
+    /// evicting may cure.
+    pub(crate) fn is_no_space(&self) -> bool {
+        matches!(self, CacheError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc_errno::ENOSPC | libc_errno::EDQUOT)))
+    }
+
     /// A closure turning an I/O error into [`CacheError::Io`] for `path`.
     pub(crate) fn io(
         action: &'static str,
@@ -132,4 +167,20 @@ impl From<ocibuild_image::atomic::IoError> for CacheError {
             source: e.source,
         }
     }
+}
+
+/// Whether `e` is an error of a full or failing filesystem (`ENOSPC`, `EDQUOT`, `EIO`,
+/// `EROFS`) rather than of the request (`ENOENT`, `EACCES`, ...).
+pub(crate) fn is_storage_fault(e: &std::io::Error) -> bool {
+    use libc_errno::{EDQUOT, EIO, ENOSPC, EROFS};
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT | EIO | EROFS))
+}
+
+/// The errno values the cache tells apart, from nix.
+mod libc_errno {
+    use nix::errno::Errno;
+    pub const ENOSPC: i32 = Errno::ENOSPC as i32;
+    pub const EDQUOT: i32 = Errno::EDQUOT as i32;
+    pub const EIO: i32 = Errno::EIO as i32;
+    pub const EROFS: i32 = Errno::EROFS as i32;
 }

@@ -5,7 +5,11 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use ocibuild_image::atomic;
 use ocibuild_image::digest::HashingWriter;
@@ -84,20 +88,16 @@ pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Writes `bytes` to `dest` atomically: a temporary file in `tmp_dir`, fsync, rename,
-/// fsync of `dest`'s directory.
-pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    atomic::write_atomic(&temp_name(tmp_dir, "write"), dest, bytes)?;
+/// Writes `bytes` to `dest` atomically: the temporary file `tmp` (removed on failure),
+/// fsync, rename, fsync of `dest`'s directory.
+pub(crate) fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    atomic::write_atomic(tmp, dest, bytes)?;
     sync_dir(dest.parent().unwrap_or(Path::new(".")))
 }
 
-/// Copies `src` into a new temporary file in `tmp_dir`, hashing on the way, and fsyncs it.
-/// Returns the temporary file, the digest and the size.
-pub(crate) fn copy_to_temp(
-    tmp_dir: &Path,
-    src: &Path,
-) -> Result<(PathBuf, String, u64), CacheError> {
-    let tmp = temp_name(tmp_dir, "blob");
+/// Copies `src` into the new temporary file `tmp` (removed on failure), hashing on the way,
+/// and fsyncs it. Returns the temporary file, the digest and the size.
+pub(crate) fn copy_to_temp(tmp: PathBuf, src: &Path) -> Result<(PathBuf, String, u64), CacheError> {
     let result = (|| {
         let input = File::open(src).map_err(CacheError::io("open", src))?;
         let out = OpenOptions::new()
@@ -175,11 +175,14 @@ pub(crate) fn check_blob(path: &Path, digest: &str, size: Option<u64>) -> io::Re
 /// Removes `path` if it still is the file `identity` (so that a good blob another process
 /// has just renamed into place is not removed instead of the corrupt one).
 pub(crate) fn remove_if_same(path: &Path, identity: FileId) {
-    if let Ok(meta) = fs::symlink_metadata(path) {
-        if (meta.dev(), meta.ino()) == identity {
-            let _ = fs::remove_file(path);
-        }
+    if is_same(path, identity) {
+        let _ = fs::remove_file(path);
     }
+}
+
+/// Whether `path` still is the file `identity`.
+pub(crate) fn is_same(path: &Path, identity: FileId) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|meta| (meta.dev(), meta.ino()) == identity)
 }
 
 /// Sets `path`'s modification time to now (last use for LRU); errors are ignored because
@@ -188,28 +191,80 @@ pub(crate) fn touch(path: &Path) {
     let _ = filetime::set_file_mtime(path, filetime::FileTime::now());
 }
 
-/// An exclusive `flock` on a file, released when dropped.
+/// A `flock` on a file, released when dropped.
 pub(crate) struct FileLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
-/// Tries to take an exclusive lock on `path` without waiting: `Ok(None)` when another
-/// process (or another open file description in this one) holds it.
-pub(crate) fn try_lock(path: &Path) -> Result<Option<FileLock>, CacheError> {
-    let file = OpenOptions::new()
+/// Whether a [`lock`] is shared with other holders or exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockKind {
+    /// Several holders at once; none while an exclusive lock is held.
+    Shared,
+    /// One holder.
+    Exclusive,
+}
+
+/// Takes a `flock` of `kind` on `path` (created if missing), waiting for it.
+pub(crate) fn lock(path: &Path, kind: LockKind) -> Result<FileLock, CacheError> {
+    lock_blocking(open_lock_file(path)?, kind, path)
+}
+
+/// Takes a `flock` of `kind` on `path` (created if missing), waiting for it up to `wait`
+/// (not at all when it is zero): `None` when others held it all that time. So a stopped or
+/// stuck holder cannot hang every other process. The waiting is done by a thread, which
+/// releases the lock at once should it get it after `wait`.
+pub(crate) fn lock_within(
+    path: &Path,
+    kind: LockKind,
+    wait: Duration,
+) -> Result<Option<FileLock>, CacheError> {
+    let arg = match kind {
+        LockKind::Shared => FlockArg::LockSharedNonblock,
+        LockKind::Exclusive => FlockArg::LockExclusiveNonblock,
+    };
+    let file = match Flock::lock(open_lock_file(path)?, arg) {
+        Ok(lock) => return Ok(Some(FileLock { _lock: lock })),
+        Err((file, Errno::EWOULDBLOCK | Errno::EINTR)) => file,
+        Err((_, errno)) => return Err(CacheError::io("lock", path)(errno.into())),
+    };
+    if wait.is_zero() {
+        return Ok(None);
+    }
+    let (sender, receiver) = mpsc::channel();
+    let owned = path.to_path_buf();
+    std::thread::spawn(move || {
+        // Unsent (the caller gave up), the lock is dropped: released.
+        let _ = sender.send(lock_blocking(file, kind, &owned));
+    });
+    match receiver.recv_timeout(wait) {
+        Ok(locked) => locked.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Locks `file` (the lock file `path`), waiting for it.
+fn lock_blocking(file: File, kind: LockKind, path: &Path) -> Result<FileLock, CacheError> {
+    let arg = match kind {
+        LockKind::Shared => FlockArg::LockShared,
+        LockKind::Exclusive => FlockArg::LockExclusive,
+    };
+    let mut file = file;
+    loop {
+        match Flock::lock(file, arg) {
+            Ok(lock) => return Ok(FileLock { _lock: lock }),
+            Err((again, Errno::EINTR)) => file = again,
+            Err((_, errno)) => return Err(CacheError::io("lock", path)(errno.into())),
+        }
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, CacheError> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(CacheError::io("open lock file", path))?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(FileLock { _lock: lock })),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, errno)) => Err(CacheError::Io {
-            action: "lock",
-            path: path.to_path_buf(),
-            source: io::Error::from(errno),
-        }),
-    }
+        .map_err(CacheError::io("open lock file", path))
 }

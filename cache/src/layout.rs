@@ -22,7 +22,7 @@
 //! entries. [`LayoutCache::get`] verifies the manifest, config and layer blobs against
 //! their digests; a missing or corrupt blob makes the lookup a miss with a warning.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,8 +30,8 @@ use std::time::Duration;
 use ocibuild_image::manifest::{self, media_types, Descriptor, ImageIndex};
 
 use super::fsutil::{
-    check_blob, copy_to_temp, digest_hex, remove_if_exists, sync_dir, validate_key, write_atomic,
-    BlobCheck,
+    check_blob, copy_to_temp, digest_hex, lock, remove_if_exists, sync_dir, temp_name,
+    validate_key, write_atomic, BlobCheck, FileLock, LockKind,
 };
 use super::registry::{entry_config, entry_from_config, entry_manifest};
 use super::{CacheError, CachedLayer};
@@ -73,7 +73,7 @@ impl LayoutCache {
                 })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                write_atomic(&cache.tmp, &marker, OCI_LAYOUT_FILE.as_bytes())?;
+                write_atomic(&cache.temp("write"), &marker, OCI_LAYOUT_FILE.as_bytes())?;
             }
             Err(e) => return Err(CacheError::io("read", &marker)(e)),
         }
@@ -100,22 +100,13 @@ impl LayoutCache {
     }
 
     /// Takes the exclusive lock serialising rewrites of `index.json` (waits for it).
-    fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>, CacheError> {
-        let path = self.dir.join(".ocibuild-lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(CacheError::io("open lock file", &path))?;
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
-            CacheError::Io {
-                action: "lock",
-                path,
-                source: io::Error::from(errno),
-            }
-        })
+    fn lock(&self) -> Result<FileLock, CacheError> {
+        lock(&self.dir.join(".ocibuild-lock"), LockKind::Exclusive)
+    }
+
+    /// A fresh temporary file name in `.ocibuild-tmp/`.
+    fn temp(&self, what: &str) -> PathBuf {
+        temp_name(&self.tmp, what)
     }
 
     /// `index.json` (an empty index when missing).
@@ -134,7 +125,7 @@ impl LayoutCache {
 
     fn write_index(&self, index: &ImageIndex) -> Result<(), CacheError> {
         let bytes = manifest::index_json(index);
-        write_atomic(&self.tmp, &self.dir.join("index.json"), &bytes)
+        write_atomic(&self.temp("write"), &self.dir.join("index.json"), &bytes)
     }
 
     /// The manifest descriptor named `key` in `index.json` (the last one, if several).
@@ -276,7 +267,7 @@ impl LayoutCache {
             BlobCheck::Intact
         );
         if !present {
-            let (tmp, digest, _) = copy_to_temp(&self.tmp, file)?;
+            let (tmp, digest, _) = copy_to_temp(self.temp("blob"), file)?;
             if digest != layer.digest {
                 let _ = remove_if_exists(&tmp);
                 return Err(CacheError::DigestMismatch {
@@ -319,7 +310,7 @@ impl LayoutCache {
         if fs::read(&path).is_ok_and(|b| b == bytes) {
             return Ok(());
         }
-        write_atomic(&self.tmp, &path, bytes)
+        write_atomic(&self.temp("write"), &path, bytes)
     }
 }
 

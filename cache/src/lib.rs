@@ -23,15 +23,19 @@
 //!
 //! ```text
 //! DIR/
-//!   lock                  flock(2)ed exclusively (non-blocking) by whoever evicts
+//!   lock                  flock(2)ed shared by writers while a blob and what refers to it
+//!                         appear, exclusive while orphans are collected and blobs evicted
 //!   blobs/sha256/<hex>    content-addressed blobs: step layers and base-image layers
 //!   keys/<key>.json       one entry per step key: a CachedLayer as JSON; its mtime is the
 //!                         entry's last use (refreshed by every hit) and drives LRU eviction
+//!   refs/<hex>            an empty file for each blob added with put_blob (a base-image
+//!                         layer): that blob is kept for itself, no entry refers to it
 //!   diffids/<hex>         the diff_id ocibuild computed for blob sha256:<hex> (a base
 //!                         layer), so that a cached base layer is verified only once
 //!   images/<hex>.json     {"manifest": base64, "config": base64} of a base image, named by
 //!                         the manifest digest's hex
-//!   tmp/                  temporary files; ones older than an hour are removed by `open`
+//!   tmp/<id>.writer       one per process writing into tmp/, flock(2)ed by it while it lives
+//!   tmp/<what>.<id>.<n>.tmp  temporary files of writer <id>
 //! ```
 //!
 //! # Safety with several processes
@@ -39,10 +43,27 @@
 //! Every file is written under `tmp/`, fsynced and renamed into place (or hard-linked into
 //! place, which is just as atomic), and the directory is fsynced after the rename: readers
 //! see either no file or a complete one, and a process killed at any moment leaves at most
-//! a stray temporary file. Storing a blob that is already present is a no-op. Blobs are
+//! a stray temporary file, which the next [`LocalCache::open`] removes at once (its writer
+//! file is no longer locked). Storing a blob that is already present is a no-op. Blobs are
 //! verified (size and sha256) whenever they are handed out, and an entry whose blob is
-//! missing or corrupt is dropped with a warning. Eviction takes an exclusive `flock` on
-//! `DIR/lock` without waiting; when another process holds it, this process skips eviction.
+//! missing or corrupt is dropped with a warning.
+//!
+//! Builds storing the same key each store their own layer (layers are rarely
+//! reproducible), and the last entry written wins: the other blobs become orphans, which
+//! [`LocalCache::open`] and every eviction remove. A writer holds `DIR/lock` shared from
+//! the moment its blob appears until its entry (or `refs/<hex>`) is written, and
+//! collecting and evicting hold it exclusively, so a blob is never taken for an orphan
+//! between the two, and two evictions never both work from the same listing (which
+//! emptied the cache). A process stopped or stuck holding the lock hangs no other: opening
+//! then skips collecting, and stores and evictions give up after a minute. Eviction
+//! removes least recently used blobs first, never the blob being stored, and refuses
+//! ([`CacheError::NotStored`]) a layer larger than the limit rather than evicting
+//! everything for it.
+//!
+//! The cache is best-effort: a full filesystem (`ENOSPC`, `EDQUOT`) makes a store evict
+//! least recently used blobs to make room and try once more, and a full or failing one
+//! (`EIO`, `EROFS`) gives [`CacheError::NotStored`] — a warning, never a failed build. A
+//! lookup that cannot read the disk is a miss with a warning.
 //!
 //! A path returned by a hit stays valid until the blob is evicted, possibly by another
 //! process: open the file (an open descriptor survives removal) or hard-link it right away.
@@ -58,6 +79,7 @@ mod local;
 mod parse;
 mod registry;
 mod store;
+mod tempfiles;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -65,7 +87,7 @@ use std::path::{Path, PathBuf};
 use ocibuild_registry::Reference;
 use ocibuild_snapshot::LayerInfo;
 
-pub use error::CacheError;
+pub use error::{CacheError, NotStored};
 pub use key::StepKey;
 pub use layout::LayoutCache;
 pub use local::{CacheUsage, LocalCache};

@@ -20,7 +20,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// not be read: an unreachable registry, an unreadable layout) is turned into a miss with a
 /// warning by [`LayerCache`]. The one exception is a store whose
 /// [`CacheStore::lookup_errors_are_fatal`] is true (the local directory, which the build
-/// also uses for base-image blobs): its lookup errors stop the build. Storing never stops a
+/// also uses for base-image blobs): its lookup errors stop the build, except those of a
+/// failing disk (`EIO`), which are a miss with a warning there too. Storing never stops a
 /// build either: [`LayerCache::put`] returns failures as warnings.
 pub trait CacheStore: Debug + Send + Sync {
     /// What the store is called in warnings: "storing KEY in the NAME layer cache failed".
@@ -273,15 +274,19 @@ impl LayerCache {
     }
 
     /// Stores the layer `file` under `key` in every store. A failure does not stop the other
-    /// stores; failures are returned as warnings.
+    /// stores; failures (a [`CacheError::NotStored`] among them) are returned as warnings.
     pub async fn put(&self, key: &str, layer: &CachedLayer, file: &Path) -> Vec<String> {
         let mut warnings = Vec::new();
         for store in &self.stores {
-            if let Err(e) = store.insert(key, layer, file).await {
-                let name = store.name();
-                warnings.push(format!(
-                    "storing {key} in the {name} layer cache failed: {e}"
-                ));
+            match store.insert(key, layer, file).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_stored() => warnings.push(e.to_string()),
+                Err(e) => {
+                    let name = store.name();
+                    warnings.push(format!(
+                        "storing {key} in the {name} layer cache failed: {e}"
+                    ));
+                }
             }
         }
         warnings

@@ -3,8 +3,8 @@
 //! (`eval "$(scripts/lab.sh env)"` provides `OCIBUILD_TEST_REGISTRY`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::time::{Duration, SystemTime};
 
 use ocibuild_cache::{
@@ -12,84 +12,17 @@ use ocibuild_cache::{
     ReadOnly, RegistryCache,
 };
 use ocibuild_registry::{Client, ClientOptions};
-use sha2::{Digest, Sha256};
 
-/// Set in child processes: which role the child plays.
-const CHILD_ENV: &str = "OCIBUILD_CACHE_TEST_CHILD";
-/// The directory a child works in (the cache is its `cache/`).
-const CHILD_DIR_ENV: &str = "OCIBUILD_CACHE_TEST_DIR";
-/// A scratch directory on another filesystem for a child's layer files.
-const CHILD_SCRATCH_ENV: &str = "OCIBUILD_CACHE_TEST_SCRATCH";
+#[path = "helpers/common.rs"]
+mod common;
+#[allow(dead_code)]
+#[path = "helpers/local.rs"]
+mod local;
 
-/// Deterministic pseudo-random bytes for `seed`.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
-/// A 64-hex step key for `name`.
-fn key(name: &str) -> String {
-    hex::encode(Sha256::digest(name.as_bytes()))
-}
-
-/// Writes a "layer" file of `len` bytes in `dir` and returns its entry. Like the snapshot
-/// crate, it writes a new file and renames it into place, never rewriting a file in place
-/// (the cache may have hard-linked the previous one).
-fn layer_file(dir: &Path, seed: u64, len: usize) -> (CachedLayer, PathBuf) {
-    let bytes = content(seed, len);
-    let path = dir.join(format!("layer-{seed}-{}.tar.gz", std::process::id()));
-    let partial = path.with_extension("partial");
-    fs::write(&partial, &bytes).unwrap();
-    fs::rename(&partial, &path).unwrap();
-    let layer = CachedLayer {
-        digest: sha256(&bytes),
-        diff_id: sha256(format!("diff {seed}").as_bytes()),
-        size: len as u64,
-        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        created_by: format!("/bin/sh -c echo step {seed}"),
-        created: ocibuild_image::time::now_rfc3339(),
-    };
-    (layer, path)
-}
-
-fn entry_file(dir: &Path, key: &str) -> PathBuf {
-    dir.join("keys").join(format!("{key}.json"))
-}
-
-fn blob_file(dir: &Path, digest: &str) -> PathBuf {
-    dir.join("blobs/sha256")
-        .join(digest.strip_prefix("sha256:").unwrap())
-}
-
-/// Asserts that `key` is a hit for `layer` whose blob has the layer's digest.
-fn assert_hit(cache: &LocalCache, key: &str, layer: &CachedLayer) -> PathBuf {
-    let mut warnings = Vec::new();
-    let (got, path) = cache
-        .get(key, &mut warnings)
-        .unwrap()
-        .unwrap_or_else(|| panic!("{key} should be a hit; warnings: {warnings:?}"));
-    assert_eq!(&got, layer);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(sha256(&fs::read(&path).unwrap()), layer.digest);
-    path
-}
-
-/// A scratch directory on another filesystem than the cache (tmpfs), when there is one,
-/// so that storing copies instead of hard-linking.
-fn other_fs_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
-}
+use common::{content, key, layer_file, sha256};
+use local::{
+    assert_hit, blob_file, entry_file, other_fs_dir, spawn_writer, temp_files, wait_success,
+};
 
 #[test]
 fn put_then_get_returns_the_entry_and_an_intact_blob() {
@@ -182,7 +115,7 @@ fn bad_input_is_an_error_not_a_panic() {
     // Nothing was stored by the failed puts; the temp directory is clean.
     let usage = cache.usage().unwrap();
     assert_eq!((usage.entries, usage.blobs), (0, 0));
-    assert_eq!(fs::read_dir(tmp.path().join("c/tmp")).unwrap().count(), 0);
+    assert_eq!(temp_files(&tmp.path().join("c")), Vec::<String>::new());
     assert!(cache.blob("sha256:nothex").is_none());
 }
 
@@ -289,73 +222,13 @@ fn torn_writes_are_invisible_and_stale_temp_files_are_removed() {
     assert_hit(&cache, &key("torn"), &a);
 }
 
-/// Spawns this test binary running only `child_process_entry` in `role`.
-fn spawn_child(role: &str, dir: &Path, scratch: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, role)
-        .env(CHILD_DIR_ENV, dir)
-        .env(CHILD_SCRATCH_ENV, scratch)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Not a test on its own: the body of the child processes the other tests spawn.
-#[test]
-fn child_process_entry() {
-    let Ok(role) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let dir = PathBuf::from(std::env::var(CHILD_DIR_ENV).unwrap());
-    let scratch = PathBuf::from(std::env::var(CHILD_SCRATCH_ENV).unwrap());
-    let cache = LocalCache::open(&dir.join("cache"), None).unwrap();
-    if let Some(id) = role.strip_prefix("worker:") {
-        let id: u64 = id.parse().unwrap();
-        // Shared keys (same content in every worker) and own keys, interleaved.
-        for round in 0..6u64 {
-            for shared in 0..8u64 {
-                let (layer, file) = layer_file(dir.as_path(), 100 + shared, 30_000);
-                let k = key(&format!("shared-{shared}"));
-                cache.put(&k, &layer, &file).unwrap();
-                let mut warnings = Vec::new();
-                let (got, path) = cache.get(&k, &mut warnings).unwrap().unwrap();
-                assert_eq!(got.digest, layer.digest);
-                assert!(warnings.is_empty(), "{warnings:?}");
-                assert_eq!(sha256(&fs::read(path).unwrap()), layer.digest);
-            }
-            let seed = 1000 * id + round;
-            let (layer, file) = layer_file(&scratch, seed, 50_000);
-            let k = key(&format!("own-{seed}"));
-            cache.put(&k, &layer, &file).unwrap();
-            assert_hit(&cache, &k, &layer);
-        }
-    } else if role == "forever" {
-        // Puts until killed, alternating hard links and copies.
-        for i in 0u64.. {
-            let base = if i % 2 == 0 { dir.as_path() } else { &scratch };
-            let (layer, file) = layer_file(base, 5000 + i, 1_000_000);
-            cache.put(&key(&format!("k{i}")), &layer, &file).unwrap();
-            fs::remove_file(file).unwrap();
-        }
-    } else {
-        panic!("unknown child role {role}");
-    }
-}
-
 #[test]
 fn concurrent_processes_share_one_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let scratch = other_fs_dir();
     let cache = LocalCache::open(&tmp.path().join("cache"), None).unwrap();
     let children: Vec<Child> = (1..=3)
-        .map(|id| spawn_child(&format!("worker:{id}"), tmp.path(), scratch.path()))
+        .map(|id| spawn_writer("worker", &[&tmp.path(), &scratch.path(), &id.to_string()]))
         .collect();
     // Meanwhile this process reads the shared keys.
     let mut warnings = Vec::new();
@@ -371,13 +244,7 @@ fn concurrent_processes_share_one_directory() {
     }
     assert!(warnings.is_empty(), "{warnings:?}");
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "worker failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        wait_success(child);
     }
     let usage = cache.usage().unwrap();
     assert_eq!(usage.entries, 8 + 3 * 6);
@@ -403,7 +270,7 @@ fn sigkill_mid_write_leaves_only_complete_entries() {
     let scratch = other_fs_dir();
     let mut total_hits = 0;
     for (round, delay_ms) in [300u64, 650, 1000].into_iter().enumerate() {
-        let mut child = spawn_child("forever", tmp.path(), scratch.path());
+        let mut child = spawn_writer("forever", &[&tmp.path(), &scratch.path(), &"1000000"]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
@@ -428,10 +295,10 @@ fn sigkill_mid_write_leaves_only_complete_entries() {
             hits += 1;
         }
         assert!(warnings.is_empty(), "{warnings:?}");
-        let leftovers = fs::read_dir(dir.join("tmp")).unwrap().count();
-        eprintln!(
-            "round {round}: killed after {delay_ms} ms: {hits} entries, {leftovers} temp files"
-        );
+        eprintln!("round {round}: killed after {delay_ms} ms: {hits} entries");
+        // The open removed at once what the killed writer left in tmp/, its writer file
+        // included.
+        assert_eq!(local::names(&dir, "tmp"), Vec::<String>::new());
         assert!(hits >= total_hits, "round {round}: entries were lost");
         total_hits = hits;
         // Blobs in blobs/ are all complete, even those without an entry yet.
@@ -448,13 +315,6 @@ fn sigkill_mid_write_leaves_only_complete_entries() {
         total_hits > 0,
         "the children stored nothing before being killed"
     );
-    // Whatever the kills left in tmp/ goes once it is old.
-    let old = filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(7200));
-    for file in fs::read_dir(dir.join("tmp")).unwrap() {
-        filetime::set_file_mtime(file.unwrap().path(), old).unwrap();
-    }
-    LocalCache::open(&dir, None).unwrap();
-    assert_eq!(fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
 }
 
 #[test]
@@ -496,19 +356,34 @@ fn lru_eviction_keeps_recently_used_entries() {
     assert!(usage.blob_bytes <= 35_000, "{usage:?}");
     assert_eq!(usage.entries, 3);
 
-    // Base-image blobs take part too, and a single blob over the limit is kept.
+    // A layer larger than the limit is not stored, rather than evicting everything for it.
     let big = other_fs_dir();
     let (huge, huge_file) = layer_file(big.path(), 300, 50_000);
-    cache.put(&key("huge"), &huge, &huge_file).unwrap();
-    assert_hit(&cache, &key("huge"), &huge);
-    assert_eq!(cache.usage().unwrap().entries, 1);
+    let err = cache.put(&key("huge"), &huge, &huge_file).unwrap_err();
+    assert!(err.is_not_stored(), "{err}");
+    assert!(err.to_string().contains("size limit"), "{err}");
+    assert!(cache.get(&key("huge"), &mut warnings).unwrap().is_none());
+    assert_eq!(cache.usage().unwrap().entries, 3);
+    // A base-image blob over the limit is kept for the caller who needs it, without
+    // evicting anything for it; the next store evicts it first.
+    let download = big.path().join("download");
+    fs::copy(&huge_file, &download).unwrap();
+    let huge_blob = cache.put_blob(&huge.digest, &download).unwrap();
+    assert_eq!(cache.usage().unwrap().entries, 3);
+    pause();
+    cache.put(&key("lru5"), &layers[5].0, &layers[5].1).unwrap();
+    assert!(!huge_blob.exists());
+    assert_hit(&cache, &key("lru5"), &layers[5].0);
+    let usage = cache.usage().unwrap();
+    assert!(usage.blob_bytes <= 35_000, "{usage:?}");
+    assert_eq!(usage.entries, 3);
 
     // Without a limit nothing is evicted.
     let unlimited = LocalCache::open(&dir, None).unwrap();
     for (i, (layer, file)) in layers.iter().enumerate() {
         unlimited.put(&key(&format!("u{i}")), layer, file).unwrap();
     }
-    assert_eq!(unlimited.usage().unwrap().entries, 7);
+    assert_eq!(unlimited.usage().unwrap().entries, 9);
 }
 
 #[test]
