@@ -25,6 +25,8 @@
 //!   [`compress::zstd_encoder`] compress it on several threads, with the same bytes
 //!   whatever their number.
 //! - [`decompressed`] reads a gzip, zstd or plain layer blob as its tar.
+//! - [`write_sparse`] and [`copy_file_sparse`] write files keeping their holes, so that a
+//!   sparse file takes its data on disk, not its apparent size ([`sparse`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -37,6 +39,7 @@ pub mod overlay;
 pub mod rootfd;
 pub mod rootpath;
 pub mod snapshotter;
+pub mod sparse;
 pub mod store;
 pub mod tarwriter;
 pub mod unpack;
@@ -52,6 +55,7 @@ pub use overlay::{Overlay, OverlayLayers, Unavailable};
 pub use rootfd::{Dir, RootDir};
 pub use rootpath::{is_missing, resolve_in_root};
 pub use snapshotter::{Diff, RunRoot, Snapshotter, StepRoot};
+pub use sparse::{copy_file_sparse, write_sparse};
 pub use store::{
     default_store_dir, Inserted, LayerDigests, LayerEntry, LayerStore, PruneOptions, PruneReport,
     StoredLayer,

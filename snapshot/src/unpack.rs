@@ -11,6 +11,7 @@
 //! neither `..`, a symbolic link in the image (`a -> /etc`, then `a/passwd`), nor a link
 //! swapped in concurrently can make a write land outside the rootfs. Hard links link the
 //! entry they name (a symlink itself, never its target); xattrs are not set on symlinks.
+//! Regular files keep their holes: blocks of zeros are not written ([`crate::sparse`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -27,6 +28,7 @@ use crate::decompress::decompressed;
 use crate::error::{io_err, Error, Result};
 use crate::rootfd::{Dir, RootDir};
 use crate::rootpath::{clean_relative, is_missing, is_plain_name};
+use crate::sparse::write_sparse;
 
 /// Prefix of whiteout file names.
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -303,7 +305,9 @@ impl Unpacker {
         let slot = Slot { dir, name, path };
         let pax = PaxInfo::read(entry, &rel)?;
         let made = match kind {
-            EntryType::Regular | EntryType::Continuous => self.write_file(entry, &slot)?,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                self.write_file(entry, &slot)?
+            }
             EntryType::Directory => self.make_dir(&slot)?,
             EntryType::Symlink => self.make_symlink(entry, &rel, &slot)?,
             EntryType::Link => {
@@ -428,12 +432,13 @@ impl Unpacker {
         Ok(false)
     }
 
-    /// Writes a regular file from the entry's data.
+    /// Writes a regular file from the entry's data, blocks of zeros left as holes (a GNU
+    /// sparse entry reads as its holes' zeros).
     fn write_file<R: Read>(&mut self, entry: &mut tar::Entry<R>, slot: &Slot) -> Result<bool> {
         self.clear_slot(slot, false)?;
-        let mut file = slot.dir.create_file(&slot.name, 0o600)?;
+        let file = slot.dir.create_file(&slot.name, 0o600)?;
         let shown = self.shown(&slot.path);
-        let written = io::copy(entry, &mut file).map_err(io_err(&shown, "write file"))?;
+        let written = write_sparse(entry, &file).map_err(io_err(&shown, "write file"))?;
         self.stats.bytes += written;
         let meta = file.metadata().map_err(io_err(&shown, "stat file"))?;
         self.stats.disk_bytes += meta.blocks() * 512;
