@@ -10,7 +10,7 @@
 //! versions, or made when no writer file could be created) are removed once they are an
 //! hour old.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -37,6 +37,16 @@ const WRITER_ATTEMPTS: usize = 8;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The writer ids of this process. [`TempFiles::reclaim`] never probes them: on NFS, where
+/// `flock` is emulated with POSIX locks, which belong to a process, probing its own writer
+/// file would succeed (so take it for a dead one's) and, closing it, release the lock.
+static OWN_WRITERS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// [`OWN_WRITERS`], locked.
+fn own_writers() -> std::sync::MutexGuard<'static, BTreeSet<String>> {
+    OWN_WRITERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The `tmp/` directory of a cache and this process's writer file in it, shared by the
 /// clones of one cache; the writer file is removed when the last clone is dropped.
 #[derive(Clone)]
@@ -62,6 +72,7 @@ impl Drop for Writer {
     /// Removes the writer file (the lock is released right after, with the descriptor).
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
+        own_writers().remove(&self.id);
     }
 }
 
@@ -169,7 +180,11 @@ impl TempFiles {
         let ours = lock.metadata().map_err(CacheError::io("read", &path))?;
         let still =
             fs::metadata(&path).is_ok_and(|m| (m.dev(), m.ino()) == (ours.dev(), ours.ino()));
-        Ok(still.then_some(Writer {
+        if !still {
+            return Ok(None);
+        }
+        own_writers().insert(id.clone());
+        Ok(Some(Writer {
             id,
             path,
             _lock: lock,
@@ -198,7 +213,8 @@ impl TempFiles {
                 remove_if_stale(&entry.path());
             }
         }
-        for (id, temps) in by_writer {
+        let own = own_writers().clone();
+        for (id, temps) in by_writer.into_iter().filter(|(id, _)| !own.contains(id)) {
             let path = self.dir.join(format!("{id}{WRITER_SUFFIX}"));
             let lock = match probe(&path) {
                 Probe::Alive => continue,

@@ -6,10 +6,10 @@
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use ocibuild_snapshot::{copy_file_sparse, unpack_layer};
+use ocibuild_snapshot::{copy_file_sparse, unpack_layer, UnpackStats};
 
 const GIB: u64 = 1 << 30;
 /// What a file with a few bytes of data may take on disk at most.
@@ -20,14 +20,27 @@ fn allocated(path: &Path) -> u64 {
     fs::metadata(path).unwrap().blocks() * 512
 }
 
-/// Makes `dir/big.img`: 1 GiB, data at the start, in the middle and at the end only.
-fn make_sparse_file(dir: &Path) {
+/// Makes `tmp/src/big.img`: 1 GiB, data at the start, in the middle and at the end only.
+/// Returns `tmp/src`.
+fn make_sparse_file(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("src");
+    fs::create_dir(&dir).unwrap();
     let file = File::create(dir.join("big.img")).unwrap();
     file.set_len(GIB).unwrap();
     file.write_all_at(b"header", 0).unwrap();
     file.write_all_at(b"in the middle", GIB / 2 + 123).unwrap();
     file.write_all_at(b"trailer", GIB - 7).unwrap();
     assert!(allocated(&dir.join("big.img")) < SMALL);
+    dir
+}
+
+/// Unpacks the layer tar `archive` into a new `tmp/root` and returns its `big.img` and the
+/// unpacker's counters.
+fn unpack_big_img(tmp: &Path, archive: impl Read) -> (PathBuf, UnpackStats) {
+    let root = tmp.join("root");
+    fs::create_dir(&root).unwrap();
+    let stats = unpack_layer(archive, &root).unwrap();
+    (root.join("big.img"), stats)
 }
 
 /// Asserts that `cmp` finds `a` and `b` identical.
@@ -56,9 +69,7 @@ fn tar_of(dir: &Path, flags: &[&str]) -> std::process::Child {
 #[test]
 fn a_gnu_sparse_entry_unpacks_sparse() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    make_sparse_file(&src);
+    let src = make_sparse_file(tmp.path());
     let mut tar = tar_of(&src, &["--format=gnu", "--sparse"]);
     let mut archive = Vec::new();
     tar.stdout
@@ -70,10 +81,7 @@ fn a_gnu_sparse_entry_unpacks_sparse() {
     assert!(archive.len() < SMALL as usize, "tar wrote the holes");
     assert_eq!(archive[156], b'S', "a GNU sparse entry");
 
-    let root = tmp.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let stats = unpack_layer(archive.as_slice(), &root).unwrap();
-    let unpacked = root.join("big.img");
+    let (unpacked, stats) = unpack_big_img(tmp.path(), archive.as_slice());
     assert_eq!(fs::metadata(&unpacked).unwrap().len(), GIB);
     assert!(
         allocated(&unpacked) < SMALL,
@@ -87,16 +95,11 @@ fn a_gnu_sparse_entry_unpacks_sparse() {
 #[test]
 fn a_plain_entry_full_of_zeros_unpacks_sparse_and_copies_sparse() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    make_sparse_file(&src);
+    let src = make_sparse_file(tmp.path());
     // As Docker and ocibuild write layers: the holes are zeros in the tar.
     let mut tar = tar_of(&src, &["--format=posix"]);
-    let root = tmp.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let stats = unpack_layer(tar.stdout.take().unwrap(), &root).unwrap();
+    let (unpacked, stats) = unpack_big_img(tmp.path(), tar.stdout.take().unwrap());
     assert!(tar.wait().unwrap().success());
-    let unpacked = root.join("big.img");
     assert_eq!(stats.bytes, GIB);
     assert!(
         allocated(&unpacked) < SMALL,
