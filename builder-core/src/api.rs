@@ -397,7 +397,9 @@ impl BuiltImage {
     }
 
     /// Pushes the image to each `registry/repo[:tag]`, with the build's credentials and
-    /// registry settings; returns the manifest digest pushed to each.
+    /// registry settings; returns the manifest digest pushed to each. The layers upload a
+    /// few at a time, to every destination at once; config and manifest go out only once
+    /// every layer is confirmed everywhere, so a failed upload leaves no tag behind.
     pub async fn push(&self, destinations: &[&str]) -> Result<Vec<String>> {
         let destinations: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
         let mut uploads = Uploads::new(
