@@ -648,7 +648,7 @@ pub async fn push(
     for layer in &image.layers {
         let digest = layer.digest();
         if client
-            .blob_exists(dest, digest)
+            .blob_exists_for_push(dest, digest)
             .await
             .map_err(BuildError::registry(&context))?
         {
@@ -672,7 +672,7 @@ pub async fn push(
         pushed(digest, layer.size());
     }
     if !client
-        .blob_exists(dest, &manifested.config_digest)
+        .blob_exists_for_push(dest, &manifested.config_digest)
         .await
         .map_err(BuildError::registry(&context))?
     {
