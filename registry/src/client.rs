@@ -191,6 +191,8 @@ mod tests {
         Stall,
         /// Closes the connection without answering.
         Close,
+        /// Answers 200 with the head of this body (its full length announced) and closes.
+        Cut(Vec<u8>),
     }
 
     /// The requests a scripted registry got: `METHOD PATH` each.
@@ -247,9 +249,10 @@ mod tests {
                         log.push(request.clone());
                         log.len() - 1
                     };
-                    let (status, headers, body) = match script(n, &request) {
-                        Reply::Status(s, h) => (s, h, Vec::new()),
-                        Reply::Body(b) => (200, "", b),
+                    let (status, headers, body, cut) = match script(n, &request) {
+                        Reply::Status(s, h) => (s, h, Vec::new(), None),
+                        Reply::Body(b) => (200, "", b, None),
+                        Reply::Cut(b) => (200, "", b.clone(), Some(b.len() / 2)),
                         Reply::Stall => {
                             tokio::time::sleep(Duration::from_secs(3600)).await;
                             return;
@@ -261,7 +264,7 @@ mod tests {
                         body.len()
                     );
                     let _ = sock.write_all(head.as_bytes()).await;
-                    let _ = sock.write_all(&body).await;
+                    let _ = sock.write_all(&body[..cut.unwrap_or(body.len())]).await;
                     let _ = sock.shutdown().await;
                 });
             }
@@ -441,20 +444,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_broken_plain_http_connection_does_not_suggest_plain_http() {
-        let (addr, seen) = scripted_registry(|_, _| Reply::Close).await;
-        let opts = ClientOptions {
-            retries: 1,
-            ..Default::default()
-        };
-        let (c, r) = client(&addr, opts);
-        let e = c
-            .pull_blob_bytes(&r, &sha256_digest(BLOB))
-            .await
-            .unwrap_err();
-        assert!(matches!(e, Error::Http { .. }), "{e}");
-        assert!(!e.to_string().contains("--insecure"), "{e}");
-        assert_eq!(count(&seen, "GET"), 2, "a reset is retried");
+    async fn a_broken_plain_http_connection_is_retried_and_does_not_suggest_plain_http() {
+        for broken in [|| Reply::Close, || Reply::Cut(BLOB.to_vec())] {
+            let (addr, seen) = scripted_registry(move |_, _| broken()).await;
+            let opts = ClientOptions {
+                retries: 1,
+                ..Default::default()
+            };
+            let (c, r) = client(&addr, opts);
+            let dir = tempfile::tempdir().unwrap();
+            let digest = sha256_digest(BLOB);
+            let e = c
+                .pull_blob_to_file(&r, &digest, &dir.path().join("b"))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::Http { .. }), "{e}");
+            assert!(!e.to_string().contains("--insecure"), "{e}");
+            assert_eq!(count(&seen, "GET"), 2, "retried: {e}");
+            let e = c.pull_blob_bytes(&r, &digest).await.unwrap_err();
+            assert!(matches!(e, Error::Http { .. }), "{e}");
+            assert_eq!(count(&seen, "GET"), 4, "retried: {e}");
+        }
     }
 
     #[tokio::test]

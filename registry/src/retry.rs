@@ -73,9 +73,11 @@ pub(crate) fn verdict(e: &Error) -> Verdict {
     }
 }
 
-/// A request that failed in a way worth retrying (connection, timeout, request, body).
+/// A request that failed in a way worth retrying: connecting, a timeout, sending, or
+/// reading the body (a reset or cut-short body is a "decode" error to reqwest when it
+/// streams the body).
 pub(crate) fn is_transient(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() || e.is_decode()
 }
 
 impl RetryPolicy {
