@@ -35,6 +35,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
+use ocibuild_image::time::days_from_civil;
 
 /// The wait before the first retry, doubled for each further one.
 const BASE_DELAY: Duration = Duration::from_millis(200);
@@ -158,9 +159,9 @@ fn parse_http_date(text: &str) -> Option<u64> {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let month = MONTHS.iter().position(|m| *m == month)? as u64 + 1;
-    let day: u64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
-    let year: u64 = year.parse().ok().filter(|y| *y >= 1970)?;
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let year: i64 = year.parse().ok().filter(|y| *y >= 1970)?;
     let hms: Vec<u64> = time
         .split(':')
         .map(|p| p.parse().ok())
@@ -169,18 +170,8 @@ fn parse_http_date(text: &str) -> Option<u64> {
     if h > 23 || m > 59 || s > 60 {
         return None;
     }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
-}
-
-/// Days from 1970-01-01 to `year-month-day` (proleptic Gregorian, year ≥ 1970).
-fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
+    Some(days * 86_400 + h * 3600 + m * 60 + s)
 }
 
 #[cfg(test)]
