@@ -424,3 +424,30 @@ fn a_401_on_push_says_the_credentials_may_not_push() {
     assert_eq!(proxy.count("PUT", "/manifests/"), 0, "no manifest pushed");
     build.assert_nothing_tagged();
 }
+
+/// Needs no lab: the flag is checked before anything is built.
+#[test]
+fn registry_timeout_must_be_a_positive_duration() {
+    let demo = testdata("demo");
+    let demo = demo.to_str().unwrap();
+    for bad in ["0s", "0", "soon", "-1s", "3"] {
+        let flag = format!("--registry-timeout={bad}");
+        let out = ocibuild(&["build", "--context", demo, "--dryrun", &flag]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {stderr}");
+        assert!(stderr.contains("--registry-timeout"), "{bad}: {stderr}");
+    }
+    let out = ocibuild(&[
+        "build",
+        "--context",
+        demo,
+        "--dryrun",
+        "--registry-timeout",
+        "1.5s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
