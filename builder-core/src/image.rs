@@ -666,7 +666,7 @@ pub async fn push_layer(
     let digest = layer.digest();
     let context = format!("pushing to {dest}");
     if client
-        .blob_exists(dest, digest)
+        .blob_exists_for_push(dest, digest)
         .await
         .map_err(BuildError::registry(format!("{context}: layer {digest}")))?
     {
@@ -712,7 +712,7 @@ pub async fn push_config_and_manifest(
     let context = format!("pushing to {dest}");
     let config_digest = &manifested.config_digest;
     if !client
-        .blob_exists(dest, config_digest)
+        .blob_exists_for_push(dest, config_digest)
         .await
         .map_err(BuildError::registry(&context))?
     {

@@ -288,7 +288,7 @@ mod tests {
     fn queue(dir: &Path, destinations: &[&str], cancel: CancelToken) -> Uploads {
         let client = Client::new(ClientOptions {
             retries: 0,
-            push_retries: 0,
+            push_retries: Some(0),
             insecure_all: true,
             ..Default::default()
         })
