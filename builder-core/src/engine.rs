@@ -12,6 +12,7 @@ use crate::image::{BlobStore, Image, Layer, PulledImage};
 use crate::isolation::Isolation;
 use crate::mounts::{CacheMounts, MountError, Secrets};
 use crate::options::BuildOptions;
+use crate::upload::Uploads;
 use ocibuild_dockerfile::parser::Instruction;
 use ocibuild_dockerfile::pathmatch::IgnoreRules;
 use ocibuild_dockerfile::plan::{BuildArgs, Plan};
@@ -80,7 +81,8 @@ impl From<&BuildOptions> for StageOptions {
     }
 }
 
-/// The registry side of a build: its clients and the blob store of its work directory.
+/// The registry side of a build: its clients, the blob store of its work directory and
+/// the queue that uploads the image's layers while the build goes on.
 pub(crate) struct Registry {
     /// Pulls base images and their layers.
     pub pull_client: Client,
@@ -88,6 +90,9 @@ pub(crate) struct Registry {
     pub push_client: Client,
     /// Layer files, downloaded or made.
     pub blobs: BlobStore,
+    /// Uploads to the destinations: stages hand their layers to it
+    /// ([`Uploads::offer_stage`]) as soon as they exist.
+    pub uploads: Uploads,
 }
 
 impl Registry {

@@ -48,6 +48,7 @@ mod options;
 mod output;
 mod pushimage;
 mod stage;
+mod upload;
 mod warm;
 
 #[cfg(test)]
