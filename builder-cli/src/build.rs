@@ -1,7 +1,6 @@
 //! `ocibuild build` and `ocibuild executor` (without a subcommand): prepare the context,
 //! build, push.
 
-use crate::flags::logging::Verbosity;
 use crate::flags::{BuildFlags, Mode};
 use anyhow::{Context, Result};
 use ocibuild_core::{clean_root, BuildEvent};
@@ -10,8 +9,8 @@ use tokio::runtime::Runtime;
 /// Builds (or with `--dryrun` prints the plan) as the flags say, with the defaults of
 /// `mode`.
 pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
-    let mut opts = args.options(mode)?;
     let mut log = crate::log::Log::from_flags(&args.logging);
+    let mut opts = args.options(mode)?;
     for warning in args.ignored.warnings() {
         log.event(BuildEvent::Warning(warning));
     }
@@ -32,19 +31,6 @@ pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
         clean_root(&opts).context("--cleanup")?;
     }
     let out = out?;
-    if args.logging.verbosity >= Verbosity::Info {
-        if opts.cache {
-            eprintln!(
-                "cache: {} hits, {} misses",
-                out.cache_hits, out.cache_misses
-            );
-        }
-        eprintln!(
-            "built {} in {:.2}s ({} layers)",
-            out.manifest_digest,
-            started.elapsed().as_secs_f64(),
-            out.layers().len()
-        );
-    }
+    log.built(&out, started.elapsed(), opts.cache);
     Ok(())
 }

@@ -11,6 +11,7 @@ mod executor;
 mod flags;
 mod log;
 mod login;
+mod progress;
 mod prune;
 mod push;
 mod warm;
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", report(&err));
+            log::print_error(&report(&err));
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,7 @@
 //! One-line text of a [`BuildEvent`], for simple logs (`eprintln!("{event}")`).
 
 use crate::events::BuildEvent;
+use ocibuild_cache::format_size as human_size;
 use std::fmt;
 
 impl fmt::Display for BuildEvent {
@@ -70,22 +71,6 @@ impl fmt::Display for BuildEvent {
 fn short(digest: &str) -> &str {
     let end = digest.len().min("sha256:".len() + 12);
     digest.get(..end).unwrap_or(digest)
-}
-
-/// A byte count in B, KiB, MiB or GiB.
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

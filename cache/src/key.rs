@@ -21,9 +21,15 @@
 use sha2::{Digest, Sha256};
 
 /// Builds one key from the previous key and named, length-prefixed fields.
+///
+/// With `debug` logging of this module on (a `tracing` subscriber that wants it), each
+/// finished key is logged with its inputs: `cache key KEY of KIND: previous=…, kind=…,
+/// name=value, …` (values cut to 100 characters; whole at `trace`).
 #[derive(Debug, Clone)]
 pub struct StepKey {
     hasher: Sha256,
+    /// The fields as the log shows them, gathered only while it wants them.
+    shown: Option<Vec<String>>,
 }
 
 impl StepKey {
@@ -31,6 +37,7 @@ impl StepKey {
     pub fn after(previous: &str, kind: &str) -> StepKey {
         let mut key = StepKey {
             hasher: Sha256::new(),
+            shown: tracing::enabled!(tracing::Level::DEBUG).then(Vec::new),
         };
         key.hasher.update(b"ocibuild-cache-v1\0");
         key = key.field("previous", previous.as_bytes());
@@ -40,26 +47,61 @@ impl StepKey {
     /// Adds one named field.
     pub fn field(mut self, name: &str, value: impl AsRef<[u8]>) -> StepKey {
         let value = value.as_ref();
-        self.hasher.update((name.len() as u64).to_le_bytes());
-        self.hasher.update(name.as_bytes());
-        self.hasher.update((value.len() as u64).to_le_bytes());
-        self.hasher.update(value);
+        self.show(name, &String::from_utf8_lossy(value));
+        self.hash(name, value);
         self
     }
 
     /// Adds a list of strings as one field.
-    pub fn list<S: AsRef<str>>(self, name: &str, items: &[S]) -> StepKey {
+    pub fn list<S: AsRef<str>>(mut self, name: &str, items: &[S]) -> StepKey {
         let mut joined = Vec::new();
         for item in items {
             joined.extend_from_slice(&(item.as_ref().len() as u64).to_le_bytes());
             joined.extend_from_slice(item.as_ref().as_bytes());
         }
-        self.field(name, joined)
+        if self.shown.is_some() {
+            let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+            self.show(name, &format!("{items:?}"));
+        }
+        self.hash(name, &joined);
+        self
     }
 
     /// The key: 64 lowercase hex characters (a valid registry tag).
     pub fn finish(self) -> String {
-        hex::encode(self.hasher.finalize())
+        let key = hex::encode(self.hasher.finalize());
+        if let Some(shown) = self.shown {
+            let kind = shown
+                .get(1)
+                .and_then(|k| k.strip_prefix("kind="))
+                .unwrap_or_default();
+            let inputs = shown.join(", ");
+            tracing::debug!(key, "cache key {key} of {kind}: {inputs}");
+        }
+        key
+    }
+
+    /// Hashes one named field, its name and value length-prefixed.
+    fn hash(&mut self, name: &str, value: &[u8]) {
+        self.hasher.update((name.len() as u64).to_le_bytes());
+        self.hasher.update(name.as_bytes());
+        self.hasher.update((value.len() as u64).to_le_bytes());
+        self.hasher.update(value);
+    }
+
+    /// Keeps `name=value` for the log, when it wants the inputs: the value cut to 100
+    /// characters unless `trace` is on.
+    fn show(&mut self, name: &str, value: &str) {
+        let Some(shown) = &mut self.shown else {
+            return;
+        };
+        const LONGEST: usize = 100;
+        let whole = tracing::enabled!(tracing::Level::TRACE);
+        let value = match value.char_indices().nth(LONGEST) {
+            Some((end, _)) if !whole => format!("{}… ({} bytes)", &value[..end], value.len()),
+            _ => value.to_string(),
+        };
+        shown.push(format!("{name}={value}"));
     }
 }
 

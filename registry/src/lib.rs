@@ -48,16 +48,17 @@
 //! | [`error`] | the [`Error`] type, registry error bodies | — |
 //! | [`auth`] | docker `config.json` and credential helpers | `error` |
 //! | [`reference`](mod@reference) | image references, digest syntax, registry host normalisation | `error` |
+//! | [`trace`] | what is told to a `tracing` subscriber: requests, tokens, transfer spans | `reference` |
 //! | `retry` | the retry policy: which failures are retried, how often, backoff, `Retry-After` | `error` |
 //! | `idle` | the idle timeout: a request's progress and the watchdog on it | — |
 //! | `options` | [`ClientOptions`], plain data | `auth` (for [`DockerConfig`]) |
 //! | `digest` | [`sha256_digest`], digest checks and verification | `error`, `reference` |
 //! | `tls` | one reqwest client per TLS configuration, built from options; TLS diagnosis | `error`, `options`, `reference` |
 //! | `mirror` | mirrors and registry maps as pull sources | `error`, `options`, `reference` |
-//! | `token` | `WWW-Authenticate` challenges, bearer tokens, basic auth, the token cache | `auth`, `error`, `reference`, `retry`, `tls` |
-//! | `transport` | scheme (with loopback fallback), URLs, sending one attempt with auth and the idle timeout, status errors, retry policies per kind of request | `error`, `idle`, `options`, `reference`, `retry`, `tls`, `token` |
-//! | `pull` | manifests, platform selection, verified blob downloads, [`BlobObserver`], source fallback | `digest`, `error`, `idle`, `mirror`, `options`, `reference`, `token`, `transport` |
-//! | `push` | blob HEAD, cross-repository mount, monolithic upload, manifest PUT | `digest`, `error`, `idle`, `reference`, `token`, `transport` |
+//! | `token` | `WWW-Authenticate` challenges, bearer tokens, basic auth, the token cache | `auth`, `error`, `reference`, `retry`, `tls`, `trace` |
+//! | `transport` | scheme (with loopback fallback), URLs, sending one attempt with auth and the idle timeout, status errors, retry policies per kind of request | `error`, `idle`, `options`, `reference`, `retry`, `tls`, `token`, `trace` |
+//! | `pull` | manifests, platform selection, verified blob downloads, [`BlobObserver`], source fallback | `digest`, `error`, `idle`, `mirror`, `options`, `reference`, `token`, `trace`, `transport` |
+//! | `push` | blob HEAD, cross-repository mount, monolithic upload, manifest PUT | `digest`, `error`, `idle`, `reference`, `token`, `trace`, `transport` |
 //! | [`client`] | [`Client`], whose methods delegate to `pull` and `push` | `digest`, `error`, `options`, `pull`, `push`, `reference`, `token`, `transport` |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -75,6 +76,7 @@ pub mod reference;
 mod retry;
 mod tls;
 mod token;
+pub mod trace;
 mod transport;
 
 pub use auth::{Credential, DockerConfig};

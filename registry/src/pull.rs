@@ -18,6 +18,7 @@ use crate::mirror::PullSources;
 use crate::options::ClientOptions;
 use crate::reference::Reference;
 use crate::token::Access;
+use crate::trace::Transfer;
 use crate::transport::Transport;
 use ocibuild_image::manifest::{self, media_types, ImageManifest, MediaType};
 use ocibuild_image::platform::{self, Platform};
@@ -466,6 +467,7 @@ async fn download_once(
     };
     let mut file = tokio::fs::File::create(tmp).await.map_err(io_err)?;
     let mut hasher = Sha256Hasher::new();
+    let mut transfer = Transfer::start("pull", r, digest, resp.content_length());
     let mut stream = resp.bytes_stream();
     loop {
         let chunk = match next_within(&mut stream, t.options().idle_timeout).await {
@@ -474,6 +476,7 @@ async fn download_once(
             Some(Some(chunk)) => chunk.map_err(|e| Transport::http_err(r, &what, e))?,
         };
         hasher.update(&chunk);
+        transfer.advance(chunk.len());
         observe(observer, |o| o.update(&chunk));
         file.write_all(&chunk).await.map_err(io_err)?;
     }

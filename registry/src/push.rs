@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use futures_util::StreamExt;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
 
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::idle::Progress;
 use crate::reference::Reference;
 use crate::token::Access;
+use crate::trace::Transfer;
 use crate::transport::Transport;
 
 /// Whether blob `digest` exists in `r`'s repository (HEAD), asked with `access`: a push
@@ -156,9 +158,13 @@ pub(crate) async fn push_blob_file(
     upload(t, r, digest, size, |progress| {
         let f = std::fs::File::open(path).map_err(io_err)?;
         let f = tokio::fs::File::from_std(f);
-        Ok(reqwest::Body::wrap_stream(
-            progress.tracking(tokio_util::io::ReaderStream::new(f)),
-        ))
+        let mut transfer = Transfer::start("push", r, digest, Some(size));
+        let chunks = tokio_util::io::ReaderStream::new(f).inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                transfer.advance(chunk.len());
+            }
+        });
+        Ok(reqwest::Body::wrap_stream(progress.tracking(chunks)))
     })
     .await
 }

@@ -15,6 +15,7 @@ use crate::error::{error_detail, Error, Result};
 use crate::reference::Reference;
 use crate::retry::RetryPolicy;
 use crate::tls::{tls_failure, tls_hint};
+use crate::trace;
 use ocibuild_image::chain::error_chain;
 
 /// Access a request needs; determines the token scope.
@@ -227,6 +228,7 @@ impl Tokens {
             return Ok(had);
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
+            trace::basic(&r.registry, scopes, credential_kind(cred.as_ref()));
             return self.basic(r, access, cred);
         }
         Err(Error::Unauthorized {
@@ -289,7 +291,8 @@ impl Tokens {
                 }
             }
         }
-        let (status, body) = self
+        let started = std::time::Instant::now();
+        let answer = self
             .policy
             .run(|| async {
                 let req = token_request(http, &realm_url, service, &all_scopes, cred);
@@ -322,12 +325,20 @@ impl Tokens {
                 }
                 Ok((status, resp.text().await.map_err(net)?))
             })
-            .await
-            .map_err(|e| match e {
-                Error::Http { source, .. } => terr(error_chain(&source)),
-                Error::Status { status, .. } => terr(format!("HTTP {status}")),
-                other => other,
-            })?;
+            .await;
+        let outcome = answer.as_ref().map(|(s, _)| *s).map_err(|e| e.to_string());
+        trace::token(
+            &realm_url,
+            &all_scopes,
+            credential_kind(cred),
+            outcome,
+            started.elapsed(),
+        );
+        let (status, body) = answer.map_err(|e| match e {
+            Error::Http { source, .. } => terr(error_chain(&source)),
+            Error::Status { status, .. } => terr(format!("HTTP {status}")),
+            other => other,
+        })?;
         self.token_from(r, status, &body).map_err(terr)
     }
 
@@ -362,6 +373,15 @@ impl Tokens {
             .filter(|s| !s.is_empty())
             .or(t.access_token.filter(|s| !s.is_empty()))
             .ok_or_else(|| "token response has no token".to_string())
+    }
+}
+
+/// How logs name the credential a token request is made with.
+fn credential_kind(cred: Option<&Credential>) -> &'static str {
+    match cred {
+        Some(Credential::IdentityToken(_)) => "identity token",
+        Some(Credential::Basic { .. }) => "username and password",
+        None => "none",
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
@@ -16,6 +16,7 @@ use crate::reference::Reference;
 use crate::retry::{parse_retry_after, RetryPolicy};
 use crate::tls::{tls_failure, tls_hint, HttpClients};
 use crate::token::{Access, Tokens};
+use crate::trace;
 
 /// The HTTP side of a client: options, HTTP clients, tokens and the schemes found.
 pub(crate) struct Transport {
@@ -184,17 +185,28 @@ impl Transport {
         loop {
             let progress = Progress::new();
             let mut rb = build(self.http_for(r), &progress)?;
-            if let Some(h) = self.tokens.cached(&r.registry, &scopes) {
+            let auth = self.tokens.cached(&r.registry, &scopes);
+            if let Some(h) = &auth {
                 rb = rb.header(AUTHORIZATION, h);
             }
+            let (client, request) = rb.build_split();
+            let request = match request {
+                Ok(request) => request,
+                Err(e) => return Err(self.send_error(r, what, e).await),
+            };
+            let (method, url) = (request.method().clone(), request.url().clone());
+            let started = Instant::now();
             let sent = progress
-                .unless_stalled(self.opts.idle_timeout, rb.send())
+                .unless_stalled(self.opts.idle_timeout, client.execute(request))
                 .await
                 .ok_or_else(|| self.stalled(r, what))?;
+            let outcome = sent.as_ref().map(Response::status);
+            trace::request(&method, &url, outcome, started.elapsed());
             let resp = match sent {
                 Ok(resp) => resp,
                 Err(e) => return Err(self.send_error(r, what, e).await),
             };
+            trace::exchange(&method, &url, auth.as_deref(), resp.headers());
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }

@@ -247,7 +247,9 @@ impl Snapshotter for Overlay {
     fn diff(&mut self, step: &mut StepRoot) -> Result<Diff> {
         let layers = overlay_of(step)?;
         let lowers = LowerStack::new(layers.top_first().map(Path::to_path_buf).collect());
+        let started = std::time::Instant::now();
         let changes = upper::upper_changes(&layers.upper, &lowers)?;
+        crate::walk::log_changes("overlay", None, &changes, started.elapsed());
         Ok(Diff {
             changes,
             source: layers.upper.clone(),

@@ -138,7 +138,16 @@ impl StatWalk {
 
     /// Records the rootfs as it is now as the baseline for the next `changes` call.
     pub fn baseline(&mut self, rootfs: &Path) -> Result<()> {
-        self.baseline = Some(self.walk(rootfs)?);
+        let started = std::time::Instant::now();
+        let tree = self.walk(rootfs)?;
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(
+            examined = tree.len(),
+            duration_ms = ms,
+            "snapshot (walk): baseline of {} paths in {ms} ms",
+            tree.len()
+        );
+        self.baseline = Some(tree);
         wait_for_coarse_clock();
         Ok(())
     }
@@ -151,8 +160,10 @@ impl StatWalk {
                 rootfs: rootfs.to_path_buf(),
             });
         };
+        let started = std::time::Instant::now();
         let new = self.walk(rootfs)?;
         let changes = compare(old, &new);
+        log_changes("walk", Some(new.len()), &changes, started.elapsed());
         self.baseline = Some(new);
         wait_for_coarse_clock();
         Ok(changes)
@@ -241,6 +252,43 @@ impl Snapshotter for StatWalk {
     fn commit(&mut self, step: StepRoot) -> Result<Option<PathBuf>> {
         drop(step);
         Ok(None)
+    }
+}
+
+/// Logs what a snapshot found at `debug` (paths examined when known, paths changed, time),
+/// and at `trace` each changed path.
+pub(crate) fn log_changes(
+    snapshotter: &str,
+    examined: Option<usize>,
+    changes: &Changes,
+    elapsed: std::time::Duration,
+) {
+    let ms = elapsed.as_millis() as u64;
+    let (upserts, deletions, opaque) = (
+        changes.upserts.len(),
+        changes.deletions.len(),
+        changes.opaque_dirs.len(),
+    );
+    let examined_text = examined.map_or(String::new(), |n| format!("{n} paths examined, "));
+    tracing::debug!(
+        snapshotter,
+        examined,
+        upserts,
+        deletions,
+        opaque_dirs = opaque,
+        duration_ms = ms,
+        "snapshot ({snapshotter}): {examined_text}{upserts} added or changed, {deletions} deleted, {opaque} directories replaced, in {ms} ms"
+    );
+    if tracing::enabled!(tracing::Level::TRACE) {
+        for (mark, paths) in [
+            ("+", &changes.upserts),
+            ("-", &changes.deletions),
+            ("opaque", &changes.opaque_dirs),
+        ] {
+            for path in paths {
+                tracing::trace!("snapshot ({snapshotter}): {mark} /{}", path.display());
+            }
+        }
     }
 }
 
