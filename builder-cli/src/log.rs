@@ -265,8 +265,8 @@ impl Log {
 
     /// The level, text and paint of the line that `event` gives at this verbosity, if
     /// any: the event's own one-line text ([`BuildEvent`]'s `Display`); warnings from
-    /// `warn` on, blob transfers (with their byte counts, and time and rate once known)
-    /// from `debug` (the live view shows them itself), the rest from `info`.
+    /// `warn` on, blob transfers (with their byte counts) from `debug` (the live view
+    /// shows them itself, with time and rate), the rest from `info`.
     fn line(&self, event: &BuildEvent) -> Option<(Level, String, Paint)> {
         let (level, paint) = match event {
             BuildEvent::Warning(_) => (Level::Warning, Paint::Warning),
@@ -283,16 +283,7 @@ impl Log {
         if self.verbosity < level.least() {
             return None;
         }
-        let text = match event {
-            BuildEvent::BlobPulled { digest, .. } | BuildEvent::BlobPushed { digest, .. } => {
-                match self.transfers.timing(digest) {
-                    Some(timing) => format!("{event}, {timing}"),
-                    None => event.to_string(),
-                }
-            }
-            _ => event.to_string(),
-        };
-        Some((level, text, paint))
+        Some((level, event.to_string(), paint))
     }
 
     /// Reports the build's end at `info`: the summary table (live view), the cache

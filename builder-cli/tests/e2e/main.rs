@@ -20,6 +20,7 @@ mod hostile;
 mod liveroot;
 mod mounts;
 mod outputs;
+mod progress;
 mod prune;
 mod push;
 mod sandbox;
