@@ -389,20 +389,13 @@ fn manifest_lists_resolve_to_the_build_platform() {
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
 fn registries_with_basic_auth_use_docker_config_credentials() {
-    let auth_reg = std::env::var("OCIBUILD_TEST_AUTH_REGISTRY")
-        .expect("OCIBUILD_TEST_AUTH_REGISTRY is not set: run scripts/test.sh");
-    let user = std::env::var("OCIBUILD_TEST_AUTH_USER").unwrap();
-    let password = std::env::var("OCIBUILD_TEST_AUTH_PASSWORD").unwrap();
-    let docker_config = tempfile::tempdir().unwrap();
-    let token = run(
-        "sh",
-        &["-c", &format!("printf %s '{user}:{password}' | base64")],
-    );
-    fs::write(
-        docker_config.path().join("config.json"),
-        json!({"auths": {auth_reg.clone(): {"auth": token.trim()}}}).to_string(),
-    )
-    .unwrap();
+    let AuthRegistry {
+        registry: auth_reg,
+        docker_config,
+        user,
+        password,
+        ..
+    } = auth_registry();
     let with_creds = [("DOCKER_CONFIG", docker_config.path().to_str().unwrap())];
     let empty_config = tempfile::tempdir().unwrap();
     let without_creds = [("DOCKER_CONFIG", empty_config.path().to_str().unwrap())];

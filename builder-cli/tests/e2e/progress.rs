@@ -5,6 +5,7 @@
 
 use crate::common::*;
 use serde_json::Value;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// Runs `ocibuild ARGS...` on a pseudo-terminal (`script`), with `TERM=xterm` and `env`;
@@ -50,6 +51,27 @@ fn shows_elapsed(text: &str, what: &str) -> bool {
     })
 }
 
+/// `build` of `ctx` pushed to `dest` with the layer cache in `cache`, then `extra`.
+fn pushing(ctx: &Path, dest: &str, cache: &Path, extra: &[&str]) -> Vec<String> {
+    let fixed = [
+        "build",
+        "--context",
+        ctx.to_str().unwrap(),
+        "--destination",
+        dest,
+        "--insecure",
+        "--cache",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    fixed.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+/// `args` borrowed, as the runners take them.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// A context that pulls the lab's busybox, prints from a RUN that takes a second, and
 /// makes a 2 MiB layer to push.
 fn busy_context() -> tempfile::TempDir {
@@ -70,17 +92,8 @@ fn on_a_terminal_the_live_view_shows_steps_transfers_output_and_a_summary_table(
     let ctx = busy_context();
     let cache = tempfile::tempdir().unwrap();
     let dest = format!("{}:live", unique_repo("progress"));
-    let args = [
-        "build",
-        "--context",
-        ctx.path().to_str().unwrap(),
-        "--destination",
-        &dest,
-        "--insecure",
-        "--cache",
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ];
+    let args = pushing(ctx.path(), &dest, cache.path(), &[]);
+    let args = strs(&args);
     // NO_COLOR: the view is drawn, but nothing is coloured.
     let (ok, first) = on_terminal(&args, &[("NO_COLOR", "1")]);
     assert!(ok, "{first}");
@@ -244,22 +257,13 @@ fn json_logs_are_one_object_per_line_with_structured_fields_errors_included() {
     let ctx = busy_context();
     let cache = tempfile::tempdir().unwrap();
     let dest = format!("{}:json", unique_repo("progress"));
-    let args = [
-        "build",
-        "--context",
-        ctx.path().to_str().unwrap(),
-        "--destination",
+    let args = pushing(
+        ctx.path(),
         &dest,
-        "--insecure",
-        "--cache",
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "--log-format",
-        "json",
-        "-v",
-        "debug",
-    ];
-    let out = ocibuild(&args);
+        cache.path(),
+        &["--log-format", "json", "-v", "debug"],
+    );
+    let out = ocibuild(&strs(&args));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let lines = json_lines(&stderr);
@@ -272,7 +276,10 @@ fn json_logs_are_one_object_per_line_with_structured_fields_errors_included() {
     );
     let done = events(&lines, "step_done");
     assert!(done[1]["duration_ms"].as_u64().unwrap() >= 1000, "{stderr}");
-    assert_eq!(done[2]["layer"]["size"].as_u64().unwrap() > 2_000_000, true);
+    assert!(
+        done[2]["layer"]["size"].as_u64().unwrap() > 2_000_000,
+        "{stderr}"
+    );
     assert!(done[2]["layer"]["digest"]
         .as_str()
         .unwrap()
@@ -339,45 +346,24 @@ fn json_logs_are_one_object_per_line_with_structured_fields_errors_included() {
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
 fn debug_shows_registry_requests_scopes_cache_keys_and_snapshots_but_no_credentials() {
-    let auth_reg = std::env::var("OCIBUILD_TEST_AUTH_REGISTRY").unwrap();
-    let user = std::env::var("OCIBUILD_TEST_AUTH_USER").unwrap();
-    let password = std::env::var("OCIBUILD_TEST_AUTH_PASSWORD").unwrap();
-    let basic = run(
-        "sh",
-        &["-c", &format!("printf %s '{user}:{password}' | base64")],
-    );
-    let basic = basic.trim();
-    let docker_config = tempfile::tempdir().unwrap();
-    std::fs::write(
-        docker_config.path().join("config.json"),
-        serde_json::json!({"auths": {auth_reg.clone(): {"auth": basic}}}).to_string(),
-    )
-    .unwrap();
+    let AuthRegistry {
+        registry: auth_reg,
+        docker_config,
+        password,
+        basic,
+        ..
+    } = auth_registry();
     let with_creds = [("DOCKER_CONFIG", docker_config.path().to_str().unwrap())];
     let ctx = busy_context();
     let dest = format!("{auth_reg}/progress-debug:{}", std::process::id());
     // Each build with an empty cache directory: every step runs and is snapshotted.
     let build = |level: &str| {
         let cache = tempfile::tempdir().unwrap();
-        let out = ocibuild_with_env(
-            &[
-                "build",
-                "--context",
-                ctx.path().to_str().unwrap(),
-                "--destination",
-                &dest,
-                "--insecure",
-                "--cache",
-                "--cache-dir",
-                cache.path().to_str().unwrap(),
-                "-v",
-                level,
-            ],
-            &with_creds,
-        );
+        let args = pushing(ctx.path(), &dest, cache.path(), &["-v", level]);
+        let out = ocibuild_with_env(&strs(&args), &with_creds);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{stderr}");
-        for secret in [password.as_str(), basic] {
+        for secret in [password.as_str(), basic.as_str()] {
             assert!(
                 !stderr.contains(secret),
                 "a credential in the log:\n{stderr}"

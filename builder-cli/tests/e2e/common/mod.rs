@@ -100,6 +100,46 @@ pub fn build_ok(args: &[&str]) -> Output {
     out
 }
 
+/// The lab's registry that wants credentials, and a docker config directory with them.
+pub struct AuthRegistry {
+    /// `host:port`.
+    pub registry: String,
+    /// A `DOCKER_CONFIG` directory whose `config.json` has the credentials.
+    pub docker_config: tempfile::TempDir,
+    /// The user name and password.
+    pub user: String,
+    pub password: String,
+    /// The config's `auth` value: base64 of `user:password`.
+    pub basic: String,
+}
+
+/// The lab's registry that wants credentials (`OCIBUILD_TEST_AUTH_*`), with a docker
+/// config that has them.
+pub fn auth_registry() -> AuthRegistry {
+    let registry = std::env::var("OCIBUILD_TEST_AUTH_REGISTRY")
+        .expect("OCIBUILD_TEST_AUTH_REGISTRY is not set: run scripts/test.sh");
+    let user = std::env::var("OCIBUILD_TEST_AUTH_USER").unwrap();
+    let password = std::env::var("OCIBUILD_TEST_AUTH_PASSWORD").unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let basic = run(
+        "sh",
+        &["-c", &format!("printf %s '{user}:{password}' | base64")],
+    );
+    let basic = basic.trim().to_string();
+    std::fs::write(
+        docker_config.path().join("config.json"),
+        serde_json::json!({"auths": {registry.clone(): {"auth": basic}}}).to_string(),
+    )
+    .unwrap();
+    AuthRegistry {
+        registry,
+        docker_config,
+        user,
+        password,
+        basic,
+    }
+}
+
 /// Runs a command and returns its stdout, panicking with stderr when it fails.
 pub fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
