@@ -594,7 +594,7 @@ mod tests {
 
         std::fs::write(&config, "{broken").unwrap();
         let err = DockerConfig::default()
-            .with_auth_files(&[config.clone()])
+            .with_auth_files(std::slice::from_ref(&config))
             .unwrap_err()
             .to_string();
         assert!(err.contains(&config.display().to_string()), "{err}");
