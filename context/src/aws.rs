@@ -17,7 +17,7 @@
 //! `https://sts.REGION.amazonaws.com`. Nothing found means no credentials: the request is
 //! sent unsigned (public objects).
 
-use crate::object::{credentials_error, form, metadata_client, now_secs, xml_field};
+use crate::object::{credentials_error, form, json_answer, metadata_client, now_secs, xml_field};
 use crate::{ContextEnv, ContextError, Result};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -402,27 +402,8 @@ async fn container_credentials(env: &ContextEnv) -> Result<Option<AwsCredentials
     if let Some(token) = token {
         request = request.header("authorization", token);
     }
-    let json = get_json(request).await.map_err(fail)?;
+    let json = json_answer(request).await.map_err(fail)?;
     json_credentials(&json, source).map(Some).map_err(fail)
-}
-
-/// The JSON body of a successful answer to `request`.
-async fn get_json(
-    request: reqwest::RequestBuilder,
-) -> std::result::Result<serde_json::Value, String> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| ocibuild_image::chain::error_chain(&e))?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!(
-            "HTTP {status}{}",
-            crate::object::error_detail(&text)
-        ));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("not JSON credentials: {e}"))
 }
 
 /// `AccessKeyId`, `SecretAccessKey` and `Token` of a container or instance credentials
@@ -499,7 +480,7 @@ async fn instance_credentials(env: &ContextEnv) -> Result<Option<AwsCredentials>
     let Some(role) = roles.lines().map(str::trim).find(|l| !l.is_empty()) else {
         return Ok(None);
     };
-    let json = get_json(get(role.to_string())).await.map_err(fail)?;
+    let json = json_answer(get(role.to_string())).await.map_err(fail)?;
     json_credentials(&json, source).map(Some).map_err(fail)
 }
 

@@ -171,24 +171,17 @@ pub(crate) async fn azure_get(blob: &AzureBlob, env: &ContextEnv, dest: &Path) -
     let client = fetch::http_client(true)
         .map_err(|e| request_error(&object, &url, ocibuild_image::chain::error_chain(&e)))?;
     let shown = url.clone();
-    let date = fetch::format_http_date(now_secs());
-    let headers = [("x-ms-date", date.as_str()), ("x-ms-version", API_VERSION)];
     if let Auth::Sas(sas) = &access.auth {
         url.set_query(Some(sas.trim_start_matches('?')));
     }
-    let mut request = client.get(url.clone()).headers(header_map(&headers));
-    if let Auth::SharedKey { account, key } = &access.auth {
-        let authorization = shared_key_authorization(
-            &SharedKeyRequest {
-                method: "GET",
-                account,
-                url: &url,
-                headers: &headers,
-            },
-            key,
-        )
-        .map_err(|reason| credentials_error(&access.source, reason))?;
-        request = request.header("authorization", authorization);
+    let headers = match &access.auth {
+        Auth::SharedKey { account, key } => shared_key_headers("GET", &url, account, key, &[])
+            .map_err(|reason| credentials_error(&access.source, reason))?,
+        _ => version_headers(),
+    };
+    let mut request = client.get(url.clone());
+    for (name, value) in &headers {
+        request = request.header(name.as_str(), value.as_str());
     }
     let get = ObjectGet {
         object,
@@ -206,17 +199,41 @@ pub(crate) async fn azure_get(blob: &AzureBlob, env: &ContextEnv, dest: &Path) -
     .await
 }
 
-fn header_map(headers: &[(&str, &str)]) -> reqwest::header::HeaderMap {
-    let mut map = reqwest::header::HeaderMap::new();
-    for (name, value) in headers {
-        if let (Ok(n), Ok(v)) = (
-            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-            reqwest::header::HeaderValue::from_str(value),
-        ) {
-            map.insert(n, v);
-        }
-    }
-    map
+/// `x-ms-date` (now) and `x-ms-version`, which every request carries.
+fn version_headers() -> Vec<(String, String)> {
+    vec![
+        ("x-ms-date".to_string(), fetch::format_http_date(now_secs())),
+        ("x-ms-version".to_string(), API_VERSION.to_string()),
+    ]
+}
+
+/// The headers of a request signed with Shared Key: `headers` (the `x-ms-*` and standard
+/// ones it sends, e.g. `content-length`), `x-ms-date` (now), `x-ms-version` and
+/// `authorization`, for `method` of `url` in `account` with the base64 account `key`.
+pub fn shared_key_headers(
+    method: &str,
+    url: &reqwest::Url,
+    account: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut all: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    all.extend(version_headers());
+    let signed: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let authorization = shared_key_authorization(
+        &SharedKeyRequest {
+            method,
+            account,
+            url,
+            headers: &signed,
+        },
+        key,
+    )?;
+    all.push(("authorization".to_string(), authorization));
+    Ok(all)
 }
 
 /// The inputs of one Shared Key signature.

@@ -14,7 +14,8 @@
 //! 5. nothing: the request is sent without credentials (public objects).
 
 use crate::object::{
-    credentials_error, form, metadata_client, now_secs, request_error, uri_encode, ObjectGet,
+    credentials_error, form, json_answer, json_of, metadata_client, now_secs, request_error,
+    uri_encode, ObjectGet,
 };
 use crate::{fetch, ContextEnv, ContextError, Result};
 use base64::Engine;
@@ -185,8 +186,9 @@ async fn file_token(path: &Path, source: &str) -> Result<Token> {
         .post(token_uri)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body);
-    let access_token = token_answer(request)
+    let access_token = json_answer(request)
         .await
+        .and_then(|json| access_token_of(&json))
         .map_err(|e| fail(format!("token endpoint {token_uri}: {e}")))?;
     Ok(Token {
         access_token,
@@ -194,23 +196,11 @@ async fn file_token(path: &Path, source: &str) -> Result<Token> {
     })
 }
 
-/// The `access_token` of a token endpoint's answer to `request`.
-async fn token_answer(request: reqwest::RequestBuilder) -> std::result::Result<String, String> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| ocibuild_image::chain::error_chain(&e))?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!(
-            "HTTP {status}{}",
-            crate::object::error_detail(&text)
-        ));
-    }
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("access_token")?.as_str().map(str::to_string))
+/// The `access_token` of a token endpoint's (or the metadata server's) JSON answer.
+fn access_token_of(json: &serde_json::Value) -> std::result::Result<String, String> {
+    json.get("access_token")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
         .ok_or_else(|| "the answer has no access_token".to_string())
 }
 
@@ -291,18 +281,10 @@ async fn metadata_token(env: &ContextEnv) -> Result<Option<Token>> {
     if response.status().as_u16() == 404 {
         return Ok(None);
     }
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    if !status.is_success() {
-        return Err(fail(format!(
-            "HTTP {status}{}",
-            crate::object::error_detail(&text)
-        )));
-    }
-    let access_token = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("access_token")?.as_str().map(str::to_string))
-        .ok_or_else(|| fail("the answer has no access_token".to_string()))?;
+    let access_token = json_of(response)
+        .await
+        .and_then(|json| access_token_of(&json))
+        .map_err(fail)?;
     Ok(Some(Token {
         access_token,
         source,

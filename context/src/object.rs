@@ -121,6 +121,29 @@ pub(crate) fn metadata_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// The JSON body of `request`'s answer, which must be a success; the error is one line.
+pub(crate) async fn json_answer(
+    request: reqwest::RequestBuilder,
+) -> std::result::Result<serde_json::Value, String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ocibuild_image::chain::error_chain(&e))?;
+    json_of(response).await
+}
+
+/// The JSON body of `response`, which must be a success; the error is one line.
+pub(crate) async fn json_of(
+    response: reqwest::Response,
+) -> std::result::Result<serde_json::Value, String> {
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}{}", error_detail(&text)));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("the answer is not JSON: {e}"))
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters (and `/` when asked).
 pub(crate) fn uri_encode(text: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(text.len());

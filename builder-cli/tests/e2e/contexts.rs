@@ -6,47 +6,21 @@
 
 use crate::common::*;
 use crate::executor::{build_demo_from, demo_tar_gz, env_var};
-use ocibuild_context::azure::{
-    shared_key_authorization, SharedKeyRequest, API_VERSION, DEV_ACCOUNT, DEV_ACCOUNT_KEY,
-};
+use ocibuild_context::azure::{shared_key_headers, DEV_ACCOUNT, DEV_ACCOUNT_KEY};
 use std::path::Path;
 
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
 fn gs_context_from_the_gcs_emulator() {
     let emulator = env_var("OCIBUILD_TEST_GCS");
-    let dir = tempfile::tempdir().unwrap();
-    let tar = demo_tar_gz(dir.path());
-    let bucket = unique_string("ctx-gs").to_ascii_lowercase();
+    let (_dir, tar, bucket) = demo_archive("ctx-gs");
     let created = format!("{{\"name\":\"{bucket}\"}}");
-    run(
-        "curl",
-        &[
-            "-sSf",
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "--data",
-            &created,
-            &format!("{emulator}/storage/v1/b?project=ocibuild"),
-        ],
+    let buckets = format!("{emulator}/storage/v1/b?project=ocibuild");
+    curl_post("application/json", &created, &buckets);
+    let upload = format!(
+        "{emulator}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=builds/ctx.tar.gz"
     );
-    run(
-        "curl",
-        &[
-            "-sSf",
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/gzip",
-            "--data-binary",
-            &format!("@{}", tar.display()),
-            &format!(
-                "{emulator}/upload/storage/v1/b/{bucket}/o?uploadType=media&name=builds/ctx.tar.gz"
-            ),
-        ],
-    );
+    curl_post("application/gzip", &format!("@{}", tar.display()), &upload);
     let env = [("STORAGE_EMULATOR_HOST", emulator.as_str())];
     build_demo_from(
         "ctx-gs",
@@ -76,41 +50,39 @@ fn gs_context_from_the_gcs_emulator() {
     );
 }
 
+/// `curl -X POST` of `data` (`@FILE` for a file) as `content_type` to `url`.
+fn curl_post(content_type: &str, data: &str, url: &str) {
+    let header = format!("content-type: {content_type}");
+    run(
+        "curl",
+        &[
+            "-sSf",
+            "-X",
+            "POST",
+            "-H",
+            &header,
+            "--data-binary",
+            data,
+            url,
+        ],
+    );
+}
+
 /// `curl -X PUT` of `body` (a file, or nothing) to azurite's `path`, signed with the
 /// account key.
 fn azure_put(endpoint: &str, path: &str, extra: &[(&str, &str)], body: Option<&Path>) {
-    let date = ocibuild_context::fetch::format_http_date(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    );
     let url = reqwest::Url::parse(&format!("{endpoint}{path}")).unwrap();
     let length = body
         .map_or(0, |b| std::fs::metadata(b).unwrap().len())
         .to_string();
     let mut headers = vec![
-        ("x-ms-date", date.as_str()),
-        ("x-ms-version", API_VERSION),
         ("content-length", length.as_str()),
         ("content-type", "application/octet-stream"),
     ];
     headers.extend_from_slice(extra);
-    let auth = shared_key_authorization(
-        &SharedKeyRequest {
-            method: "PUT",
-            account: DEV_ACCOUNT,
-            url: &url,
-            headers: &headers,
-        },
-        DEV_ACCOUNT_KEY,
-    )
-    .unwrap();
+    let signed = shared_key_headers("PUT", &url, DEV_ACCOUNT, DEV_ACCOUNT_KEY, &headers).unwrap();
     let mut args = vec!["-sSf".to_string(), "-X".into(), "PUT".into()];
-    for (name, value) in headers
-        .iter()
-        .chain([("authorization", auth.as_str())].iter())
-    {
+    for (name, value) in signed {
         args.push("-H".into());
         args.push(format!("{name}: {value}"));
     }
@@ -123,13 +95,19 @@ fn azure_put(endpoint: &str, path: &str, extra: &[(&str, &str)], body: Option<&P
     run("curl", &args);
 }
 
+/// A temporary directory holding the demo context as `ctx.tar.gz`, and a unique
+/// lower-case name starting with `tag` (for a bucket or a container).
+fn demo_archive(tag: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = demo_tar_gz(dir.path());
+    (dir, tar, unique_string(tag).to_ascii_lowercase())
+}
+
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
 fn azure_blob_context_from_azurite() {
     let endpoint = env_var("OCIBUILD_TEST_AZURITE");
-    let dir = tempfile::tempdir().unwrap();
-    let tar = demo_tar_gz(dir.path());
-    let container = unique_string("ctx-az").to_ascii_lowercase();
+    let (_dir, tar, container) = demo_archive("ctx-az");
     azure_put(
         &endpoint,
         &format!("/{container}?restype=container"),

@@ -14,10 +14,7 @@ use super::server::{json_ok, serve, Answer, Seen};
 use super::{prepare_context_with, read};
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use ocibuild_context::azure::{
-    shared_key_authorization, SharedKeyRequest, API_VERSION, DEV_ACCOUNT, DEV_ACCOUNT_KEY,
-};
-use ocibuild_context::fetch::format_http_date;
+use ocibuild_context::azure::{shared_key_headers, DEV_ACCOUNT, DEV_ACCOUNT_KEY};
 use ocibuild_context::s3::amz_date_now;
 use ocibuild_context::{
     parse_context, sigv4_authorization, ContextEnv, ContextError, GitOptions, SigV4Request,
@@ -764,42 +761,18 @@ fn azurite() -> String {
 /// A PUT to azurite signed with the account key by ocibuild's Shared Key code.
 async fn azure_put(path: &str, extra: &[(&str, &str)], body: Vec<u8>) {
     let url = reqwest::Url::parse(&format!("{}{path}", azurite())).unwrap();
-    let date = format_http_date(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    );
     let length = body.len().to_string();
-    let mut headers = vec![
-        ("x-ms-date", date.as_str()),
-        ("x-ms-version", API_VERSION),
-        ("content-length", length.as_str()),
-    ];
+    let mut headers = vec![("content-length", length.as_str())];
     headers.extend_from_slice(extra);
-    let auth = shared_key_authorization(
-        &SharedKeyRequest {
-            method: "PUT",
-            account: DEV_ACCOUNT,
-            url: &url,
-            headers: &headers,
-        },
-        DEV_ACCOUNT_KEY,
-    )
-    .unwrap();
-    let mut request = reqwest::Client::new()
-        .put(url.clone())
-        .header("authorization", auth);
-    for (name, value) in headers.iter().filter(|(n, _)| *n != "content-length") {
-        request = request.header(*name, *value);
+    let signed = shared_key_headers("PUT", &url, DEV_ACCOUNT, DEV_ACCOUNT_KEY, &headers).unwrap();
+    let mut request = reqwest::Client::new().put(url.clone());
+    for (name, value) in signed.iter().filter(|(n, _)| n != "content-length") {
+        request = request.header(name.as_str(), value.as_str());
     }
     let response = request.body(body).send().await.unwrap();
     let status = response.status();
-    assert!(
-        status.is_success(),
-        "PUT {url}: {status}: {}",
-        response.text().await.unwrap_or_default()
-    );
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "PUT {url}: {status}: {text}");
 }
 
 /// A new container in azurite holding the sample context; its context URL.
