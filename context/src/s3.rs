@@ -1,5 +1,7 @@
 //! `s3://BUCKET/KEY` contexts: one GET signed with AWS signature version 4, with the
-//! credentials of the AWS default chain ([`crate::aws`]).
+//! credentials of the AWS default chain: the environment's keys, web identity
+//! (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`), the `~/.aws` profile (`AWS_PROFILE`),
+//! container credentials (`AWS_CONTAINER_CREDENTIALS_*_URI`), then EC2 instance metadata.
 //!
 //! The region is `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region`, else
 //! `us-east-1`. `S3_ENDPOINT`, `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` points to an
