@@ -4,7 +4,7 @@
 #   scripts/lab.sh up     install tools, start registries, push fixtures (idempotent)
 #   scripts/lab.sh env    print `export ...` lines; runs `up` first when needed
 #                         usage: eval "$(scripts/lab.sh env)"
-#   scripts/lab.sh down   stop all registries (data is kept in the state dir)
+#   scripts/lab.sh down   stop all registries and emulators (data is kept in the state dir)
 #
 # State lives in ${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}. Progress goes to stderr;
 # stdout is reserved for `env`.
@@ -25,7 +25,17 @@
 #
 # S3 (build contexts from s3://): moto_server (PyPI moto[server], in a venv under the state
 # dir) on http://127.0.0.1:<port5> with IAM authentication on, so signatures are checked;
-# one IAM user with an access key allowed everything (OCIBUILD_TEST_S3_* in the env file).
+# one IAM user with an access key allowed everything (OCIBUILD_TEST_S3_* in the env file)
+# and one role it may assume, also with a web identity token (OCIBUILD_TEST_S3_ROLE_ARN).
+#
+# Azure Blob Storage (build contexts from https://ACCOUNT.blob.core.windows.net/...): azurite
+# (npm azurite, installed under the state dir; nodejs and npm from apt when missing), blob
+# service only, on http://127.0.0.1:<port6>; its account is the well-known devstoreaccount1
+# (OCIBUILD_TEST_AZURITE is the blob endpoint http://127.0.0.1:<port6>/devstoreaccount1).
+#
+# Google Cloud Storage (build contexts from gs://): gcp-storage-emulator (PyPI, in the same
+# venv as moto), in memory, on http://127.0.0.1:<port7> (OCIBUILD_TEST_GCS, the value for
+# STORAGE_EMULATOR_HOST).
 set -euo pipefail
 
 LAB_DIR="${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}"
@@ -441,18 +451,16 @@ install_s3_server() {
 
 # s3_alive -> 0 when moto_server runs and its access key was created
 s3_alive() {
-  local dir="$LAB_DIR/s3" pid
-  [ -f "$dir/pid" ] && [ -f "$dir/port" ] && [ -s "$dir/keys" ] || return 1
-  pid="$(cat "$dir/pid")"
-  kill -0 "$pid" 2>/dev/null && port_in_use "$(cat "$dir/port")"
+  service_alive s3 && [ -s "$LAB_DIR/s3/keys" ]
 }
 
-stop_s3_server() {
-  local dir="$LAB_DIR/s3" pid i
+# stop_service NAME LABEL -> stops the process in $LAB_DIR/NAME/pid (TERM, then KILL after 5s)
+stop_service() {
+  local dir="$LAB_DIR/$1" pid i
   [ -f "$dir/pid" ] || return 0
   pid="$(cat "$dir/pid")"
   if kill -0 "$pid" 2>/dev/null; then
-    log "stopping S3 server (pid $pid)"
+    log "stopping $2 (pid $pid)"
     kill "$pid" 2>/dev/null || true
     for i in $(seq 1 50); do
       kill -0 "$pid" 2>/dev/null || break
@@ -460,33 +468,57 @@ stop_s3_server() {
     done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$dir/pid" "$dir/keys"
+  rm -f "$dir/pid"
+}
+
+# service_alive NAME -> 0 when the process in $LAB_DIR/NAME/pid lives and listens on its port
+service_alive() {
+  local dir="$LAB_DIR/$1"
+  [ -f "$dir/pid" ] && [ -f "$dir/port" ] || return 1
+  kill -0 "$(cat "$dir/pid")" 2>/dev/null && port_in_use "$(cat "$dir/port")"
+}
+
+# start_service NAME LABEL START_PORT COMMAND... -> runs COMMAND detached, with every
+# argument @PORT@ replaced by a free port >= START_PORT, and waits until it listens there
+# (up to 30s). The port goes to $LAB_DIR/NAME/port, the pid to .../pid, output to .../NAME.log.
+start_service() {
+  local name="$1" label="$2" start="$3" dir="$LAB_DIR/$1" port arg i
+  shift 3
+  mkdir -p "$dir"
+  port="$(free_port "$start")"
+  local cmd=()
+  for arg in "$@"; do
+    cmd+=("${arg//@PORT@/$port}")
+  done
+  log "starting $label on 127.0.0.1:$port (log: $dir/$name.log)"
+  setsid -f sh -c 'echo $$ >"$1"; shift; exec "$@"' sh "$dir/pid" "${cmd[@]}" \
+    >>"$dir/$name.log" 2>&1 </dev/null 9>&-
+  echo "$port" >"$dir/port"
+  for i in $(seq 1 300); do
+    port_in_use "$port" && return 0
+    sleep 0.1
+  done
+  tail -n 20 "$dir/$name.log" >&2 || true
+  die "$label did not listen on 127.0.0.1:$port within 30s (see $dir/$name.log)"
+}
+
+stop_s3_server() {
+  stop_service s3 "S3 server"
+  rm -f "$LAB_DIR/s3/keys"
 }
 
 # Starts moto_server with IAM auth after 3 anonymous calls, which create the test user,
 # its policy and its access key (saved in s3/keys: key id, then secret).
 start_s3_server() {
-  local dir="$LAB_DIR/s3" port i
+  local dir="$LAB_DIR/s3" port
   if s3_alive; then
     log "S3 server already running on 127.0.0.1:$(cat "$dir/port") (pid $(cat "$dir/pid"))"
     return 0
   fi
   stop_s3_server
-  mkdir -p "$dir"
-  port="$(free_port 5300)"
-  log "starting S3 server (moto) on 127.0.0.1:$port (log: $dir/s3.log)"
-  setsid -f sh -c 'echo $$ >"$1"; shift; exec env INITIAL_NO_AUTH_ACTION_COUNT=3 "$@"' sh \
-    "$dir/pid" "$S3_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" \
-    >>"$dir/s3.log" 2>&1 </dev/null 9>&-
-  echo "$port" >"$dir/port"
-  for i in $(seq 1 300); do
-    port_in_use "$port" && break
-    sleep 0.1
-  done
-  port_in_use "$port" || {
-    tail -n 20 "$dir/s3.log" >&2 || true
-    die "S3 server did not listen on 127.0.0.1:$port within 30s (see $dir/s3.log)"
-  }
+  start_service s3 "S3 server (moto)" 5300 \
+    env INITIAL_NO_AUTH_ACTION_COUNT=3 "$S3_VENV/bin/moto_server" -H 127.0.0.1 -p @PORT@
+  port="$(cat "$dir/port")"
   "$S3_VENV/bin/python" - "http://127.0.0.1:$port" "$dir/keys" <<'PY' >&2 || die "creating the S3 test user failed (see $dir/s3.log)"
 import json, sys, boto3
 endpoint, keys = sys.argv[1], sys.argv[2]
@@ -501,7 +533,98 @@ with open(keys + ".tmp", "w") as f:
     f.write(key["AccessKeyId"] + "\n" + key["SecretAccessKey"] + "\n")
 PY
   mv "$dir/keys.tmp" "$dir/keys"
+  rm -f "$dir/role"
   log "S3 server ready on http://127.0.0.1:$port (pid $(cat "$dir/pid"))"
+}
+
+# Creates (once per server) the role ocitest-web, allowed everything, that web identity
+# tokens are exchanged for; its ARN goes to s3/role.
+ensure_s3_role() {
+  local dir="$LAB_DIR/s3"
+  [ -s "$dir/role" ] && return 0
+  log "creating the S3 test role ocitest-web"
+  "$S3_VENV/bin/python" - "http://127.0.0.1:$(cat "$dir/port")" "$dir/keys" "$dir/role" <<'PY' >&2 || die "creating the S3 test role failed (see $dir/s3.log)"
+import json, sys, boto3
+endpoint, keys, role = sys.argv[1:4]
+key_id, secret = open(keys).read().split()
+iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                   aws_access_key_id=key_id, aws_secret_access_key=secret)
+try:
+    arn = iam.get_role(RoleName="ocitest-web")["Role"]["Arn"]
+except iam.exceptions.NoSuchEntityException:
+    arn = iam.create_role(RoleName="ocitest-web", AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Federated": "ocibuild-lab"},
+                       "Action": "sts:AssumeRoleWithWebIdentity"}]}))["Role"]["Arn"]
+iam.put_role_policy(RoleName="ocitest-web", PolicyName="all", PolicyDocument=json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+with open(role + ".tmp", "w") as f:
+    f.write(arn + "\n")
+PY
+  mv "$dir/role.tmp" "$dir/role"
+}
+
+# Installs nodejs and npm from apt when npm is missing (azurite is an npm package).
+install_node() {
+  if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+    log "node and npm present"
+    return 0
+  fi
+  log "installing nodejs and npm"
+  as_root apt-get update >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm >&2
+}
+
+AZURITE_PKG="$LAB_DIR/azurite-pkg"
+AZURITE_BIN="$AZURITE_PKG/node_modules/.bin/azurite-blob"
+
+# Installs azurite (npm) under the state dir.
+install_azurite() {
+  if [ -x "$AZURITE_BIN" ]; then
+    log "azurite present in $AZURITE_PKG"
+    return 0
+  fi
+  log "installing azurite into $AZURITE_PKG"
+  mkdir -p "$AZURITE_PKG"
+  npm install --prefix "$AZURITE_PKG" --no-audit --no-fund --loglevel=error azurite >&2
+  [ -x "$AZURITE_BIN" ] || die "npm install azurite did not provide $AZURITE_BIN"
+}
+
+# Starts azurite's blob service (account devstoreaccount1, its well-known key).
+start_azurite() {
+  local dir="$LAB_DIR/azurite"
+  if service_alive azurite; then
+    log "azurite already running on 127.0.0.1:$(cat "$dir/port") (pid $(cat "$dir/pid"))"
+    return 0
+  fi
+  stop_service azurite azurite
+  mkdir -p "$dir/data"
+  start_service azurite "azurite (Azure Blob Storage)" 5400 "$AZURITE_BIN" \
+    --blobHost 127.0.0.1 --blobPort @PORT@ --location "$dir/data" --silent \
+    --skipApiVersionCheck --disableProductStyleUrl
+}
+
+# Installs gcp-storage-emulator (PyPI) into the venv of moto.
+install_gcs_emulator() {
+  if [ -x "$S3_VENV/bin/gcp-storage-emulator" ]; then
+    log "gcp-storage-emulator present in $S3_VENV"
+    return 0
+  fi
+  log "installing gcp-storage-emulator into $S3_VENV"
+  "$S3_VENV/bin/pip" install --quiet --disable-pip-version-check gcp-storage-emulator >&2
+}
+
+# Starts gcp-storage-emulator, keeping objects in memory.
+start_gcs_emulator() {
+  local dir="$LAB_DIR/gcs"
+  if service_alive gcs; then
+    log "GCS emulator already running on 127.0.0.1:$(cat "$dir/port") (pid $(cat "$dir/pid"))"
+    return 0
+  fi
+  stop_service gcs "GCS emulator"
+  start_service gcs "GCS emulator (gcp-storage-emulator)" 5450 \
+    "$S3_VENV/bin/gcp-storage-emulator" start --host 127.0.0.1 --port @PORT@ --in-memory --quiet
 }
 
 write_env() {
@@ -519,6 +642,9 @@ write_env() {
     echo "export OCIBUILD_TEST_S3_ENDPOINT=http://127.0.0.1:$(cat "$LAB_DIR/s3/port")"
     echo "export OCIBUILD_TEST_S3_ACCESS_KEY=$(sed -n 1p "$LAB_DIR/s3/keys")"
     echo "export OCIBUILD_TEST_S3_SECRET_KEY=$(sed -n 2p "$LAB_DIR/s3/keys")"
+    echo "export OCIBUILD_TEST_S3_ROLE_ARN=$(cat "$LAB_DIR/s3/role")"
+    echo "export OCIBUILD_TEST_AZURITE=http://127.0.0.1:$(cat "$LAB_DIR/azurite/port")/devstoreaccount1"
+    echo "export OCIBUILD_TEST_GCS=http://127.0.0.1:$(cat "$LAB_DIR/gcs/port")"
     echo "export OCIBUILD_TEST_HELLO_DEB=$LAB_DIR/debian/hello.deb"
     echo "export OCIBUILD_LAB_DIR=$LAB_DIR"
   } >"$tmp"
@@ -544,14 +670,21 @@ cmd_up() {
   push_debian_fixture "$(cat "$LAB_DIR/plain/addr")"
   install_s3_server
   start_s3_server
+  ensure_s3_role
+  install_node
+  install_azurite
+  start_azurite
+  install_gcs_emulator
+  start_gcs_emulator
   write_env
   log "ready; run: eval \"\$(scripts/lab.sh env)\""
 }
 
 cmd_env() {
   if ! registry_alive plain || ! registry_alive auth || ! registry_alive tls ||
-    ! registry_alive mtls || ! s3_alive || [ ! -f "$ENV_FILE" ] || ! grep -q MTLS "$ENV_FILE" ||
-    ! grep -q S3_ENDPOINT "$ENV_FILE" || ! grep -q HELLO_DEB "$ENV_FILE"; then
+    ! registry_alive mtls || ! s3_alive || ! service_alive azurite || ! service_alive gcs ||
+    [ ! -f "$ENV_FILE" ] || ! grep -q MTLS "$ENV_FILE" || ! grep -q S3_ROLE_ARN "$ENV_FILE" ||
+    ! grep -q OCIBUILD_TEST_GCS "$ENV_FILE" || ! grep -q HELLO_DEB "$ENV_FILE"; then
     cmd_up
   fi
   cat "$ENV_FILE"
@@ -563,6 +696,8 @@ cmd_down() {
   stop_registry tls
   stop_registry mtls
   stop_s3_server
+  stop_service azurite azurite
+  stop_service gcs "GCS emulator"
   rm -f "$ENV_FILE"
   log "lab stopped (data kept in $LAB_DIR)"
 }

@@ -394,7 +394,8 @@ pub fn url_file_name(url: &reqwest::Url) -> String {
         .unwrap_or_else(|| "index".to_string())
 }
 
-fn percent_decode(s: &str) -> String {
+/// `s` with its `%XX` escapes decoded (invalid UTF-8 replaced).
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -471,12 +472,44 @@ pub fn parse_http_date(text: &str) -> Option<SystemTime> {
         .map(|s| UNIX_EPOCH + Duration::from_secs(s))
 }
 
+/// `secs` (since the epoch) as an IMF-fixdate HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn format_http_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // `YYYY-MM-DDTHH:MM:SSZ`
+    let iso = ocibuild_image::time::rfc3339(secs);
+    let month = iso
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+        .unwrap_or(&"Jan");
+    format!(
+        "{}, {} {month} {} {} GMT",
+        DAYS[((secs / 86_400) % 7) as usize],
+        iso.get(8..10).unwrap_or("01"),
+        iso.get(0..4).unwrap_or("1970"),
+        iso.get(11..19).unwrap_or("00:00:00"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn http_dates() {
+        assert_eq!(
+            format_http_date(784_111_777),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        assert_eq!(format_http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        let now = 1_800_000_123;
+        assert_eq!(
+            parse_http_date(&format_http_date(now)),
+            Some(UNIX_EPOCH + Duration::from_secs(now))
+        );
         let t = parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
         assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 784_111_777);
         let t = parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT").unwrap();

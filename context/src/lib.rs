@@ -8,9 +8,9 @@
 //! | `tar://stdin` | a gzipped (or plain) tar archive read from standard input |
 //! | `git://HOST/REPO.git[#REF[#COMMIT]]` | a git repository, cloned with the `git` CLI |
 //! | `s3://BUCKET/KEY` | a tar.gz object in S3 (or an S3-compatible server) |
+//! | `gs://BUCKET/OBJECT` | a tar.gz object in Google Cloud Storage (or an emulator) |
+//! | `https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB` | a tar.gz blob in Azure Blob Storage |
 //! | `https://HOST/PATH` (also `http://`) | a tar.gz archive downloaded over HTTP(S) |
-//! | `gs://BUCKET/KEY` | Google Cloud Storage: recognised, not supported yet |
-//! | `https://ACCOUNT.blob.core.windows.net/...` | Azure Blob Storage: recognised, not supported yet |
 //!
 //! As kaniko does, `git://` URLs are fetched over `https://` unless `GIT_PULL_METHOD=http`
 //! (then `http://`); ocibuild also takes `GIT_PULL_METHOD=git` to keep the native git
@@ -20,12 +20,12 @@
 //! ([`parse_git_options`]) choose the branch when the URL names none, single-branch clones,
 //! submodules and skipping TLS verification.
 //!
-//! S3 objects are fetched with a GET signed with AWS signature version 4 from
-//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), in `AWS_REGION`
-//! (default `us-east-1`); `S3_ENDPOINT` or `AWS_ENDPOINT_URL` points to an S3-compatible
-//! server, which is then addressed path-style (`ENDPOINT/BUCKET/KEY`) unless
-//! `S3_FORCE_PATH_STYLE=false`; `S3_FORCE_PATH_STYLE=true` forces path style on AWS too.
-//! Without credentials the request is sent unsigned (public objects).
+//! The object stores are read with one GET each, with the credentials their own tools
+//! find: S3 with the AWS default chain (environment, `~/.aws` profiles, web identity,
+//! container and instance credentials; see [`s3`] and `aws`), GCS with Google's application
+//! default credentials or `STORAGE_EMULATOR_HOST` (`gcs`), Azure with a SAS token, a
+//! connection string or a shared key ([`azure`]). Without credentials the request is sent
+//! anonymously (public objects). The environment is read once ([`ContextEnv`]).
 //!
 //! Archives are extracted by the [`Unpack`] function the caller gives; the engine's
 //! (`ocibuild_core::Context`) extracts like `ADD` extracts local archives: members never
@@ -39,17 +39,25 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod aws;
+pub mod azure;
 pub mod contextfile;
+mod env;
 pub mod fetch;
+mod gcs;
+mod object;
+pub mod s3;
+
+pub use azure::AzureBlob;
+pub use env::ContextEnv;
+pub use s3::{sigv4_authorization, SigV4Request};
 
 use crate::fetch::FetchError;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 use std::fs;
+use std::future::Future;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A build context given on the command line, as kaniko spells them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,10 +88,15 @@ pub enum ContextSource {
     },
     /// A tar.gz archive to download: an `https://` (or `http://`) URL.
     Https(String),
-    /// Google Cloud Storage, `gs://BUCKET/KEY` (not supported yet).
-    Gcs(String),
-    /// Azure Blob Storage, `https://ACCOUNT.blob.core.windows.net/...` (not supported yet).
-    Azure(String),
+    /// An object in Google Cloud Storage: `gs://BUCKET/OBJECT`.
+    Gcs {
+        /// The bucket.
+        bucket: String,
+        /// The object name.
+        object: String,
+    },
+    /// A blob in Azure Blob Storage: `https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB`.
+    Azure(AzureBlob),
 }
 
 /// kaniko's `--git` options: `branch=NAME,single-branch=BOOL,recurse-submodules=BOOL,insecure-skip-tls=BOOL`.
@@ -100,42 +113,6 @@ pub struct GitOptions {
     pub insecure_skip_tls: bool,
 }
 
-/// The environment [`prepare_context`] reads, captured once so it can also be given
-/// explicitly ([`prepare_context_with`]).
-#[derive(Default, Clone, Debug)]
-pub struct ContextEnv {
-    /// `GIT_PULL_METHOD`: `https` (default), `http` or `git`.
-    pub git_pull_method: Option<String>,
-    /// `AWS_ACCESS_KEY_ID`.
-    pub aws_access_key_id: Option<String>,
-    /// `AWS_SECRET_ACCESS_KEY`.
-    pub aws_secret_access_key: Option<String>,
-    /// `AWS_SESSION_TOKEN`.
-    pub aws_session_token: Option<String>,
-    /// `AWS_REGION` (else `AWS_DEFAULT_REGION`); `us-east-1` when unset.
-    pub aws_region: Option<String>,
-    /// `S3_ENDPOINT`, else `AWS_ENDPOINT_URL`: an S3-compatible server.
-    pub s3_endpoint: Option<String>,
-    /// `S3_FORCE_PATH_STYLE`: `true` or `false`.
-    pub s3_force_path_style: Option<String>,
-}
-
-impl ContextEnv {
-    /// Reads the variables from the process environment; empty values count as unset.
-    pub fn from_env() -> ContextEnv {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        ContextEnv {
-            git_pull_method: var("GIT_PULL_METHOD"),
-            aws_access_key_id: var("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
-            aws_session_token: var("AWS_SESSION_TOKEN"),
-            aws_region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
-            s3_endpoint: var("S3_ENDPOINT").or_else(|| var("AWS_ENDPOINT_URL")),
-            s3_force_path_style: var("S3_FORCE_PATH_STYLE"),
-        }
-    }
-}
-
 /// What went wrong while parsing or preparing a build context.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -149,22 +126,12 @@ pub enum ContextError {
         reason: String,
     },
     /// The `--context` value has a scheme ocibuild does not know.
-    #[error("--context {text}: unknown context scheme {scheme}://; use a directory, dir://, tar://, git://, s3://, https:// or gs://")]
+    #[error("--context {text}: unknown context scheme {scheme}://; use a directory, dir://, tar://, git://, s3://, gs://, https:// (Azure Blob Storage too)")]
     UnknownScheme {
         /// The value as given.
         text: String,
         /// The scheme.
         scheme: String,
-    },
-    /// A recognised context kind that is not implemented.
-    #[error(
-        "{kind} contexts are not supported yet; download the archive and pass tar://PATH ({text})"
-    )]
-    Unsupported {
-        /// `gs://` or `Azure Blob Storage`.
-        kind: String,
-        /// The context as given.
-        text: String,
     },
     /// The `--git` value is malformed.
     #[error("--git {text}: {reason}; expected branch=NAME,single-branch=true|false,recurse-submodules=true|false,insecure-skip-tls=true|false")]
@@ -224,22 +191,22 @@ pub enum ContextError {
     /// Downloading an `https://` context failed.
     #[error("build context: {0}")]
     Fetch(#[from] FetchError),
-    /// The S3 request could not be sent or its body read.
+    /// The request for an object (S3, GCS, Azure) could not be sent or its body read.
     #[error("fetching build context {object} from {url} failed: {message}")]
-    S3Request {
-        /// `s3://BUCKET/KEY`.
+    ObjectRequest {
+        /// `s3://BUCKET/KEY`, `gs://BUCKET/OBJECT` or the Azure URL.
         object: String,
-        /// The URL requested.
+        /// The URL requested (without credentials).
         url: String,
         /// The error and its causes.
         message: String,
     },
-    /// S3 answered with an error status.
+    /// The object store answered with an error status.
     #[error("fetching build context {object} from {url} failed: HTTP {status}{detail}{hint}")]
-    S3Status {
-        /// `s3://BUCKET/KEY`.
+    ObjectStatus {
+        /// `s3://BUCKET/KEY`, `gs://BUCKET/OBJECT` or the Azure URL.
         object: String,
-        /// The URL requested.
+        /// The URL requested (without credentials).
         url: String,
         /// The status, e.g. `403 Forbidden`.
         status: String,
@@ -247,6 +214,14 @@ pub enum ContextError {
         detail: String,
         /// What to check, or empty.
         hint: String,
+    },
+    /// Credentials for an object store were configured but could not be obtained or used.
+    #[error("build context credentials from {provider}: {message}")]
+    Credentials {
+        /// Where they were looked for (a variable, a file, an endpoint).
+        provider: String,
+        /// What went wrong.
+        message: String,
     },
     /// A filesystem operation failed.
     #[error("{path}: {source}")]
@@ -258,7 +233,7 @@ pub enum ContextError {
     },
 }
 
-type Result<T> = std::result::Result<T, ContextError>;
+pub(crate) type Result<T> = std::result::Result<T, ContextError>;
 
 /// Extracts a tar stream (plain or compressed) into the existing directory `dest`; `name`
 /// names the archive in errors. The error is a one-line message, reported as
@@ -266,7 +241,7 @@ type Result<T> = std::result::Result<T, ContextError>;
 pub type Unpack =
     fn(reader: &mut dyn Read, name: &Path, dest: &Path) -> std::result::Result<(), String>;
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
     move |source| ContextError::Io {
         path: path.to_path_buf(),
         source,
@@ -275,8 +250,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
 
 /// Parses a `--context` value: `dir://PATH` and plain paths, `tar://PATH` (`.tar`,
 /// `.tar.gz`, ...), `tar://stdin`, `git://HOST/REPO.git[#REF[#COMMIT]]`, `s3://BUCKET/KEY`,
-/// `https://HOST/context.tar.gz` (and `http://`), `gs://BUCKET/KEY` and
-/// `https://ACCOUNT.blob.core.windows.net/...` (Azure).
+/// `gs://BUCKET/OBJECT`, `https://ACCOUNT.blob.core.windows.net/CONTAINER/BLOB` (Azure) and
+/// other `https://HOST/context.tar.gz` (and `http://`) URLs.
 pub fn parse_context(text: &str) -> Result<ContextSource> {
     let invalid = |reason: &str| ContextError::Invalid {
         text: text.to_string(),
@@ -326,10 +301,16 @@ pub fn parse_context(text: &str) -> Result<ContextSource> {
             })
         }
         "gs" => {
-            if rest.is_empty() || rest.starts_with('/') {
-                return Err(invalid("gs:// needs a bucket and object: gs://BUCKET/path"));
+            let (bucket, object) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() || object.is_empty() {
+                return Err(invalid(
+                    "gs:// needs a bucket and an object: gs://BUCKET/path/context.tar.gz",
+                ));
             }
-            Ok(ContextSource::Gcs(text.to_string()))
+            Ok(ContextSource::Gcs {
+                bucket: bucket.to_string(),
+                object: object.to_string(),
+            })
         }
         "https" | "http" => {
             let url = reqwest::Url::parse(text)
@@ -338,10 +319,9 @@ pub fn parse_context(text: &str) -> Result<ContextSource> {
             if host.is_empty() {
                 return Err(invalid("the URL has no host"));
             }
-            if host.ends_with(".blob.core.windows.net") {
-                Ok(ContextSource::Azure(text.to_string()))
-            } else {
-                Ok(ContextSource::Https(text.to_string()))
+            match host.strip_suffix(".blob.core.windows.net") {
+                Some(account) => parse_azure(&url, account).map_err(|r| invalid(&r)),
+                None => Ok(ContextSource::Https(text.to_string())),
             }
         }
         other => Err(ContextError::UnknownScheme {
@@ -349,6 +329,25 @@ pub fn parse_context(text: &str) -> Result<ContextSource> {
             scheme: other.to_string(),
         }),
     }
+}
+
+/// The blob of an Azure URL of `account`: `/CONTAINER/BLOB`, the query a SAS token.
+fn parse_azure(url: &reqwest::Url, account: &str) -> std::result::Result<ContextSource, String> {
+    let path = url.path().trim_start_matches('/');
+    let (container, blob) = path.split_once('/').unwrap_or((path, ""));
+    if account.is_empty() || account.contains('.') || container.is_empty() || blob.is_empty() {
+        return Err(
+            "Azure Blob Storage contexts are https://ACCOUNT.blob.core.windows.net/CONTAINER/path/context.tar.gz"
+                .to_string(),
+        );
+    }
+    Ok(ContextSource::Azure(AzureBlob {
+        account: account.to_string(),
+        container: fetch::percent_decode(container),
+        blob: fetch::percent_decode(blob),
+        scheme: url.scheme().to_string(),
+        sas: url.query().filter(|q| !q.is_empty()).map(str::to_string),
+    }))
 }
 
 fn parse_git(text: &str, rest: &str) -> Result<ContextSource> {
@@ -407,7 +406,7 @@ fn check_commit(c: &str) -> std::result::Result<(), String> {
 }
 
 /// Parses Go-style booleans as kaniko's flags take them.
-fn parse_bool(text: &str) -> Option<bool> {
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
     match text {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
@@ -463,7 +462,8 @@ impl std::str::FromStr for GitOptions {
 /// (`--context-sub-path`) applied: it must exist and stay inside the context. Directory
 /// contexts are used in place; every other kind is extracted or cloned into a fresh
 /// subdirectory of `work` (created when missing), which the caller removes; archives are
-/// extracted with `unpack`. Reads the environment ([`ContextEnv::from_env`]) for git and S3.
+/// extracted with `unpack`. Reads the environment ([`ContextEnv::from_env`]) for git and
+/// the object stores' credentials.
 pub async fn prepare_context(
     source: &ContextSource,
     sub_path: Option<&str>,
@@ -498,10 +498,31 @@ pub async fn prepare_context_with(
             reference,
             commit,
         } => git_context(url, reference, commit, git, env, work).await?,
-        ContextSource::S3 { bucket, key } => s3_context(bucket, key, env, work, unpack).await?,
+        ContextSource::S3 { bucket, key } => {
+            let name = format!("s3://{bucket}/{key}");
+            object_context(name, work, unpack, |dest| async move {
+                s3::s3_get(bucket, key, env, &dest).await
+            })
+            .await?
+        }
+        ContextSource::Gcs { bucket, object } => {
+            let name = format!("gs://{bucket}/{object}");
+            object_context(name, work, unpack, |dest| async move {
+                gcs::gcs_get(bucket, object, env, &dest).await
+            })
+            .await?
+        }
+        ContextSource::Azure(blob) => {
+            let name = format!(
+                "{}://{}.blob.core.windows.net/{}/{}",
+                blob.scheme, blob.account, blob.container, blob.blob
+            );
+            object_context(name, work, unpack, |dest| async move {
+                azure::azure_get(blob, env, &dest).await
+            })
+            .await?
+        }
         ContextSource::Https(url) => https_context(url, work, unpack).await?,
-        ContextSource::Gcs(text) => return Err(unsupported("gs://", text)),
-        ContextSource::Azure(text) => return Err(unsupported("Azure Blob Storage", text)),
     };
     apply_sub_path(&root, sub_path)
 }
@@ -553,19 +574,23 @@ async fn git_context(
     blocking(move || git_clone(&url, reference.as_deref(), commit.as_deref(), &git, &work)).await
 }
 
-/// An `s3://` context: the object is downloaded into a scratch directory under `work`,
-/// extracted into a fresh one, and the download removed.
-async fn s3_context(
-    bucket: &str,
-    key: &str,
-    env: &ContextEnv,
+/// An object-store context (`name` in messages): `get` downloads the object to the path
+/// it is given, in a scratch directory under `work`; it is extracted into a fresh directory
+/// and the download removed.
+async fn object_context<F, Fut>(
+    name: String,
     work: &Path,
     unpack: Unpack,
-) -> Result<PathBuf> {
+    get: F,
+) -> Result<PathBuf>
+where
+    F: FnOnce(PathBuf) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
     let dest = fresh_dir(work, "download-")?;
     let archive = dest.join("context.tar.gz");
-    let result = match s3_get(bucket, key, env, &archive).await {
-        Ok(()) => extract_file(&archive, format!("s3://{bucket}/{key}"), work, unpack).await,
+    let result = match get(archive.clone()).await {
+        Ok(()) => extract_file(&archive, name, work, unpack).await,
         Err(e) => Err(e),
     };
     let _ = fs::remove_dir_all(&dest);
@@ -580,14 +605,6 @@ async fn https_context(url: &str, work: &Path, unpack: Unpack) -> Result<PathBuf
     let result = extract_file(&fetched.path(), url.to_string(), work, unpack).await;
     let _ = fs::remove_dir_all(&fetched.dir);
     result
-}
-
-/// The error of a recognised context `kind` that is not implemented.
-fn unsupported(kind: &str, text: &str) -> ContextError {
-    ContextError::Unsupported {
-        kind: kind.to_string(),
-        text: text.to_string(),
-    }
 }
 
 /// Extracts the tar stream `reader` (gzipped, otherwise compressed, or plain) into a fresh
@@ -703,7 +720,7 @@ fn clone_url(url: &str, env: &ContextEnv) -> Result<String> {
     let Some(rest) = url.strip_prefix("git://") else {
         return Ok(url.to_string());
     };
-    let method = env.git_pull_method.as_deref().unwrap_or("https");
+    let method = env.var("GIT_PULL_METHOD").unwrap_or("https");
     let scheme = match method.to_ascii_lowercase().as_str() {
         "https" => "https",
         "http" => "http",
@@ -829,372 +846,4 @@ fn run_git(dir: &Path, args: &[&str], insecure: bool) -> Result<()> {
             tail
         },
     })
-}
-
-// ---------------------------------------------------------------------------------------
-// S3
-
-/// SHA-256 of the empty payload of a GET.
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (and `/` when asked),
-/// as signature version 4 wants.
-fn uri_encode(text: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~')
-            || (keep_slash && b == b'/')
-        {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => return Vec::new(),
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// The inputs of one signature version 4 request signature.
-#[derive(Debug, Clone)]
-pub struct SigV4Request<'a> {
-    /// `GET`, `PUT`, ...
-    pub method: &'a str,
-    /// The URI-encoded path (`/bucket/key`).
-    pub canonical_uri: &'a str,
-    /// The canonical query string (sorted, encoded), usually empty.
-    pub canonical_query: &'a str,
-    /// Headers to sign, names lower-case (must include `host` and `x-amz-date`).
-    pub headers: &'a [(&'a str, &'a str)],
-    /// Hex SHA-256 of the payload (or `UNSIGNED-PAYLOAD`).
-    pub payload_sha256: &'a str,
-    /// `YYYYMMDDTHHMMSSZ`, the value of `x-amz-date`.
-    pub amz_date: &'a str,
-    /// The region, e.g. `us-east-1`.
-    pub region: &'a str,
-    /// The service, `s3`.
-    pub service: &'a str,
-}
-
-/// The `Authorization` header value signing `request` with AWS signature version 4.
-pub fn sigv4_authorization(
-    request: &SigV4Request<'_>,
-    access_key: &str,
-    secret_key: &str,
-) -> String {
-    let mut headers: Vec<(String, String)> = request
-        .headers
-        .iter()
-        .map(|(n, v)| {
-            let value = v.split_whitespace().collect::<Vec<_>>().join(" ");
-            (n.to_ascii_lowercase(), value)
-        })
-        .collect();
-    headers.sort();
-    let canonical_headers: String = headers.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
-    let signed_headers = headers
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
-    let canonical_request = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        request.method,
-        request.canonical_uri,
-        request.canonical_query,
-        canonical_headers,
-        signed_headers,
-        request.payload_sha256
-    );
-    let date = request.amz_date.get(..8).unwrap_or(request.amz_date);
-    let scope = format!("{date}/{}/{}/aws4_request", request.region, request.service);
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{}\n{scope}\n{}",
-        request.amz_date,
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
-    );
-    let mut key = hmac_sha256(format!("AWS4{secret_key}").as_bytes(), date.as_bytes());
-    for part in [request.region, request.service, "aws4_request"] {
-        key = hmac_sha256(&key, part.as_bytes());
-    }
-    let signature = hex::encode(hmac_sha256(&key, string_to_sign.as_bytes()));
-    format!(
-        "AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"
-    )
-}
-
-/// The current UTC time as `YYYYMMDDTHHMMSSZ`.
-fn amz_date_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    ocibuild_image::time::rfc3339(secs).replace(['-', ':'], "")
-}
-
-/// The URL of `bucket`/`key` as the environment asks (endpoint, path or virtual-host style).
-fn s3_url(bucket: &str, key: &str, env: &ContextEnv, region: &str) -> Result<reqwest::Url> {
-    let force = match env.s3_force_path_style.as_deref() {
-        None => None,
-        Some(v) => Some(parse_bool(v).ok_or_else(|| ContextError::InvalidEnv {
-            name: "S3_FORCE_PATH_STYLE".to_string(),
-            value: v.to_string(),
-            reason: "must be true or false".to_string(),
-        })?),
-    };
-    let encoded_key = uri_encode(key, true);
-    let (base, path_style) = match env.s3_endpoint.as_deref() {
-        Some(endpoint) => {
-            let with_scheme = if endpoint.contains("://") {
-                endpoint.to_string()
-            } else {
-                format!("https://{endpoint}")
-            };
-            (with_scheme, force.unwrap_or(true))
-        }
-        None => (
-            format!("https://s3.{region}.amazonaws.com"),
-            force.unwrap_or(false),
-        ),
-    };
-    let bad_endpoint = |reason: String| ContextError::InvalidEnv {
-        name: "S3_ENDPOINT".to_string(),
-        value: env.s3_endpoint.clone().unwrap_or_default(),
-        reason,
-    };
-    let mut url = reqwest::Url::parse(&base).map_err(|e| bad_endpoint(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(bad_endpoint(
-            "must be an http:// or https:// URL".to_string(),
-        ));
-    }
-    let prefix = url.path().trim_end_matches('/').to_string();
-    if path_style {
-        url.set_path(&format!(
-            "{prefix}/{}/{encoded_key}",
-            uri_encode(bucket, false)
-        ));
-    } else {
-        let host = format!("{bucket}.{}", url.host_str().unwrap_or_default());
-        url.set_host(Some(&host))
-            .map_err(|e| bad_endpoint(format!("bucket {bucket}: {e}")))?;
-        url.set_path(&format!("{prefix}/{encoded_key}"));
-    }
-    Ok(url)
-}
-
-/// Text between `<tag>` and `</tag>` in an S3 error document.
-fn xml_field<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
-    let start = body.find(&format!("<{tag}>"))? + tag.len() + 2;
-    let end = body[start..].find(&format!("</{tag}>"))? + start;
-    Some(body[start..end].trim())
-}
-
-/// GETs `s3://bucket/key` into the file `dest`, signed when the environment has
-/// credentials.
-async fn s3_get(bucket: &str, key: &str, env: &ContextEnv, dest: &Path) -> Result<()> {
-    let region = env.aws_region.as_deref().unwrap_or("us-east-1");
-    let url = s3_url(bucket, key, env, region)?;
-    let object = format!("s3://{bucket}/{key}");
-    let request_err = |message: String| ContextError::S3Request {
-        object: object.clone(),
-        url: url.to_string(),
-        message,
-    };
-    let credentials = s3_credentials(env).map_err(request_err)?;
-    let client = fetch::http_client(false)
-        .map_err(|e| request_err(ocibuild_image::chain::error_chain(&e)))?;
-    let mut request = client.get(url.clone());
-    if let Some(credentials) = credentials {
-        request = sign_s3_get(request, &url, env, region, credentials);
-    }
-    let mut response = request
-        .send()
-        .await
-        .map_err(|e| request_err(ocibuild_image::chain::error_chain(&e)))?;
-    if !response.status().is_success() {
-        return Err(s3_status_error(response, object, &url, credentials.is_some()).await);
-    }
-    let mut file = fs::File::create(dest).map_err(io_err(dest))?;
-    fetch::write_body(&mut response, &mut file, |_| {})
-        .await
-        .map_err(|e| match e {
-            fetch::BodyError::Read(e) => request_err(ocibuild_image::chain::error_chain(&e)),
-            fetch::BodyError::Write(e) => io_err(dest)(e),
-        })?;
-    Ok(())
-}
-
-/// The access key and secret key of the environment, if both are set (one alone is an
-/// error).
-fn s3_credentials(env: &ContextEnv) -> std::result::Result<Option<(&str, &str)>, String> {
-    match (&env.aws_access_key_id, &env.aws_secret_access_key) {
-        (Some(id), Some(secret)) => Ok(Some((id.as_str(), secret.as_str()))),
-        (None, None) => Ok(None),
-        (Some(_), None) => {
-            Err("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".to_string())
-        }
-        (None, Some(_)) => {
-            Err("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not".to_string())
-        }
-    }
-}
-
-/// `request`, a GET of `url`, signed with signature version 4 (and the session token of
-/// the environment, if any).
-fn sign_s3_get(
-    mut request: reqwest::RequestBuilder,
-    url: &reqwest::Url,
-    env: &ContextEnv,
-    region: &str,
-    (access_key, secret_key): (&str, &str),
-) -> reqwest::RequestBuilder {
-    let host = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-        None => url.host_str().unwrap_or_default().to_string(),
-    };
-    let amz_date = amz_date_now();
-    let mut headers = vec![
-        ("host", host.as_str()),
-        ("x-amz-content-sha256", EMPTY_SHA256),
-        ("x-amz-date", amz_date.as_str()),
-    ];
-    if let Some(token) = env.aws_session_token.as_deref() {
-        headers.push(("x-amz-security-token", token));
-    }
-    let authorization = sigv4_authorization(
-        &SigV4Request {
-            method: "GET",
-            canonical_uri: url.path(),
-            canonical_query: "",
-            headers: &headers,
-            payload_sha256: EMPTY_SHA256,
-            amz_date: &amz_date,
-            region,
-            service: "s3",
-        },
-        access_key,
-        secret_key,
-    );
-    for (name, value) in headers.iter().filter(|(n, _)| *n != "host") {
-        request = request.header(*name, *value);
-    }
-    request.header(reqwest::header::AUTHORIZATION, authorization)
-}
-
-/// The error of an S3 answer with an error status: the code and message of S3's error
-/// document, and what to check.
-async fn s3_status_error(
-    response: reqwest::Response,
-    object: String,
-    url: &reqwest::Url,
-    signed: bool,
-) -> ContextError {
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    let detail = match (xml_field(&body, "Code"), xml_field(&body, "Message")) {
-        (Some(c), Some(m)) => format!(": {c}: {m}"),
-        (Some(c), None) => format!(": {c}"),
-        (None, Some(m)) => format!(": {m}"),
-        (None, None) => String::new(),
-    };
-    let hint = match status.as_u16() {
-        401 | 403 if !signed => {
-            "; AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set, so the request was not signed"
-        }
-        401 | 403 => "; check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION",
-        404 => "; check the bucket and the key",
-        301 | 307 => "; the bucket is in another region: set AWS_REGION",
-        _ => "",
-    };
-    ContextError::S3Status {
-        object,
-        url: url.to_string(),
-        status: status.to_string(),
-        detail,
-        hint: hint.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The "GET Object" example of the AWS signature version 4 documentation.
-    #[test]
-    fn sigv4_matches_the_documented_example() {
-        let headers = [
-            ("host", "examplebucket.s3.amazonaws.com"),
-            ("range", "bytes=0-9"),
-            ("x-amz-content-sha256", EMPTY_SHA256),
-            ("x-amz-date", "20130524T000000Z"),
-        ];
-        let auth = sigv4_authorization(
-            &SigV4Request {
-                method: "GET",
-                canonical_uri: "/test.txt",
-                canonical_query: "",
-                headers: &headers,
-                payload_sha256: EMPTY_SHA256,
-                amz_date: "20130524T000000Z",
-                region: "us-east-1",
-                service: "s3",
-            },
-            "AKIAIOSFODNN7EXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-        );
-        assert_eq!(
-            auth,
-            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, \
-             SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, \
-             Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
-        );
-    }
-
-    #[test]
-    fn s3_urls() {
-        let env = ContextEnv::default();
-        let url = s3_url("b", "dir/my ctx.tar.gz", &env, "eu-west-1").unwrap();
-        assert_eq!(
-            url.as_str(),
-            "https://b.s3.eu-west-1.amazonaws.com/dir/my%20ctx.tar.gz"
-        );
-        let env = ContextEnv {
-            s3_endpoint: Some("http://127.0.0.1:9000".into()),
-            ..ContextEnv::default()
-        };
-        let url = s3_url("b", "k.tgz", &env, "us-east-1").unwrap();
-        assert_eq!(url.as_str(), "http://127.0.0.1:9000/b/k.tgz");
-        let env = ContextEnv {
-            s3_endpoint: Some("minio.example:9000".into()),
-            s3_force_path_style: Some("false".into()),
-            ..ContextEnv::default()
-        };
-        let url = s3_url("b", "k.tgz", &env, "us-east-1").unwrap();
-        assert_eq!(url.as_str(), "https://b.minio.example:9000/k.tgz");
-        let env = ContextEnv {
-            s3_force_path_style: Some("maybe".into()),
-            ..ContextEnv::default()
-        };
-        assert!(matches!(
-            s3_url("b", "k", &env, "us-east-1"),
-            Err(ContextError::InvalidEnv { .. })
-        ));
-    }
-
-    #[test]
-    fn amz_dates_have_the_basic_format() {
-        let d = amz_date_now();
-        assert_eq!(d.len(), 16, "{d}");
-        assert!(d.ends_with('Z') && d.as_bytes()[8] == b'T', "{d}");
-    }
 }

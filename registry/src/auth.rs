@@ -1,4 +1,10 @@
-//! Credentials from docker's `config.json`: `auths`, `credHelpers` and `credsStore`.
+//! Credentials from docker's `config.json` (`auths`, `credHelpers` and `credsStore`), then
+//! from podman's and buildah's `auth.json` files (containers-auth.json(5)):
+//! `REGISTRY_AUTH_FILE` when set, else `$XDG_RUNTIME_DIR/containers/auth.json` and then
+//! `$XDG_CONFIG_HOME/containers/auth.json` (`~/.config/containers/auth.json`). The first
+//! file with a credential for the registry wins. Keys of `auth.json` that name a namespace
+//! (`quay.io/team/app`) rather than a registry are not used: credentials are looked up per
+//! registry.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -74,6 +80,10 @@ pub struct DockerConfig {
     cred_helpers: BTreeMap<String, String>,
     creds_store: Option<String>,
     helper_search_path: Option<OsString>,
+    /// An `auth.json` of podman: keys with a path are namespaces, not registries.
+    auth_file: bool,
+    /// The `auth.json` files consulted, in order, when this config has no credential.
+    fallbacks: Vec<DockerConfig>,
 }
 
 impl fmt::Debug for DockerConfig {
@@ -83,6 +93,7 @@ impl fmt::Debug for DockerConfig {
             .field("auths", &self.auths.keys().collect::<Vec<_>>())
             .field("cred_helpers", &self.cred_helpers)
             .field("creds_store", &self.creds_store)
+            .field("fallbacks", &self.fallbacks)
             .finish()
     }
 }
@@ -115,10 +126,65 @@ impl DockerConfig {
             .map(|h| PathBuf::from(h).join(".docker").join("config.json"))
     }
 
-    /// Loads `path`, or the [default path](Self::default_path) when `None`.
+    /// The `auth.json` files podman and buildah read, in their order, as `var` (an
+    /// environment lookup) gives them: `REGISTRY_AUTH_FILE` alone when set, else
+    /// `$XDG_RUNTIME_DIR/containers/auth.json` and `$XDG_CONFIG_HOME/containers/auth.json`
+    /// (`$HOME/.config/containers/auth.json` when `XDG_CONFIG_HOME` is unset).
+    pub fn podman_auth_paths(var: impl Fn(&str) -> Option<OsString>) -> Vec<PathBuf> {
+        let var = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        if let Some(file) = var("REGISTRY_AUTH_FILE") {
+            return vec![file];
+        }
+        let config_home = var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|h| h.join(".config")));
+        [var("XDG_RUNTIME_DIR"), config_home]
+            .into_iter()
+            .flatten()
+            .map(|dir| dir.join("containers").join("auth.json"))
+            .collect()
+    }
+
+    /// Loads `path`, or the [default path](Self::default_path) when `None`, and then the
+    /// [podman `auth.json` files](Self::podman_auth_paths) of the process environment as
+    /// fallbacks.
     ///
     /// A missing file gives an empty config; a malformed one is an error naming the file.
     pub fn load(path: Option<&Path>) -> Result<DockerConfig> {
+        Self::load_docker(path)?
+            .with_auth_files(&Self::podman_auth_paths(|name| std::env::var_os(name)))
+    }
+
+    /// This config with the `auth.json` files `paths` consulted after it, in order, for
+    /// registries it has no credential for. Missing files (and this config's own file) are
+    /// skipped; a malformed one is an error naming the file.
+    pub fn with_auth_files(mut self, paths: &[PathBuf]) -> Result<DockerConfig> {
+        for path in paths {
+            if self.path.as_deref() == Some(path.as_path())
+                || self
+                    .fallbacks
+                    .iter()
+                    .any(|f| f.path.as_deref() == Some(path.as_path()))
+            {
+                continue;
+            }
+            let file = Self::load_docker(Some(path))?;
+            if file.is_empty() {
+                continue;
+            }
+            self.fallbacks.push(DockerConfig {
+                auth_file: true,
+                helper_search_path: self.helper_search_path.clone(),
+                ..file
+            });
+        }
+        Ok(self)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.auths.is_empty() && self.cred_helpers.is_empty() && self.creds_store.is_none()
+    }
+
+    /// Loads one docker-format file (`path`, else the default path), without fallbacks.
+    fn load_docker(path: Option<&Path>) -> Result<DockerConfig> {
         let path = match path {
             Some(p) => Some(p.to_path_buf()),
             None => Self::default_path(),
@@ -155,13 +221,19 @@ impl DockerConfig {
             cred_helpers: raw.cred_helpers.unwrap_or_default(),
             creds_store: raw.creds_store.filter(|s| !s.is_empty()),
             helper_search_path: None,
+            auth_file: false,
+            fallbacks: Vec::new(),
         })
     }
 
     /// Uses `search_path` (a `PATH`-style list) instead of `$PATH` to find
     /// `docker-credential-<name>` helpers.
     pub fn with_helper_search_path(mut self, search_path: impl Into<OsString>) -> DockerConfig {
-        self.helper_search_path = Some(search_path.into());
+        let search_path = search_path.into();
+        for fallback in &mut self.fallbacks {
+            fallback.helper_search_path = Some(search_path.clone());
+        }
+        self.helper_search_path = Some(search_path);
         self
     }
 
@@ -172,18 +244,48 @@ impl DockerConfig {
 
     /// Human-readable description of where credentials are looked up, for error messages.
     pub fn describe_location(&self) -> String {
-        match &self.path {
+        let own = match &self.path {
             Some(p) => p.display().to_string(),
             None => "docker config.json (neither DOCKER_CONFIG nor HOME is set)".to_string(),
+        };
+        let files: Vec<String> = self
+            .fallbacks
+            .iter()
+            .filter_map(|f| f.path.as_ref().map(|p| p.display().to_string()))
+            .collect();
+        if files.is_empty() {
+            own
+        } else {
+            format!("{own} (then {})", files.join(", "))
         }
     }
 
-    /// Finds the credential for `registry` (`host[:port]`, `docker.io` for docker hub).
+    /// Finds the credential for `registry` (`host[:port]`, `docker.io` for docker hub): in
+    /// this config, else in the first `auth.json` fallback that has one.
     ///
-    /// Order: a `credHelpers` entry for the registry, then `credsStore`, then `auths`.
-    /// A missing `credsStore` helper binary is skipped (falls back to `auths`); a missing
-    /// helper named in `credHelpers` is an error.
+    /// Order in each file: a `credHelpers` entry for the registry, then `credsStore`, then
+    /// `auths`. A missing `credsStore` helper binary is skipped (falls back to `auths`); a
+    /// missing helper named in `credHelpers` is an error.
     pub fn credential_for(&self, registry: &str) -> Result<Option<Credential>> {
+        if let Some(c) = self.own_credential(registry)? {
+            return Ok(Some(c));
+        }
+        for fallback in &self.fallbacks {
+            if let Some(c) = fallback.own_credential(registry)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether `key` (of `auths` or `credHelpers`) names a namespace of an `auth.json`
+    /// (`quay.io/team`) rather than a registry.
+    fn is_namespace_key(&self, key: &str) -> bool {
+        self.auth_file && !key.contains("://") && key.contains('/')
+    }
+
+    /// The credential for `registry` in this file alone.
+    fn own_credential(&self, registry: &str) -> Result<Option<Credential>> {
         let host = registry.to_ascii_lowercase();
         let hub = is_docker_hub(&host);
         let server_url = if hub {
@@ -192,6 +294,9 @@ impl DockerConfig {
             host.clone()
         };
         let key_matches = |k: &str| {
+            if self.is_namespace_key(k) {
+                return false;
+            }
             let n = normalize_key(k);
             if hub {
                 is_docker_hub(&n)
@@ -405,6 +510,94 @@ mod tests {
         assert_eq!(c.credential_for("empty.example.com").unwrap(), None);
         assert_eq!(c.credential_for("127.0.0.1:5001").unwrap(), None);
         assert_eq!(c.credential_for("reg.example.com").unwrap(), None);
+    }
+
+    #[test]
+    fn podman_auth_files_are_found_where_podman_looks() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let all = &[
+            ("REGISTRY_AUTH_FILE", "/explicit/auth.json"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("XDG_CONFIG_HOME", "/home/u/.cfg"),
+            ("HOME", "/home/u"),
+        ];
+        assert_eq!(
+            DockerConfig::podman_auth_paths(env(all)),
+            [PathBuf::from("/explicit/auth.json")]
+        );
+        assert_eq!(
+            DockerConfig::podman_auth_paths(env(&all[1..])),
+            [
+                PathBuf::from("/run/user/1000/containers/auth.json"),
+                PathBuf::from("/home/u/.cfg/containers/auth.json"),
+            ]
+        );
+        assert_eq!(
+            DockerConfig::podman_auth_paths(env(&[("HOME", "/home/u"), ("XDG_RUNTIME_DIR", "")])),
+            [PathBuf::from("/home/u/.config/containers/auth.json")]
+        );
+        assert!(DockerConfig::podman_auth_paths(env(&[])).is_empty());
+    }
+
+    #[test]
+    fn auth_json_files_are_consulted_after_the_docker_config_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, auths: &[(&str, &str)]| {
+            let entries: Vec<String> = auths
+                .iter()
+                .map(|(k, up)| format!("{k:?}:{{\"auth\":\"{}\"}}", b64(up)))
+                .collect();
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{{\"auths\":{{{}}}}}", entries.join(","))).unwrap();
+            path
+        };
+        let docker = write("config.json", &[("a.io", "docker:a")]);
+        let runtime = write(
+            "runtime-auth.json",
+            &[
+                ("a.io", "runtime:a"),
+                ("b.io", "runtime:b"),
+                ("d.io/team/app", "ns:d"),
+            ],
+        );
+        let config = write(
+            "config-auth.json",
+            &[("b.io", "config:b"), ("c.io", "config:c")],
+        );
+        let missing = dir.path().join("missing.json");
+        let c = DockerConfig::load_docker(Some(&docker))
+            .unwrap()
+            .with_auth_files(&[runtime.clone(), missing, config.clone(), docker.clone()])
+            .unwrap();
+        assert_eq!(c.credential_for("a.io").unwrap(), basic("docker", "a"));
+        assert_eq!(c.credential_for("b.io").unwrap(), basic("runtime", "b"));
+        assert_eq!(c.credential_for("c.io").unwrap(), basic("config", "c"));
+        // A namespace's credential is not the registry's.
+        assert_eq!(c.credential_for("d.io").unwrap(), None);
+        let where_ = c.describe_location();
+        assert_eq!(
+            where_,
+            format!(
+                "{} (then {}, {})",
+                docker.display(),
+                runtime.display(),
+                config.display()
+            )
+        );
+
+        std::fs::write(&config, "{broken").unwrap();
+        let err = DockerConfig::default()
+            .with_auth_files(std::slice::from_ref(&config))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&config.display().to_string()), "{err}");
     }
 
     #[test]

@@ -12,8 +12,9 @@ use std::path::PathBuf;
 #[command(next_help_heading = "Context & Dockerfile")]
 pub struct SourceFlags {
     /// Build context: a directory (`dir://` optional), `tar://PATH.tar[.gz]`, `tar://stdin`,
-    /// `git://host/repo.git#REF#COMMIT`, `s3://bucket/key.tar.gz` or `https://…/ctx.tar.gz`
-    /// (default: `.`; `/workspace/` for `executor`).
+    /// `git://host/repo.git#REF#COMMIT`, `s3://bucket/key.tar.gz`, `gs://bucket/key.tar.gz`,
+    /// `https://ACCOUNT.blob.core.windows.net/CONTAINER/key.tar.gz` (Azure) or
+    /// `https://…/ctx.tar.gz` (default: `.`; `/workspace/` for `executor`).
     #[arg(short = 'c', long, value_name = "CONTEXT")]
     context: Option<String>,
     /// Sub-directory of the context to build from.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn env_var(name: &str) -> String {
+pub(crate) fn env_var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: start the test lab with `eval \"$(scripts/lab.sh env)\"`")
     })
@@ -211,7 +211,7 @@ fn executor_login_stores_credentials_in_kaniko_docker_and_the_build_uses_them() 
 // ---------------------------------------------------------------------------------------
 // 3. contexts
 
-fn demo_tar_gz(dir: &Path) -> PathBuf {
+pub(crate) fn demo_tar_gz(dir: &Path) -> PathBuf {
     let path = dir.join("ctx.tar.gz");
     run(
         "tar",
@@ -228,7 +228,7 @@ fn demo_tar_gz(dir: &Path) -> PathBuf {
 
 /// Builds the demo from `context` (plus `extra` flags) with the executor on the test
 /// machine, pushes it and checks the image holds the demo's files.
-fn build_demo_from(
+pub(crate) fn build_demo_from(
     name: &str,
     context: &str,
     extra: &[&str],

@@ -11,6 +11,7 @@ mod common;
 mod build;
 mod cache;
 mod conformance;
+mod contexts;
 mod debian;
 mod deploy;
 mod executor;

@@ -1,17 +1,12 @@
-//! Contexts that hold an archive: tar files, tar streams, `tar://stdin`, the lab's S3
-//! server and a loopback HTTP server. The archives are extracted by [`super::untar`], a
+//! Contexts that hold an archive: tar files, tar streams, `tar://stdin` and a loopback HTTP
+//! server (the object stores are in `cloud`). The archives are extracted by [`super::untar`], a
 //! plain extraction with the `tar` crate; the engine's own extraction (`ADD`'s rules,
 //! hostile members) is tested with `ocibuild_core::Context` in builder-core.
 
-use super::{prepare_context_with, read, untar};
-use ocibuild_context::{
-    parse_context, sigv4_authorization, ContextEnv, ContextError, ContextSource, GitOptions,
-    SigV4Request,
-};
-use sha2::{Digest, Sha256};
+use super::{read, untar};
+use ocibuild_context::{parse_context, ContextError, ContextSource, GitOptions};
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -39,13 +34,13 @@ fn tar_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
 }
 
-fn sample_tar() -> Vec<u8> {
+pub(crate) fn sample_tar() -> Vec<u8> {
     tar_bytes(&[
         ("app/Dockerfile", b"FROM scratch\n"),
         ("app/src/main.rs", b"fn main() {}\n"),
@@ -54,7 +49,7 @@ fn sample_tar() -> Vec<u8> {
 }
 
 /// The names in `dir`.
-fn names(dir: &Path) -> Vec<String> {
+pub(crate) fn names(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -133,175 +128,16 @@ async fn tar_stdin_is_read_from_standard_input() {
 }
 
 // ---------------------------------------------------------------------------------------
-// S3 (the lab's moto server, which checks signatures)
-
-struct S3Lab {
-    endpoint: String,
-    access: String,
-    secret: String,
-}
-
-fn env_var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the test lab with scripts/lab.sh up and eval \"$(scripts/lab.sh env)\"")
-    })
-}
-
-fn s3_lab() -> S3Lab {
-    S3Lab {
-        endpoint: env_var("OCIBUILD_TEST_S3_ENDPOINT"),
-        access: env_var("OCIBUILD_TEST_S3_ACCESS_KEY"),
-        secret: env_var("OCIBUILD_TEST_S3_SECRET_KEY"),
-    }
-}
-
-/// A PUT signed with ocibuild's own signature version 4 code.
-async fn s3_put(lab: &S3Lab, path: &str, body: Vec<u8>) {
-    let url = reqwest::Url::parse(&format!("{}{path}", lab.endpoint)).unwrap();
-    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
-    let payload = hex::encode(Sha256::digest(&body));
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let date = ocibuild_image::time::rfc3339(secs).replace(['-', ':'], "");
-    let headers = [
-        ("host", host.as_str()),
-        ("x-amz-content-sha256", payload.as_str()),
-        ("x-amz-date", date.as_str()),
-    ];
-    let auth = sigv4_authorization(
-        &SigV4Request {
-            method: "PUT",
-            canonical_uri: url.path(),
-            canonical_query: "",
-            headers: &headers,
-            payload_sha256: &payload,
-            amz_date: &date,
-            region: "us-east-1",
-            service: "s3",
-        },
-        &lab.access,
-        &lab.secret,
-    );
-    let response = reqwest::Client::new()
-        .put(url.clone())
-        .header("x-amz-content-sha256", &payload)
-        .header("x-amz-date", &date)
-        .header("authorization", auth)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    assert!(
-        status.is_success(),
-        "PUT {url}: {status}: {}",
-        response.text().await.unwrap_or_default()
-    );
-}
-
-#[tokio::test]
-#[ignore = "needs the lab: scripts/test.sh runs it"]
-async fn s3_contexts_are_fetched_with_signed_requests() {
-    let lab = s3_lab();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let bucket = format!("ctx-{}-{nanos}", std::process::id());
-    s3_put(&lab, &format!("/{bucket}"), Vec::new()).await;
-    s3_put(
-        &lab,
-        &format!("/{bucket}/builds/my%20ctx.tar.gz"),
-        gzip(&sample_tar()),
-    )
-    .await;
-
-    let work = tempfile::tempdir().unwrap();
-    let git = GitOptions::default();
-    let env = ContextEnv {
-        aws_access_key_id: Some(lab.access.clone()),
-        aws_secret_access_key: Some(lab.secret.clone()),
-        s3_endpoint: Some(lab.endpoint.clone()),
-        ..ContextEnv::default()
-    };
-    let source = parse_context(&format!("s3://{bucket}/builds/my ctx.tar.gz")).unwrap();
-    let dir = prepare_context_with(&source, Some("app"), &git, work.path(), &env)
-        .await
-        .unwrap();
-    assert!(dir.starts_with(work.path()));
-    assert_eq!(read(&dir.join("src/main.rs")), "fn main() {}\n");
-    let downloads: Vec<_> = names(work.path())
-        .into_iter()
-        .filter(|n| n.starts_with("download-"))
-        .collect();
-    assert!(downloads.is_empty(), "download removed: {downloads:?}");
-
-    let wrong = ContextEnv {
-        aws_secret_access_key: Some("not-the-secret".into()),
-        ..env.clone()
-    };
-    let err = prepare_context_with(&source, None, &git, work.path(), &wrong)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ContextError::S3Status { .. }), "{err:?}");
-    let text = err.to_string();
-    assert!(text.contains("HTTP 403"), "{text}");
-    assert!(text.contains("SignatureDoesNotMatch"), "{text}");
-    assert!(text.contains("AWS_SECRET_ACCESS_KEY"), "{text}");
-
-    let missing = parse_context(&format!("s3://{bucket}/nope.tar.gz")).unwrap();
-    let err = prepare_context_with(&missing, None, &git, work.path(), &env)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("HTTP 404"), "{err}");
-
-    let half = ContextEnv {
-        aws_secret_access_key: None,
-        ..env.clone()
-    };
-    let err = prepare_context_with(&source, None, &git, work.path(), &half)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("AWS_SECRET_ACCESS_KEY is not"),
-        "{err}"
-    );
-}
-
-// ---------------------------------------------------------------------------------------
 // https (plain http on loopback)
 
 /// Serves `body` with `status` to every request until the test ends.
-fn http_server(status: &'static str, body: Vec<u8>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = Vec::new();
-            let mut byte = [0u8; 1];
-            while !request.ends_with(b"\r\n\r\n") {
-                match stream.read(&mut byte) {
-                    Ok(1) => request.push(byte[0]),
-                    _ => break,
-                }
-            }
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
-        }
-    });
-    port
+fn http_server(status: u16, body: Vec<u8>) -> u16 {
+    super::server::serve(move |_| (status, body.clone())).0
 }
 
 #[tokio::test]
 async fn https_contexts_are_downloaded_and_extracted() {
-    let port = http_server("200 OK", gzip(&sample_tar()));
+    let port = http_server(200, gzip(&sample_tar()));
     let work = tempfile::tempdir().unwrap();
     let source = parse_context(&format!("http://127.0.0.1:{port}/ctx.tar.gz")).unwrap();
     let dir = prepare(&source, Some("app"), work.path()).await.unwrap();
@@ -310,7 +146,7 @@ async fn https_contexts_are_downloaded_and_extracted() {
     let left = names(work.path());
     assert_eq!(left.len(), 1, "the download is removed: {left:?}");
 
-    let port = http_server("404 Not Found", b"no".to_vec());
+    let port = http_server(404, b"no".to_vec());
     let source = parse_context(&format!("http://127.0.0.1:{port}/ctx.tar.gz")).unwrap();
     let err = prepare(&source, None, work.path()).await.unwrap_err();
     assert!(matches!(err, ContextError::Fetch(_)), "{err:?}");
