@@ -166,9 +166,9 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        values.record(&mut fields);
-        let Some(done) = fields.number("done") else {
+        let mut done = Done(None);
+        values.record(&mut done);
+        let Some(done) = done.0 else {
             return;
         };
         if let Some(span) = ctx.span(id) {
@@ -206,6 +206,19 @@ where
             self.out.line(level, &text, Paint::Dim, Map::new());
         }
     }
+}
+
+/// The `done` field of a transfer's update (once per chunk: no allocation).
+struct Done(Option<u64>);
+
+impl Visit for Done {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "done" {
+            self.0 = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
 }
 
 /// The fields of a span or event: its message apart, the rest as JSON values.
