@@ -37,13 +37,15 @@ impl Log {
 
     /// The level and text of the line that `event` gives at this verbosity, if any: the
     /// event's own one-line text ([`BuildEvent`]'s `Display`); warnings from `warn` on,
-    /// blob transfers (with their byte counts) from `debug`, the rest from `info`.
+    /// blob transfers (with their byte counts), layer extractions and the making of a
+    /// stage's rootfs from `debug`, the rest (the snapshotter chosen too) from `info`.
     fn line(&self, event: BuildEvent) -> Option<(&'static str, String)> {
         let (level, least) = match &event {
             BuildEvent::Warning(_) => ("warning", Verbosity::Warn),
-            BuildEvent::BlobPulled { .. } | BuildEvent::BlobPushed { .. } => {
-                ("debug", Verbosity::Debug)
-            }
+            BuildEvent::BlobPulled { .. }
+            | BuildEvent::BlobPushed { .. }
+            | BuildEvent::Extracted { .. }
+            | BuildEvent::Rootfs { .. } => ("debug", Verbosity::Debug),
             _ => ("info", Verbosity::Info),
         };
         (self.verbosity >= least).then(|| (level, event.to_string()))

@@ -62,6 +62,28 @@ impl fmt::Display for BuildEvent {
                 digest,
             } => write!(f, "pushed {destination}@{digest}"),
             BuildEvent::Warning(text) => write!(f, "warning: {text}"),
+            BuildEvent::Snapshotter { name, reason } => {
+                write!(f, "snapshotter: {name} ({reason})")
+            }
+            BuildEvent::Extracted {
+                diff_id,
+                entries,
+                bytes,
+            } => {
+                let (diff_id, size) = (short(diff_id), human_size(*bytes));
+                write!(
+                    f,
+                    "      extracted {diff_id} ({entries} entries, {size}) into the layer store"
+                )
+            }
+            BuildEvent::Rootfs {
+                stage,
+                snapshotter,
+                layers,
+            } => write!(
+                f,
+                "      rootfs of stage {stage}: {snapshotter} of {layers} layers"
+            ),
         }
     }
 }

@@ -388,6 +388,27 @@ impl BlobStore {
         Ok((path, diff_id))
     }
 
+    /// Records that blob `digest` decompresses to `diff_id`, checked elsewhere (the layer
+    /// store checks both digests of every layer it extracts).
+    pub(crate) fn record_known(&self, digest: &str, diff_id: &str) {
+        self.diff_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.to_string(), diff_id.to_string());
+    }
+
+    /// Records that `bytes` of blob `digest` were downloaded from `source` (reported with
+    /// the build's next event).
+    pub(crate) fn record_download(&self, source: &Reference, digest: &str, bytes: u64) {
+        self.reports.pulled(source, digest, bytes);
+    }
+
+    /// Whether blob `digest` is downloaded into the work directory, or may be: the store
+    /// has a local cache directory to take it from or to put it in.
+    pub(crate) fn has_file_or_cache(&self, digest: &str) -> bool {
+        self.cache.is_some() || self.path(digest).exists()
+    }
+
     fn known_diff_id(&self, digest: &str) -> Option<String> {
         let map = self.diff_ids.lock().unwrap_or_else(|e| e.into_inner());
         map.get(digest).cloned()

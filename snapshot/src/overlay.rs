@@ -20,10 +20,14 @@
 //!   [`crate::Changes`] as [`crate::StatWalk`] finds.
 //! - Fallback: [`Overlay::available`] tries a tiny detached overlay in the state
 //!   directory and says why it cannot be used ([`Unavailable`]).
+//! - After the build: a committed upper directory becomes a layer of the store
+//!   ([`settle_upper`], [`set_mtimes`], then [`crate::LayerStore::adopt`]); a finished
+//!   stage is read through [`read_only_view`].
 
 pub(crate) mod format;
 mod lowers;
 mod mount;
+mod settle;
 mod upper;
 
 use std::ffi::OsStr;
@@ -42,6 +46,7 @@ use crate::snapshotter::{Diff, Snapshotter, StepRoot};
 use lowers::LowerStack;
 
 pub use mount::{lower_option, MAX_OPTION_VALUE};
+pub use settle::{set_mtimes, settle_upper};
 
 /// The most lower directories one overlay mount stacks (the kernel's `OVL_MAX_STACK`).
 pub const MAX_LOWERS: usize = 500;
@@ -113,6 +118,28 @@ impl OverlayLayers {
         let shown = PathBuf::from(format!("overlay:{}", self.upper.display()));
         Ok(RootDir::from_fd(fd, &shown))
     }
+}
+
+/// A read-only view of the tree of `lowers` (bottom-most first): a detached overlay of the
+/// lower directories alone, mounted read-only (`nodev,nosuid,noexec` too), for reading a
+/// finished stage's rootfs. `empty` is an empty directory (created when missing): overlayfs
+/// needs two lower directories without an upper one, so a single lower gets it below, and
+/// no lowers at all give `empty` itself.
+pub fn read_only_view(lowers: &[PathBuf], empty: &Path) -> Result<RootDir> {
+    fs::create_dir_all(empty).map_err(io_err(empty, "create directory"))?;
+    let mut stack: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
+    match stack.len() {
+        0 => return RootDir::open(empty),
+        1 => stack.push(empty),
+        _ => {}
+    }
+    let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    let fd = mount::mount_stack(&stack, None, lower_option(), attrs)?;
+    let shown = PathBuf::from(format!("overlay:{}", lowers[lowers.len() - 1].display()));
+    Ok(RootDir::from_fd(fd, &shown))
 }
 
 /// The overlay snapshotter (see the module documentation). Steps get their upper and work
