@@ -321,7 +321,8 @@ impl BuildLayers {
             self.store.clone(),
             (digest.to_string(), diff_id.to_string()),
         );
-        let extraction = crate::blocking::spawn(move || {
+        // Started now, not when awaited: it takes the chunks while the download runs.
+        let extraction = tokio::task::spawn_blocking(move || {
             let digests = LayerDigests {
                 digest: &owned.0,
                 diff_id: &owned.1,
@@ -340,7 +341,13 @@ impl BuildLayers {
             .await;
         let broken = tee.broken;
         drop(tee);
-        let extracted = extraction.await.map_err(Extraction::Build)?;
+        let extracted = match extraction.await {
+            Ok(extracted) => extracted,
+            Err(e) => match e.try_into_panic() {
+                Ok(payload) => std::panic::resume_unwind(payload),
+                Err(_) => return Err(Extraction::Build(BuildError::Cancelled)),
+            },
+        };
         let context = format!("pulling layer {digest} of {source}");
         let bytes = pulled
             .map_err(BuildError::registry(context))
@@ -494,8 +501,10 @@ impl BlobObserver for Tee {
 
     fn update(&mut self, bytes: &[u8]) {
         let Some(sender) = &self.sender else { return };
-        // Waits while the extraction is behind; a finished extraction takes no more.
-        if sender.send(bytes.to_vec()).is_err() {
+        // Waits while the extraction is behind (letting the runtime move its other tasks
+        // elsewhere meanwhile); a finished extraction takes no more.
+        let sent = crate::blocking::in_place(|| sender.send(bytes.to_vec()));
+        if sent.is_err() {
             self.sender = None;
         }
         self.sent = true;

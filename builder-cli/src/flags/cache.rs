@@ -44,7 +44,7 @@ pub struct CacheFlags {
     /// (default: layer-store/ in --cache-dir, else /var/lib/ocibuild as root or
     /// $XDG_DATA_HOME/ocibuild; building in /: in --cache-dir or the work directory).
     /// `ocibuild prune` trims it.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "OCIBUILD_LAYER_STORE")]
     layer_store: Option<PathBuf>,
 }
 

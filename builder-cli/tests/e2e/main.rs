@@ -22,3 +22,4 @@ mod outputs;
 mod prune;
 mod push;
 mod sandbox;
+mod snapshotters;
