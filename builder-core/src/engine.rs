@@ -1,6 +1,6 @@
 //! The handles a stage runs with, instead of the whole builder: the read-only
-//! [`Settings`] (with the few [`StageOptions`] stages read), the [`Registry`] (clients and
-//! blob store), the [`StepCache`] with its hit and miss counters, the [`Progress`] that
+//! [`Settings`] (with the few [`StageOptions`] stages read), the [`Registry`] (clients,
+//! blob store and the layer store the stages' root filesystems are stacked on), the [`StepCache`] with its hit and miss counters, the [`Progress`] that
 //! owns the build's [`EventSink`], and the cross-stage state [`Stages`]. `build` makes them and lends them to `stage` as [`Handles`]; this module
 //! imports neither.
 

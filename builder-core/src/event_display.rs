@@ -7,7 +7,9 @@ impl fmt::Display for BuildEvent {
     /// The line of the `ocibuild` build log: `[3/7] (stage 0) RUN make`,
     /// `      -> layer sha256:0123456789ab (1.2 MiB), 0.52s`, `      CACHE HIT KEY`,
     /// `      base REF@DIGEST`, `      pulled sha256:… (3.4 MiB) from REF`,
-    /// `      pushed sha256:… (3.4 MiB) to REF`, `pushed REF@DIGEST`, `warning: …`; RUN
+    /// `      pushed sha256:… (3.4 MiB) to REF`, `pushed REF@DIGEST`, `warning: …`,
+    /// `snapshotter: overlay (layer store DIR)`, `      extracted sha256:… (N entries,
+    /// 3.4 MiB) into the layer store`, `      rootfs of stage S: overlay of N layers`; RUN
     /// output is shown as it is, without its line end.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

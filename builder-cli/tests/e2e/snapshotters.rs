@@ -100,6 +100,33 @@ fn auto_picks_overlay_here_and_says_so() {
     );
 }
 
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn under_chroot_isolation_auto_walks_and_says_why_and_a_forced_overlay_is_refused() {
+    let reg = registry();
+    let ctx = context_with(&format!("FROM {reg}/busybox:latest\nRUN touch /x\n"), &[]);
+    let store = tempfile::tempdir().unwrap();
+    let chroot = ["--no-push", "--isolation", "chroot"];
+    let log = assert_ok(&build_in(ctx.path(), store.path(), &chroot));
+    assert_eq!(
+        snapshotter_line(&log),
+        "snapshotter: walk (overlay unavailable: --isolation chroot runs RUN without a mount \
+         namespace of its own, where the overlay would be mounted)"
+    );
+    let forced = build_in(
+        ctx.path(),
+        store.path(),
+        &[&chroot[..], &["--snapshotter", "overlay"]].concat(),
+    );
+    assert!(!forced.status.success());
+    assert!(
+        stderr(&forced)
+            .contains("--snapshotter overlay: overlayfs cannot be used here: --isolation chroot"),
+        "{}",
+        stderr(&forced)
+    );
+}
+
 /// A Dockerfile that exercises every kind of change: RUN, COPY and ADD with owners,
 /// WORKDIR, deletions of files and directories, replaced (opaque) directories, links,
 /// device nodes, a second stage copying from and mounting the first.
