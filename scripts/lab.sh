@@ -31,7 +31,7 @@ set -euo pipefail
 LAB_DIR="${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}"
 AUTH_USER=ocitest
 AUTH_PASSWORD=ocitest-pw
-PACKAGES=(docker-registry skopeo umoci busybox-static debootstrap jq apache2-utils buildah curl openssl git python3-venv file ca-certificates gcc libc6-dev)
+PACKAGES=(docker-registry skopeo umoci busybox-static debootstrap jq apache2-utils buildah curl openssl git python3-venv file ca-certificates gcc libc6-dev golang-go)
 ENV_FILE="$LAB_DIR/env"
 CERTS="$LAB_DIR/certs"
 

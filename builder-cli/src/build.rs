@@ -11,7 +11,7 @@ use tokio::runtime::Runtime;
 /// `mode`.
 pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
     let mut opts = args.options(mode)?;
-    let mut log = args.logging.log();
+    let mut log = crate::log::Log::from_flags(&args.logging);
     for warning in args.ignored.warnings() {
         log.event(BuildEvent::Warning(warning));
     }

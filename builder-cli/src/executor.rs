@@ -32,12 +32,3 @@ pub fn run(args: ExecutorArgs) -> Result<()> {
         None => build::run(args.build, Mode::Executor),
     }
 }
-
-/// kaniko's registry credentials file: `$DOCKER_CONFIG/config.json`, by default
-/// `/kaniko/.docker/config.json`.
-pub fn docker_config_dir() -> std::path::PathBuf {
-    std::env::var_os("DOCKER_CONFIG")
-        .filter(|d| !d.is_empty())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from("/kaniko/.docker"))
-}

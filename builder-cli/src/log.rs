@@ -13,6 +13,11 @@ pub struct Log {
 }
 
 impl Log {
+    /// The build log the logging flags ask for.
+    pub fn from_flags(flags: &crate::flags::logging::LoggingFlags) -> Log {
+        Log::new(flags.verbosity, flags.log_format, flags.log_timestamp)
+    }
+
     /// A log that prints what `verbosity` lets through, in `format`.
     pub fn new(verbosity: Verbosity, format: LogFormat, timestamps: bool) -> Log {
         Log {

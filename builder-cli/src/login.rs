@@ -25,7 +25,7 @@ pub struct LoginArgs {
 /// Adds the credentials to the config file, written anew with mode 0600.
 pub fn run(args: LoginArgs) -> Result<()> {
     let password = password(&args)?;
-    let dir = crate::executor::docker_config_dir();
+    let dir = docker_config_dir();
     let path = dir.join("config.json");
     let mut config = read_config(&path)?;
     let auth = base64::Engine::encode(
@@ -89,4 +89,13 @@ fn write_config(path: &Path, config: &Value) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// kaniko's registry credentials file: `$DOCKER_CONFIG/config.json`, by default
+/// `/kaniko/.docker/config.json`.
+pub fn docker_config_dir() -> std::path::PathBuf {
+    std::env::var_os("DOCKER_CONFIG")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/kaniko/.docker"))
 }

@@ -29,7 +29,7 @@ pub struct PushArgs {
 
 /// Pushes the image with the credentials of kaniko's config file.
 pub fn run(args: PushArgs) -> Result<()> {
-    let docker_config = crate::executor::docker_config_dir().join("config.json");
+    let docker_config = crate::login::docker_config_dir().join("config.json");
     let mut client = args.registry.client_options()?;
     client.docker_config = ocibuild_registry::DockerConfig::load(Some(&docker_config))
         .context("reading registry credentials")?;

@@ -29,10 +29,11 @@ use crate::build::{self, BuildEvent, BuildOptions, BuildOutput, BuiltLayer};
 use crate::cancel::CancelToken;
 use crate::context::Context;
 use crate::error::{BuildError, Result};
-use crate::image::{self, BlobStore, Manifested};
+use crate::image::{self, BlobReports, BlobStore, Manifested};
 use crate::isolation::Isolation;
+use crate::upload::Uploads;
 use ocibuild_image::config::ImageConfig;
-use ocibuild_registry::{Client, Reference};
+use ocibuild_registry::Client;
 use ocibuild_snapshot::Compression;
 use std::fmt;
 use std::future::Future;
@@ -396,24 +397,21 @@ impl BuiltImage {
     }
 
     /// Pushes the image to each `registry/repo[:tag]`, with the build's credentials and
-    /// registry settings; returns the manifest digest pushed to each.
+    /// registry settings; returns the manifest digest pushed to each. The layers upload a
+    /// few at a time, to every destination at once; config and manifest go out only once
+    /// every layer is confirmed everywhere, so a failed upload leaves no tag behind.
     pub async fn push(&self, destinations: &[&str]) -> Result<Vec<String>> {
-        let mut digests = Vec::new();
-        for dest in destinations {
-            let reference = Reference::parse(dest)
-                .map_err(BuildError::registry(format!("destination {dest:?}")))?;
-            let digest = image::push(
-                &self.output.image,
-                &self.manifested,
-                &reference,
-                (&self.push_client, &self.pull_client),
-                &self.blobs,
-                &mut |_| {},
-            )
-            .await?;
-            digests.push(digest);
-        }
-        Ok(digests)
+        let destinations: Vec<String> = destinations.iter().map(|d| d.to_string()).collect();
+        let mut uploads = Uploads::new(
+            build::parse_destinations(&destinations)?,
+            (self.push_client.clone(), self.pull_client.clone()),
+            self.blobs.clone(),
+            CancelToken::new(),
+            BlobReports::default(),
+        );
+        uploads
+            .push(&self.output.image, &self.manifested, &mut |_| {})
+            .await
     }
 
     /// Writes the image into the OCI image layout `dir` (created, or added to), named

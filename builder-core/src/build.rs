@@ -33,6 +33,7 @@ use crate::isolation::Isolation;
 use crate::layers::BuildLayers;
 use crate::mounts::Secrets;
 use crate::stage::StageRun;
+use crate::upload::Uploads;
 use ocibuild_dockerfile::plan::Plan;
 use ocibuild_image::config::ImageConfig;
 use ocibuild_image::platform::{self, Platform};
@@ -153,8 +154,7 @@ async fn build_reporting(
     cancel: &CancelToken,
     reports: &BlobReports,
 ) -> Result<Built> {
-    let mut builder = Builder::new(opts, work, cancel.clone(), events)?;
-    builder.registry.blobs = builder.registry.blobs.clone().reporting_to(reports.clone());
+    let mut builder = Builder::new(opts, work, cancel.clone(), events, reports)?;
     let image = builder.run_stages().await?;
     let output = builder.finish(image).await?;
     for warning in builder.registry.layers.adopt_uppers().await? {
@@ -211,6 +211,8 @@ pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<tem
 /// One build: its options and the handles its stages borrow.
 pub(crate) struct Builder<'a> {
     opts: &'a BuildOptions,
+    /// The `--destination`s.
+    destinations: Vec<Reference>,
     settings: Settings,
     registry: Registry,
     cache: StepCache,
@@ -219,25 +221,24 @@ pub(crate) struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
+    /// A build of `opts` in `work`, stopped by `cancel`, reporting to `events` and
+    /// recording blob transfers in `reports`.
     fn new(
         opts: &'a BuildOptions,
         work: &Path,
         cancel: CancelToken,
         events: Events<'a>,
+        reports: &BlobReports,
     ) -> Result<Builder<'a>> {
         let (context, dockerfile, plan) = load_plan(opts)?;
         let platform = parse_platform(opts.platform.as_deref())?;
         let ignore = read_dockerignore(&context, &dockerfile)?;
         let docker_config = DockerConfig::load(opts.docker_config.as_deref())
             .map_err(BuildError::registry("reading registry credentials"))?;
-        let dest_registries: Vec<String> = opts
-            .destinations
-            .iter()
-            .filter_map(|d| Reference::parse(d).ok().map(|r| r.registry))
-            .collect();
+        let destinations = parse_destinations(&opts.destinations)?;
         let mut pull_insecure = opts.insecure_registries.clone();
         if opts.insecure {
-            pull_insecure.extend(dest_registries);
+            pull_insecure.extend(destinations.iter().map(|r| r.registry.clone()));
         }
         let client = |insecure_all: bool, insecure_registries: Vec<String>, skip_tls: bool| {
             let mut options = ClientOptions {
@@ -267,6 +268,19 @@ impl<'a> Builder<'a> {
             None => None,
         };
         let cache = layer_cache(opts, local_cache.clone(), &push_client)?;
+        let blobs = BlobStore::new(work.join("blobs"), local_cache)?.reporting_to(reports.clone());
+        let uploads = Uploads::new(
+            if opts.no_push {
+                Vec::new()
+            } else {
+                destinations.clone()
+            },
+            (push_client.clone(), pull_client.clone()),
+            blobs.clone(),
+            cancel.clone(),
+            reports.clone(),
+        )
+        .for_target(&plan, plan.target(opts.target.as_deref())?);
         let store = crate::layers::store_root(opts, work);
         let live_ignore = live_ignore(opts, &[context.clone(), work.to_path_buf(), store.clone()])?;
         let layers = BuildLayers::open(opts, &store, live_ignore.is_some())?;
@@ -284,12 +298,8 @@ impl<'a> Builder<'a> {
         };
         Ok(Builder {
             opts,
-            registry: Registry::new(
-                pull_client,
-                push_client,
-                BlobStore::new(work.join("blobs"), local_cache)?,
-                layers,
-            ),
+            destinations,
+            registry: Registry::new((pull_client, push_client), blobs, uploads, layers),
             cache: StepCache::new(cache),
             progress: Progress::new(EventSink::new(events)),
             stages: Stages::new(stage_count, cache_mounts_dir(opts)),
@@ -362,15 +372,10 @@ impl<'a> Builder<'a> {
             image.format = format;
         }
         let manifested = image.manifest_with(&self.opts.annotations)?;
-        image.verify_local_layers()?;
-        let destinations = self
-            .opts
-            .destinations
-            .iter()
-            .map(|d| {
-                Reference::parse(d).map_err(BuildError::registry(format!("destination {d:?}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let destinations = &self.destinations;
+        if self.opts.tar_path.is_some() || self.opts.oci_layout_path.is_some() {
+            image.verify_local_layers()?;
+        }
         if let Some(path) = &self.opts.tar_path {
             let tags: Vec<String> = destinations
                 .iter()
@@ -388,7 +393,7 @@ impl<'a> Builder<'a> {
             .await?;
         }
         if let Some(dir) = &self.opts.oci_layout_path {
-            let ref_name = crate::output::layout_ref_name(&destinations);
+            let ref_name = crate::output::layout_ref_name(destinations);
             crate::output::write_oci_layout(
                 &image,
                 &manifested,
@@ -399,24 +404,19 @@ impl<'a> Builder<'a> {
             )
             .await?;
         }
-        let mut pushed = Vec::new();
-        if !self.opts.no_push {
-            for dest in &destinations {
-                let clients = (&self.registry.push_client, &self.registry.pull_client);
-                let blobs = &self.registry.blobs;
-                let mut report = |event| self.progress.report(event);
-                let digest =
-                    image::push(&image, &manifested, dest, clients, blobs, &mut report).await?;
-                self.progress.report(BuildEvent::Pushed {
-                    destination: dest.to_string(),
-                    digest,
-                });
-                pushed.push(dest.to_string());
-            }
-        }
+        let mut report = |event| self.progress.report(event);
+        self.registry
+            .uploads
+            .push(&image, &manifested, &mut report)
+            .await?;
+        let pushed = if self.opts.no_push {
+            Vec::new()
+        } else {
+            destinations.iter().map(Reference::to_string).collect()
+        };
         crate::output::write_digest_files(
             &manifested.manifest.digest,
-            &destinations,
+            destinations,
             &digest_files(self.opts),
         )?;
         Ok(BuildOutput {
@@ -428,6 +428,14 @@ impl<'a> Builder<'a> {
             cache_misses: self.cache.misses,
         })
     }
+}
+
+/// Parses the `--destination`s.
+pub(crate) fn parse_destinations(destinations: &[String]) -> Result<Vec<Reference>> {
+    destinations
+        .iter()
+        .map(|d| Reference::parse(d).map_err(BuildError::registry(format!("destination {d:?}"))))
+        .collect()
 }
 
 /// The layer cache the options ask for: the local directory and/or the cache repository

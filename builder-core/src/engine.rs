@@ -13,6 +13,7 @@ use crate::isolation::Isolation;
 use crate::layers::{BuildLayers, SourceTree};
 use crate::mounts::{CacheMounts, MountError, Secrets};
 use crate::options::BuildOptions;
+use crate::upload::Uploads;
 use ocibuild_dockerfile::parser::Instruction;
 use ocibuild_dockerfile::pathmatch::IgnoreRules;
 use ocibuild_dockerfile::plan::{BuildArgs, Plan};
@@ -83,7 +84,8 @@ impl From<&BuildOptions> for StageOptions {
 }
 
 /// The registry side of a build: its clients, the blob store of its work directory and
-/// the layer store its root filesystems are stacked from.
+/// the queue that uploads the image's layers while the build goes on, and the layer store
+/// its root filesystems are stacked from.
 pub(crate) struct Registry {
     /// Pulls base images and their layers.
     pub pull_client: Client,
@@ -91,6 +93,9 @@ pub(crate) struct Registry {
     pub push_client: Client,
     /// Layer files, downloaded or made.
     pub blobs: BlobStore,
+    /// Uploads to the destinations: stages hand their layers to it
+    /// ([`Uploads::offer_stage`]) as soon as they exist.
+    pub uploads: Uploads,
     /// Extracted layers, the snapshotter choice and the overlay step directories.
     pub layers: BuildLayers,
     /// Images pulled whose layers are not all checked against their diff IDs yet (see
@@ -99,17 +104,20 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// The registry side of a build with these clients and stores.
+    /// The registry side of a build with these clients (pull, push), stores and upload
+    /// queue.
     pub fn new(
-        pull_client: Client,
-        push_client: Client,
+        clients: (Client, Client),
         blobs: BlobStore,
+        uploads: Uploads,
         layers: BuildLayers,
     ) -> Registry {
+        let (pull_client, push_client) = clients;
         Registry {
             pull_client,
             push_client,
             blobs,
+            uploads,
             layers,
             unverified: Mutex::default(),
         }

@@ -274,28 +274,45 @@ pub struct BlobStore {
     cache: Option<crate::cache::LocalCache>,
     /// The diff_id computed for each blob fetched into `dir`, by digest.
     diff_ids: Arc<Mutex<HashMap<String, String>>>,
+    /// One lock per digest, held while it is fetched: a stage unpacking a base layer and
+    /// the upload queue pushing it fetch it once, not both into the same file.
+    fetching: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Where its downloads are recorded until the build reports them.
     reports: BlobReports,
 }
 
-/// The downloads of a [`BlobStore`] not reported yet, as [`BuildEvent::BlobPulled`] events:
-/// the store downloads where no event sink is at hand, and the build reports them before
-/// its next event. Clones share the list.
+/// The blob transfers not reported yet, as [`BuildEvent::BlobPulled`] and
+/// [`BuildEvent::BlobPushed`] events: a [`BlobStore`] downloads and the upload queue
+/// ([`crate::upload::Uploads`]) uploads where no event sink is at hand, and the build
+/// reports them before its next event. Clones share the list.
 #[derive(Debug, Clone, Default)]
 pub struct BlobReports(Arc<Mutex<Vec<BuildEvent>>>);
 
 impl BlobReports {
     /// Records that `bytes` of blob `digest` were downloaded from `source`.
     fn pulled(&self, source: &Reference, digest: &str, bytes: u64) {
-        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        list.push(BuildEvent::BlobPulled {
+        self.record(BuildEvent::BlobPulled {
             reference: source.to_string(),
             digest: digest.to_string(),
             bytes,
         });
     }
 
-    /// Reports the downloads recorded since the last call to `events`.
+    /// Records that `bytes` of blob `digest` were uploaded to `destination`.
+    pub fn pushed(&self, destination: &Reference, digest: &str, bytes: u64) {
+        self.record(BuildEvent::BlobPushed {
+            destination: destination.to_string(),
+            digest: digest.to_string(),
+            bytes,
+        });
+    }
+
+    fn record(&self, event: BuildEvent) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(event);
+    }
+
+    /// Reports the transfers recorded since the last call to `events`.
     pub fn report_to(&self, events: Events<'_>) {
         let taken = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         for event in taken {
@@ -313,6 +330,7 @@ impl BlobStore {
             dir,
             cache,
             diff_ids: Default::default(),
+            fetching: Default::default(),
             reports: BlobReports::default(),
         })
     }
@@ -375,6 +393,8 @@ impl BlobStore {
         source: &Reference,
         digest: &str,
     ) -> Result<(PathBuf, String)> {
+        let lock = self.fetch_lock(digest);
+        let _fetching = lock.lock().await;
         let path = self.path(digest);
         let known = self.known_diff_id(digest);
         let diff_id = match known {
@@ -407,6 +427,13 @@ impl BlobStore {
     /// has a local cache directory to take it from or to put it in.
     pub(crate) fn has_file_or_cache(&self, digest: &str) -> bool {
         self.cache.is_some() || self.path(digest).exists()
+    }
+
+    /// The lock held while blob `digest` is fetched (also by a layer store extraction that
+    /// downloads it).
+    pub(crate) fn fetch_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(digest.to_string()).or_default().clone()
     }
 
     fn known_diff_id(&self, digest: &str) -> Option<String> {
@@ -646,62 +673,80 @@ async fn link_or_copy_blocking(from: PathBuf, to: PathBuf) -> Result<()> {
     crate::blocking::run(move || link_or_copy(&from, &to)).await
 }
 
-/// Pushes `image` to `dest`: blobs the registry lacks (mounted from the base repository when
-/// it is on the same registry, else uploaded from disk, each upload reported to `events` as
-/// a [`BuildEvent::BlobPushed`]), then the manifest. Returns the manifest digest.
-pub async fn push(
-    image: &Image,
-    manifested: &Manifested,
+/// Makes sure repository `dest` has the blob of `layer`: nothing when it is there
+/// already (HEAD), a cross-repository mount when the layer is remote on the same registry,
+/// else an upload from its file (downloaded first when remote; checked against its digest
+/// first when the build made it, so a corrupt layer never leaves the machine). Returns the
+/// bytes uploaded, if any. `clients` are the push and the pull client.
+pub async fn push_layer(
+    layer: &Layer,
     dest: &Reference,
     clients: (&Client, &Client),
     blobs: &BlobStore,
+) -> Result<Option<u64>> {
+    let (client, pull_client) = clients;
+    let digest = layer.digest();
+    let context = format!("pushing to {dest}");
+    if client
+        .blob_exists_for_push(dest, digest)
+        .await
+        .map_err(BuildError::registry(format!("{context}: layer {digest}")))?
+    {
+        return Ok(None);
+    }
+    if let LayerBlob::Remote { source, .. } = &layer.blob {
+        if source.registry == dest.registry
+            && client
+                .mount_blob(dest, &source.repository, digest)
+                .await
+                .unwrap_or(false)
+        {
+            return Ok(None);
+        }
+    }
+    if let LayerBlob::Local(info) = &layer.blob {
+        let info = info.clone();
+        crate::blocking::run(move || {
+            info.verify().map_err(BuildError::snapshot(format!(
+                "verifying layer {} before pushing it",
+                info.digest
+            )))
+        })
+        .await?;
+    }
+    let path = blobs.local_file(pull_client, layer).await?;
+    client
+        .push_blob_file(dest, digest, &path)
+        .await
+        .map_err(BuildError::registry(format!("{context}: layer {digest}")))?;
+    Ok(Some(layer.size()))
+}
+
+/// Pushes the config of `manifested` to `dest` when the repository lacks it (reported to
+/// `events` as a [`BuildEvent::BlobPushed`]), then the manifest; the layers must be there
+/// already ([`push_layer`]). Returns the manifest digest.
+pub async fn push_config_and_manifest(
+    manifested: &Manifested,
+    dest: &Reference,
+    client: &Client,
     events: Events<'_>,
 ) -> Result<String> {
-    let (client, pull_client) = clients;
-    let mut pushed = |digest: &str, bytes: u64| {
-        events(BuildEvent::BlobPushed {
-            destination: dest.to_string(),
-            digest: digest.to_string(),
-            bytes,
-        })
-    };
     let context = format!("pushing to {dest}");
-    for layer in &image.layers {
-        let digest = layer.digest();
-        if client
-            .blob_exists(dest, digest)
-            .await
-            .map_err(BuildError::registry(&context))?
-        {
-            continue;
-        }
-        if let LayerBlob::Remote { source, .. } = &layer.blob {
-            if source.registry == dest.registry
-                && client
-                    .mount_blob(dest, &source.repository, digest)
-                    .await
-                    .unwrap_or(false)
-            {
-                continue;
-            }
-        }
-        let path = blobs.local_file(pull_client, layer).await?;
-        client
-            .push_blob_file(dest, digest, &path)
-            .await
-            .map_err(BuildError::registry(format!("{context}: layer {digest}")))?;
-        pushed(digest, layer.size());
-    }
+    let config_digest = &manifested.config_digest;
     if !client
-        .blob_exists(dest, &manifested.config_digest)
+        .blob_exists_for_push(dest, config_digest)
         .await
         .map_err(BuildError::registry(&context))?
     {
         client
-            .push_blob_bytes(dest, &manifested.config_digest, manifested.config.clone())
+            .push_blob_bytes(dest, config_digest, manifested.config.clone())
             .await
             .map_err(BuildError::registry(format!("{context}: config")))?;
-        pushed(&manifested.config_digest, manifested.config.len() as u64);
+        events(BuildEvent::BlobPushed {
+            destination: dest.to_string(),
+            digest: config_digest.clone(),
+            bytes: manifested.config.len() as u64,
+        });
     }
     client
         .push_manifest(

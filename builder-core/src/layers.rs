@@ -261,16 +261,32 @@ impl BuildLayers {
         index: usize,
     ) -> Result<(PathBuf, Option<BuildEvent>)> {
         let digest = layer.digest().to_string();
-        let inserted = match &layer.blob {
-            LayerBlob::Remote { source, .. } if !registry.blobs.has_file_or_cache(&digest) => {
-                self.stream(registry, source, &digest, &layer.diff_id).await
+        let streamed = match &layer.blob {
+            LayerBlob::Remote { source, .. } => {
+                // Held while downloading, so that an upload of the same blob waits and
+                // then takes the file.
+                let lock = registry.blobs.fetch_lock(&digest);
+                let _fetching = lock.lock().await;
+                match registry.blobs.has_file_or_cache(&digest) {
+                    true => None,
+                    false => {
+                        let streamed = self.stream(registry, source, &digest, &layer.diff_id);
+                        let streamed = streamed.await.map_err(|e| mismatch(e, layer, index))?;
+                        registry.blobs.record_known(&digest, &layer.diff_id);
+                        Some(streamed)
+                    }
+                }
             }
-            _ => {
+            LayerBlob::Local(_) => None,
+        };
+        let inserted = match streamed {
+            Some(inserted) => inserted,
+            None => {
                 let file = registry.local_file(layer).await?;
-                self.insert_file(file, &digest, &layer.diff_id).await
+                let inserted = self.insert_file(file, &digest, &layer.diff_id).await;
+                inserted.map_err(|e| mismatch(e, layer, index))?
             }
         };
-        let inserted = inserted.map_err(|e| mismatch(e, layer, index))?;
         registry.blobs.record_known(&digest, &layer.diff_id);
         let event = inserted
             .extracted

@@ -49,6 +49,7 @@ mod options;
 mod output;
 mod pushimage;
 mod stage;
+mod upload;
 mod warm;
 
 #[cfg(test)]

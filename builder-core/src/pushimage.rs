@@ -325,7 +325,7 @@ pub async fn push_prepared(
     };
     for blob in &image.blobs {
         let exists = client
-            .blob_exists(dest, &blob.digest)
+            .blob_exists_for_push(dest, &blob.digest)
             .await
             .map_err(registry(format!(
                 "{context}: checking blob {}",

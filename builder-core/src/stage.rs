@@ -81,10 +81,12 @@ impl<'b, 'e> StageRun<'b, 'e> {
             pending_key: None,
         };
         run.run_onbuild_triggers(&stage.from).await?;
+        run.registry.uploads.offer_stage(index, &run.image.layers)?;
         for ins in &stage.instructions {
             run.settings.cancel.check()?;
             let started = run.progress.begin_step(&run.label, ins);
             let layer = run.dispatch(ins).await?;
+            run.registry.uploads.offer_stage(index, &run.image.layers)?;
             run.progress.end_step(started, layer);
         }
         Ok(FinishedStage {

@@ -226,19 +226,8 @@ pub(crate) fn parse_rfc3339(text: &str) -> Result<i64, String> {
     if hour > 23 || minute > 59 || second > 60 {
         return Err("time of day out of range".into());
     }
-    let days = days_from_civil(year, month, day);
+    let days = ocibuild_image::time::days_from_civil(year, month, day);
     Ok(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -174,7 +174,7 @@ impl RegistryCache {
         layer.check_size(file, size)?;
         let exists = self
             .client
-            .blob_exists(&reference, &layer.digest)
+            .blob_exists_for_push(&reference, &layer.digest)
             .await
             .map_err(self.registry_error(format!("check of layer {}", layer.digest)))?;
         if !exists {
@@ -187,7 +187,7 @@ impl RegistryCache {
         let config_digest = ocibuild_image::digest::sha256_digest(&config);
         let config_exists = self
             .client
-            .blob_exists(&reference, &config_digest)
+            .blob_exists_for_push(&reference, &config_digest)
             .await
             .map_err(self.registry_error(format!("check of config of {key}")))?;
         if !config_exists {

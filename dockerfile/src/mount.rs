@@ -392,7 +392,7 @@ fn clean_target(target: &str) -> Result<String, MountSpecError> {
             problem: "contains a NUL byte",
         });
     }
-    let cleaned = crate::ir::clean_path(target);
+    let cleaned = crate::pathmatch::clean_path(target);
     if cleaned == "/" {
         return Err(MountSpecError::BadTarget {
             target: target.to_string(),

@@ -280,6 +280,22 @@ impl IgnoreRules {
     }
 }
 
+/// `path` made absolute (relative to `/`) without `.`, `..` and repeated slashes:
+/// `a/./b/../c/` → `/a/c`.
+pub(crate) fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,19 +39,23 @@ pub(crate) struct GroupEntry {
     pub members: Vec<String>,
 }
 
+/// The colon-separated fields of each record line of a passwd/group file that has at least
+/// `min_fields` fields and a name; blank, comment and NIS (`+`/`-`) lines are skipped.
+fn records(content: &str, min_fields: usize) -> impl Iterator<Item = Vec<&str>> {
+    content.lines().filter_map(move |line| {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() || line.starts_with('#') || line.starts_with(['+', '-']) {
+            return None;
+        }
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= min_fields && !fields[0].is_empty()).then_some(fields)
+    })
+}
+
 /// Parses passwd content; malformed, comment and NIS (`+`/`-`) lines are skipped.
 pub(crate) fn parse_passwd(content: &str) -> Vec<PasswdEntry> {
-    content
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim_end_matches('\r');
-            if line.is_empty() || line.starts_with('#') || line.starts_with(['+', '-']) {
-                return None;
-            }
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() < 4 || fields[0].is_empty() {
-                return None;
-            }
+    records(content, 4)
+        .filter_map(|fields| {
             Some(PasswdEntry {
                 name: fields[0].to_string(),
                 uid: fields[2].trim().parse().ok()?,
@@ -64,17 +68,8 @@ pub(crate) fn parse_passwd(content: &str) -> Vec<PasswdEntry> {
 
 /// Parses group content; malformed, comment and NIS lines are skipped.
 pub(crate) fn parse_group(content: &str) -> Vec<GroupEntry> {
-    content
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim_end_matches('\r');
-            if line.is_empty() || line.starts_with('#') || line.starts_with(['+', '-']) {
-                return None;
-            }
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() < 3 || fields[0].is_empty() {
-                return None;
-            }
+    records(content, 3)
+        .filter_map(|fields| {
             Some(GroupEntry {
                 name: fields[0].to_string(),
                 gid: fields[2].trim().parse().ok()?,

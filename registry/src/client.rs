@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::pull::{NoObserver, Pulls};
 use crate::push;
 use crate::reference::Reference;
+use crate::token::Access;
 use crate::transport::Transport;
 use ocibuild_image::platform::Platform;
 
@@ -123,7 +124,15 @@ impl Client {
 
     /// Whether blob `digest` exists in the repository (HEAD).
     pub async fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool> {
-        push::blob_exists(self.transport(), r, digest).await
+        push::blob_exists(self.transport(), r, digest, Access::Pull).await
+    }
+
+    /// Whether blob `digest` exists in a repository being pushed to: like
+    /// [`Client::blob_exists`], but asked with push access, so that credentials that may
+    /// not push fail here, before any upload, with an error that says so; retried like
+    /// the other push requests.
+    pub async fn blob_exists_for_push(&self, r: &Reference, digest: &str) -> Result<bool> {
+        push::blob_exists(self.transport(), r, digest, Access::Push).await
     }
 
     /// Cross-repository mount of `digest` from `from_repository` (same registry) into
@@ -161,108 +170,342 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::auth::DockerConfig;
+    use crate::digest::sha256_digest;
     use crate::error::Error;
     use ocibuild_image::manifest::media_types;
 
-    /// A one-request-per-connection HTTP server answering manifest PUTs with 503
-    /// `failures` times, then 201. Returns its address and the PUT counter.
-    async fn flaky_registry(
-        failures: usize,
-    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::AtomicUsize;
-        use tokio::io::AsyncReadExt;
+    /// What the scripted registry does with a request.
+    enum Reply {
+        /// Answers this status with these extra header lines and no body.
+        Status(u16, &'static str),
+        /// Answers 200 with this body.
+        Body(Vec<u8>),
+        /// Reads the request and never answers.
+        Stall,
+        /// Closes the connection without answering.
+        Close,
+        /// Answers 200 with the head of this body (its full length announced) and closes.
+        Cut(Vec<u8>),
+    }
+
+    /// The requests a scripted registry got: `METHOD PATH` each.
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    /// Reads one request (head and `Content-Length` body) from `sock`; returns its
+    /// request line, or `None` when the connection ends first.
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            let n = sock.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while buf.len() < head_end + len {
+            let n = sock.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        head.lines().next().map(str::to_string)
+    }
+
+    /// A one-request-per-connection HTTP server answering request `n` (counted from 0)
+    /// with `script(n, "METHOD PATH")`. Returns its address and the requests seen.
+    async fn scripted_registry(
+        script: impl Fn(usize, &str) -> Reply + Send + Sync + 'static,
+    ) -> (String, Seen) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let puts = Arc::new(AtomicUsize::new(0));
-        let counter = puts.clone();
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        let script = Arc::new(script);
         tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let counter = counter.clone();
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (log, script) = (log.clone(), script.clone());
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let head_end = loop {
-                        let Ok(n) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
+                    let Some(line) = read_request(&mut sock).await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let status = if head.starts_with("PUT ") {
-                        let n = counter.fetch_add(1, Ordering::SeqCst);
-                        if n < failures {
-                            "503 Service Unavailable"
-                        } else {
-                            "201 Created"
-                        }
-                    } else {
-                        "404 Not Found"
+                    let request = line.rsplit_once(' ').map_or(&*line, |(r, _)| r).to_string();
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push(request.clone());
+                        log.len() - 1
                     };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    let (status, headers, body, cut) = match script(n, &request) {
+                        Reply::Status(s, h) => (s, h, Vec::new(), None),
+                        Reply::Body(b) => (200, "", b, None),
+                        Reply::Cut(b) => (200, "", b.clone(), Some(b.len() / 2)),
+                        Reply::Stall => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            return;
+                        }
+                        Reply::Close => return,
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
+                        body.len()
                     );
-                    let _ = sock.write_all(resp.as_bytes()).await;
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body[..cut.unwrap_or(body.len())]).await;
                     let _ = sock.shutdown().await;
                 });
             }
         });
-        (addr, puts)
+        (addr, seen)
     }
+
+    /// A client of the scripted registry at `addr` (plain HTTP) with `opts`.
+    fn client(addr: &str, opts: ClientOptions) -> (Client, Reference) {
+        let c = Client::new(ClientOptions {
+            insecure_registries: vec![addr.to_string()],
+            ..opts
+        })
+        .unwrap();
+        (c, Reference::parse(&format!("{addr}/a:1")).unwrap())
+    }
+
+    /// How many requests in `seen` start with `prefix`.
+    fn count(seen: &Seen, prefix: &str) -> usize {
+        let seen = seen.lock().unwrap();
+        seen.iter().filter(|r| r.starts_with(prefix)).count()
+    }
+
+    const BLOB: &[u8] = b"the layer's bytes, served once corrupt";
 
     #[tokio::test]
     async fn pushes_honour_push_retries() {
-        let push = |addr: String, retries: u32, push_retries: u32| async move {
-            let c = Client::new(ClientOptions {
-                insecure_registries: vec![addr.clone()],
+        let flaky = |failures: usize| {
+            scripted_registry(move |n, _| match n < failures {
+                true => Reply::Status(503, ""),
+                false => Reply::Status(201, ""),
+            })
+        };
+        let push = |addr: String, retries: u32, push_retries: Option<u32>| async move {
+            let opts = ClientOptions {
                 retries,
                 push_retries,
                 ..Default::default()
-            })
-            .unwrap();
-            let r = Reference::parse(&format!("{addr}/a:1")).unwrap();
+            };
+            let (c, r) = client(&addr, opts);
             c.push_manifest(&r, media_types::OCI_MANIFEST, b"{}").await
         };
         // Two failures: push_retries 2 beats retries 0.
-        let (addr, puts) = flaky_registry(2).await;
-        push(addr, 0, 2).await.expect("third attempt succeeds");
-        assert_eq!(puts.load(Ordering::SeqCst), 3);
-        // One extra attempt is not enough.
-        let (addr, puts) = flaky_registry(2).await;
-        let e = push(addr, 0, 1).await.expect_err("two attempts fail");
+        let (addr, seen) = flaky(2).await;
+        push(addr, 0, Some(2))
+            .await
+            .expect("third attempt succeeds");
+        assert_eq!(count(&seen, "PUT"), 3);
+        // One retry is one retry, however large the general count.
+        let (addr, seen) = flaky(2).await;
+        let e = push(addr, 5, Some(1)).await.expect_err("two attempts fail");
         assert!(matches!(e, Error::Status { status: 503, .. }), "{e}");
-        assert_eq!(puts.load(Ordering::SeqCst), 2);
-        // The general retry count still applies when it is larger.
-        let (addr, puts) = flaky_registry(1).await;
-        push(addr, 1, 0).await.expect("second attempt succeeds");
-        assert_eq!(puts.load(Ordering::SeqCst), 2);
-        assert_eq!(ClientOptions::default().push_retries, 0);
+        assert_eq!(count(&seen, "PUT"), 2);
+        // Without push_retries the general count applies.
+        let (addr, seen) = flaky(1).await;
+        push(addr, 1, None).await.expect("second attempt succeeds");
+        assert_eq!(count(&seen, "PUT"), 2);
+        assert_eq!(ClientOptions::default().push_retries, None);
+    }
+
+    #[tokio::test]
+    async fn n_download_retries_make_n_plus_one_attempts_not_their_square() {
+        for (retries, pull_retries, attempts) in [(3, None, 4), (3, Some(1), 2), (0, Some(0), 1)] {
+            let (addr, seen) = scripted_registry(|_, _| Reply::Status(500, "")).await;
+            let opts = ClientOptions {
+                retries,
+                pull_retries,
+                ..Default::default()
+            };
+            let (c, r) = client(&addr, opts);
+            let dir = tempfile::tempdir().unwrap();
+            let e = c
+                .pull_blob_to_file(&r, &sha256_digest(BLOB), &dir.path().join("b"))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::Status { status: 500, .. }), "{e}");
+            assert_eq!(count(&seen, "GET"), attempts, "{retries} {pull_retries:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_download_is_retried_and_never_lands() {
+        let script = |n: usize, _: &str| {
+            let mut body = BLOB.to_vec();
+            if n == 0 {
+                body[7] ^= 0x20;
+            }
+            Reply::Body(body)
+        };
+        let (addr, seen) = scripted_registry(script).await;
+        let (c, r) = client(&addr, ClientOptions::default());
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("b");
+        let digest = sha256_digest(BLOB);
+        assert_eq!(
+            c.pull_blob_to_file(&r, &digest, &dest).await.unwrap(),
+            BLOB.len() as u64
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), BLOB);
+        assert_eq!(count(&seen, "GET"), 2);
+        assert_eq!(c.pull_blob_bytes(&r, &digest).await.unwrap(), BLOB);
+
+        // Without retries it fails; nothing is left behind, not even the partial file.
+        let (addr, _) = scripted_registry(|_, _| Reply::Body(b"corrupt".to_vec())).await;
+        let no_retries = ClientOptions {
+            retries: 0,
+            ..Default::default()
+        };
+        let (c, r) = client(&addr, no_retries);
+        let e = c
+            .pull_blob_to_file(&r, &digest, &dest.with_extension("x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("b")]);
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_stops_answering_times_out_and_is_retried() {
+        let idle = Duration::from_millis(300);
+        let script = |n: usize, _: &str| match n {
+            0 => Reply::Stall,
+            _ => Reply::Body(BLOB.to_vec()),
+        };
+        let (addr, seen) = scripted_registry(script).await;
+        let opts = ClientOptions {
+            idle_timeout: idle,
+            ..Default::default()
+        };
+        let (c, r) = client(&addr, opts.clone());
+        let start = Instant::now();
+        assert_eq!(
+            c.pull_blob_bytes(&r, &sha256_digest(BLOB)).await.unwrap(),
+            BLOB
+        );
+        assert!(start.elapsed() >= idle, "{:?}", start.elapsed());
+        assert_eq!(count(&seen, "GET"), 2);
+
+        // Stalled for good: every attempt times out, then the request fails, saying so.
+        let (addr, seen) = scripted_registry(|_, _| Reply::Stall).await;
+        let (c, r) = client(&addr, ClientOptions { retries: 1, ..opts });
+        let start = Instant::now();
+        let e = c
+            .pull_blob_bytes(&r, &sha256_digest(BLOB))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        assert!(e.to_string().contains("--registry-timeout"), "{e}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(count(&seen, "GET"), 2);
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured() {
+        let script = |n: usize, _: &str| match n {
+            0 => Reply::Status(429, "Retry-After: 1\r\n"),
+            _ => Reply::Body(BLOB.to_vec()),
+        };
+        let (addr, seen) = scripted_registry(script).await;
+        let (c, r) = client(&addr, ClientOptions::default());
+        let start = Instant::now();
+        c.pull_blob_bytes(&r, &sha256_digest(BLOB)).await.unwrap();
+        assert!(
+            start.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(count(&seen, "GET"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_broken_plain_http_connection_is_retried_and_does_not_suggest_plain_http() {
+        for broken in [|| Reply::Close, || Reply::Cut(BLOB.to_vec())] {
+            let (addr, seen) = scripted_registry(move |_, _| broken()).await;
+            let opts = ClientOptions {
+                retries: 1,
+                ..Default::default()
+            };
+            let (c, r) = client(&addr, opts);
+            let dir = tempfile::tempdir().unwrap();
+            let digest = sha256_digest(BLOB);
+            let e = c
+                .pull_blob_to_file(&r, &digest, &dir.path().join("b"))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::Http { .. }), "{e}");
+            assert!(!e.to_string().contains("--insecure"), "{e}");
+            assert_eq!(count(&seen, "GET"), 2, "retried: {e}");
+            let e = c.pull_blob_bytes(&r, &digest).await.unwrap_err();
+            assert!(matches!(e, Error::Http { .. }), "{e}");
+            assert_eq!(count(&seen, "GET"), 4, "retried: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_401_during_a_push_names_the_push_permission() {
+        let (addr, seen) =
+            scripted_registry(|_, _| Reply::Status(401, "WWW-Authenticate: Basic realm=\"x\"\r\n"))
+                .await;
+        let config = format!(r#"{{"auths":{{"{addr}":{{"username":"u","password":"p"}}}}}}"#);
+        let opts = ClientOptions {
+            docker_config: DockerConfig::from_json(&config, None).unwrap(),
+            ..Default::default()
+        };
+        let (c, r) = client(&addr, opts);
+        let e = c
+            .blob_exists_for_push(&r, &sha256_digest(BLOB))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
+        assert!(e.to_string().contains("lack permission to push to"), "{e}");
+        let e = c
+            .push_blob_bytes(&r, &sha256_digest(BLOB), BLOB.to_vec())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("lack permission to push to"), "{e}");
+        let e = c
+            .push_manifest(&r, media_types::OCI_MANIFEST, b"{}")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("lack permission to push to"), "{e}");
+        // Two requests each (without and with the credentials), none retried.
+        assert_eq!(count(&seen, "HEAD"), 2);
+        assert_eq!(count(&seen, "POST"), 2);
+        assert_eq!(count(&seen, "PUT"), 2);
+        // Pulls say pull.
+        let e = c
+            .pull_blob_bytes(&r, &sha256_digest(BLOB))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("lack permission to pull from"),
+            "{e}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Typed errors of the registry client.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Result alias used throughout this crate.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -62,8 +63,9 @@ pub enum Error {
     #[error("cannot set up HTTP client: {0}")]
     ClientSetup(String),
 
-    /// A request could not be sent or its body could not be read (network level).
-    #[error("request to {registry} for repository {repository} failed ({what}): {source}; check that the registry is reachable; for a plain-HTTP registry use --insecure-registry HOST:PORT (or --insecure / --insecure-pull)")]
+    /// A request could not be sent or its body could not be read (network level), on
+    /// its last attempt.
+    #[error("request to {registry} for repository {repository} failed ({what}): {source}; {hint}")]
     Http {
         /// Registry host.
         registry: String,
@@ -73,6 +75,22 @@ pub enum Error {
         what: String,
         /// Underlying reqwest error.
         source: reqwest::Error,
+        /// What to check or do about it.
+        hint: String,
+    },
+
+    /// No byte moved for the idle timeout (`--registry-timeout`) on the last attempt of
+    /// a request: the registry accepted the connection but stopped answering.
+    #[error("no data from {registry} for {idle:?} (repository {repository}, {what}): the registry accepted the connection but stopped answering; if it is only slow, raise --registry-timeout")]
+    Timeout {
+        /// Registry host.
+        registry: String,
+        /// Repository.
+        repository: String,
+        /// What the request was for.
+        what: String,
+        /// The idle timeout that passed.
+        idle: Duration,
     },
 
     /// The TLS connection to a registry failed: its certificate is not trusted or not
@@ -167,6 +185,8 @@ pub enum Error {
         what: String,
         /// Registry-provided detail (may be empty).
         detail: String,
+        /// The wait a 429 or 503 answer asked for with `Retry-After`.
+        retry_after: Option<Duration>,
     },
 
     /// Obtaining a bearer token failed.

@@ -14,8 +14,10 @@
 //!   verification, with one HTTP client per distinct TLS configuration;
 //! * registry mirrors and registry maps for pulls, with or without falling back to the
 //!   original registry;
-//! * retries with backoff (100ms, 400ms, 1.6s) for idempotent requests and whole
-//!   blob uploads;
+//! * one retry policy for every request (`retry`): exponential backoff with jitter,
+//!   `Retry-After` honoured, corrupt downloads retried, `N` retries meaning `N`; and an
+//!   idle timeout per request (`idle`), so a registry that stops answering fails the
+//!   attempt instead of hanging;
 //! * file-streamed uploads and downloads with sha256 verification, never holding a
 //!   layer in memory.
 //!
@@ -46,16 +48,17 @@
 //! | [`error`] | the [`Error`] type, registry error bodies | — |
 //! | [`auth`] | docker `config.json` and credential helpers | `error` |
 //! | [`reference`](mod@reference) | image references, digest syntax, registry host normalisation | `error` |
-//! | `retry` | backoff and which failures are transient | `error` |
+//! | `retry` | the retry policy: which failures are retried, how often, backoff, `Retry-After` | `error` |
+//! | `idle` | the idle timeout: a request's progress and the watchdog on it | — |
 //! | `options` | [`ClientOptions`], plain data | `auth` (for [`DockerConfig`]) |
 //! | `digest` | [`sha256_digest`], digest checks and verification | `error`, `reference` |
 //! | `tls` | one reqwest client per TLS configuration, built from options; TLS diagnosis | `error`, `options`, `reference` |
 //! | `mirror` | mirrors and registry maps as pull sources | `error`, `options`, `reference` |
 //! | `token` | `WWW-Authenticate` challenges, bearer tokens, basic auth, the token cache | `auth`, `error`, `reference`, `retry`, `tls` |
-//! | `transport` | scheme (with loopback fallback), URLs, sending with auth and retries | `error`, `options`, `reference`, `retry`, `tls`, `token` |
-//! | `pull` | manifests, platform selection, verified blob downloads, [`BlobObserver`], source fallback | `digest`, `error`, `mirror`, `options`, `reference`, `retry`, `token`, `transport` |
-//! | `push` | blob HEAD, cross-repository mount, monolithic upload, manifest PUT | `digest`, `error`, `reference`, `retry`, `token`, `transport` |
-//! | [`client`] | [`Client`], whose methods delegate to `pull` and `push` | `digest`, `error`, `options`, `pull`, `push`, `reference`, `transport` |
+//! | `transport` | scheme (with loopback fallback), URLs, sending one attempt with auth and the idle timeout, status errors, retry policies per kind of request | `error`, `idle`, `options`, `reference`, `retry`, `tls`, `token` |
+//! | `pull` | manifests, platform selection, verified blob downloads, [`BlobObserver`], source fallback | `digest`, `error`, `idle`, `mirror`, `options`, `reference`, `token`, `transport` |
+//! | `push` | blob HEAD, cross-repository mount, monolithic upload, manifest PUT | `digest`, `error`, `idle`, `reference`, `token`, `transport` |
+//! | [`client`] | [`Client`], whose methods delegate to `pull` and `push` | `digest`, `error`, `options`, `pull`, `push`, `reference`, `token`, `transport` |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -63,6 +66,7 @@ pub mod auth;
 pub mod client;
 mod digest;
 pub mod error;
+mod idle;
 mod mirror;
 mod options;
 mod pull;

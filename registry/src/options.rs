@@ -3,6 +3,7 @@
 //! Nothing here does I/O; `tls`, `mirror` and the client read these.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::auth::DockerConfig;
 
@@ -20,8 +21,13 @@ pub struct ClientOptions {
     pub insecure_all: bool,
     /// Where credentials come from.
     pub docker_config: DockerConfig,
-    /// Retries for transient failures (connection errors, 5xx, 429); default 3.
+    /// Retries of a request that failed in a way worth another attempt (connection
+    /// failures, the idle timeout, 5xx, 429, a corrupt download; see the retry policy in
+    /// the crate docs): `N` means at most `N + 1` attempts. Default 3.
     pub retries: u32,
+    /// Retries of downloads (manifests and blobs) instead of [`retries`](Self::retries),
+    /// when set (kaniko `--image-download-retry`).
+    pub pull_retries: Option<u32>,
     /// `User-Agent` header.
     pub user_agent: String,
     /// Extra trust roots per registry: `(host[:port], PEM file)` (kaniko
@@ -51,11 +57,14 @@ pub struct ClientOptions {
     /// each replacement in order, then (unless `skip_default_registry_fallback`) the
     /// original. Map entries come before [`mirrors`](Self::mirrors) for docker hub.
     pub registry_map: Vec<(String, Vec<String>)>,
-    /// Extra attempts for a failing push request (blob upload, manifest PUT) with
-    /// exponential backoff (kaniko `--push-retry`). Pushes retry transient failures
-    /// (network errors, 5xx, 429) `max(retries, push_retries)` times; default 0, so
-    /// pushes keep the general `retries`.
-    pub push_retries: u32,
+    /// Retries of push requests (blob HEADs of a push, uploads, manifest PUTs) instead of
+    /// [`retries`](Self::retries), when set (kaniko `--push-retry`).
+    pub push_retries: Option<u32>,
+    /// How long a request may go without a byte moving either way (waiting for the
+    /// answer, or in the middle of a body) before the attempt fails with
+    /// [`Error::Timeout`](crate::Error::Timeout) and is retried; default 60 s. Connecting
+    /// has its own 30 s limit.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -65,6 +74,7 @@ impl Default for ClientOptions {
             insecure_all: false,
             docker_config: DockerConfig::default(),
             retries: 3,
+            pull_retries: None,
             user_agent: concat!("ocibuild/", env!("CARGO_PKG_VERSION")).to_string(),
             ca_certificates: Vec::new(),
             client_certificates: Vec::new(),
@@ -73,7 +83,8 @@ impl Default for ClientOptions {
             mirrors: Vec::new(),
             skip_default_registry_fallback: false,
             registry_map: Vec::new(),
-            push_retries: 0,
+            push_retries: None,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -7,17 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use futures_util::StreamExt;
 use ocibuild_image::digest::Sha256Hasher;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
 use tokio::io::AsyncWriteExt;
 
 use crate::digest::{check_sha256, sha256_digest, verify};
 use crate::error::{Error, Result};
+use crate::idle::next_within;
 use crate::mirror::PullSources;
 use crate::options::ClientOptions;
 use crate::reference::Reference;
-use crate::retry::with_retries;
 use crate::token::Access;
 use crate::transport::Transport;
 use ocibuild_image::manifest::{self, media_types, ImageManifest, MediaType};
@@ -319,27 +318,27 @@ async fn get_manifest_raw(t: &Transport, r: &Reference) -> Result<(String, Vec<u
         media_types::DOCKER_MANIFEST_LIST,
     ]
     .join(", ");
-    let resp = t
-        .send(r, Access::Pull, &[], t.retries(), &what, |c| {
-            Ok(c.get(url.clone()).header(ACCEPT, accept.clone()))
+    t.pull_policy()
+        .run(|| async {
+            let resp = t
+                .send(r, Access::Pull, &[], &what, |c, _| {
+                    Ok(c.get(url.clone()).header(ACCEPT, accept.clone()))
+                })
+                .await?;
+            if !resp.status().is_success() {
+                return Err(t.status_error(r, Access::Pull, &what, resp).await);
+            }
+            let header_mt = media_type_of(resp.headers());
+            let bytes = t.body(r, &what, resp).await?;
+            let mt = manifest_media_type(r, header_mt, &bytes)?;
+            if let Some(want) = &r.digest {
+                if want.starts_with("sha256:") {
+                    verify(r, &format!("manifest {want}"), want, sha256_digest(&bytes))?;
+                }
+            }
+            Ok((mt, bytes))
         })
-        .await?;
-    if !resp.status().is_success() {
-        return Err(Transport::status_error(r, Access::Pull, &what, resp).await);
-    }
-    let header_mt = media_type_of(resp.headers());
-    let bytes = resp
-        .bytes()
         .await
-        .map_err(|e| Transport::http_err(r, &what, e))?
-        .to_vec();
-    let mt = manifest_media_type(r, header_mt, &bytes)?;
-    if let Some(want) = &r.digest {
-        if want.starts_with("sha256:") {
-            verify(r, &format!("manifest {want}"), want, sha256_digest(&bytes))?;
-        }
-    }
-    Ok((mt, bytes))
 }
 
 /// The media type of manifest `bytes` of `r` served as `header_mt`: the one in the
@@ -401,7 +400,8 @@ fn partial_path(dest: &Path) -> PathBuf {
 }
 
 /// Downloads blob `digest` from `r`'s own registry to `dest` via a temporary file,
-/// retrying transient failures.
+/// under the pull retry policy (a corrupt download is retried too; its bytes never
+/// reach `dest`).
 async fn blob_to_file_from(
     t: &Transport,
     r: &Reference,
@@ -410,14 +410,16 @@ async fn blob_to_file_from(
     observer: &SharedObserver<'_>,
 ) -> Result<u64> {
     let tmp = partial_path(dest);
-    let size = with_retries(t.retries(), || async {
-        let res = download_once(t, r, digest, &tmp, observer).await;
-        if res.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        res
-    })
-    .await?;
+    let size = t
+        .pull_policy()
+        .run(|| async {
+            let res = download_once(t, r, digest, &tmp, observer).await;
+            if res.is_err() {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            res
+        })
+        .await?;
     match tokio::fs::rename(&tmp, dest).await {
         Ok(()) => Ok(size),
         Err(e) => {
@@ -430,7 +432,7 @@ async fn blob_to_file_from(
     }
 }
 
-/// GET of blob `digest`, failing on any non-success status.
+/// One GET of blob `digest`, failing on any non-success status.
 async fn get_blob(
     t: &Transport,
     r: &Reference,
@@ -439,12 +441,10 @@ async fn get_blob(
 ) -> Result<reqwest::Response> {
     let url = t.url(r, &format!("blobs/{digest}")).await?;
     let resp = t
-        .send(r, Access::Pull, &[], t.retries(), what, |c| {
-            Ok(c.get(url.clone()))
-        })
+        .send(r, Access::Pull, &[], what, |c, _| Ok(c.get(url.clone())))
         .await?;
     if !resp.status().is_success() {
-        return Err(Transport::status_error(r, Access::Pull, what, resp).await);
+        return Err(t.status_error(r, Access::Pull, what, resp).await);
     }
     Ok(resp)
 }
@@ -467,8 +467,12 @@ async fn download_once(
     let mut file = tokio::fs::File::create(tmp).await.map_err(io_err)?;
     let mut hasher = Sha256Hasher::new();
     let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Transport::http_err(r, &what, e))?;
+    loop {
+        let chunk = match next_within(&mut stream, t.options().idle_timeout).await {
+            None => return Err(t.stalled(r, &what)),
+            Some(None) => break,
+            Some(Some(chunk)) => chunk.map_err(|e| Transport::http_err(r, &what, e))?,
+        };
         hasher.update(&chunk);
         observe(observer, |o| o.update(&chunk));
         file.write_all(&chunk).await.map_err(io_err)?;
@@ -481,17 +485,18 @@ async fn download_once(
     Ok(size)
 }
 
-/// Downloads blob `digest` from `r`'s own registry into memory.
+/// Downloads blob `digest` from `r`'s own registry into memory, under the pull retry
+/// policy.
 async fn blob_bytes_from(t: &Transport, r: &Reference, digest: &str) -> Result<Vec<u8>> {
     let what = format!("blob {digest}");
-    let resp = get_blob(t, r, digest, &what).await?;
-    let bytes = resp
-        .bytes()
+    t.pull_policy()
+        .run(|| async {
+            let resp = get_blob(t, r, digest, &what).await?;
+            let bytes = t.body(r, &what, resp).await?;
+            verify(r, &what, digest, sha256_digest(&bytes))?;
+            Ok(bytes)
+        })
         .await
-        .map_err(|e| Transport::http_err(r, &what, e))?
-        .to_vec();
-    verify(r, &what, digest, sha256_digest(&bytes))?;
-    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Pushes: the HEAD that finds blobs already there, cross-repository mounts, blob
 //! uploads (a POST for the session, then one monolithic PUT; the whole upload is
-//! retried) and manifest PUTs.
+//! retried) and manifest PUTs, each under the push retry policy (a mount is tried once).
 
 use std::path::Path;
 
@@ -9,26 +9,39 @@ use reqwest::{Method, Response, StatusCode, Url};
 
 use crate::digest::{check_sha256, sha256_digest, verify};
 use crate::error::{Error, Result};
+use crate::idle::Progress;
 use crate::reference::Reference;
-use crate::retry::with_retries;
 use crate::token::Access;
 use crate::transport::Transport;
 
-/// Whether blob `digest` exists in `r`'s repository (HEAD).
-pub(crate) async fn blob_exists(t: &Transport, r: &Reference, digest: &str) -> Result<bool> {
+/// Whether blob `digest` exists in `r`'s repository (HEAD), asked with `access`: a push
+/// asks with push access, so that a missing permission shows before any upload and is
+/// reported as one to push.
+pub(crate) async fn blob_exists(
+    t: &Transport,
+    r: &Reference,
+    digest: &str,
+    access: Access,
+) -> Result<bool> {
     check_sha256(digest)?;
     let what = format!("blob {digest}");
     let url = t.url(r, &format!("blobs/{digest}")).await?;
-    let resp = t
-        .send(r, Access::Pull, &[], t.retries(), &what, |c| {
-            Ok(c.head(url.clone()))
+    let policy = match access {
+        Access::Pull => t.policy(),
+        Access::Push => t.push_policy(),
+    };
+    policy
+        .run(|| async {
+            let resp = t
+                .send(r, access, &[], &what, |c, _| Ok(c.head(url.clone())))
+                .await?;
+            match resp.status() {
+                s if s.is_success() => Ok(true),
+                StatusCode::NOT_FOUND => Ok(false),
+                _ => Err(t.status_error(r, access, &what, resp).await),
+            }
         })
-        .await?;
-    match resp.status() {
-        s if s.is_success() => Ok(true),
-        StatusCode::NOT_FOUND => Ok(false),
-        _ => Err(Transport::status_error(r, Access::Pull, &what, resp).await),
-    }
+        .await
 }
 
 /// Cross-repository mount of `digest` from `from_repository` into `target`: `true`
@@ -44,7 +57,7 @@ pub(crate) async fn mount_blob(
     let url = t.url(target, "blobs/uploads/").await?;
     let extra = [format!("repository:{from_repository}:pull")];
     let resp = t
-        .send(target, Access::Push, &extra, 0, &what, |c| {
+        .send(target, Access::Push, &extra, &what, |c, _| {
             Ok(c.post(url.clone())
                 .query(&[("mount", digest), ("from", from_repository)])
                 .header(CONTENT_LENGTH, 0))
@@ -55,14 +68,14 @@ pub(crate) async fn mount_blob(
         StatusCode::ACCEPTED => {
             if let Ok(loc) = location(target, &url, &resp) {
                 let _ = t
-                    .send(target, Access::Push, &[], 0, &what, |c| {
+                    .send(target, Access::Push, &[], &what, |c, _| {
                         Ok(c.request(Method::DELETE, loc.clone()))
                     })
                     .await;
             }
             Ok(false)
         }
-        _ => Err(Transport::status_error(target, Access::Push, &what, resp).await),
+        _ => Err(t.status_error(target, Access::Push, &what, resp).await),
     }
 }
 
@@ -86,43 +99,46 @@ fn location(r: &Reference, base: &Url, resp: &Response) -> Result<Url> {
 async fn start_upload(t: &Transport, r: &Reference, what: &str) -> Result<Url> {
     let url = t.url(r, "blobs/uploads/").await?;
     let resp = t
-        .send(r, Access::Push, &[], 0, what, |c| {
+        .send(r, Access::Push, &[], what, |c, _| {
             Ok(c.post(url.clone()).header(CONTENT_LENGTH, 0))
         })
         .await?;
     if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
-        return Err(Transport::status_error(r, Access::Push, what, resp).await);
+        return Err(t.status_error(r, Access::Push, what, resp).await);
     }
     location(r, &url, &resp)
 }
 
-/// Uploads (POST + monolithic PUT) with whole-upload retries.
+/// Uploads (POST + monolithic PUT) under the push retry policy, an attempt being the
+/// whole upload. `body` makes the body of each attempt, touching the attempt's
+/// [`Progress`] as its chunks go out.
 async fn upload<F>(t: &Transport, r: &Reference, digest: &str, size: u64, body: F) -> Result<()>
 where
-    F: Fn() -> Result<reqwest::Body>,
+    F: Fn(&Progress) -> Result<reqwest::Body>,
 {
     check_sha256(digest)?;
     let what = format!("upload of blob {digest}");
     let what = &what;
     let body = &body;
-    with_retries(t.push_retry_limit(), || async move {
-        let mut loc = start_upload(t, r, what).await?;
-        loc.query_pairs_mut().append_pair("digest", digest);
-        let resp = t
-            .send(r, Access::Push, &[], 0, what, |c| {
-                Ok(c.put(loc.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, size)
-                    .body(body()?))
-            })
-            .await?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(Transport::status_error(r, Access::Push, what, resp).await)
-        }
-    })
-    .await
+    t.push_policy()
+        .run(|| async move {
+            let mut loc = start_upload(t, r, what).await?;
+            loc.query_pairs_mut().append_pair("digest", digest);
+            let resp = t
+                .send(r, Access::Push, &[], what, |c, progress| {
+                    Ok(c.put(loc.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, size)
+                        .body(body(progress)?))
+                })
+                .await?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(t.status_error(r, Access::Push, what, resp).await)
+            }
+        })
+        .await
 }
 
 /// Uploads the file at `path` as blob `digest`, streaming it from disk.
@@ -137,11 +153,11 @@ pub(crate) async fn push_blob_file(
         source: e,
     };
     let size = tokio::fs::metadata(path).await.map_err(io_err)?.len();
-    upload(t, r, digest, size, || {
+    upload(t, r, digest, size, |progress| {
         let f = std::fs::File::open(path).map_err(io_err)?;
         let f = tokio::fs::File::from_std(f);
         Ok(reqwest::Body::wrap_stream(
-            tokio_util::io::ReaderStream::new(f),
+            progress.tracking(tokio_util::io::ReaderStream::new(f)),
         ))
     })
     .await
@@ -157,7 +173,7 @@ pub(crate) async fn push_blob_bytes(
     check_sha256(digest)?;
     verify(r, "blob to push", digest, sha256_digest(&bytes))?;
     let size = bytes.len() as u64;
-    upload(t, r, digest, size, || {
+    upload(t, r, digest, size, |_| {
         Ok(reqwest::Body::from(bytes.clone()))
     })
     .await
@@ -178,15 +194,20 @@ pub(crate) async fn push_manifest(
     let what = format!("push of manifest {reference}");
     let url = t.url(r, &format!("manifests/{reference}")).await?;
     let body = bytes.to_vec();
-    let resp = t
-        .send(r, Access::Push, &[], t.push_retry_limit(), &what, |c| {
-            Ok(c.put(url.clone())
-                .header(CONTENT_TYPE, media_type)
-                .body(body.clone()))
+    t.push_policy()
+        .run(|| async {
+            let resp = t
+                .send(r, Access::Push, &[], &what, |c, _| {
+                    Ok(c.put(url.clone())
+                        .header(CONTENT_TYPE, media_type)
+                        .body(body.clone()))
+                })
+                .await?;
+            if !resp.status().is_success() {
+                return Err(t.status_error(r, Access::Push, &what, resp).await);
+            }
+            Ok(())
         })
         .await?;
-    if !resp.status().is_success() {
-        return Err(Transport::status_error(r, Access::Push, &what, resp).await);
-    }
     Ok(digest)
 }

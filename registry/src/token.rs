@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use base64::Engine;
 use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
@@ -12,7 +13,7 @@ use reqwest::{RequestBuilder, StatusCode, Url};
 use crate::auth::{Credential, DockerConfig};
 use crate::error::{error_detail, Error, Result};
 use crate::reference::Reference;
-use crate::retry::{backoff, is_transient_status};
+use crate::retry::RetryPolicy;
 use crate::tls::{tls_failure, tls_hint};
 use ocibuild_image::chain::error_chain;
 
@@ -121,16 +122,21 @@ pub(crate) fn parse_www_authenticate(value: &str) -> Vec<Challenge> {
 /// `Authorization` values per (registry, scope key), and how to obtain new ones.
 pub(crate) struct Tokens {
     docker_config: DockerConfig,
-    /// Retries for transient failures of token requests.
-    retries: u32,
+    /// The retry policy of token requests.
+    policy: RetryPolicy,
+    /// The longest a token request may take.
+    idle_timeout: Duration,
     cache: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Tokens {
-    pub(crate) fn new(docker_config: DockerConfig, retries: u32) -> Tokens {
+    /// Tokens from `docker_config`'s credentials; token requests are retried `retries`
+    /// times and may each take `idle_timeout`.
+    pub(crate) fn new(docker_config: DockerConfig, retries: u32, idle_timeout: Duration) -> Tokens {
         Tokens {
             docker_config,
-            retries,
+            policy: RetryPolicy::new(retries),
+            idle_timeout,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -177,16 +183,15 @@ impl Tokens {
         access: Access,
     ) -> Error {
         let loc = self.docker_config.describe_location();
+        let verb = access.verb();
         let hint = if had_credential {
             format!(
-                "the credentials for {} in {loc} were rejected or lack permission to {} this repository; run `docker login {}` again",
-                r.registry,
-                access.actions(),
-                r.registry
+                "the credentials for {} in {loc} were rejected or lack permission to {verb} this repository; run `docker login {}` again, with an account that may {verb} it",
+                r.registry, r.registry
             )
         } else {
             format!(
-                "no credentials found in {loc}; run `docker login {}` or set DOCKER_CONFIG",
+                "no credentials found in {loc}, and the registry wants them to {verb} this repository; run `docker login {}` or set DOCKER_CONFIG",
                 r.registry
             )
         };
@@ -284,36 +289,46 @@ impl Tokens {
                 }
             }
         }
-        let mut attempt = 0u32;
-        loop {
-            let req = token_request(http, &realm_url, service, &all_scopes, cred);
-            let resp = match req.send().await {
-                Ok(resp) => resp,
-                Err(e) if attempt < self.retries && tls_failure(&e).is_none() => {
-                    backoff(attempt).await;
-                    attempt += 1;
-                    continue;
-                }
-                Err(e) => {
-                    let reason = error_chain(&e);
-                    return Err(match tls_failure(&e) {
-                        Some(tls) => terr(format!(
-                            "TLS error: {reason}; {}",
-                            tls_hint(&r.registry, &tls)
-                        )),
-                        None => terr(reason),
+        let (status, body) = self
+            .policy
+            .run(|| async {
+                let req = token_request(http, &realm_url, service, &all_scopes, cred);
+                // TLS failures are final (a Token error); other network failures retried.
+                let net = |e: reqwest::Error| match tls_failure(&e) {
+                    Some(tls) => terr(format!(
+                        "TLS error: {}; {}",
+                        error_chain(&e),
+                        tls_hint(&r.registry, &tls)
+                    )),
+                    None => Error::Http {
+                        registry: r.registry.clone(),
+                        repository: r.repository.clone(),
+                        what: format!("token from {realm}"),
+                        hint: String::new(),
+                        source: e,
+                    },
+                };
+                let resp = req.timeout(self.idle_timeout).send().await.map_err(net)?;
+                let status = resp.status();
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    return Err(Error::Status {
+                        registry: r.registry.clone(),
+                        repository: r.repository.clone(),
+                        status: status.as_u16(),
+                        what: format!("token from {realm}"),
+                        detail: String::new(),
+                        retry_after: None,
                     });
                 }
-            };
-            let status = resp.status();
-            if is_transient_status(status) && attempt < self.retries {
-                backoff(attempt).await;
-                attempt += 1;
-                continue;
-            }
-            let body = resp.text().await.map_err(|e| terr(e.to_string()))?;
-            return self.token_from(r, status, &body).map_err(terr);
-        }
+                Ok((status, resp.text().await.map_err(net)?))
+            })
+            .await
+            .map_err(|e| match e {
+                Error::Http { source, .. } => terr(error_chain(&source)),
+                Error::Status { status, .. } => terr(format!("HTTP {status}")),
+                other => other,
+            })?;
+        self.token_from(r, status, &body).map_err(terr)
     }
 
     /// The token in a token endpoint's answer, or why there is none.

@@ -4,14 +4,16 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 
 use crate::error::{error_detail, Error, Result};
+use crate::idle::{next_within, Progress};
 use crate::options::ClientOptions;
 use crate::reference::Reference;
-use crate::retry::{backoff, is_transient, is_transient_status};
+use crate::retry::{parse_retry_after, RetryPolicy};
 use crate::tls::{tls_failure, tls_hint, HttpClients};
 use crate::token::{Access, Tokens};
 
@@ -30,7 +32,7 @@ impl Transport {
     /// Builds the HTTP clients for `opts` (reading their CA and certificate files).
     pub(crate) fn new(opts: ClientOptions) -> Result<Transport> {
         let http = HttpClients::new(&opts)?;
-        let tokens = Tokens::new(opts.docker_config.clone(), opts.retries);
+        let tokens = Tokens::new(opts.docker_config.clone(), opts.retries, opts.idle_timeout);
         Ok(Transport {
             opts,
             http,
@@ -44,14 +46,44 @@ impl Transport {
         &self.opts
     }
 
-    /// Retries allowed for idempotent requests.
-    pub(crate) fn retries(&self) -> u32 {
-        self.opts.retries
+    /// The retry policy of requests that are neither downloads nor pushes.
+    pub(crate) fn policy(&self) -> RetryPolicy {
+        RetryPolicy::new(self.opts.retries)
     }
 
-    /// Retries allowed for push requests.
-    pub(crate) fn push_retry_limit(&self) -> u32 {
-        self.opts.retries.max(self.opts.push_retries)
+    /// The retry policy of downloads (manifests and blobs).
+    pub(crate) fn pull_policy(&self) -> RetryPolicy {
+        RetryPolicy::new(self.opts.pull_retries.unwrap_or(self.opts.retries))
+    }
+
+    /// The retry policy of push requests.
+    pub(crate) fn push_policy(&self) -> RetryPolicy {
+        RetryPolicy::new(self.opts.push_retries.unwrap_or(self.opts.retries))
+    }
+
+    /// The error of a request about `what` of `r` that went idle for the timeout.
+    pub(crate) fn stalled(&self, r: &Reference, what: &str) -> Error {
+        Error::Timeout {
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            what: what.to_string(),
+            idle: self.opts.idle_timeout,
+        }
+    }
+
+    /// The body of `resp` to its end, each chunk within the idle timeout.
+    pub(crate) async fn body(&self, r: &Reference, what: &str, resp: Response) -> Result<Vec<u8>> {
+        let mut stream = resp.bytes_stream();
+        let mut body = Vec::new();
+        loop {
+            match next_within(&mut stream, self.opts.idle_timeout).await {
+                None => return Err(self.stalled(r, what)),
+                Some(None) => return Ok(body),
+                Some(Some(chunk)) => {
+                    body.extend_from_slice(&chunk.map_err(|e| Self::http_err(r, what, e))?)
+                }
+            }
+        }
     }
 
     /// The HTTP client with `r`'s registry's TLS configuration.
@@ -83,7 +115,7 @@ impl Transport {
         {
             return s;
         }
-        let scheme = probe_scheme(self.http_for(r), r.api_host()).await;
+        let scheme = probe_scheme(self.http_for(r), r.api_host(), o.idle_timeout).await;
         if let Ok(mut m) = self.schemes.lock() {
             m.insert(r.registry.clone(), scheme);
         }
@@ -123,74 +155,70 @@ impl Transport {
             registry: r.registry.clone(),
             repository: r.repository.clone(),
             what: what.to_string(),
+            hint: http_hint(&r.registry, &e),
             source: e,
         }
     }
 
-    /// Sends a request with auth handling and up to `retries` retries of transient
-    /// failures (0 for requests that are not idempotent). TLS failures are not retried.
+    /// Sends one attempt of a request with auth handling: a 401 makes it authenticate
+    /// and send the request once more. Failures are not retried here: callers run whole
+    /// attempts under their [`RetryPolicy`]. Waiting for the answer ends with
+    /// [`Error::Timeout`] once no byte moved for the idle timeout.
     ///
-    /// `build` is called for every attempt, so bodies can be re-created.
+    /// `build` is called for every request sent, so bodies can be re-created; an upload
+    /// body passes its chunks through [`Progress::tracking`] so that a slow but moving
+    /// upload is not taken for a stall.
     pub(crate) async fn send<F>(
         &self,
         r: &Reference,
         access: Access,
         extra_scopes: &[String],
-        retries: u32,
         what: &str,
         build: F,
     ) -> Result<Response>
     where
-        F: Fn(&reqwest::Client) -> Result<RequestBuilder>,
+        F: Fn(&reqwest::Client, &Progress) -> Result<RequestBuilder>,
     {
         let scopes = Tokens::scopes(r, access, extra_scopes);
-        let mut attempt = 0u32;
         let mut authed: Option<bool> = None;
         loop {
-            let mut rb = build(self.http_for(r))?;
+            let progress = Progress::new();
+            let mut rb = build(self.http_for(r), &progress)?;
             if let Some(h) = self.tokens.cached(&r.registry, &scopes) {
                 rb = rb.header(AUTHORIZATION, h);
             }
-            match rb.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    if status == StatusCode::UNAUTHORIZED {
-                        if let Some(had) = authed {
-                            return Err(self.tokens.unauthorized(r, had, access));
-                        }
-                        let http = self.http_for(r);
-                        let had = self
-                            .tokens
-                            .authenticate(http, r, access, &scopes, resp.headers())
-                            .await?;
-                        authed = Some(had);
-                        continue;
-                    }
-                    if is_transient_status(status) && attempt < retries {
-                        backoff(attempt).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    return Ok(resp);
-                }
-                Err(e) => {
-                    if tls_failure(&e).is_some() {
-                        return Err(Self::http_err(r, what, e));
-                    }
-                    if attempt == 0 && !e.is_connect() && !e.is_timeout() {
-                        if let Some(err) = self.tls_in_disguise(r, what, &e).await {
-                            return Err(err);
-                        }
-                    }
-                    if attempt < retries && is_transient(&e) {
-                        backoff(attempt).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(Self::http_err(r, what, e));
-                }
+            let sent = progress
+                .unless_stalled(self.opts.idle_timeout, rb.send())
+                .await
+                .ok_or_else(|| self.stalled(r, what))?;
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(e) => return Err(self.send_error(r, what, e).await),
+            };
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            if let Some(had) = authed {
+                return Err(self.tokens.unauthorized(r, had, access));
+            }
+            let http = self.http_for(r);
+            let had = self
+                .tokens
+                .authenticate(http, r, access, &scopes, resp.headers())
+                .await?;
+            authed = Some(had);
+        }
+    }
+
+    /// The error of a request about `what` of `r` that could not be sent or answered:
+    /// [`Error::Tls`] when TLS was the reason, even in disguise, else [`Error::Http`].
+    async fn send_error(&self, r: &Reference, what: &str, e: reqwest::Error) -> Error {
+        if tls_failure(&e).is_none() && !e.is_connect() && !e.is_timeout() {
+            if let Some(err) = self.tls_in_disguise(r, what, &e).await {
+                return err;
             }
         }
+        Self::http_err(r, what, e)
     }
 
     /// For a connection that was set up but dropped: an [`Error::Tls`] when a TLS 1.2
@@ -214,15 +242,26 @@ impl Transport {
         })
     }
 
-    /// Turns a non-success response into an error.
+    /// Turns a non-success response into an error (with the `Retry-After` of a 429 or
+    /// 503 answer).
     pub(crate) async fn status_error(
+        &self,
         r: &Reference,
         access: Access,
         what: &str,
         resp: Response,
     ) -> Error {
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now())),
+            _ => None,
+        };
+        let body = self.body(r, what, resp).await.unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
         let detail = error_detail(&body);
         match status {
             StatusCode::NOT_FOUND => Error::NotFound {
@@ -249,16 +288,17 @@ impl Transport {
                 status: status.as_u16(),
                 what: what.to_string(),
                 detail,
+                retry_after,
             },
         }
     }
 }
 
 /// Finds the scheme a loopback registry at `host` answers: https when it does, else
-/// http.
-async fn probe_scheme(http: &reqwest::Client, host: &str) -> &'static str {
-    let ping = |scheme: &str| format!("{scheme}://{host}/v2/");
-    match http.get(ping("https")).send().await {
+/// http. Each ping may take `idle` at most.
+async fn probe_scheme(http: &reqwest::Client, host: &str, idle: Duration) -> &'static str {
+    let ping = |scheme: &str| http.get(format!("{scheme}://{host}/v2/")).timeout(idle);
+    match ping("https").send().await {
         Ok(_) => "https",
         Err(e) => {
             // A registry answering plain http is used over http, as is a host that
@@ -266,7 +306,7 @@ async fn probe_scheme(http: &reqwest::Client, host: &str) -> &'static str {
             // (a TLS server answers plain requests with 400) or whose https attempt
             // failed in TLS stays on https, so that the real request reports the TLS
             // problem instead of a confusing HTTP error.
-            match http.get(ping("http")).send().await.map(|r| r.status()) {
+            match ping("http").send().await.map(|r| r.status()) {
                 Ok(s)
                     if s.is_success()
                         || s == StatusCode::UNAUTHORIZED
@@ -280,6 +320,22 @@ async fn probe_scheme(http: &reqwest::Client, host: &str) -> &'static str {
                 Err(_) => "http",
             }
         }
+    }
+}
+
+/// What to check after request error `e` with `registry`. Plain HTTP is suggested only
+/// when an https connection could not even be set up: a reset or a cut-short answer
+/// over plain HTTP is no reason to switch schemes (TLS failures get their own hint).
+fn http_hint(registry: &str, e: &reqwest::Error) -> String {
+    let https = e.url().is_some_and(|u| u.scheme() == "https");
+    if e.is_connect() && https {
+        format!("check that the registry is reachable; if {registry} serves plain HTTP, use --insecure-registry {registry} (or --insecure / --insecure-pull)")
+    } else if e.is_connect() {
+        "check that the registry is reachable".to_string()
+    } else if e.is_timeout() {
+        "the registry did not answer in time".to_string()
+    } else {
+        "the connection was closed or the answer cut short, by the registry or something in between; retries, if any, were used up".to_string()
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! The layer is produced in one streaming pass: tar writer → hasher (diff ID)
 //! → compressor → hasher (digest) → temporary file, which is synced and then
-//! named by its digest. Nothing holds the whole layer in memory.
+//! named by its digest. Nothing holds the whole layer in memory; compression runs on
+//! several threads ([`crate::compress`]) with output that does not depend on their number.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::compress::{compression_threads, zstd_encoder, ParallelGzip};
 use crate::error::{io_err, Error, Result};
 use crate::rootpath::clean_relative;
 use crate::tarwriter::{EntryHeader, EntryKind, TarWriter};
@@ -26,9 +28,15 @@ const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// Prefix of whiteout entry names.
 const WHITEOUT_PREFIX: &str = ".wh.";
 
+/// The gzip level of [`Compression::default`].
+///
+/// The gzip bytes decide digests: with [`crate::compress::GZIP_BLOCK_SIZE`] this pins the
+/// bytes of every default layer, so the same tree gives the same digest on every machine.
+pub const DEFAULT_GZIP_LEVEL: u32 = 6;
+
 /// How a layer file is compressed.
 ///
-/// The gzip level is pinned by the caller because the compressed bytes decide
+/// The level is pinned by the caller because the compressed bytes decide
 /// the layer digest: the same tree must give the same digest every time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,7 +57,9 @@ pub enum Compression {
 
 impl Default for Compression {
     fn default() -> Self {
-        Compression::Gzip { level: 6 }
+        Compression::Gzip {
+            level: DEFAULT_GZIP_LEVEL,
+        }
     }
 }
 
@@ -245,15 +255,15 @@ fn write_file(
     let (counted, diff_id) = match opts.compression {
         Compression::None => write_tar(rootfs, plan, opts, counted)?,
         Compression::Gzip { level } => {
-            let encoder = flate2::GzBuilder::new()
-                .mtime(0)
-                .write(counted, flate2::Compression::new(level));
+            let encoder = ParallelGzip::new(counted, level, compression_threads())
+                .map_err(io_err(tmp, "start gzip"))?;
             let (encoder, diff_id) = write_tar(rootfs, plan, opts, encoder)?;
             let counted = encoder.finish().map_err(io_err(tmp, "finish gzip"))?;
             (counted, diff_id)
         }
         Compression::Zstd { level } => {
-            let encoder = zstd::Encoder::new(counted, level).map_err(io_err(tmp, "start zstd"))?;
+            let encoder = zstd_encoder(counted, level, compression_threads())
+                .map_err(io_err(tmp, "start zstd"))?;
             let (encoder, diff_id) = write_tar(rootfs, plan, opts, encoder)?;
             let counted = encoder.finish().map_err(io_err(tmp, "finish zstd"))?;
             (counted, diff_id)

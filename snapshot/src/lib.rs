@@ -21,12 +21,15 @@
 //!   ([`UnpackFormat::OverlayLower`]), verified while they stream in, shared by concurrent
 //!   builds and pruned least recently used first ([`store`]).
 //! - [`write_layer`] turns [`Changes`] into a compressed layer file in a single
-//!   streaming pass, computing its digest and diff ID on the way.
+//!   streaming pass, computing its digest and diff ID on the way; [`ParallelGzip`] and
+//!   [`compress::zstd_encoder`] compress it on several threads, with the same bytes
+//!   whatever their number.
 //! - [`decompressed`] reads a gzip, zstd or plain layer blob as its tar.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod compress;
 pub mod decompress;
 pub mod error;
 pub mod layer;
@@ -39,9 +42,12 @@ pub mod tarwriter;
 pub mod unpack;
 pub mod walk;
 
+pub use compress::ParallelGzip;
 pub use decompress::{decompressed, Decompressed};
 pub use error::{Error, Result};
-pub use layer::{layer_file_name, write_layer, Compression, LayerInfo, LayerOptions};
+pub use layer::{
+    layer_file_name, write_layer, Compression, LayerInfo, LayerOptions, DEFAULT_GZIP_LEVEL,
+};
 pub use overlay::{Overlay, OverlayLayers, Unavailable};
 pub use rootfd::{Dir, RootDir};
 pub use rootpath::{is_missing, resolve_in_root};

@@ -1,6 +1,5 @@
 //! Logging flags.
 
-use crate::log::Log;
 use clap::{ArgAction, Args, ValueEnum};
 
 /// How much is logged, and in which format.
@@ -12,10 +11,10 @@ pub struct LoggingFlags {
     pub verbosity: Verbosity,
     /// Log format: text, color or json.
     #[arg(long, value_enum, default_value = "color")]
-    log_format: LogFormat,
+    pub log_format: LogFormat,
     /// Prefix log lines with a timestamp.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
-    log_timestamp: bool,
+    pub log_timestamp: bool,
 }
 
 /// `--log-format`: `text`, `color` (warnings in colour on a terminal) or `json` (one
@@ -38,11 +37,4 @@ pub enum Verbosity {
     Info,
     Debug,
     Trace,
-}
-
-impl LoggingFlags {
-    /// The build log these flags ask for.
-    pub fn log(&self) -> Log {
-        Log::new(self.verbosity, self.log_format, self.log_timestamp)
-    }
 }

@@ -2,13 +2,14 @@
 //! (`RegistryTlsArgs`); both share the TLS flags (`TlsFlags`).
 
 use super::Mode;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use ocibuild_core::BuildOptions;
 use ocibuild_registry::ClientOptions;
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// How a build reaches registries: plain HTTP, TLS, mirrors and retries.
+/// How a build reaches registries: plain HTTP, TLS, mirrors, retries and the timeout.
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Registry & TLS")]
 pub struct RegistryFlags {
@@ -35,12 +36,22 @@ pub struct RegistryFlags {
     /// Do not fall back to the original registry when mirrors/maps fail.
     #[arg(long)]
     skip_default_registry_fallback: bool,
-    /// Retries of a failing push.
-    #[arg(long, value_name = "N", default_value = "0")]
-    push_retry: u32,
-    /// Retries of a failing base image download.
-    #[arg(long, value_name = "N", default_value = "0")]
-    image_download_retry: u32,
+    /// Retries of a failing push request [default: 3, as every registry request]
+    #[arg(long, value_name = "N")]
+    push_retry: Option<u32>,
+    /// Retries of a failing base image download [default: 3, as every registry request]
+    #[arg(long, value_name = "N")]
+    image_download_retry: Option<u32>,
+    #[command(flatten)]
+    timeout: TimeoutFlag,
+}
+
+/// The idle timeout of registry requests.
+#[derive(Args, Debug)]
+pub struct TimeoutFlag {
+    /// Fail a registry request attempt (and retry it) after this long without data.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    registry_timeout: String,
 }
 
 /// TLS verification and certificates, per registry or for all.
@@ -71,9 +82,11 @@ pub struct RegistryTlsArgs {
     insecure_registries: Vec<String>,
     #[command(flatten)]
     tls: TlsFlags,
-    /// Retries of a failing push.
-    #[arg(long, value_name = "N", default_value = "0")]
-    push_retry: u32,
+    /// Retries of a failing push request [default: 3]
+    #[arg(long, value_name = "N")]
+    push_retry: Option<u32>,
+    #[command(flatten)]
+    timeout: TimeoutFlag,
 }
 
 impl RegistryFlags {
@@ -99,7 +112,8 @@ impl RegistryFlags {
         options.mirrors = self.registry_mirrors.clone();
         options.skip_default_registry_fallback = self.skip_default_registry_fallback;
         options.push_retries = self.push_retry;
-        options.retries = options.retries.max(self.image_download_retry);
+        options.pull_retries = self.image_download_retry;
+        options.idle_timeout = self.timeout.duration()?;
         for text in &self.registry_maps {
             let (original, replacements) = split_pair("--registry-map", text)?;
             let replacements = replacements
@@ -123,7 +137,22 @@ impl RegistryTlsArgs {
         options.insecure_all = self.insecure;
         options.insecure_registries = self.insecure_registries.clone();
         options.push_retries = self.push_retry;
+        options.idle_timeout = self.timeout.duration()?;
         Ok(options)
+    }
+}
+
+impl TimeoutFlag {
+    /// The idle timeout given (Go duration syntax, as `--cache-ttl`: `60s`, `2m`, `1.5s`).
+    fn duration(&self) -> Result<Duration> {
+        let d = ocibuild_cache::parse_ttl(&self.registry_timeout).context("--registry-timeout")?;
+        if d.is_zero() {
+            bail!(
+                "--registry-timeout {:?}: must be longer than 0",
+                self.registry_timeout
+            );
+        }
+        Ok(d)
     }
 }
 

@@ -14,6 +14,7 @@ mod conformance;
 mod debian;
 mod deploy;
 mod executor;
+mod faults;
 mod help;
 mod hostile;
 mod liveroot;

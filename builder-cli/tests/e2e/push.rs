@@ -310,3 +310,268 @@ fn oci_layout_cache_repo_serves_hits_and_names_entries_by_key() {
     let err = stderr_of(&out);
     assert!(err.contains("is not a usable OCI image layout"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Pushes that overlap the build: each layer of the pushed image uploads as soon as its step
+// committed it, and the manifest goes last.
+
+/// The index of the first line of `log` containing every one of `parts`.
+fn line_with(log: &str, parts: &[&str]) -> usize {
+    log.lines()
+        .position(|l| parts.iter().all(|p| l.contains(p)))
+        .unwrap_or_else(|| panic!("no line with {parts:?} in:\n{log}"))
+}
+
+/// The short digest (`sha256:` and 12 hex digits) of the layer made by the step whose
+/// log line contains `step`.
+fn layer_of_step(log: &str, step: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let start = line_with(log, &[step]);
+    lines[start..]
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("-> layer "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no layer after {step:?} in:\n{log}"))
+        .to_string()
+}
+
+/// The HTTP status of a HEAD of blob `digest` in the repository of `dest`
+/// (`registry/repo[:tag]`).
+fn blob_status(dest: &str, digest: &str) -> String {
+    let (registry, rest) = dest.split_once('/').unwrap();
+    let repo = rest.split(':').next().unwrap();
+    run(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-I",
+            &format!("http://{registry}/v2/{repo}/blobs/{digest}"),
+        ],
+    )
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_layer_uploads_to_every_destination_while_the_next_steps_run_and_the_manifest_goes_last() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/busybox:latest\n\
+             RUN dd if=/dev/urandom of=/big bs=1M count=20\n\
+             RUN sleep 3\n\
+             RUN echo done > /done\n"
+        ),
+        &[],
+    );
+    let a = format!("{}:1", unique_repo("early-a"));
+    let b = format!("{}:1", unique_repo("early-b"));
+    let out = build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "-d",
+        &a,
+        "-d",
+        &b,
+        "--verbosity",
+        "debug",
+    ]);
+    let log = stderr_of(&out);
+    let big = layer_of_step(&log, "RUN dd if=/dev/urandom");
+    let last_step = line_with(&log, &["RUN echo done > /done"]);
+    for dest in [&a, &b] {
+        // The 20 MB layer reached the registry while `sleep 3` ran, before the last step.
+        let uploaded = line_with(&log, &[&format!("pushed {big} ("), &format!(") to {dest}")]);
+        assert!(uploaded < last_step, "uploaded after the last step:\n{log}");
+        // Every blob (the config last) is confirmed before the manifest is pushed.
+        let manifest = line_with(&log, &[&format!("pushed {dest}@sha256:")]);
+        let blobs = log.lines().enumerate().filter(|(_, l)| {
+            l.trim().starts_with("pushed sha256:") && l.ends_with(&format!(" to {dest}"))
+        });
+        // The two layers the steps made and the config (the base layer is mounted).
+        assert_eq!(blobs.clone().count(), 3, "{log}");
+        assert!(blobs.into_iter().all(|(i, _)| i < manifest), "{log}");
+    }
+    let digest = skopeo_inspect(&a)["Digest"].clone();
+    assert_eq!(skopeo_inspect(&b)["Digest"], digest);
+    let layers = skopeo_manifest(&b)["layers"].clone();
+    assert!(
+        layers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["digest"].as_str().unwrap().starts_with(&big)),
+        "{layers}"
+    );
+    let unpacked = unpack(&format!("docker://{a}"));
+    assert_eq!(
+        fs::metadata(unpacked.rootfs.join("big")).unwrap().len(),
+        20 << 20
+    );
+    assert!(unpacked.rootfs.join("done").exists());
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_destination_that_refuses_blobs_fails_the_build_and_no_destination_gets_a_manifest() {
+    let reg = registry();
+    let auth_reg = std::env::var("OCIBUILD_TEST_AUTH_REGISTRY")
+        .expect("OCIBUILD_TEST_AUTH_REGISTRY is not set: run scripts/test.sh");
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/busybox:latest\nRUN echo {} > /x\nRUN echo two > /two\n",
+            unique_string("refused")
+        ),
+        &[],
+    );
+    let good = format!("{}:1", unique_repo("refused-good"));
+    let refused = format!("{auth_reg}/test-refused-{}:1", std::process::id());
+    // No credentials for the auth registry: it answers every request with 401.
+    let no_credentials = tempfile::tempdir().unwrap();
+    let out = ocibuild_with_env(
+        &[
+            "build",
+            "--context",
+            ctx.path().to_str().unwrap(),
+            "-d",
+            &good,
+            "-d",
+            &refused,
+        ],
+        &[("DOCKER_CONFIG", no_credentials.path().to_str().unwrap())],
+    );
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "pushed without credentials:\n{err}");
+    assert!(
+        err.contains(&format!("pushing to {refused}: layer sha256:")),
+        "{err}"
+    );
+    assert!(err.contains("401"), "{err}");
+    assert!(
+        !err.contains("pushed 127.0.0.1"),
+        "a manifest was pushed:\n{err}"
+    );
+    // Neither the refusing registry nor the one that took the blobs has the tag.
+    let inspect = |dest: &str, creds: Option<String>| {
+        let mut args = vec![
+            "inspect".to_string(),
+            "--tls-verify=false".to_string(),
+            format!("docker://{dest}"),
+        ];
+        if let Some(creds) = creds {
+            args.insert(1, format!("--creds={creds}"));
+        }
+        std::process::Command::new("skopeo")
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let good_tag = inspect(&good, None);
+    assert!(!good_tag.status.success(), "{good} has a manifest");
+    assert!(
+        stderr_of(&good_tag).contains("manifest unknown"),
+        "{}",
+        stderr_of(&good_tag)
+    );
+    let user = std::env::var("OCIBUILD_TEST_AUTH_USER").unwrap();
+    let password = std::env::var("OCIBUILD_TEST_AUTH_PASSWORD").unwrap();
+    let refused_tag = inspect(&refused, Some(format!("{user}:{password}")));
+    assert!(!refused_tag.status.success(), "{refused} has a manifest");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn the_layers_of_a_stage_the_image_only_copies_from_are_not_pushed() {
+    let reg = registry();
+    let dockerfile = format!(
+        "FROM {reg}/busybox:latest AS numbers\n\
+         RUN seq 1 200000 > /numbers\n\
+         RUN wc -l < /numbers > /count\n\
+         FROM {reg}/busybox:latest\n\
+         COPY --from=numbers /count /copied-count\n"
+    );
+    let ctx = context_with(&dockerfile, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    // The layers of the `numbers` stage on their own (reproducible: the same digests as in
+    // the full build below).
+    let layout = tmp.path().join("numbers");
+    build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--target",
+        "numbers",
+        "--reproducible",
+        "--no-push",
+        "--oci-layout-path",
+        layout.to_str().unwrap(),
+    ]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(manifest_digest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let base_layers = skopeo_manifest(&format!("{reg}/busybox:latest"))["layers"].clone();
+    let base: Vec<&str> = base_layers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    let intermediate: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .filter(|d| !base.contains(&d.as_str()))
+        .collect();
+    assert_eq!(intermediate.len(), 2, "{manifest}");
+
+    let dest = format!("{}:1", unique_repo("intermediate"));
+    let out = build_ok(&[
+        "--context",
+        ctx.path().to_str().unwrap(),
+        "--reproducible",
+        "-d",
+        &dest,
+        "--verbosity",
+        "debug",
+    ]);
+    let log = stderr_of(&out);
+    let pushed = skopeo_manifest(&dest);
+    let mut wanted: Vec<&str> = pushed["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    wanted.push(pushed["config"]["digest"].as_str().unwrap());
+    for digest in &intermediate {
+        // The full build made the same layer, and did not push it.
+        assert!(
+            log.contains(&format!("-> layer {}", &digest[..19])),
+            "{log}"
+        );
+        assert!(!wanted.contains(&digest.as_str()), "{pushed}");
+        assert_eq!(blob_status(&dest, digest), "404", "{digest} was pushed");
+    }
+    for digest in &wanted {
+        assert_eq!(blob_status(&dest, digest), "200", "{digest} is missing");
+    }
+    // Every upload the log reports is a blob of the pushed image.
+    for line in log.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("pushed sha256:") {
+            let short = format!("sha256:{}", &rest[..12]);
+            assert!(wanted.iter().any(|d| d.starts_with(&short)), "{line}");
+        }
+    }
+}

@@ -18,6 +18,7 @@ mod tests;
 use crate::expand::{expand_word, expand_words, ExpandError, Vars};
 use crate::mount::MountSpecError;
 use crate::parser::{Command, Instruction, InstructionKind};
+pub(crate) use crate::pathmatch::clean_path;
 use std::collections::BTreeMap;
 
 pub use copy::{Chmod, CopyOp};
@@ -281,22 +282,6 @@ fn lower_workdir(dir: &str, scope: &mut Scope) -> Result<WorkdirOp, LowerReason>
         path,
         user: scope.user.clone(),
     })
-}
-
-/// `path` made absolute (relative to `/`) without `.`, `..` and repeated slashes:
-/// `a/./b/../c/` → `/a/c`.
-pub(crate) fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            name => parts.push(name),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 /// Checks that a heredoc name works as a file name.

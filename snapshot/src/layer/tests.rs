@@ -573,3 +573,31 @@ fn a_layer_file_changed_after_writing_fails_verification() {
     let err = info.verify().unwrap_err();
     assert!(matches!(err, Error::CorruptLayer { .. }), "{err}");
 }
+
+/// A layer of many gzip blocks unpacks with our own unpacker, and its bytes are exactly
+/// what one compression thread makes of its tar: the digest is the same on any machine.
+#[test]
+fn a_layer_of_many_blocks_round_trips_and_matches_one_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let copy = dir.path().join("copy");
+    fs::create_dir_all(&copy).unwrap();
+    let big = crate::compress::tests::mixed_data(20 * crate::compress::GZIP_BLOCK_SIZE + 5);
+    write(&root, "big/blob", &big);
+    write(&root, "big/small", b"small");
+    let changes = Changes {
+        upserts: ["big", "big/blob", "big/small"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        ..Changes::default()
+    };
+    let info = write_layer(&root, &changes, dir.path(), &LayerOptions::default()).unwrap();
+    let tar_bytes = decompress(&info.path, info.compression);
+    let mut one_thread = crate::compress::ParallelGzip::new(Vec::new(), 6, 1).unwrap();
+    one_thread.write_all(&tar_bytes).unwrap();
+    assert!(one_thread.finish().unwrap() == fs::read(&info.path).unwrap());
+    unpack_layer_file(&info.path, &copy).unwrap();
+    assert!(fs::read(copy.join("big/blob")).unwrap() == big);
+    assert_eq!(summarize(&copy), summarize(&root));
+}
