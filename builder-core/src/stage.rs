@@ -378,11 +378,14 @@ impl StageRun<'_, '_> {
             if let Some(tree) = &done.tree {
                 return Ok(tree.clone());
             }
+            let dir = rootfs::stage_dir(self.settings, i);
             let tree = match &done.rootfs {
                 Some(Kept::Dir(dir)) => SourceTree::dir(dir.clone()),
-                Some(Kept::Lowers(lowers)) => self.registry.layers.view(lowers)?,
+                Some(Kept::Lowers(lowers)) => {
+                    rootfs::tree_of_lowers(self.registry, lowers.clone(), &dir).await?
+                }
                 None => {
-                    let (image, dir) = (done.image.clone(), rootfs::stage_dir(self.settings, i));
+                    let image = done.image.clone();
                     self.made_tree(&image, &dir).await?
                 }
             };

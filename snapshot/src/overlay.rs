@@ -11,7 +11,8 @@
 //!   errors and `kill -9`. The RUN sandbox mounts the same layers inside its own mount
 //!   namespace (`ocibuild_isolation::run_on`).
 //! - Limits: at most [`MAX_LOWERS`] lower directories per mount (the kernel's stack
-//!   depth); [`Overlay::prepare`] keeps one free for the sandbox (see [`MAX_STEP_LOWERS`])
+//!   depth); [`Overlay::prepare`] keeps one free for the sandbox (see [`MAX_STEP_LOWERS`],
+//!   and [`MAX_LIST_STEP_LOWERS`] on kernels that take one `lowerdir=` list)
 //!   and returns [`crate::Error::TooManyLowers`] beyond that: the engine squashes or falls
 //!   back, this crate does not squash on its own. Lower directories are passed one
 //!   `lowerdir+` each (Linux 6.8+, no length limit); older kernels get one `lowerdir=` list
@@ -54,6 +55,20 @@ pub const MAX_LOWERS: usize = 500;
 /// The most lower directories [`Overlay::prepare`] takes: one less than [`MAX_LOWERS`], so
 /// that the RUN sandbox can put its mount points on top in a layer of their own.
 pub const MAX_STEP_LOWERS: usize = MAX_LOWERS - 1;
+
+/// The most lower directories [`Overlay::prepare`] takes where the kernel only takes one
+/// `lowerdir=` list ([`LowerOption::List`], before Linux 6.8): as many short names of
+/// descriptors (`/proc/self/fd/99999:`) as fit in [`MAX_OPTION_VALUE`] bytes, less one for
+/// the RUN sandbox's own layer.
+pub const MAX_LIST_STEP_LOWERS: usize = MAX_OPTION_VALUE / "/proc/self/fd/99999:".len() - 1;
+
+/// The most lower directories [`Overlay::prepare`] takes on this kernel.
+pub fn max_step_lowers() -> usize {
+    match lower_option() {
+        LowerOption::Append => MAX_STEP_LOWERS,
+        LowerOption::List => MAX_LIST_STEP_LOWERS,
+    }
+}
 
 /// The options of every overlay ocibuild mounts (host view, RUN sandbox, probe): no
 /// redirect xattrs (renaming a lower directory gives `EXDEV`), no metadata-only copy-up
@@ -243,10 +258,11 @@ impl Snapshotter for Overlay {
     }
 
     fn prepare(&mut self, lowers: &[PathBuf]) -> Result<StepRoot> {
-        if lowers.len() > MAX_STEP_LOWERS {
+        let limit = max_step_lowers();
+        if lowers.len() > limit {
             return Err(Error::TooManyLowers {
                 count: lowers.len(),
-                limit: MAX_STEP_LOWERS,
+                limit,
             });
         }
         let step_dir = self.fresh_dir("step")?;

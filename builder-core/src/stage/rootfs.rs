@@ -16,7 +16,7 @@ use crate::events::BuildEvent;
 use crate::image::{Image, Layer};
 use crate::layers::{Kind, SourceTree};
 use ocibuild_snapshot::{
-    overlay, Changes, LayerInfo, LayerOptions, RootDir, RunRoot, Snapshotter, StatWalk, StepRoot,
+    overlay, LayerInfo, LayerOptions, RootDir, RunRoot, Snapshotter, StatWalk, StepRoot,
 };
 use std::path::{Path, PathBuf};
 
@@ -314,15 +314,10 @@ fn commit_step(
         false => snapshotter.commit(step)?,
     };
     if let Some(dir) = &upper {
-        settle(dir, &diff.changes)?;
+        overlay::settle_upper(dir, &diff.changes)?;
     }
     let layer = Some(layer);
     Ok((Committed { empty, layer }, upper))
-}
-
-/// Leaves in the committed upper directory `dir` only what its layer holds.
-fn settle(dir: &Path, changes: &Changes) -> ocibuild_snapshot::Result<()> {
-    overlay::settle_upper(dir, changes)
 }
 
 /// Where the root filesystem of stage `index` is, in the walk's case, in the work
@@ -332,9 +327,8 @@ pub(crate) fn stage_dir(settings: &Settings, index: usize) -> PathBuf {
 }
 
 /// The root filesystem of `image` (a finished stage never materialized, or an image named
-/// by `--from`) for reading: a read-only overlay of its layers' store directories, or
-/// (the walk) the layers extracted into the fresh directory `dir`. Returns it with the
-/// events of the extractions.
+/// by `--from`) for reading (see [`tree_of_lowers`]), with the events of the extractions
+/// it took.
 pub(crate) async fn source_tree(
     registry: &Registry,
     image: &Image,
@@ -345,8 +339,23 @@ pub(crate) async fn source_tree(
         .layers
         .lowers(registry, &image.layers, dirs)
         .await?;
-    if dirs {
-        return Ok((registry.layers.view(&lowers)?, events));
+    Ok((tree_of_lowers(registry, lowers, dir).await?, events))
+}
+
+/// The tree of `lowers` for reading: a read-only overlay of them (overlay), or them
+/// extracted into the fresh directory `dir` (the walk, and more lowers than one overlay
+/// stacks).
+pub(crate) async fn tree_of_lowers(
+    registry: &Registry,
+    lowers: Vec<PathBuf>,
+    dir: &Path,
+) -> Result<SourceTree> {
+    if registry.layers.kind() == Kind::Overlay {
+        match registry.layers.view(&lowers) {
+            Err(BuildError::Snapshot { source, .. })
+                if matches!(*source, ocibuild_snapshot::Error::TooManyLowers { .. }) => {}
+            view => return view,
+        }
     }
     let dir = dir.to_path_buf();
     let tree = SourceTree::dir(dir.clone());
@@ -366,7 +375,7 @@ pub(crate) async fn source_tree(
         Ok(())
     })
     .await?;
-    Ok((tree, events))
+    Ok(tree)
 }
 
 /// Prepares the walk's directory: a fresh empty directory, or in `/` mode (`ignore` given)

@@ -231,10 +231,11 @@ fn a_step_dropped_without_commit_removes_its_directories() {
 fn too_many_lowers_is_a_typed_error() {
     let state = tempfile::tempdir().unwrap();
     let mut overlay = Overlay::new(state.path()).unwrap();
-    let lowers = vec![state.path().to_path_buf(); MAX_STEP_LOWERS + 1];
+    let most = max_step_lowers();
+    let lowers = vec![state.path().to_path_buf(); most + 1];
     let err = overlay.prepare(&lowers).unwrap_err();
     assert!(
-        matches!(err, Error::TooManyLowers { count, limit } if count == MAX_STEP_LOWERS + 1 && limit == MAX_STEP_LOWERS),
+        matches!(err, Error::TooManyLowers { count, limit } if count == most + 1 && limit == most),
         "{err}"
     );
 }
