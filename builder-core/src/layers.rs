@@ -166,8 +166,9 @@ impl BuildLayers {
     }
 
     /// The lowers of `layers` (bottom-most first) and the extraction events: each layer's
-    /// store directory, extracting the missing ones (several at once); with `dirs` unset
-    /// (the walk), a layer the store does not hold is its blob file instead.
+    /// store directory, extracting the missing ones (several at once), a private copy of it
+    /// where it comes a second time; with `dirs` unset (the walk), a layer the store does
+    /// not hold is its blob file instead.
     pub async fn lowers(
         &self,
         registry: &Registry,
@@ -197,7 +198,16 @@ impl BuildLayers {
             found[index] = Some(path);
             events.extend(event);
         }
-        Ok((found.into_iter().flatten().collect(), events))
+        let mut lowers: Vec<PathBuf> = Vec::with_capacity(layers.len());
+        for lower in found.into_iter().flatten() {
+            // A layer that comes twice: an overlay takes each directory once.
+            let lower = match dirs && lowers.contains(&lower) {
+                true => self.private_copy(&lower).await?,
+                false => lower,
+            };
+            lowers.push(lower);
+        }
+        Ok((lowers, events))
     }
 
     /// The directory of `layer` if the build already holds it (or made it as an upper).
@@ -374,6 +384,36 @@ impl BuildLayers {
             (_, true) => self.insert_file(path, digest, diff_id).await,
             (Err(e), false) => Err(Extraction::Store(e)),
         }
+    }
+
+    /// A private copy of the layer directory `dir`, in this build's step directory: an
+    /// overlay refuses one directory twice among its lowers (a layer may come twice in a
+    /// stage, e.g. two identical reproducible steps taken from the cache).
+    pub async fn private_copy(&self, dir: &Path) -> Result<PathBuf> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COPIES: AtomicU64 = AtomicU64::new(0);
+        let n = COPIES.fetch_add(1, Ordering::Relaxed);
+        let copy = self.step_dir()?.join(format!("copy-{n}"));
+        let (from, to) = (dir.to_path_buf(), copy.clone());
+        crate::blocking::run(move || {
+            // `cp -a` keeps what makes it a layer: whiteout devices and overlay xattrs.
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&from)
+                .arg(&to)
+                .status()
+                .map_err(BuildError::io(&from))?;
+            match status.success() {
+                true => Ok(()),
+                false => Err(BuildError::Options(format!(
+                    "copying the layer directory {} to {} failed",
+                    from.display(),
+                    to.display()
+                ))),
+            }
+        })
+        .await?;
+        Ok(copy)
     }
 
     /// Registers the committed upper directory `dir` of a step whose layer has `digest` and

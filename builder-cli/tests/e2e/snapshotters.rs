@@ -292,6 +292,51 @@ fn the_walk_takes_over_where_overlay_cannot_mount_and_the_log_says_why() {
     );
 }
 
+/// A layer that comes twice in a stage (two identical reproducible steps, both from the
+/// cache) is stacked twice: an overlay takes each directory once, so the second is a copy.
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_layer_twice_in_a_stage_is_stacked_twice() {
+    let reg = registry();
+    let ctx = context_with(
+        &format!(
+            "FROM {reg}/busybox:latest\nRUN echo same > /same\nRUN echo same > /same\n\
+             ARG NONCE\nRUN echo $NONCE > /nonce && cat /same >> /nonce\n"
+        ),
+        &[],
+    );
+    let (cache, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cache_dir = cache.path().to_str().unwrap();
+    let flags = |nonce: &'static str, dest: &str| -> Vec<String> {
+        [
+            "--reproducible",
+            "--cache",
+            "--cache-dir",
+            cache_dir,
+            "--build-arg",
+            nonce,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--destination".to_string(), dest.to_string()])
+        .collect()
+    };
+    let first = format!("{}:1", unique_repo("twice"));
+    let args = flags("NONCE=1", &first);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_ok(&build_in(ctx.path(), store.path(), &args));
+    let (layers, _) = digests(&first);
+    assert_eq!(layers[1], layers[2], "the two steps made the same layer");
+    let second = format!("{}:1", unique_repo("twice-again"));
+    let args = flags("NONCE=2", &second);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = assert_ok(&build_in(ctx.path(), store.path(), &args));
+    assert_eq!(log.matches("CACHE HIT").count(), 2, "{log}");
+    let img = unpack(&format!("docker://{second}"));
+    let nonce = std::fs::read_to_string(img.rootfs.join("nonce")).unwrap();
+    assert_eq!(nonce, "2\nsame\n");
+}
+
 /// The extraction lines of a debug log.
 fn extractions(log: &str) -> Vec<&str> {
     log.lines()

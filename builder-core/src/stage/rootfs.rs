@@ -125,9 +125,9 @@ impl StageRootfs {
             clear(self.dir.clone(), self.live_ignore.clone(), stages).await?;
         }
         let inherited = self.inherited.take();
-        self.lowers = match inherited {
+        match inherited {
             Some(lowers) if self.kind == Kind::Overlay && lowers.len() == image.layers.len() => {
-                lowers
+                self.lowers = lowers;
             }
             _ => {
                 settings.cancel.check()?;
@@ -137,9 +137,9 @@ impl StageRootfs {
                     .lowers(registry, &image.layers, dirs)
                     .await?;
                 self.notes.extend(events);
-                lowers
+                self.add_lowers(registry, lowers).await?;
             }
-        };
+        }
         self.ready = true;
         self.notes.push(BuildEvent::Rootfs {
             stage: label.to_string(),
@@ -210,7 +210,19 @@ impl StageRootfs {
         let layers = std::slice::from_ref(layer);
         let (lowers, events) = registry.layers.lowers(registry, layers, dirs).await?;
         self.notes.extend(events);
-        self.lowers.extend(lowers);
+        self.add_lowers(registry, lowers).await
+    }
+
+    /// Puts `lowers` on top of the stage's; for an overlay, one that is there already is
+    /// stacked as a private copy (an overlay takes each directory once).
+    async fn add_lowers(&mut self, registry: &Registry, lowers: Vec<PathBuf>) -> Result<()> {
+        for lower in lowers {
+            let lower = match self.kind == Kind::Overlay && self.lowers.contains(&lower) {
+                true => registry.layers.private_copy(&lower).await?,
+                false => lower,
+            };
+            self.lowers.push(lower);
+        }
         Ok(())
     }
 
