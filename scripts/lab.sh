@@ -647,6 +647,8 @@ write_env() {
     echo "export OCIBUILD_TEST_GCS=http://127.0.0.1:$(cat "$LAB_DIR/gcs/port")"
     echo "export OCIBUILD_TEST_HELLO_DEB=$LAB_DIR/debian/hello.deb"
     echo "export OCIBUILD_LAB_DIR=$LAB_DIR"
+    # Builds of the tests keep their extracted layers here, not in /var/lib/ocibuild.
+    echo "export OCIBUILD_LAYER_STORE=$LAB_DIR/layer-store"
   } >"$tmp"
   mv "$tmp" "$ENV_FILE"
 }

@@ -265,8 +265,9 @@ impl Log {
 
     /// The level, text and paint of the line that `event` gives at this verbosity, if
     /// any: the event's own one-line text ([`BuildEvent`]'s `Display`); warnings from
-    /// `warn` on, blob transfers (with their byte counts) from `debug` (the live view
-    /// shows them itself, with time and rate), the rest from `info`.
+    /// `warn` on, blob transfers (with their byte counts; the live view shows them itself,
+    /// with time and rate), layer extractions and the making of a stage's rootfs from
+    /// `debug`, the rest (the snapshotter chosen too) from `info`.
     fn line(&self, event: &BuildEvent) -> Option<(Level, String, Paint)> {
         let (level, paint) = match event {
             BuildEvent::Warning(_) => (Level::Warning, Paint::Warning),
@@ -276,6 +277,7 @@ impl Log {
                 }
                 (Level::Debug, Paint::Dim)
             }
+            BuildEvent::Extracted { .. } | BuildEvent::Rootfs { .. } => (Level::Debug, Paint::Dim),
             BuildEvent::Step { .. } => (Level::Info, Paint::Header),
             BuildEvent::Cache { hit: true, .. } => (Level::Info, Paint::Hit),
             _ => (Level::Info, Paint::Plain),

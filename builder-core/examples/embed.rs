@@ -13,6 +13,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let image = Build::new(dockerfile, Context::dir(context.path()))
         .build_arg("V", "1")
+        // Extracted layers are kept for later builds (by default in /var/lib/ocibuild as
+        // root, else ~/.local/share/ocibuild); a temporary store here.
+        .layer_store(context.path().join("layer-store"))
         .events(|event| {
             if let BuildEvent::Step {
                 number,

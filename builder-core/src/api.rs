@@ -31,6 +31,7 @@ use crate::context::Context;
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobReports, BlobStore, Manifested};
 use crate::isolation::Isolation;
+use crate::options::SnapshotterChoice;
 use crate::upload::Uploads;
 use ocibuild_image::config::ImageConfig;
 use ocibuild_registry::Client;
@@ -204,6 +205,20 @@ impl Build {
     /// `$DOCKER_CONFIG` or `~/.docker`).
     pub fn docker_config(mut self, path: impl Into<PathBuf>) -> Build {
         self.options.docker_config = Some(path.into());
+        self
+    }
+
+    /// The layer store: where base and cached layers are kept extracted, shared with later
+    /// builds (default: [`BuildOptions::layer_store`]'s, `/var/lib/ocibuild` as root).
+    pub fn layer_store(mut self, dir: impl Into<PathBuf>) -> Build {
+        self.options.layer_store = Some(dir.into());
+        self
+    }
+
+    /// How each step's root filesystem is made (default: [`SnapshotterChoice::Auto`],
+    /// overlay wherever it can be mounted).
+    pub fn snapshotter(mut self, choice: SnapshotterChoice) -> Build {
+        self.options.snapshotter = choice;
         self
     }
 

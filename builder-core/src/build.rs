@@ -17,9 +17,11 @@
 //! [`crate::Build`] wraps this for embedding (inline Dockerfiles, remote contexts, an
 //! image that owns its layers, cancellation).
 //!
-//! The root filesystem of a stage is materialized lazily: it is unpacked from the base
-//! layers only when an instruction needs files (RUN, COPY, ADD, WORKDIR), so metadata-only
-//! builds unpack nothing. Every filesystem step is snapshotted into its own layer.
+//! The root filesystem of a stage is materialized lazily: it is stacked from the base
+//! layers (extracted into the layer store if it does not hold them yet) only when an
+//! instruction needs files (RUN, COPY, ADD, WORKDIR), so metadata-only and fully cached
+//! builds extract nothing. Every filesystem step is snapshotted into its own layer, by the
+//! snapshotter the build chose (see [`crate::SnapshotterChoice`]).
 
 use crate::cache::{CacheStore, LayerCache, LayoutCache, LocalCache, ReadOnly, RegistryCache};
 use crate::cancel::CancelToken;
@@ -28,6 +30,7 @@ use crate::engine::{EventSink, Handles, Progress, Registry, Settings, Stages, St
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobReports, BlobStore, Image, Layer, LayerBlob};
 use crate::isolation::Isolation;
+use crate::layers::BuildLayers;
 use crate::mounts::Secrets;
 use crate::stage::StageRun;
 use crate::upload::Uploads;
@@ -154,6 +157,9 @@ async fn build_reporting(
     let mut builder = Builder::new(opts, work, cancel.clone(), events, reports)?;
     let image = builder.run_stages().await?;
     let output = builder.finish(image).await?;
+    for warning in builder.registry.layers.adopt_uppers().await? {
+        builder.progress.report(BuildEvent::Warning(warning));
+    }
     Ok(Built {
         output,
         blobs: builder.registry.blobs,
@@ -275,9 +281,12 @@ impl<'a> Builder<'a> {
             reports.clone(),
         )
         .for_target(&plan, plan.target(opts.target.as_deref())?);
+        let store = crate::layers::store_root(opts, work);
+        let live_ignore = live_ignore(opts, &[context.clone(), work.to_path_buf(), store.clone()])?;
+        let layers = BuildLayers::open(opts, &store, live_ignore.is_some())?;
         let settings = Settings {
             secrets: Secrets::new(opts.secrets.clone()),
-            live_ignore: live_ignore(opts, &context, work)?,
+            live_ignore,
             cancel,
             platform,
             work: work.to_path_buf(),
@@ -290,12 +299,7 @@ impl<'a> Builder<'a> {
         Ok(Builder {
             opts,
             destinations,
-            registry: Registry {
-                blobs,
-                pull_client,
-                push_client,
-                uploads,
-            },
+            registry: Registry::new((pull_client, push_client), blobs, uploads, layers),
             cache: StepCache::new(cache),
             progress: Progress::new(EventSink::new(events)),
             stages: Stages::new(stage_count, cache_mounts_dir(opts)),
@@ -324,11 +328,13 @@ impl<'a> Builder<'a> {
         self.stages
             .used_args
             .extend(self.settings.plan.global_args.keys().cloned());
+        self.progress.report(self.registry.layers.event());
         for index in needed {
             self.settings.cancel.check()?;
             let finished = StageRun::run(self.handles(), index).await?;
             self.stages.finished[index] = Some(finished);
         }
+        self.registry.verify_pulled().await?;
         self.warn_unused_args();
         let done = self.stages.finished[target]
             .take()
@@ -498,8 +504,9 @@ fn read_only_if<S: CacheStore + 'static>(read_only: bool, store: S) -> Box<dyn C
     }
 }
 
-/// The ignore list for building in `/`, after refusing to do so outside a container.
-fn live_ignore(opts: &BuildOptions, context: &Path, work: &Path) -> Result<Option<Vec<PathBuf>>> {
+/// The ignore list for building in `/` (keeping the paths `keep`: the context, the work
+/// directory, the layer store), after refusing to do so outside a container.
+fn live_ignore(opts: &BuildOptions, keep: &[PathBuf]) -> Result<Option<Vec<PathBuf>>> {
     if opts.isolation != Isolation::None {
         return Ok(None);
     }
@@ -512,8 +519,7 @@ fn live_ignore(opts: &BuildOptions, context: &Path, work: &Path) -> Result<Optio
                 .into(),
         ));
     }
-    let keep = [context.to_path_buf(), work.to_path_buf()];
-    Ok(Some(crate::liveroot::ignored_paths(opts, &keep)))
+    Ok(Some(crate::liveroot::ignored_paths(opts, keep)))
 }
 
 /// Where `RUN --mount=type=cache` directories live.

@@ -216,7 +216,7 @@ pub fn copy_sources(
     from: &SourceRoot<'_>,
     sources: &[String],
     dest: &str,
-    rootfs: &Path,
+    rootfs: &RootDir,
     opts: &CopyOptions,
 ) -> Result<()> {
     let exclude = IgnoreRules::from_patterns(&opts.exclude);
@@ -311,7 +311,7 @@ pub async fn add_sources(
     from: &SourceRoot<'_>,
     sources: &[String],
     dest: &str,
-    rootfs: &Path,
+    rootfs: &RootDir,
     opts: &CopyOptions,
     add: &AddOptions,
     scratch: &Path,
@@ -407,7 +407,7 @@ pub fn place_add(
     plan: &AddPlan,
     fetched: Vec<FetchedFile>,
     dest: &str,
-    rootfs: &Path,
+    rootfs: &RootDir,
     opts: &CopyOptions,
     add: &AddOptions,
 ) -> Result<()> {
@@ -435,7 +435,7 @@ pub fn place_add(
 fn copy_fetched_into(
     file: &FetchedFile,
     dest: &str,
-    rootfs: &Path,
+    rootfs: &RootDir,
     opts: &CopyOptions,
     force_dir: bool,
     extract: bool,
@@ -709,13 +709,13 @@ impl<'a> Copier<'a> {
     fn new(
         from: &'a SourceRoot<'a>,
         opts: &'a CopyOptions,
-        rootfs: &Path,
+        rootfs: &RootDir,
         exclude: IgnoreRules,
     ) -> Result<Copier<'a>> {
         Ok(Copier {
             from,
             opts,
-            root: RootDir::open(rootfs)?,
+            root: rootfs.try_clone()?,
             exclude,
             links: HashMap::new(),
         })
@@ -1237,7 +1237,8 @@ pub(crate) fn extract_tar_stream<R: Read>(reader: R, name: &Path, dest: &Path) -
         chown: Some(me),
         ..CopyOptions::default()
     };
-    let mut copier = Copier::new(&from, &opts, dest, IgnoreRules::default())?;
+    let root = RootDir::open(dest)?;
+    let mut copier = Copier::new(&from, &opts, &root, IgnoreRules::default())?;
     copier.extract_tar(reader, name)
 }
 
@@ -1363,7 +1364,8 @@ mod tests {
             keep_owner: false,
         };
         let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
-        copy_sources(&from, &sources, dest, rootfs, &CopyOptions::default())
+        let root = RootDir::open(rootfs)?;
+        copy_sources(&from, &sources, dest, &root, &CopyOptions::default())
     }
 
     #[test]
@@ -1472,7 +1474,7 @@ mod tests {
             &from,
             &["bin".into()],
             "/b/",
-            rootfs.path(),
+            &RootDir::open(rootfs.path()).unwrap(),
             &CopyOptions::default(),
         )
         .unwrap();
@@ -1482,7 +1484,7 @@ mod tests {
             &from,
             &["a.md".into()],
             "/",
-            rootfs.path(),
+            &RootDir::open(rootfs.path()).unwrap(),
             &CopyOptions::default(),
         )
         .unwrap_err();
@@ -1504,7 +1506,8 @@ mod tests {
             chmod: Some(0o600),
             ..CopyOptions::default()
         };
-        copy_sources(&from, &["config.txt".into()], "/c/", rootfs.path(), &opts).unwrap();
+        let root = RootDir::open(rootfs.path()).unwrap();
+        copy_sources(&from, &["config.txt".into()], "/c/", &root, &opts).unwrap();
         let meta = fs::metadata(rootfs.path().join("c/config.txt")).unwrap();
         assert_eq!(
             (meta.uid(), meta.gid(), meta.mode() & 0o7777),

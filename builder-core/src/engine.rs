@@ -1,6 +1,6 @@
 //! The handles a stage runs with, instead of the whole builder: the read-only
-//! [`Settings`] (with the few [`StageOptions`] stages read), the [`Registry`] (clients and
-//! blob store), the [`StepCache`] with its hit and miss counters, the [`Progress`] that
+//! [`Settings`] (with the few [`StageOptions`] stages read), the [`Registry`] (clients,
+//! blob store and the layer store the stages' root filesystems are stacked on), the [`StepCache`] with its hit and miss counters, the [`Progress`] that
 //! owns the build's [`EventSink`], and the cross-stage state [`Stages`]. `build` makes them and lends them to `stage` as [`Handles`]; this module
 //! imports neither.
 
@@ -8,8 +8,9 @@ use crate::cache::LayerCache;
 use crate::cancel::CancelToken;
 use crate::error::{BuildError, Result};
 use crate::events::{BuildEvent, Events};
-use crate::image::{BlobStore, Image, Layer, PulledImage};
+use crate::image::{BlobStore, Image, Layer, LayerBlob, PulledImage};
 use crate::isolation::Isolation;
+use crate::layers::{BuildLayers, SourceTree};
 use crate::mounts::{CacheMounts, MountError, Secrets};
 use crate::options::BuildOptions;
 use crate::upload::Uploads;
@@ -21,6 +22,7 @@ use ocibuild_snapshot::Compression;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// What the stages read and never change.
@@ -82,7 +84,8 @@ impl From<&BuildOptions> for StageOptions {
 }
 
 /// The registry side of a build: its clients, the blob store of its work directory and
-/// the queue that uploads the image's layers while the build goes on.
+/// the queue that uploads the image's layers while the build goes on, and the layer store
+/// its root filesystems are stacked from.
 pub(crate) struct Registry {
     /// Pulls base images and their layers.
     pub pull_client: Client,
@@ -93,28 +96,78 @@ pub(crate) struct Registry {
     /// Uploads to the destinations: stages hand their layers to it
     /// ([`Uploads::offer_stage`]) as soon as they exist.
     pub uploads: Uploads,
+    /// Extracted layers, the snapshotter choice and the overlay step directories.
+    pub layers: BuildLayers,
+    /// Images pulled whose layers are not all checked against their diff IDs yet (see
+    /// [`Registry::pull_image`]).
+    unverified: Mutex<Vec<(String, Image)>>,
 }
 
 impl Registry {
+    /// The registry side of a build with these clients (pull, push), stores and upload
+    /// queue.
+    pub fn new(
+        clients: (Client, Client),
+        blobs: BlobStore,
+        uploads: Uploads,
+        layers: BuildLayers,
+    ) -> Registry {
+        let (pull_client, push_client) = clients;
+        Registry {
+            pull_client,
+            push_client,
+            blobs,
+            uploads,
+            layers,
+            unverified: Mutex::default(),
+        }
+    }
+
     /// The local file of `layer`, downloaded on first use.
     pub async fn local_file(&self, layer: &Layer) -> Result<PathBuf> {
         self.blobs.local_file(&self.pull_client, layer).await
     }
 
-    /// Resolves `name` to a manifest and config (layers stay remote until needed), each
-    /// base layer checked against its diff_id. The caller reports [`PulledImage::event`]
-    /// when the pull is part of the build's progress.
+    /// Resolves `name` to a manifest and config (layers stay remote until needed). The
+    /// caller reports [`PulledImage::event`] when the pull is part of the build's progress.
+    ///
+    /// Every base layer is checked against its diff_id before the build ends (whether it
+    /// is extracted or only referenced by the output image): a layer the store holds from
+    /// the same blob was checked when it went in, one extracted during the build is checked
+    /// by the store as it streams in, and [`Registry::verify_pulled`] checks the others.
     pub async fn pull_image(&self, name: &str, platform: &Platform) -> Result<PulledImage> {
         let reference =
             Reference::parse(name).map_err(BuildError::registry(format!("base image {name:?}")))?;
         let pulled =
             crate::image::resolve_image(&self.pull_client, reference, platform, "pulling").await?;
-        // Every base layer is checked against its diff_id here, whether it is unpacked
-        // later or only referenced by the output image.
-        self.blobs
-            .verify_layers(&self.pull_client, name, &pulled.image)
-            .await?;
+        for layer in &pulled.image.layers {
+            if let LayerBlob::Remote { descriptor, .. } = &layer.blob {
+                let digest = descriptor.digest().as_ref();
+                if self.layers.holds_blob(&layer.diff_id, digest) {
+                    self.blobs.record_known(digest, &layer.diff_id);
+                }
+            }
+        }
+        let mut unverified = self.unverified.lock().unwrap_or_else(|e| e.into_inner());
+        let same = |(n, i): &(String, Image)| n == name && i.config == pulled.image.config;
+        if !unverified.iter().any(same) {
+            unverified.push((name.to_string(), pulled.image.clone()));
+        }
         Ok(pulled)
+    }
+
+    /// Checks the layers of every image pulled against the diff_ids their configs list
+    /// (downloading those not checked yet); called when the stages are done, before
+    /// anything is pushed or written.
+    pub async fn verify_pulled(&self) -> Result<()> {
+        let pulled =
+            std::mem::take(&mut *self.unverified.lock().unwrap_or_else(|e| e.into_inner()));
+        for (name, image) in pulled {
+            self.blobs
+                .verify_layers(&self.pull_client, &name, &image)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -230,6 +283,8 @@ pub(crate) struct Stages {
     pub used_args: BTreeSet<String>,
     /// Whether a stage was already unpacked into `/`.
     pub live_root_used: AtomicBool,
+    /// The root filesystems of images named by `--from`, by name, once read.
+    pub image_trees: BTreeMap<String, SourceTree>,
     /// Where the directories of `RUN --mount=type=cache` live.
     cache_mounts_dir: PathBuf,
     /// Those directories, once opened.
@@ -243,6 +298,7 @@ impl Stages {
             finished: (0..count).map(|_| None).collect(),
             used_args: BTreeSet::new(),
             live_root_used: AtomicBool::default(),
+            image_trees: BTreeMap::new(),
             cache_mounts_dir,
             cache_mounts: None,
         }
@@ -261,12 +317,23 @@ impl Stages {
 pub(crate) struct FinishedStage {
     /// Its image.
     pub image: Image,
-    /// Its root filesystem, if it was unpacked (never in `/` mode).
-    pub rootfs: Option<PathBuf>,
+    /// Its root filesystem, if it was materialized (never in `/` mode).
+    pub rootfs: Option<Kept>,
+    /// Its root filesystem as later stages read it, once one did.
+    pub tree: Option<SourceTree>,
     /// The cache key of its last step.
     pub key: String,
     /// Its ARGs and their values at the end, for stages built on it.
     pub args: BTreeMap<String, Option<String>>,
+}
+
+/// What a finished stage leaves of its root filesystem.
+#[derive(Debug, Clone)]
+pub(crate) enum Kept {
+    /// Overlay: its lower directories, one per layer of its image.
+    Lowers(Vec<PathBuf>),
+    /// Walk: its directory.
+    Dir(PathBuf),
 }
 
 /// The handles a stage borrows from the build: read-only settings and registry, mutable

@@ -8,7 +8,9 @@ impl fmt::Display for BuildEvent {
     /// The line of the `ocibuild` build log: `[3/7] (stage 0) RUN make`,
     /// `      -> layer sha256:0123456789ab (1.2 MiB), 0.52s`, `      CACHE HIT KEY`,
     /// `      base REF@DIGEST`, `      pulled sha256:… (3.4 MiB) from REF`,
-    /// `      pushed sha256:… (3.4 MiB) to REF`, `pushed REF@DIGEST`, `warning: …`; RUN
+    /// `      pushed sha256:… (3.4 MiB) to REF`, `pushed REF@DIGEST`, `warning: …`,
+    /// `snapshotter: overlay (layer store DIR)`, `      extracted sha256:… (N entries,
+    /// 3.4 MiB) into the layer store`, `      rootfs of stage S: overlay of N layers`; RUN
     /// output is shown as it is, without its line end.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -63,6 +65,28 @@ impl fmt::Display for BuildEvent {
                 digest,
             } => write!(f, "pushed {destination}@{digest}"),
             BuildEvent::Warning(text) => write!(f, "warning: {text}"),
+            BuildEvent::Snapshotter { name, reason } => {
+                write!(f, "snapshotter: {name} ({reason})")
+            }
+            BuildEvent::Extracted {
+                diff_id,
+                entries,
+                bytes,
+            } => {
+                let (diff_id, size) = (short(diff_id), human_size(*bytes));
+                write!(
+                    f,
+                    "      extracted {diff_id} ({entries} entries, {size}) into the layer store"
+                )
+            }
+            BuildEvent::Rootfs {
+                stage,
+                snapshotter,
+                layers,
+            } => write!(
+                f,
+                "      rootfs of stage {stage}: {snapshotter} of {layers} layers"
+            ),
         }
     }
 }

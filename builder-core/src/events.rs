@@ -71,6 +71,32 @@ pub enum BuildEvent {
     },
     /// Something the user should know but that does not stop the build.
     Warning(String),
+    /// The snapshotter the build's stages use (see [`crate::SnapshotterChoice`]).
+    Snapshotter {
+        /// `overlay` or `walk`.
+        name: String,
+        /// Why: where the overlay works, or why it does not.
+        reason: String,
+    },
+    /// A layer was extracted into the layer store (a rootfs needed it and the store did
+    /// not hold it yet).
+    Extracted {
+        /// Its diff ID.
+        diff_id: String,
+        /// Its entries.
+        entries: u64,
+        /// The bytes it takes on disk.
+        bytes: u64,
+    },
+    /// A stage's root filesystem was made, on its first step that needs files.
+    Rootfs {
+        /// The stage's name or index.
+        stage: String,
+        /// The snapshotter that holds it: `overlay` or `walk`.
+        snapshotter: String,
+        /// The layers it is made of.
+        layers: usize,
+    },
 }
 
 /// The event sink type: a callback the build reports progress to.

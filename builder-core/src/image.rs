@@ -408,8 +408,30 @@ impl BlobStore {
         Ok((path, diff_id))
     }
 
-    /// The lock held while blob `digest` is fetched.
-    fn fetch_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// Records that blob `digest` decompresses to `diff_id`, checked elsewhere (the layer
+    /// store checks both digests of every layer it extracts).
+    pub(crate) fn record_known(&self, digest: &str, diff_id: &str) {
+        self.diff_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.to_string(), diff_id.to_string());
+    }
+
+    /// Records that `bytes` of blob `digest` were downloaded from `source` (reported with
+    /// the build's next event).
+    pub(crate) fn record_download(&self, source: &Reference, digest: &str, bytes: u64) {
+        self.reports.pulled(source, digest, bytes);
+    }
+
+    /// Whether blob `digest` is downloaded into the work directory, or may be: the store
+    /// has a local cache directory to take it from or to put it in.
+    pub(crate) fn has_file_or_cache(&self, digest: &str) -> bool {
+        self.cache.is_some() || self.path(digest).exists()
+    }
+
+    /// The lock held while blob `digest` is fetched (also by a layer store extraction that
+    /// downloads it).
+    pub(crate) fn fetch_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(digest.to_string()).or_default().clone()
     }

@@ -113,6 +113,54 @@ pub struct BuildOptions {
     pub annotations: BTreeMap<String, String>,
     /// Force the manifest format (`--image-format`); `None` follows the base image.
     pub image_format: Option<ImageFormat>,
+    /// How each step's root filesystem is made and its changes found (`--snapshotter`).
+    pub snapshotter: SnapshotterChoice,
+    /// The store of extracted layers (`--layer-store`); default:
+    /// [`ocibuild_snapshot::default_store_dir`] of `cache_dir` (with [`Isolation::None`],
+    /// `layer-store/` in `cache_dir` or else in the work directory, never a path of `/`).
+    pub layer_store: Option<PathBuf>,
+}
+
+/// Which snapshotter a build uses (`--snapshotter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SnapshotterChoice {
+    /// Overlay where it can be mounted (the layer store's filesystem takes overlayfs upper
+    /// directories, mounting is permitted, RUN runs in namespaces), else the walk; the log
+    /// says which and why.
+    #[default]
+    Auto,
+    /// Overlay, or an error saying why it cannot be mounted.
+    Overlay,
+    /// The walk: a plain directory per stage, changes found by `lstat`-walking it.
+    Walk,
+}
+
+impl SnapshotterChoice {
+    /// The flag spelling: `auto`, `overlay` or `walk`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotterChoice::Auto => "auto",
+            SnapshotterChoice::Overlay => "overlay",
+            SnapshotterChoice::Walk => "walk",
+        }
+    }
+}
+
+impl std::str::FromStr for SnapshotterChoice {
+    type Err = BuildError;
+
+    /// `auto`, `overlay` or `walk` (case-insensitive), as `--snapshotter` takes them.
+    fn from_str(s: &str) -> Result<SnapshotterChoice> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(SnapshotterChoice::Auto),
+            "overlay" => Ok(SnapshotterChoice::Overlay),
+            "walk" => Ok(SnapshotterChoice::Walk),
+            _ => Err(BuildError::Options(format!(
+                "--snapshotter {s:?}: expected auto, overlay or walk"
+            ))),
+        }
+    }
 }
 
 impl Default for BuildOptions {
@@ -158,6 +206,8 @@ impl Default for BuildOptions {
             image_name_tag_with_digest_file: None,
             annotations: BTreeMap::new(),
             image_format: None,
+            snapshotter: SnapshotterChoice::Auto,
+            layer_store: None,
         }
     }
 }

@@ -6,18 +6,22 @@
 //! op then goes through one loop, [`StageRun::step`]: its kind ([`step::Step`]: RUN,
 //! COPY/ADD, WORKDIR, metadata) checks itself, edits the config and names its key inputs;
 //! the loop keys it, looks the key up in the layer cache (a hit adds the cached layer),
-//! runs the step on a miss and commits its layer. The root filesystem, its baseline and
-//! its changes belong to [`rootfs::StageRootfs`].
+//! runs the step on a miss and commits its layer. The root filesystem, its snapshotter and
+//! each step's changes belong to [`rootfs::StageRootfs`]: a step's host-side work goes
+//! through [`StageRun::root_dir`], a RUN through the step's [`ocibuild_snapshot::RunRoot`].
 //! RUN sees ARGs and ENV as environment variables, but only ENV is stored in the image.
 
 mod rootfs;
 mod step;
 
 use crate::cache::{CacheHit, CachedLayer, StepKey};
-use crate::engine::{FinishedStage, Handles, Progress, Registry, Settings, Stages, StepCache};
+use crate::engine::{
+    FinishedStage, Handles, Kept, Progress, Registry, Settings, Stages, StepCache,
+};
 use crate::error::{BoxError, BuildError, Result};
 use crate::events::BuildEvent;
 use crate::image::{Image, ImageFormat, Layer, LayerBlob};
+use crate::layers::SourceTree;
 use ocibuild_dockerfile::ir::{self, Op, Scope};
 use ocibuild_dockerfile::parser::Instruction;
 use ocibuild_dockerfile::plan::{Stage, StageBase};
@@ -25,10 +29,9 @@ use ocibuild_image::config::ImageConfig;
 use ocibuild_image::manifest::descriptor;
 use ocibuild_image::platform::{self, Platform};
 use ocibuild_registry::Reference;
-use ocibuild_snapshot::{LayerInfo, LayerOptions};
+use ocibuild_snapshot::{LayerInfo, LayerOptions, RootDir};
 use rootfs::StageRootfs;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use step::{step_key, Layering, Step};
 
 /// What a step produced: the digest and compressed size of its layer, if it made one.
@@ -61,8 +64,9 @@ impl<'b, 'e> StageRun<'b, 'e> {
         let started = h.progress.begin_step(&label, &stage.from);
         let (image, key) = start(&mut h, &stage).await?;
         h.progress.end_step(started, None);
+        let inherited = inherited_lowers(h.stages, &stage.base);
         let mut run = StageRun {
-            rootfs: StageRootfs::new(h.settings, index),
+            rootfs: StageRootfs::new(h.settings, h.registry, index, inherited)?,
             args: inherited_args(h.stages, &stage.base),
             settings: h.settings,
             registry: h.registry,
@@ -88,6 +92,7 @@ impl<'b, 'e> StageRun<'b, 'e> {
         Ok(FinishedStage {
             image: run.image,
             rootfs: run.rootfs.into_kept(),
+            tree: None,
             key: run.key,
             args: run.args,
         })
@@ -189,12 +194,34 @@ impl<'b, 'e> StageRun<'b, 'e> {
         }
     }
 
-    /// The stage's root filesystem, materialized from its layers on first use.
-    async fn rootfs(&mut self) -> Result<PathBuf> {
+    /// Prepares the current step's root filesystem (the stage's, materialized from its
+    /// layers on first use).
+    async fn prepare_rootfs(&mut self) -> Result<()> {
         let (settings, registry, stages) = (self.settings, self.registry, &*self.stages);
-        self.rootfs
-            .materialized(settings, registry, stages, &self.image)
+        let prepared = self
+            .rootfs
+            .step(settings, registry, stages, &self.image, &self.label)
             .await
+            .map(drop);
+        self.report_notes();
+        prepared
+    }
+
+    /// A handle on the current step's root filesystem (prepared first), for host-side work
+    /// on the blocking pool; drop it before the step's RUN.
+    pub(crate) async fn root_dir(&mut self) -> Result<RootDir> {
+        self.prepare_rootfs().await?;
+        self.rootfs.root_dir()
+    }
+
+    /// Reports what the root filesystem noted (extractions, fallbacks) to the progress.
+    fn report_notes(&mut self) {
+        for note in self.rootfs.take_notes() {
+            match note {
+                BuildEvent::Warning(text) => self.progress.warn(text),
+                event => self.progress.report(event),
+            }
+        }
     }
 }
 
@@ -247,10 +274,9 @@ impl StageRun<'_, '_> {
             blob: self.cached_blob(hit).await?,
             diff_id: cached.diff_id.clone(),
         };
-        if self.rootfs.path().is_some() {
-            let file = self.registry.local_file(&layer).await?;
-            self.rootfs.add_layer(file, &cached.digest).await?;
-        }
+        let added = self.rootfs.add_layer(self.registry, &layer).await;
+        self.report_notes();
+        added?;
         self.image
             .config
             .rootfs
@@ -302,22 +328,24 @@ impl StageRun<'_, '_> {
     /// Snapshots what the step changed into a layer (none when nothing changed; an empty
     /// layer is still written to be cached under a pending key).
     async fn commit(&mut self, ins: &Instruction) -> Result<StepLayer> {
-        let changes = self.rootfs.changes().await?;
         let pending_key = self.pending_key.take();
-        if changes.is_empty() && pending_key.is_none() {
-            self.history(ins, true);
-            return Ok(None);
-        }
-        let no_changes = changes.is_empty();
         let opts = LayerOptions {
             compression: self.settings.options.compression,
             mtime: self.settings.options.reproducible.then_some(0),
         };
         let layers_dir = self.settings.work.join("layers");
-        let info = self
+        let keep_empty = pending_key.is_some();
+        let committed = self
             .rootfs
-            .write_layer(changes, layers_dir, opts, ins.line)
-            .await?;
+            .commit(self.registry, layers_dir, opts, keep_empty, ins.line)
+            .await;
+        self.report_notes();
+        let committed = committed?;
+        let no_changes = committed.empty;
+        let Some(info) = committed.layer else {
+            self.history(ins, true);
+            return Ok(None);
+        };
         if let Some(key) = pending_key {
             let entry = CachedLayer::from_layer_info(&info, &ins.original);
             for warning in self.cache.layers.put(&key, &entry, &info.path).await {
@@ -340,23 +368,33 @@ impl StageRun<'_, '_> {
 }
 
 impl StageRun<'_, '_> {
-    /// The root filesystem of `--from=NAME`: an earlier stage, or an image pulled for it.
-    async fn source_rootfs(&mut self, ins: &Instruction, name: &str) -> Result<PathBuf> {
+    /// The root filesystem of `--from=NAME` for reading: an earlier stage's, or that of an
+    /// image pulled for it (made once per build).
+    async fn source_rootfs(&mut self, ins: &Instruction, name: &str) -> Result<SourceTree> {
         if let Some(i) = self.earlier_stage(name) {
             let done = self.stages.finished[i]
                 .as_ref()
                 .ok_or_else(|| self.step_err(ins, format!("stage {name:?} was not built")))?;
-            if let Some(dir) = &done.rootfs {
-                return Ok(dir.clone());
+            if let Some(tree) = &done.tree {
+                return Ok(tree.clone());
             }
-            let image = done.image.clone();
             let dir = rootfs::stage_dir(self.settings, i);
-            rootfs::materialize(self.settings, self.registry, self.stages, &image, &dir).await?;
-            self.stages.finished[i]
-                .as_mut()
-                .expect("checked above")
-                .rootfs = Some(dir.clone());
-            return Ok(dir);
+            let tree = match &done.rootfs {
+                Some(Kept::Dir(dir)) => SourceTree::dir(dir.clone()),
+                Some(Kept::Lowers(lowers)) => {
+                    rootfs::tree_of_lowers(self.registry, lowers.clone(), &dir).await?
+                }
+                None => {
+                    let image = done.image.clone();
+                    self.made_tree(&image, &dir).await?
+                }
+            };
+            let done = self.stages.finished[i].as_mut().expect("checked above");
+            done.tree = Some(tree.clone());
+            return Ok(tree);
+        }
+        if let Some(tree) = self.stages.image_trees.get(name) {
+            return Ok(tree.clone());
         }
         let pulled = self
             .registry
@@ -367,11 +405,21 @@ impl StageRun<'_, '_> {
             "image-{}",
             crate::image::sha256_digest(name.as_bytes()).trim_start_matches("sha256:")
         ));
-        if !dir.exists() {
-            let image = &pulled.image;
-            rootfs::materialize(self.settings, self.registry, self.stages, image, &dir).await?;
+        let tree = self.made_tree(&pulled.image, &dir).await?;
+        self.stages
+            .image_trees
+            .insert(name.to_string(), tree.clone());
+        Ok(tree)
+    }
+
+    /// The root filesystem of `image` made for reading (see [`rootfs::source_tree`]),
+    /// reporting the extractions it took.
+    async fn made_tree(&mut self, image: &Image, dir: &std::path::Path) -> Result<SourceTree> {
+        let (tree, events) = rootfs::source_tree(self.registry, image, dir).await?;
+        for event in events {
+            self.progress.report(event);
         }
-        Ok(dir)
+        Ok(tree)
     }
 
     /// What `--from=NAME` contributes to a key: the earlier stage's last key, or the
@@ -445,6 +493,18 @@ fn scratch_image(platform: &Platform) -> Image {
         config: ImageConfig::scratch_for(platform),
         layers: Vec::new(),
         format: ImageFormat::Oci,
+    }
+}
+
+/// The lowers a stage built on an earlier stage starts from: that stage's, when it left
+/// them (overlay).
+fn inherited_lowers(stages: &Stages, base: &StageBase) -> Option<Vec<std::path::PathBuf>> {
+    match base {
+        StageBase::Stage(i) => match stages.finished[*i].as_ref()?.rootfs.as_ref()? {
+            Kept::Lowers(lowers) => Some(lowers.clone()),
+            Kept::Dir(_) => None,
+        },
+        _ => None,
     }
 }
 

@@ -25,7 +25,9 @@ fn context_with_a() -> tempfile::TempDir {
 
 /// Builds `FROM scratch` + `COPY a /a` from `context`.
 async fn build_copy_a(context: Context) -> BuiltImage {
+    let store = tempfile::tempdir().unwrap();
     Build::new(Dockerfile::inline("FROM scratch\nCOPY a /a\n"), context)
+        .layer_store(store.path())
         .run()
         .await
         .unwrap()
@@ -139,6 +141,7 @@ async fn an_image_is_pushed_to_the_lab_registry() {
         Dockerfile::inline("FROM scratch\nCOPY a /a\n"),
         Context::dir(ctx.path()),
     )
+    .layer_store(ctx.path().join("layer-store"))
     .insecure_registry(&reg)
     .run()
     .await
@@ -175,11 +178,13 @@ fn is_empty_dir(dir: &Path) -> bool {
 
 /// Cancels a build of `RUN sh -c 'sleep SECONDS; true'` (the sleep is a grandchild of the
 /// sandbox's first process) once the sleep runs, and checks that the build ends with
-/// `Cancelled` within 2 s, that no sleep is left and that the temporary directory is gone.
+/// `Cancelled` within 2 s, that no sleep is left and that the temporary directory and the
+/// step directories in the layer store are gone.
 async fn cancel_a_running_command(isolation: Isolation, seconds: &str) {
     let reg = registry();
     let ctx = tempfile::tempdir().unwrap();
     let temp = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
     let token = CancelToken::new();
     let (started, mut run_started) = tokio::sync::watch::channel(false);
     let dockerfile = format!("FROM {reg}/busybox:latest\nRUN sh -c 'sleep {seconds}; true'\n");
@@ -187,6 +192,7 @@ async fn cancel_a_running_command(isolation: Isolation, seconds: &str) {
         .insecure_registry(&reg)
         .isolation(isolation)
         .temp_dir_in(temp.path())
+        .layer_store(store.path())
         .events(move |event| {
             if let BuildEvent::Step { instruction, .. } = event {
                 if instruction.starts_with("RUN") {
@@ -218,6 +224,10 @@ async fn cancel_a_running_command(isolation: Isolation, seconds: &str) {
     assert!(
         is_empty_dir(temp.path()),
         "the temporary directory was left behind"
+    );
+    assert!(
+        is_empty_dir(&store.path().join("steps")),
+        "the step directories were left behind"
     );
 }
 

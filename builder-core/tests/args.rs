@@ -16,6 +16,8 @@ async fn labels_of(
     opts.context = ctx.path().to_path_buf();
     opts.dockerfile = ctx.path().join("Dockerfile");
     opts.no_push = true;
+    // Never the machine's default store (/var/lib/ocibuild as root).
+    opts.layer_store = Some(ctx.path().join("layer-store"));
     opts.build_args = build_args
         .iter()
         .map(|(k, v)| (k.to_string(), Some(v.to_string())))

@@ -45,7 +45,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub use ocibuild_snapshot::RunRoot;
-pub use user::{resolve_user, ExecUser};
+pub use user::{resolve_user, resolve_user_in_root, ExecUser};
 
 use ocibuild_snapshot::{overlay, OverlayLayers, RootDir};
 use rootfs::{Kind, Placeholders};

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use ocibuild_snapshot::RootDir;
+
 use super::rootfs::Placeholders;
 use super::IsolationError;
 
@@ -93,6 +95,30 @@ fn read_db(ph: &mut Placeholders, rootfs: &Path, inner: &str) -> Result<String, 
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// [`read_db`] in `root`: the file `inner`, symlinks resolved inside `root`; missing (or
+/// behind something that is not a directory) reads as empty.
+fn read_db_in(root: &RootDir, inner: &str) -> Result<String, IsolationError> {
+    let missing = |e: &ocibuild_snapshot::Error| {
+        matches!(e, ocibuild_snapshot::Error::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)))
+    };
+    let opened = root
+        .resolve(Path::new(inner), true)
+        .and_then(|rel| root.open_parent(&rel))
+        .and_then(|(dir, name)| dir.open_file(&name).map(|file| (dir, name, file)));
+    let (dir, name, mut file) = match opened {
+        Ok(opened) => opened,
+        Err(e) if missing(&e) => return Ok(String::new()),
+        Err(e) => return Err(super::rootfs::fd_err(e)),
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|source| IsolationError::Io {
+        path: dir.display_path().join(name),
+        source,
+    })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Resolves a Dockerfile `USER` value (`name`, `uid`, `uid:gid`, `name:group`, ...) against
 /// `rootfs/etc/passwd` and `rootfs/etc/group`, following Docker's rules: a numeric uid without
 /// a passwd entry gets gid 0 and HOME `/`; a name that is not in passwd is an error;
@@ -103,13 +129,32 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ExecUser, Isola
     resolve_user_in(&mut Placeholders::default(), rootfs, user)
 }
 
+/// [`resolve_user`] in the rootfs `root`, read through its descriptor: a directory, or a
+/// detached overlay view (`ocibuild_snapshot::StepRoot::root_dir`).
+pub fn resolve_user_in_root(
+    root: &RootDir,
+    user: Option<&str>,
+) -> Result<ExecUser, IsolationError> {
+    resolve_reading(root.host_path(), user, |inner| read_db_in(root, inner))
+}
+
 /// [`resolve_user`], reading through the roots of `ph` (an overlay's view is one).
 pub(crate) fn resolve_user_in(
     ph: &mut Placeholders,
     rootfs: &Path,
     user: Option<&str>,
 ) -> Result<ExecUser, IsolationError> {
-    // Only named in error messages; the files are read through `read_db`.
+    resolve_reading(rootfs, user, |inner| read_db(ph, rootfs, inner))
+}
+
+/// [`resolve_user`] with the databases read by `read` (given their path inside the rootfs);
+/// `rootfs` names them in errors.
+fn resolve_reading(
+    rootfs: &Path,
+    user: Option<&str>,
+    mut read: impl FnMut(&str) -> Result<String, IsolationError>,
+) -> Result<ExecUser, IsolationError> {
+    // Only named in error messages; the files are read through `read`.
     let passwd_path = rootfs.join("etc/passwd");
     let group_path = rootfs.join("etc/group");
     let spec = user.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("0");
@@ -117,12 +162,12 @@ pub(crate) fn resolve_user_in(
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = parse_passwd(&read_db(ph, rootfs, "/etc/passwd")?);
+    let passwd = parse_passwd(&read("/etc/passwd")?);
     resolve_with(
         user_part,
         group_part,
         &passwd,
-        || Ok(parse_group(&read_db(ph, rootfs, "/etc/group")?)),
+        || Ok(parse_group(&read("/etc/group")?)),
         &passwd_path,
         &group_path,
     )

@@ -58,7 +58,7 @@ pub use snapshotter::{Diff, RunRoot, Snapshotter, StepRoot};
 pub use sparse::{copy_file_sparse, write_sparse};
 pub use store::{
     default_store_dir, Inserted, LayerDigests, LayerEntry, LayerStore, PruneOptions, PruneReport,
-    StoredLayer,
+    StepDirs, StoredLayer,
 };
 pub use unpack::{
     unpack_layer, unpack_layer_dir, unpack_layer_file, unpack_layer_file_skipping,

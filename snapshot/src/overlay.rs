@@ -11,7 +11,8 @@
 //!   errors and `kill -9`. The RUN sandbox mounts the same layers inside its own mount
 //!   namespace (`ocibuild_isolation::run_on`).
 //! - Limits: at most [`MAX_LOWERS`] lower directories per mount (the kernel's stack
-//!   depth); [`Overlay::prepare`] keeps one free for the sandbox (see [`MAX_STEP_LOWERS`])
+//!   depth); [`Overlay::prepare`] keeps one free for the sandbox (see [`MAX_STEP_LOWERS`],
+//!   and [`MAX_LIST_STEP_LOWERS`] on kernels that take one `lowerdir=` list)
 //!   and returns [`crate::Error::TooManyLowers`] beyond that: the engine squashes or falls
 //!   back, this crate does not squash on its own. Lower directories are passed one
 //!   `lowerdir+` each (Linux 6.8+, no length limit); older kernels get one `lowerdir=` list
@@ -20,10 +21,14 @@
 //!   [`crate::Changes`] as [`crate::StatWalk`] finds.
 //! - Fallback: [`Overlay::available`] tries a tiny detached overlay in the state
 //!   directory and says why it cannot be used ([`Unavailable`]).
+//! - After the build: a committed upper directory becomes a layer of the store
+//!   ([`settle_upper`], [`set_mtimes`], then [`crate::LayerStore::adopt`]); a finished
+//!   stage is read through [`read_only_view`].
 
 pub(crate) mod format;
 mod lowers;
 mod mount;
+mod settle;
 mod upper;
 
 use std::ffi::OsStr;
@@ -42,6 +47,7 @@ use crate::snapshotter::{Diff, Snapshotter, StepRoot};
 use lowers::LowerStack;
 
 pub use mount::{lower_option, MAX_OPTION_VALUE};
+pub use settle::{set_mtimes, settle_upper};
 
 /// The most lower directories one overlay mount stacks (the kernel's `OVL_MAX_STACK`).
 pub const MAX_LOWERS: usize = 500;
@@ -49,6 +55,20 @@ pub const MAX_LOWERS: usize = 500;
 /// The most lower directories [`Overlay::prepare`] takes: one less than [`MAX_LOWERS`], so
 /// that the RUN sandbox can put its mount points on top in a layer of their own.
 pub const MAX_STEP_LOWERS: usize = MAX_LOWERS - 1;
+
+/// The most lower directories [`Overlay::prepare`] takes where the kernel only takes one
+/// `lowerdir=` list ([`LowerOption::List`], before Linux 6.8): as many short names of
+/// descriptors (`/proc/self/fd/99999:`) as fit in [`MAX_OPTION_VALUE`] bytes, less one for
+/// the RUN sandbox's own layer.
+pub const MAX_LIST_STEP_LOWERS: usize = MAX_OPTION_VALUE / "/proc/self/fd/99999:".len() - 1;
+
+/// The most lower directories [`Overlay::prepare`] takes on this kernel.
+pub fn max_step_lowers() -> usize {
+    match lower_option() {
+        LowerOption::Append => MAX_STEP_LOWERS,
+        LowerOption::List => MAX_LIST_STEP_LOWERS,
+    }
+}
 
 /// The options of every overlay ocibuild mounts (host view, RUN sandbox, probe): no
 /// redirect xattrs (renaming a lower directory gives `EXDEV`), no metadata-only copy-up
@@ -113,6 +133,28 @@ impl OverlayLayers {
         let shown = PathBuf::from(format!("overlay:{}", self.upper.display()));
         Ok(RootDir::from_fd(fd, &shown))
     }
+}
+
+/// A read-only view of the tree of `lowers` (bottom-most first): a detached overlay of the
+/// lower directories alone, mounted read-only (`nodev,nosuid,noexec` too), for reading a
+/// finished stage's rootfs. `empty` is an empty directory (created when missing): overlayfs
+/// needs two lower directories without an upper one, so a single lower gets it below, and
+/// no lowers at all give `empty` itself.
+pub fn read_only_view(lowers: &[PathBuf], empty: &Path) -> Result<RootDir> {
+    fs::create_dir_all(empty).map_err(io_err(empty, "create directory"))?;
+    let mut stack: Vec<&Path> = lowers.iter().rev().map(PathBuf::as_path).collect();
+    match stack.len() {
+        0 => return RootDir::open(empty),
+        1 => stack.push(empty),
+        _ => {}
+    }
+    let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+    let fd = mount::mount_stack(&stack, None, lower_option(), attrs)?;
+    let shown = PathBuf::from(format!("overlay:{}", lowers[lowers.len() - 1].display()));
+    Ok(RootDir::from_fd(fd, &shown))
 }
 
 /// The overlay snapshotter (see the module documentation). Steps get their upper and work
@@ -216,10 +258,11 @@ impl Snapshotter for Overlay {
     }
 
     fn prepare(&mut self, lowers: &[PathBuf]) -> Result<StepRoot> {
-        if lowers.len() > MAX_STEP_LOWERS {
+        let limit = max_step_lowers();
+        if lowers.len() > limit {
             return Err(Error::TooManyLowers {
                 count: lowers.len(),
-                limit: MAX_STEP_LOWERS,
+                limit,
             });
         }
         let step_dir = self.fresh_dir("step")?;

@@ -575,6 +575,15 @@ impl RootDir {
         self
     }
 
+    /// A second handle on the same root (a duplicated descriptor: for a detached mount, it
+    /// keeps the mount alive too).
+    pub fn try_clone(&self) -> Result<RootDir> {
+        Ok(RootDir {
+            dir: self.dir.try_clone()?,
+            openat2: self.openat2,
+        })
+    }
+
     /// The root directory itself.
     pub fn as_dir(&self) -> &Dir {
         &self.dir

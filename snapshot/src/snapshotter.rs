@@ -38,7 +38,9 @@
 //! - [`crate::StatWalk`]: the rootfs is a plain directory; `prepare` extracts the lowers
 //!   it does not hold yet into it (and walks it to record a baseline), `diff` walks it
 //!   again and compares. `commit` returns `None`: the changes stay in the directory, so
-//!   `lowers` only grows by cached layers, which `prepare` then extracts. This is the
+//!   `lowers` only grows by cached layers, which `prepare` then extracts. Its lowers may
+//!   also be layer blob files, extracted straight from the tar (the engine passes those
+//!   for layers the store does not hold yet, so the walk never extracts a layer twice). This is the
 //!   fallback wherever overlay cannot be mounted, and kaniko mode (the rootfs is `/`).
 //!
 //! Both produce the same [`Changes`] and so byte-identical layers for the same operations

@@ -17,7 +17,15 @@
 //!   locks/<hex>.lock          the layer's use lock (see below)
 //!   locks/<hex>.insert.lock   held exclusively while the layer is extracted
 //!   tmp/<hex>.<unique>        an extraction in progress, or a layer being removed
+//!   steps/<pid>-<unique>/     a running build's step directories (overlay upper and
+//!                             work directories), see [`LayerStore::step_dirs`]
+//!   steps/<pid>-<unique>.lock held exclusively by that build
 //! ```
+//!
+//! Layers come in by extraction ([`LayerStore::insert_from_reader`]) or, for layers a
+//! build made with the overlay snapshotter, by renaming the step's upper directory into
+//! place ([`LayerStore::adopt`]): the step directories are inside the store root, so on
+//! its filesystem.
 //!
 //! # Concurrency and crashes
 //!
@@ -59,8 +67,10 @@ use crate::unpack::{unpack_layer_with, UnpackFormat, UnpackOptions, UnpackStats}
 
 mod lock;
 mod prune;
+mod steps;
 
 pub use prune::{LayerEntry, PruneOptions, PruneReport};
+pub use steps::StepDirs;
 
 /// The name of the store inside a cache directory.
 pub const STORE_IN_CACHE_DIR: &str = "layer-store";
@@ -168,10 +178,11 @@ impl LayerStore {
                 .create(&dir)
                 .map_err(io_err(&dir, "create directory"))?;
         }
-        let tmp = store.tmp_dir();
-        builder
-            .create(&tmp)
-            .map_err(io_err(&tmp, "create directory"))?;
+        for dir in [store.tmp_dir(), store.steps_dir()] {
+            builder
+                .create(&dir)
+                .map_err(io_err(&dir, "create directory"))?;
+        }
         store.sweep()?;
         Ok(store)
     }
@@ -214,6 +225,43 @@ impl LayerStore {
             drop(insert_lock);
             stats
         };
+        Ok(Inserted {
+            layer: self.held(hex, use_lock),
+            extracted,
+        })
+    }
+
+    /// Whether the store holds the layer `diff_id` extracted from (or written as) the blob
+    /// `digest`: then that blob was verified against both digests and needs no download
+    /// to check its diff ID.
+    pub fn holds_blob(&self, diff_id: &str, digest: &str) -> bool {
+        let Ok(hex) = checked_hex(diff_id) else {
+            return false;
+        };
+        self.is_present(hex) && self.read_record(hex).is_some_and(|r| r.digest == digest)
+    }
+
+    /// Adopts the finished layer directory `dir`: renames it into the store as the layer
+    /// `digests` name, unless the store has that layer already (then `dir` is left as it
+    /// is, for the caller to remove, and `extracted` is `None`). `dir` must be in overlay
+    /// lower-dir format and hold exactly that layer (a committed overlay upper directory
+    /// settled with [`crate::overlay::settle_upper`]); nothing here reads the blob to check.
+    /// It must be on the store's filesystem, as directories in [`LayerStore::step_dirs`]
+    /// are: elsewhere the rename fails (`EXDEV`) and nothing changes.
+    pub fn adopt(&self, dir: &Path, digests: LayerDigests) -> Result<Inserted> {
+        let hex = checked_hex(digests.diff_id)?;
+        checked_hex(digests.digest)?;
+        let use_lock = lock::wait(&self.use_lock(hex), lock::Kind::Shared)?;
+        let insert_lock = lock::wait(&self.insert_lock(hex), lock::Kind::Exclusive)?;
+        let extracted = match self.is_present(hex) {
+            true => None,
+            false => {
+                let stats = dir_stats(dir)?;
+                self.commit(hex, dir, digests, &stats)?;
+                Some(stats)
+            }
+        };
+        drop(insert_lock);
         Ok(Inserted {
             layer: self.held(hex, use_lock),
             extracted,
@@ -355,6 +403,37 @@ fn checked_hex(digest: &str) -> Result<&str> {
             digest: digest.to_string(),
         }),
     }
+}
+
+/// The entries below `dir` and the bytes they take on disk (directories and files by
+/// their blocks, each hard-linked file once), as [`UnpackStats`].
+fn dir_stats(dir: &Path) -> Result<UnpackStats> {
+    let mut stats = UnpackStats::default();
+    count_below(dir, &mut stats, &mut std::collections::HashSet::new())?;
+    Ok(stats)
+}
+
+/// Adds the entries below `dir` to `stats`; `seen` holds the hard-linked files counted.
+fn count_below(
+    dir: &Path,
+    stats: &mut UnpackStats,
+    seen: &mut std::collections::HashSet<(u64, u64)>,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // Read only: a finished layer directory no command runs in.
+    for entry in fs::read_dir(dir).map_err(io_err(dir, "read directory"))? {
+        let entry = entry.map_err(io_err(dir, "read directory"))?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).map_err(io_err(&path, "lstat"))?;
+        stats.entries += 1;
+        if meta.nlink() < 2 || meta.is_dir() || seen.insert((meta.dev(), meta.ino())) {
+            stats.disk_bytes += meta.blocks() * 512;
+        }
+        if meta.is_dir() {
+            count_below(&path, stats, seen)?;
+        }
+    }
+    Ok(())
 }
 
 /// Extracts the blob `reader` into `dir` in overlay lower-dir format, reads it to its end

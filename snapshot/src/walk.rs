@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::error::{io_err, Error, Result};
 use crate::layer::read_xattrs;
 use crate::snapshotter::{Diff, Snapshotter, StepRoot};
-use crate::unpack::unpack_layer_dir;
+use crate::unpack::{unpack_layer_dir, unpack_layer_file_skipping};
 
 /// The difference between two states of a rootfs, in the shape a layer needs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -208,7 +208,8 @@ impl Snapshotter for StatWalk {
     }
 
     /// Extracts the lowers it does not hold yet into the rootfs (leaving the ignored
-    /// subtrees alone) and records the baseline when anything was extracted or none is
+    /// subtrees alone): layer directories, or layer blob files (gzip, zstd or plain tar),
+    /// which only the walk takes, so that a layer needs no extraction of its own first and records the baseline when anything was extracted or none is
     /// recorded yet; otherwise the baseline left by the last `diff` stands.
     fn prepare(&mut self, lowers: &[PathBuf]) -> Result<StepRoot> {
         let Some(rootfs) = self.rootfs.clone() else {
@@ -227,7 +228,11 @@ impl Snapshotter for StatWalk {
         std::fs::create_dir_all(&rootfs).map_err(io_err(&rootfs, "create rootfs"))?;
         let skip: Vec<PathBuf> = self.ignore.iter().cloned().collect();
         for lower in new {
-            unpack_layer_dir(lower, &rootfs, &skip)?;
+            // A layer directory, or (the walk only) a layer blob not extracted anywhere.
+            match lower.is_file() {
+                true => unpack_layer_file_skipping(lower, &rootfs, &skip)?,
+                false => unpack_layer_dir(lower, &rootfs, &skip)?,
+            };
             self.applied.push(lower.clone());
         }
         if !new.is_empty() || self.baseline.is_none() {

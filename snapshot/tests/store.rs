@@ -326,7 +326,7 @@ fn a_layer_is_stored_by_diff_id_and_found_again_without_reading_its_blob() {
     assert_eq!(got.size(), again.layer.size());
     let other = sha256(b"not stored");
     assert!(store.get(&other).unwrap().is_none());
-    for private in ["layers", "meta", "locks", "tmp"] {
+    for private in ["layers", "meta", "locks", "tmp", "steps"] {
         let mode = fs::metadata(dir.path().join(private))
             .unwrap()
             .permissions()
@@ -697,4 +697,103 @@ fn prune_never_removes_a_layer_another_process_uses() {
     assert!(child.wait().unwrap().success());
     let report = store.prune(&all).unwrap();
     assert_eq!(removed(&report), [&blob.diff_id]);
+}
+
+/// A finished layer directory in the build's step directory joins the store by a rename:
+/// it is then found by diff ID like an extracted layer, with its record (so the blob it
+/// was written as counts as checked); a second one of the same layer is left alone.
+#[test]
+fn a_finished_directory_is_adopted_by_rename_and_found_by_diff_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LayerStore::open(dir.path()).unwrap();
+    let steps = store.step_dirs().unwrap();
+    let upper = steps.path().join("upper");
+    fs::create_dir_all(upper.join("etc")).unwrap();
+    fs::write(upper.join("etc/made"), vec![7u8; 10_000]).unwrap();
+    let (digest, diff_id) = (sha256(b"blob"), sha256(b"tar"));
+    let digests = LayerDigests {
+        digest: &digest,
+        diff_id: &diff_id,
+    };
+    let adopted = store.adopt(&upper, digests).unwrap();
+    let path = dir.path().join("layers/sha256").join(hex(&diff_id));
+    assert_eq!(adopted.layer.path(), path);
+    assert_eq!(adopted.extracted.as_ref().map(|s| s.entries), Some(2));
+    assert!(adopted.layer.size() >= 10_000);
+    assert!(!upper.exists(), "renamed, not copied");
+    assert_eq!(fs::read(path.join("etc/made")).unwrap(), vec![7u8; 10_000]);
+    drop(adopted);
+    assert!(store.get(&diff_id).unwrap().is_some());
+    assert!(store.holds_blob(&diff_id, &digest));
+    assert!(!store.holds_blob(&diff_id, &sha256(b"another blob")));
+    let again = steps.path().join("again");
+    fs::create_dir(&again).unwrap();
+    let second = store.adopt(&again, digests).unwrap();
+    assert!(second.extracted.is_none());
+    assert!(again.exists(), "left for the caller");
+}
+
+/// Adoption is a rename: a directory on another filesystem is refused, and nothing of it
+/// reaches the store.
+#[test]
+fn a_directory_on_another_filesystem_is_not_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LayerStore::open(dir.path()).unwrap();
+    let elsewhere = tempfile::tempdir_in("/dev/shm").unwrap();
+    assert_ne!(
+        fs::metadata(elsewhere.path()).unwrap().dev(),
+        fs::metadata(dir.path()).unwrap().dev(),
+        "/dev/shm must be another filesystem for this test"
+    );
+    fs::write(elsewhere.path().join("f"), "x").unwrap();
+    let (digest, diff_id) = (sha256(b"blob"), sha256(b"tar"));
+    let digests = LayerDigests {
+        digest: &digest,
+        diff_id: &diff_id,
+    };
+    let err = store.adopt(elsewhere.path(), digests).unwrap_err();
+    let Error::Io { source, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(source.raw_os_error(), Some(libc::EXDEV), "{err}");
+    assert!(store.get(&diff_id).unwrap().is_none());
+    assert!(elsewhere.path().join("f").exists());
+}
+
+/// A build's step directory lives while it is held and goes when dropped; one a killed
+/// build left (its lock released, or never made) is removed by the next open, one in use
+/// is not.
+#[test]
+fn step_directories_of_gone_builds_are_swept_and_those_in_use_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LayerStore::open(dir.path()).unwrap();
+    let held = store.step_dirs().unwrap();
+    fs::write(held.path().join("upper"), "in use").unwrap();
+    let steps = dir.path().join("steps");
+    let killed = steps.join("999999-0-00000000");
+    fs::create_dir_all(killed.join("step-1/upper")).unwrap();
+    fs::write(steps.join("999999-0-00000000.lock"), "").unwrap();
+    let unlocked = steps.join("999998-0-00000000");
+    fs::create_dir_all(unlocked.join("upper")).unwrap();
+    let dropped = store.step_dirs().unwrap();
+    let dropped_path = dropped.path().to_path_buf();
+    drop(dropped);
+    assert!(
+        !dropped_path.exists(),
+        "a dropped step directory is removed"
+    );
+    drop(LayerStore::open(dir.path()).unwrap());
+    let mut left: Vec<String> = fs::read_dir(&steps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let name = held
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(left, [name.clone(), format!("{name}.lock")]);
+    assert!(held.path().join("upper").exists());
 }

@@ -40,6 +40,12 @@ pub struct CacheFlags {
     /// Do not push layers to the cache repository (they are still looked up there).
     #[arg(long)]
     no_push_cache: bool,
+    /// The layer store: base and cached layers extracted once, shared by later builds
+    /// (default: layer-store/ in --cache-dir, else /var/lib/ocibuild as root or
+    /// $XDG_DATA_HOME/ocibuild; building in /: in --cache-dir or the work directory).
+    /// `ocibuild prune` trims it.
+    #[arg(long, value_name = "DIR", env = "OCIBUILD_LAYER_STORE")]
+    layer_store: Option<PathBuf>,
 }
 
 impl CacheFlags {
@@ -54,6 +60,7 @@ impl CacheFlags {
         opts.cache_copy_layers = self.cache_copy_layers.unwrap_or(mode == Mode::Build);
         opts.cache_mounts_dir = self.cache_mounts_dir.clone();
         opts.no_push_cache = self.no_push_cache;
+        opts.layer_store = self.layer_store.clone();
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use super::Mode;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use ocibuild_core::{BuildOptions, Isolation};
+use ocibuild_core::{BuildOptions, Isolation, SnapshotterChoice};
 use std::path::PathBuf;
 
 /// The sandbox of RUN steps, their entitlements and secrets, and the work directory.
@@ -25,6 +25,21 @@ pub struct RunFlags {
     /// Directory for root filesystems and layers (default: a temporary one, removed after).
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// How each step's root filesystem is made and its changes found: `overlay` stacks
+    /// the layer store's extracted layers under an overlayfs upper directory per step
+    /// (a step costs what it changed); `walk` extracts them into a directory and compares
+    /// lstat walks; `auto` takes overlay wherever it can be mounted and says in the log
+    /// why when it falls back to walk. Building in / always walks /.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    snapshotter: SnapshotterArg,
+}
+
+/// `--snapshotter`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SnapshotterArg {
+    Auto,
+    Overlay,
+    Walk,
 }
 
 /// `--isolation`.
@@ -44,7 +59,7 @@ enum EntitlementArg {
 
 impl RunFlags {
     /// Sets the isolation (for `executor` inside a container: none), entitlements,
-    /// secrets and work directory.
+    /// secrets, work directory and snapshotter.
     pub fn apply(&self, opts: &mut BuildOptions, mode: Mode) -> Result<()> {
         opts.isolation = self.isolation(mode);
         opts.allow_insecure = self.allow.contains(&EntitlementArg::SecurityInsecure);
@@ -54,6 +69,11 @@ impl RunFlags {
             .map(|s| ocibuild_core::parse_secret_flag(s).context("--secret"))
             .collect::<Result<Vec<_>>>()?;
         opts.work_dir = self.work_dir.clone();
+        opts.snapshotter = match self.snapshotter {
+            SnapshotterArg::Auto => SnapshotterChoice::Auto,
+            SnapshotterArg::Overlay => SnapshotterChoice::Overlay,
+            SnapshotterArg::Walk => SnapshotterChoice::Walk,
+        };
         Ok(())
     }
 

@@ -541,7 +541,11 @@ fn corrupt_base_layer_blob_in_cache_dir_is_fetched_again() {
     );
     let cache = tempfile::tempdir().unwrap();
     let repo = unique_repo("cache-base-blob");
-    cached_build(ctx.path(), cache.path(), &format!("{repo}:1"), &[]);
+    // Each build with a fresh layer store: the second must extract the base layers again,
+    // from the blobs of the cache directory.
+    let stores = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let store = |i: usize| ["--layer-store", stores[i].path().to_str().unwrap()];
+    cached_build(ctx.path(), cache.path(), &format!("{repo}:1"), &store(0));
     let layers = skopeo_inspect(&format!("{reg}/busybox:latest"))["Layers"].clone();
     let mut corrupted = 0;
     for layer in layers.as_array().unwrap() {
@@ -554,7 +558,7 @@ fn corrupt_base_layer_blob_in_cache_dir_is_fetched_again() {
     assert!(corrupted > 0);
     // A changed file makes the RUN need the base layers.
     fs::write(ctx.path().join("f.txt"), "two\n").unwrap();
-    let out = cached_build(ctx.path(), cache.path(), &format!("{repo}:2"), &[]);
+    let out = cached_build(ctx.path(), cache.path(), &format!("{repo}:2"), &store(1));
     assert_eq!(result_of(&out, "COPY f.txt"), Some(false));
     let img = unpack(&format!("docker://{repo}:2"));
     assert_eq!(read(&img.rootfs, "/g"), "two\n");

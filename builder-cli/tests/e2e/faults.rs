@@ -110,6 +110,8 @@ struct Build {
     /// The content of the file the build copies in.
     greeting: String,
     elapsed: Duration,
+    /// The build's own (fresh) layer store: the base layer is never there before.
+    _store: tempfile::TempDir,
 }
 
 impl Build {
@@ -166,8 +168,11 @@ fn build_through(proxy: &FaultProxy, extra: &[&str], env: &[(&str, &str)]) -> Bu
     let repo = full.split_once('/').unwrap().1.to_string();
     let base = format!("BASE={}/busybox:latest", proxy.addr);
     let dest = format!("{}/{repo}:1", proxy.addr);
+    let store = tempfile::tempdir().unwrap();
     let mut args = vec![
         "build",
+        "--layer-store",
+        store.path().to_str().unwrap(),
         "--context",
         context.path().to_str().unwrap(),
         "--build-arg",
@@ -185,6 +190,7 @@ fn build_through(proxy: &FaultProxy, extra: &[&str], env: &[(&str, &str)]) -> Bu
         repo,
         greeting,
         elapsed: start.elapsed(),
+        _store: store,
     }
 }
 

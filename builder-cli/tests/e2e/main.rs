@@ -25,3 +25,4 @@ mod progress;
 mod prune;
 mod push;
 mod sandbox;
+mod snapshotters;

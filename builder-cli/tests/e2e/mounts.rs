@@ -358,6 +358,7 @@ fn secrets_are_readable_in_the_run_and_appear_nowhere_else() {
     let dest = format!("{}:1", unique_repo("secrets"));
     let work = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
     let secret_flag = format!("id=npmrc,src={}", npmrc_file.display());
     let out = ocibuild_with_env(
         &[
@@ -377,6 +378,8 @@ fn secrets_are_readable_in_the_run_and_appear_nowhere_else() {
             "--cache",
             "--cache-dir",
             cache.path().to_str().unwrap(),
+            "--layer-store",
+            store.path().to_str().unwrap(),
         ],
         &[("TOKEN_VAR", &token)],
     );
@@ -429,12 +432,15 @@ fn secrets_are_readable_in_the_run_and_appear_nowhere_else() {
         );
     }
     // Nor in any file left in the work directory (root filesystems, layers, mount
-    // scratch) or in the layer cache directory (keys, blobs, mount caches).
+    // scratch), in the layer cache directory (keys, blobs, mount caches) or in the layer
+    // store (extracted layers, the steps' upper directories).
     assert!(
-        !find_named(work.path(), "npmrc.sum").is_empty(),
-        "the work directory keeps the root filesystem, so it is worth searching"
+        !find_named(work.path(), "npmrc.sum").is_empty()
+            || !find_named(store.path(), "npmrc.sum").is_empty(),
+        "the work directory or the layer store keeps the steps' files, so they are worth \
+         searching"
     );
-    for dir in [work.path(), cache.path()] {
+    for dir in [work.path(), cache.path(), store.path()] {
         for file in all_files(dir) {
             let data = fs::read(&file).unwrap();
             for value in [&npmrc, &token] {

@@ -476,9 +476,15 @@ fn dryrun_prints_the_plan_and_builds_nothing() {
 fn the_debug_log_reports_the_bytes_of_each_blob_pulled_and_pushed() {
     let ctx = context("busybox:latest", "bytes\n");
     let dest = format!("{}:1", unique_repo("bytes"));
+    let store = tempfile::tempdir().unwrap();
+    let store_flag = ["--layer-store", store.path().to_str().unwrap()];
     let out = build_ok(&build_args(
         ctx.path(),
-        &["--destination", &dest, "--verbosity", "debug"],
+        &[
+            &["--destination", &dest, "--verbosity", "debug"][..],
+            &store_flag,
+        ]
+        .concat(),
     ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let manifest = skopeo_manifest(&dest);
@@ -493,7 +499,8 @@ fn the_debug_log_reports_the_bytes_of_each_blob_pulled_and_pushed() {
             .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{stderr}"))
             .to_string()
     };
-    // The base layer is downloaded once (to check its diff_id), with its size.
+    // The base layer is downloaded once (into the fresh layer store, which checks its
+    // diff_id as it extracts it), with its size.
     let pulled = line(format!("pulled {} (", short(base)));
     assert!(
         pulled.ends_with(&format!("from {}/busybox:latest", registry())),

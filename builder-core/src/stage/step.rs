@@ -16,6 +16,7 @@ use crate::cache::StepKey;
 use crate::copy::SourceRoot;
 use crate::engine::{Settings, StageOptions};
 use crate::error::{BoxError, Result};
+use crate::layers::SourceTree;
 use ocibuild_dockerfile::ir::KeyValue;
 use ocibuild_dockerfile::parser::Instruction;
 use ocibuild_dockerfile::pathmatch::IgnoreRules;
@@ -84,6 +85,8 @@ pub(crate) struct Source {
     ignore: Option<IgnoreRules>,
     origin: String,
     keep_owner: bool,
+    /// Keeps a stage's mounted view alive while the source is read.
+    _tree: Option<SourceTree>,
 }
 
 impl Source {
@@ -94,16 +97,18 @@ impl Source {
             ignore: Some(settings.ignore.clone()),
             origin: "build context".into(),
             keep_owner: false,
+            _tree: None,
         }
     }
 
-    /// The root filesystem `dir` of the stage or image `name` (owners kept).
-    pub fn stage(dir: PathBuf, name: &str) -> Source {
+    /// The root filesystem `tree` of the stage or image `name` (owners kept).
+    pub fn stage(tree: SourceTree, name: &str) -> Source {
         Source {
-            dir,
+            dir: tree.path().to_path_buf(),
             ignore: None,
             origin: format!("stage or image {name:?}"),
             keep_owner: true,
+            _tree: Some(tree),
         }
     }
 
@@ -114,6 +119,7 @@ impl Source {
             ignore: None,
             origin: origin.into(),
             keep_owner: false,
+            _tree: None,
         }
     }
 
@@ -134,17 +140,12 @@ impl StageRun<'_, '_> {
     /// the way are followed inside the rootfs only, and every directory is created and
     /// chowned by name in its parent's descriptor ([`ocibuild_snapshot::RootDir`]), so a
     /// link a RUN left behind cannot lead outside.
-    pub(crate) async fn make_dir(
-        &self,
-        ins: &Instruction,
-        rootfs: &Path,
-        path: &str,
-    ) -> Result<()> {
+    pub(crate) async fn make_dir(&mut self, ins: &Instruction, path: &str) -> Result<()> {
         let user = self.image.config.config.user.clone();
-        let (rootfs, path) = (rootfs.to_path_buf(), PathBuf::from(path));
+        let root = self.root_dir().await?;
+        let path = PathBuf::from(path);
         let made = crate::blocking::spawn(move || -> std::result::Result<(), BoxError> {
-            let ids = crate::isolation::resolve_user(&rootfs, user.as_deref())?;
-            let root = ocibuild_snapshot::RootDir::open(&rootfs)?;
+            let ids = crate::isolation::resolve_user_in_root(&root, user.as_deref())?;
             root.create_dir_all_owned(&path, 0o755, (ids.uid, ids.gid))?;
             Ok(())
         })

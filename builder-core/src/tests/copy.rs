@@ -5,6 +5,7 @@ use crate::copy::{
     SourceRoot,
 };
 use ocibuild_dockerfile::pathmatch::IgnoreRules;
+use ocibuild_snapshot::RootDir;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -57,7 +58,8 @@ fn copy_with(
     dest: &str,
     opts: &CopyOptions,
 ) -> Result<(), CopyError> {
-    copy_sources(&ctx_root(ctx), &strings(sources), dest, rootfs, opts)
+    let root = RootDir::open(rootfs)?;
+    copy_sources(&ctx_root(ctx), &strings(sources), dest, &root, opts)
 }
 
 fn read(path: &Path) -> String {
@@ -91,11 +93,12 @@ async fn add(
     add: &AddOptions,
 ) -> Result<(), CopyError> {
     let scratch = tempfile::tempdir().unwrap();
+    let root = RootDir::open(rootfs)?;
     add_sources(
         &ctx_root(ctx),
         &strings(sources),
         dest,
-        rootfs,
+        &root,
         opts,
         add,
         &scratch.path().join("downloads"),
@@ -209,7 +212,7 @@ fn copying_from_a_stage_follows_symlinks_inside_that_root_filesystem() {
         &from,
         &strings(&["link"]),
         "/conf",
-        rootfs.path(),
+        &RootDir::open(rootfs.path()).unwrap(),
         &CopyOptions::default(),
     )
     .unwrap();
@@ -262,7 +265,7 @@ fn dockerignored_paths_never_match_a_wildcard() {
         &from,
         &strings(&["home.*"]),
         "/h/",
-        rootfs.path(),
+        &RootDir::open(rootfs.path()).unwrap(),
         &CopyOptions::default(),
     )
     .unwrap();
@@ -272,7 +275,7 @@ fn dockerignored_paths_never_match_a_wildcard() {
         &from,
         &strings(&["home.t*"]),
         "/i/",
-        rootfs.path(),
+        &RootDir::open(rootfs.path()).unwrap(),
         &CopyOptions::default(),
     )
     .unwrap();

@@ -75,7 +75,8 @@ fn copy(ctx: &Path, rootfs: &Path, source: &str, dest: &str, opts: &CopyOptions)
         origin: "build context".into(),
         keep_owner: false,
     };
-    copy_sources(&from, &[source.to_string()], dest, rootfs, opts).unwrap();
+    let root = ocibuild_snapshot::RootDir::open(rootfs).unwrap();
+    copy_sources(&from, &[source.to_string()], dest, &root, opts).unwrap();
 }
 
 #[test]

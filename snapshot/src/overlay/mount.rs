@@ -68,7 +68,20 @@ pub(crate) fn mount_detached(
     option: LowerOption,
     attrs: MountAttrFlags,
 ) -> Result<OwnedFd> {
-    let count = layers.lowers.len();
+    let lowers: Vec<&Path> = layers.top_first().collect();
+    mount_stack(&lowers, Some((&layers.upper, &layers.work)), option, attrs)
+}
+
+/// Mounts the lower directories `lowers` (top-most first) as a detached overlay, with an
+/// upper and a work directory when `upper` is given (read-only otherwise: overlayfs then
+/// needs at least two lowers).
+pub(crate) fn mount_stack(
+    lowers: &[&Path],
+    upper: Option<(&Path, &Path)>,
+    option: LowerOption,
+    attrs: MountAttrFlags,
+) -> Result<OwnedFd> {
+    let count = lowers.len();
     if count == 0 {
         return Err(Error::InvalidOption(
             "an overlay needs at least one lower directory".into(),
@@ -86,20 +99,22 @@ pub(crate) fn mount_detached(
         source: e.into(),
     })?;
     let mut held = Vec::with_capacity(count + 2);
-    let lowers = layers
-        .top_first()
+    let names = lowers
+        .iter()
         .map(|lower| short_name(lower, &mut held))
         .collect::<Result<Vec<_>>>()?;
     match option {
         LowerOption::Append => {
-            for name in &lowers {
+            for name in &names {
                 set(&fs, "lowerdir+", name)?;
             }
         }
-        LowerOption::List => set(&fs, "lowerdir", &lower_list(&lowers)?)?,
+        LowerOption::List => set(&fs, "lowerdir", &lower_list(&names)?)?,
     }
-    set(&fs, "upperdir", &short_name(&layers.upper, &mut held)?)?;
-    set(&fs, "workdir", &short_name(&layers.work, &mut held)?)?;
+    if let Some((upper, work)) = upper {
+        set(&fs, "upperdir", &short_name(upper, &mut held)?)?;
+        set(&fs, "workdir", &short_name(work, &mut held)?)?;
+    }
     for (key, value) in OPTIONS {
         set(&fs, key, value)?;
     }

@@ -231,10 +231,11 @@ fn a_step_dropped_without_commit_removes_its_directories() {
 fn too_many_lowers_is_a_typed_error() {
     let state = tempfile::tempdir().unwrap();
     let mut overlay = Overlay::new(state.path()).unwrap();
-    let lowers = vec![state.path().to_path_buf(); MAX_STEP_LOWERS + 1];
+    let most = max_step_lowers();
+    let lowers = vec![state.path().to_path_buf(); most + 1];
     let err = overlay.prepare(&lowers).unwrap_err();
     assert!(
-        matches!(err, Error::TooManyLowers { count, limit } if count == MAX_STEP_LOWERS + 1 && limit == MAX_STEP_LOWERS),
+        matches!(err, Error::TooManyLowers { count, limit } if count == most + 1 && limit == most),
         "{err}"
     );
 }
@@ -304,4 +305,133 @@ fn overlay_xattrs_of_the_upper_directory_never_reach_the_layer() {
     assert!(entries
         .iter()
         .all(|(_, x)| x.iter().all(|n| !n.starts_with("trusted."))));
+}
+
+/// What is compared of one entry of a layer directory: type and permission bits, owner,
+/// content or link target, device number, and whether it is marked opaque.
+type Shape = (u32, u32, u32, Option<Vec<u8>>, u64, bool);
+
+/// Every entry below `dir` (relative path → [`Shape`]), the root left out.
+fn shape_of(dir: &Path) -> std::collections::BTreeMap<PathBuf, Shape> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let content = match meta.file_type() {
+                t if t.is_file() => Some(fs::read(&path).unwrap()),
+                t if t.is_symlink() => Some(
+                    fs::read_link(&path)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                ),
+                _ => None,
+            };
+            let opaque = meta.is_dir()
+                && xattr::get(&path, format::OPAQUE_XATTR).unwrap().as_deref() == Some(b"y");
+            let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+            out.insert(
+                rel,
+                (
+                    meta.mode(),
+                    meta.uid(),
+                    meta.gid(),
+                    content,
+                    meta.rdev(),
+                    opaque,
+                ),
+            );
+            if meta.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// A settled upper directory holds exactly what the layer store extracts from the layer
+/// written from it: whiteouts of names the lowers do not have, opaque marks hiding
+/// nothing and directories copied up only for them are gone, the layer's entries are not.
+#[test]
+fn a_settled_upper_directory_is_its_layer_as_the_store_extracts_it() {
+    let s = stack();
+    let state = tempfile::tempdir().unwrap();
+    let mut overlay = Overlay::new(state.path()).unwrap();
+    let mut step = overlay.prepare(&s.layers.lowers).unwrap();
+    let root = through(step.root_dir().unwrap(), "");
+    fs::write(root.join("merged/from-bottom"), "changed").unwrap();
+    fs::remove_file(root.join("shared")).unwrap();
+    fs::remove_dir_all(root.join("dir")).unwrap();
+    fs::create_dir(root.join("dir")).unwrap();
+    fs::write(root.join("dir/y"), "y").unwrap();
+    fs::create_dir_all(root.join("new/inner")).unwrap();
+    fs::write(root.join("new/inner/f"), "f").unwrap();
+    fs::rename(root.join("new/inner"), root.join("merged/moved")).unwrap();
+    // A file made and removed again in a directory of the lowers: nothing of it is left
+    // in the layer, whatever overlayfs keeps of it.
+    fs::write(root.join("dir/sub-less"), "x").unwrap();
+    fs::remove_file(root.join("dir/sub-less")).unwrap();
+    fs::write(root.join("only-bottom-sibling"), "x").unwrap();
+    fs::remove_file(root.join("only-bottom-sibling")).unwrap();
+    let diff = overlay.diff(&mut step).unwrap();
+    let options = crate::LayerOptions {
+        compression: crate::Compression::None,
+        mtime: None,
+    };
+    let info = crate::write_layer(&diff.source, &diff.changes, state.path(), &options).unwrap();
+    let upper = overlay.commit(step).unwrap().unwrap();
+    settle_upper(&upper, &diff.changes).unwrap();
+    let extracted = state.path().join("extracted");
+    fs::create_dir(&extracted).unwrap();
+    let unpack = crate::UnpackOptions {
+        format: crate::UnpackFormat::OverlayLower,
+        skip: Vec::new(),
+    };
+    crate::unpack_layer_with(fs::File::open(&info.path).unwrap(), &extracted, &unpack).unwrap();
+    assert_eq!(shape_of(&upper), shape_of(&extracted));
+    assert!(shape_of(&upper).contains_key(Path::new("merged/moved/f")));
+}
+
+/// With a fixed layer mtime, [`set_mtimes`] gives every entry of a settled upper
+/// directory that time, as its layer records it (symlinks themselves, not their targets).
+#[test]
+fn set_mtimes_gives_every_entry_the_layers_time() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a/b/file", "x");
+    symlink("/nonexistent", dir.path().join("a/link")).unwrap();
+    set_mtimes(dir.path(), 7).unwrap();
+    for rel in ["a", "a/b", "a/b/file", "a/link"] {
+        let meta = fs::symlink_metadata(dir.path().join(rel)).unwrap();
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (7, 0), "{rel}");
+    }
+}
+
+/// A read-only view shows the merged tree of the lowers, refuses writes, and works with a
+/// single lower (overlayfs needs two without an upper directory) and with none.
+#[test]
+fn a_read_only_view_shows_the_lowers_and_refuses_writes() {
+    let s = stack();
+    let empty = s.layers.upper.join("empty");
+    let view = read_only_view(&s.layers.lowers, &empty).unwrap();
+    let root = through(&view, "");
+    assert_eq!(fs::read_to_string(root.join("shared")).unwrap(), "top");
+    assert!(!root.join("gone").exists(), "a whiteout hides the file");
+    assert!(
+        !root.join("dir/old").exists(),
+        "an opaque directory hides the lower's"
+    );
+    let err = fs::write(root.join("new"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    let single = read_only_view(&s.layers.lowers[..1], &empty).unwrap();
+    let single_root = through(&single, "");
+    assert_eq!(
+        fs::read_to_string(single_root.join("dir/old")).unwrap(),
+        "bottom"
+    );
+    let none = read_only_view(&[], &empty).unwrap();
+    assert!(none.as_dir().names().unwrap().is_empty());
 }

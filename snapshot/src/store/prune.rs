@@ -135,10 +135,11 @@ impl LayerStore {
         Ok(Removal::Removed)
     }
 
-    /// Removes what killed processes left: directories and files in `tmp/`, and records
-    /// and lock files of layers that are not there. Leftovers of a layer being inserted
+    /// Removes what killed processes left: their step directories, directories and files
+    /// in `tmp/`, and records and lock files of layers that are not there. Leftovers of a layer being inserted
     /// (its use lock is held) are left alone.
     pub(super) fn sweep(&self) -> Result<()> {
+        self.sweep_steps()?;
         let mut leftovers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for name in names(&self.tmp_dir())? {
             if let Some(hex) = hex_prefix(&name) {
@@ -190,7 +191,7 @@ impl LayerStore {
 }
 
 /// The names in directory `dir` that are UTF-8 (the store makes no others).
-fn names(dir: &Path) -> Result<Vec<String>> {
+pub(super) fn names(dir: &Path) -> Result<Vec<String>> {
     let entries = fs::read_dir(dir).map_err(io_err(dir, "read directory"))?;
     let mut names = Vec::new();
     for entry in entries {

@@ -1,6 +1,8 @@
 //! Side-by-side Dockerfile conformance: every case under `testdata/conformance/` is built by
-//! ocibuild and by buildah (the reference), both images are pushed to the lab registry,
-//! unpacked with skopeo + umoci, and their file trees and configs are compared.
+//! ocibuild, once with each snapshotter (`--snapshotter overlay` and `--snapshotter walk`),
+//! and by buildah (the reference); the images are pushed to the lab registry, unpacked
+//! with skopeo + umoci, and each ocibuild image's file tree and config are compared with
+//! buildah's.
 //!
 //! Run it with the lab up:
 //!
@@ -103,6 +105,9 @@ struct Captured {
     config: BTreeMap<String, Value>,
 }
 
+/// The snapshotters every case is built with, each image compared with buildah's.
+const SNAPSHOTTERS: [&str; 2] = ["overlay", "walk"];
+
 enum Outcome {
     /// With the number of allowed differences.
     Identical(usize),
@@ -134,70 +139,111 @@ fn conformance_suite_matches_buildah() {
     let mut results = Vec::new();
     for case in &cases {
         let t = Instant::now();
-        let outcome = run_case(case, &reg, storage.path());
+        let outcomes = run_case(case, &reg, storage.path());
         let secs = t.elapsed().as_secs_f32();
-        let (label, lines) = match &outcome {
-            Outcome::Identical(0) => ("identical".to_string(), Vec::new()),
-            Outcome::Identical(n) => (format!("identical ({n} allowed differences)"), Vec::new()),
-            Outcome::OcibuildOnly(reason) => {
-                (format!("ocibuild-only (buildah: {reason})"), Vec::new())
-            }
-            Outcome::Differs(lines) => ("differs".to_string(), lines.clone()),
-        };
-        println!("{:<40} {label} ({secs:.1}s)", case.name);
-        for line in &lines {
+        let mut labels = Vec::new();
+        let mut all_lines = Vec::new();
+        for (snapshotter, outcome) in &outcomes {
+            let (label, lines) = describe(outcome);
+            labels.push(format!("{snapshotter}: {label}"));
+            all_lines.extend(lines.into_iter().map(|l| format!("[{snapshotter}] {l}")));
+        }
+        println!("{:<40} {} ({secs:.1}s)", case.name, labels.join("; "));
+        for line in &all_lines {
             println!("    {line}");
         }
-        results.push((case.name.clone(), outcome));
+        for (snapshotter, outcome) in outcomes {
+            results.push((snapshotter, case.name.clone(), outcome));
+        }
     }
-    let differ: Vec<&str> = results
-        .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Differs(_)))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    println!(
-        "conformance: {} cases, {} identical, {} differ",
-        results.len(),
-        results.len() - differ.len(),
-        differ.len()
-    );
+    let mut differ = Vec::new();
+    for snapshotter in SNAPSHOTTERS {
+        let built: Vec<_> = results
+            .iter()
+            .filter(|(s, _, _)| *s == snapshotter)
+            .collect();
+        let failed: Vec<String> = built
+            .iter()
+            .filter(|(_, _, o)| matches!(o, Outcome::Differs(_)))
+            .map(|(s, n, _)| format!("{n} ({s})"))
+            .collect();
+        println!(
+            "conformance ({snapshotter}): {} cases, {} identical, {} differ",
+            built.len(),
+            built.len() - failed.len(),
+            failed.len()
+        );
+        differ.extend(failed);
+    }
     println!("(took {:.0}s)", started.elapsed().as_secs_f32());
     assert!(differ.is_empty(), "cases that differ: {differ:?}");
 }
 
-fn run_case(case: &Case, reg: &str, storage: &Path) -> Outcome {
+/// The label of an outcome and the lines that explain it.
+fn describe(outcome: &Outcome) -> (String, Vec<String>) {
+    match outcome {
+        Outcome::Identical(0) => ("identical".to_string(), Vec::new()),
+        Outcome::Identical(n) => (format!("identical ({n} allowed differences)"), Vec::new()),
+        Outcome::OcibuildOnly(reason) => (format!("ocibuild-only (buildah: {reason})"), Vec::new()),
+        Outcome::Differs(lines) => ("differs".to_string(), lines.clone()),
+    }
+}
+
+/// Builds `case` with ocibuild once per snapshotter and with buildah, and compares each
+/// ocibuild image with buildah's (or with the case's expectations).
+fn run_case(case: &Case, reg: &str, storage: &Path) -> Vec<(&'static str, Outcome)> {
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     case.prepare_context(&ctx);
     let pid = std::process::id();
-    let ours = format!("{reg}/conf-ocibuild-{}:{pid}", case.name);
     let theirs = format!("{reg}/conf-buildah-{}:{pid}", case.name);
 
-    let (ours_result, theirs_result) = std::thread::scope(|s| {
-        let a = s.spawn(|| build_ocibuild(case, reg, &ctx, &ours).and_then(|()| capture(&ours)));
+    let (ours_results, theirs_result) = std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            SNAPSHOTTERS.map(|snapshotter| {
+                let ours = format!("{reg}/conf-ocibuild-{snapshotter}-{}:{pid}", case.name);
+                build_ocibuild(case, reg, &ctx, &ours, snapshotter).and_then(|()| capture(&ours))
+            })
+        });
         let b = s.spawn(|| match case.buildah_skip {
             Some(_) => None,
             None => Some(
                 build_buildah(case, reg, &ctx, &theirs, storage).and_then(|()| capture(&theirs)),
             ),
         });
-        (joined(a.join()), b.join())
+        let ours = a.join().unwrap_or_else(|p| {
+            SNAPSHOTTERS.map(|_| Err(format!("panicked: {}", panic_text(&*p))))
+        });
+        (ours, b.join())
     });
-    let ours_image = match ours_result {
+    let theirs = match theirs_result {
+        Ok(Some(Ok(image))) => Ok(Some(image)),
+        Ok(Some(Err(e))) => Err(format!("buildah failed: {e}")),
+        Ok(None) => Ok(None),
+        Err(panic) => Err(format!("buildah side panicked: {}", panic_text(&*panic))),
+    };
+    SNAPSHOTTERS
+        .into_iter()
+        .zip(ours_results)
+        .map(|(snapshotter, ours)| (snapshotter, outcome(case, ours, &theirs)))
+        .collect()
+}
+
+/// How one ocibuild image (`ours`) compares with buildah's (`theirs`: `None` for a
+/// `buildah = skip` case).
+fn outcome(
+    case: &Case,
+    ours: Result<Captured, String>,
+    theirs: &Result<Option<Captured>, String>,
+) -> Outcome {
+    let ours_image = match ours {
         Ok(image) => image,
         Err(e) => return Outcome::Differs(vec![format!("ocibuild failed: {e}")]),
     };
-    let diffs = match (&case.buildah_skip, theirs_result) {
-        (Some(_), _) => expectations(case, &ours_image),
-        (None, Ok(Some(Ok(image)))) => compare(case, &ours_image, &image),
-        (None, Ok(Some(Err(e)))) => return Outcome::Differs(vec![format!("buildah failed: {e}")]),
-        (None, Err(panic)) => {
-            return Outcome::Differs(vec![format!(
-                "buildah side panicked: {}",
-                panic_text(&*panic)
-            )])
-        }
-        (None, Ok(None)) => unreachable!(),
+    let diffs = match theirs {
+        Ok(None) => expectations(case, &ours_image),
+        Ok(Some(image)) => compare(case, &ours_image, image),
+        Err(e) => return Outcome::Differs(vec![e.clone()]),
     };
     let mut lines = Vec::new();
     let mut differs = false;
@@ -223,10 +269,6 @@ fn run_case(case: &Case, reg: &str, storage: &Path) -> Outcome {
     }
 }
 
-fn joined<T>(r: std::thread::Result<Result<T, String>>) -> Result<T, String> {
-    r.unwrap_or_else(|p| Err(format!("panicked: {}", panic_text(&*p))))
-}
-
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<String>()
         .cloned()
@@ -246,9 +288,16 @@ fn run_quiet(cmd: &mut Command) -> Result<(), String> {
     Err(format!("{}\n        {tail}", out.status))
 }
 
-fn build_ocibuild(case: &Case, reg: &str, ctx: &Path, dest: &str) -> Result<(), String> {
+fn build_ocibuild(
+    case: &Case,
+    reg: &str,
+    ctx: &Path,
+    dest: &str,
+    snapshotter: &str,
+) -> Result<(), String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocibuild"));
     cmd.arg("build")
+        .args(["--snapshotter", snapshotter])
         .arg("--context")
         .arg(ctx)
         .arg("--dockerfile")

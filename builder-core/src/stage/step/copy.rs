@@ -9,7 +9,7 @@ use crate::error::{BuildError, Result};
 use crate::stage::StageRun;
 use ocibuild_dockerfile::ir::CopyOp;
 use ocibuild_dockerfile::parser::Instruction;
-use std::path::{Path, PathBuf};
+use ocibuild_snapshot::RootDir;
 
 impl Step for CopyOp {
     fn kind(&self) -> &'static str {
@@ -49,7 +49,7 @@ impl Step for CopyOp {
     }
 
     async fn execute(self, stage: &mut StageRun<'_, '_>, ins: &Instruction) -> Result<()> {
-        let rootfs = stage.rootfs().await?;
+        let rootfs = stage.root_dir().await?;
         let opts = copy_options(stage, ins, &self, &rootfs).await?;
         let from = match &self.from {
             None => Source::context(stage.settings),
@@ -69,7 +69,7 @@ impl Step for CopyOp {
             let (sources, dest, rootfs, opts) = (
                 self.sources.clone(),
                 dest_abs.clone(),
-                rootfs.clone(),
+                second_handle(&rootfs)?,
                 opts.clone(),
             );
             let copied = crate::blocking::spawn(move || {
@@ -84,19 +84,26 @@ impl Step for CopyOp {
     }
 }
 
+/// A second handle on the step's rootfs, for work on the blocking pool.
+fn second_handle(rootfs: &RootDir) -> Result<RootDir> {
+    rootfs
+        .try_clone()
+        .map_err(BuildError::snapshot("opening the step's rootfs"))
+}
+
 /// The copy options of `op`, with `--chown` resolved in `rootfs` (on the blocking pool:
 /// it reads the image's user database).
 async fn copy_options(
     stage: &StageRun<'_, '_>,
     ins: &Instruction,
     op: &CopyOp,
-    rootfs: &Path,
+    rootfs: &RootDir,
 ) -> Result<CopyOptions> {
     let chown = match op.chown.clone() {
         Some(spec) => {
-            let rootfs = rootfs.to_path_buf();
+            let rootfs = second_handle(rootfs)?;
             let ids = crate::blocking::spawn(move || {
-                let ids = crate::isolation::resolve_user(&rootfs, Some(&spec))?;
+                let ids = crate::isolation::resolve_user_in_root(&rootfs, Some(&spec))?;
                 // "A username without groupname or a UID without GID uses the same numeric
                 // UID as the GID" (Dockerfile reference, COPY --chown).
                 let gid = if spec.contains(':') { ids.gid } else { ids.uid };
@@ -123,7 +130,7 @@ async fn add(
     ins: &Instruction,
     op: &CopyOp,
     from: Source,
-    rootfs: &Path,
+    rootfs: &RootDir,
     opts: &CopyOptions,
 ) -> Result<()> {
     let add = AddOptions {
@@ -133,7 +140,7 @@ async fn add(
     };
     let scratch = stage.settings.work.join("add-downloads");
     let (sources, dest) = (op.sources.clone(), op.dest_abs.clone());
-    let (rootfs, opts) = (rootfs.to_path_buf(), opts.clone());
+    let (rootfs, opts) = (second_handle(rootfs)?, opts.clone());
     let added = async {
         let (plan_from, plan_dest, plan_opts, plan_add) =
             (from.clone(), dest.clone(), opts.clone(), add.clone());
@@ -168,7 +175,7 @@ async fn copy_heredocs(
     stage: &StageRun<'_, '_>,
     ins: &Instruction,
     op: &CopyOp,
-    rootfs: PathBuf,
+    rootfs: RootDir,
     opts: CopyOptions,
 ) -> Result<()> {
     let dir = stage

@@ -8,6 +8,7 @@ use super::Source;
 use crate::copy::{self, CopyOptions};
 use crate::error::{BuildError, Result};
 use crate::isolation::{self, TmpfsMount};
+use crate::layers::SourceTree;
 use crate::mounts::{self as mount_store, CacheLease, MountSpec};
 use crate::stage::StageRun;
 use ocibuild_dockerfile::parser::Instruction;
@@ -180,7 +181,8 @@ async fn cache_mount(
         let dest = format!("{}/", lease.path.display());
         let seeded = crate::blocking::spawn(move || {
             let opts = CopyOptions::default();
-            copy::copy_sources(&seed.root(), &[src], &dest, Path::new("/"), &opts)
+            let host = ocibuild_snapshot::RootDir::open(Path::new("/"))?;
+            copy::copy_sources(&seed.root(), &[src], &dest, &host, &opts)
         });
         seeded.await?.map_err(|e| stage.step_err(ins, e))?;
     }
@@ -193,7 +195,8 @@ async fn cache_mount(
 }
 
 /// A `type=bind` mount of `source` in the context or in `from`'s root filesystem; a
-/// writable one binds a copy made in `copy_dir`, so writes are discarded.
+/// writable one binds a copy made in `copy_dir`, so writes are discarded, and so does one
+/// of a stage held as an overlay view (the sandbox can only bind directories of the host).
 async fn bind_mount(
     stage: &mut StageRun<'_, '_>,
     ins: &Instruction,
@@ -209,12 +212,13 @@ async fn bind_mount(
     else {
         return Ok(None);
     };
-    let root = match from {
-        None => stage.settings.context.clone(),
+    let tree = match from {
+        None => SourceTree::dir(stage.settings.context.clone()),
         Some(name) => stage.source_rootfs(ins, name).await?,
     };
-    let (rel, readwrite) = (PathBuf::from(source), *readwrite);
-    let found = crate::blocking::run(move || bind_source(&root, &rel, readwrite, copy_dir));
+    // A stage's overlay view cannot be bound into the sandbox: its files are copied.
+    let (rel, copied) = (PathBuf::from(source), *readwrite || tree.is_view());
+    let found = crate::blocking::run(move || bind_source(tree.path(), &rel, copied, copy_dir));
     let host = match found.await? {
         Ok(path) => path,
         Err(BindProblem::Resolve(e)) => return Err(stage.step_err(ins, e)),
@@ -249,12 +253,12 @@ enum BindProblem {
 }
 
 /// The host path to bind for `rel` inside `root` (resolved there, read only: the context
-/// or another stage's root filesystem, where no command is running); when `readwrite`, a
+/// or another stage's root filesystem, where no command is running); when `copied`, a
 /// copy of it made at `copy_dir`.
 fn bind_source(
     root: &Path,
     rel: &Path,
-    readwrite: bool,
+    copied: bool,
     copy_dir: PathBuf,
 ) -> Result<std::result::Result<PathBuf, BindProblem>> {
     let host = match ocibuild_snapshot::resolve_in_root(root, rel, true) {
@@ -264,7 +268,7 @@ fn bind_source(
     if !host.exists() {
         return Ok(Err(BindProblem::Missing));
     }
-    if !readwrite {
+    if !copied {
         return Ok(Ok(host));
     }
     let status = std::process::Command::new("cp")

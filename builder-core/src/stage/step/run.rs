@@ -8,7 +8,7 @@ use crate::cancel::CancelToken;
 use crate::engine::{Progress, StageOptions};
 use crate::error::{BuildError, Result};
 use crate::events::BuildEvent;
-use crate::isolation::{self, IsolationError, Network, RunOutcome, RunSpec, Security};
+use crate::isolation::{self, IsolationError, Network, RunOutcome, RunRoot, RunSpec, Security};
 use crate::stage::StageRun;
 use ocibuild_dockerfile::ir::{self, RunOp, RunScript};
 use ocibuild_dockerfile::parser::Instruction;
@@ -59,8 +59,7 @@ impl Step for RunOp {
             Some(script) => Some(write_script(stage, ins, script, &scratch).await?),
             None => None,
         };
-        let rootfs = stage.rootfs().await?;
-        stage.make_dir(ins, &rootfs, &self.workdir).await?;
+        stage.make_dir(ins, &self.workdir).await?;
         let mount_dir = scratch.join(format!("mounts-{}-{}", stage.index, ins.line));
         let mut env = self.env.clone();
         let prepared = mounts::prepare(stage, ins, &self.mounts, &mount_dir, &mut env).await;
@@ -76,17 +75,23 @@ impl Step for RunOp {
             tmpfs,
             leases,
         } = prepared;
-        let mut spec = sandbox_spec(self, stage.settings.options.isolation, rootfs, env, scratch);
+        let root = stage.rootfs.run_root()?;
+        let shown = match &root {
+            RunRoot::Dir(dir) => dir.clone(),
+            RunRoot::Overlay(layers) => layers.upper.clone(),
+        };
+        let mut spec = sandbox_spec(self, stage.settings.options.isolation, shown, env, scratch);
         spec.extra_mounts = script.into_iter().chain(bind_mounts).collect();
         spec.tmpfs_mounts = tmpfs;
-        let outcome = run_isolated(spec, &stage.settings.cancel, stage.progress).await;
+        let outcome = run_isolated(spec, root, &stage.settings.cancel, stage.progress).await;
         drop(leases);
         remove_dir(mount_dir).await?;
         check_outcome(stage, ins, outcome?)
     }
 }
 
-/// What the sandbox runs for `op` in `rootfs`, with environment `env` (the op's, plus
+/// What the sandbox runs for `op` (in `rootfs`, which only names the rootfs in errors: the
+/// sandbox is given the step's [`RunRoot`]), with environment `env` (the op's, plus
 /// secrets given as variables); mounts are added by the caller.
 fn sandbox_spec(
     op: RunOp,
@@ -139,11 +144,12 @@ fn check_outcome(
     Ok(())
 }
 
-/// Runs a RUN command on the blocking thread pool, passing its output on as
+/// Runs a RUN command in `root` on the blocking thread pool, passing its output on as
 /// [`BuildEvent::Output`]. The command is killed when `cancel` is cancelled or when this
 /// future is dropped (the output channel closes).
 async fn run_isolated(
     spec: RunSpec,
+    root: RunRoot,
     cancel: &CancelToken,
     progress: &mut Progress<'_>,
 ) -> Result<std::result::Result<RunOutcome, IsolationError>> {
@@ -151,7 +157,8 @@ async fn run_isolated(
     let cancel = cancel.clone();
     let task = crate::blocking::spawn(move || {
         let stop = || cancel.is_cancelled() || sender.is_closed();
-        isolation::run_until(&spec, &mut |bytes| drop(sender.send(bytes.to_vec())), &stop)
+        let mut output = |bytes: &[u8]| drop(sender.send(bytes.to_vec()));
+        isolation::run_on(&root, &spec, &mut output, &stop)
     });
     let forward = async {
         while let Some(bytes) = receiver.recv().await {

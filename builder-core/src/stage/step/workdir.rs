@@ -27,7 +27,6 @@ impl Step for WorkdirOp {
     }
 
     async fn execute(self, stage: &mut StageRun<'_, '_>, ins: &Instruction) -> Result<()> {
-        let rootfs = stage.rootfs().await?;
-        stage.make_dir(ins, &rootfs, &self.path).await
+        stage.make_dir(ins, &self.path).await
     }
 }
