@@ -1169,9 +1169,10 @@ fn extract_dir(dir: &Dir, name: &OsStr, meta: &MemberMeta) -> Result<()> {
 /// A regular file member: its content written to a new `name` in `dir`.
 fn extract_file(content: &mut dyn Read, dir: &Dir, name: &OsStr) -> Result<()> {
     dir.remove_all(name)?;
-    let mut out = dir.create_file(name, 0o600)?;
+    let out = dir.create_file(name, 0o600)?;
     let shown = dir.display_path().join(name);
-    io::copy(content, &mut out).map_err(io_err(&shown))?;
+    // Blocks of zeros become holes, as when a layer is unpacked.
+    ocibuild_snapshot::write_sparse(content, &out).map_err(io_err(&shown))?;
     Ok(())
 }
 
@@ -1260,10 +1261,11 @@ fn clean_member(raw: &[u8]) -> PathBuf {
 
 /// Copies the content of the source file `src` into the new file `name` in `dir`.
 fn copy_file_contents(src: &Path, dir: &Dir, name: &OsStr) -> Result<()> {
-    let mut input = fs::File::open(src).map_err(io_err(src))?;
-    let mut output = dir.create_file(name, 0o644)?;
+    let input = fs::File::open(src).map_err(io_err(src))?;
+    let output = dir.create_file(name, 0o644)?;
     let shown = dir.display_path().join(name);
-    io::copy(&mut input, &mut output).map_err(io_err(&shown))?;
+    // Holes of a sparse source stay holes (SEEK_DATA/SEEK_HOLE).
+    ocibuild_snapshot::copy_file_sparse(&input, &output).map_err(io_err(&shown))?;
     Ok(())
 }
 

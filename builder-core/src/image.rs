@@ -307,6 +307,11 @@ impl BlobReports {
         });
     }
 
+    /// Records a warning (the cache directory could not take a blob, ...).
+    fn warned(&self, warning: String) {
+        self.record(BuildEvent::Warning(warning));
+    }
+
     fn record(&self, event: BuildEvent) {
         let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
         list.push(event);
@@ -458,7 +463,8 @@ impl BlobStore {
     }
 
     /// Puts blob `digest` of `source` at `path` and returns its diff_id: from the local
-    /// cache when it has it, else pulled (into the cache first, when there is one).
+    /// cache when it has it, else pulled (then added to the cache, when there is one, as a
+    /// hint: a cache that cannot take it is a warning).
     async fn fetch(
         &self,
         client: &Client,
@@ -478,16 +484,31 @@ impl BlobStore {
                     let computed =
                         crate::blocking::spawn(move || crate::diffid::diff_id_of_file(&file))
                             .await?;
-                    record_diff_id(cache, digest, computed)
-                        .map_err(|e| BuildError::Options(format!("{}: {e}", context())))?
+                    let diff_id =
+                        computed.map_err(|e| BuildError::Options(format!("{}: {e}", context())))?;
+                    // The cache is a hint: a diff_id it cannot record is only a warning.
+                    if let Err(e) = cache.put_diff_id(digest, &diff_id) {
+                        self.reports.warned(format!(
+                            "{}: not recorded in the cache directory: {e}",
+                            context()
+                        ));
+                    }
+                    diff_id
                 }
             };
             link_or_copy_blocking(cached, path.to_path_buf()).await?;
             return Ok(diff_id);
         }
-        let (cached, diff_id, bytes) = pull_into_cache(cache, client, source, digest).await?;
-        self.reports.pulled(source, digest, bytes);
-        link_or_copy_blocking(cached, path.to_path_buf()).await?;
+        // Downloaded into the work directory first, then added to the cache best-effort: a
+        // full or failing cache directory is a warning, never a failed build.
+        let diff_id = self.pull(client, source, digest, path).await?;
+        let (cache, blob, file) = (cache.clone(), digest.to_string(), path.to_path_buf());
+        let id = diff_id.clone();
+        let stored =
+            crate::blocking::spawn(move || cache.put_blob_best_effort(&blob, &id, &file)).await?;
+        if let Err(not_stored) = stored {
+            self.reports.warned(format!("{}: {not_stored}", context()));
+        }
         Ok(diff_id)
     }
 

@@ -539,3 +539,64 @@ fn a_build_terminated_mid_run_leaves_no_mount_and_its_step_dirs_go_at_the_next_s
 fn a_build_killed_mid_run_leaves_no_mount_and_its_step_dirs_go_at_the_next_start() {
     a_killed_build_leaves_nothing("-KILL");
 }
+
+/// Blocks allocated (512-byte units) for every file named `name` below `dir`.
+fn allocated_blocks(dir: &Path, name: &str) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if entry.file_name() == name && meta.is_file() {
+                found.push(meta.blocks());
+            }
+        }
+    }
+    found
+}
+
+/// A 64 MiB sparse file in the context stays sparse on disk when COPY puts it into the
+/// rootfs (with either snapshotter): copied with SEEK_DATA/SEEK_HOLE, not written in full.
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn copy_keeps_the_holes_of_a_sparse_file() {
+    for snapshotter in ["overlay", "walk"] {
+        let ctx = context_with(
+            "FROM scratch\nCOPY sparse.bin /sparse.bin\nCOPY small.txt /small.txt\n",
+            &[("small.txt", "small\n")],
+        );
+        let file = std::fs::File::create(ctx.path().join("sparse.bin")).unwrap();
+        file.set_len(64 << 20).unwrap();
+        drop(file);
+        let store = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let out = build_in(
+            ctx.path(),
+            store.path(),
+            &[
+                "--snapshotter",
+                snapshotter,
+                "--no-push",
+                "--work-dir",
+                work.path().to_str().unwrap(),
+            ],
+        );
+        assert_ok(&out);
+        let mut blocks = allocated_blocks(store.path(), "sparse.bin");
+        blocks.extend(allocated_blocks(work.path(), "sparse.bin"));
+        assert!(
+            !blocks.is_empty(),
+            "{snapshotter}: the copied file is kept somewhere"
+        );
+        for b in blocks {
+            assert!(
+                b < 2048,
+                "{snapshotter}: a 64 MiB sparse file took {b} blocks on disk"
+            );
+        }
+    }
+}
