@@ -531,7 +531,10 @@ mod tests {
         c.check_push_permission(&r).await.unwrap();
         assert_eq!(
             *seen.lock().unwrap(),
-            ["POST /v2/a/blobs/uploads/", "DELETE /v2/a/blobs/uploads/session-1"]
+            [
+                "POST /v2/a/blobs/uploads/",
+                "DELETE /v2/a/blobs/uploads/session-1"
+            ]
         );
 
         // Without credentials for a registry that wants them: the error says push.
