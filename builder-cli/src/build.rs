@@ -78,3 +78,52 @@ pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
     println!("{}", out.manifest_digest);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{command, Cli, Commands};
+    use clap::FromArgMatches;
+
+    fn parse(argv: &[&str]) -> Result<BuildArgs, clap::Error> {
+        let matches = command().try_get_matches_from(argv)?;
+        match Cli::from_arg_matches(&matches)?.command {
+            Commands::Build(args) => Ok(*args),
+            _ => panic!("not a build"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn build_takes_docker_s_spellings() {
+        let args = parse(&[
+            "ocibuild", "build", "ctx", "-t", "a:1", "--tag", "b:2", "-d", "c",
+        ])
+        .unwrap();
+        assert_eq!(args.positional_context.as_deref(), Some("ctx"));
+        assert_eq!(args.flags.outputs.destinations, ["a:1", "b:2", "c"]);
+        assert!(!args.flags.outputs.skip_push_permission_check);
+        let args = parse(&[
+            "ocibuild",
+            "build",
+            "--file",
+            "x/Containerfile",
+            "--no-push",
+        ]);
+        let opts = args.unwrap().flags.options(Mode::Build).unwrap();
+        assert_eq!(opts.dockerfile, std::path::Path::new("x/Containerfile"));
+        let args = parse(&[
+            "ocibuild",
+            "build",
+            "--skip-push-permission-check",
+            "--no-push",
+        ]);
+        assert!(args.unwrap().flags.outputs.skip_push_permission_check);
+        let both = parse(&["ocibuild", "build", "ctx", "--context", "ctx"]).unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+}

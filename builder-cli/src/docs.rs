@@ -31,6 +31,7 @@ pub fn completions(args: CompletionsArgs, mut command: Command) -> Result<()> {
 
 /// Prints the man page of `command`, or writes its pages into `--out-dir`.
 pub fn man(args: ManArgs, command: Command) -> Result<()> {
+    let command = with_aliases_in_help(command);
     match args.out_dir {
         None => clap_mangen::Man::new(command)
             .render(&mut std::io::stdout())
@@ -41,4 +42,25 @@ pub fn man(args: ManArgs, command: Command) -> Result<()> {
                 .with_context(|| format!("writing the man pages into {}", dir.display()))
         }
     }
+}
+
+/// `command` with the visible aliases of each flag (`-t`, `--tag` of `--destination`)
+/// added to its help text, as `--help` shows them: man pages do not list aliases.
+fn with_aliases_in_help(command: Command) -> Command {
+    command
+        .mut_args(|arg| {
+            let shorts = arg.get_visible_short_aliases().unwrap_or_default();
+            let longs = arg.get_visible_aliases().unwrap_or_default();
+            let aliases: Vec<String> = shorts
+                .iter()
+                .map(|c| format!("-{c}"))
+                .chain(longs.iter().map(|l| format!("--{l}")))
+                .collect();
+            if aliases.is_empty() {
+                return arg;
+            }
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            arg.help(format!("{help} [aliases: {}]", aliases.join(", ")))
+        })
+        .mut_subcommands(with_aliases_in_help)
 }

@@ -110,4 +110,28 @@ mod tests {
         assert_eq!(distance("", "ab"), 2);
         assert_eq!(distance("same", "same"), 0);
     }
+
+    /// The tip clap's error for `argv` gives after [`closer_flag`].
+    fn tip(argv: &[&str]) -> Option<String> {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let err = crate::command().try_get_matches_from(&argv).unwrap_err();
+        match closer_flag(err, crate::command(), &argv).get(ContextKind::SuggestedArg) {
+            Some(ContextValue::String(flag)) => Some(flag.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn misspelt_flags_get_the_closest_flag_of_their_subcommand() {
+        assert_eq!(tip(&["ocibuild", "build", "--tga", "x"]).unwrap(), "--tag");
+        assert_eq!(tip(&["ocibuild", "build", ".", "--tg"]).unwrap(), "--tag");
+        assert_eq!(tip(&["ocibuild", "build", "--targte"]).unwrap(), "--target");
+        assert_eq!(
+            tip(&["ocibuild", "build", "--dockrfile"]).unwrap(),
+            "--dockerfile"
+        );
+        let push = tip(&["ocibuild", "executor", "push", "p", "--destinaton", "x"]);
+        assert_eq!(push.unwrap(), "--destination");
+        assert_eq!(tip(&["ocibuild", "build", "--qqqqqq"]), None);
+    }
 }

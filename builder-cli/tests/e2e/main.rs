@@ -15,6 +15,7 @@ mod debian;
 mod deploy;
 mod executor;
 mod faults;
+mod habits;
 mod help;
 mod hostile;
 mod liveroot;
