@@ -30,27 +30,48 @@ pub fn destinations(opts: &BuildOptions) -> Result<Vec<Reference>> {
         .collect()
 }
 
-/// kaniko's push-permission check: for each destination repository (once each), an upload
-/// started there with the build's push credentials and cancelled. Nothing is checked with
-/// `--no-push`.
+/// kaniko's push-permission check: for each repository pushed to (once each), an upload
+/// started there with the build's push credentials and cancelled.
 pub async fn check_push_permission(opts: &BuildOptions) -> Result<()> {
-    if opts.no_push {
+    let targets = push_targets(opts)?;
+    if targets.is_empty() {
         return Ok(());
     }
     let client = push_client(opts)?;
     let mut checked: Vec<(String, String)> = Vec::new();
-    for dest in destinations(opts)? {
-        let repository = (dest.registry.clone(), dest.repository.clone());
+    for (given, target) in targets {
+        let repository = (target.registry.clone(), target.repository.clone());
         if checked.contains(&repository) {
             continue;
         }
         client
-            .check_push_permission(&dest)
+            .check_push_permission(&target)
             .await
-            .map_err(|e| explain(e, &dest))?;
+            .map_err(|e| explain(e, &given, &target))?;
         checked.push(repository);
     }
     Ok(())
+}
+
+/// What kaniko checks, each with the flag that named it (`--destination REF`): the
+/// destinations; with `--no-push`, the `--cache-repo` that cached layers are still pushed
+/// to (none in an `oci:` layout, none with `--no-push-cache`).
+fn push_targets(opts: &BuildOptions) -> Result<Vec<(String, Reference)>> {
+    if !opts.no_push {
+        let given = opts
+            .destinations
+            .iter()
+            .map(|d| format!("--destination {d}"));
+        return Ok(given.zip(destinations(opts)?).collect());
+    }
+    match &opts.cache_repo {
+        Some(repo) if opts.cache && !opts.no_push_cache && !repo.starts_with("oci:") => {
+            let reference =
+                Reference::parse(repo).with_context(|| format!("--cache-repo {repo:?}"))?;
+            Ok(vec![(format!("--cache-repo {repo}"), reference)])
+        }
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// The registry client a build pushes with: the build's registry settings and
@@ -69,9 +90,10 @@ fn push_client(opts: &BuildOptions) -> Result<Client> {
     Client::new(options).context("setting up the registry client")
 }
 
-/// The error of a failed check of `dest`: one short line for a registry that cannot be
-/// reached (a wrong host or port), else the registry's error, saying what was checked.
-fn explain(e: Error, dest: &Reference) -> anyhow::Error {
+/// The error of a failed check of `dest` (`given` as `--destination REF`): one short line
+/// for a registry that cannot be reached (a wrong host or port), else the registry's
+/// error, saying what was checked.
+fn explain(e: Error, given: &str, dest: &Reference) -> anyhow::Error {
     if let Error::Http {
         registry,
         source,
@@ -81,7 +103,7 @@ fn explain(e: Error, dest: &Reference) -> anyhow::Error {
     {
         if source.is_connect() {
             return anyhow!(
-                "cannot connect to registry {registry} (--destination {dest}): {}; {hint}",
+                "cannot connect to registry {registry} ({given}): {}; {hint}",
                 innermost(source)
             );
         }

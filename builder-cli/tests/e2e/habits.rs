@@ -243,6 +243,23 @@ fn a_registry_on_a_wrong_port_fails_in_seconds_naming_it() {
         !stderr.contains("--insecure"),
         "plain HTTP is in use: {stderr}"
     );
+
+    // With --no-push, kaniko checks the cache repository that layers are still pushed to.
+    let start = Instant::now();
+    let cache_repo = format!("{registry}/cache");
+    let out = ocibuild(&[
+        "build",
+        ctx.path().to_str().unwrap(),
+        "--no-push",
+        "--cache",
+        "--cache-repo",
+        &cache_repo,
+    ]);
+    let stderr = assert_failed_before_building(&out, start.elapsed());
+    assert!(
+        stderr.contains(&format!("(--cache-repo {registry}/cache)")),
+        "{stderr}"
+    );
 }
 
 #[test]
