@@ -1,19 +1,23 @@
 //! `ocibuild`: build OCI images from Dockerfiles without a daemon.
 //!
 //! One module per subcommand (`build`, `executor` with its `login` and `push`, `warm`,
-//! `prune`); the build flags, shared by `build` and `executor`, are in `flags`. This file
-//! only parses the command line and dispatches.
+//! `prune`, and `docs` for `completions` and `man`); the build flags, shared by `build` and
+//! `executor`, are in `flags`, the checks before a build in `preflight`. This file only
+//! parses the command line and dispatches.
 
 #![forbid(unsafe_code)]
 
 mod build;
+mod docs;
 mod executor;
 mod flags;
 mod log;
 mod login;
 mod progress;
+mod preflight;
 mod prune;
 mod push;
+mod suggest;
 mod warm;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -33,8 +37,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Commands {
-    /// Build an image from a Dockerfile and push it.
-    Build(Box<flags::BuildFlags>),
+    /// Build an image from a Dockerfile and push it; prints the image digest.
+    Build(Box<build::BuildArgs>),
     /// Pre-fetch base images into a cache directory (the cache warmer).
     Warm(warm::WarmArgs),
     /// kaniko's executor: the same flags and defaults (also when this binary is invoked
@@ -44,15 +48,22 @@ enum Commands {
     /// Free space in the layer store: remove extracted layers, least recently used first,
     /// never one a build is using.
     Prune(prune::PruneArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions(docs::CompletionsArgs),
+    /// Print the man page ocibuild(1), or write it and one page per subcommand into a
+    /// directory.
+    Man(docs::ManArgs),
 }
 
 fn main() -> ExitCode {
     let cli = parse(arguments());
     let result = match cli.command {
-        Commands::Build(args) => build::run(*args, flags::Mode::Build),
+        Commands::Build(args) => build::run_build(*args),
         Commands::Warm(args) => warm::run(args),
         Commands::Executor(args) => executor::run(*args),
         Commands::Prune(args) => prune::run(args),
+        Commands::Completions(args) => docs::completions(args, command()),
+        Commands::Man(args) => docs::man(args, command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,23 +83,28 @@ fn arguments() -> Vec<OsString> {
         .and_then(|a| std::path::Path::new(a).file_name())
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    let own_subcommand = argv.get(1).is_some_and(|a| {
-        ["build", "warm", "executor", "prune"]
-            .iter()
-            .any(|s| a == *s)
-    });
+    let own_subcommand = argv
+        .get(1)
+        .is_some_and(|a| Cli::command().get_subcommands().any(|s| a == s.get_name()));
     if invoked_as == "executor" && !own_subcommand {
         argv.insert(1, "executor".into());
     }
     argv
 }
 
-/// Parses the command line (exiting with clap's message when it is wrong). The kaniko
-/// flags that change nothing are listed in `--help` under `executor` only.
+/// The command line definition, as `--help`, the man pages and the completions show it:
+/// the kaniko flags that change nothing are listed under `executor` only.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("executor", flags::ignored::show)
+}
+
+/// Parses the command line (exiting with clap's message when it is wrong, with the tip
+/// of a misspelt flag from [`suggest`]).
 fn parse(argv: Vec<OsString>) -> Cli {
-    let command = Cli::command().mut_subcommand("executor", flags::ignored::show);
-    let matches = command.get_matches_from(argv);
-    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.format(&mut Cli::command()).exit())
+    let matches = command()
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|err| suggest::closer_flag(err, command(), &argv).exit());
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.format(&mut command()).exit())
 }
 
 /// The error and those of its causes that its own message does not already include.

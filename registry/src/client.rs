@@ -135,6 +135,16 @@ impl Client {
         push::blob_exists(self.transport(), r, digest, Access::Push).await
     }
 
+    /// Checks, as kaniko does before a build, that `r`'s repository can be pushed to with
+    /// this client's credentials: starts a blob upload there and cancels it. Fails as a
+    /// push would: [`Error::Http`](crate::Error::Http) when the registry cannot be
+    /// reached, [`Error::Unauthorized`](crate::Error::Unauthorized) or
+    /// [`Error::Denied`](crate::Error::Denied) when the credentials are missing, rejected
+    /// or may not push.
+    pub async fn check_push_permission(&self, r: &Reference) -> Result<()> {
+        push::check_push_permission(self.transport(), r).await
+    }
+
     /// Cross-repository mount of `digest` from `from_repository` (same registry) into
     /// `target`. Returns `true` when mounted (201), `false` when the registry started a
     /// regular upload instead (that upload is cancelled).
@@ -507,5 +517,40 @@ mod tests {
             e.to_string().contains("lack permission to pull from"),
             "{e}"
         );
+    }
+    #[tokio::test]
+    async fn the_push_permission_check_starts_an_upload_and_cancels_it() {
+        let script = |_: usize, request: &str| match request {
+            "POST /v2/a/blobs/uploads/" => {
+                Reply::Status(202, "Location: /v2/a/blobs/uploads/session-1\r\n")
+            }
+            _ => Reply::Status(204, ""),
+        };
+        let (addr, seen) = scripted_registry(script).await;
+        let (c, r) = client(&addr, ClientOptions::default());
+        c.check_push_permission(&r).await.unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "POST /v2/a/blobs/uploads/",
+                "DELETE /v2/a/blobs/uploads/session-1"
+            ]
+        );
+
+        // Without credentials for a registry that wants them: the error says push.
+        let challenge = "WWW-Authenticate: Basic realm=\"x\"\r\n";
+        let (addr, seen) = scripted_registry(move |_, _| Reply::Status(401, challenge)).await;
+        let (c, r) = client(&addr, ClientOptions::default());
+        let e = c.check_push_permission(&r).await.unwrap_err();
+        assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
+        assert!(e.to_string().contains("wants them to push to"), "{e}");
+        assert_eq!(count(&seen, "POST"), 1, "not retried");
+
+        // A registry that refuses the push: 403, not retried.
+        let (addr, seen) = scripted_registry(|_, _| Reply::Status(403, "")).await;
+        let (c, r) = client(&addr, ClientOptions::default());
+        let e = c.check_push_permission(&r).await.unwrap_err();
+        assert!(matches!(e, Error::Denied { .. }), "{e}");
+        assert_eq!(count(&seen, "POST"), 1, "not retried");
     }
 }

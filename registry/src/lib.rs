@@ -58,7 +58,7 @@
 //! | `token` | `WWW-Authenticate` challenges, bearer tokens, basic auth, the token cache | `auth`, `error`, `reference`, `retry`, `tls`, `trace` |
 //! | `transport` | scheme (with loopback fallback), URLs, sending one attempt with auth and the idle timeout, status errors, retry policies per kind of request | `error`, `idle`, `options`, `reference`, `retry`, `tls`, `token`, `trace` |
 //! | `pull` | manifests, platform selection, verified blob downloads, [`BlobObserver`], source fallback | `digest`, `error`, `idle`, `mirror`, `options`, `reference`, `token`, `trace`, `transport` |
-//! | `push` | blob HEAD, cross-repository mount, monolithic upload, manifest PUT | `digest`, `error`, `idle`, `reference`, `token`, `trace`, `transport` |
+//! | `push` | blob HEAD, cross-repository mount, monolithic upload, manifest PUT, the push-permission check | `digest`, `error`, `idle`, `reference`, `token`, `trace`, `transport` |
 //! | [`client`] | [`Client`], whose methods delegate to `pull` and `push` | `digest`, `error`, `options`, `pull`, `push`, `reference`, `token`, `transport` |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

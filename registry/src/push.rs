@@ -1,6 +1,7 @@
 //! Pushes: the HEAD that finds blobs already there, cross-repository mounts, blob
 //! uploads (a POST for the session, then one monolithic PUT; the whole upload is
-//! retried) and manifest PUTs, each under the push retry policy (a mount is tried once).
+//! retried), manifest PUTs and the push-permission check (an upload started and cancelled),
+//! each under the push retry policy (a mount is tried once).
 
 use std::path::Path;
 
@@ -69,16 +70,33 @@ pub(crate) async fn mount_blob(
         StatusCode::CREATED => Ok(true),
         StatusCode::ACCEPTED => {
             if let Ok(loc) = location(target, &url, &resp) {
-                let _ = t
-                    .send(target, Access::Push, &[], &what, |c, _| {
-                        Ok(c.request(Method::DELETE, loc.clone()))
-                    })
-                    .await;
+                cancel_upload(t, target, &loc, &what).await;
             }
             Ok(false)
         }
         _ => Err(t.status_error(target, Access::Push, &what, resp).await),
     }
+}
+
+/// Cancels the upload session at `loc` (DELETE), ignoring failures: the registry drops
+/// an abandoned session anyway.
+async fn cancel_upload(t: &Transport, r: &Reference, loc: &Url, what: &str) {
+    let _ = t
+        .send(r, Access::Push, &[], what, |c, _| {
+            Ok(c.request(Method::DELETE, loc.clone()))
+        })
+        .await;
+}
+
+/// kaniko's push-permission check (go-containerregistry's `CheckPushPermission`): starts
+/// a blob upload in `r`'s repository with push access, then cancels it. A registry that
+/// cannot be reached, credentials that are missing or rejected, and an account that may
+/// not push all fail here, before anything is built. Retried like the other pushes.
+pub(crate) async fn check_push_permission(t: &Transport, r: &Reference) -> Result<()> {
+    let what = "push permission check (an upload started and cancelled)";
+    let loc = t.push_policy().run(|| start_upload(t, r, what)).await?;
+    cancel_upload(t, r, &loc, what).await;
+    Ok(())
 }
 
 /// The upload URL in `resp`'s `Location` header, resolved against `base`.

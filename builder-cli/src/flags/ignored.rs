@@ -28,9 +28,6 @@ pub struct IgnoredFlags {
     #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, hide = true)]
     push_ignore_immutable_tag_errors: Option<bool>,
     /// See `--compressed-caching`.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, hide = true)]
-    skip_push_permission_check: Option<bool>,
-    /// See `--compressed-caching`.
     #[arg(long, value_name = "N", hide = true)]
     image_fs_extract_retry: Option<u32>,
     /// See `--compressed-caching`.
@@ -49,7 +46,7 @@ pub struct IgnoredFlags {
 }
 
 /// Each flag, with why it changes nothing, in the order of [`IgnoredFlags::given`].
-const REASONS: [(&str, &str); 12] = [
+const REASONS: [(&str, &str); 11] = [
     (
         "--compressed-caching",
         "layers are always streamed from disk, never held in memory",
@@ -69,10 +66,6 @@ const REASONS: [(&str, &str); 12] = [
     (
         "--push-ignore-immutable-tag-errors",
         "a rejected tag push is reported as an error",
-    ),
-    (
-        "--skip-push-permission-check",
-        "ocibuild does not check push permission before building",
     ),
     (
         "--image-fs-extract-retry",
@@ -120,14 +113,13 @@ impl IgnoredFlags {
     }
 
     /// Whether each flag of [`REASONS`] was given.
-    fn given(&self) -> [bool; 12] {
+    fn given(&self) -> [bool; 11] {
         [
             self.compressed_caching.is_some(),
             self.single_snapshot.is_some(),
             self.skip_unused_stages.is_some(),
             self.use_new_run.is_some(),
             self.push_ignore_immutable_tag_errors.is_some(),
-            self.skip_push_permission_check.is_some(),
             self.image_fs_extract_retry.is_some(),
             self.force_build_metadata.is_some(),
             self.materialize.is_some(),

@@ -1,7 +1,7 @@
 //! Destinations & outputs flags: where the image goes and in which form.
 
 use anyhow::{bail, Result};
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 use ocibuild_core::{BuildOptions, Compression, ImageFormat};
 use std::path::PathBuf;
 
@@ -9,12 +9,24 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Destinations & outputs")]
 pub struct OutputFlags {
-    /// Registry reference to push to; repeat for several.
-    #[arg(short = 'd', long = "destination", value_name = "REF")]
-    destinations: Vec<String>,
-    /// Build without pushing.
+    /// Registry reference to push to, which also names the image in --tar-path and
+    /// --oci-layout-path; repeat for several.
+    #[arg(
+        short = 'd',
+        long = "destination",
+        visible_short_alias = 't',
+        visible_alias = "tag",
+        value_name = "REF"
+    )]
+    pub destinations: Vec<String>,
+    /// Build without pushing (the destinations still name the --tar-path and
+    /// --oci-layout-path outputs).
     #[arg(long)]
-    no_push: bool,
+    pub no_push: bool,
+    /// Do not check before building that every destination can be pushed to (an upload
+    /// started and cancelled there, as kaniko does).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
+    pub skip_push_permission_check: bool,
     /// Write the image as a `docker save`-style tarball to this path.
     #[arg(long, alias = "tarPath", value_name = "PATH")]
     tar_path: Option<PathBuf>,
@@ -71,7 +83,7 @@ impl OutputFlags {
     /// `--dryrun`.
     pub fn check_destination(&self) -> Result<()> {
         if self.destinations.is_empty() && !self.no_push && !self.dryrun {
-            bail!("no --destination given: pass --destination REGISTRY/REPO:TAG, or --no-push (with --tar-path to keep the image)");
+            bail!("no --destination given: pass --destination (or -t) REGISTRY/REPO:TAG, or --no-push (with --tar-path to keep the image)");
         }
         Ok(())
     }

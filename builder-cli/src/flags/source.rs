@@ -24,7 +24,12 @@ pub struct SourceFlags {
     #[arg(long, value_name = "OPTIONS")]
     git: Option<String>,
     /// Dockerfile path (looked up in the context when relative and not found).
-    #[arg(short = 'f', long, default_value = "Dockerfile")]
+    #[arg(
+        short = 'f',
+        long,
+        visible_alias = "file",
+        default_value = "Dockerfile"
+    )]
     dockerfile: PathBuf,
     /// Build argument `KEY=VALUE` (or `KEY` to take it from the environment); repeatable.
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
@@ -51,6 +56,14 @@ impl SourceFlags {
         opts.target = self.target.clone();
         opts.platform = self.platform.clone();
         Ok(())
+    }
+
+    /// Sets the context given as `build`'s positional argument (clap refuses it together
+    /// with `--context`).
+    pub fn set_context(&mut self, context: Option<String>) {
+        if context.is_some() {
+            self.context = context;
+        }
     }
 
     /// The context to prepare: `--context` (or the default of `mode`) with

@@ -550,10 +550,6 @@ fn accepted_noop_flags_each_warn_and_the_build_succeeds() {
             &["--push-ignore-immutable-tag-errors"],
         ),
         (
-            "--skip-push-permission-check",
-            &["--skip-push-permission-check=true"],
-        ),
-        (
             "--image-fs-extract-retry",
             &["--image-fs-extract-retry", "3"],
         ),

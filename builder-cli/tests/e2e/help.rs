@@ -1,6 +1,6 @@
-//! `--help` of the build commands: the flags under group headings, kaniko's no-op flags
-//! listed under `executor` only (and still accepted, with a warning, by `build`). Needs no
-//! lab.
+//! `--help` of the build commands: the flags under group headings (with docker's `-t/--tag`
+//! and `--file`), kaniko's no-op flags listed under `executor` only (and still accepted,
+//! with a warning, by `build`). Needs no lab.
 
 use crate::common::*;
 
@@ -32,6 +32,16 @@ fn build_help_groups_the_flags_and_hides_the_no_op_flags() {
     assert!(text.contains("--registry-certificate"), "{text}");
     assert!(!text.contains("--compressed-caching"), "{text}");
     assert!(!text.contains("--snapshot-mode"), "{text}");
+    assert!(
+        text.contains("Usage: ocibuild build [OPTIONS] [CONTEXT]"),
+        "{text}"
+    );
+    let (_, outputs) = text.split_once("Destinations & outputs:").unwrap();
+    let (outputs, _) = outputs.split_once("Registry & TLS:").unwrap();
+    for shown in ["[aliases: -t, --tag]", "--skip-push-permission-check"] {
+        assert!(outputs.contains(shown), "{shown} missing:\n{text}");
+    }
+    assert!(text.contains("[alias: --file]"), "{text}");
 }
 
 #[test]
@@ -50,6 +60,9 @@ fn executor_help_lists_the_no_op_flags_under_their_own_heading() {
     ] {
         assert!(no_ops.contains(flag), "{flag} missing:\n{text}");
     }
+    // The push-permission check is real: listed with the outputs, not as a no-op.
+    assert!(!no_ops.contains("--skip-push-permission-check"), "{text}");
+    assert!(text.contains("--skip-push-permission-check"), "{text}");
 }
 
 #[test]

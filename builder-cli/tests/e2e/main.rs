@@ -16,6 +16,7 @@ mod debian;
 mod deploy;
 mod executor;
 mod faults;
+mod habits;
 mod help;
 mod hostile;
 mod liveroot;

@@ -429,7 +429,8 @@ fn a_destination_that_refuses_blobs_fails_the_build_and_no_destination_gets_a_ma
     );
     let good = format!("{}:1", unique_repo("refused-good"));
     let refused = format!("{auth_reg}/test-refused-{}:1", std::process::id());
-    // No credentials for the auth registry: it answers every request with 401.
+    // No credentials for the auth registry: it answers every request with 401. The check
+    // before building would catch that; skipped, the refusal comes during the push.
     let no_credentials = tempfile::tempdir().unwrap();
     let out = ocibuild_with_env(
         &[
@@ -440,6 +441,7 @@ fn a_destination_that_refuses_blobs_fails_the_build_and_no_destination_gets_a_ma
             &good,
             "-d",
             &refused,
+            "--skip-push-permission-check",
         ],
         &[("DOCKER_CONFIG", no_credentials.path().to_str().unwrap())],
     );
