@@ -26,7 +26,7 @@
 //! tokio's blocking thread pool; the runtime may be multi-threaded or current-thread.
 
 use crate::build::{self, BuildEvent, BuildOptions, BuildOutput, BuiltLayer};
-use crate::cancel::CancelToken;
+use crate::cancel::{until_cancelled, CancelToken};
 use crate::context::Context;
 use crate::error::{BuildError, Result};
 use crate::image::{self, BlobReports, BlobStore, Manifested};
@@ -37,13 +37,7 @@ use ocibuild_image::config::ImageConfig;
 use ocibuild_registry::Client;
 use ocibuild_snapshot::Compression;
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// How long a cancelled build may take to stop by itself (kill its RUN command, finish the
-/// blocking work under way) before it is abandoned and its files are removed.
-const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 /// The Dockerfile of a [`Build`]: a file or its text.
 ///
@@ -285,21 +279,6 @@ impl Build {
     }
 }
 
-/// Runs `work` until it finishes or `cancel` is cancelled; a cancelled `work` gets
-/// [`CANCEL_GRACE`] to stop by itself before it is dropped.
-async fn until_cancelled<T>(
-    cancel: &CancelToken,
-    work: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::pin!(work);
-    tokio::select! {
-        result = &mut work => return result,
-        () = cancel.cancelled() => {}
-    }
-    let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
-    Err(BuildError::Cancelled)
-}
-
 /// The Dockerfile path to build with: an inline Dockerfile is checked for parse errors
 /// (reported with its text) and written under `temp`.
 fn dockerfile_path(dockerfile: &Dockerfile, temp: &Path) -> Result<PathBuf> {
@@ -361,7 +340,7 @@ pub struct BuiltImage {
     blobs: BlobStore,
     pull_client: Client,
     push_client: Client,
-    temp: tempfile::TempDir,
+    temp: ocibuild_snapshot::HeldDir,
 }
 
 impl fmt::Debug for BuiltImage {

@@ -24,7 +24,7 @@
 //! snapshotter the build chose (see [`crate::SnapshotterChoice`]).
 
 use crate::cache::{CacheStore, LayerCache, LayoutCache, LocalCache, ReadOnly, RegistryCache};
-use crate::cancel::CancelToken;
+use crate::cancel::{until_cancelled, CancelToken};
 use crate::contextfile::{self, DockerfileLocation};
 use crate::engine::{EventSink, Handles, Progress, Registry, Settings, Stages, StepCache};
 use crate::error::{BuildError, Result};
@@ -38,6 +38,7 @@ use ocibuild_dockerfile::plan::Plan;
 use ocibuild_image::config::ImageConfig;
 use ocibuild_image::platform::{self, Platform};
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Reference};
+use ocibuild_snapshot::HeldDir;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -108,7 +109,8 @@ impl BuiltLayer {
 pub async fn build(opts: &BuildOptions, events: Events<'_>) -> Result<BuildOutput> {
     check_options(opts)?;
     let (work, _guard) = work_dir(opts)?;
-    let built = build_in(opts, &work, events, &CancelToken::default()).await?;
+    let cancel = &opts.cancel;
+    let built = until_cancelled(cancel, build_in(opts, &work, events, cancel)).await?;
     Ok(built.output)
 }
 
@@ -178,7 +180,7 @@ fn digest_files(opts: &BuildOptions) -> crate::output::DigestFiles<'_> {
 }
 
 /// A temporary work dir removed on drop, or the user's.
-pub(crate) fn work_dir(opts: &BuildOptions) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+pub(crate) fn work_dir(opts: &BuildOptions) -> Result<(PathBuf, Option<HeldDir>)> {
     match &opts.work_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(BuildError::io(dir))?;
@@ -191,9 +193,10 @@ pub(crate) fn work_dir(opts: &BuildOptions) -> Result<(PathBuf, Option<tempfile:
     }
 }
 
-/// A fresh temporary directory for a build in `parent` (by default the system's
-/// temporary directory), removed on drop.
-pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<tempfile::TempDir> {
+/// A fresh temporary directory `ocibuild-<pid>-...` for a build in `parent` (by default
+/// the system's temporary directory), removed on drop. Those that processes now gone left
+/// in `parent` (killed before they could remove them) are removed first.
+pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<HeldDir> {
     // In `/` mode the temporary directory would be unpacked over: keep it in the
     // builder's own (ignored) directory instead.
     let parent = match (opts.isolation, parent) {
@@ -202,11 +205,15 @@ pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<tem
         (_, None) => std::env::temp_dir(),
     };
     std::fs::create_dir_all(&parent).map_err(BuildError::io(&parent))?;
-    tempfile::Builder::new()
-        .prefix("ocibuild-")
-        .tempdir_in(&parent)
-        .map_err(BuildError::io(&parent))
+    HeldDir::sweep(&parent, TEMP_PREFIX).map_err(BuildError::snapshot(
+        "removing temporary directories of ended builds",
+    ))?;
+    HeldDir::create(&parent, TEMP_PREFIX)
+        .map_err(BuildError::snapshot("making a temporary directory"))
 }
+
+/// How the names of the temporary directories of builds begin.
+const TEMP_PREFIX: &str = "ocibuild-";
 
 /// One build: its options and the handles its stages borrow.
 pub(crate) struct Builder<'a> {

@@ -1,8 +1,14 @@
 //! [`CancelToken`]: asks a running build to stop.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// How long a cancelled build may take to stop by itself (kill its RUN command, finish the
+/// blocking work under way) before it is abandoned and its files are removed.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 /// A cancellation flag shared between the caller and a build ([`crate::Build::cancel_on`]).
 /// Clones share the flag. Once cancelled, the build kills the running RUN command, stops
@@ -64,6 +70,21 @@ impl CancelToken {
             Ok(())
         }
     }
+}
+
+/// Runs `work` until it finishes or `cancel` is cancelled; a cancelled `work` gets
+/// [`CANCEL_GRACE`] to stop by itself before it is dropped.
+pub(crate) async fn until_cancelled<T>(
+    cancel: &CancelToken,
+    work: impl Future<Output = crate::error::Result<T>>,
+) -> crate::error::Result<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => return result,
+        () = cancel.cancelled() => {}
+    }
+    let _ = tokio::time::timeout(CANCEL_GRACE, &mut work).await;
+    Err(crate::BuildError::Cancelled)
 }
 
 #[cfg(test)]

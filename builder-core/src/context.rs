@@ -149,7 +149,7 @@ impl Context {
 #[non_exhaustive]
 pub struct PreparedContext {
     dir: PathBuf,
-    _temp: tempfile::TempDir,
+    _temp: ocibuild_snapshot::HeldDir,
 }
 
 impl PreparedContext {

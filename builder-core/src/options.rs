@@ -1,6 +1,7 @@
 //! [`BuildOptions`]: everything a build needs to know, and the target platform they name.
 //! A leaf module: the engine's modules read the options without importing the `build` module.
 
+use crate::cancel::CancelToken;
 use crate::error::{BuildError, Result};
 use crate::image::ImageFormat;
 use crate::isolation::Isolation;
@@ -63,6 +64,10 @@ pub struct BuildOptions {
     /// Directory for root filesystems and layers (default: a fresh temporary directory,
     /// removed afterwards).
     pub work_dir: Option<PathBuf>,
+    /// Stops the build when cancelled: the running RUN command and its processes are
+    /// killed, the temporary directories removed, and [`crate::build()`] returns
+    /// [`crate::BuildError::Cancelled`] (within about two seconds).
+    pub cancel: CancelToken,
     /// Use the layer cache: steps whose key is cached are not run (see [`crate::cache`]).
     pub cache: bool,
     /// Registry repository for cached layers (kaniko's `--cache-repo`); with `cache` and
@@ -185,6 +190,7 @@ impl Default for BuildOptions {
             reproducible: false,
             platform: None,
             work_dir: None,
+            cancel: CancelToken::new(),
             cache: false,
             cache_repo: None,
             cache_dir: None,

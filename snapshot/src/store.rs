@@ -65,10 +65,12 @@ use crate::error::{io_err, Error, Result};
 use crate::rootfd::RootDir;
 use crate::unpack::{unpack_layer_with, UnpackFormat, UnpackOptions, UnpackStats};
 
+mod held;
 mod lock;
 mod prune;
 mod steps;
 
+pub use held::HeldDir;
 pub use prune::{LayerEntry, PruneOptions, PruneReport};
 pub use steps::StepDirs;
 
