@@ -3,10 +3,11 @@
 //! `docker build -q` and buildah print it); the log goes to standard error.
 
 use crate::flags::{BuildFlags, Mode};
+use crate::interrupt::Interrupts;
 use crate::preflight;
 use anyhow::{Context, Result};
 use clap::Args;
-use ocibuild_core::{clean_root, BuildEvent};
+use ocibuild_core::{clean_root, BuildEvent, BuildOptions, BuildOutput};
 use tokio::runtime::Runtime;
 
 /// The `build` command line: the build flags, and the context as docker's and buildah's
@@ -32,37 +33,68 @@ pub fn run_build(args: BuildArgs) -> Result<()> {
 pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
     let mut log = crate::log::Log::from_flags(&args.logging);
     let mut opts = args.options(mode)?;
-    let dryrun = args.outputs.dryrun;
     preflight::destinations(&opts)?;
-    if !dryrun {
+    if !args.outputs.dryrun {
         preflight::require_root()?;
     }
     for warning in args.ignored.warnings() {
         log.event(BuildEvent::Warning(warning));
     }
     let runtime = Runtime::new().context("starting the async runtime")?;
-    if !dryrun && !args.outputs.skip_push_permission_check {
-        runtime.block_on(preflight::check_push_permission(&opts))?;
+    let interrupts = Interrupts::install(&runtime).context("installing signal handlers")?;
+    opts.cancel = interrupts.token();
+    let out = build_interruptibly(&args, mode, &mut opts, &runtime, &interrupts, &mut log);
+    if let Some(code) = interrupts.exit_code() {
+        // The build has stopped and removed its temporary directories (and the context's).
+        std::process::exit(code);
+    }
+    if let Some(out) = out? {
+        println!("{}", out.manifest_digest);
+    }
+    Ok(())
+}
+
+/// The build (`None` for `--dryrun`, or when a signal stopped it before it started), on
+/// `runtime`, stopped by `interrupts`: what [`run`] does after the checks.
+fn build_interruptibly(
+    args: &BuildFlags,
+    mode: Mode,
+    opts: &mut BuildOptions,
+    runtime: &Runtime,
+    interrupts: &Interrupts,
+    log: &mut crate::log::Log,
+) -> Result<Option<BuildOutput>> {
+    if !args.outputs.dryrun && !args.outputs.skip_push_permission_check {
+        let Some(checked) = interrupts.run(runtime, preflight::check_push_permission(opts)) else {
+            return Ok(None);
+        };
+        checked?;
     }
     // Kept until the build is over: a fetched or extracted context lives in it.
-    let context = runtime.block_on(args.source.context(mode)?.prepare(&opts))?;
+    let prepare = args.source.context(mode)?.prepare(opts);
+    let Some(context) = interrupts.run(runtime, prepare) else {
+        return Ok(None);
+    };
+    let context = context?;
     opts.context = context.path().to_path_buf();
-    if dryrun {
-        print!("{}", ocibuild_core::dry_run(&opts)?);
-        return Ok(());
+    if args.outputs.dryrun {
+        print!("{}", ocibuild_core::dry_run(opts)?);
+        return Ok(None);
     }
     if args.root.pre_cleanup {
-        clean_root(&opts).context("--pre-cleanup")?;
+        clean_root(opts).context("--pre-cleanup")?;
     }
     let started = std::time::Instant::now();
-    let out = runtime.block_on(ocibuild_core::build(&opts, &mut |e| log.event(e)));
+    let out = runtime.block_on(ocibuild_core::build(opts, &mut |e| log.event(e)));
     if args.root.cleanup {
-        clean_root(&opts).context("--cleanup")?;
+        clean_root(opts).context("--cleanup")?;
+    }
+    if interrupts.exit_code().is_some() {
+        return Ok(None);
     }
     let out = out?;
     log.built(&out, started.elapsed(), opts.cache);
-    println!("{}", out.manifest_digest);
-    Ok(())
+    Ok(Some(out))
 }
 
 #[cfg(test)]

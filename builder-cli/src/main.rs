@@ -11,6 +11,7 @@ mod build;
 mod docs;
 mod executor;
 mod flags;
+mod interrupt;
 mod log;
 mod login;
 mod preflight;
