@@ -19,6 +19,7 @@ mod faults;
 mod habits;
 mod help;
 mod hostile;
+mod interrupts;
 mod liveroot;
 mod mounts;
 mod outputs;

@@ -324,7 +324,7 @@ impl Drop for HostProcess {
 }
 
 /// Host processes (other than this one) with `token` in an argument of their command line.
-fn host_processes(token: &str) -> Vec<u32> {
+pub(crate) fn host_processes(token: &str) -> Vec<u32> {
     let me = std::process::id();
     fs::read_dir("/proc")
         .unwrap()
@@ -342,13 +342,13 @@ fn host_processes(token: &str) -> Vec<u32> {
 /// A `sleep` duration (seconds, below 2^32) no other process on the machine has in its
 /// command line: `prefix` and five digits of this process's id (a concurrent run of this
 /// suite gets other digits, so neither finds nor kills the other's processes).
-fn sleep_seconds(prefix: &str) -> String {
+pub(crate) fn sleep_seconds(prefix: &str) -> String {
     format!("{prefix}{:05}", std::process::id() % 100_000)
 }
 
 /// Kills, on drop, every host process with the token in its command line (what a RUN
 /// may have left behind).
-struct KillOnDrop(String);
+pub(crate) struct KillOnDrop(pub(crate) String);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

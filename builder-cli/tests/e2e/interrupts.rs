@@ -1,0 +1,229 @@
+//! SIGINT, SIGTERM and SIGHUP during a build: ocibuild stops the running RUN, kills every
+//! process of it, removes its work directory and the fetched context, and exits with
+//! 128 + the signal's number within a few seconds; a second signal ends it at once. The
+//! temporary directories a killed ocibuild (SIGKILL) leaves are removed by the next one.
+//!
+//! Every build runs with `TMPDIR` set to a directory of the test's own, where ocibuild
+//! makes its (default) work directory and unpacks the `tar://` context; the RUN is
+//! `sleep <marker>` with a marker no other process on the machine has.
+
+use crate::common::*;
+use crate::sandbox::{host_processes, sleep_seconds, KillOnDrop};
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the build may take to reach its RUN (pulling busybox from the lab).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long ocibuild may take to clean up and exit after a signal.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An `ocibuild build` of a `tar://` context whose Dockerfile RUNs `sleep <marker>`, with
+/// `TMPDIR` of its own; killed on drop if still running.
+struct SleepingBuild {
+    child: Child,
+    tmpdir: tempfile::TempDir,
+    marker: String,
+    _inputs: tempfile::TempDir,
+    _cleanup: KillOnDrop,
+}
+
+impl SleepingBuild {
+    /// Starts the build with `--isolation isolation` and waits until its RUN runs.
+    fn start(isolation: &str, marker_prefix: &str) -> SleepingBuild {
+        let marker = sleep_seconds(marker_prefix);
+        let inputs = context_with(
+            &format!("FROM {}/busybox:latest\nRUN sleep {marker}\n", registry()),
+            &[],
+        );
+        let tar = inputs.path().join("ctx.tar.gz");
+        let context = format!("tar://{}", tar.display());
+        run(
+            "tar",
+            &[
+                "-czf",
+                tar.to_str().unwrap(),
+                "-C",
+                inputs.path().to_str().unwrap(),
+                "Dockerfile",
+            ],
+        );
+        let tmpdir = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ocibuild"))
+            .args([
+                "build",
+                "--no-push",
+                "--isolation",
+                isolation,
+                "-c",
+                &context,
+            ])
+            .env("TMPDIR", tmpdir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running ocibuild");
+        let mut build = SleepingBuild {
+            child,
+            tmpdir,
+            _cleanup: KillOnDrop(marker.clone()),
+            marker,
+            _inputs: inputs,
+        };
+        build.wait_for_the_run();
+        build
+    }
+
+    fn wait_for_the_run(&mut self) {
+        let started = Instant::now();
+        while host_processes(&self.marker).is_empty() {
+            let exited = self.child.try_wait().unwrap();
+            assert!(
+                exited.is_none(),
+                "ocibuild ended before its RUN: {exited:?}"
+            );
+            assert!(started.elapsed() < START_TIMEOUT, "the RUN never started");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            !self.temp_dirs().is_empty(),
+            "the work directory is in TMPDIR while the build runs"
+        );
+    }
+
+    /// Sends `signal` (a `kill -s` name) to ocibuild.
+    fn signal(&self, signal: &str) {
+        run("kill", &["-s", signal, &self.child.id().to_string()]);
+    }
+
+    /// Waits for ocibuild to exit (failing after `limit`); its status and how long it took.
+    fn exit_within(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let sent = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, sent.elapsed());
+            }
+            assert!(
+                sent.elapsed() < limit,
+                "ocibuild still runs {limit:?} after the signal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `ocibuild-*` entries (directories and their lock files) in its TMPDIR.
+    fn temp_dirs(&self) -> Vec<String> {
+        ocibuild_entries(self.tmpdir.path())
+    }
+
+    /// Asserts that nothing of the build is left: no process of its RUN, no temporary
+    /// directory, no mount.
+    fn assert_nothing_left(&self) {
+        let left = host_processes(&self.marker);
+        assert!(
+            left.is_empty(),
+            "`sleep {}` still runs as {left:?}",
+            self.marker
+        );
+        assert_eq!(self.temp_dirs(), Vec::<String>::new(), "left in TMPDIR");
+        let mounts = fs::read_to_string("/proc/1/mountinfo").unwrap();
+        let tmpdir = self.tmpdir.path().to_str().unwrap();
+        let left: Vec<&str> = mounts.lines().filter(|l| l.contains(tmpdir)).collect();
+        assert!(left.is_empty(), "mounts left: {left:?}");
+    }
+}
+
+impl Drop for SleepingBuild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `ocibuild-*` entries of `dir`.
+fn ocibuild_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("ocibuild-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// SIGTERM during the RUN under `--isolation isolation`: exit 143 within
+/// [`STOP_TIMEOUT`], nothing left.
+fn sigterm_stops_the_run_and_cleans_up(isolation: &str, marker_prefix: &str) {
+    let mut build = SleepingBuild::start(isolation, marker_prefix);
+    build.signal("TERM");
+    let (status, took) = build.exit_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert!(took <= STOP_TIMEOUT, "took {took:?} to stop");
+    build.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn sigterm_during_a_run_kills_it_removes_the_work_and_context_dirs_and_exits_143() {
+    sigterm_stops_the_run_and_cleans_up("namespaces", "8811");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn sigterm_during_a_chroot_run_leaves_no_process_of_it_behind() {
+    sigterm_stops_the_run_and_cleans_up("chroot", "8812");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn sigint_during_a_run_exits_130_and_cleans_up() {
+    let mut build = SleepingBuild::start("namespaces", "8813");
+    build.signal("INT");
+    let (status, took) = build.exit_within(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(took <= STOP_TIMEOUT, "took {took:?} to stop");
+    build.assert_nothing_left();
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_second_signal_exits_at_once() {
+    let mut build = SleepingBuild::start("namespaces", "8814");
+    build.signal("TERM");
+    build.signal("TERM");
+    let (status, took) = build.exit_within(STOP_TIMEOUT);
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert!(took < Duration::from_millis(900), "took {took:?} to exit");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn the_temporary_dirs_of_a_killed_ocibuild_are_removed_by_the_next_one() {
+    let mut killed = SleepingBuild::start("namespaces", "8815");
+    killed.signal("KILL");
+    killed.exit_within(STOP_TIMEOUT);
+    let stale = killed.temp_dirs();
+    assert!(
+        stale.iter().any(|name| name.ends_with(".lock")),
+        "a SIGKILLed ocibuild leaves its directories: {stale:?}"
+    );
+    // A directory that is not one of ocibuild's (no lock file) stays.
+    let own = killed.tmpdir.path().join("ocibuild-not-a-build");
+    fs::create_dir(&own).unwrap();
+    let ctx = context_with(
+        &format!("FROM {}/busybox:latest\nRUN true\n", registry()),
+        &[],
+    );
+    let out = ocibuild_with_env(
+        &["build", "--no-push", "-c", ctx.path().to_str().unwrap()],
+        &[("TMPDIR", killed.tmpdir.path().to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(killed.temp_dirs(), ["ocibuild-not-a-build"]);
+}
