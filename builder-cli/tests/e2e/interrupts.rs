@@ -153,13 +153,18 @@ fn ocibuild_entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// SIGTERM during the RUN under `--isolation isolation`: exit 143 within
+/// `signal` during the RUN under `--isolation isolation`: exit `code` within
 /// [`STOP_TIMEOUT`], nothing left.
-fn sigterm_stops_the_run_and_cleans_up(isolation: &str, marker_prefix: &str) {
+fn signal_stops_the_run_and_cleans_up(
+    isolation: &str,
+    marker_prefix: &str,
+    signal: &str,
+    code: i32,
+) {
     let mut build = SleepingBuild::start(isolation, marker_prefix);
-    build.signal("TERM");
+    build.signal(signal);
     let (status, took) = build.exit_within(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert_eq!(status.code(), Some(code), "{status:?}");
     assert!(took <= STOP_TIMEOUT, "took {took:?} to stop");
     build.assert_nothing_left();
 }
@@ -167,24 +172,19 @@ fn sigterm_stops_the_run_and_cleans_up(isolation: &str, marker_prefix: &str) {
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
 fn sigterm_during_a_run_kills_it_removes_the_work_and_context_dirs_and_exits_143() {
-    sigterm_stops_the_run_and_cleans_up("namespaces", "8811");
+    signal_stops_the_run_and_cleans_up("namespaces", "8811", "TERM", 143);
 }
 
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
 fn sigterm_during_a_chroot_run_leaves_no_process_of_it_behind() {
-    sigterm_stops_the_run_and_cleans_up("chroot", "8812");
+    signal_stops_the_run_and_cleans_up("chroot", "8812", "TERM", 143);
 }
 
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
 fn sigint_during_a_run_exits_130_and_cleans_up() {
-    let mut build = SleepingBuild::start("namespaces", "8813");
-    build.signal("INT");
-    let (status, took) = build.exit_within(Duration::from_secs(10));
-    assert_eq!(status.code(), Some(130), "{status:?}");
-    assert!(took <= STOP_TIMEOUT, "took {took:?} to stop");
-    build.assert_nothing_left();
+    signal_stops_the_run_and_cleans_up("namespaces", "8813", "INT", 130);
 }
 
 #[test]
