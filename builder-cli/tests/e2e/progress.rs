@@ -52,7 +52,10 @@ fn shows_elapsed(text: &str, what: &str) -> bool {
 }
 
 /// `build` of `ctx` pushed to `dest` with the layer cache in `cache`, then `extra`.
+/// The base layer is downloaded by every build: the layer store is a fresh one inside the
+/// test's own `cache` directory (the lab's shared store would already hold it).
 fn pushing(ctx: &Path, dest: &str, cache: &Path, extra: &[&str]) -> Vec<String> {
+    let store = cache.join("layer-store");
     let fixed = [
         "build",
         "--context",
@@ -63,6 +66,8 @@ fn pushing(ctx: &Path, dest: &str, cache: &Path, extra: &[&str]) -> Vec<String> 
         "--cache",
         "--cache-dir",
         cache.to_str().unwrap(),
+        "--layer-store",
+        store.to_str().unwrap(),
     ];
     fixed.iter().chain(extra).map(|a| a.to_string()).collect()
 }
