@@ -172,8 +172,8 @@ scenario_many_files() {
         for snap in overlay walk; do
             read -r s k < <(ocibuild_run "$snap" "$ctx" "$base" "$work/store-$snap")
             record many-files "ocibuild-$snap" "$s" "$k"
-            log "many-files ocibuild-$snap step times: $(grep -o 'done in [0-9.]*m\?s' \
-                "$work/last-ocibuild.log" | tr '\n' ' ')"
+            log "many-files ocibuild-$snap step times: $(grep -oE -- '-> [^,]*, [0-9.]+s$' \
+                "$work/last-ocibuild.log" | grep -oE '[0-9.]+s$' | tr '\n' ' ')"
         done
         for driver in overlay vfs; do
             record many-files "buildah-$driver" "$(buildah_run "$driver" "$ctx" "$base" --no-cache)"
@@ -212,13 +212,13 @@ scenario_cached all-cached no
 
 tools="ocibuild-overlay ocibuild-walk buildah-overlay buildah-vfs"
 printf '\nmedians of %s runs (seconds; build + push)\n' "$runs"
-printf '%-12s %17s %14s %16s %12s %22s %10s\n' scenario $tools "ocibuild/buildah-ovl" "peak RSS"
+printf '%-12s %17s %14s %16s %12s %22s %22s\n' scenario $tools "ocibuild/buildah-ovl" \
+    "peak RSS overlay/walk"
 for sc in debian-cold debian-warm many-files one-changed all-cached; do
     row=()
     for t in $tools; do row+=("$(tr ' ' '\n' <<<"${result[$sc/$t]}" | grep . | median)"); done
     ratio=$(awk -v a="${row[0]}" -v b="${row[2]}" 'BEGIN { printf "%.2f", a / b }')
-    peak=$(tr ' ' '\n' <<<"${rss[$sc/ocibuild-overlay]} ${rss[$sc/ocibuild-walk]}" | grep . \
-        | sort -n | tail -1)
-    printf '%-12s %17s %14s %16s %12s %22s %7s MB\n' "$sc" "${row[@]}" "$ratio" \
-        "$(( peak / 1024 ))"
+    peak() { tr ' ' '\n' <<<"${rss[$sc/ocibuild-$1]}" | grep . | sort -n | tail -1; }
+    printf '%-12s %17s %14s %16s %12s %22s %12s MB\n' "$sc" "${row[@]}" "$ratio" \
+        "$(( $(peak overlay) / 1024 ))/$(( $(peak walk) / 1024 ))"
 done
