@@ -535,8 +535,8 @@ impl BlobStore {
 
 /// Downloads blob `digest` of `source` into the local cache directory, recording the
 /// diff_id computed while it downloaded; returns the cached file, the diff_id and the bytes
-/// downloaded. Shared by
-/// builds (base layers) and the cache warmer.
+/// downloaded. The cache warmer's pull, for which storing is the job (a build adds base
+/// layers to the cache best-effort instead, in `BlobStore::fetch`).
 pub(crate) async fn pull_into_cache(
     cache: &crate::cache::LocalCache,
     client: &Client,
