@@ -16,6 +16,15 @@ fi
 
 failed=()
 suite_start=$SECONDS
+# Test output is also kept here so that the names of failed tests can be repeated at the end,
+# where a CI log's tail shows them.
+test_log=$(mktemp -t ocibuild-test-log.XXXXXX)
+trap 'rm -f "$test_log"' EXIT
+
+# logged COMMAND...: runs COMMAND, its output also appended to $test_log.
+logged() {
+    "$@" 2>&1 | tee -a "$test_log"
+}
 
 # phase NAME COMMAND...: runs COMMAND under a header, prints its wall time, records failure.
 phase() {
@@ -46,15 +55,18 @@ phase publish cargo publish --workspace --dry-run --no-verify --allow-dirty
 # `conformance: N cases, N identical, N differ` summary visible in the log. Tests that need
 # the lab are marked `#[ignore = "needs the lab: ..."]` so that a plain `cargo test` without
 # the lab lists them as ignored; here the lab is up and `--include-ignored` runs them too.
-phase tests cargo test --workspace --no-fail-fast -- --include-ignored --skip conformance_suite_matches_buildah
+phase tests logged cargo test --workspace --no-fail-fast -- --include-ignored --skip conformance_suite_matches_buildah
 # The embedding example: a FROM scratch build through the library API, no registry needed.
 phase example cargo run -p ocibuild-core --example embed
 # The parser, word expansion and .dockerignore matcher under cargo-fuzz, 20 s per target.
 phase fuzz scripts/fuzz.sh 20
-phase conformance cargo test -p ocibuild-cli --no-fail-fast --test e2e conformance_suite_matches_buildah -- --include-ignored --nocapture
+phase conformance logged cargo test -p ocibuild-cli --no-fail-fast --test e2e conformance_suite_matches_buildah -- --include-ignored --nocapture
 
 printf '\n=== all phases: %ss ===\n' "$((SECONDS - suite_start))"
 if [ "${#failed[@]}" -ne 0 ]; then
+    # The failed tests by name, with the first lines of each one's panic message.
+    grep -E '^test .* FAILED$' "$test_log" >&2
+    grep -E -A4 '^---- .* stdout ----$' "$test_log" | cut -c1-300 | head -80 >&2
     echo "FAILED phases: ${failed[*]}" >&2
     exit 1
 fi
