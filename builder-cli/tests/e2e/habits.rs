@@ -419,3 +419,27 @@ fn the_bash_completion_completes_the_build_flags() {
     assert!(offered.lines().any(|l| l == "--tag"), "{offered}");
     assert!(offered.lines().any(|l| l == "--target"), "{offered}");
 }
+
+#[test]
+fn completions_and_man_pages_that_cannot_be_written_are_an_error_not_a_panic() {
+    // /dev/full fails every write (ENOSPC), as a closed pipe would (`| head`).
+    let commands: [&[&str]; 2] = [&["completions", "bash"], &["man"]];
+    for args in commands {
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ocibuild"))
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: writing the "),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
