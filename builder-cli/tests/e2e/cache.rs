@@ -68,7 +68,7 @@ fn steps(stderr: &str) -> Vec<Step> {
 }
 
 /// The cache result of the one step whose instruction starts with `prefix`.
-fn result_of(stderr: &str, prefix: &str) -> Option<bool> {
+pub(crate) fn result_of(stderr: &str, prefix: &str) -> Option<bool> {
     let found: Vec<Step> = steps(stderr)
         .into_iter()
         .filter(|s| s.instruction.starts_with(prefix))
@@ -82,7 +82,7 @@ fn result_of(stderr: &str, prefix: &str) -> Option<bool> {
 }
 
 /// `(hits, misses)` from the `cache: N hits, M misses` summary line.
-fn summary(stderr: &str) -> (usize, usize) {
+pub(crate) fn summary(stderr: &str) -> (usize, usize) {
     let line = stderr
         .lines()
         .find(|l| l.starts_with("cache: "))
@@ -98,7 +98,7 @@ fn summary(stderr: &str) -> (usize, usize) {
 
 /// Asserts that every step in `prefixes` was looked up and hit, that nothing missed, and
 /// that the summary agrees.
-fn assert_all_hit(stderr: &str, prefixes: &[&str]) {
+pub(crate) fn assert_all_hit(stderr: &str, prefixes: &[&str]) {
     for p in prefixes {
         assert_eq!(
             result_of(stderr, p),
@@ -163,7 +163,7 @@ fn entry_blob(cache_dir: &Path, key: &str) -> PathBuf {
         .join(digest.strip_prefix("sha256:").unwrap())
 }
 
-fn key_of(stderr: &str, prefix: &str) -> String {
+pub(crate) fn key_of(stderr: &str, prefix: &str) -> String {
     steps(stderr)
         .into_iter()
         .find(|s| s.instruction.starts_with(prefix))

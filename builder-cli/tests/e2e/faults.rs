@@ -18,17 +18,17 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The fault-injecting proxy in front of the lab registry; stopped when dropped.
-struct FaultProxy {
+pub(crate) struct FaultProxy {
     child: Child,
     /// `127.0.0.1:PORT` it listens on.
-    addr: String,
+    pub(crate) addr: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl FaultProxy {
     /// Starts the proxy on a free port with `rules` (see `scripts/faultproxy.py`).
-    fn start(rules: Value) -> FaultProxy {
+    pub(crate) fn start(rules: Value) -> FaultProxy {
         let dir = tempfile::tempdir().unwrap();
         let rules_file = dir.path().join("rules.json");
         std::fs::write(&rules_file, rules.to_string()).unwrap();
@@ -62,7 +62,7 @@ impl FaultProxy {
 
     /// The log entries of requests whose method is `method` and whose target contains
     /// `part`, in order.
-    fn requests(&self, method: &str, part: &str) -> Vec<Value> {
+    pub(crate) fn requests(&self, method: &str, part: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -71,7 +71,7 @@ impl FaultProxy {
     }
 
     /// How many such requests there were.
-    fn count(&self, method: &str, part: &str) -> usize {
+    pub(crate) fn count(&self, method: &str, part: &str) -> usize {
         self.requests(method, part).len()
     }
 
@@ -195,7 +195,7 @@ fn build_through(proxy: &FaultProxy, extra: &[&str], env: &[(&str, &str)]) -> Bu
 }
 
 /// A rule for the GETs of blob `digest` (see `scripts/faultproxy.py`).
-fn blob_get(digest: &str, fault: Value) -> Value {
+pub(crate) fn blob_get(digest: &str, fault: Value) -> Value {
     let mut rule = json!({"method": "GET", "path": format!("/blobs/{digest}$")});
     rule.as_object_mut()
         .unwrap()
