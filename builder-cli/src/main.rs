@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod diskfull;
 mod docs;
 mod executor;
 mod flags;
@@ -19,7 +20,6 @@ mod progress;
 mod prune;
 mod push;
 mod suggest;
-mod diskfull;
 mod warm;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

@@ -216,3 +216,71 @@ fn cache_lookups_that_fail_or_stall_are_misses_with_a_warning() {
     assert_all_hit(&out, &STEPS);
     fixture.assert_same_as_clean("4");
 }
+
+/// `len` bytes that do not compress, the same in every run (a sha256 chain).
+fn incompressible(len: usize) -> Vec<u8> {
+    use sha2::Digest;
+    let mut bytes = Vec::with_capacity(len + 32);
+    let mut block = sha2::Sha256::digest(b"cache-faults").to_vec();
+    while bytes.len() < len {
+        block = sha2::Sha256::digest(&block).to_vec();
+        bytes.extend_from_slice(&block);
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_full_cache_dir_is_a_warning_and_the_image_is_the_same() {
+    let ctx = context_with(
+        &format!(
+            "FROM {}/busybox:latest\nCOPY big.bin /big.bin\nRUN wc -c /big.bin > /size\n",
+            registry()
+        ),
+        &[],
+    );
+    let big = incompressible(2 << 20);
+    std::fs::write(ctx.path().join("big.bin"), &big).unwrap();
+    let repo = unique_repo("cache-dir-full");
+    let build = |tag: &str, extra: &[&str]| {
+        let store = tempfile::tempdir().unwrap();
+        let dest = format!("{repo}:{tag}");
+        let mut args = vec![
+            "build",
+            "--layer-store",
+            store.path().to_str().unwrap(),
+            "--reproducible",
+            "-c",
+            ctx.path().to_str().unwrap(),
+            "-d",
+            &dest,
+        ];
+        args.extend_from_slice(extra);
+        let out = ocibuild(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), ":{tag} failed:\n{stderr}");
+        stderr
+    };
+    build("1", &[]);
+
+    // A cache directory too small for the base layer and the COPY's layer.
+    let cache = crate::faults::Tmpfs::mount("1m");
+    let cache_dir = cache.path().to_str().unwrap();
+    let out = build("2", &["--cache", "--cache-dir", cache_dir]);
+    let full: Vec<&str> = warnings(&out)
+        .into_iter()
+        .filter(|w| w.contains("not stored in the layer cache") && w.contains("No space left"))
+        .collect();
+    assert!(!full.is_empty(), "a warning that the cache is full:\n{out}");
+    let digest = |t: &str| skopeo_inspect(&format!("{repo}:{t}"))["Digest"].clone();
+    assert_eq!(digest("2"), digest("1"), "the image of a clean build");
+    let img = unpack(&format!("docker://{repo}:2"));
+    assert_eq!(std::fs::read(img.rootfs.join("big.bin")).unwrap(), big);
+    let size = std::fs::read_to_string(img.rootfs.join("size")).unwrap();
+    assert_eq!(size, format!("{} /big.bin\n", big.len()));
+
+    // What the full directory holds is consistent: the next build with it succeeds.
+    let out = build("3", &["--cache", "--cache-dir", cache_dir]);
+    assert_eq!(digest("3"), digest("1"), "{out}");
+}

@@ -8,6 +8,9 @@
 //! The base image is the lab's busybox; every build is `FROM` it plus one COPY, so the
 //! base layer is downloaded once per build and a new layer, the config and the manifest
 //! are pushed.
+//!
+//! Also a full disk: the work directory on a small tmpfs ([`Tmpfs`]) fails the build with
+//! an error that says the disk is full and where, leaving nothing behind.
 
 use crate::common::*;
 use base64::Engine;
@@ -456,4 +459,108 @@ fn registry_timeout_must_be_a_positive_duration() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A tmpfs of a given size mounted on a new temporary directory; unmounted on drop.
+pub(crate) struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `512k`).
+    pub(crate) fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let option = format!("size={size}");
+        let path = dir.path().to_str().unwrap();
+        run("mount", &["-t", "tmpfs", "-o", &option, "tmpfs", path]);
+        Tmpfs { dir }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The regular files in it, with their sizes.
+    pub(crate) fn files(&self) -> Vec<(PathBuf, u64)> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self.path().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let meta = entry.metadata().unwrap();
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else {
+                    files.push((entry.path(), meta.len()));
+                }
+            }
+        }
+        files
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A context whose RUN writes 3 MB that do not compress: more than a 512 KiB work
+/// directory takes, whether it fills up with the base layer's download or the step's layer.
+fn big_run_context() -> tempfile::TempDir {
+    context_with(
+        &format!(
+            "FROM {}/busybox:latest\nRUN head -c 3000000 /dev/urandom > /big\n",
+            registry()
+        ),
+        &[],
+    )
+}
+
+/// Asserts that a failed build said the disk is full and named `dir` as the full one.
+fn assert_disk_full(out: &Output, dir: &Path) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let said = format!("disk full: no space left in {}", dir.display());
+    assert!(stderr.contains(&said), "{said:?} in:\n{stderr}");
+    assert!(stderr.contains("--work-dir"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_full_work_dir_fails_the_build_saying_so_and_leaves_nothing_behind() {
+    let ctx = big_run_context();
+    let ctx = ctx.path().to_str().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let store = store.path().to_str().unwrap();
+
+    // --work-dir on a full disk: the directory stays (it is the user's), no partial
+    // download or layer in it.
+    let work = Tmpfs::mount("512k");
+    let work_dir = work.path().to_str().unwrap();
+    let out = ocibuild(&[
+        "build",
+        "--no-push",
+        "--layer-store",
+        store,
+        "--work-dir",
+        work_dir,
+        "-c",
+        ctx,
+    ]);
+    assert_disk_full(&out, work.path());
+    let left: u64 = work.files().iter().map(|(_, size)| size).sum();
+    assert!(left < 4096, "left in the work dir: {:?}", work.files());
+
+    // The default work directory in a full TMPDIR: removed with everything in it.
+    let tmp = Tmpfs::mount("512k");
+    let env = [("TMPDIR", tmp.path().to_str().unwrap())];
+    let args = ["build", "--no-push", "--layer-store", store, "-c", ctx];
+    let out = ocibuild_with_env(&args, &env);
+    assert_disk_full(&out, tmp.path());
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }

@@ -253,11 +253,11 @@ impl StageRootfs {
         })
         .await?;
         self.snapshotter = Some(snapshotter);
-        let (committed, upper) = done
-            .map_err(|e| full_layers_dir(e, &layers_dir))
-            .map_err(BuildError::snapshot(format!(
-                "snapshotting the step of line {line}"
-            )))?;
+        let (committed, upper) =
+            done.map_err(|e| full_layers_dir(e, &layers_dir))
+                .map_err(BuildError::snapshot(format!(
+                    "snapshotting the step of line {line}"
+                )))?;
         if let (Some(dir), Some(info)) = (upper, &committed.layer) {
             registry
                 .layers
