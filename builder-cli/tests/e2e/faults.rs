@@ -325,7 +325,7 @@ fn a_corrupt_layer_download_is_retried_and_never_cached_or_pushed() {
 }
 
 /// Asserts that the cache directory's `tmp/` holds nothing.
-fn assert_no_temp_files(cache: &Path) {
+pub(crate) fn assert_no_temp_files(cache: &Path) {
     let tmp = cache.join("tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
