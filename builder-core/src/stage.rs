@@ -374,15 +374,14 @@ impl StageRun<'_, '_> {
                     ..repository
                 };
                 let registry = self.registry;
-                registry
-                    .blobs
-                    .fetch_layer(
-                        &registry.pull_client,
-                        &source,
-                        &layer.digest,
-                        &layer.diff_id,
-                    )
-                    .await?;
+                let fetch = registry.blobs.fetch_layer(
+                    &registry.pull_client,
+                    &source,
+                    &layer.digest,
+                    &layer.diff_id,
+                );
+                // Boxed: inline, it nests the stage's future too deep for the compiler.
+                Box::pin(fetch).await?;
                 Ok(LayerBlob::Remote {
                     source: Box::new(source),
                     descriptor: Box::new(
