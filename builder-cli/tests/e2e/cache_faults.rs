@@ -217,19 +217,6 @@ fn cache_lookups_that_fail_or_stall_are_misses_with_a_warning() {
     fixture.assert_same_as_clean("4");
 }
 
-/// `len` bytes that do not compress, the same in every run (a sha256 chain).
-fn incompressible(len: usize) -> Vec<u8> {
-    use sha2::Digest;
-    let mut bytes = Vec::with_capacity(len + 32);
-    let mut block = sha2::Sha256::digest(b"cache-faults").to_vec();
-    while bytes.len() < len {
-        block = sha2::Sha256::digest(&block).to_vec();
-        bytes.extend_from_slice(&block);
-    }
-    bytes.truncate(len);
-    bytes
-}
-
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
 fn a_full_cache_dir_is_a_warning_and_the_image_is_the_same() {
@@ -240,7 +227,7 @@ fn a_full_cache_dir_is_a_warning_and_the_image_is_the_same() {
         ),
         &[],
     );
-    let big = incompressible(2 << 20);
+    let big = incompressible(b"cache-faults", 2 << 20);
     std::fs::write(ctx.path().join("big.bin"), &big).unwrap();
     let repo = unique_repo("cache-dir-full");
     let build = |tag: &str, extra: &[&str]| {

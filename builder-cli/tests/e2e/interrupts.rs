@@ -260,7 +260,11 @@ impl WholeBuild {
             ),
             &[("small.txt", "small\n")],
         );
-        fs::write(ctx.path().join("big.bin"), noise(1 << 20)).unwrap();
+        fs::write(
+            ctx.path().join("big.bin"),
+            incompressible(b"interrupts", 1 << 20),
+        )
+        .unwrap();
         WholeBuild {
             ctx,
             cache: tempfile::tempdir().unwrap(),
@@ -374,19 +378,6 @@ impl WholeBuild {
             assert!(img.rootfs.join("two").exists(), ":{tag} is incomplete");
         }
     }
-}
-
-/// `len` bytes that do not compress, the same in every run.
-fn noise(len: usize) -> Vec<u8> {
-    use sha2::Digest;
-    let mut bytes = Vec::with_capacity(len + 32);
-    let mut block = sha2::Sha256::digest(b"interrupts").to_vec();
-    while bytes.len() < len {
-        block = sha2::Sha256::digest(&block).to_vec();
-        bytes.extend_from_slice(&block);
-    }
-    bytes.truncate(len);
-    bytes
 }
 
 /// Interrupts the build with `signal` at each of [`INTERRUPT_AT_MS`], checking what each
