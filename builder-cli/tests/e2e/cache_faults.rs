@@ -5,7 +5,9 @@
 //! image identical to a clean build's (`--reproducible`: same digest), and leaves good
 //! entries for the next build.
 //!
-//! Every build here is the same three-step Dockerfile on the lab's busybox; the image is
+//! A cache directory on a full disk (a small tmpfs) is only a warning too.
+//!
+//! Every proxied build here is the same three-step Dockerfile on the lab's busybox; the image is
 //! pushed to the lab registry directly, the cache repository is in the lab registry too
 //! and reached either directly or through the proxy.
 

@@ -333,7 +333,8 @@ impl WholeBuild {
             std::thread::sleep(Duration::from_millis(20));
         };
         if running && signal == "TERM" {
-            assert_eq!(status.code(), Some(143), "{status:?}");
+            // (Or done between the check and the signal.)
+            assert!(status.code() == Some(143) || status.success(), "{status:?}");
         }
         running
     }
