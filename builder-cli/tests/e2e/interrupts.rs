@@ -383,7 +383,8 @@ impl WholeBuild {
 
 /// Interrupts the build with `signal` at each of [`INTERRUPT_AT_MS`], checking what each
 /// left; then builds it to the end with the same cache: the image of a clean build, and
-/// nothing of any build left in `TMPDIR` or in the cache directory's `tmp/`.
+/// nothing of any build left in `TMPDIR`, in the cache directory's `tmp/` or in the layer
+/// store's step and temporary directories.
 fn builds_interrupted_at_several_moments(name: &str, signal: &str) {
     let build = WholeBuild::new(name);
     let clean = build.complete("clean", false);
@@ -412,6 +413,16 @@ fn builds_interrupted_at_several_moments(name: &str, signal: &str) {
     );
     assert_eq!(ocibuild_entries(build.tmpdir.path()), Vec::<String>::new());
     crate::faults::assert_no_temp_files(build.cache.path());
+    for left in ["steps", "tmp"] {
+        let dir = build.store.path().join(left);
+        let names: Vec<_> = fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            names.is_empty(),
+            "left in the layer store's {left}/: {names:?}"
+        );
+    }
     build.assert_no_process_or_mount();
 }
 
