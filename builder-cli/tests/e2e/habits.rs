@@ -322,6 +322,15 @@ fn a_non_root_user_is_told_what_works_today() {
         "chmod",
         &["a+r", dir.path().join("Dockerfile").to_str().unwrap()],
     );
+    // A shared TMPDIR holding what a root build left (its lock unreadable by others):
+    // not this user's to sweep, and no reason to fail.
+    let tmp = tempfile::tempdir().unwrap();
+    run("chmod", &["1777", tmp.path().to_str().unwrap()]);
+    let roots = tmp.path().join("ocibuild-1-0-00000000");
+    fs::create_dir(&roots).unwrap();
+    let roots_lock = tmp.path().join("ocibuild-1-0-00000000.lock");
+    fs::write(&roots_lock, "").unwrap();
+    run("chmod", &["600", roots_lock.to_str().unwrap()]);
     let as_nobody = |extra: &[&str]| {
         Command::new("setpriv")
             .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
@@ -329,6 +338,7 @@ fn a_non_root_user_is_told_what_works_today() {
             .args(["build", dir.path().to_str().unwrap(), "--no-push"])
             .args(extra)
             .env("HOME", dir.path())
+            .env("TMPDIR", tmp.path())
             .output()
             .expect("running setpriv (util-linux)")
     };
@@ -342,6 +352,7 @@ fn a_non_root_user_is_told_what_works_today() {
     // What the message says works as any user does.
     let out = as_nobody(&["--dryrun"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(roots.exists() && roots_lock.exists(), "root's entries stay");
 }
 
 /// The subcommands `ocibuild --help` lists (but `help`).
