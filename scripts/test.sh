@@ -57,7 +57,8 @@ phase publish cargo publish --workspace --dry-run --no-verify --allow-dirty
 # the lab lists them as ignored; here the lab is up and `--include-ignored` runs them too.
 phase tests logged cargo test --workspace --no-fail-fast -- --include-ignored --skip conformance_suite_matches_buildah
 # The embedding example: a FROM scratch build through the library API, no registry needed.
-phase example cargo run -p ocibuild-core --example embed
+# Without `-p`, features resolve as for the whole workspace, so nothing is compiled again.
+phase example cargo run --example embed
 # The parser, word expansion and .dockerignore matcher under cargo-fuzz, 20 s per target.
 phase fuzz scripts/fuzz.sh 20
 phase conformance logged cargo test -p ocibuild-cli --no-fail-fast --test e2e conformance_suite_matches_buildah -- --include-ignored --nocapture
