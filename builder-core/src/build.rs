@@ -289,7 +289,8 @@ impl<'a> Builder<'a> {
         )
         .for_target(&plan, plan.target(opts.target.as_deref())?);
         let store = crate::layers::store_root(opts, work);
-        let live_ignore = live_ignore(opts, &[context.clone(), work.to_path_buf(), store.clone()])?;
+        let keep = [context.clone(), work.to_path_buf(), store.clone()];
+        let live_ignore = live_ignore(opts, &keep, &reports)?;
         let layers = BuildLayers::open(opts, &store, live_ignore.is_some())?;
         let settings = Settings {
             secrets: Secrets::new(opts.secrets.clone()),
@@ -512,21 +513,43 @@ fn read_only_if<S: CacheStore + 'static>(read_only: bool, store: S) -> Box<dyn C
 }
 
 /// The ignore list for building in `/` (keeping the paths `keep`: the context, the work
-/// directory, the layer store), after refusing to do so outside a container.
-fn live_ignore(opts: &BuildOptions, keep: &[PathBuf]) -> Result<Option<Vec<PathBuf>>> {
+/// directory, the layer store), after refusing to do so outside a container unless forced
+/// (then with a warning in `reports`).
+fn live_ignore(
+    opts: &BuildOptions,
+    keep: &[PathBuf],
+    reports: &BlobReports,
+) -> Result<Option<Vec<PathBuf>>> {
     if opts.isolation != Isolation::None {
         return Ok(None);
     }
-    if !opts.force && !crate::liveroot::in_container() {
-        return Err(BuildError::Options(
-            "--isolation none builds in / and overwrites this machine's root filesystem with the \
-             base image, like kaniko; ocibuild only does that inside a container (found no \
-             /.dockerenv, /run/.containerenv, $container or container cgroup). Use the default \
-             --isolation namespaces here, or pass --force if this really is a throwaway system."
-                .into(),
-        ));
+    check_live_root(opts)?;
+    if !crate::liveroot::in_container() {
+        reports.warned(FORCED_LIVE_ROOT_WARNING.into());
     }
     Ok(Some(crate::liveroot::ignored_paths(opts, keep)))
+}
+
+/// The warning of building in `/` outside a container (`--force`).
+pub const FORCED_LIVE_ROOT_WARNING: &str =
+    "BUILDING IN THIS MACHINE'S / (--force outside a container): the base image is unpacked \
+     over the host's root filesystem and RUN runs there unisolated; the host's / is modified \
+     (only kaniko's ignore list is left alone)";
+
+/// Refuses building in `/` (`--isolation none`, the `executor` default) outside a container
+/// unless `--force` was given, as kaniko does.
+pub fn check_live_root(opts: &BuildOptions) -> Result<()> {
+    if opts.isolation != Isolation::None || opts.force || crate::liveroot::in_container() {
+        return Ok(());
+    }
+    Err(BuildError::Options(
+        "building in / (--isolation none, the executor's default, as kaniko) overwrites this \
+         machine's root filesystem with the base image; ocibuild only does that inside a \
+         container (found no /.dockerenv, /run/.containerenv, $container or container cgroup). \
+         Pass --force if this really is a throwaway system (kaniko's --force), or build \
+         isolated with --isolation namespaces."
+            .into(),
+    ))
 }
 
 /// Where `RUN --mount=type=cache` directories live.
