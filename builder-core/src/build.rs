@@ -401,12 +401,13 @@ impl<'a> Builder<'a> {
             .await?;
         }
         if let Some(dir) = &self.opts.oci_layout_path {
-            let ref_name = crate::output::layout_ref_name(destinations);
+            let ref_names = crate::output::layout_ref_names(destinations);
+            let ref_names: Vec<&str> = ref_names.iter().map(String::as_str).collect();
             crate::output::write_oci_layout(
                 &image,
                 &manifested,
                 dir,
-                ref_name.as_deref(),
+                &ref_names,
                 &self.registry.blobs,
                 &self.registry.pull_client,
             )
