@@ -459,11 +459,7 @@ fn layer_cache(
     }
     let repo = match (&opts.cache_repo, &local, opts.destinations.first()) {
         (Some(repo), _, _) => Some(repo.clone()),
-        (None, None, Some(dest)) => {
-            let r = Reference::parse(dest)
-                .map_err(BuildError::registry(format!("destination {dest:?}")))?;
-            Some(format!("{}/{}/cache", r.registry, r.repository))
-        }
+        (None, None, Some(dest)) => Some(default_cache_repo(dest)?),
         _ => None,
     };
     let mut stores: Vec<Box<dyn CacheStore>> = Vec::new();
@@ -479,6 +475,14 @@ fn layer_cache(
         ));
     }
     Ok(LayerCache::new(stores))
+}
+
+/// The cache repository of a build pushing to `destination`: `<registry>/<repository>/cache`
+/// (kaniko's default for `--cache` without `--cache-repo`).
+pub fn default_cache_repo(destination: &str) -> Result<String> {
+    let r = Reference::parse(destination)
+        .map_err(BuildError::registry(format!("destination {destination:?}")))?;
+    Ok(format!("{}/{}/cache", r.registry, r.repository))
 }
 
 /// The store of cache repository `repo`: an OCI layout for `oci:DIR`, a registry

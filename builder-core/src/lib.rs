@@ -75,7 +75,7 @@ pub use ocibuild_isolation::Isolation;
 pub use ocibuild_snapshot::Compression;
 
 // The lower-level entry points and their options (what the `ocibuild` CLI calls).
-pub use build::{build, check_live_root, dry_run, BuildOutput, BuiltLayer};
+pub use build::{build, check_live_root, default_cache_repo, dry_run, BuildOutput, BuiltLayer};
 pub use events::Events;
 pub use image::ImageFormat;
 pub use liveroot::{clean_root, in_container};
