@@ -84,4 +84,4 @@ pub use ocibuild_registry::{ClientOptions, Reference};
 pub use options::{BuildOptions, SnapshotterChoice, DEFAULT_CACHE_TTL};
 pub use output::parse_annotations;
 pub use pushimage::{push_image, PushImageError, PushOptions};
-pub use warm::{warm, WarmOptions};
+pub use warm::{dockerfile_bases, warm, WarmOptions};

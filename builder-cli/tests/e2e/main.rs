@@ -28,3 +28,4 @@ mod prune;
 mod push;
 mod sandbox;
 mod snapshotters;
+mod warm;
