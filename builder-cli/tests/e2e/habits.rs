@@ -170,17 +170,9 @@ fn every_tag_names_the_tarball_and_the_oci_layout() {
             serde_json::from_str(&run("skopeo", &["inspect", &reference])).unwrap();
         assert_eq!(inspected["Digest"], digest.as_str(), "{reference}");
         let bundle = out_dir.path().join(format!("bundle-{tag}"));
-        run(
-            "umoci",
-            &[
-                "unpack",
-                "--image",
-                &format!("{}:{tag}", layout.display()),
-                bundle.to_str().unwrap(),
-            ],
-        );
+        let rootfs = umoci_unpack(&layout, tag, &bundle);
         assert_eq!(
-            fs::read_to_string(bundle.join("rootfs/greeting")).unwrap(),
+            fs::read_to_string(rootfs.join("greeting")).unwrap(),
             greeting,
             "umoci unpacks tag {tag}"
         );

@@ -176,17 +176,7 @@ fn oci_layout_digest_files_and_annotations_match_the_pushed_image() {
     assert_eq!(skopeo_inspect(&copy)["Digest"], digest.as_str());
 
     // umoci unpacks it: the base image's files and the COPY.
-    let bundle = out.path().join("bundle");
-    run(
-        "umoci",
-        &[
-            "unpack",
-            "--image",
-            &format!("{}:v1", layout.display()),
-            bundle.to_str().unwrap(),
-        ],
-    );
-    let rootfs = bundle.join("rootfs");
+    let rootfs = umoci_unpack(&layout, "v1", &out.path().join("bundle"));
     assert_eq!(
         fs::read_to_string(rootfs.join("hello.txt")).unwrap(),
         "layout\n"
@@ -243,19 +233,8 @@ fn an_existing_layout_gets_images_added_and_a_tag_replaced() {
     for (tag, digest, text) in [("a", &digests[2], "three\n"), ("b", &digests[1], "two\n")] {
         assert_blobs_complete(&layout, digest);
         let bundle = out.path().join(format!("bundle-{tag}"));
-        run(
-            "umoci",
-            &[
-                "unpack",
-                "--image",
-                &format!("{}:{tag}", layout.display()),
-                bundle.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(
-            fs::read_to_string(bundle.join("rootfs/hello.txt")).unwrap(),
-            text
-        );
+        let rootfs = umoci_unpack(&layout, tag, &bundle);
+        assert_eq!(fs::read_to_string(rootfs.join("hello.txt")).unwrap(), text);
     }
 
     // Without a destination the entry has no ref name; skopeo reads the layout's only image.
