@@ -42,7 +42,7 @@ enum Commands {
     Build(Box<build::BuildArgs>),
     /// Pre-fetch base images into a cache directory: kaniko's warmer (also when this
     /// binary is invoked under the name `warmer`).
-    Warm(warm::WarmArgs),
+    Warm(Box<warm::WarmArgs>),
     /// kaniko's executor: the same flags and defaults (also when this binary is invoked
     /// under the name `executor`), building in `/` when inside a container.
     #[command(args_conflicts_with_subcommands = true)]
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     let cli = parse(arguments());
     let result = match cli.command {
         Commands::Build(args) => build::run_build(*args),
-        Commands::Warm(args) => warm::run(args),
+        Commands::Warm(args) => warm::run(*args),
         Commands::Executor(args) => executor::run(*args),
         Commands::Prune(args) => prune::run(args),
         Commands::Completions(args) => docs::completions(args, command()),

@@ -290,7 +290,7 @@ impl<'a> Builder<'a> {
         .for_target(&plan, plan.target(opts.target.as_deref())?);
         let store = crate::layers::store_root(opts, work);
         let keep = [context.clone(), work.to_path_buf(), store.clone()];
-        let live_ignore = live_ignore(opts, &keep, &reports)?;
+        let live_ignore = live_ignore(opts, &keep, reports)?;
         let layers = BuildLayers::open(opts, &store, live_ignore.is_some())?;
         let settings = Settings {
             secrets: Secrets::new(opts.secrets.clone()),

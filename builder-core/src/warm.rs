@@ -122,14 +122,17 @@ pub fn dockerfile_bases(
     build_args: &BTreeMap<String, Option<String>>,
     platform: Option<&str>,
 ) -> Result<Vec<String>> {
-    let mut opts = BuildOptions::default();
-    opts.context = match dockerfile.parent() {
+    let context = match dockerfile.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    opts.dockerfile = dockerfile.to_path_buf();
-    opts.build_args = build_args.clone();
-    opts.platform = platform.map(str::to_string);
+    let opts = BuildOptions {
+        context,
+        dockerfile: dockerfile.to_path_buf(),
+        build_args: build_args.clone(),
+        platform: platform.map(str::to_string),
+        ..BuildOptions::default()
+    };
     let (_, _, plan) = crate::build::load_plan(&opts)?;
     let mut bases: Vec<String> = Vec::new();
     for stage in &plan.stages {
