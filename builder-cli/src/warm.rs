@@ -42,6 +42,11 @@ pub struct WarmArgs {
         value_name = "OS/ARCH"
     )]
     platform: Option<String>,
+    /// kaniko: re-download cached images older than this. Accepted, changing nothing
+    /// (with a warning): cached layers are content addressed and checked by digest; use
+    /// --force to download again.
+    #[arg(long, value_name = "DURATION")]
+    cache_ttl: Option<String>,
     /// Registry & TLS.
     #[command(flatten)]
     registry: RegistryFlags,
@@ -66,6 +71,13 @@ pub fn run(args: WarmArgs) -> Result<()> {
     opts.docker_config = kaniko_docker_config();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut log = Log::from_flags(&args.logging);
+    if args.cache_ttl.is_some() {
+        log.event(ocibuild_core::BuildEvent::Warning(
+            "--cache-ttl changes nothing in the warmer: cached layers are content addressed \
+             and checked by digest; pass --force to download them again"
+                .into(),
+        ));
+    }
     let started = std::time::Instant::now();
     let (mut images, mut layers) = (0, 0);
     runtime.block_on(ocibuild_core::warm(&opts, &mut |e| {
@@ -76,9 +88,12 @@ pub fn run(args: WarmArgs) -> Result<()> {
         }
         log.event(e)
     }))?;
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     log.finish(&format!(
-        "warmed {images} images in {:.2}s ({layers} layers downloaded)",
-        started.elapsed().as_secs_f64()
+        "warmed {} in {:.2}s ({} downloaded)",
+        plural(images, "image"),
+        started.elapsed().as_secs_f64(),
+        plural(layers, "layer")
     ));
     Ok(())
 }

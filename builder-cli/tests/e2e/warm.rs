@@ -102,7 +102,7 @@ fn warmer_finds_the_dockerfile_bases_with_build_args_and_force_downloads_again()
         assert!(pulled(&log, layer), "{layer} downloaded:\n{log}");
         assert!(cached(cache.path(), layer), "{layer} in the cache dir");
     }
-    assert!(log.contains("warmed 1 images"), "{log}");
+    assert!(log.contains("warmed 1 image in"), "{log}");
 
     // Warm again: everything is there, nothing is downloaded.
     let log = assert_ok(&warmer(&link, cache.path(), &args), "second warmer");
@@ -306,4 +306,25 @@ fn warm_takes_the_registry_tls_and_mirror_flags() {
         "the layers came from the mirror:\n{log}"
     );
     assert!(!pulled_lines(&log).is_empty(), "{log}");
+}
+
+#[test]
+fn warm_without_images_says_what_to_pass_and_takes_kanikos_cache_ttl() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = ocibuild(&[
+        "warm",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--cache-ttl=24h",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", log_of(&out));
+    let log = log_of(&out);
+    assert!(
+        log.contains("nothing to warm") && log.contains("--image") && log.contains("--dockerfile"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--cache-ttl changes nothing"),
+        "kaniko's flag is accepted: {log}"
+    );
 }
