@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod diskfull;
 mod docs;
 mod executor;
 mod flags;
@@ -116,6 +117,11 @@ fn parse(argv: Vec<OsString>) -> Cli {
 }
 
 /// The error and those of its causes that its own message does not already include.
+/// A full filesystem adds which directory is full and what to do ([`diskfull::hint`]).
 fn report(err: &anyhow::Error) -> String {
-    ocibuild_core::error_chain(err.as_ref())
+    let text = ocibuild_core::error_chain(err.as_ref());
+    match diskfull::hint(err) {
+        Some(hint) => format!("{text}\n  {hint}"),
+        None => text,
+    }
 }

@@ -413,6 +413,27 @@ impl BlobStore {
         Ok((path, diff_id))
     }
 
+    /// Makes sure the blob `digest` of `source` (the layer of a cache hit) is in the work
+    /// directory, fetching it unless it is there (its sha256 checked on the way), and that
+    /// it decompresses to `diff_id`: after that, extracting or pushing the layer needs no
+    /// download, so a cache repository that cannot serve it fails here or never.
+    pub(crate) async fn fetch_layer(
+        &self,
+        client: &Client,
+        source: &Reference,
+        digest: &str,
+        diff_id: &str,
+    ) -> Result<()> {
+        let (_, actual) = self.fetch_verified(client, source, digest).await?;
+        if actual == diff_id {
+            return Ok(());
+        }
+        Err(BuildError::Options(format!(
+            "layer {digest} of {source} decompresses to {actual}, not to the diff ID \
+             {diff_id} its cache entry records"
+        )))
+    }
+
     /// Records that blob `digest` decompresses to `diff_id`, checked elsewhere (the layer
     /// store checks both digests of every layer it extracts).
     pub(crate) fn record_known(&self, digest: &str, diff_id: &str) {

@@ -54,6 +54,9 @@ pub(crate) struct StageRun<'b, 'e> {
     key: String,
     /// The key to store the next committed layer under (set on a cache miss).
     pending_key: Option<String>,
+    /// A cached layer of this stage could not be obtained: the rest of the stage is
+    /// rebuilt (its keys are not looked up; its layers are stored under them).
+    rebuilding: bool,
 }
 
 impl<'b, 'e> StageRun<'b, 'e> {
@@ -79,6 +82,7 @@ impl<'b, 'e> StageRun<'b, 'e> {
             cmd_set: false,
             key,
             pending_key: None,
+            rebuilding: false,
         };
         run.run_onbuild_triggers(&stage.from).await?;
         run.registry.uploads.offer_stage(index, &run.image.layers)?;
@@ -227,15 +231,44 @@ impl<'b, 'e> StageRun<'b, 'e> {
 
 impl StageRun<'_, '_> {
     /// When the layer cache is on for this kind of step (`cached`), looks the current key
-    /// up: a hit adds the cached layer (and returns what the step produced), a miss
-    /// remembers the key so that the step's layer is stored under it.
+    /// up: a hit whose layer is at hand adds it to the image (and returns what the step
+    /// produced); a miss, or a hit whose layer cannot be obtained, remembers the key so
+    /// that the step's layer is stored under it.
     async fn lookup(&mut self, ins: &Instruction, cached: bool) -> Result<Option<StepLayer>> {
         if !cached || self.cache.layers.is_empty() {
             return Ok(None);
         }
         let key = self.key.clone();
+        let hit = match self.rebuilding {
+            true => None,
+            false => self.find(ins, &key).await,
+        };
+        let taken = match hit {
+            Some(hit) => self.obtain(ins, hit).await?,
+            None => None,
+        };
+        self.progress.report(BuildEvent::Cache {
+            key: key.clone(),
+            hit: taken.is_some(),
+        });
+        match taken {
+            None => {
+                self.cache.misses += 1;
+                self.pending_key = Some(key);
+                Ok(None)
+            }
+            Some(layer) => {
+                self.cache.hits += 1;
+                Ok(Some(self.apply_hit(ins, layer).await?))
+            }
+        }
+    }
+
+    /// Looks `key` up in the layer cache, reporting the stores' warnings (named after the
+    /// step `ins`); a failed lookup is a miss with a warning.
+    async fn find(&mut self, ins: &Instruction, key: &str) -> Option<CacheHit> {
         let mut warnings = Vec::new();
-        let hit = match self.cache.layers.get(&key, &mut warnings).await {
+        let hit = match self.cache.layers.get(key, &mut warnings).await {
             Ok(hit) => hit,
             Err(e) => {
                 warnings.push(format!("layer cache lookup of {key} failed: {e}"));
@@ -243,52 +276,75 @@ impl StageRun<'_, '_> {
             }
         };
         for warning in warnings {
+            let warning = format!("{}: {warning}", self.step_name(ins));
             self.progress.report(BuildEvent::Warning(warning));
         }
-        self.progress.report(BuildEvent::Cache {
-            key: key.clone(),
-            hit: hit.is_some(),
-        });
-        match hit {
-            None => {
-                self.cache.misses += 1;
-                self.pending_key = Some(key);
+        hit
+    }
+
+    /// The layer of `hit`, at hand in the work directory, so that extracting or pushing it
+    /// later needs no download: `Some(None)` for a step that changed nothing (no layer).
+    /// A layer that cannot be obtained (a download that fails after its retries, bytes
+    /// that do not match the digests, a blob gone from the cache directory) gives `None`
+    /// and a warning naming the step: the cache is a hint, so the step runs, and so do the
+    /// rest of the stage's steps without looking their keys up (a store that cannot serve
+    /// one blob would likely fail the next ones too, each after its retries).
+    async fn obtain(&mut self, ins: &Instruction, hit: CacheHit) -> Result<Option<Option<Layer>>> {
+        let cached = hit.layer().clone();
+        if cached.diff_id == empty_layer_diff_id() {
+            return Ok(Some(None));
+        }
+        match self.cached_blob(hit).await {
+            Ok(blob) => Ok(Some(Some(Layer {
+                blob,
+                diff_id: cached.diff_id,
+            }))),
+            Err(BuildError::Cancelled) => Err(BuildError::Cancelled),
+            Err(e) => {
+                self.progress.report(BuildEvent::Warning(format!(
+                    "{}: its cached layer {} cannot be used ({}); the stage is rebuilt from \
+                     this step",
+                    self.step_name(ins),
+                    cached.digest,
+                    crate::error_chain(&e)
+                )));
+                self.rebuilding = true;
                 Ok(None)
-            }
-            Some(hit) => {
-                self.cache.hits += 1;
-                Ok(Some(self.apply_hit(ins, hit).await?))
             }
         }
     }
 
-    /// Adds a cached layer to the image (and to the root filesystem if it is already
-    /// unpacked; otherwise nothing is unpacked now).
-    async fn apply_hit(&mut self, ins: &Instruction, hit: CacheHit) -> Result<StepLayer> {
-        let cached = hit.layer().clone();
-        if cached.diff_id == empty_layer_diff_id() {
+    /// The step `ins` as warnings name it: `FILE:LINE `INSTRUCTION``.
+    fn step_name(&self, ins: &Instruction) -> String {
+        let file = self.settings.plan.file.display();
+        format!("{file}:{} `{}`", ins.line, ins.original)
+    }
+
+    /// Adds the layer of a cache hit (none: the step changed nothing) to the image, and to
+    /// the root filesystem if it is already unpacked (otherwise nothing is unpacked now).
+    async fn apply_hit(&mut self, ins: &Instruction, layer: Option<Layer>) -> Result<StepLayer> {
+        let Some(layer) = layer else {
             self.history(ins, true);
             return Ok(None);
-        }
-        let layer = Layer {
-            blob: self.cached_blob(hit).await?,
-            diff_id: cached.diff_id.clone(),
         };
         let added = self.rootfs.add_layer(self.registry, &layer).await;
         self.report_notes();
         added?;
+        let summary = (layer.digest().to_string(), layer.size());
         self.image
             .config
             .rootfs
             .diff_ids
-            .push(cached.diff_id.clone());
+            .push(layer.diff_id.clone());
         self.image.layers.push(layer);
         self.history(ins, false);
-        Ok(Some((cached.digest, cached.size)))
+        Ok(Some(summary))
     }
 
     /// Where the layer of a cache hit is: linked (or copied) from the local cache into the
-    /// work directory, so an eviction cannot take it away, or in the cache repository.
+    /// work directory, so an eviction cannot take it away; or in the cache repository,
+    /// fetched into the work directory now (and checked against both digests), while the
+    /// image keeps naming the repository, so that a push to the same registry mounts it.
     async fn cached_blob(&self, hit: CacheHit) -> Result<LayerBlob> {
         match hit {
             CacheHit::Local { path, layer } => {
@@ -311,17 +367,29 @@ impl StageRun<'_, '_> {
                     compression: compression_of(&layer.media_type),
                 }))
             }
-            CacheHit::Registry { layer, repository } => Ok(LayerBlob::Remote {
-                source: Box::new(Reference {
+            CacheHit::Registry { layer, repository } => {
+                let source = Reference {
                     tag: None,
                     digest: None,
                     ..repository
-                }),
-                descriptor: Box::new(
-                    descriptor(&layer.media_type, &layer.digest, layer.size)
-                        .map_err(|e| BuildError::Options(e.to_string()))?,
-                ),
-            }),
+                };
+                let registry = self.registry;
+                let fetch = registry.blobs.fetch_layer(
+                    &registry.pull_client,
+                    &source,
+                    &layer.digest,
+                    &layer.diff_id,
+                );
+                // Boxed: inline, it nests the stage's future too deep for the compiler.
+                Box::pin(fetch).await?;
+                Ok(LayerBlob::Remote {
+                    source: Box::new(source),
+                    descriptor: Box::new(
+                        descriptor(&layer.media_type, &layer.digest, layer.size)
+                            .map_err(|e| BuildError::Options(e.to_string()))?,
+                    ),
+                })
+            }
         }
     }
 

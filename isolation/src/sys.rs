@@ -369,8 +369,9 @@ impl Child {
 
     /// Stops a running child and everything it started: SIGTERM first, repeated, which in
     /// chroot and none modes makes `A` kill every process below it (see [`run_reaped`])
-    /// and in namespace mode ends `A` and so the namespace; SIGKILL when `A` is still
-    /// there after `grace`. The child is reaped.
+    /// and in namespace mode makes `A` kill pid 1 and wait until the namespace is empty
+    /// (see [`wait_for_namespace`]); SIGKILL when `A` is still there after `grace`. The
+    /// child is reaped.
     pub(crate) fn stop(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         let mut next_signal = Instant::now();
@@ -640,15 +641,68 @@ unsafe fn child_a(plan: &mut ChildPlan, parent: libc::pid_t, out: RawFd, err: Ra
         if libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), flags, ptr::null()) < 0 {
             fail(err, Stage::MakePrivate, 0, last_errno());
         }
+        // SIGTERM (from `Child::stop`) makes `A` SIGKILL pid 1 and wait for it: pid 1 is
+        // reaped only after every other process of its namespace is gone, so once `A` has
+        // exited nothing the command started is left running.
+        catch_sigterm();
         let pid = libc::fork();
         if pid < 0 {
             fail(err, Stage::Fork, 0, last_errno());
         }
         if pid == 0 {
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
             child_init(plan, err);
         }
         libc::close(err);
-        wait_and_exit(pid, false)
+        wait_for_namespace(pid)
+    }
+}
+
+/// Namespace mode's `A`: waits for pid 1 of the new pid namespace and exits with its status.
+/// After a SIGTERM, SIGKILLs it first and still waits: the kernel reaps pid 1 only once
+/// every other process of the namespace has died.
+///
+/// # Safety
+/// Only to be called in a forked child, after [`catch_sigterm`].
+unsafe fn wait_for_namespace(pid: libc::pid_t) -> ! {
+    let mut killed = false;
+    loop {
+        if !killed && STOP_REQUESTED.load(Ordering::SeqCst) {
+            // SAFETY: kill(2) of our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed = true;
+        }
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            let code = if killed {
+                128 + libc::SIGTERM
+            } else {
+                decode_status(status)
+            };
+            // SAFETY: _exit is always safe to call.
+            unsafe { libc::_exit(code) }
+        }
+        if r < 0 && last_errno() != libc::EINTR {
+            // SAFETY: as above.
+            unsafe { libc::_exit(SETUP_FAILED) }
+        }
+    }
+}
+
+/// Installs [`request_stop`] for SIGTERM, without `SA_RESTART` so that a blocking
+/// `waitpid` returns `EINTR` and the flag is looked at.
+///
+/// # Safety
+/// Only to be called in a forked child.
+unsafe fn catch_sigterm() {
+    // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = request_stop as extern "C" fn(c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGTERM, &action, ptr::null_mut());
     }
 }
 
@@ -1101,8 +1155,8 @@ unsafe fn run_op(op: &Op, rootfd: RawFd) -> (c_int, bool) {
     }
 }
 
-/// Set by SIGTERM in `A` of chroot and none modes: stop waiting for the command and kill
-/// everything below (see [`Child::stop`]).
+/// Set by SIGTERM in `A`: stop waiting for the command and kill everything below (see
+/// [`Child::stop`]).
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn request_stop(_signal: c_int) {
@@ -1124,12 +1178,9 @@ unsafe fn run_reaped(plan: &mut ChildPlan, err: RawFd) -> ! {
             libc::_exit(0);
         }
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as c_ulong, 0, 0, 0);
-        // No SA_RESTART: a SIGTERM interrupts the waitpid of `wait_for`. The command gets
-        // the default disposition back when it execs.
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = request_stop as extern "C" fn(c_int) as libc::sighandler_t;
-        libc::sigemptyset(&mut action.sa_mask);
-        libc::sigaction(libc::SIGTERM, &action, ptr::null_mut());
+        // A SIGTERM interrupts the waitpid of `wait_for`. The command gets the default
+        // disposition back when it execs.
+        catch_sigterm();
         let pid = libc::fork();
         if pid < 0 {
             fail(err, Stage::Fork, 0, last_errno());

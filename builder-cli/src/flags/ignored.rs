@@ -12,7 +12,7 @@ pub struct IgnoredFlags {
     #[arg(long, alias = "snapshotMode", value_name = "MODE", hide = true)]
     snapshot_mode: Option<String>,
     /// kaniko flags ocibuild accepts but that change nothing in its builds (each is
-    /// reported as a warning when given; see the README's executor table).
+    /// reported as a warning when given; see docs/executor.md).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set, hide = true)]
     compressed_caching: Option<bool>,
     /// See `--compressed-caching`.

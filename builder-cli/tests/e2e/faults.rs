@@ -8,6 +8,9 @@
 //! The base image is the lab's busybox; every build is `FROM` it plus one COPY, so the
 //! base layer is downloaded once per build and a new layer, the config and the manifest
 //! are pushed.
+//!
+//! Also a full disk: the work directory on a small tmpfs ([`Tmpfs`]) fails the build with
+//! an error that says the disk is full and where, leaving nothing behind.
 
 use crate::common::*;
 use base64::Engine;
@@ -18,17 +21,17 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The fault-injecting proxy in front of the lab registry; stopped when dropped.
-struct FaultProxy {
+pub(crate) struct FaultProxy {
     child: Child,
     /// `127.0.0.1:PORT` it listens on.
-    addr: String,
+    pub(crate) addr: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl FaultProxy {
     /// Starts the proxy on a free port with `rules` (see `scripts/faultproxy.py`).
-    fn start(rules: Value) -> FaultProxy {
+    pub(crate) fn start(rules: Value) -> FaultProxy {
         let dir = tempfile::tempdir().unwrap();
         let rules_file = dir.path().join("rules.json");
         std::fs::write(&rules_file, rules.to_string()).unwrap();
@@ -62,7 +65,7 @@ impl FaultProxy {
 
     /// The log entries of requests whose method is `method` and whose target contains
     /// `part`, in order.
-    fn requests(&self, method: &str, part: &str) -> Vec<Value> {
+    pub(crate) fn requests(&self, method: &str, part: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -71,7 +74,7 @@ impl FaultProxy {
     }
 
     /// How many such requests there were.
-    fn count(&self, method: &str, part: &str) -> usize {
+    pub(crate) fn count(&self, method: &str, part: &str) -> usize {
         self.requests(method, part).len()
     }
 
@@ -195,7 +198,7 @@ fn build_through(proxy: &FaultProxy, extra: &[&str], env: &[(&str, &str)]) -> Bu
 }
 
 /// A rule for the GETs of blob `digest` (see `scripts/faultproxy.py`).
-fn blob_get(digest: &str, fault: Value) -> Value {
+pub(crate) fn blob_get(digest: &str, fault: Value) -> Value {
     let mut rule = json!({"method": "GET", "path": format!("/blobs/{digest}$")});
     rule.as_object_mut()
         .unwrap()
@@ -322,7 +325,7 @@ fn a_corrupt_layer_download_is_retried_and_never_cached_or_pushed() {
 }
 
 /// Asserts that the cache directory's `tmp/` holds nothing.
-fn assert_no_temp_files(cache: &Path) {
+pub(crate) fn assert_no_temp_files(cache: &Path) {
     let tmp = cache.join("tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
@@ -456,4 +459,108 @@ fn registry_timeout_must_be_a_positive_duration() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A tmpfs of a given size mounted on a new temporary directory; unmounted on drop.
+pub(crate) struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. `512k`).
+    pub(crate) fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let option = format!("size={size}");
+        let path = dir.path().to_str().unwrap();
+        run("mount", &["-t", "tmpfs", "-o", &option, "tmpfs", path]);
+        Tmpfs { dir }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The regular files in it, with their sizes.
+    pub(crate) fn files(&self) -> Vec<(PathBuf, u64)> {
+        let mut files = Vec::new();
+        let mut dirs = vec![self.path().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let meta = entry.metadata().unwrap();
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else {
+                    files.push((entry.path(), meta.len()));
+                }
+            }
+        }
+        files
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A context whose RUN writes 3 MB that do not compress: more than a 512 KiB work
+/// directory takes, whether it fills up with the base layer's download or the step's layer.
+fn big_run_context() -> tempfile::TempDir {
+    context_with(
+        &format!(
+            "FROM {}/busybox:latest\nRUN head -c 3000000 /dev/urandom > /big\n",
+            registry()
+        ),
+        &[],
+    )
+}
+
+/// Asserts that a failed build said the disk is full and named `dir` as the full one.
+fn assert_disk_full(out: &Output, dir: &Path) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let said = format!("disk full: no space left in {}", dir.display());
+    assert!(stderr.contains(&said), "{said:?} in:\n{stderr}");
+    assert!(stderr.contains("--work-dir"), "{stderr}");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_full_work_dir_fails_the_build_saying_so_and_leaves_nothing_behind() {
+    let ctx = big_run_context();
+    let ctx = ctx.path().to_str().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let store = store.path().to_str().unwrap();
+
+    // --work-dir on a full disk: the directory stays (it is the user's), no partial
+    // download or layer in it.
+    let work = Tmpfs::mount("512k");
+    let work_dir = work.path().to_str().unwrap();
+    let out = ocibuild(&[
+        "build",
+        "--no-push",
+        "--layer-store",
+        store,
+        "--work-dir",
+        work_dir,
+        "-c",
+        ctx,
+    ]);
+    assert_disk_full(&out, work.path());
+    let left: u64 = work.files().iter().map(|(_, size)| size).sum();
+    assert!(left < 4096, "left in the work dir: {:?}", work.files());
+
+    // The default work directory in a full TMPDIR: removed with everything in it.
+    let tmp = Tmpfs::mount("512k");
+    let env = [("TMPDIR", tmp.path().to_str().unwrap())];
+    let args = ["build", "--no-push", "--layer-store", store, "-c", ctx];
+    let out = ocibuild_with_env(&args, &env);
+    assert_disk_full(&out, tmp.path());
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }

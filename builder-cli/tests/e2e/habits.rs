@@ -348,6 +348,15 @@ fn a_non_root_user_is_told_what_works_today() {
         "chmod",
         &["a+r", dir.path().join("Dockerfile").to_str().unwrap()],
     );
+    // A shared TMPDIR holding what a root build left (its lock unreadable by others):
+    // not this user's to sweep, and no reason to fail.
+    let tmp = tempfile::tempdir().unwrap();
+    run("chmod", &["1777", tmp.path().to_str().unwrap()]);
+    let roots = tmp.path().join("ocibuild-1-0-00000000");
+    fs::create_dir(&roots).unwrap();
+    let roots_lock = tmp.path().join("ocibuild-1-0-00000000.lock");
+    fs::write(&roots_lock, "").unwrap();
+    run("chmod", &["600", roots_lock.to_str().unwrap()]);
     let as_nobody = |extra: &[&str]| {
         Command::new("setpriv")
             .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
@@ -355,6 +364,7 @@ fn a_non_root_user_is_told_what_works_today() {
             .args(["build", dir.path().to_str().unwrap(), "--no-push"])
             .args(extra)
             .env("HOME", dir.path())
+            .env("TMPDIR", tmp.path())
             .output()
             .expect("running setpriv (util-linux)")
     };
@@ -368,6 +378,7 @@ fn a_non_root_user_is_told_what_works_today() {
     // What the message says works as any user does.
     let out = as_nobody(&["--dryrun"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(roots.exists() && roots_lock.exists(), "root's entries stay");
 }
 
 /// The subcommands `ocibuild --help` lists (but `help`).
@@ -444,4 +455,28 @@ fn the_bash_completion_completes_the_build_flags() {
     let offered = run("bash", &["-c", &probe]);
     assert!(offered.lines().any(|l| l == "--tag"), "{offered}");
     assert!(offered.lines().any(|l| l == "--target"), "{offered}");
+}
+
+#[test]
+fn completions_and_man_pages_that_cannot_be_written_are_an_error_not_a_panic() {
+    // /dev/full fails every write (ENOSPC), as a closed pipe would (`| head`).
+    let commands: [&[&str]; 2] = [&["completions", "bash"], &["man"]];
+    for args in commands {
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_ocibuild"))
+            .args(args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: writing the "),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }

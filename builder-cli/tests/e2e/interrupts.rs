@@ -227,3 +227,213 @@ fn the_temporary_dirs_of_a_killed_ocibuild_are_removed_by_the_next_one() {
     );
     assert_eq!(killed.temp_dirs(), ["ocibuild-not-a-build"]);
 }
+
+/// The moments (ms after the start) at which whole builds are interrupted: during the
+/// base image's pull, the COPY of 1 MiB, each RUN, and the layers' commits and pushes.
+const INTERRUPT_AT_MS: [u64; 4] = [300, 1200, 2300, 3500];
+
+/// A build of several steps (a COPY, two RUNs of about a second each whose `sh` carries a
+/// marker, a second COPY) with the layer cache in a directory, its own layer store and
+/// `TMPDIR`, pushed to the lab registry with `--reproducible`; interrupted and then
+/// built to the end.
+struct WholeBuild {
+    ctx: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    store: tempfile::TempDir,
+    tmpdir: tempfile::TempDir,
+    repo: String,
+    marker: String,
+    _cleanup: KillOnDrop,
+}
+
+impl WholeBuild {
+    fn new(name: &str) -> WholeBuild {
+        let marker = unique_string("interrupted");
+        let ctx = context_with(
+            &format!(
+                "FROM {}/busybox:latest\n\
+                 COPY big.bin /big.bin\n\
+                 RUN sh -c 'sleep 1; cat /big.bin /big.bin > /twice' {marker}\n\
+                 RUN sh -c 'sleep 1; echo two > /two' {marker}\n\
+                 COPY small.txt /small.txt\n",
+                registry()
+            ),
+            &[("small.txt", "small\n")],
+        );
+        fs::write(
+            ctx.path().join("big.bin"),
+            incompressible(b"interrupts", 1 << 20),
+        )
+        .unwrap();
+        WholeBuild {
+            ctx,
+            cache: tempfile::tempdir().unwrap(),
+            store: tempfile::tempdir().unwrap(),
+            tmpdir: tempfile::tempdir().unwrap(),
+            repo: unique_repo(name),
+            _cleanup: KillOnDrop(marker.clone()),
+            marker,
+        }
+    }
+
+    /// The command building `:tag`, with the cache directory when `cached`.
+    fn command(&self, tag: &str, cached: bool) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ocibuild"));
+        command
+            .args(["build", "--reproducible", "-c"])
+            .arg(self.ctx.path())
+            .arg("--layer-store")
+            .arg(self.store.path())
+            .args(["-d", &format!("{}:{tag}", self.repo)])
+            .env("TMPDIR", self.tmpdir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if cached {
+            command
+                .arg("--cache")
+                .arg("--cache-dir")
+                .arg(self.cache.path());
+        }
+        command
+    }
+
+    /// Builds `:tag` to the end; its manifest digest.
+    fn complete(&self, tag: &str, cached: bool) -> String {
+        let out = self.command(tag, cached).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), ":{tag} failed:\n{stderr}");
+        let digest = skopeo_inspect(&format!("{}:{tag}", self.repo))["Digest"].clone();
+        digest.as_str().unwrap().to_string()
+    }
+
+    /// Starts building `:tag` with the cache, sends `signal` after `delay`, and waits for
+    /// the end; whether it was still running when the signal came.
+    fn interrupt(&self, tag: &str, delay: Duration, signal: &str) -> bool {
+        let mut child = self
+            .command(tag, true)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        // A build taking most of its steps from the cache may be done already.
+        let running = child.try_wait().unwrap().is_none();
+        if running {
+            run("kill", &["-s", signal, &child.id().to_string()]);
+        }
+        let sent = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                sent.elapsed() < STOP_TIMEOUT * 3,
+                "SIG{signal} did not end it"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if running && signal == "TERM" {
+            // (Or done between the check and the signal.)
+            assert!(status.code() == Some(143) || status.success(), "{status:?}");
+        }
+        running
+    }
+
+    /// Asserts that no process of the build's RUNs is left (they may take a moment to see
+    /// their parent gone), and no mount of its directories in this process's or in
+    /// init's mount namespace.
+    fn assert_no_process_or_mount(&self) {
+        let started = Instant::now();
+        while !host_processes(&self.marker).is_empty() {
+            assert!(
+                started.elapsed() < START_TIMEOUT / 6,
+                "RUN processes left: {:?}",
+                host_processes(&self.marker)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let dirs = [self.tmpdir.path(), self.store.path(), self.cache.path()];
+        for table in ["/proc/self/mountinfo", "/proc/1/mountinfo"] {
+            let mounts = fs::read_to_string(table).unwrap();
+            let left: Vec<&str> = mounts
+                .lines()
+                .filter(|l| dirs.iter().any(|d| l.contains(d.to_str().unwrap())))
+                .collect();
+            assert!(left.is_empty(), "mounts left in {table}: {left:?}");
+        }
+    }
+
+    /// Asserts that each tag the interrupted builds left names a whole image: skopeo
+    /// copies it (every blob there, each matching its digest).
+    fn assert_tags_whole(&self, tags: &[String]) {
+        let url = format!("http://{}/v2/{}/tags/list", registry(), {
+            self.repo.split_once('/').unwrap().1
+        });
+        let listed: serde_json::Value = serde_json::from_str(&run("curl", &["-s", &url])).unwrap();
+        let listed: Vec<&str> = listed["tags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t.as_str()).collect())
+            .unwrap_or_default();
+        for tag in tags.iter().filter(|t| listed.contains(&t.as_str())) {
+            let img = unpack(&format!("docker://{}:{tag}", self.repo));
+            assert!(img.rootfs.join("two").exists(), ":{tag} is incomplete");
+        }
+    }
+}
+
+/// Interrupts the build with `signal` at each of [`INTERRUPT_AT_MS`], checking what each
+/// left; then builds it to the end with the same cache: the image of a clean build, and
+/// nothing of any build left in `TMPDIR`, in the cache directory's `tmp/` or in the layer
+/// store's step and temporary directories.
+fn builds_interrupted_at_several_moments(name: &str, signal: &str) {
+    let build = WholeBuild::new(name);
+    let clean = build.complete("clean", false);
+    let mut tags = Vec::new();
+    let mut interrupted = 0;
+    for (i, at) in INTERRUPT_AT_MS.iter().enumerate() {
+        let tag = format!("i{i}");
+        if build.interrupt(&tag, Duration::from_millis(*at), signal) {
+            interrupted += 1;
+        }
+        build.assert_no_process_or_mount();
+        if signal == "TERM" {
+            assert_eq!(ocibuild_entries(build.tmpdir.path()), Vec::<String>::new());
+        }
+        tags.push(tag);
+    }
+    assert!(
+        interrupted >= 2,
+        "most builds were interrupted, not finished"
+    );
+    build.assert_tags_whole(&tags);
+    assert_eq!(
+        build.complete("final", true),
+        clean,
+        "the image of a clean build"
+    );
+    assert_eq!(ocibuild_entries(build.tmpdir.path()), Vec::<String>::new());
+    crate::faults::assert_no_temp_files(build.cache.path());
+    for left in ["steps", "tmp"] {
+        let dir = build.store.path().join(left);
+        let names: Vec<_> = fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            names.is_empty(),
+            "left in the layer store's {left}/: {names:?}"
+        );
+    }
+    build.assert_no_process_or_mount();
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn builds_killed_at_several_moments_leave_a_usable_cache_and_no_broken_tag() {
+    builds_interrupted_at_several_moments("killed-builds", "KILL");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn builds_terminated_at_several_moments_clean_up_and_leave_a_usable_cache() {
+    builds_interrupted_at_several_moments("terminated-builds", "TERM");
+}

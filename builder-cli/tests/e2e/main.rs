@@ -10,6 +10,7 @@ mod common;
 
 mod build;
 mod cache;
+mod cache_faults;
 mod conformance;
 mod contexts;
 mod debian;

@@ -246,15 +246,18 @@ impl StageRootfs {
             });
         };
         let mut snapshotter = self.take_snapshotter()?;
+        let dir = layers_dir.clone();
         let (snapshotter, done) = crate::blocking::run(move || {
-            let done = commit_step(snapshotter.as_mut(), step, &layers_dir, &opts, keep_empty);
+            let done = commit_step(snapshotter.as_mut(), step, &dir, &opts, keep_empty);
             Ok((snapshotter, done))
         })
         .await?;
         self.snapshotter = Some(snapshotter);
-        let (committed, upper) = done.map_err(BuildError::snapshot(format!(
-            "snapshotting the step of line {line}"
-        )))?;
+        let (committed, upper) =
+            done.map_err(|e| full_layers_dir(e, &layers_dir))
+                .map_err(BuildError::snapshot(format!(
+                    "snapshotting the step of line {line}"
+                )))?;
         if let (Some(dir), Some(info)) = (upper, &committed.layer) {
             registry
                 .layers
@@ -301,6 +304,24 @@ impl StageRootfs {
 /// The walk snapshotter on `dir`, leaving the paths of `ignore` alone.
 fn walk_at(dir: &Path, ignore: Option<Vec<PathBuf>>) -> StatWalk {
     StatWalk::at(dir, ignore.unwrap_or_default())
+}
+
+/// A commit's error, where a full filesystem (`ENOSPC`, `EDQUOT`) is named by `layers_dir`,
+/// the directory the layer was being written into (the snapshotter's error names the file
+/// it was reading).
+fn full_layers_dir(e: ocibuild_snapshot::Error, layers_dir: &Path) -> ocibuild_snapshot::Error {
+    const FULL: [i32; 2] = [28, 122];
+    match &e {
+        ocibuild_snapshot::Error::Io { source, .. } => match source.raw_os_error() {
+            Some(code) if FULL.contains(&code) => ocibuild_snapshot::Error::io(
+                layers_dir,
+                "write the layer into",
+                std::io::Error::from_raw_os_error(code),
+            ),
+            _ => e,
+        },
+        _ => e,
+    }
 }
 
 /// Diffs `step`, writes its layer (see [`StageRootfs::commit`]) and commits it; returns

@@ -59,7 +59,9 @@ impl HeldDir {
     }
 
     /// Removes the directories in `parent` named `prefix...` that a process now gone
-    /// held: those whose lock file is there and free. Returns how many it removed.
+    /// held: those whose lock file is there and free. Returns how many it removed. Those
+    /// of another user that this one may not lock or remove (in a shared parent such as
+    /// `/tmp`) are left alone.
     pub fn sweep(parent: &Path, prefix: &str) -> Result<usize> {
         let mut removed = 0;
         for name in names(parent)? {
@@ -70,10 +72,13 @@ impl HeldDir {
                 continue;
             }
             let path = parent.join(&name);
-            let Some(_held) = lock::try_lock(&path, lock::Kind::Exclusive)? else {
+            let Some(_held) = not_denied(lock::try_lock(&path, lock::Kind::Exclusive))?.flatten()
+            else {
                 continue;
             };
-            remove_below(&parent.join(stem))?;
+            if not_denied(remove_below(&parent.join(stem)))?.is_none() {
+                continue;
+            }
             remove_lock_file(&path)?;
             removed += 1;
         }
@@ -88,6 +93,17 @@ impl Drop for HeldDir {
         let _ = remove_below(&self.path);
         let _ = fs::remove_file(&self.lock_path);
         self.lock = None;
+    }
+}
+
+/// `result`, with an error of a permission denied (`EACCES`, `EPERM`) as `None`.
+fn not_denied<T>(result: Result<T>) -> Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::PermissionDenied => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -47,6 +47,19 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
+/// `len` bytes that do not compress, the same for the same `seed` (a sha256 chain).
+pub fn incompressible(seed: &[u8], len: usize) -> Vec<u8> {
+    use sha2::Digest;
+    let mut bytes = Vec::with_capacity(len + 32);
+    let mut block = sha2::Sha256::digest(seed).to_vec();
+    while bytes.len() < len {
+        block = sha2::Sha256::digest(&block).to_vec();
+        bytes.extend_from_slice(&block);
+    }
+    bytes.truncate(len);
+    bytes
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
