@@ -536,7 +536,7 @@ fn live_ignore(
 }
 
 /// The warning of building in `/` outside a container (`--force`).
-pub const FORCED_LIVE_ROOT_WARNING: &str =
+const FORCED_LIVE_ROOT_WARNING: &str =
     "BUILDING IN THIS MACHINE'S / (--force outside a container): the base image is unpacked \
      over the host's root filesystem and RUN runs there unisolated; the host's / is modified \
      (only kaniko's ignore list is left alone)";
