@@ -3,6 +3,8 @@
 # deploy/Dockerfile.debug):
 #
 #   DIR/executor                 the static ocibuild binary
+#   DIR/links/warmer             a symlink to `executor`: becomes /kaniko/warmer (kaniko's
+#                                warmer; the binary acts as the warmer under that name)
 #   DIR/ca-certificates.crt      the host's Debian CA bundle (package ca-certificates)
 #   DIR/.docker/                 empty; becomes /kaniko/.docker
 #
@@ -36,7 +38,9 @@ grep -q -- '-----BEGIN CERTIFICATE-----' "$CA_BUNDLE" || die "$CA_BUNDLE holds n
 rm -rf "$DIR"
 mkdir -p "$DIR/.docker"
 install -m 0755 "$BIN" "$DIR/executor"
+mkdir -p "$DIR/links"
+ln -s executor "$DIR/links/warmer"
 install -m 0644 "$CA_BUNDLE" "$DIR/ca-certificates.crt"
-printf 'prepare-context: %s: executor (%s bytes), ca-certificates.crt (%s certificates), .docker/\n' \
+printf 'prepare-context: %s: executor (%s bytes), links/warmer -> executor, ca-certificates.crt (%s certificates), .docker/\n' \
   "$DIR" "$(stat -c %s "$DIR/executor")" "$(grep -c -- '-----BEGIN CERTIFICATE-----' "$DIR/ca-certificates.crt")" >&2
 echo "$DIR"

@@ -36,6 +36,7 @@ pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
     preflight::destinations(&opts)?;
     if !args.outputs.dryrun {
         preflight::require_root()?;
+        ocibuild_core::check_live_root(&opts)?;
     }
     for warning in args.ignored.warnings() {
         log.event(BuildEvent::Warning(warning));

@@ -224,6 +224,7 @@ impl Log {
     }
 
     /// A plain log that prints what `verbosity` lets through, in `format`, without colour.
+    #[cfg(test)]
     pub fn new(verbosity: Verbosity, format: LogFormat, timestamps: bool) -> Log {
         let style = Style {
             format,
@@ -286,6 +287,17 @@ impl Log {
             return None;
         }
         Some((level, event.to_string(), paint))
+    }
+
+    /// Ends a log that built no image (the warmer's): the live view is closed and `last`
+    /// printed at `info`.
+    pub fn finish(&mut self, last: &str) {
+        if let Some(view) = self.view.take() {
+            view.finish();
+        }
+        if self.verbosity >= Verbosity::Info {
+            self.out.line(Level::Info, last, Paint::Plain, Map::new());
+        }
     }
 
     /// Reports the build's end at `info`: the summary table (live view), the cache

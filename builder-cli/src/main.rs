@@ -41,8 +41,9 @@ struct Cli {
 enum Commands {
     /// Build an image from a Dockerfile and push it; prints the image digest.
     Build(Box<build::BuildArgs>),
-    /// Pre-fetch base images into a cache directory (the cache warmer).
-    Warm(warm::WarmArgs),
+    /// Pre-fetch base images into a cache directory: kaniko's warmer (also when this
+    /// binary is invoked under the name `warmer`).
+    Warm(Box<warm::WarmArgs>),
     /// kaniko's executor: the same flags and defaults (also when this binary is invoked
     /// under the name `executor`), building in `/` when inside a container.
     #[command(args_conflicts_with_subcommands = true)]
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
     let cli = parse(arguments());
     let result = match cli.command {
         Commands::Build(args) => build::run_build(*args),
-        Commands::Warm(args) => warm::run(args),
+        Commands::Warm(args) => warm::run(*args),
         Commands::Executor(args) => executor::run(*args),
         Commands::Prune(args) => prune::run(args),
         Commands::Completions(args) => docs::completions(args, command()),
@@ -76,8 +77,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The command line, with `executor` put in front when this binary was invoked under the
-/// name `executor` (as kaniko's) and not given one of its own subcommands.
+/// The command line, with `executor` (or `warm`) put in front when this binary was invoked
+/// under the name `executor` (or `warmer`), as kaniko's, and not given one of its own
+/// subcommands.
 fn arguments() -> Vec<OsString> {
     let mut argv: Vec<OsString> = std::env::args_os().collect();
     let invoked_as = argv
@@ -88,8 +90,13 @@ fn arguments() -> Vec<OsString> {
     let own_subcommand = argv
         .get(1)
         .is_some_and(|a| Cli::command().get_subcommands().any(|s| a == s.get_name()));
-    if invoked_as == "executor" && !own_subcommand {
-        argv.insert(1, "executor".into());
+    let implied = match invoked_as.to_str() {
+        Some("executor") => Some("executor"),
+        Some("warmer") => Some("warm"),
+        _ => None,
+    };
+    if let Some(command) = implied.filter(|_| !own_subcommand) {
+        argv.insert(1, command.into());
     }
     argv
 }

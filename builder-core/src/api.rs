@@ -415,7 +415,7 @@ impl BuiltImage {
             &self.output.image,
             &self.manifested,
             dir.as_ref(),
-            tag,
+            tag.as_slice(),
             &self.blobs,
             &self.pull_client,
         )

@@ -289,7 +289,8 @@ impl<'a> Builder<'a> {
         )
         .for_target(&plan, plan.target(opts.target.as_deref())?);
         let store = crate::layers::store_root(opts, work);
-        let live_ignore = live_ignore(opts, &[context.clone(), work.to_path_buf(), store.clone()])?;
+        let keep = [context.clone(), work.to_path_buf(), store.clone()];
+        let live_ignore = live_ignore(opts, &keep, reports)?;
         let layers = BuildLayers::open(opts, &store, live_ignore.is_some())?;
         let settings = Settings {
             secrets: Secrets::new(opts.secrets.clone()),
@@ -400,12 +401,13 @@ impl<'a> Builder<'a> {
             .await?;
         }
         if let Some(dir) = &self.opts.oci_layout_path {
-            let ref_name = crate::output::layout_ref_name(destinations);
+            let ref_names = crate::output::layout_ref_names(destinations);
+            let ref_names: Vec<&str> = ref_names.iter().map(String::as_str).collect();
             crate::output::write_oci_layout(
                 &image,
                 &manifested,
                 dir,
-                ref_name.as_deref(),
+                &ref_names,
                 &self.registry.blobs,
                 &self.registry.pull_client,
             )
@@ -457,11 +459,7 @@ fn layer_cache(
     }
     let repo = match (&opts.cache_repo, &local, opts.destinations.first()) {
         (Some(repo), _, _) => Some(repo.clone()),
-        (None, None, Some(dest)) => {
-            let r = Reference::parse(dest)
-                .map_err(BuildError::registry(format!("destination {dest:?}")))?;
-            Some(format!("{}/{}/cache", r.registry, r.repository))
-        }
+        (None, None, Some(dest)) => Some(default_cache_repo(dest)?),
         _ => None,
     };
     let mut stores: Vec<Box<dyn CacheStore>> = Vec::new();
@@ -477,6 +475,14 @@ fn layer_cache(
         ));
     }
     Ok(LayerCache::new(stores))
+}
+
+/// The cache repository of a build pushing to `destination`: `<registry>/<repository>/cache`
+/// (kaniko's default for `--cache` without `--cache-repo`).
+pub fn default_cache_repo(destination: &str) -> Result<String> {
+    let r = Reference::parse(destination)
+        .map_err(BuildError::registry(format!("destination {destination:?}")))?;
+    Ok(format!("{}/{}/cache", r.registry, r.repository))
 }
 
 /// The store of cache repository `repo`: an OCI layout for `oci:DIR`, a registry
@@ -512,21 +518,43 @@ fn read_only_if<S: CacheStore + 'static>(read_only: bool, store: S) -> Box<dyn C
 }
 
 /// The ignore list for building in `/` (keeping the paths `keep`: the context, the work
-/// directory, the layer store), after refusing to do so outside a container.
-fn live_ignore(opts: &BuildOptions, keep: &[PathBuf]) -> Result<Option<Vec<PathBuf>>> {
+/// directory, the layer store), after refusing to do so outside a container unless forced
+/// (then with a warning in `reports`).
+fn live_ignore(
+    opts: &BuildOptions,
+    keep: &[PathBuf],
+    reports: &BlobReports,
+) -> Result<Option<Vec<PathBuf>>> {
     if opts.isolation != Isolation::None {
         return Ok(None);
     }
-    if !opts.force && !crate::liveroot::in_container() {
-        return Err(BuildError::Options(
-            "--isolation none builds in / and overwrites this machine's root filesystem with the \
-             base image, like kaniko; ocibuild only does that inside a container (found no \
-             /.dockerenv, /run/.containerenv, $container or container cgroup). Use the default \
-             --isolation namespaces here, or pass --force if this really is a throwaway system."
-                .into(),
-        ));
+    check_live_root(opts)?;
+    if !crate::liveroot::in_container() {
+        reports.warned(FORCED_LIVE_ROOT_WARNING.into());
     }
     Ok(Some(crate::liveroot::ignored_paths(opts, keep)))
+}
+
+/// The warning of building in `/` outside a container (`--force`).
+const FORCED_LIVE_ROOT_WARNING: &str =
+    "BUILDING IN THIS MACHINE'S / (--force outside a container): the base image is unpacked \
+     over the host's root filesystem and RUN runs there unisolated; the host's / is modified \
+     (only kaniko's ignore list is left alone)";
+
+/// Refuses building in `/` (`--isolation none`, the `executor` default) outside a container
+/// unless `--force` was given, as kaniko does.
+pub fn check_live_root(opts: &BuildOptions) -> Result<()> {
+    if opts.isolation != Isolation::None || opts.force || crate::liveroot::in_container() {
+        return Ok(());
+    }
+    Err(BuildError::Options(
+        "building in / (--isolation none, the executor's default, as kaniko) overwrites this \
+         machine's root filesystem with the base image; ocibuild only does that inside a \
+         container (found no /.dockerenv, /run/.containerenv, $container or container cgroup). \
+         Pass --force if this really is a throwaway system (kaniko's --force), or build \
+         isolated with --isolation namespaces."
+            .into(),
+    ))
 }
 
 /// Where `RUN --mount=type=cache` directories live.

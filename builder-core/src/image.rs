@@ -308,7 +308,7 @@ impl BlobReports {
     }
 
     /// Records a warning (the cache directory could not take a blob, ...).
-    fn warned(&self, warning: String) {
+    pub(crate) fn warned(&self, warning: String) {
         self.record(BuildEvent::Warning(warning));
     }
 

@@ -75,7 +75,7 @@ pub use ocibuild_isolation::Isolation;
 pub use ocibuild_snapshot::Compression;
 
 // The lower-level entry points and their options (what the `ocibuild` CLI calls).
-pub use build::{build, dry_run, BuildOutput, BuiltLayer};
+pub use build::{build, check_live_root, default_cache_repo, dry_run, BuildOutput, BuiltLayer};
 pub use events::Events;
 pub use image::ImageFormat;
 pub use liveroot::{clean_root, in_container};
@@ -84,4 +84,4 @@ pub use ocibuild_registry::{ClientOptions, Reference};
 pub use options::{BuildOptions, SnapshotterChoice, DEFAULT_CACHE_TTL};
 pub use output::parse_annotations;
 pub use pushimage::{push_image, PushImageError, PushOptions};
-pub use warm::{warm, WarmOptions};
+pub use warm::{dockerfile_bases, warm, WarmOptions};

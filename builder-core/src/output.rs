@@ -53,10 +53,17 @@ pub fn check_image_format(
     }
 }
 
-/// The `org.opencontainers.image.ref.name` of the layout entry: the tag of the first
-/// destination, when there is one and it has a tag (kaniko's choice).
-pub fn layout_ref_name(destinations: &[Reference]) -> Option<String> {
-    destinations.first().and_then(|d| d.tag.clone())
+/// The `org.opencontainers.image.ref.name`s of the layout entries: the tag of each
+/// destination that has one, each once, in the order given (buildah and skopeo name a
+/// layout entry by its tag; one entry per name).
+pub fn layout_ref_names(destinations: &[Reference]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for tag in destinations.iter().filter_map(|d| d.tag.clone()) {
+        if !names.contains(&tag) {
+            names.push(tag);
+        }
+    }
+    names
 }
 
 /// Writes `image` into the OCI image layout `dir` (created if missing), following the
@@ -66,9 +73,9 @@ pub fn layout_ref_name(destinations: &[Reference]) -> Option<String> {
 /// - `blobs/<alg>/<hex>`: the config, the manifest and every layer; layers are copied
 ///   from their files on disk (base image layers are fetched through `blobs` first), and
 ///   blobs already present with the right size are not written again;
-/// - `index.json`: an image index whose `manifests` holds the manifest descriptor, with
-///   `org.opencontainers.image.ref.name` set to `ref_name` when given, and the platform
-///   of the image config.
+/// - `index.json`: an image index whose `manifests` holds the manifest descriptor once per
+///   name of `ref_names` (with `org.opencontainers.image.ref.name` set to it), or once
+///   unnamed when `ref_names` is empty, each with the platform of the image config.
 ///
 /// Writing into an existing layout adds the image: an entry with the same ref name (or,
 /// without a ref name, an unnamed entry with the same digest) is replaced, every other
@@ -80,11 +87,11 @@ pub async fn write_oci_layout(
     image: &Image,
     manifested: &Manifested,
     dir: &Path,
-    ref_name: Option<&str>,
+    ref_names: &[&str],
     blobs: &BlobStore,
     pull_client: &Client,
 ) -> Result<()> {
-    if let Some(name) = ref_name {
+    for name in ref_names {
         check_ref_name(name)?;
     }
     fs::create_dir_all(dir).map_err(BuildError::io(dir))?;
@@ -100,7 +107,6 @@ pub async fn write_oci_layout(
     write_blob(dir, &manifested.config_digest, &manifested.config)?;
     let manifest = &manifested.manifest;
     write_blob(dir, &manifest.digest, &manifest.bytes)?;
-    let descriptor = manifest_descriptor(image, manifested, ref_name);
     let index_path = dir.join("index.json");
     let index = match fs::read(&index_path) {
         Ok(bytes) => layout::parse_index(&bytes).map_err(|why| {
@@ -112,7 +118,13 @@ pub async fn write_oci_layout(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => layout::empty_index(),
         Err(e) => return Err(BuildError::io(&index_path)(e)),
     };
-    let index = add_to_index(index, descriptor, ref_name);
+    let named: Vec<Option<&str>> = match ref_names {
+        [] => vec![None],
+        names => names.iter().map(|n| Some(*n)).collect(),
+    };
+    let index = named.into_iter().fold(index, |index, name| {
+        add_to_index(index, manifest_descriptor(image, manifested, name), name)
+    });
     write_atomically(&index_path, &index_json(&index))
 }
 
@@ -419,6 +431,14 @@ mod tests {
     }
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn every_destination_tag_names_a_layout_entry_once() {
+        let dests = refs(&["reg/a:1", "reg/b:latest", "reg/c:1", "reg/d:2"]);
+        assert_eq!(layout_ref_names(&dests), ["1", "latest", "2"]);
+        let by_digest = refs(&[&format!("reg/x@{D}")]);
+        assert!(layout_ref_names(&by_digest).is_empty());
+    }
 
     #[test]
     fn name_files_have_one_line_per_destination_as_kaniko_writes_them() {

@@ -20,7 +20,8 @@
 //!   (OCI when a layer is zstd, which Docker schema 2 cannot describe). The layer count
 //!   must match the config's `rootfs.diff_ids`, and a plain tar layer must hash to its
 //!   diff ID.
-//! - A directory: an OCI image layout. `DIR` takes the only entry of `index.json`;
+//! - A directory: an OCI image layout. `DIR` takes the only image of `index.json` (one
+//!   entry, or several names of the same manifest);
 //!   `DIR:NAME` the entry whose `org.opencontainers.image.ref.name` is `NAME`. An entry
 //!   may be an image manifest or an image index (every platform is pushed).
 //!

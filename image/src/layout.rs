@@ -170,7 +170,8 @@ pub fn read_image(dir: &Path, name: Option<&str>) -> Result<LayoutImage, ReadErr
     })
 }
 
-/// The entry of `index` (of layout `dir`) named `name`, or its only entry.
+/// The entry of `index` (of layout `dir`) named `name`, or its only entry (or only
+/// manifest: several names of one image, as a build with several tags writes them).
 fn select_entry(
     index: &ImageIndex,
     dir: &Path,
@@ -194,6 +195,9 @@ fn select_entry(
     };
     let reason = match (chosen.as_slice(), name) {
         ([one], _) => return Ok((*one).clone()),
+        ([first, rest @ ..], None) if rest.iter().all(|e| e.digest() == first.digest()) => {
+            return Ok((*first).clone())
+        }
         ([], Some(n)) => format!("no image named {n:?} ({})", names()),
         ([], None) => "the layout holds no image".to_string(),
         (_, Some(n)) => format!("several images are named {n:?}"),
@@ -340,6 +344,18 @@ mod tests {
         assert_eq!(index.media_type().as_ref(), Some(&MediaType::ImageIndex));
         let index = add_to_index(old, entry("3", None), None);
         assert_eq!(index.manifests().len(), 3);
+    }
+
+    #[test]
+    fn an_unnamed_lookup_takes_the_one_image_behind_several_names() {
+        let dir = Path::new("/l");
+        let mut index = empty_index();
+        index.set_manifests(vec![entry("1", Some("v1")), entry("1", Some("latest"))]);
+        let chosen = select_entry(&index, dir, None).unwrap();
+        assert_eq!(chosen, entry("1", Some("v1")));
+        index.set_manifests(vec![entry("1", Some("v1")), entry("2", Some("v2"))]);
+        let err = select_entry(&index, dir, None).unwrap_err().to_string();
+        assert!(err.contains("holds 2 images"), "{err}");
     }
 
     #[test]

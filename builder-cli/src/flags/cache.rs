@@ -13,8 +13,8 @@ pub struct CacheFlags {
     /// Use the layer cache: unchanged steps are taken from it instead of running.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false", action = ArgAction::Set)]
     cache: bool,
-    /// Registry repository for cached layers (default with --cache and no --cache-dir:
-    /// <first destination>/cache).
+    /// Registry repository for cached layers (default with --cache: <first
+    /// destination>/cache; for `build` only without --cache-dir).
     #[arg(long, value_name = "REGISTRY/REPO")]
     cache_repo: Option<String>,
     /// Local cache directory (e.g. on a PVC): cached layers with --cache, base image
@@ -49,10 +49,11 @@ pub struct CacheFlags {
 }
 
 impl CacheFlags {
-    /// Sets the cache settings; COPY/ADD layers are cached by default for `build` only.
+    /// Sets the cache settings (after the destinations); COPY/ADD layers are cached by
+    /// default for `build` only.
     pub fn apply(&self, opts: &mut BuildOptions, mode: Mode) -> Result<()> {
         opts.cache = self.cache;
-        opts.cache_repo = self.cache_repo.clone();
+        opts.cache_repo = self.cache_repo(mode, &opts.destinations)?;
         opts.cache_dir = self.cache_dir.clone();
         opts.cache_dir_max_size = parse_size(self.cache_dir_max_size.as_deref())?;
         opts.cache_ttl = ocibuild_cache::parse_ttl(&self.cache_ttl).context("--cache-ttl")?;
@@ -62,6 +63,21 @@ impl CacheFlags {
         opts.no_push_cache = self.no_push_cache;
         opts.layer_store = self.layer_store.clone();
         Ok(())
+    }
+}
+
+impl CacheFlags {
+    /// `--cache-repo`, or for `executor` with `--cache` kaniko's default
+    /// `<first destination>/cache` even with `--cache-dir` (which kaniko only uses for base
+    /// images; `build` then caches layers in the directory alone).
+    fn cache_repo(&self, mode: Mode, destinations: &[String]) -> Result<Option<String>> {
+        match (&self.cache_repo, destinations.first()) {
+            (Some(repo), _) => Ok(Some(repo.clone())),
+            (None, Some(dest)) if mode == Mode::Executor && self.cache => {
+                Ok(Some(ocibuild_core::default_cache_repo(dest)?))
+            }
+            _ => Ok(None),
+        }
     }
 }
 

@@ -34,7 +34,7 @@ pub struct OutputFlags {
     #[arg(long, value_name = "PATH")]
     digest_file: Option<PathBuf>,
     /// Also write the image as an OCI image layout into this directory (an existing layout
-    /// gets the image added, named after the first destination's tag).
+    /// gets the image added), one index entry named after each destination's tag.
     #[arg(long, value_name = "DIR")]
     oci_layout_path: Option<PathBuf>,
     /// Write `REGISTRY/REPO@DIGEST` for each destination to this file.

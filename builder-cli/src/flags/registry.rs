@@ -105,6 +105,17 @@ impl RegistryFlags {
         Ok(())
     }
 
+    /// The client settings of commands that only pull (the warmer): plain HTTP with
+    /// `--insecure` or `--insecure-pull`, TLS verification skipped for every registry with
+    /// `--skip-tls-verify` or `--skip-tls-verify-pull`, and the TLS, mirror and retry flags.
+    pub fn pull_client_options(&self) -> Result<ClientOptions> {
+        let mut options = self.client_options()?;
+        options.insecure_all = self.insecure || self.insecure_pull;
+        options.insecure_registries = self.insecure_registries.clone();
+        options.skip_tls_verify_all |= self.skip_tls_verify_pull;
+        Ok(options)
+    }
+
     /// The registry client settings of the TLS, mirror and retry flags.
     fn client_options(&self) -> Result<ClientOptions> {
         let mut options = ClientOptions::default();

@@ -18,7 +18,8 @@ pub struct RootFlags {
     /// With --isolation none: leave /var/run alone.
     #[arg(long, alias = "whitelist-var-run", num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
     ignore_var_run: bool,
-    /// With --isolation none: build in / even outside a container (overwrites this machine).
+    /// With --isolation none (the executor's default): build in / even outside a
+    /// container, as kaniko's --force (overwrites this machine's files; the log warns).
     #[arg(long)]
     force: bool,
     /// With --isolation none: delete the built filesystem from / at the end.

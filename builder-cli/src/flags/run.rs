@@ -10,8 +10,8 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Isolation & RUN")]
 pub struct RunFlags {
-    /// How RUN steps are isolated (default: namespaces; for `executor` inside a
-    /// container: none, building in `/` like kaniko).
+    /// How RUN steps are isolated (default: namespaces; for `executor`: none, building in
+    /// `/` like kaniko, which outside a container needs --force).
     #[arg(long, value_enum)]
     isolation: Option<IsolationArg>,
     /// Grant an entitlement to the Dockerfile: `security.insecure` lets
@@ -58,8 +58,8 @@ enum EntitlementArg {
 }
 
 impl RunFlags {
-    /// Sets the isolation (for `executor` inside a container: none), entitlements,
-    /// secrets, work directory and snapshotter.
+    /// Sets the isolation (for `executor`: none), entitlements, secrets, work directory
+    /// and snapshotter.
     pub fn apply(&self, opts: &mut BuildOptions, mode: Mode) -> Result<()> {
         opts.isolation = self.isolation(mode);
         opts.allow_insecure = self.allow.contains(&EntitlementArg::SecurityInsecure);
@@ -77,11 +77,13 @@ impl RunFlags {
         Ok(())
     }
 
-    /// `--isolation`, or the default of `mode`.
+    /// `--isolation`, or the default of `mode`: for `executor` building in `/` as kaniko
+    /// does, also outside a container (where the build refuses it unless `--force`, as
+    /// kaniko's "should only be run inside of a container").
     fn isolation(&self, mode: Mode) -> Isolation {
         let default = match mode {
-            Mode::Executor if ocibuild_core::in_container() => IsolationArg::None,
-            _ => IsolationArg::Namespaces,
+            Mode::Executor => IsolationArg::None,
+            Mode::Build => IsolationArg::Namespaces,
         };
         match self.isolation.unwrap_or(default) {
             IsolationArg::Namespaces => Isolation::Namespaces,

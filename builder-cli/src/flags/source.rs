@@ -45,6 +45,19 @@ pub struct SourceFlags {
     platform: Option<String>,
 }
 
+/// `--build-arg` values as build args: `KEY=VALUE`, or `KEY` alone taking the value of the
+/// environment variable, if set.
+pub fn parse_build_args(args: &[String]) -> BTreeMap<String, Option<String>> {
+    let mut build_args = BTreeMap::new();
+    for arg in args {
+        match arg.split_once('=') {
+            Some((k, v)) => build_args.insert(k.to_string(), Some(v.to_string())),
+            None => build_args.insert(arg.clone(), std::env::var(arg).ok()),
+        };
+    }
+    build_args
+}
+
 impl SourceFlags {
     /// Sets the Dockerfile, build arguments, labels, target and platform (the context is
     /// `.` until [`SourceFlags::context`] has been prepared).
@@ -91,14 +104,7 @@ impl SourceFlags {
 
     /// `--build-arg`s: `KEY` alone takes the value of the environment variable, if set.
     fn build_args(&self) -> BTreeMap<String, Option<String>> {
-        let mut build_args = BTreeMap::new();
-        for arg in &self.build_args {
-            match arg.split_once('=') {
-                Some((k, v)) => build_args.insert(k.to_string(), Some(v.to_string())),
-                None => build_args.insert(arg.clone(), std::env::var(arg).ok()),
-            };
-        }
-        build_args
+        parse_build_args(&self.build_args)
     }
 
     /// `--label`s as pairs.

@@ -124,6 +124,11 @@ fn assert_executor_image(reference: &str, path_dirs: &[&str]) -> (Unpacked, Valu
 
     let img = unpack(&format!("docker://{reference}"));
     let r = &img.rootfs;
+    assert_eq!(
+        fs::read_link(r.join("kaniko/warmer")).unwrap(),
+        Path::new("executor"),
+        "/kaniko/warmer is the executor under the warmer's name"
+    );
     let exe = fs::symlink_metadata(r.join("kaniko/executor")).unwrap();
     assert!(exe.is_file(), "/kaniko/executor is a regular file");
     assert_eq!(
@@ -155,12 +160,19 @@ fn assert_executor_image(reference: &str, path_dirs: &[&str]) -> (Unpacked, Valu
     (img, config)
 }
 
-/// Runs `/kaniko/executor ARGS` of the root filesystem `root` as a container runtime
+/// Runs `PROGRAM ARGS` (`/kaniko/executor`, `/kaniko/warmer`) of the root filesystem `root`
+/// as a container runtime
 /// would: new mount, pid and cgroup namespaces, `/proc` and `/dev` mounted, the host's
 /// `/etc/hosts` and `/etc/resolv.conf` and the volumes `binds` (host directory, path in
 /// the root) bind-mounted, chrooted, with exactly the image's
 /// environment `env` (the runtime applies the image's ENV; chroot does not).
-fn run_like_a_pod(root: &Path, env: &[String], binds: &[(&Path, &str)], args: &[String]) -> Output {
+fn run_like_a_pod(
+    root: &Path,
+    env: &[String],
+    binds: &[(&Path, &str)],
+    program: &str,
+    args: &[String],
+) -> Output {
     let r = root.display();
     let quote = |s: &str| format!("'{}'", s.replace('\'', r#"'\''"#));
     let binds: Vec<String> = binds
@@ -179,7 +191,7 @@ fn run_like_a_pod(root: &Path, env: &[String], binds: &[(&Path, &str)], args: &[
         "set -e; chroot_bin=\"$(command -v chroot)\"; \
          mount -t proc proc {r}/proc; mount --rbind /dev {r}/dev; \
          mount --bind /etc/hosts {r}/etc/hosts; mount --bind /etc/resolv.conf {r}/etc/resolv.conf; \
-         {}exec env -i {} \"$chroot_bin\" {r} /kaniko/executor {}",
+         {}exec env -i {} \"$chroot_bin\" {r} {program} {}",
         binds.concat(),
         env_args.join(" "),
         exec_args.join(" ")
@@ -259,7 +271,7 @@ fn executor_images_built_by_ocibuild_run_the_demo_like_a_pod() {
     assert_eq!(top, ["kaniko", "workspace"]);
     assert_eq!(
         executor_img.layer_files().len(),
-        4,
+        5,
         "one layer per COPY and WORKDIR"
     );
 
@@ -352,12 +364,28 @@ fn executor_images_built_by_ocibuild_run_the_demo_like_a_pod() {
     .map(|s| s.to_string())
     .collect();
     let cache = tempfile::tempdir().unwrap();
-    let out = run_like_a_pod(
-        root,
-        &config_env(&executor_config),
-        &[(cache.path(), "/cache")],
-        &args,
-    );
+    let env = config_env(&executor_config);
+    let binds = [(cache.path(), "/cache")];
+    // kaniko's warmer fills the cache volume with the Dockerfile's base first.
+    let warm_args: Vec<String> = [
+        "--cache-dir=/cache",
+        "--dockerfile=/workspace/Dockerfile",
+        &format!("--build-arg=BASE_REGISTRY={plain_by_name}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = run_like_a_pod(root, &env, &binds, "/kaniko/warmer", &warm_args);
+    assert_ok(&out, "the executor image's /kaniko/warmer in its own root");
+    let busybox_layers = skopeo_inspect(&format!("{reg}/busybox:latest"))["Layers"].clone();
+    for layer in busybox_layers.as_array().unwrap() {
+        let hex = layer.as_str().unwrap().trim_start_matches("sha256:");
+        assert!(
+            cache.path().join("blobs/sha256").join(hex).is_file(),
+            "the warmer put base layer {hex} into /cache"
+        );
+    }
+    let out = run_like_a_pod(root, &env, &binds, "/kaniko/executor", &args);
     assert_ok(
         &out,
         "the executor image's /kaniko/executor in its own root",

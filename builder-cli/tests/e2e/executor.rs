@@ -663,3 +663,73 @@ fn no_push_cache_leaves_the_cache_repo_empty() {
         stderr(&out)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 7. --cache with --cache-dir and no --cache-repo (kaniko: layers in <destination>/cache)
+
+/// The `cache: N hits, M misses` numbers of a build log.
+fn cache_counts(log: &str) -> (usize, usize) {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("cache: "))
+        .unwrap_or_else(|| panic!("no `cache:` summary line:\n{log}"));
+    let numbers: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn cache_dir_without_cache_repo_still_caches_layers_in_the_destination_cache_repo() {
+    let dest = unique_repo("exec-cachedir");
+    // A greeting of this test only: no other build has its RUN key.
+    let greeting = format!("GREETING=cachedir-{}-{}", std::process::id(), dest.len());
+    let build = |tag: &str, cache_dir: &Path| {
+        let layer_store = cache_dir.join("fresh-layer-store");
+        executor_demo(
+            &format!("{dest}:{tag}"),
+            &[
+                "--cache=true".into(),
+                format!("--cache-dir={}", cache_dir.display()),
+                format!("--layer-store={}", layer_store.display()),
+                "--build-arg".into(),
+                greeting.clone(),
+            ],
+        )
+    };
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = build("1", first_dir.path());
+    assert_ok(&first, "first build");
+    assert!(stderr(&first).contains("CACHE MISS"), "{}", stderr(&first));
+    let cache_repo = format!("{dest}/cache");
+    assert!(
+        !list_tags(&cache_repo).is_empty(),
+        "the RUN layer was pushed to {cache_repo}:\n{}",
+        stderr(&first)
+    );
+
+    // A new pod: an empty cache directory, so every hit comes from the registry.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = build("2", second_dir.path());
+    assert_ok(&second, "second build");
+    let log = stderr(&second);
+    assert!(!log.contains("CACHE MISS"), "{log}");
+    let (hits, misses) = cache_counts(&log);
+    assert!(hits >= 1 && misses == 0, "{log}");
+    let run_layer = |tag: &str| {
+        let layers = skopeo_inspect(&format!("{dest}:{tag}"))["Layers"].clone();
+        layers.as_array().unwrap().last().unwrap().clone()
+    };
+    assert_eq!(
+        run_layer("2"),
+        run_layer("1"),
+        "the RUN layer came from the cache"
+    );
+    let img = unpack(&format!("docker://{dest}:2"));
+    assert_eq!(
+        fs::read_to_string(img.rootfs.join("var/lib/app/greeting")).unwrap(),
+        format!("{}\n", greeting.trim_start_matches("GREETING="))
+    );
+}

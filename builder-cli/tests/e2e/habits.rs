@@ -113,8 +113,9 @@ fn build_dot_with_two_tags_pushes_both_and_prints_only_the_digest() {
 }
 
 #[test]
-fn tags_name_the_tarball_and_the_oci_layout() {
+fn every_tag_names_the_tarball_and_the_oci_layout() {
     let ctx = scratch_context();
+    let greeting = fs::read_to_string(ctx.path().join("greeting")).unwrap();
     let out_dir = tempfile::tempdir().unwrap();
     let tar = out_dir.path().join("image.tar");
     let layout = out_dir.path().join("layout");
@@ -126,6 +127,8 @@ fn tags_name_the_tarball_and_the_oci_layout() {
         "app:1",
         "-t",
         "127.0.0.1:5000/team/app:latest",
+        "--destination",
+        "other/app:2",
         "--tar-path",
         tar.to_str().unwrap(),
         "--oci-layout-path",
@@ -140,17 +143,40 @@ fn tags_name_the_tarball_and_the_oci_layout() {
     .unwrap();
     assert_eq!(
         manifest[0]["RepoTags"],
-        json!(["docker.io/library/app:1", "127.0.0.1:5000/team/app:latest"]),
+        json!([
+            "docker.io/library/app:1",
+            "127.0.0.1:5000/team/app:latest",
+            "docker.io/other/app:2"
+        ]),
         "{manifest}"
     );
+    // One index entry per tag, as buildah and skopeo write them, all the same manifest.
     let index: Value =
         serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let entry = &index["manifests"][0];
-    assert_eq!(entry["digest"], digest.as_str(), "{index}");
-    assert_eq!(
-        entry["annotations"]["org.opencontainers.image.ref.name"], "1",
-        "the first tag names the layout entry, as kaniko does: {index}"
-    );
+    let entries = index["manifests"].as_array().unwrap();
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["digest"], digest.as_str(), "{index}");
+            e["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["1", "latest", "2"], "{index}");
+    for tag in names {
+        let reference = format!("oci:{}:{tag}", layout.display());
+        let inspected: Value =
+            serde_json::from_str(&run("skopeo", &["inspect", &reference])).unwrap();
+        assert_eq!(inspected["Digest"], digest.as_str(), "{reference}");
+        let bundle = out_dir.path().join(format!("bundle-{tag}"));
+        let rootfs = umoci_unpack(&layout, tag, &bundle);
+        assert_eq!(
+            fs::read_to_string(rootfs.join("greeting")).unwrap(),
+            greeting,
+            "umoci unpacks tag {tag}"
+        );
+    }
 }
 
 #[test]

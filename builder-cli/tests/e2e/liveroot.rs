@@ -1,7 +1,8 @@
 //! `--isolation none` (kaniko mode): the build happens in `/` of a container. These tests
 //! never touch the test machine's `/`: they run ocibuild inside a throwaway root made for
 //! the test (`unshare --mount --pid --fork` + `chroot`, with /proc and /dev mounted and the
-//! context at /workspace), as a Kubernetes pod would run it.
+//! context at /workspace), as a Kubernetes pod would run it; without container markers, as a
+//! plain chroot that kaniko only builds in with `--force`.
 
 use crate::common::*;
 use std::fs;
@@ -132,4 +133,53 @@ fn refuses_to_build_in_root_outside_a_container_unless_forced() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(root.path().join("var/lib/app/greeting").exists());
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn executor_force_outside_a_container_builds_in_root_like_kaniko() {
+    // A plain chroot: no /.dockerenv, no $container, no container cgroup.
+    let root = throwaway_root(false);
+    let r = root.path();
+    let reg = registry();
+    let dest = format!("{}:1", unique_repo("liveroot-force"));
+    let base_arg = format!("BASE_REGISTRY={reg}");
+    let mut args = vec!["--build-arg", &base_arg, "--destination", &dest];
+
+    // kaniko's "should only be run inside of a container": refused, naming --force.
+    let out = in_root(r, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert!(stderr.contains("inside a container"), "{stderr}");
+    assert!(!r.join("bin").exists(), "nothing was unpacked");
+
+    // With --force it builds in `/` (no namespaces, which a chroot may not create) and
+    // pushes, warning loudly that the host's / is modified.
+    args.push("--force");
+    let out = in_root(r, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("BUILDING IN THIS MACHINE'S /") && stderr.contains("is modified"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read_to_string(r.join("var/lib/app/greeting")).unwrap(),
+        "hello\n",
+        "the build happened in the chroot's /"
+    );
+    assert!(
+        r.join("kaniko/executor").is_file(),
+        "the ignored paths survived"
+    );
+    let img = unpack(&format!("docker://{dest}"));
+    assert_eq!(
+        fs::read_to_string(img.rootfs.join("var/lib/app/greeting")).unwrap(),
+        "hello\n"
+    );
+    assert!(
+        !img.rootfs.join("kaniko").exists(),
+        "the builder is not in the image"
+    );
 }

@@ -29,3 +29,4 @@ mod prune;
 mod push;
 mod sandbox;
 mod snapshotters;
+mod warm;

@@ -126,21 +126,22 @@ fn oci_layout_digest_files_and_annotations_match_the_pushed_image() {
         r#"{"b.key":"x=y","org.opencontainers.image.source":"https://example.com/app"}"#
     );
 
-    // The layout: marker, index entry named after the first destination's tag, blobs.
+    // The layout: marker, an index entry named after each destination's tag, blobs.
     assert_eq!(
         fs::read_to_string(layout.join("oci-layout")).unwrap(),
         r#"{"imageLayoutVersion":"1.0.0"}"#
     );
     let index = layout.join("index.json");
     assert_eq!(jq(".schemaVersion", &index), "2");
-    assert_eq!(jq(".manifests | length", &index), "1");
+    assert_eq!(jq(".manifests | length", &index), "2");
     assert_eq!(jq(".manifests[0].digest", &index), digest);
+    assert_eq!(jq(".manifests[1].digest", &index), digest);
     assert_eq!(
         jq(
-            &format!(".manifests[0].annotations[\"{REF_NAME}\"]"),
+            &format!(".manifests | map(.annotations[\"{REF_NAME}\"]) | join(\",\")"),
             &index
         ),
-        "v1"
+        "v1,v2"
     );
     assert_eq!(
         jq(".manifests[0].mediaType", &index),
@@ -150,8 +151,7 @@ fn oci_layout_digest_files_and_annotations_match_the_pushed_image() {
     assert_eq!(manifest, pushed, "the layout holds the pushed manifest");
     assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
 
-    // skopeo reads it by ref name and without one (the only image), and copies it to a
-    // registry with the same digest.
+    // skopeo reads it by each ref name, and copies it to a registry with the same digest.
     let raw = run(
         "skopeo",
         &["inspect", "--raw", &format!("oci:{}:v1", layout.display())],
@@ -159,7 +159,7 @@ fn oci_layout_digest_files_and_annotations_match_the_pushed_image() {
     assert_eq!(serde_json::from_str::<Value>(&raw).unwrap(), pushed);
     let inspected: Value = serde_json::from_str(&run(
         "skopeo",
-        &["inspect", &format!("oci:{}", layout.display())],
+        &["inspect", &format!("oci:{}:v2", layout.display())],
     ))
     .unwrap();
     assert_eq!(inspected["Digest"], digest.as_str());
@@ -176,17 +176,7 @@ fn oci_layout_digest_files_and_annotations_match_the_pushed_image() {
     assert_eq!(skopeo_inspect(&copy)["Digest"], digest.as_str());
 
     // umoci unpacks it: the base image's files and the COPY.
-    let bundle = out.path().join("bundle");
-    run(
-        "umoci",
-        &[
-            "unpack",
-            "--image",
-            &format!("{}:v1", layout.display()),
-            bundle.to_str().unwrap(),
-        ],
-    );
-    let rootfs = bundle.join("rootfs");
+    let rootfs = umoci_unpack(&layout, "v1", &out.path().join("bundle"));
     assert_eq!(
         fs::read_to_string(rootfs.join("hello.txt")).unwrap(),
         "layout\n"
@@ -243,19 +233,8 @@ fn an_existing_layout_gets_images_added_and_a_tag_replaced() {
     for (tag, digest, text) in [("a", &digests[2], "three\n"), ("b", &digests[1], "two\n")] {
         assert_blobs_complete(&layout, digest);
         let bundle = out.path().join(format!("bundle-{tag}"));
-        run(
-            "umoci",
-            &[
-                "unpack",
-                "--image",
-                &format!("{}:{tag}", layout.display()),
-                bundle.to_str().unwrap(),
-            ],
-        );
-        assert_eq!(
-            fs::read_to_string(bundle.join("rootfs/hello.txt")).unwrap(),
-            text
-        );
+        let rootfs = umoci_unpack(&layout, tag, &bundle);
+        assert_eq!(fs::read_to_string(rootfs.join("hello.txt")).unwrap(), text);
     }
 
     // Without a destination the entry has no ref name; skopeo reads the layout's only image.

@@ -127,27 +127,40 @@ fn build_outputs_and_skopeo_archives_push_to_the_registry() {
     let unpacked = unpack(&format!("docker://{c}"));
     assert!(unpacked.rootfs.join("bin/busybox").exists());
 
-    // A layout holding several images, pushed by name (skopeo copy oci:DIR:NAME).
+    // A layout holding several images, pushed by name (skopeo copy oci:DIR:NAME); one
+    // image under several names (as a build with several tags writes it) needs no name.
     let multi = tmp.path().join("multi");
-    for name in ["one", "two"] {
-        run(
-            "skopeo",
-            &[
-                "copy",
-                "--src-tls-verify=false",
-                &format!("docker://{reg}/busybox:latest"),
-                &format!("oci:{}:{name}", multi.display()),
-            ],
-        );
+    let busybox = format!("docker://{reg}/busybox:latest");
+    let demo = format!("docker://{a}");
+    for (name, source) in [("one", &busybox), ("also-one", &busybox)] {
+        skopeo_copy_to_layout(source, &multi, name);
     }
+    let out = push_ok(&[multi.to_str().unwrap(), "-d", &c]);
+    assert_eq!(
+        skopeo_inspect(&c)["Digest"],
+        pushed_digest(&out, &c).as_str()
+    );
+    skopeo_copy_to_layout(&demo, &multi, "two");
     let err = push_fails(&[multi.to_str().unwrap(), "-d", &c]);
-    assert!(err.contains("holds 2 images; pick one with"), "{err}");
-    assert!(err.contains("one, two"), "{err}");
+    assert!(err.contains("images; pick one with"), "{err}");
+    assert!(
+        err.contains("holds 3 images") && err.contains("one, also-one, two"),
+        "{err}"
+    );
     let d = format!("{}:1", unique_repo("push-named"));
     let out = push_ok(&[&format!("{}:two", multi.display()), "-d", &d]);
     assert_eq!(
         skopeo_inspect(&d)["Digest"],
         pushed_digest(&out, &d).as_str()
+    );
+}
+
+/// `skopeo copy SOURCE oci:LAYOUT:NAME` from the lab's plain-http registry.
+fn skopeo_copy_to_layout(source: &str, layout: &Path, name: &str) {
+    let target = format!("oci:{}:{name}", layout.display());
+    run(
+        "skopeo",
+        &["copy", "--src-tls-verify=false", source, &target],
     );
 }
 

@@ -166,6 +166,16 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `umoci unpack --image LAYOUT:TAG BUNDLE`; returns the bundle's root filesystem.
+pub fn umoci_unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
+    let image = format!("{}:{tag}", layout.display());
+    run(
+        "umoci",
+        &["unpack", "--image", &image, bundle.to_str().unwrap()],
+    );
+    bundle.join("rootfs")
+}
+
 /// `skopeo inspect` of an image in the lab registry.
 pub fn skopeo_inspect(reference: &str) -> Value {
     let text = run(
