@@ -16,27 +16,10 @@ use ocibuild_snapshot::overlay::{LowerOption, MAX_LOWERS};
 use ocibuild_snapshot::{Error, Overlay, OverlayLayers, Snapshotter};
 use rustix::mount::{fsconfig_create, fsconfig_set_string, fsopen, FsOpenFlags};
 
-/// Set in the environment of a copy of this test binary that holds a mount until killed.
-const HOLD: &str = "OCIBUILD_TEST_HOLD_OVERLAY";
+#[path = "helpers/overlay.rs"]
+mod overlay;
 
-/// The directories [`layers`] makes in `tmp`.
-fn layer_paths(tmp: &Path) -> OverlayLayers {
-    OverlayLayers {
-        lowers: vec![tmp.join("lower")],
-        upper: tmp.join("upper"),
-        work: tmp.join("work"),
-    }
-}
-
-/// One lower (holding `file`), one upper and one work directory in `tmp`.
-fn layers(tmp: &Path) -> OverlayLayers {
-    let layers = layer_paths(tmp);
-    for dir in [&layers.lowers[0], &layers.upper, &layers.work] {
-        fs::create_dir_all(dir).unwrap();
-    }
-    fs::write(layers.lowers[0].join("file"), b"lower").unwrap();
-    layers
-}
+use overlay::{layer_paths, layers};
 
 /// True while some mount has `layers.upper` as its upper directory: the kernel then
 /// refuses another overlay with `index=on` on it.
@@ -65,16 +48,11 @@ fn overlay_mounts(table: &str) -> Vec<String> {
 }
 
 /// A detached mount is seen by no mount table, the host's (pid 1) or this process', and
-/// is alive exactly as long as a descriptor of it is open. Run by
-/// `killing_the_holder_frees_its_mount` with [`HOLD`] set: it then keeps the mount until
-/// it is killed.
+/// is alive exactly as long as a descriptor of it is open.
 #[test]
 fn a_detached_mount_is_in_no_mount_table_and_lives_while_its_descriptors_do() {
-    let tmp = match std::env::var_os(HOLD) {
-        Some(dir) => PathBuf::from(dir),
-        None => tempfile::tempdir().unwrap().keep(),
-    };
-    let layers = layers(&tmp);
+    let tmp = tempfile::tempdir().unwrap();
+    let layers = layers(tmp.path());
     let (host, own) = (
         overlay_mounts("/proc/1/mountinfo"),
         overlay_mounts("/proc/self/mountinfo"),
@@ -84,10 +62,6 @@ fn a_detached_mount_is_in_no_mount_table_and_lives_while_its_descriptors_do() {
     assert_eq!(overlay_mounts("/proc/1/mountinfo"), host);
     assert_eq!(overlay_mounts("/proc/self/mountinfo"), own);
     assert!(upper_in_use(&layers));
-    if std::env::var_os(HOLD).is_some() {
-        println!("holding");
-        std::thread::sleep(std::time::Duration::from_secs(120));
-    }
     drop(root);
     assert!(
         upper_in_use(&layers),
@@ -98,19 +72,17 @@ fn a_detached_mount_is_in_no_mount_table_and_lives_while_its_descriptors_do() {
         !upper_in_use(&layers),
         "the last descriptor freed the mount"
     );
-    fs::remove_dir_all(&tmp).unwrap();
 }
 
+/// A process holding a mount (`snapshot-test-helper hold-mount`) and killed with SIGKILL
+/// leaves no mount behind.
 #[test]
 fn killing_the_holder_frees_its_mount() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut holder = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_detached_mount_is_in_no_mount_table_and_lives_while_its_descriptors_do",
-            "--nocapture",
-        ])
-        .env(HOLD, tmp.path())
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_snapshot-test-helper"))
+        .arg("hold-mount")
+        .arg(tmp.path())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -253,22 +225,12 @@ fn the_lower_list_of_older_kernels_takes_what_fits_and_says_so() {
     assert_eq!(fs::read_to_string(shared).unwrap(), "39");
 }
 
-/// Set for a copy of this test binary started without mount rights.
-const EXPECT_NOT_PERMITTED: &str = "OCIBUILD_TEST_EXPECT_NOT_PERMITTED";
-
 /// The probe says why overlays cannot be used: a state directory that cannot be made, or
-/// one on a filesystem overlayfs refuses as upper (here: inside another overlay). Run by
-/// `without_mount_rights_the_probe_says_not_permitted` with [`EXPECT_NOT_PERMITTED`] set,
-/// in a user namespace of its own: there it must say "not permitted".
+/// one on a filesystem overlayfs refuses as upper (here: inside another overlay).
 #[test]
 fn the_probe_says_why_overlays_cannot_be_used() {
     use ocibuild_snapshot::Unavailable;
     let tmp = tempfile::tempdir().unwrap();
-    if std::env::var_os(EXPECT_NOT_PERMITTED).is_some() {
-        let reason = Overlay::available(tmp.path()).unwrap_err();
-        assert!(matches!(reason, Unavailable::NotPermitted(_)), "{reason}");
-        return;
-    }
     fs::write(tmp.path().join("file"), b"").unwrap();
     let reason = Overlay::available(&tmp.path().join("file/state")).unwrap_err();
     assert!(matches!(reason, Unavailable::StateDir(_)), "{reason}");
@@ -283,18 +245,23 @@ fn the_probe_says_why_overlays_cannot_be_used() {
     assert!(reason.to_string().contains("upper"), "{reason}");
 }
 
+/// In a user namespace of its own (no mount rights over the host's filesystems) the probe
+/// (`snapshot-test-helper probe`) says "not permitted".
 #[test]
 fn without_mount_rights_the_probe_says_not_permitted() {
-    let status = Command::new("unshare")
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("unshare")
         .arg("--user")
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "the_probe_says_why_overlays_cannot_be_used",
-            "--nocapture",
-        ])
-        .env(EXPECT_NOT_PERMITTED, "1")
-        .status()
+        .arg(env!("CARGO_BIN_EXE_snapshot-test-helper"))
+        .arg("probe")
+        .arg(tmp.path())
+        .output()
         .unwrap();
-    assert!(status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("not-permitted: "), "{stdout}");
 }

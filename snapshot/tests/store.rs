@@ -3,7 +3,7 @@
 //! pruning around layers in use.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,58 +15,11 @@ use ocibuild_image::digest::sha256_digest as sha256;
 use ocibuild_snapshot::store::{LayerDigests, LayerStore, PruneOptions};
 use ocibuild_snapshot::Error;
 
-const CHILD_ROLE: &str = "OCIBUILD_STORE_TEST_ROLE";
-const CHILD_STORE: &str = "OCIBUILD_STORE_TEST_STORE";
-const CHILD_BLOB: &str = "OCIBUILD_STORE_TEST_BLOB";
+#[allow(dead_code)]
+#[path = "helpers/blob.rs"]
+mod blob;
 
-/// A gzip layer blob and its two digests.
-#[derive(Clone)]
-struct Blob {
-    bytes: Vec<u8>,
-    digest: String,
-    diff_id: String,
-    /// The regular files in it and their content.
-    files: Vec<(String, Vec<u8>)>,
-}
-
-impl Blob {
-    fn digests(&self) -> LayerDigests<'_> {
-        LayerDigests {
-            digest: &self.digest,
-            diff_id: &self.diff_id,
-        }
-    }
-
-    /// Writes the blob to `dir/blob` and its digests to `dir/digests`.
-    fn save(&self, dir: &Path) {
-        fs::write(dir.join("blob"), &self.bytes).unwrap();
-        fs::write(
-            dir.join("digests"),
-            format!("{} {}", self.digest, self.diff_id),
-        )
-        .unwrap();
-    }
-
-    /// The blob saved in `dir` by [`Blob::save`] (without the file list).
-    fn load(dir: &Path) -> Blob {
-        let digests = fs::read_to_string(dir.join("digests")).unwrap();
-        let (digest, diff_id) = digests.split_once(' ').unwrap();
-        Blob {
-            bytes: fs::read(dir.join("blob")).unwrap(),
-            digest: digest.to_string(),
-            diff_id: diff_id.to_string(),
-            files: Vec::new(),
-        }
-    }
-
-    /// Asserts that every file of the blob is in `dir` with its content.
-    fn assert_complete(&self, dir: &Path) {
-        for (name, data) in &self.files {
-            let found = fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(found == *data, "{name} differs");
-        }
-    }
-}
+use blob::{Blob, Slow};
 
 fn gzip(tar: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -158,40 +111,6 @@ fn noisy_layer(seed: u64, files: usize, size: usize) -> Blob {
     layer.blob()
 }
 
-/// A reader that hands out at most `chunk` bytes per call and sleeps `pause` before each
-/// call once `fast` bytes have gone (a slow download).
-struct Slow<R> {
-    inner: R,
-    chunk: usize,
-    pause: Duration,
-    fast: u64,
-    read: u64,
-}
-
-impl<R: Read> Slow<R> {
-    fn new(inner: R, chunk: usize, pause: Duration) -> Self {
-        Slow {
-            inner,
-            chunk,
-            pause,
-            fast: 0,
-            read: 0,
-        }
-    }
-}
-
-impl<R: Read> Read for Slow<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.read >= self.fast {
-            thread::sleep(self.pause);
-        }
-        let len = buf.len().min(self.chunk);
-        let n = self.inner.read(&mut buf[..len])?;
-        self.read += n as u64;
-        Ok(n)
-    }
-}
-
 /// The names in `dir`.
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
@@ -233,70 +152,16 @@ fn assert_nothing_of(root: &Path, blob: &Blob) {
     assert_eq!(names(&root.join("tmp")), Vec::<String>::new());
 }
 
-/// Spawns this test binary running only `child_process_entry` as `role`.
+/// Starts `snapshot-test-helper ROLE STORE BLOB_DIR` (roles: see `helpers/helper.rs`).
 fn spawn_child(role: &str, store: &Path, blob_dir: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ROLE, role)
-        .env(CHILD_STORE, store)
-        .env(CHILD_BLOB, blob_dir)
+    Command::new(env!("CARGO_BIN_EXE_snapshot-test-helper"))
+        .arg(role)
+        .args([store, blob_dir])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Not a test on its own: the body of the child processes the other tests spawn.
-///
-/// - `insert`: inserts the saved blob slowly, checks the layer, prints `extracted` or
-///   `found`;
-/// - `crawl`: inserts the saved blob, reading it very slowly after the first 64 KiB (to be
-///   killed mid-extraction);
-/// - `hold`: holds the layer of the saved blob, prints `holding`, and waits for its stdin
-///   to close.
-#[test]
-fn child_process_entry() {
-    let Ok(role) = std::env::var(CHILD_ROLE) else {
-        return;
-    };
-    let store = LayerStore::open(Path::new(&std::env::var(CHILD_STORE).unwrap())).unwrap();
-    let blob = Blob::load(Path::new(&std::env::var(CHILD_BLOB).unwrap()));
-    match role.as_str() {
-        "insert" => {
-            let slow = Slow::new(&blob.bytes[..], 4096, Duration::from_millis(1));
-            let inserted = store.insert_from_reader(slow, blob.digests()).unwrap();
-            let files = fs::read_dir(inserted.layer.path().join("d0"))
-                .unwrap()
-                .count();
-            let done = if inserted.extracted.is_some() {
-                "extracted"
-            } else {
-                "found"
-            };
-            // On a line of its own: the harness has printed the test's name without one.
-            println!("\nRESULT {done} {files}");
-        }
-        "crawl" => {
-            let mut slow = Slow::new(&blob.bytes[..], 1024, Duration::from_millis(200));
-            slow.fast = 64 * 1024;
-            store.insert_from_reader(slow, blob.digests()).unwrap();
-            panic!("the crawl was to be killed before it ended");
-        }
-        "hold" => {
-            let held = store.get(&blob.diff_id).unwrap().unwrap();
-            println!("\nholding");
-            io::stdout().flush().unwrap();
-            io::copy(&mut io::stdin(), &mut io::sink()).unwrap();
-            drop(held);
-        }
-        other => panic!("unknown role {other}"),
-    }
 }
 
 #[test]
@@ -380,11 +245,7 @@ fn processes_inserting_one_layer_extract_it_once_and_all_see_it_complete() {
             "{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT "));
-        said.push(
-            line.unwrap_or_else(|| panic!("no result in {stdout}"))
-                .to_string(),
-        );
+        said.push(stdout.trim_end().to_string());
     }
     said.sort();
     assert_eq!(said, ["extracted 8", "found 8", "found 8", "found 8"]);
@@ -682,7 +543,7 @@ fn prune_never_removes_a_layer_another_process_uses() {
     let blob = noisy_layer(14, 2, 5000);
     insert(&store, &blob);
     blob.save(dir.path());
-    let mut child = spawn_child("hold", &root, dir.path());
+    let mut child = spawn_child("hold-layer", &root, dir.path());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.find(|l| l.as_ref().is_ok_and(|l| l == "holding"));
     assert!(first.is_some(), "the child holds the layer");

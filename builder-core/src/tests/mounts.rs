@@ -1,23 +1,17 @@
 //! Tests of the `mounts` module: `--secret` parsing, cache directories (including
-//! locking across real processes) and secrets. `--mount` parsing is tested in
+//! locking between holders that share nothing but the directory) and secrets. `--mount` parsing is tested in
 //! `ocibuild-dockerfile`.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{mpsc, Arc, Barrier};
+use std::time::Duration;
 
 use crate::mounts::{
     missing_secret, parse_secret_flag, CacheMounts, MountError, SecretSource, Secrets, Sharing,
 };
-
-/// Set in child processes: which role the child plays.
-const CHILD_ENV: &str = "OCIBUILD_MOUNTS_TEST_CHILD";
-/// The cache directory a child uses.
-const CHILD_DIR_ENV: &str = "OCIBUILD_MOUNTS_TEST_DIR";
 
 // ---------------------------------------------------------------------------------------
 // parse_secret_flag
@@ -226,16 +220,15 @@ fn locked_cache_blocks_other_threads() {
     assert_eq!(shared.path, first_path);
 }
 
-fn now_nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-/// The child role of [`locked_cache_serialises_processes`].
-fn locked_child(dir: &Path) {
+/// A holder of [`locked_cache_serialises_holders_that_share_only_the_directory`]: opens
+/// the cache directory `dir` itself (as another process would), waits for the other holder
+/// at `barrier`, then holds the Locked cache for 300 ms, logging `start WHO` and `end WHO`
+/// to `dir/log` and leaving a file `by-WHO` in the cache. The 300 ms are the window in which
+/// a lock that failed to exclude would let the other holder log its start. Returns the
+/// cache's path.
+fn locked_holder(dir: &Path, who: &str, barrier: &Barrier) -> PathBuf {
     let caches = CacheMounts::open(dir).unwrap();
+    barrier.wait();
     let lease = caches
         .acquire("shared-build-cache", Sharing::Locked, 0o755, 0, 0)
         .unwrap();
@@ -248,78 +241,48 @@ fn locked_child(dir: &Path) {
             .unwrap();
         f.write_all(line.as_bytes()).unwrap();
     };
-    let pid = std::process::id();
-    append(format!("start {pid} {}\n", now_nanos()));
-    fs::write(lease.path.join(format!("by-{pid}")), "").unwrap();
+    append(format!("start {who}\n"));
+    fs::write(lease.path.join(format!("by-{who}")), "").unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    append(format!("end {pid} {}\n", now_nanos()));
-    drop(lease);
+    append(format!("end {who}\n"));
+    lease.path.clone()
 }
 
+/// Two holders that share nothing but the cache directory take turns with a Locked cache.
+/// The lock is an `flock`, which belongs to an open file description: two threads that
+/// each open the directory contend exactly as two processes do (the e2e test
+/// `mounts::sharing_locked_serialises_two_concurrent_builds_on_one_cache_id` runs two
+/// `ocibuild` processes).
 #[test]
-fn locked_cache_serialises_processes() {
-    if let Some(role) = std::env::var_os(CHILD_ENV) {
-        assert_eq!(role, "locked");
-        let dir = PathBuf::from(std::env::var_os(CHILD_DIR_ENV).unwrap());
-        locked_child(&dir);
-        return;
-    }
+fn locked_cache_serialises_holders_that_share_only_the_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("caches");
-    let exe = std::env::current_exe().unwrap();
-    let started = Instant::now();
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "tests::mounts::locked_cache_serialises_processes",
-                    "--test-threads=1",
-                    "--nocapture",
-                ])
-                .env(CHILD_ENV, "locked")
-                .env(CHILD_DIR_ENV, &dir)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+    let barrier = Arc::new(Barrier::new(2));
+    let holders: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|who| {
+            let (dir, barrier) = (dir.clone(), barrier.clone());
+            std::thread::spawn(move || locked_holder(&dir, who, &barrier))
         })
         .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "child failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let paths: Vec<PathBuf> = holders.into_iter().map(|h| h.join().unwrap()).collect();
     let log = fs::read_to_string(dir.join("log")).unwrap();
-    let lines: Vec<Vec<&str>> = log.lines().map(|l| l.split(' ').collect()).collect();
+    let lines: Vec<(&str, &str)> = log.lines().map(|l| l.split_once(' ').unwrap()).collect();
+    // start X, end X, start Y, end Y: one holder at a time.
     assert_eq!(lines.len(), 4, "{log}");
-    // start A, end A, start B, end B: one pid at a time.
-    assert_eq!((lines[0][0], lines[1][0]), ("start", "end"), "{log}");
-    assert_eq!((lines[2][0], lines[3][0]), ("start", "end"), "{log}");
-    assert_eq!(lines[0][1], lines[1][1], "{log}");
-    assert_eq!(lines[2][1], lines[3][1], "{log}");
-    assert_ne!(lines[0][1], lines[2][1], "{log}");
-    let t = |i: usize| lines[i][2].parse::<u128>().unwrap();
-    assert!(t(1) <= t(2), "the two holders overlapped:\n{log}");
-    assert!(t(1) - t(0) >= 300_000_000 && t(3) - t(2) >= 300_000_000);
+    assert_eq!((lines[0].0, lines[1].0), ("start", "end"), "{log}");
+    assert_eq!((lines[2].0, lines[3].0), ("start", "end"), "{log}");
+    assert_eq!(lines[0].1, lines[1].1, "the two holders overlapped:\n{log}");
+    assert_eq!(lines[2].1, lines[3].1, "the two holders overlapped:\n{log}");
+    assert_ne!(lines[0].1, lines[2].1, "{log}");
     // Both used the same directory, one after the other.
-    let entries = fs::read_dir(
-        dir.read_dir()
-            .unwrap()
-            .find_map(|e| {
-                let p = e.unwrap().path();
-                (p.is_dir()).then_some(p)
-            })
-            .unwrap(),
-    )
-    .unwrap()
-    .count();
-    assert_eq!(entries, 2);
-    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert_eq!(paths[0], paths[1]);
+    let mut left: Vec<String> = fs::read_dir(&paths[0])
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["by-a", "by-b"]);
 }
 
 // ---------------------------------------------------------------------------------------
