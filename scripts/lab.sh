@@ -9,6 +9,9 @@
 # State lives in ${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}. Progress goes to stderr;
 # stdout is reserved for `env`.
 #
+# Users (rootless tests): ocibuild-rootless with subordinate ids (65536) in /etc/subuid
+# and /etc/subgid, ocibuild-nosubid without (OCIBUILD_TEST_ROOTLESS_USER / _NOSUBID_USER).
+#
 # Registries:
 #   plain  127.0.0.1:<port>   anonymous, delete enabled, fixtures busybox:latest and
 #                             busybox-multi:latest (OCI index: linux/amd64 + fake linux/arm64),
@@ -41,8 +44,11 @@ set -euo pipefail
 LAB_DIR="${OCIBUILD_LAB_DIR:-/tmp/ocibuild-lab}"
 AUTH_USER=ocitest
 AUTH_PASSWORD=ocitest-pw
-PACKAGES=(docker-registry skopeo umoci busybox-static debootstrap jq apache2-utils buildah curl openssl git python3-venv file ca-certificates gcc libc6-dev golang-go)
+PACKAGES=(docker-registry skopeo umoci busybox-static debootstrap jq apache2-utils buildah curl openssl git python3-venv file ca-certificates gcc libc6-dev golang-go uidmap)
 ENV_FILE="$LAB_DIR/env"
+ROOTLESS_USER=ocibuild-rootless
+ROOTLESS_RANGE=300000-365535
+NOSUBID_USER=ocibuild-nosubid
 CERTS="$LAB_DIR/certs"
 
 log() { printf 'lab: %s\n' "$*" >&2; }
@@ -633,6 +639,8 @@ write_env() {
     echo "export OCIBUILD_TEST_REGISTRY=$(cat "$LAB_DIR/plain/addr")"
     echo "export OCIBUILD_TEST_AUTH_REGISTRY=$(cat "$LAB_DIR/auth/addr")"
     echo "export OCIBUILD_TEST_AUTH_USER=$AUTH_USER"
+    echo "export OCIBUILD_TEST_ROOTLESS_USER=$ROOTLESS_USER"
+    echo "export OCIBUILD_TEST_NOSUBID_USER=$NOSUBID_USER"
     echo "export OCIBUILD_TEST_AUTH_PASSWORD=$AUTH_PASSWORD"
     echo "export OCIBUILD_TEST_TLS_REGISTRY=$(cat "$LAB_DIR/tls/addr")"
     echo "export OCIBUILD_TEST_MTLS_REGISTRY=$(cat "$LAB_DIR/mtls/addr")"
@@ -653,11 +661,40 @@ write_env() {
   mv "$tmp" "$ENV_FILE"
 }
 
+# Users for the rootless tests (idempotent): $ROOTLESS_USER with subordinate uid and gid
+# ranges in /etc/subuid and /etc/subgid, $NOSUBID_USER without any. No home directories:
+# the tests give them one in a temporary directory.
+ensure_rootless_users() {
+  local u
+  local u range
+  for u in "$ROOTLESS_USER" "$NOSUBID_USER"; do
+    if ! id -u "$u" >/dev/null 2>&1; then
+      log "adding user $u"
+      # No automatic subordinate ranges (useradd adds some from login.defs).
+      as_root useradd --no-create-home --shell /bin/sh -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 "$u"
+    fi
+  done
+  if ! grep -q "^$ROOTLESS_USER:" /etc/subuid 2>/dev/null ||
+    ! grep -q "^$ROOTLESS_USER:" /etc/subgid 2>/dev/null; then
+    log "giving $ROOTLESS_USER subordinate ids $ROOTLESS_RANGE"
+    as_root usermod --add-subuids "$ROOTLESS_RANGE" --add-subgids "$ROOTLESS_RANGE" "$ROOTLESS_USER"
+  fi
+  for range in $(awk -F: -v u="$NOSUBID_USER" '$1 == u { print $2 "-" $2 + $3 - 1 }' /etc/subuid 2>/dev/null); do
+    log "removing subordinate uids $range of $NOSUBID_USER"
+    as_root usermod --del-subuids "$range" "$NOSUBID_USER"
+  done
+  for range in $(awk -F: -v u="$NOSUBID_USER" '$1 == u { print $2 "-" $2 + $3 - 1 }' /etc/subgid 2>/dev/null); do
+    log "removing subordinate gids $range of $NOSUBID_USER"
+    as_root usermod --del-subgids "$range" "$NOSUBID_USER"
+  done
+}
+
 cmd_up() {
   mkdir -p "$LAB_DIR/plain" "$LAB_DIR/auth" "$LAB_DIR/tls" "$LAB_DIR/mtls"
   exec 9>"$LAB_DIR/lock"
   flock 9 2>/dev/null || true
   install_packages
+  ensure_rootless_users
   start_registry plain 5100 "" 0
   local plain_port
   plain_port="$(cut -d: -f2 "$LAB_DIR/plain/addr")"
@@ -686,7 +723,8 @@ cmd_env() {
   if ! registry_alive plain || ! registry_alive auth || ! registry_alive tls ||
     ! registry_alive mtls || ! s3_alive || ! service_alive azurite || ! service_alive gcs ||
     [ ! -f "$ENV_FILE" ] || ! grep -q MTLS "$ENV_FILE" || ! grep -q S3_ROLE_ARN "$ENV_FILE" ||
-    ! grep -q OCIBUILD_TEST_GCS "$ENV_FILE" || ! grep -q HELLO_DEB "$ENV_FILE"; then
+    ! grep -q OCIBUILD_TEST_GCS "$ENV_FILE" || ! grep -q HELLO_DEB "$ENV_FILE" ||
+    ! grep -q ROOTLESS_USER "$ENV_FILE" || ! id -u "$ROOTLESS_USER" >/dev/null 2>&1; then
     cmd_up
   fi
   cat "$ENV_FILE"

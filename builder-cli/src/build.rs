@@ -35,7 +35,9 @@ pub fn run(args: BuildFlags, mode: Mode) -> Result<()> {
     let mut opts = args.options(mode)?;
     preflight::destinations(&opts)?;
     if !args.outputs.dryrun {
-        preflight::require_root()?;
+        if let Some(warning) = crate::rootless::single_id_warning() {
+            log.event(BuildEvent::Warning(warning));
+        }
         ocibuild_core::check_live_root(&opts)?;
     }
     for warning in args.ignored.warnings() {

@@ -19,6 +19,7 @@ mod preflight;
 mod progress;
 mod prune;
 mod push;
+mod rootless;
 mod suggest;
 mod warm;
 
@@ -56,10 +57,32 @@ enum Commands {
     /// Print the man page ocibuild(1), or write it and one page per subcommand into a
     /// directory.
     Man(docs::ManArgs),
+    /// Run a command (a shell by default) as root of the user namespace a rootless build
+    /// runs in, with your subordinate ids mapped, like `buildah unshare`: e.g. to inspect or
+    /// remove files of your layer store owned by other ids.
+    Unshare(rootless::UnshareArgs),
+}
+
+impl Commands {
+    /// True for the commands that build or touch the layer store, which a user who is not
+    /// root runs in the rootless user namespace.
+    fn needs_namespace(&self) -> bool {
+        !matches!(self, Commands::Completions(_) | Commands::Man(_))
+    }
 }
 
 fn main() -> ExitCode {
     let cli = parse(arguments());
+    if cli.command.needs_namespace() {
+        match rootless::enter() {
+            Ok(None) => {}
+            Ok(Some(code)) => return exit_code(code),
+            Err(err) => {
+                log::print_error(&report(&err));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let result = match cli.command {
         Commands::Build(args) => build::run_build(*args),
         Commands::Warm(args) => warm::run(*args),
@@ -67,6 +90,11 @@ fn main() -> ExitCode {
         Commands::Prune(args) => prune::run(args),
         Commands::Completions(args) => docs::completions(args, command()),
         Commands::Man(args) => docs::man(args, command()),
+        Commands::Unshare(args) => rootless::unshare(args).map(|code| {
+            if code != 0 {
+                std::process::exit(code)
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,6 +103,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The exit code `code` (0-255; anything else is a failure).
+fn exit_code(code: i32) -> ExitCode {
+    u8::try_from(code).map_or(ExitCode::FAILURE, ExitCode::from)
 }
 
 /// The command line, with `executor` (or `warm`) put in front when this binary was invoked

@@ -1,26 +1,11 @@
 //! Checks before building, so that a mistake that would only show at the end fails in
-//! seconds instead: the build runs as root, every destination is a valid reference, and
+//! seconds instead: every destination is a valid reference, and
 //! (kaniko's push-permission check) each destination registry is reachable and accepts a
 //! push with the credentials at hand.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use ocibuild_core::{BuildOptions, Reference};
 use ocibuild_registry::{Client, ClientOptions, DockerConfig, Error};
-
-/// Refuses to build without root privileges, saying what works today.
-pub fn require_root() -> Result<()> {
-    let uid = rustix::process::geteuid();
-    if uid.is_root() {
-        return Ok(());
-    }
-    bail!(
-        "building needs root today, and this is uid {}: run ocibuild as root (e.g. `sudo \
-         ocibuild build ...`), or as root inside a container (add `--isolation chroot` where the \
-         container may not create namespaces, or run `ocibuild executor`, which builds in / as \
-         kaniko does); rootless builds are not supported yet. `--dryrun` works as any user",
-        uid.as_raw()
-    )
-}
 
 /// The destinations of `opts`, parsed; the first invalid one is an error naming it.
 pub fn destinations(opts: &BuildOptions) -> Result<Vec<Reference>> {

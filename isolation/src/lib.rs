@@ -32,6 +32,7 @@
 //! outside it. No mount is ever made in the caller's mount namespace.
 
 mod caps;
+pub mod rootless;
 mod rootfs;
 mod seccomp;
 mod sys;

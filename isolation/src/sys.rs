@@ -459,6 +459,29 @@ pub(crate) fn poll_readable(file: &File, timeout_ms: i32) -> io::Result<bool> {
     }
 }
 
+/// The socket at descriptor `fd`, inherited from the parent that re-executed this
+/// process (`rootless`); checked to be a socket before it is owned, and made close-on-exec.
+pub(crate) fn stream_from_inherited_fd(fd: RawFd) -> io::Result<std::os::unix::net::UnixStream> {
+    // SAFETY: fstat only writes into the zeroed buffer it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on any integer is harmless; an invalid one gives EBADF.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a socket"));
+    }
+    // SAFETY: the descriptor was handed to this process for exactly this use (its number
+    // is in _OCIBUILD_USERNS_SYNC, which is removed before anything else reads it), it is
+    // open and a socket, and nothing else in the process owns it.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    // SAFETY: FD_CLOEXEC on a descriptor this process owns.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
 /// The effective uid and gid of this process.
 pub(crate) fn effective_ids() -> (libc::uid_t, libc::gid_t) {
     // SAFETY: geteuid/getegid have no preconditions and cannot fail.
