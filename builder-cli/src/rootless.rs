@@ -44,7 +44,11 @@ pub fn single_id_warning() -> Option<String> {
 pub struct UnshareArgs {
     /// The command to run as root of the rootless user namespace (`$SHELL` or /bin/sh
     /// when none), e.g. to inspect or remove files of the layer store owned by mapped ids.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     command: Vec<OsString>,
 }
 

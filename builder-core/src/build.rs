@@ -202,7 +202,7 @@ pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<Hel
     let parent = match (opts.isolation, parent) {
         (Isolation::None, _) => opts.kaniko_dir.clone(),
         (_, Some(parent)) => parent.to_path_buf(),
-        (_, None) => std::env::temp_dir(),
+        (_, None) => default_temp_parent(),
     };
     std::fs::create_dir_all(&parent).map_err(BuildError::io(&parent))?;
     HeldDir::sweep(&parent, TEMP_PREFIX).map_err(BuildError::snapshot(
@@ -210,6 +210,25 @@ pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<Hel
     ))?;
     HeldDir::create(&parent, TEMP_PREFIX)
         .map_err(BuildError::snapshot("making a temporary directory"))
+}
+
+/// Where builds make their temporary directories by default: `$TMPDIR` when set, else
+/// `/tmp` for host root and `ocibuild/tmp` in the user's cache directory for anyone else
+/// (a rootless build: its own disk space, not a shared `/tmp`).
+fn default_temp_parent() -> PathBuf {
+    if std::env::var_os("TMPDIR").is_some() || ocibuild_snapshot::is_host_root() {
+        return std::env::temp_dir();
+    }
+    user_cache_dir().join("ocibuild").join("tmp")
+}
+
+/// `$XDG_CACHE_HOME`, else `~/.cache`, else `/var/cache`.
+fn user_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"))
 }
 
 /// How the names of the temporary directories of builds begin.
@@ -565,11 +584,7 @@ fn cache_mounts_dir(opts: &BuildOptions) -> PathBuf {
     if let Some(dir) = &opts.cache_dir {
         return dir.join("mounts");
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/var/cache"));
-    base.join("ocibuild").join("mounts")
+    user_cache_dir().join("ocibuild").join("mounts")
 }
 
 /// `--dryrun`: reads the Dockerfile of `opts` (found as [`build()`] finds it), makes the

@@ -32,8 +32,8 @@
 //! outside it. No mount is ever made in the caller's mount namespace.
 
 mod caps;
-pub mod rootless;
 mod rootfs;
+pub mod rootless;
 mod seccomp;
 mod sys;
 mod user;
@@ -487,7 +487,7 @@ pub fn run_until(
 
 /// [`run_until`] in the rootfs `root` instead of `spec.rootfs`: a plain directory, or an
 /// overlay (from `ocibuild_snapshot::StepRoot::run_root`) that the sandbox mounts itself,
-/// inside its own mount namespace, with the options of [`ocibuild_snapshot::overlay::OPTIONS`].
+/// inside its own mount namespace, with the options of [`ocibuild_snapshot::overlay::options`].
 /// The command sees the merged tree; its changes land in the upper directory, and the
 /// lower directories are never written. Missing mount points (`/proc`, `/dev`,
 /// `/etc/resolv.conf`, `RUN --mount` targets) are made in a layer of their own on top of
@@ -642,7 +642,7 @@ fn overlay_plan(
             .collect::<Result<_, _>>()?,
         upper: path_cstring(&layers.upper)?,
         work: path_cstring(&layers.work)?,
-        options: overlay::OPTIONS
+        options: overlay::options()
             .iter()
             .map(|(k, v)| Ok((cstring("option", *k)?, cstring("option", *v)?)))
             .collect::<Result<_, IsolationError>>()?,

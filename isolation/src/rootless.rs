@@ -338,7 +338,11 @@ fn map_child(plan: &Plan, sock: &mut UnixStream, pid: u32) -> Result<(), Unavail
             let _ = sock.read_to_string(&mut why);
             return Err(Unavailable::Failed(why));
         }
-        Ok(_) => return Err(Unavailable::Failed("the child ended before unsharing".into())),
+        Ok(_) => {
+            return Err(Unavailable::Failed(
+                "the child ended before unsharing".into(),
+            ))
+        }
         Err(e) => return Err(Unavailable::Failed(format!("reading from the child: {e}"))),
     }
     run_helper(&plan.newuidmap, pid, plan.uid, &plan.uid_ranges)?;

@@ -170,7 +170,7 @@ pub(crate) struct OverlayPlan {
     pub upper: CString,
     /// The work directory.
     pub work: CString,
-    /// The other options, e.g. `redirect_dir` = `off`.
+    /// The other options, e.g. `redirect_dir` = `off`; an empty value is a flag.
     pub options: Vec<(CString, CString)>,
     /// Pass the lowers as one `lowerdir=` list (kernels before 6.8) instead of one
     /// `lowerdir+` each.
@@ -813,6 +813,8 @@ unsafe fn bind_root(root: &RootPlan, err: RawFd) -> RawFd {
 
 /// `fsopen` flag: the context descriptor is close-on-exec.
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
+/// `fsconfig` command: set a flag option.
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 /// `fsconfig` command: set a string option.
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 /// `fsconfig` command: create the filesystem.
@@ -839,6 +841,25 @@ unsafe fn set_string(fs: RawFd, key: &CStr, value: *const libc::c_char) -> c_int
             FSCONFIG_SET_STRING,
             key.as_ptr(),
             value,
+            0 as c_int,
+        ) as c_int
+    }
+}
+
+/// `fsconfig(fs, FSCONFIG_SET_FLAG, key)` (e.g. `userxattr`); 0 or -1.
+///
+/// # Safety
+/// Async-signal-safe: callable in a forked child.
+unsafe fn set_flag(fs: RawFd, key: &CStr) -> c_int {
+    let null = ptr::null::<libc::c_char>();
+    // SAFETY: NUL-terminated key, no value or aux argument.
+    unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs,
+            FSCONFIG_SET_FLAG,
+            key.as_ptr(),
+            null,
             0 as c_int,
         ) as c_int
     }
@@ -944,7 +965,12 @@ unsafe fn mount_overlay(root: &RootPlan, overlay: &OverlayPlan, err: RawFd) -> R
         let upper = set_dir(fs, c"upperdir", &overlay.upper, 3, err);
         let work = set_dir(fs, c"workdir", &overlay.work, 4, err);
         for (key, value) in &overlay.options {
-            if set_string(fs, key, value.as_ptr()) < 0 {
+            let set = if value.is_empty() {
+                set_flag(fs, key)
+            } else {
+                set_string(fs, key, value.as_ptr())
+            };
+            if set < 0 {
                 fail(err, Stage::Overlay, 5, last_errno());
             }
         }

@@ -9,6 +9,22 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Everything that can go wrong while reading, diffing or writing root filesystems and layers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The layer store was written with the overlay marks in another xattr namespace than
+    /// this process' mounts read (a store of root used rootless, or the other way round).
+    #[error(
+        "the layer store {store} keeps overlay marks in {written}.overlay.* xattrs, and this \
+         process reads {wanted}.overlay.* ({why}): give this build another --layer-store"
+    )]
+    StoreXattrs {
+        /// The store's directory.
+        store: PathBuf,
+        /// The namespace the store was written with.
+        written: String,
+        /// This process' namespace.
+        wanted: &'static str,
+        /// Why this process uses it.
+        why: &'static str,
+    },
     /// A filesystem operation on `path` failed.
     #[error("{path}: {op} failed: {source}")]
     Io {

@@ -486,9 +486,12 @@ impl EntryWriter<'_> {
     }
 }
 
-/// True for extended attributes that go into layers.
+/// True for extended attributes that go into layers: `security.capability` and `user.*`
+/// but overlayfs' own `user.overlay.*` (its marks in a user namespace, which unpacking
+/// drops too), so that a rootless build's layers are a root build's.
 fn wanted_xattr(name: &[u8]) -> bool {
-    name == b"security.capability" || name.starts_with(b"user.")
+    name == b"security.capability"
+        || (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
 }
 
 /// Reads the wanted extended attributes of `host` (not following symlinks),

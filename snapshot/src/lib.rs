@@ -57,8 +57,8 @@ pub use rootpath::{is_missing, resolve_in_root};
 pub use snapshotter::{Diff, RunRoot, Snapshotter, StepRoot};
 pub use sparse::{copy_file_sparse, write_sparse};
 pub use store::{
-    default_store_dir, HeldDir, Inserted, LayerDigests, LayerEntry, LayerStore, PruneOptions,
-    PruneReport, StepDirs, StoredLayer,
+    default_store_dir, is_host_root, HeldDir, Inserted, LayerDigests, LayerEntry, LayerStore,
+    PruneOptions, PruneReport, StepDirs, StoredLayer,
 };
 pub use unpack::{
     unpack_layer, unpack_layer_dir, unpack_layer_file, unpack_layer_file_skipping,

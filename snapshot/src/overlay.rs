@@ -3,7 +3,8 @@
 //! directory alone.
 //!
 //! - Mounting: [`OverlayLayers`] names the directories of one overlay; it is mounted with
-//!   [`OPTIONS`] (`redirect_dir=off,metacopy=off,index=off,xino=off`), so the upper
+//!   [`options`] (`redirect_dir=off,metacopy=off,index=off,xino=off`; `userxattr` in a
+//!   user namespace, see [`XattrNamespace`]), so the upper
 //!   directory stays plain: no redirects, no metadata-only copies, no index, and it can
 //!   itself be a lower directory of the next step. The host side only ever uses a
 //!   detached mount ([`OverlayLayers::open`], see the `mount` module): nothing is mounted
@@ -70,18 +71,90 @@ pub fn max_step_lowers() -> usize {
     }
 }
 
-/// The options of every overlay ocibuild mounts (host view, RUN sandbox, probe): no
-/// redirect xattrs (renaming a lower directory gives `EXDEV`), no metadata-only copy-up
-/// (every copied-up file has its data), no index (hard links are broken on copy-up), and
-/// plain inode numbers. The upper directory then holds only plain entries, whiteouts and
-/// opaque marks (plus overlayfs' `origin` and `impure` xattrs, which never reach a layer:
-/// so `uuid` keeps its default, it only changes what `origin` records).
+/// The options of every overlay ocibuild mounts as host root (host view, RUN sandbox,
+/// probe): no redirect xattrs (renaming a lower directory gives `EXDEV`), no metadata-only
+/// copy-up (every copied-up file has its data), no index (hard links are broken on
+/// copy-up), and plain inode numbers. The upper directory then holds only plain entries,
+/// whiteouts and opaque marks (plus overlayfs' `origin` and `impure` xattrs, which never
+/// reach a layer: so `uuid` keeps its default, it only changes what `origin` records).
 pub const OPTIONS: [(&str, &str); 4] = [
     ("redirect_dir", "off"),
     ("metacopy", "off"),
     ("index", "off"),
     ("xino", "off"),
 ];
+
+/// [`OPTIONS`] in a user namespace (a rootless build, Linux 5.11+): the flag `userxattr`
+/// (overlayfs keeps its marks in `user.overlay.*`, see [`XattrNamespace`]), and
+/// `redirect_dir=nofollow`, the only value `userxattr` takes that creates no redirects
+/// (nor follows any). An empty value is a flag.
+pub const USER_NAMESPACE_OPTIONS: [(&str, &str); 5] = [
+    ("userxattr", ""),
+    ("redirect_dir", "nofollow"),
+    ("metacopy", "off"),
+    ("index", "off"),
+    ("xino", "off"),
+];
+
+/// The options of every overlay this process mounts: [`OPTIONS`] as host root, else
+/// [`USER_NAMESPACE_OPTIONS`]. An empty value is a flag (`FSCONFIG_SET_FLAG`).
+pub fn options() -> &'static [(&'static str, &'static str)] {
+    match XattrNamespace::current() {
+        XattrNamespace::Trusted => &OPTIONS,
+        XattrNamespace::User => &USER_NAMESPACE_OPTIONS,
+    }
+}
+
+/// Where overlayfs keeps its marks (opaque directories, xwhiteouts): `trusted.overlay.*`,
+/// which only host root may write, or `user.overlay.*` with the mount option `userxattr`,
+/// as in a user namespace. One process uses one: the layer store records it (see
+/// [`crate::LayerStore::open`]), since a mount reads only its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrNamespace {
+    /// `trusted.overlay.*`: host root.
+    Trusted,
+    /// `user.overlay.*`: anyone else (root of a rootless build's user namespace).
+    User,
+}
+
+impl XattrNamespace {
+    /// The namespace of this process: [`XattrNamespace::Trusted`] when it is host root
+    /// ([`crate::is_host_root`]), else [`XattrNamespace::User`].
+    pub fn current() -> XattrNamespace {
+        static CURRENT: std::sync::OnceLock<XattrNamespace> = std::sync::OnceLock::new();
+        *CURRENT.get_or_init(|| {
+            if crate::is_host_root() {
+                XattrNamespace::Trusted
+            } else {
+                XattrNamespace::User
+            }
+        })
+    }
+
+    /// Its name as the store records it: `trusted` or `user`.
+    pub fn name(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted",
+            XattrNamespace::User => "user",
+        }
+    }
+
+    /// The xattr marking an opaque directory (`y`) or one holding xwhiteouts (`x`).
+    pub fn opaque(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.opaque",
+            XattrNamespace::User => "user.overlay.opaque",
+        }
+    }
+
+    /// The xattr marking a zero-size regular file as a whiteout (an xwhiteout).
+    pub fn whiteout(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.whiteout",
+            XattrNamespace::User => "user.overlay.whiteout",
+        }
+    }
+}
 
 /// How lower directories are passed to the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

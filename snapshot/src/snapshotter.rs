@@ -104,7 +104,7 @@ pub enum RunRoot {
     /// A plain directory, entered as it is.
     Dir(PathBuf),
     /// An overlay the sandbox mounts itself, inside its own mount namespace, with the
-    /// options of [`crate::overlay::OPTIONS`]: the lowers stay read-only, every change
+    /// options of [`crate::overlay::options`]: the lowers stay read-only, every change
     /// lands in the upper directory.
     Overlay(OverlayLayers),
 }

@@ -20,6 +20,8 @@
 //!   steps/<pid>-<unique>/     a running build's step directories (overlay upper and
 //!                             work directories), see [`LayerStore::step_dirs`]
 //!   steps/<pid>-<unique>.lock held exclusively by that build
+//!   overlay-xattrs            `trusted` or `user`: where the layers' overlay marks are
+//!                             (`user.overlay.*` when written in a user namespace)
 //! ```
 //!
 //! Layers come in by extraction ([`LayerStore::insert_from_reader`]) or, for layers a
@@ -62,6 +64,7 @@ use ocibuild_image::digest::{DigestAlgorithm, HashingReader};
 
 use crate::decompress::decompressed;
 use crate::error::{io_err, Error, Result};
+use crate::overlay::XattrNamespace;
 use crate::rootfd::RootDir;
 use crate::unpack::{unpack_layer_with, UnpackFormat, UnpackOptions, UnpackStats};
 
@@ -74,16 +77,38 @@ pub use held::HeldDir;
 pub use prune::{LayerEntry, PruneOptions, PruneReport};
 pub use steps::StepDirs;
 
+/// The file of the store root naming the xattr namespace of its overlay marks.
+const XATTRS_FILE: &str = "overlay-xattrs";
+
 /// The name of the store inside a cache directory.
 pub const STORE_IN_CACHE_DIR: &str = "layer-store";
 
 /// Where the layer store is by default: `layer-store/` in `cache_dir` when given, else
 /// `/var/lib/ocibuild` when running as root, else `$XDG_DATA_HOME/ocibuild` (an absolute
 /// `XDG_DATA_HOME` only) or `$HOME/.local/share/ocibuild`. `None` for a user without
-/// either variable.
+/// either variable. Root of a user namespace (a rootless build) is not root here: its
+/// store is the user's.
 pub fn default_store_dir(cache_dir: Option<&Path>) -> Option<PathBuf> {
-    let is_root = nix::unistd::geteuid().is_root();
-    store_dir_for(cache_dir, is_root, |name| std::env::var_os(name))
+    store_dir_for(cache_dir, is_host_root(), |name| std::env::var_os(name))
+}
+
+/// True when this process is root of the initial user namespace (or of one mapping every
+/// id to itself, as a rootful container's): root, and `/proc/self/uid_map` maps all ids
+/// to themselves. Root of a rootless build's user namespace is not.
+pub fn is_host_root() -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    match fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => is_identity_map(&map),
+        // No /proc: nothing says otherwise.
+        Err(_) => true,
+    }
+}
+
+/// True when the content of a `uid_map` maps every id to itself.
+fn is_identity_map(map: &str) -> bool {
+    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
 }
 
 /// [`default_store_dir`] with the user and the environment given.
@@ -185,8 +210,36 @@ impl LayerStore {
                 .create(&dir)
                 .map_err(io_err(&dir, "create directory"))?;
         }
+        store.check_xattrs(XattrNamespace::current())?;
         store.sweep()?;
         Ok(store)
+    }
+
+    /// Records in `overlay-xattrs` the xattr namespace of the overlay marks of the layers
+    /// (`trusted` or `user`, see [`XattrNamespace`]) when the store is new, else checks
+    /// that it is `ns`: a mount reads the marks of its own namespace only.
+    fn check_xattrs(&self, ns: XattrNamespace) -> Result<()> {
+        let file = self.root.join(XATTRS_FILE);
+        match fs::read_to_string(&file) {
+            Ok(written) if written.trim() == ns.name() => Ok(()),
+            Ok(written) => Err(Error::StoreXattrs {
+                store: self.root.clone(),
+                written: written.trim().to_string(),
+                wanted: ns.name(),
+                why: match ns {
+                    XattrNamespace::Trusted => "host root",
+                    XattrNamespace::User => "not host root: a rootless build",
+                },
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let tmp = self
+                    .tmp_dir()
+                    .join(format!("{XATTRS_FILE}.{}", std::process::id()));
+                fs::write(&tmp, format!("{}\n", ns.name())).map_err(io_err(&tmp, "write file"))?;
+                fs::rename(&tmp, &file).map_err(io_err(&file, "rename into place"))
+            }
+            Err(e) => Err(Error::io(&file, "read file", e)),
+        }
     }
 
     /// The store's directory.

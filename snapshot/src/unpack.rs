@@ -36,8 +36,11 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// PAX record prefix for extended attributes.
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
-/// The extended attribute that marks an overlayfs directory opaque, and its value.
-pub const OVERLAY_OPAQUE_XATTR: (&str, &[u8]) = ("trusted.overlay.opaque", b"y");
+/// The extended attribute that marks an overlayfs directory opaque (in the namespace of
+/// this process' mounts, see [`crate::overlay::XattrNamespace`]), and its value.
+pub fn overlay_opaque_xattr() -> (&'static str, &'static [u8]) {
+    (crate::overlay::XattrNamespace::current().opaque(), b"y")
+}
 /// Extended attribute namespaces overlayfs reads its own metadata from.
 const OVERLAY_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 
@@ -69,7 +72,8 @@ pub enum UnpackFormat {
     /// Extracted alone into an empty directory, as an overlayfs lower directory: a
     /// whiteout `.wh.NAME` becomes a character device `NAME` with device number 0/0 (mode
     /// 0) and an opaque marker `.wh..wh..opq` the extended attribute
-    /// `trusted.overlay.opaque=y` on its directory; extended attributes of the layer in
+    /// `trusted.overlay.opaque=y` (`user.overlay.opaque=y` in a user namespace) on its
+    /// directory; extended attributes of the layer in
     /// the `trusted.overlay.` and `user.overlay.` namespaces are dropped, since overlayfs
     /// would obey them. Paths are resolved within this one layer: a symlink a lower layer
     /// put on the way is not seen (as with every overlay-based unpacker).
@@ -614,7 +618,7 @@ impl Unpacker {
             match self.format {
                 UnpackFormat::Apply => self.prune_lower(&dir, &path)?,
                 UnpackFormat::OverlayLower => {
-                    let (key, value) = OVERLAY_OPAQUE_XATTR;
+                    let (key, value) = overlay_opaque_xattr();
                     dir.set_xattr(OsStr::new("."), OsStr::new(key), value)?;
                 }
             }

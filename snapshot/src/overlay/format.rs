@@ -9,6 +9,9 @@
 //!   `trusted.overlay.whiteout` (an "xwhiteout");
 //! - an opaque directory has the xattr `trusted.overlay.opaque=y`. The value `x` does
 //!   not make a directory opaque: it only says that the directory may hold xwhiteouts.
+//!
+//! In a user namespace (a rootless build) the same xattrs are `user.overlay.*`: this
+//! process reads the namespace its mounts use ([`XattrNamespace::current`]).
 
 use std::fs::{self, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -16,12 +19,14 @@ use std::path::Path;
 
 use crate::error::{io_err, Error, Result};
 use crate::layer::is_unsupported;
+use crate::overlay::XattrNamespace;
 use crate::walk::Changes;
 
-/// The xattr marking an opaque directory (`y`) or one holding xwhiteouts (`x`).
-pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
-/// The xattr marking a zero-size regular file as a whiteout (an xwhiteout).
-const WHITEOUT_XATTR: &str = "trusted.overlay.whiteout";
+/// The xattr marking an opaque directory (`y`) or one holding xwhiteouts (`x`), in the
+/// namespace of this process' mounts.
+pub(crate) fn opaque_xattr() -> &'static str {
+    XattrNamespace::current().opaque()
+}
 
 /// What one entry of a layer directory stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,13 +51,17 @@ pub(crate) fn kind_of(host: &Path, meta: &Metadata, parent_x: bool) -> Result<Ki
     if file_type.is_char_device() && meta.rdev() == 0 {
         return Ok(Kind::Whiteout);
     }
-    if file_type.is_file() && meta.len() == 0 && parent_x && has_xattr(host, WHITEOUT_XATTR)? {
+    if file_type.is_file()
+        && meta.len() == 0
+        && parent_x
+        && has_xattr(host, XattrNamespace::current().whiteout())?
+    {
         return Ok(Kind::Whiteout);
     }
     if !file_type.is_dir() {
         return Ok(Kind::Other);
     }
-    let mark = get_xattr(host, OPAQUE_XATTR)?;
+    let mark = get_xattr(host, opaque_xattr())?;
     Ok(Kind::Dir {
         opaque: mark.as_deref() == Some(b"y"),
         xwhiteouts: mark.as_deref() == Some(b"x"),

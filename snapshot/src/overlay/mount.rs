@@ -18,11 +18,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use rustix::fs::{Mode, OFlags, CWD};
 use rustix::mount::{
-    fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
-    MountAttrFlags,
+    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, FsMountFlags,
+    FsOpenFlags, MountAttrFlags,
 };
 
-use super::{LowerOption, OverlayLayers, MAX_LOWERS, OPTIONS};
+use super::{options, LowerOption, OverlayLayers, MAX_LOWERS};
 use crate::error::{Error, Result};
 
 /// The longest string value `fsconfig` takes (it copies at most 256 bytes, NUL included).
@@ -115,8 +115,11 @@ pub(crate) fn mount_stack(
         set(&fs, "upperdir", &short_name(upper, &mut held)?)?;
         set(&fs, "workdir", &short_name(work, &mut held)?)?;
     }
-    for (key, value) in OPTIONS {
-        set(&fs, key, value)?;
+    for &(key, value) in options() {
+        match value {
+            "" => fsconfig_set_flag(&fs, key).map_err(|e| overlay_error(&fs, key, e))?,
+            value => set(&fs, key, value)?,
+        }
     }
     fsconfig_create(&fs).map_err(|e| overlay_error(&fs, "create the filesystem", e))?;
     fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs).map_err(|e| overlay_error(&fs, "fsmount", e))

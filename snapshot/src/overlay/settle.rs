@@ -19,7 +19,7 @@ use filetime::FileTime;
 
 use crate::error::{io_err, Error, Result};
 use crate::layer::is_unsupported;
-use crate::overlay::format::{kind_of, Kind, OPAQUE_XATTR};
+use crate::overlay::format::{kind_of, opaque_xattr, Kind};
 use crate::walk::Changes;
 
 /// Removes from the committed upper directory `upper` every entry that is not in the layer
@@ -47,7 +47,7 @@ fn settle_dir(upper: &Path, rel: &Path, changes: &Changes) -> Result<bool> {
                 let below = settle_dir(upper, &child, changes)?;
                 let keep = below || changes.upserts.contains(&child);
                 if keep && opaque && !changes.opaque_dirs.contains(&child) {
-                    remove_xattr(&path, OPAQUE_XATTR)?;
+                    remove_xattr(&path, opaque_xattr())?;
                 }
                 keep
             }

@@ -16,7 +16,7 @@ fn whiteout(path: &Path) {
 }
 
 fn opaque(path: &Path) {
-    xattr::set(path, format::OPAQUE_XATTR, b"y").unwrap();
+    xattr::set(path, format::opaque_xattr(), b"y").unwrap();
 }
 
 fn write(root: &Path, rel: &str, data: &str) {
@@ -331,7 +331,10 @@ fn shape_of(dir: &Path) -> std::collections::BTreeMap<PathBuf, Shape> {
                 _ => None,
             };
             let opaque = meta.is_dir()
-                && xattr::get(&path, format::OPAQUE_XATTR).unwrap().as_deref() == Some(b"y");
+                && xattr::get(&path, format::opaque_xattr())
+                    .unwrap()
+                    .as_deref()
+                    == Some(b"y");
             let rel = path.strip_prefix(dir).unwrap().to_path_buf();
             out.insert(
                 rel,

@@ -66,3 +66,11 @@ fn malformed_digests_are_refused_before_anything_is_written() {
     }
     assert_eq!(fs::read_dir(store.locks_dir()).unwrap().count(), 0);
 }
+
+#[test]
+fn only_an_identity_uid_map_is_host_root() {
+    assert!(super::is_identity_map("         0          0 4294967295\n"));
+    assert!(!super::is_identity_map(
+        "         0       1001          1\n         1     100000      65536\n"
+    ));
+}

@@ -588,7 +588,7 @@ mod overlay {
     }
 
     fn opaque(path: &Path) -> Option<Vec<u8>> {
-        xattr::get(path, OVERLAY_OPAQUE_XATTR.0).unwrap()
+        xattr::get(path, overlay_opaque_xattr().0).unwrap()
     }
 
     /// Every path below `dir` (relative, `dir` itself as ""), sorted.
