@@ -100,6 +100,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::print_error(&report(&err));
+            if let Some(hint) = rootless::failure_hint() {
+                log::print_error(&hint);
+            }
             ExitCode::FAILURE
         }
     }

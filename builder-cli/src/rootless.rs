@@ -39,6 +39,18 @@ pub fn single_id_warning() -> Option<String> {
     ))
 }
 
+/// The hint a failed command ends with without the full mapping: a step may have failed
+/// for want of another id, and how to fix that. `None` otherwise.
+pub fn failure_hint() -> Option<String> {
+    let Some(Mode::SingleId(why)) = MODE.get() else {
+        return None;
+    };
+    Some(format!(
+        "if a step failed on a user or group id other than root (EPERM, EINVAL), that is \
+         because only your own id is mapped: {why}"
+    ))
+}
+
 /// `ocibuild unshare [COMMAND...]`.
 #[derive(Args, Debug)]
 pub struct UnshareArgs {

@@ -487,7 +487,10 @@ fn choose(
                 .map_err(BuildError::snapshot("making the build's step directory"))?;
             match Overlay::available(steps.path()) {
                 Ok(()) => {
-                    let reason = format!("layer store {}", store.root().display());
+                    let mut reason = format!("layer store {}", store.root().display());
+                    if overlay::XattrNamespace::current() == overlay::XattrNamespace::User {
+                        reason.push_str(", in a user namespace: userxattr");
+                    }
                     return Ok((Kind::Overlay, reason, Some(steps)));
                 }
                 Err(unavailable) => format!("{unavailable} (in {})", store.root().display()),

@@ -285,8 +285,7 @@ fn parent(plan: &Plan) -> Result<Entry, RootlessError> {
     for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
         mask.add(signal);
     }
-    // Blocked before the child exists, so that none is lost; the child starts with an
-    // empty mask (std resets it).
+    // Blocked before the child exists, so that none is lost; the child unblocks them.
     mask.thread_block()
         .map_err(errno("blocking signals (sigprocmask)"))?;
     let signals = SignalFd::new(&mask).map_err(errno("signalfd"))?;
@@ -404,6 +403,11 @@ fn child(fd: &std::ffi::OsStr) -> Result<Mode, RootlessError> {
             source: io::Error::from(io::ErrorKind::InvalidInput),
         })?;
     std::env::remove_var(SYNC_ENV);
+    // The parent blocked the signals it forwards before starting this process, and the
+    // mask is inherited.
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(errno("unblocking signals (sigprocmask)"))?;
     let mut sock = crate::sys::stream_from_inherited_fd(fd).map_err(sys("the parent's socket"))?;
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
         let _ = sock.write_all(format!("-unshare(CLONE_NEWUSER|CLONE_NEWNS): {e}").as_bytes());

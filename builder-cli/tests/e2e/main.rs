@@ -27,6 +27,7 @@ mod outputs;
 mod progress;
 mod prune;
 mod push;
+mod rootless;
 mod sandbox;
 mod snapshotters;
 mod warm;
