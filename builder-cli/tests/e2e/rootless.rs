@@ -8,7 +8,7 @@
 
 use crate::common::*;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -28,37 +28,6 @@ fn lab_user(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: start the test lab with `eval \"$(scripts/lab.sh env)\"`")
     })
-}
-
-/// The ocibuild binary, where any user can execute it: the built one when every directory
-/// on its way is searchable by others, else a copy (mode 0755, written to a temporary
-/// name and renamed, so that no one executes a half-written file) in a directory of the
-/// system's temporary directory, replaced when the build is newer.
-fn binary_for_users() -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_ocibuild"));
-    let reachable = built
-        .ancestors()
-        .skip(1)
-        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.mode() & 0o001 != 0));
-    let executable = std::fs::metadata(&built).is_ok_and(|m| m.mode() & 0o005 == 0o005);
-    if reachable && executable {
-        return built;
-    }
-    let dir = std::env::temp_dir().join("ocibuild-e2e-rootless");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.join("ocibuild");
-    let stale = match (std::fs::metadata(&copy), std::fs::metadata(&built)) {
-        (Ok(c), Ok(b)) => c.len() != b.len() || c.mtime() < b.mtime(),
-        _ => true,
-    };
-    if stale {
-        let tmp = dir.join(format!("ocibuild.{}", unique_string("tmp")));
-        std::fs::copy(&built, &tmp).unwrap();
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::rename(&tmp, &copy).unwrap();
-    }
-    copy
 }
 
 /// A temporary directory for one rootless run: searchable by everyone, with `home/`

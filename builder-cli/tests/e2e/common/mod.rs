@@ -450,3 +450,33 @@ pub fn ocibuild_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) ->
     writer.join().unwrap();
     out
 }
+
+/// The ocibuild binary, where any user can execute it: the built one when every directory
+/// on its way is searchable by others, else a copy (mode 0755, written to a temporary
+/// name and renamed, so that no one executes a half-written file) in a directory of the
+/// system's temporary directory, replaced when the build is newer.
+pub fn binary_for_users() -> PathBuf {
+    use std::fs::{metadata, Permissions};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_ocibuild"));
+    let searchable = |dir: &Path| metadata(dir).is_ok_and(|m| m.mode() & 0o001 != 0);
+    let reachable = built.ancestors().skip(1).all(searchable);
+    if reachable && metadata(&built).is_ok_and(|m| m.mode() & 0o005 == 0o005) {
+        return built;
+    }
+    let dir = std::env::temp_dir().join("ocibuild-e2e-rootless");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join("ocibuild");
+    let stale = match (metadata(&copy), metadata(&built)) {
+        (Ok(c), Ok(b)) => c.len() != b.len() || c.mtime() < b.mtime(),
+        _ => true,
+    };
+    if stale {
+        let tmp = dir.join(format!("ocibuild.{}", unique_string("tmp")));
+        std::fs::copy(&built, &tmp).unwrap();
+        std::fs::set_permissions(&tmp, Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &copy).unwrap();
+    }
+    copy
+}

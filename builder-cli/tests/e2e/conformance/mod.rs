@@ -13,7 +13,8 @@
 //!
 //! `OCIBUILD_CONFORMANCE_CASES=name1,name2` restricts the run to those cases (for working on
 //! one behaviour; the full suite is what `cargo test` runs). Case files are described in
-//! `conformance/case.rs`.
+//! `conformance/case.rs`. `OCIBUILD_CONFORMANCE_AS_USER=ocibuild-rootless` builds the
+//! ocibuild side rootless, as that lab user (see the `rootless` module).
 //!
 //! Compared per path: type, permission bits (with setuid/setgid/sticky), uid, gid, size and
 //! sha256 of files, symlink targets and hard-link groups. Compared config fields: see
@@ -295,7 +296,7 @@ fn build_ocibuild(
     dest: &str,
     snapshotter: &str,
 ) -> Result<(), String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocibuild"));
+    let mut cmd = ocibuild_command(ctx);
     cmd.arg("build")
         .args(["--snapshotter", snapshotter])
         .arg("--context")
@@ -311,6 +312,29 @@ fn build_ocibuild(
         cmd.args(["--target", target]);
     }
     run_quiet(&mut cmd)
+}
+
+/// `ocibuild`, or with `OCIBUILD_CONFORMANCE_AS_USER=USER` (a user with subordinate ids,
+/// e.g. the lab's `ocibuild-rootless`) a rootless `ocibuild` run as that user, with a home
+/// of its own next to the context `ctx` (which is made readable by everyone, `a+rX`: the
+/// buildah side builds the same context).
+fn ocibuild_command(ctx: &Path) -> Command {
+    let Ok(user) = std::env::var("OCIBUILD_CONFORMANCE_AS_USER") else {
+        return Command::new(env!("CARGO_BIN_EXE_ocibuild"));
+    };
+    let work = ctx.parent().unwrap();
+    let home = work.join(format!("home-{}", unique_string("user")));
+    std::fs::create_dir(&home).unwrap();
+    run("chown", &[&user, home.to_str().unwrap()]);
+    run("chmod", &["-R", "a+rX", ctx.to_str().unwrap()]);
+    run("chmod", &["a+x", work.to_str().unwrap()]);
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", &user, "--regid", &user, "--init-groups"])
+        .arg(binary_for_users())
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin");
+    cmd
 }
 
 fn buildah(storage: &Path) -> Command {
