@@ -25,6 +25,22 @@ pub enum Error {
         /// Why this process uses it.
         why: &'static str,
     },
+    /// An owner that the user namespace of a rootless build does not map.
+    #[error(
+        "{path}: owner {uid}:{gid} is not mapped in this user namespace (a rootless build \
+         maps 0 to the user and 1.. to the user's ranges in /etc/subuid and /etc/subgid, \
+         see `ocibuild unshare cat /proc/self/uid_map`): give the user a range that reaches \
+         it, e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER` \
+         for ids up to 65536"
+    )]
+    UnmappedId {
+        /// The path in the layer.
+        path: PathBuf,
+        /// The owner's uid.
+        uid: u32,
+        /// The owner's gid.
+        gid: u32,
+    },
     /// A filesystem operation on `path` failed.
     #[error("{path}: {op} failed: {source}")]
     Io {

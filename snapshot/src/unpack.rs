@@ -603,6 +603,13 @@ impl Unpacker {
                 self.stats.chown_failures += 1;
                 Ok(())
             }
+            Err(e) if is_errno(&e, libc::EINVAL) && !crate::is_host_root() => {
+                Err(Error::UnmappedId {
+                    path: rel.to_path_buf(),
+                    uid,
+                    gid,
+                })
+            }
             Err(e) => Err(e),
         }
     }

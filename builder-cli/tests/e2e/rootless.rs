@@ -317,6 +317,11 @@ fn ocibuild_unshare_runs_a_command_as_root_of_the_namespace_with_the_subordinate
     assert_eq!(lines[3][0], "1", "then the subordinate ids: {stdout}");
     assert_eq!(lines[3][2], "65536", "{stdout}");
     assert_eq!(lines[4], ["1"], "{stdout}");
+
+    // Root of the namespace is no host root: the host's files stay out of reach.
+    let out = user.ocibuild(&["unshare", "sh", "-c", "cat /etc/shadow || touch /etc/x"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(!Path::new("/etc/x").exists());
 }
 
 #[test]
@@ -394,4 +399,33 @@ fn sigterm_to_the_parent_stops_the_build_and_leaves_no_process_or_mount() {
     assert_eq!(processes_with(&sleep), Vec::<String>::new());
     assert_eq!(processes_with(&dir), Vec::<String>::new());
     assert_eq!(mounts_with(&dir), Vec::<String>::new());
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_base_file_owned_by_an_id_beyond_the_ranges_fails_naming_it_and_the_fix() {
+    let base = unique_repo("rootless-unmapped");
+    let root_ctx = context_with(
+        &format!(
+            "FROM {}/busybox:latest\nRUN touch /far && chown 70000:70001 /far\n",
+            registry()
+        ),
+        &[],
+    );
+    build_ok(&[
+        root_ctx.path().to_str().unwrap(),
+        "--insecure",
+        "--insecure-pull",
+        "--destination",
+        &base,
+    ]);
+    let user = UserDir::new(&rootless_user(), &format!("FROM {base}\nRUN true\n"), &[]);
+    let out = user.build(&["--insecure-pull"]);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("far: owner 70000:70001 is not mapped in this user namespace"),
+        "{log}"
+    );
+    assert!(log.contains("usermod --add-subuids"), "{log}");
 }
