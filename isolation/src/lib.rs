@@ -17,6 +17,10 @@
 //!   namespaces are forbidden but chroot is allowed.
 //! - [`Isolation::None`]: run directly on `/` (kaniko mode, inside a throwaway container).
 //!
+//! [`rootless`] is the other use of namespaces: a user who is not root re-enters the whole
+//! builder in a user namespace with the subordinate ids of `/etc/subuid` and `/etc/subgid`
+//! (`newuidmap`/`newgidmap`), where it is root and the sandbox above nests unchanged.
+//!
 //! The rootfs is a directory ([`run`], [`run_until`]) or an overlay ([`run_on`] with
 //! [`RunRoot::Overlay`]): then the child mounts the layers itself with the new mount API,
 //! inside its new mount namespace and before `pivot_root`, so the lower directories stay
