@@ -77,18 +77,24 @@ pub fn max_step_lowers() -> usize {
 /// copy-up), and plain inode numbers. The upper directory then holds only plain entries,
 /// whiteouts and opaque marks (plus overlayfs' `origin` and `impure` xattrs, which never
 /// reach a layer: so `uuid` keeps its default, it only changes what `origin` records).
-pub const OPTIONS: [(&str, &str); 4] = [
+pub const OPTIONS: [(&str, &str); 5] = [
+    ("source", SOURCE),
     ("redirect_dir", "off"),
     ("metacopy", "off"),
     ("index", "off"),
     ("xino", "off"),
 ];
 
+/// The source of every overlay ocibuild mounts, as mount tables show it (`overlay ocibuild
+/// ...` in `/proc/PID/mountinfo`): ocibuild's mounts are told apart from other tools'.
+pub const SOURCE: &str = "ocibuild";
+
 /// [`OPTIONS`] in a user namespace (a rootless build, Linux 5.11+): the flag `userxattr`
 /// (overlayfs keeps its marks in `user.overlay.*`, see [`XattrNamespace`]), and
 /// `redirect_dir=nofollow`, the only value `userxattr` takes that creates no redirects
 /// (nor follows any). An empty value is a flag.
-pub const USER_NAMESPACE_OPTIONS: [(&str, &str); 5] = [
+pub const USER_NAMESPACE_OPTIONS: [(&str, &str); 6] = [
+    ("source", SOURCE),
     ("userxattr", ""),
     ("redirect_dir", "nofollow"),
     ("metacopy", "off"),

@@ -42,7 +42,7 @@ fn overlay_mounts(table: &str) -> Vec<String> {
     fs::read_to_string(table)
         .unwrap()
         .lines()
-        .filter(|line| line.contains(" overlay "))
+        .filter(|line| line.contains(" - overlay ocibuild "))
         .map(String::from)
         .collect()
 }
