@@ -182,11 +182,12 @@ pub(crate) async fn push_blob_file(
         let f = std::fs::File::open(path).map_err(io_err)?;
         let f = tokio::fs::File::from_std(f);
         let mut transfer = Transfer::start("push", r, digest, Some(size));
-        let chunks = tokio_util::io::ReaderStream::with_capacity(f, UPLOAD_CHUNK).inspect(move |chunk| {
-            if let Ok(chunk) = chunk {
-                transfer.advance(chunk.len());
-            }
-        });
+        let chunks =
+            tokio_util::io::ReaderStream::with_capacity(f, UPLOAD_CHUNK).inspect(move |chunk| {
+                if let Ok(chunk) = chunk {
+                    transfer.advance(chunk.len());
+                }
+            });
         Ok(reqwest::Body::wrap_stream(progress.tracking(chunks)))
     })
     .await
