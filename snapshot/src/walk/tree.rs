@@ -8,7 +8,6 @@
 //! children is the order of [`Path`]'s `Ord` (component by component), so two trees are
 //! compared in one merge pass without any lookup structure.
 
-use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -271,9 +270,9 @@ fn compare_entry(
 
 /// Paths as a sorted set, for messages and tests.
 #[cfg(test)]
-pub(super) fn paths(tree: &Tree) -> BTreeSet<PathBuf> {
+pub(super) fn paths(tree: &Tree) -> std::collections::BTreeSet<PathBuf> {
     let mut cursor = Cursor::new(tree);
-    let mut out = BTreeSet::new();
+    let mut out = std::collections::BTreeSet::new();
     while cursor.current.is_some() {
         out.insert(cursor.path.clone());
         cursor.advance();
@@ -284,6 +283,7 @@ pub(super) fn paths(tree: &Tree) -> BTreeSet<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn record(state: u64, identity: u64, is_dir: bool) -> Record {
         Record {
