@@ -924,10 +924,9 @@ impl<'a> Copier<'a> {
             self.copy_dir_contents(src, paths, &dir)?;
             return self.apply_metadata(parent, name, &meta);
         }
-        parent.remove_all(name)?;
         if ft.is_symlink() {
             let link = fs::read_link(src).map_err(io_err(src))?;
-            parent.symlink(&link, name)?;
+            replacing(parent, name, || parent.symlink(&link, name))?;
             let (uid, gid) = self.owner(&meta);
             parent.chown(name, uid, gid)?;
             return set_mtime(parent, name, &meta);
@@ -935,16 +934,21 @@ impl<'a> Copier<'a> {
         if ft.is_file() && meta.nlink() > 1 {
             if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
                 let (first_dir, first_name) = self.root.open_parent(first)?;
-                return Ok(first_dir.hard_link(&first_name, parent, name)?);
+                let link = || first_dir.hard_link(&first_name, parent, name);
+                return Ok(replacing(parent, name, link)?);
             }
             self.links
                 .insert((meta.dev(), meta.ino()), parent.rel().join(name));
         }
         if ft.is_file() {
-            copy_file_contents(src, parent, name)?;
+            let created = replacing(parent, name, || parent.create_file(name, 0o644))?;
+            copy_file_contents(src, created, parent, name)?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            parent.mknod(name, meta.mode(), meta.rdev())?;
+            replacing(parent, name, || {
+                parent.mknod(name, meta.mode(), meta.rdev())
+            })?;
         } else {
+            parent.remove_all(name)?;
             return Ok(()); // sockets are not copied
         }
         self.apply_metadata(parent, name, &meta)
@@ -1260,9 +1264,29 @@ fn clean_member(raw: &[u8]) -> PathBuf {
 }
 
 /// Copies the content of the source file `src` into the new file `name` in `dir`.
-fn copy_file_contents(src: &Path, dir: &Dir, name: &OsStr) -> Result<()> {
+/// Creates `name` in `parent` with `create`; when something is in the way (`EEXIST`), it
+/// is removed (a directory with everything in it, a symlink itself, never followed) and
+/// `create` tried again. Creating first saves a lookup per entry in the common case of a
+/// name that is new (a COPY of many files into a fresh directory).
+fn replacing<T>(
+    parent: &Dir,
+    name: &OsStr,
+    create: impl Fn() -> ocibuild_snapshot::Result<T>,
+) -> ocibuild_snapshot::Result<T> {
+    match create() {
+        Err(ocibuild_snapshot::Error::Io { source, .. })
+            if source.raw_os_error() == Some(libc::EEXIST) =>
+        {
+            parent.remove_all(name)?;
+            create()
+        }
+        other => other,
+    }
+}
+
+/// Copies the content of the file `src` into `output`, just created as `name` in `dir`.
+fn copy_file_contents(src: &Path, output: fs::File, dir: &Dir, name: &OsStr) -> Result<()> {
     let input = fs::File::open(src).map_err(io_err(src))?;
-    let output = dir.create_file(name, 0o644)?;
     let shown = dir.display_path().join(name);
     // Holes of a sparse source stay holes (SEEK_DATA/SEEK_HOLE).
     ocibuild_snapshot::copy_file_sparse(&input, &output).map_err(io_err(&shown))?;

@@ -449,10 +449,37 @@ impl BlobStore {
         self.reports.pulled(source, digest, bytes);
     }
 
-    /// Whether blob `digest` is downloaded into the work directory, or may be: the store
-    /// has a local cache directory to take it from or to put it in.
-    pub(crate) fn has_file_or_cache(&self, digest: &str) -> bool {
-        self.cache.is_some() || self.path(digest).exists()
+    /// Whether blob `digest` is on disk already: downloaded into the work directory, or
+    /// present in the local cache directory.
+    pub(crate) fn has_file_or_cached(&self, digest: &str) -> bool {
+        self.path(digest).exists() || self.cache.as_ref().is_some_and(|c| c.has_blob(digest))
+    }
+
+    /// Adds blob `digest` of `source`, downloaded to its [`BlobStore::path`] and found to
+    /// decompress to `diff_id`, to the local cache directory when there is one,
+    /// best-effort: a cache that cannot take it is a warning, as in `BlobStore::fetch`.
+    pub(crate) async fn add_to_cache(
+        &self,
+        source: &Reference,
+        digest: &str,
+        diff_id: &str,
+    ) -> Result<()> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let (cache, blob, id, file) = (
+            cache.clone(),
+            digest.to_string(),
+            diff_id.to_string(),
+            self.path(digest),
+        );
+        let stored =
+            crate::blocking::spawn(move || cache.put_blob_best_effort(&blob, &id, &file)).await?;
+        if let Err(not_stored) = stored {
+            self.reports
+                .warned(format!("pulling layer {digest} of {source}: {not_stored}"));
+        }
+        Ok(())
     }
 
     /// The lock held while blob `digest` is fetched (also by a layer store extraction that

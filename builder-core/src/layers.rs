@@ -277,12 +277,14 @@ impl BuildLayers {
                 // then takes the file.
                 let lock = registry.blobs.fetch_lock(&digest);
                 let _fetching = lock.lock().await;
-                match registry.blobs.has_file_or_cache(&digest) {
+                match registry.blobs.has_file_or_cached(&digest) {
                     true => None,
                     false => {
                         let streamed = self.stream(registry, source, &digest, &layer.diff_id);
                         let streamed = streamed.await.map_err(|e| mismatch(e, layer, index))?;
                         registry.blobs.record_known(&digest, &layer.diff_id);
+                        let (blobs, diff_id) = (&registry.blobs, &layer.diff_id);
+                        blobs.add_to_cache(source, &digest, diff_id).await?;
                         Some(streamed)
                     }
                 }

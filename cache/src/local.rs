@@ -374,6 +374,12 @@ impl LocalCache {
         Ok(staged)
     }
 
+    /// Whether a file for blob `digest` is present, without reading it (so without
+    /// checking it: [`LocalCache::blob`] does that before it is used).
+    pub fn has_blob(&self, digest: &str) -> bool {
+        digest_hex(digest).is_ok_and(|hex| self.blob_path(hex).exists())
+    }
+
     /// The path of blob `digest` if it is present and intact (sha256 verified; a corrupt
     /// blob is removed). A hit refreshes the blob's last use.
     pub fn blob(&self, digest: &str) -> Option<PathBuf> {

@@ -20,6 +20,10 @@ use crate::reference::Reference;
 use crate::token::Access;
 use crate::trace::Transfer;
 use crate::transport::Transport;
+
+/// Bytes of a download gathered before they are written to its file: every write of a
+/// `tokio::fs::File` is one trip to the blocking pool, and network chunks are a few KiB.
+const DOWNLOAD_BUFFER: usize = 512 * 1024;
 use ocibuild_image::manifest::{self, media_types, ImageManifest, MediaType};
 use ocibuild_image::platform::{self, Platform};
 
@@ -465,7 +469,8 @@ async fn download_once(
         path: tmp.to_path_buf(),
         source: e,
     };
-    let mut file = tokio::fs::File::create(tmp).await.map_err(io_err)?;
+    let file = tokio::fs::File::create(tmp).await.map_err(io_err)?;
+    let mut file = tokio::io::BufWriter::with_capacity(DOWNLOAD_BUFFER, file);
     let mut hasher = Sha256Hasher::new();
     let mut transfer = Transfer::start("pull", r, digest, resp.content_length());
     let mut stream = resp.bytes_stream();
@@ -481,7 +486,7 @@ async fn download_once(
         file.write_all(&chunk).await.map_err(io_err)?;
     }
     file.flush().await.map_err(io_err)?;
-    file.sync_all().await.map_err(io_err)?;
+    file.get_ref().sync_all().await.map_err(io_err)?;
     drop(file);
     let (actual, size) = hasher.finish();
     verify(r, &what, digest, actual)?;

@@ -17,6 +17,11 @@ use crate::token::Access;
 use crate::trace::Transfer;
 use crate::transport::Transport;
 
+/// Bytes of a blob file read at a time while it uploads: large reads, so that a 100 MB
+/// layer takes a few hundred trips to the blocking pool, not 25 000 (tokio's default
+/// chunk is 4 KiB, and every read of a `tokio::fs::File` is one such trip).
+const UPLOAD_CHUNK: usize = 512 * 1024;
+
 /// Whether blob `digest` exists in `r`'s repository (HEAD), asked with `access`: a push
 /// asks with push access, so that a missing permission shows before any upload and is
 /// reported as one to push.
@@ -177,11 +182,12 @@ pub(crate) async fn push_blob_file(
         let f = std::fs::File::open(path).map_err(io_err)?;
         let f = tokio::fs::File::from_std(f);
         let mut transfer = Transfer::start("push", r, digest, Some(size));
-        let chunks = tokio_util::io::ReaderStream::new(f).inspect(move |chunk| {
-            if let Ok(chunk) = chunk {
-                transfer.advance(chunk.len());
-            }
-        });
+        let chunks =
+            tokio_util::io::ReaderStream::with_capacity(f, UPLOAD_CHUNK).inspect(move |chunk| {
+                if let Ok(chunk) = chunk {
+                    transfer.advance(chunk.len());
+                }
+            });
         Ok(reqwest::Body::wrap_stream(progress.tracking(chunks)))
     })
     .await

@@ -99,7 +99,9 @@ fn copy_range(src: &File, writer: &HoleWriter, start: u64, end: u64) -> io::Resu
 
 /// [`copy_range`] with reads and writes, for filesystems without `copy_file_range`.
 fn copy_range_by_reading(src: &File, writer: &HoleWriter, start: u64, end: u64) -> io::Result<()> {
-    let mut buf = vec![0u8; BUFFER];
+    // No bigger than the range: a COPY of many small files allocates little.
+    let size = usize::try_from(end - start).map_or(BUFFER, |n| n.clamp(1, BUFFER));
+    let mut buf = vec![0u8; size];
     let mut offset = start;
     while offset < end {
         let want = usize::try_from(end - offset).map_or(buf.len(), |n| n.min(buf.len()));

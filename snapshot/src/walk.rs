@@ -5,10 +5,8 @@
 //! [`crate::snapshotter`]); its path-based methods [`StatWalk::baseline`] and
 //! [`StatWalk::changes`] work on any directory.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::Metadata;
+use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +14,9 @@ use crate::error::{io_err, Error, Result};
 use crate::layer::read_xattrs;
 use crate::snapshotter::{Diff, Snapshotter, StepRoot};
 use crate::unpack::{unpack_layer_dir, unpack_layer_file_skipping};
+
+mod tree;
+use tree::{compare, Record, Tree};
 
 /// The difference between two states of a rootfs, in the shape a layer needs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -36,67 +37,6 @@ impl Changes {
         self.upserts.is_empty() && self.deletions.is_empty() && self.opaque_dirs.is_empty()
     }
 }
-
-/// What is remembered about one path: enough `lstat` fields to notice any change.
-///
-/// `ctime` is the key field: the kernel updates it on content writes, chmod,
-/// chown, xattr changes and link count changes, even when `mtime` is reset.
-/// Directories leave it out (see [`Record::from_metadata`]) and record a hash of their
-/// layer xattrs instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Record {
-    ino: u64,
-    dev: u64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    rdev: u64,
-    /// For directories: the birth time where the filesystem records one. A directory
-    /// deleted and made again may get the same inode number back; its birth time is
-    /// still later than the baseline walk.
-    born: Option<std::time::SystemTime>,
-    /// For directories: a hash of the xattrs that go into layers (0 for other entries).
-    xattrs: u64,
-}
-
-impl Record {
-    /// Takes the fields from `lstat` metadata. For directories, `ctime` and `size` are
-    /// left out: they change whenever an entry is added or removed, even when it is put
-    /// back (as the mount points of a RUN are), while every real change below a directory
-    /// is seen on the entry itself (and the layer writer adds its parents); a directory's
-    /// own mode, owner and mtime are still compared.
-    fn from_metadata(meta: &Metadata) -> Self {
-        let is_dir = meta.is_dir();
-        Record {
-            ino: meta.ino(),
-            dev: meta.dev(),
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            size: if is_dir { 0 } else { meta.size() },
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: if is_dir {
-                (0, 0)
-            } else {
-                (meta.ctime(), meta.ctime_nsec())
-            },
-            rdev: meta.rdev(),
-            born: if is_dir { meta.created().ok() } else { None },
-            xattrs: 0,
-        }
-    }
-
-    /// True for directories.
-    fn is_dir(&self) -> bool {
-        self.mode & libc::S_IFMT == libc::S_IFDIR
-    }
-}
-
-/// All records of one walk, by path relative to the rootfs.
-type Tree = BTreeMap<PathBuf, Record>;
 
 /// Finds changes by walking the rootfs with `lstat` and comparing records.
 ///
@@ -171,32 +111,46 @@ impl StatWalk {
 
     /// Walks `rootfs` and records every path below it (not the root itself).
     fn walk(&self, rootfs: &Path) -> Result<Tree> {
-        let mut tree = Tree::new();
-        self.walk_dir(rootfs, Path::new(""), &mut tree)?;
+        let mut tree = Tree::default();
+        self.walk_dir(rootfs, &mut PathBuf::new(), 1, &mut tree)?;
+        tree.shrink();
         Ok(tree)
     }
 
-    /// Records the children of the directory `rel` and descends into subdirectories.
-    fn walk_dir(&self, rootfs: &Path, rel: &Path, tree: &mut Tree) -> Result<()> {
+    /// Records the children of the directory `rel` (at `depth`, 1 for the root's
+    /// children), sorted by name, and descends into subdirectories.
+    fn walk_dir(
+        &self,
+        rootfs: &Path,
+        rel: &mut PathBuf,
+        depth: u32,
+        tree: &mut Tree,
+    ) -> Result<()> {
         // Read only (lstat and read_dir, after the command finished); nothing is written.
-        let dir = rootfs.join(rel);
+        let dir = rootfs.join(&*rel);
         let entries = std::fs::read_dir(&dir).map_err(io_err(&dir, "read directory"))?;
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir, "read directory"))?;
-            let child_rel = rel.join(entry.file_name());
-            if self.ignore.contains(&child_rel) {
-                continue;
+        let mut names = entries
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(io_err(&dir, "read directory"))?;
+        names.sort();
+        for name in names {
+            rel.push(&name);
+            if !self.ignore.contains(&*rel) {
+                let child = rootfs.join(&*rel);
+                let meta = std::fs::symlink_metadata(&child).map_err(io_err(&child, "lstat"))?;
+                let xattrs = if meta.is_dir() {
+                    xattr_hash(&child)?
+                } else {
+                    0
+                };
+                let record = Record::from_metadata(&meta, xattrs);
+                tree.push(depth, &name, record);
+                if record.is_dir() {
+                    self.walk_dir(rootfs, rel, depth + 1, tree)?;
+                }
             }
-            let child = entry.path();
-            let meta = std::fs::symlink_metadata(&child).map_err(io_err(&child, "lstat"))?;
-            let mut record = Record::from_metadata(&meta);
-            if record.is_dir() {
-                record.xattrs = xattr_hash(&child)?;
-            }
-            tree.insert(child_rel.clone(), record);
-            if record.is_dir() {
-                self.walk_dir(rootfs, &child_rel, tree)?;
-            }
+            rel.pop();
         }
         Ok(())
     }
@@ -316,64 +270,6 @@ fn normalise_relative(path: &Path) -> PathBuf {
             _ => None,
         })
         .collect()
-}
-
-/// Works out the changes from `old` to `new`.
-fn compare(old: &Tree, new: &Tree) -> Changes {
-    let opaque_dirs = find_opaque_dirs(old, new);
-    let mut upserts = BTreeSet::new();
-    for (path, record) in new {
-        let changed = old.get(path) != Some(record);
-        if changed || has_ancestor_in(path, &opaque_dirs) {
-            upserts.insert(path.clone());
-        }
-    }
-    let deletions = old
-        .keys()
-        .filter(|path| !new.contains_key(*path))
-        .filter(|path| !deletion_is_covered(path, new, &opaque_dirs))
-        .cloned()
-        .collect();
-    Changes {
-        upserts,
-        deletions,
-        opaque_dirs,
-    }
-}
-
-/// Directories present in both trees whose inode changed (deleted and
-/// recreated: another inode or birth time), top-most only: an opaque parent already hides
-/// everything below.
-fn find_opaque_dirs(old: &Tree, new: &Tree) -> BTreeSet<PathBuf> {
-    let mut opaque = BTreeSet::new();
-    for (path, record) in new {
-        let Some(before) = old.get(path) else {
-            continue;
-        };
-        let identity = |r: &Record| (r.ino, r.dev, r.born);
-        let recreated = identity(before) != identity(record);
-        if record.is_dir() && before.is_dir() && recreated && !has_ancestor_in(path, &opaque) {
-            opaque.insert(path.clone());
-        }
-    }
-    opaque
-}
-
-/// True if some proper ancestor of `path` is in `set`.
-fn has_ancestor_in(path: &Path, set: &BTreeSet<PathBuf>) -> bool {
-    path.ancestors().skip(1).any(|a| set.contains(a))
-}
-
-/// True if the deletion of `path` needs no whiteout of its own: an ancestor
-/// is gone too, is no longer a directory, or is opaque.
-fn deletion_is_covered(path: &Path, new: &Tree, opaque: &BTreeSet<PathBuf>) -> bool {
-    path.ancestors()
-        .skip(1)
-        .filter(|a| !a.as_os_str().is_empty())
-        .any(|a| match new.get(a) {
-            None => true,
-            Some(record) => !record.is_dir() || opaque.contains(a),
-        })
 }
 
 /// Reads a clock as `(seconds, nanoseconds)`.

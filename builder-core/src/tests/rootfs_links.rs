@@ -137,6 +137,51 @@ fn copy_onto_a_link_to_a_host_file_follows_it_inside_the_rootfs() {
     assert_eq!((meta.uid(), meta.mode() & 0o7777), (4321, 0o600));
 }
 
+/// Entries copied out of a source directory are created first and only replace what is
+/// in the way when the name is taken: a link to the host there is removed, never followed,
+/// whatever the entry (file, directory, symlink, hard link).
+#[test]
+fn entries_of_a_copied_directory_replace_links_to_the_host_in_their_place() {
+    let host = host();
+    let before = tree(host.path());
+    let root = hostile_rootfs(host.path());
+    let ctx = tempfile::tempdir().unwrap();
+    let src = ctx.path().join("src");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("hosts"), "copied\n").unwrap();
+    fs::write(src.join("etc/passwd"), "root\n").unwrap();
+    fs::hard_link(src.join("hosts"), src.join("hard")).unwrap();
+    symlink("hosts", src.join("link")).unwrap();
+    let dest = root.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let host_etc = host.path().join("etc");
+    for name in ["hosts", "hard", "link"] {
+        symlink(host_etc.join("hosts"), dest.join(name)).unwrap();
+    }
+    symlink(&host_etc, dest.join("etc")).unwrap();
+    copy(
+        ctx.path(),
+        root.path(),
+        "src",
+        "/dest/",
+        &CopyOptions::default(),
+    );
+    assert_eq!(tree(host.path()), before);
+    for name in ["hosts", "hard"] {
+        assert_eq!(fs::read_to_string(dest.join(name)).unwrap(), "copied\n");
+    }
+    assert_eq!(
+        fs::read_link(dest.join("link")).unwrap(),
+        Path::new("hosts")
+    );
+    let etc = fs::symlink_metadata(dest.join("etc")).unwrap();
+    assert!(etc.is_dir());
+    assert_eq!(
+        fs::read_to_string(dest.join("etc/passwd")).unwrap(),
+        "root\n"
+    );
+}
+
 #[test]
 fn archive_members_through_links_stay_in_the_extraction_directory() {
     let host = host();
