@@ -62,6 +62,16 @@ phase example cargo run --example embed
 # The parser, word expansion and .dockerignore matcher under cargo-fuzz, 20 s per target.
 phase fuzz scripts/fuzz.sh 20
 phase conformance logged cargo test -p ocibuild-cli --no-fail-fast --test e2e conformance_suite_matches_buildah -- --include-ignored --nocapture
+# The cases about owners, modes and stages again, ocibuild built as a normal user with
+# subordinate ids (a rootless build, docs/rootless.md): the same images as buildah's.
+rootless_cases=add-local-dir-and-chown,add-plain-file,copy-chmod,copy-chown-names,copy-chown-numeric
+rootless_cases+=,copy-from-stage-hardlinks,copy-from-stage-keeps-owner,from-layered-base
+rootless_cases+=,multistage-copy-from-index,multistage-copy-from-name,multistage-from-previous-stage
+rootless_cases+=,run-special-modes,user-name,user-name-group,user-then-copy-owned-by-root,user-uid-gid
+rootless_cases+=,user-uid-without-passwd-entry,workdir-created-owned-by-user,workdir-existing-keeps-owner
+phase "conformance (rootless)" logged env OCIBUILD_CONFORMANCE_AS_USER="$OCIBUILD_TEST_ROOTLESS_USER" \
+    OCIBUILD_CONFORMANCE_CASES="$rootless_cases" \
+    cargo test -p ocibuild-cli --no-fail-fast --test e2e conformance_suite_matches_buildah -- --include-ignored --nocapture
 
 printf '\n=== all phases: %ss ===\n' "$((SECONDS - suite_start))"
 if [ "${#failed[@]}" -ne 0 ]; then

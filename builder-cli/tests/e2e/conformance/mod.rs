@@ -168,8 +168,12 @@ fn conformance_suite_matches_buildah() {
             .filter(|(_, _, o)| matches!(o, Outcome::Differs(_)))
             .map(|(s, n, _)| format!("{n} ({s})"))
             .collect();
+        let who = match std::env::var("OCIBUILD_CONFORMANCE_AS_USER") {
+            Ok(user) => format!(", rootless as {user}"),
+            Err(_) => String::new(),
+        };
         println!(
-            "conformance ({snapshotter}): {} cases, {} identical, {} differ",
+            "conformance ({snapshotter}{who}): {} cases, {} identical, {} differ",
             built.len(),
             built.len() - failed.len(),
             failed.len()
