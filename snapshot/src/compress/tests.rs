@@ -244,17 +244,67 @@ fn gnu_reader() -> Command {
 const PYTHON_READER: &str =
     "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(open(sys.argv[1], 'rb').read()))";
 
-/// Writes the block-parallel gzip of an empty input and of a 12-block one to files in `dir`.
+/// Writes the block-parallel gzip of an empty input, of a 12-block one and of random blocks
+/// (stored) followed by mixed ones to files in `dir`.
 fn sample_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    [0, 12 * GZIP_BLOCK_SIZE + 999]
-        .into_iter()
-        .map(|size| {
-            let data = mixed_data(size);
-            let path = dir.join(format!("{size}.tar.gz"));
-            std::fs::write(&path, gzip(&data, 6, 2, 50_000)).unwrap();
-            (path, data)
-        })
-        .collect()
+    let mut partly_random = random_data(4 * GZIP_BLOCK_SIZE, 3);
+    partly_random.extend(mixed_data(2 * GZIP_BLOCK_SIZE + 7));
+    [
+        mixed_data(0),
+        mixed_data(12 * GZIP_BLOCK_SIZE + 999),
+        partly_random,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, data)| {
+        let path = dir.join(format!("{i}.tar.gz"));
+        std::fs::write(&path, gzip(&data, 6, 2, 50_000)).unwrap();
+        (path, data)
+    })
+    .collect()
+}
+
+/// `len` pseudo-random bytes from `seed`.
+fn random_data(len: usize, seed: u64) -> Vec<u8> {
+    let mut next = xorshift(seed);
+    (0..len).map(|_| next() as u8).collect()
+}
+
+/// Blocks deflate would not shrink (random, already compressed) are stored as they are:
+/// the output is the input plus 5 bytes per 64 KiB and the gzip frame, it reads back, and
+/// its bytes still do not depend on the thread count. Blocks that do shrink are deflated.
+#[test]
+fn incompressible_blocks_are_stored_as_they_are() {
+    let data = random_data(10 * GZIP_BLOCK_SIZE + 5, 7);
+    let one = gzip(&data, 6, 1, 100_000);
+    for threads in [2, 8] {
+        assert_eq!(gzip(&data, 6, threads, 100_000), one, "{threads} threads");
+    }
+    assert_eq!(gunzip_one_member(&one), data);
+    let frame = 10 + 8;
+    let per_block = 5 * GZIP_BLOCK_SIZE.div_ceil(65_535);
+    assert!(
+        one.len() <= data.len() + frame + 11 * per_block,
+        "{} bytes for {}",
+        one.len(),
+        data.len()
+    );
+
+    let text: Vec<u8> = (0..40_000)
+        .flat_map(|i| format!("line {i} of a log: status={}\n", i % 7).into_bytes())
+        .collect();
+    let mut half_random = random_data(GZIP_BLOCK_SIZE / 2, 11);
+    half_random.extend_from_slice(&text[..GZIP_BLOCK_SIZE / 2]);
+    for (name, data) in [("text", &text), ("half random", &half_random)] {
+        let gz = gzip(data, 6, 2, 100_000);
+        assert!(
+            gz.len() < data.len() * 3 / 4,
+            "{name}: {} of {}",
+            gz.len(),
+            data.len()
+        );
+        assert_eq!(&gunzip_one_member(&gz), data, "{name}");
+    }
 }
 
 /// GNU gzip and Python's gzip module read the block-parallel output as the one gzip
@@ -338,4 +388,24 @@ fn a_block_does_not_depend_on_the_blocks_deflated_before() {
         let fresh = BlockDeflater::new(6).deflate(&job).unwrap().bytes;
         assert!(reused == fresh, "round {round}");
     }
+}
+
+/// Which blocks skip deflate: random ones; not text, zeros, or a block half random.
+#[test]
+fn only_blocks_deflate_would_not_shrink_count_as_incompressible() {
+    let random = random_data(GZIP_BLOCK_SIZE, 5);
+    assert!(incompressible(&random));
+    assert!(!incompressible(&vec![0; GZIP_BLOCK_SIZE]));
+    let text: Vec<u8> = (0..5_000)
+        .flat_map(|i| format!("key{i}=value {}\n", i % 13).into_bytes())
+        .take(GZIP_BLOCK_SIZE)
+        .collect();
+    assert!(!incompressible(&text));
+    let mut half = random[..GZIP_BLOCK_SIZE / 2].to_vec();
+    half.resize(GZIP_BLOCK_SIZE, b'a');
+    assert!(!incompressible(&half));
+    assert!(
+        !incompressible(&random[..SAMPLES * SAMPLE_SIZE - 1]),
+        "too short to sample"
+    );
 }
