@@ -138,9 +138,12 @@ fn arguments() -> Vec<OsString> {
 }
 
 /// The command line definition, as `--help`, the man pages and the completions show it:
-/// the kaniko flags that change nothing are listed under `executor` only.
+/// the kaniko flags that change nothing are listed under `executor` only, and `warm` shows
+/// no push flags ([`warm::help`]).
 fn command() -> clap::Command {
-    Cli::command().mut_subcommand("executor", flags::ignored::show)
+    Cli::command()
+        .mut_subcommand("executor", flags::ignored::show)
+        .mut_subcommand("warm", warm::help)
 }
 
 /// Parses the command line (exiting with clap's message when it is wrong, with the tip

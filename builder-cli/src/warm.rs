@@ -42,9 +42,8 @@ pub struct WarmArgs {
         value_name = "OS/ARCH"
     )]
     platform: Option<String>,
-    /// kaniko: re-download cached images older than this. Accepted, changing nothing
-    /// (with a warning): cached layers are content addressed and checked by digest; use
-    /// --force to download again.
+    /// Download an image again (as --force) when its entry in the cache directory is
+    /// older than this (e.g. 24h, 336h, 14d); younger ones are skipped [default: never]
     #[arg(long, value_name = "DURATION")]
     cache_ttl: Option<String>,
     /// Registry & TLS.
@@ -66,18 +65,17 @@ pub fn run(args: WarmArgs) -> Result<()> {
     opts.dockerfile = args.dockerfile;
     opts.build_args = crate::flags::source::parse_build_args(&args.build_args);
     opts.force = args.force;
+    opts.cache_ttl = args
+        .cache_ttl
+        .as_deref()
+        .map(ocibuild_cache::parse_ttl)
+        .transpose()
+        .context("--cache-ttl")?;
     opts.platform = args.platform;
     opts.registry = args.registry.pull_client_options()?;
     opts.docker_config = kaniko_docker_config();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut log = Log::from_flags(&args.logging);
-    if args.cache_ttl.is_some() {
-        log.event(ocibuild_core::BuildEvent::Warning(
-            "--cache-ttl changes nothing in the warmer: cached layers are content addressed \
-             and checked by digest; pass --force to download them again"
-                .into(),
-        ));
-    }
     let started = std::time::Instant::now();
     let (mut images, mut layers) = (0, 0);
     runtime.block_on(ocibuild_core::warm(&opts, &mut |e| {
@@ -96,6 +94,17 @@ pub fn run(args: WarmArgs) -> Result<()> {
         plural(layers, "layer")
     ));
     Ok(())
+}
+
+/// The `warm` command as its `--help` shows it: the Registry & TLS flags it shares with
+/// builds, without those about pushing (`--push-retry`, accepted and unused) and with
+/// `--insecure` described for pulls.
+pub fn help(command: clap::Command) -> clap::Command {
+    command
+        .mut_arg("push_retry", |arg| arg.hide(true))
+        .mut_arg("insecure", |arg| {
+            arg.help("Pull base images over plain HTTP (as --insecure-pull)")
+        })
 }
 
 /// kaniko's credentials file, `/kaniko/.docker/config.json`, when `DOCKER_CONFIG` is not

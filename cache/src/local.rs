@@ -523,6 +523,18 @@ impl LocalCache {
         })
     }
 
+    /// How long ago the image entry of `manifest_digest` was stored (or last read by
+    /// [`LocalCache::image`]), from its modification time; `None` when there is no entry.
+    /// A time in the future counts as just now.
+    pub fn image_age(&self, manifest_digest: &str) -> Option<Duration> {
+        let hex = digest_hex(manifest_digest).ok()?;
+        let modified = fs::metadata(self.images.join(format!("{hex}.json")))
+            .ok()?
+            .modified()
+            .ok()?;
+        Some(modified.elapsed().unwrap_or(Duration::ZERO))
+    }
+
     /// The manifest and config stored by [`LocalCache::put_image`] for `manifest_digest`,
     /// if present and intact (an entry that fails its digest checks is removed).
     pub fn image(&self, manifest_digest: &str) -> Option<(Vec<u8>, Vec<u8>)> {

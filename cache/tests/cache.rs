@@ -441,8 +441,19 @@ fn blobs_and_images_of_base_images() {
         Some((manifest.clone().into_bytes(), config.to_vec()))
     );
     assert_eq!(cache.usage().unwrap().images, 1);
-    // A damaged image file is dropped.
+    // Its age is that of its file (what the warmer's --cache-ttl compares).
     let hex = manifest_digest.strip_prefix("sha256:").unwrap();
+    let image_file = dir.join(format!("images/{hex}.json"));
+    assert!(cache.image_age(&manifest_digest).unwrap() < Duration::from_secs(3600));
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    filetime::set_file_mtime(
+        &image_file,
+        filetime::FileTime::from_system_time(two_hours_ago),
+    )
+    .unwrap();
+    assert!(cache.image_age(&manifest_digest).unwrap() >= Duration::from_secs(7200));
+    assert_eq!(cache.image_age(&wrong), None, "no entry, no age");
+    // A damaged image file is dropped.
     fs::write(dir.join(format!("images/{hex}.json")), b"{}").unwrap();
     assert!(cache.image(&manifest_digest).is_none());
     assert_eq!(cache.usage().unwrap().images, 0);

@@ -329,8 +329,111 @@ fn warm_without_images_says_what_to_pass_and_takes_kanikos_cache_ttl() {
         log.contains("nothing to warm") && log.contains("--image") && log.contains("--dockerfile"),
         "{log}"
     );
-    assert!(
-        log.contains("--cache-ttl changes nothing"),
-        "kaniko's flag is accepted: {log}"
+    assert!(!log.contains("changes nothing"), "--cache-ttl works: {log}");
+    let out = ocibuild(&["warm", "-i", "busybox", "--cache-ttl=soon"]);
+    assert!(!out.status.success());
+    assert!(log_of(&out).contains("--cache-ttl"), "{}", log_of(&out));
+}
+
+/// The `--help` text of `ocibuild ARGS --help`.
+fn help_of(args: &[&str]) -> String {
+    let mut args = args.to_vec();
+    args.push("--help");
+    let out = ocibuild(&args);
+    assert!(out.status.success(), "{}", log_of(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_warmers_help_shows_no_push_flags_and_the_executors_does() {
+    let (_dir, link) = warmer_link();
+    let out = Command::new(&link).arg("--help").output().unwrap();
+    let warmer = String::from_utf8_lossy(&out.stdout).into_owned();
+    for help in [help_of(&["warm"]), warmer] {
+        assert!(help.contains("--image-download-retry"), "{help}");
+        assert!(!help.contains("--push-retry"), "{help}");
+        assert!(
+            !help.contains("Push to"),
+            "--insecure is about pulls: {help}"
+        );
+        assert!(help.contains("--cache-ttl"), "{help}");
+    }
+    let executor = help_of(&["executor"]);
+    assert!(executor.contains("--push-retry"), "{executor}");
+    assert!(executor.contains("Push to"), "{executor}");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn cache_ttl_downloads_again_the_images_cached_longer_ago() {
+    let reg = registry();
+    let (_dir, link) = warmer_link();
+    let cache = tempfile::tempdir().unwrap();
+    let base = format!("{reg}/busybox:latest");
+    let base_layers = layers(&base, None);
+    let log = assert_ok(&warmer(&link, cache.path(), &["-i", &base]), "warmer");
+    assert!(!pulled_lines(&log).is_empty(), "{log}");
+
+    // Cached just now: younger than the TTL, nothing is downloaded.
+    let args = ["-i", base.as_str(), "--cache-ttl", "1h"];
+    let log = assert_ok(&warmer(&link, cache.path(), &args), "warmer --cache-ttl 1h");
+    assert_eq!(pulled_lines(&log), Vec::<&str>::new(), "{log}");
+    assert!(log.contains("(0 layers downloaded)"), "{log}");
+
+    // Cached two hours ago: older than the TTL, every layer is downloaded again.
+    let images: Vec<PathBuf> = fs::read_dir(cache.path().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(images.len(), 1, "one image entry: {images:?}");
+    run("touch", &["-d", "2 hours ago", images[0].to_str().unwrap()]);
+    let log = assert_ok(&warmer(&link, cache.path(), &args), "warmer, entry 2h old");
+    for layer in &base_layers {
+        assert!(pulled(&log, layer), "{layer} downloaded again:\n{log}");
+    }
+    // ... which makes the entry young again.
+    let log = assert_ok(
+        &warmer(&link, cache.path(), &args),
+        "warmer after the refresh",
     );
+    assert_eq!(pulled_lines(&log), Vec::<&str>::new(), "{log}");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_from_platform_in_the_dockerfile_warms_that_platforms_image() {
+    let reg = registry();
+    let (_dir, link) = warmer_link();
+    let cache = tempfile::tempdir().unwrap();
+    let multi = format!("{reg}/busybox-multi:latest");
+    let context = tempfile::tempdir().unwrap();
+    let dockerfile = context.path().join("Dockerfile");
+    fs::write(
+        &dockerfile,
+        "ARG REG\nFROM --platform=linux/arm64 $REG/busybox-multi:latest\n",
+    )
+    .unwrap();
+    let reg_arg = format!("REG={reg}");
+    let args = [
+        "--dockerfile",
+        dockerfile.to_str().unwrap(),
+        "--build-arg",
+        &reg_arg,
+    ];
+    let log = assert_ok(&warmer(&link, cache.path(), &args), "warmer --dockerfile");
+    let arm = platform_manifest(&multi, "arm64");
+    assert!(
+        log.contains(&format!("base {multi}@{arm}")),
+        "the arm64 image:\n{log}"
+    );
+    let hex = arm.strip_prefix("sha256:").unwrap();
+    assert!(
+        cache.path().join(format!("images/{hex}.json")).is_file(),
+        "the arm64 manifest is in the cache dir"
+    );
+    for layer in layers(&multi, Some("arm64")) {
+        assert!(cached(cache.path(), &layer), "layer {layer}");
+    }
+    let amd = platform_manifest(&multi, "amd64");
+    assert!(!log.contains(&amd), "not the host's image:\n{log}");
 }
