@@ -208,8 +208,11 @@ pub(crate) fn temp_dir(opts: &BuildOptions, parent: Option<&Path>) -> Result<Hel
     HeldDir::sweep(&parent, TEMP_PREFIX).map_err(BuildError::snapshot(
         "removing temporary directories of ended builds",
     ))?;
-    HeldDir::create(&parent, TEMP_PREFIX)
-        .map_err(BuildError::snapshot("making a temporary directory"))
+    let held = HeldDir::create(&parent, TEMP_PREFIX)
+        .map_err(BuildError::snapshot("making a temporary directory"))?;
+    // Stage rootfs trees are made in it, under names unique to the build.
+    ocibuild_snapshot::spread_subdirectories(held.path());
+    Ok(held)
 }
 
 /// Where builds make their temporary directories by default: `$TMPDIR` when set, else
@@ -666,6 +669,18 @@ mod tests {
         assert_eq!(parse_platform(None).unwrap().os().to_string(), "linux");
         assert!(parse_platform(Some("linux")).is_err());
         assert!(parse_platform(Some("linux/arm64/v8/x")).is_err());
+    }
+
+    #[test]
+    fn on_ext4_a_builds_temporary_directory_spreads_the_trees_made_in_it() {
+        use rustix::fs::{ioctl_getflags, statfs, IFlags};
+        let parent = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let held = temp_dir(&BuildOptions::default(), Some(parent.path())).unwrap();
+        let flags = ioctl_getflags(std::fs::File::open(held.path()).unwrap());
+        match statfs(parent.path()).unwrap().f_type == 0xEF53 {
+            true => assert!(flags.unwrap().contains(IFlags::TOPDIR)),
+            false => assert!(held.path().is_dir()),
+        }
     }
 
     #[test]

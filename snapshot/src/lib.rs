@@ -27,6 +27,9 @@
 //! - [`decompressed`] reads a gzip, zstd or plain layer blob as its tar.
 //! - [`write_sparse`] and [`copy_file_sparse`] write files keeping their holes, so that a
 //!   sparse file takes its data on disk, not its apparent size ([`sparse`]).
+//! - [`spread_subdirectories`] has ext4 start each new tree (an extracted layer, a step's
+//!   upper directory, a build's temporary directory) in a quiet block group, away from
+//!   files just deleted ([`spread`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -40,6 +43,7 @@ pub mod rootfd;
 pub mod rootpath;
 pub mod snapshotter;
 pub mod sparse;
+pub mod spread;
 pub mod store;
 pub mod tarwriter;
 pub mod unpack;
@@ -56,6 +60,7 @@ pub use rootfd::{Dir, RootDir};
 pub use rootpath::{is_missing, resolve_in_root};
 pub use snapshotter::{Diff, RunRoot, Snapshotter, StepRoot};
 pub use sparse::{copy_file_sparse, write_sparse};
+pub use spread::{spread_subdirectories, Spread};
 pub use store::{
     default_store_dir, is_host_root, HeldDir, Inserted, LayerDigests, LayerEntry, LayerStore,
     PruneOptions, PruneReport, StepDirs, StoredLayer,

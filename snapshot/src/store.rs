@@ -209,6 +209,8 @@ impl LayerStore {
             builder
                 .create(&dir)
                 .map_err(io_err(&dir, "create directory"))?;
+            // Extractions and upper directories are made in these.
+            crate::spread::spread_subdirectories(&dir);
         }
         store.check_xattrs(XattrNamespace::current())?;
         store.sweep()?;

@@ -658,3 +658,48 @@ fn step_directories_of_gone_builds_are_swept_and_those_in_use_kept() {
     assert_eq!(left, [name.clone(), format!("{name}.lock")]);
     assert!(held.path().join("upper").exists());
 }
+
+/// The filesystem type of `path` (`statfs`'s `f_type`).
+fn fs_type(path: &Path) -> i64 {
+    rustix::fs::statfs(path).unwrap().f_type as i64
+}
+
+const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+
+fn has_top_dir_flag(dir: &Path) -> bool {
+    let flags = rustix::fs::ioctl_getflags(fs::File::open(dir).unwrap()).unwrap();
+    flags.contains(rustix::fs::IFlags::TOPDIR)
+}
+
+#[test]
+fn on_ext4_a_directory_gets_the_top_directory_flag_and_elsewhere_nothing_fails() {
+    use ocibuild_snapshot::{spread_subdirectories, Spread};
+    for parent in [Path::new(env!("CARGO_TARGET_TMPDIR")), Path::new("/dev/shm")] {
+        let dir = tempfile::tempdir_in(parent).unwrap();
+        let spread = spread_subdirectories(dir.path());
+        if fs_type(dir.path()) == EXT4_SUPER_MAGIC {
+            assert_eq!(spread, Spread::Flagged, "{}", parent.display());
+            assert!(has_top_dir_flag(dir.path()));
+            // Again: already flagged, nothing else changes.
+            assert_eq!(spread_subdirectories(dir.path()), Spread::Flagged);
+        } else {
+            assert_eq!(spread, Spread::Unsupported, "{}", parent.display());
+        }
+    }
+}
+
+#[test]
+fn on_ext4_extractions_and_step_directories_start_in_block_groups_of_their_own() {
+    for parent in [Path::new(env!("CARGO_TARGET_TMPDIR")), Path::new("/dev/shm")] {
+        let root = tempfile::tempdir_in(parent).unwrap();
+        LayerStore::open(root.path()).unwrap();
+        if fs_type(parent) == EXT4_SUPER_MAGIC {
+            assert!(has_top_dir_flag(&root.path().join("tmp")));
+            assert!(has_top_dir_flag(&root.path().join("steps")));
+            assert!(!has_top_dir_flag(root.path()), "only directories the store made");
+        } else {
+            // No such flag (tmpfs): the store opens all the same.
+            assert!(root.path().join("steps").is_dir());
+        }
+    }
+}

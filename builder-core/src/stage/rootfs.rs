@@ -354,9 +354,22 @@ fn commit_step(
 }
 
 /// Where the root filesystem of stage `index` is, in the walk's case, in the work
-/// directory.
+/// directory: `stage-<index>-<process tag>/rootfs`. The tag makes the name new to the
+/// filesystem at each build, so that ext4 starts the tree in a block group of its own
+/// rather than where the last build's was just deleted (see
+/// [`ocibuild_snapshot::spread`]).
 pub(crate) fn stage_dir(settings: &Settings, index: usize) -> PathBuf {
-    settings.work.join(format!("stage-{index}")).join("rootfs")
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let tag = TAG.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!("{}{nanos:08x}", std::process::id())
+    });
+    settings
+        .work
+        .join(format!("stage-{index}-{tag}"))
+        .join("rootfs")
 }
 
 /// The root filesystem of `image` (a finished stage never materialized, or an image named
