@@ -2,7 +2,8 @@
 # The performance benchmark of the performance issue: ocibuild with each snapshotter, buildah
 # with --storage-driver overlay and vfs, in one run, on the same lab registry.
 #
-#   benches/perf.sh [RUNS]        (default 3; prints medians and ratios)
+#   benches/perf.sh [RUNS] [SCENARIO...]   (default 3 runs of every scenario; prints
+#                                          medians, ratios and every run's time)
 #
 # Scenarios (each pushes its result to the lab registry):
 #   debian-cold    Debian minbase base, RUN dd 100 MB, RUN touch, COPY 2000 files,
@@ -20,6 +21,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
+shift || true
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(debian-cold debian-warm many-files one-changed all-cached)
 
 scripts/lab.sh up >&2
 eval "$(scripts/lab.sh env)"
@@ -150,6 +154,12 @@ scenario_debian_cold() {
 
 scenario_debian_warm() {
     local ctx="$work/ctx/debian" base="$reg/debian:bookworm"
+    if [ ! -d "$work/store-overlay" ]; then   # run alone: get the base local first
+        for snap in overlay walk; do
+            ocibuild_run "$snap" "$ctx" "$base" "$work/store-$snap" >/dev/null
+        done
+        for driver in overlay vfs; do buildah_run "$driver" "$ctx" "$base" >/dev/null; done
+    fi
     for _ in $(seq 1 "$runs"); do
         for snap in overlay walk; do
             read -r s k < <(ocibuild_run "$snap" "$ctx" "$base" "$work/store-$snap")
@@ -204,21 +214,30 @@ scenario_cached() {
 }
 
 make_contexts
-scenario_debian_cold
-scenario_debian_warm
-scenario_many_files
-scenario_cached one-changed yes
-scenario_cached all-cached no
+for sc in "${scenarios[@]}"; do
+    case $sc in
+        debian-cold) scenario_debian_cold ;;
+        debian-warm) scenario_debian_warm ;;
+        many-files) scenario_many_files ;;
+        one-changed) scenario_cached one-changed yes ;;
+        all-cached) scenario_cached all-cached no ;;
+        *) echo "perf.sh: unknown scenario $sc" >&2; exit 2 ;;
+    esac
+done
 
 tools="ocibuild-overlay ocibuild-walk buildah-overlay buildah-vfs"
 printf '\nmedians of %s runs (seconds; build + push)\n' "$runs"
 printf '%-12s %17s %14s %16s %12s %22s %22s\n' scenario $tools "ocibuild/buildah-ovl" \
     "peak RSS overlay/walk"
-for sc in debian-cold debian-warm many-files one-changed all-cached; do
+for sc in "${scenarios[@]}"; do
     row=()
     for t in $tools; do row+=("$(tr ' ' '\n' <<<"${result[$sc/$t]}" | grep . | median)"); done
     ratio=$(awk -v a="${row[0]}" -v b="${row[2]}" 'BEGIN { printf "%.2f", a / b }')
     peak() { tr ' ' '\n' <<<"${rss[$sc/ocibuild-$1]}" | grep . | sort -n | tail -1; }
     printf '%-12s %17s %14s %16s %12s %22s %12s MB\n' "$sc" "${row[@]}" "$ratio" \
         "$(( $(peak overlay) / 1024 ))/$(( $(peak walk) / 1024 ))"
+done
+printf '\nevery run (seconds, in order)\n'
+for sc in "${scenarios[@]}"; do
+    for t in $tools; do printf '%-12s %-17s %s\n' "$sc" "$t" "${result[$sc/$t]}"; done
 done

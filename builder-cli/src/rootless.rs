@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ocibuild_isolation::rootless::{self, Entry, Mode};
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -65,6 +64,8 @@ pub struct UnshareArgs {
 }
 
 /// Runs `ocibuild unshare`: the command in the namespace [`enter`] entered; its exit code.
+/// SIGINT, SIGTERM and SIGHUP sent to ocibuild are passed on to the command, which decides
+/// how to end.
 pub fn unshare(args: UnshareArgs) -> Result<i32> {
     if let Some(Mode::SingleId(why)) = MODE.get() {
         bail!("cannot enter the rootless user namespace: {why}");
@@ -73,11 +74,7 @@ pub fn unshare(args: UnshareArgs) -> Result<i32> {
     if argv.is_empty() {
         argv.push(std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into()));
     }
-    let status = Command::new(&argv[0])
-        .args(&argv[1..])
-        .status()
-        .with_context(|| format!("running {:?}", argv[0]))?;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    rootless::run_forwarding(&mut command).with_context(|| format!("running {:?}", argv[0]))
 }

@@ -157,11 +157,20 @@ async fn build_reporting(
     reports: &BlobReports,
 ) -> Result<Built> {
     let mut builder = Builder::new(opts, work, cancel.clone(), events, reports)?;
-    let image = builder.run_stages().await?;
-    let output = builder.finish(image).await?;
-    for warning in builder.registry.layers.adopt_uppers().await? {
-        builder.progress.report(BuildEvent::Warning(warning));
+    let output = match builder.run_stages().await {
+        Ok(image) => builder.finish(image).await,
+        Err(e) => Err(e),
+    };
+    // The layers of the steps that were committed join the store also when a later step
+    // or the push failed: the next try finds them there.
+    let adopted = builder.registry.layers.adopt_uppers().await;
+    for warning in adopted.as_ref().into_iter().flatten() {
+        builder
+            .progress
+            .report(BuildEvent::Warning(warning.clone()));
     }
+    let output = output?;
+    adopted?;
     Ok(Built {
         output,
         blobs: builder.registry.blobs,

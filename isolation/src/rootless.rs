@@ -368,6 +368,31 @@ fn run_helper(helper: &Path, pid: u32, own: u32, ranges: &[IdRange]) -> Result<(
     )))
 }
 
+/// Runs `command` and waits for it (as `ocibuild unshare` does in the namespace), passing
+/// on to it the SIGINT, SIGTERM and SIGHUP sent to this process with `kill` (a terminal's
+/// reach it directly); its exit code, 128 + the signal's number when a signal ended it.
+/// Call it while the process has one thread: the signals are blocked in this one only.
+pub fn run_forwarding(command: &mut Command) -> Result<i32, RootlessError> {
+    let mut mask = SigSet::empty();
+    for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
+        mask.add(signal);
+    }
+    // Blocked before the command starts, so that none is lost (the command itself starts
+    // with none blocked: `Command` clears the mask).
+    let old = mask
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(errno("blocking signals (sigprocmask)"))?;
+    let waited = SignalFd::new(&mask)
+        .map_err(errno("signalfd"))
+        .and_then(|signals| {
+            let mut child = command.spawn().map_err(sys("starting the command"))?;
+            wait_forwarding(&mut child, &signals)
+        });
+    old.thread_set_mask()
+        .map_err(errno("restoring the signal mask (sigprocmask)"))?;
+    waited
+}
+
 /// Forwards the signals sent to this process with `kill` to `child` until it ends; its
 /// exit code, 128 + the signal's number when a signal ended it.
 fn wait_forwarding(child: &mut Child, signals: &SignalFd) -> Result<i32, RootlessError> {

@@ -572,16 +572,16 @@ fn opt_ptr(s: &Option<CString>) -> *const libc::c_char {
     s.as_ref().map_or(ptr::null(), |s| s.as_ptr())
 }
 
-/// Waits for `pid` and exits with its status; as pid 1 (`reap_all`), reaps every other
-/// zombie meanwhile.
+/// Waits for `pid` and exits with its status, reaping every other zombie meanwhile (the
+/// caller is pid 1 of the RUN's pid namespace, and orphans are re-parented to it).
 ///
 /// # Safety
 /// Only to be called in a forked child.
-unsafe fn wait_and_exit(pid: libc::pid_t, reap_all: bool) -> ! {
+unsafe fn wait_and_exit(pid: libc::pid_t) -> ! {
     loop {
         let mut status = 0;
         // SAFETY: `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(if reap_all { -1 } else { pid }, &mut status, 0) };
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
         if r == pid {
             // SAFETY: _exit is always safe to call.
             unsafe { libc::_exit(decode_status(status)) }
@@ -782,7 +782,7 @@ unsafe fn child_init(plan: &mut ChildPlan, err: RawFd) -> ! {
         libc::close(err);
         // This process is the command's init: it only waits, and needs no capability.
         set_capabilities(0);
-        wait_and_exit(pid, true)
+        wait_and_exit(pid)
     }
 }
 

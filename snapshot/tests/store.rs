@@ -674,7 +674,10 @@ fn has_top_dir_flag(dir: &Path) -> bool {
 #[test]
 fn on_ext4_a_directory_gets_the_top_directory_flag_and_elsewhere_nothing_fails() {
     use ocibuild_snapshot::{spread_subdirectories, Spread};
-    for parent in [Path::new(env!("CARGO_TARGET_TMPDIR")), Path::new("/dev/shm")] {
+    for parent in [
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        Path::new("/dev/shm"),
+    ] {
         let dir = tempfile::tempdir_in(parent).unwrap();
         let spread = spread_subdirectories(dir.path());
         if fs_type(dir.path()) == EXT4_SUPER_MAGIC {
@@ -690,13 +693,19 @@ fn on_ext4_a_directory_gets_the_top_directory_flag_and_elsewhere_nothing_fails()
 
 #[test]
 fn on_ext4_extractions_and_step_directories_start_in_block_groups_of_their_own() {
-    for parent in [Path::new(env!("CARGO_TARGET_TMPDIR")), Path::new("/dev/shm")] {
+    for parent in [
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        Path::new("/dev/shm"),
+    ] {
         let root = tempfile::tempdir_in(parent).unwrap();
         LayerStore::open(root.path()).unwrap();
         if fs_type(parent) == EXT4_SUPER_MAGIC {
             assert!(has_top_dir_flag(&root.path().join("tmp")));
             assert!(has_top_dir_flag(&root.path().join("steps")));
-            assert!(!has_top_dir_flag(root.path()), "only directories the store made");
+            assert!(
+                !has_top_dir_flag(root.path()),
+                "only directories the store made"
+            );
         } else {
             // No such flag (tmpfs): the store opens all the same.
             assert!(root.path().join("steps").is_dir());

@@ -326,6 +326,39 @@ fn ocibuild_unshare_runs_a_command_as_root_of_the_namespace_with_the_subordinate
 
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
+fn ocibuild_unshare_passes_a_terminating_signal_on_to_its_command() {
+    let user = UserDir::new(&rootless_user(), "", &[]);
+    let marker = unique_string("unshare-term");
+    let script = format!(
+        "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done # {marker}"
+    );
+    let mut child = user
+        .command(&["unshare", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // To the outer ocibuild (setpriv execs it), as a CI runner's timeout would send it.
+    run("kill", &["-TERM", &child.id().to_string()]);
+    let status = wait_at_most(&mut child, Duration::from_secs(10));
+    let left = processes_with(&marker);
+    if !left.is_empty() {
+        // Orphaned by ocibuild: they would keep running (and hold stdout open).
+        let _ = Command::new("pkill").args(["-KILL", "-f", &marker]).status();
+    }
+    assert!(left.is_empty(), "the command outlived ocibuild: {left:?}");
+    assert_eq!(status.code(), Some(7), "the command's own exit code");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
 fn without_subordinate_ids_the_build_says_once_what_fails_and_the_fix() {
     let dockerfile = format!(
         "FROM {}/busybox:latest\nRUN true\nCOPY --chown=1234:4321 f /owned\n",

@@ -360,6 +360,63 @@ fn a_layer_twice_in_a_stage_is_stacked_twice() {
     assert_eq!(nonce, "2\nsame\n");
 }
 
+/// The most lower directories one overlay mount of a step takes (`MAX_STEP_LOWERS`).
+const MAX_STEP_LOWERS: usize = 499;
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn a_stage_of_more_layers_than_one_overlay_stacks_goes_on_with_the_walk() {
+    // busybox's layer and 499 COPY layers fill one overlay; the next step needs 501.
+    let reg = registry();
+    let mut dockerfile = format!("FROM {reg}/busybox:latest\n");
+    for i in 0..MAX_STEP_LOWERS {
+        dockerfile.push_str(&format!("COPY x /f{i}\n"));
+    }
+    dockerfile.push_str(&format!(
+        "RUN test \"$(ls / | grep -c '^f[0-9]')\" = {MAX_STEP_LOWERS} && rm /f0 && echo y > /f1\n\
+         RUN echo last > /last\n"
+    ));
+    let ctx = context_with(&dockerfile, &[("x", "x\n")]);
+    let store = tempfile::tempdir().unwrap();
+    let dest = format!("{}:1", unique_repo("many-lowers"));
+    let before = host_overlays();
+    let log = assert_ok(&build_in(
+        ctx.path(),
+        store.path(),
+        &["--destination", &dest],
+    ));
+    assert!(
+        log.contains("500 layers are more than one overlay stacks (499): this stage continues with the walk snapshotter"),
+        "{}",
+        log.lines().filter(|l| l.contains("layers")).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(host_overlays(), before);
+    let img = unpack(&format!("docker://{dest}"));
+    let layers = img.layer_files();
+    assert_eq!(layers.len(), 1 + MAX_STEP_LOWERS + 2);
+    // The walk's layers hold exactly what the steps changed, as overlay's would.
+    let names = |layer: &Path| -> Vec<String> {
+        let mut names: Vec<String> = tar_names(layer)
+            .into_iter()
+            .map(|n| n.trim_start_matches("./").to_string())
+            .filter(|n| !n.is_empty() && n != ".")
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&layers[MAX_STEP_LOWERS + 1]), [".wh.f0", "f1"]);
+    assert_eq!(names(&layers[MAX_STEP_LOWERS + 2]), ["last"]);
+    assert!(!img.rootfs.join("f0").exists());
+    assert_eq!(
+        std::fs::read_to_string(img.rootfs.join("f1")).unwrap(),
+        "y\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(img.rootfs.join("f498")).unwrap(),
+        "x\n"
+    );
+}
+
 /// The extraction lines of a debug log.
 fn extractions(log: &str) -> Vec<&str> {
     log.lines()
@@ -445,7 +502,7 @@ fn a_fully_cached_build_extracts_and_mounts_nothing() {
 
 #[test]
 #[ignore = "needs the lab: scripts/test.sh runs it"]
-fn a_failing_run_leaves_no_mount_and_no_step_directory() {
+fn a_failing_run_leaves_no_mount_and_no_step_directory_and_the_committed_layers_in_the_store() {
     let reg = registry();
     let ctx = context_with(
         &format!("FROM {reg}/busybox:latest\nRUN echo kept > /k\nRUN echo partial > /p && false\n"),
@@ -466,6 +523,13 @@ fn a_failing_run_leaves_no_mount_and_no_step_directory() {
         "{:?}",
         step_dirs(store.path())
     );
+    // busybox's layer and the first RUN's, adopted although the build failed; nothing of
+    // the failed RUN.
+    let layers = store.path().join("layers/sha256");
+    let stored: Vec<_> = inodes(&layers).into_keys().collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let found = |name: &str| stored.iter().any(|d| layers.join(d).join(name).exists());
+    assert!(found("k") && !found("p"), "{stored:?}");
 }
 
 /// Starts a build of `ctx` whose last RUN sleeps, and returns it once that RUN runs (its
