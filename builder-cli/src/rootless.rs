@@ -27,27 +27,35 @@ pub fn enter() -> Result<Option<i32>> {
 /// The warning a build without the full mapping starts with: why, what will fail, the
 /// fix. `None` when the ids are all mapped (or this is root).
 pub fn single_id_warning() -> Option<String> {
-    let Some(Mode::SingleId(why)) = MODE.get() else {
-        return None;
-    };
-    Some(format!(
-        "building without root and without subordinate ids: {why}. Only root is mapped (to \
-         you): RUN steps as another user (USER nobody), chown to another id, COPY --chown \
-         and base-image files owned by other ids fail or become yours, and the images may \
-         differ from a root build's"
-    ))
+    match MODE.get()? {
+        Mode::SingleId(why) => Some(format!(
+            "building without root and without subordinate ids: {why}. Only root is mapped \
+             (to you): RUN steps as another user (USER nobody), chown to another id, COPY \
+             --chown and base-image files owned by other ids fail, and the images may differ \
+             from a root build's"
+        )),
+        Mode::NoNamespace(why) => Some(format!(
+            "building without root and without a user namespace: {why}. Nothing can be \
+             owned by root here: steps that write files and RUN steps fail; only steps taken \
+             from the layer cache work"
+        )),
+        Mode::Root | Mode::Namespace { .. } => None,
+    }
 }
 
 /// The hint a failed command ends with without the full mapping: a step may have failed
 /// for want of another id, and how to fix that. `None` otherwise.
 pub fn failure_hint() -> Option<String> {
-    let Some(Mode::SingleId(why)) = MODE.get() else {
-        return None;
-    };
-    Some(format!(
-        "if a step failed on a user or group id other than root (EPERM, EINVAL), that is \
-         because only your own id is mapped: {why}"
-    ))
+    match MODE.get()? {
+        Mode::SingleId(why) => Some(format!(
+            "if a step failed on a user or group id other than root (EPERM, EINVAL), that is \
+             because only your own id is mapped: {why}"
+        )),
+        Mode::NoNamespace(why) => Some(format!(
+            "steps that write files or run commands need root or a user namespace: {why}"
+        )),
+        Mode::Root | Mode::Namespace { .. } => None,
+    }
 }
 
 /// `ocibuild unshare [COMMAND...]`.
@@ -67,7 +75,7 @@ pub struct UnshareArgs {
 /// SIGINT, SIGTERM and SIGHUP sent to ocibuild are passed on to the command, which decides
 /// how to end.
 pub fn unshare(args: UnshareArgs) -> Result<i32> {
-    if let Some(Mode::SingleId(why)) = MODE.get() {
+    if let Some(Mode::SingleId(why) | Mode::NoNamespace(why)) = MODE.get() {
         bail!("cannot enter the rootless user namespace: {why}");
     }
     let mut argv = args.command;

@@ -663,11 +663,10 @@ fn overlay_plan(
 fn identity(spec: &RunSpec, user: &ExecUser) -> Result<Option<sys::Identity>, IsolationError> {
     let (euid, egid) = sys::effective_ids();
     if euid == 0 {
-        Ok(Some((
-            user.uid,
-            user.gid,
-            Some(user.additional_gids.clone()),
-        )))
+        // Root of a user namespace made without the helpers (only root mapped, see
+        // `rootless::Mode::SingleId`) may not call setgroups: the groups stay as they are.
+        let groups = (!setgroups_denied()).then(|| user.additional_gids.clone());
+        Ok(Some((user.uid, user.gid, groups)))
     } else if spec.isolation == Isolation::Namespaces {
         if user.uid != 0 || user.gid != 0 {
             return Err(rootless_user(spec, user));
@@ -679,6 +678,11 @@ fn identity(spec: &RunSpec, user: &ExecUser) -> Result<Option<sys::Identity>, Is
     } else {
         Err(rootless_user(spec, user))
     }
+}
+
+/// True when this process' user namespace denies setgroups (`/proc/self/setgroups`).
+fn setgroups_denied() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
 }
 
 /// Forks the child of `ns` (namespace mode) or `root` (chroot mode) or neither (none

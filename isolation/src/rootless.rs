@@ -12,9 +12,11 @@
 //!   on with the normal (root) code path. The parent forwards SIGINT, SIGTERM and SIGHUP
 //!   sent to it with `kill` (a terminal sends its own to both) and returns
 //!   [`Entry::Exit`] with the child's exit code (128 + the signal's number when killed).
-//! - when that cannot work (no subordinate ranges, no helpers, user namespaces disabled,
-//!   or the helpers failed): [`Entry::Continue`] with [`Mode::SingleId`] and why, and the
-//!   process goes on as the user: the RUN sandbox then maps only root to the user.
+//! - when that cannot work (no subordinate ranges, no helpers, or the helpers failed):
+//!   [`Entry::Continue`] with [`Mode::SingleId`] and why; the process makes a user
+//!   namespace of its own where only root is mapped, to the user, and goes on there as
+//!   root. Where user namespaces are disabled (or that fails too): [`Mode::NoNamespace`],
+//!   and the process goes on as the user.
 
 use std::ffi::OsString;
 use std::fs;
@@ -62,8 +64,14 @@ pub enum Mode {
         /// The highest mapped gid inside.
         gids: u32,
     },
-    /// Not root and no full mapping: why. The RUN sandbox maps root to the user alone.
+    /// Not root and no full mapping (why): root of a user and mount namespace this
+    /// process made itself, where root is the user and no other id is mapped (what an
+    /// unprivileged process may map without the helpers). Files owned by root are the
+    /// user's outside; other owners cannot be set.
     SingleId(Unavailable),
+    /// Not root and no user namespace at all (why): the process goes on as the user, so
+    /// no file it writes can be owned by root, and RUN cannot be isolated.
+    NoNamespace(Unavailable),
 }
 
 /// What `main` does after [`enter`].
@@ -152,9 +160,40 @@ pub fn enter() -> Result<Entry, RootlessError> {
     }
     let plan = match Plan::find() {
         Ok(plan) => plan,
-        Err(why) => return Ok(Entry::Continue(Mode::SingleId(why))),
+        Err(why) => return Ok(Entry::Continue(single_id(why))),
     };
     parent(&plan)
+}
+
+/// The mode without a full mapping (`why`): a user namespace of this process' own where
+/// only root is mapped, or none when that cannot be made either.
+fn single_id(why: Unavailable) -> Mode {
+    if matches!(why, Unavailable::Disabled { .. }) {
+        return Mode::NoNamespace(why);
+    }
+    match enter_single_id() {
+        Ok(()) => Mode::SingleId(why),
+        Err(e) => Mode::NoNamespace(Unavailable::Failed(format!("{why}; and {e}"))),
+    }
+}
+
+/// Makes this process root of a new user namespace (and mount namespace) that maps root
+/// to the user and nothing else, as any unprivileged process may (`setgroups` denied, so
+/// the supplementary groups stay, unmapped). Only while the process has one thread.
+fn enter_single_id() -> Result<(), RootlessError> {
+    use nix::unistd::{getegid, geteuid, setresgid, setresuid, Gid, Uid};
+    let (uid, gid) = (geteuid().as_raw(), getegid().as_raw());
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS).map_err(errno(
+        "unshare(CLONE_NEWUSER|CLONE_NEWNS) with only root mapped",
+    ))?;
+    fs::write("/proc/self/setgroups", "deny").map_err(sys("writing /proc/self/setgroups"))?;
+    fs::write("/proc/self/uid_map", format!("0 {uid} 1\n"))
+        .map_err(sys("writing /proc/self/uid_map"))?;
+    fs::write("/proc/self/gid_map", format!("0 {gid} 1\n"))
+        .map_err(sys("writing /proc/self/gid_map"))?;
+    let (root, root_gid) = (Uid::from_raw(0), Gid::from_raw(0));
+    setresgid(root_gid, root_gid, root_gid).map_err(errno("setresgid(0) in the namespace"))?;
+    setresuid(root, root, root).map_err(errno("setresuid(0) in the namespace"))
 }
 
 /// What the parent needs to map the child's ids.
@@ -300,7 +339,7 @@ fn parent(plan: &Plan) -> Result<Entry, RootlessError> {
             let _ = child.wait();
             mask.thread_unblock()
                 .map_err(errno("unblocking signals (sigprocmask)"))?;
-            return Ok(Entry::Continue(Mode::SingleId(why)));
+            return Ok(Entry::Continue(single_id(why)));
         }
     }
     drop(ours);

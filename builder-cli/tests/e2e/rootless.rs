@@ -69,20 +69,30 @@ impl UserDir {
 
     /// `ocibuild ARGS` as the user, with a clean environment (`HOME`, `PATH`).
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
+        self.wrapped(&[], args)
+    }
+
+    /// `ocibuild ARGS` as the user, started by `wrapper` (a command line that ends by
+    /// running its arguments, which are setpriv's: see [`wrapped_in_shell`]).
+    fn wrapped(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let setpriv = [
+            "setpriv",
             "--reuid",
             &self.user,
             "--regid",
             &self.user,
             "--init-groups",
-        ])
-        .arg(binary_for_users())
-        .args(args)
-        .env_clear()
-        .env("HOME", self.home())
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .current_dir(self.dir.path());
+        ];
+        let mut argv: Vec<std::ffi::OsString> = wrapper.iter().map(Into::into).collect();
+        argv.extend(setpriv.iter().map(Into::into));
+        argv.push(binary_for_users().into());
+        argv.extend(args.iter().map(Into::into));
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env("HOME", self.home())
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .current_dir(self.dir.path());
         cmd
     }
 
@@ -348,7 +358,9 @@ fn ocibuild_unshare_passes_a_terminating_signal_on_to_its_command() {
     let left = processes_with(&marker);
     if !left.is_empty() {
         // Orphaned by ocibuild: they would keep running (and hold stdout open).
-        let _ = Command::new("pkill").args(["-KILL", "-f", &marker]).status();
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &marker])
+            .status();
     }
     assert!(left.is_empty(), "the command outlived ocibuild: {left:?}");
     assert_eq!(status.code(), Some(7), "the command's own exit code");
@@ -361,7 +373,8 @@ fn ocibuild_unshare_passes_a_terminating_signal_on_to_its_command() {
 #[ignore = "needs the lab: scripts/test.sh runs it"]
 fn without_subordinate_ids_the_build_says_once_what_fails_and_the_fix() {
     let dockerfile = format!(
-        "FROM {}/busybox:latest\nRUN true\nCOPY --chown=1234:4321 f /owned\n",
+        "FROM {}/busybox:latest\nRUN test \"$(id -u):$(stat -c %u /bin)\" = 0:0\nCOPY f /plain\n\
+         COPY --chown=1234:4321 f /owned\n",
         registry()
     );
     let user = UserDir::new(&nosubid_user(), &dockerfile, &[("f", "x")]);
@@ -382,12 +395,139 @@ fn without_subordinate_ids_the_build_says_once_what_fails_and_the_fix() {
         warnings[0].contains("USER nobody"),
         "says what fails: {log}"
     );
+    // Root is mapped (to the user): RUN as root and a plain COPY work, on overlay.
+    assert!(log.contains("snapshotter: overlay"), "{log}");
     assert!(
-        log.contains("Dockerfile:3: COPY --chown=1234:4321"),
+        log.contains("Dockerfile:4: COPY --chown=1234:4321"),
         "the failing step is named:\n{log}"
     );
     assert!(
         log.lines().last().unwrap().contains(&fix),
+        "the error ends with the fix:\n{log}"
+    );
+}
+
+/// A wrapper for [`UserDir::wrapped`]: `sh -c SCRIPT`, where the script ends with
+/// `exec "$@"`.
+fn wrapped_in_shell(script: &str) -> Vec<&str> {
+    vec!["sh", "-c", script, "sh"]
+}
+
+/// The single warning a build without the full mapping starts with.
+fn single_id_warning(log: &str) -> &str {
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("warning: building without root"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning at the start:\n{log}");
+    warnings[0]
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn without_newuidmap_the_build_goes_on_as_root_mapped_alone_and_says_how_to_install_it() {
+    let dockerfile = format!(
+        "FROM {}/busybox:latest\nRUN test \"$(id -u)\" = 0\nCOPY f /f\n",
+        registry()
+    );
+    let user = UserDir::new(&rootless_user(), &dockerfile, &[("f", "x")]);
+    // /usr/bin (also /bin here) without the helpers, in a mount namespace of its own.
+    let hide = user.dir.path().join("hide");
+    for dir in ["upper", "work"] {
+        std::fs::create_dir_all(hide.join(dir)).unwrap();
+    }
+    for helper in ["newuidmap", "newgidmap"] {
+        let whiteout = hide.join("upper").join(helper);
+        run("mknod", &[whiteout.to_str().unwrap(), "c", "0", "0"]);
+    }
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir=/usr/bin,upperdir={0}/upper,workdir={0}/work \
+         /usr/bin && ! test -e /usr/bin/newuidmap && exec \"$@\"",
+        hide.display()
+    );
+    let wrapper = [
+        &["unshare", "--mount", "--propagation", "private", "--"][..],
+        &wrapped_in_shell(&script),
+    ]
+    .concat();
+    let ctx = user.ctx();
+    let out = user
+        .wrapped(
+            &wrapper,
+            &["build", "--no-push", "--insecure", "--insecure-pull", &ctx],
+        )
+        .output()
+        .unwrap();
+    let log = assert_ok(&out);
+    let warning = single_id_warning(&log);
+    assert!(
+        warning.contains("newuidmap is not installed: install it with `apt install uidmap`"),
+        "{log}"
+    );
+}
+
+#[test]
+#[ignore = "needs the lab: scripts/test.sh runs it"]
+fn with_user_namespaces_switched_off_a_build_that_writes_files_fails_saying_why_and_the_fix() {
+    let dockerfile = format!("FROM {}/busybox:latest\nCOPY f /f\n", registry());
+    let user = UserDir::new(&rootless_user(), &dockerfile, &[("f", "x")]);
+    // As root of a user namespace that maps every id to itself, whose own limit on
+    // user namespaces is set to 0 before the build starts. The first shell waits for the
+    // test to write the maps, the second one starts with root's capabilities there.
+    let wrapper = [
+        &[
+            "unshare",
+            "--user",
+            "--",
+            "sh",
+            "-c",
+            "read go && exec \"$@\"",
+            "sh",
+        ][..],
+        &wrapped_in_shell("echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\""),
+    ]
+    .concat();
+    let ctx = user.ctx();
+    let mut child = user
+        .wrapped(
+            &wrapper,
+            &["build", "--no-push", "--insecure", "--insecure-pull", &ctx],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+    let pid = child.id().to_string();
+    let start = std::time::Instant::now();
+    while ns(&pid) == ns("self") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "unshare never unshared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for map in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{map}"), "0 0 4294967295\n").unwrap();
+    }
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    let fix = "unprivileged user namespaces are disabled (/proc/sys/user/max_user_namespaces \
+               is 0): enable them with `sysctl -w user.max_user_namespaces=15000`";
+    let warning = single_id_warning(&log);
+    assert!(warning.contains(fix), "{log}");
+    assert!(
+        warning.contains("steps that write files and RUN steps fail"),
+        "says what fails: {log}"
+    );
+    // Overlay needs a user namespace too: the walk takes over and says why.
+    assert!(log.contains("snapshotter: walk"), "{log}");
+    assert!(log.contains("Dockerfile:2: COPY f /f"), "{log}");
+    assert!(
+        log.lines().last().unwrap().contains(fix),
         "the error ends with the fix:\n{log}"
     );
 }
