@@ -683,7 +683,7 @@ mod tests {
     #[test]
     fn on_ext4_a_builds_temporary_directory_spreads_the_trees_made_in_it() {
         use rustix::fs::{ioctl_getflags, statfs, IFlags};
-        let parent = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let parent = tempfile::tempdir().unwrap();
         let held = temp_dir(&BuildOptions::default(), Some(parent.path())).unwrap();
         let flags = ioctl_getflags(std::fs::File::open(held.path()).unwrap());
         match statfs(parent.path()).unwrap().f_type == 0xEF53 {
