@@ -34,6 +34,10 @@ pub enum Spread {
 /// Asks the filesystem to place each directory created directly in `dir` in a block group
 /// of its own choosing rather than next to `dir` (see the [module documentation](self)).
 /// Only for directories ocibuild made and owns; a hint, never an error.
+///
+/// Give the directories made in `dir` names new to it each time: ext4 starts its search
+/// from a hash of the name, so a name used again leads to the group its last holder (just
+/// deleted, maybe) was placed in.
 pub fn spread_subdirectories(dir: &Path) -> Spread {
     let Ok(file) = File::open(dir) else {
         return Spread::Unsupported;

@@ -194,6 +194,8 @@ pub struct LayerStore {
 impl LayerStore {
     /// Opens the store at `root`, creating it if needed, and removes what killed processes
     /// left behind (partial extractions, records and locks of layers that are not there).
+    /// Its `tmp/` and `steps/`, where extractions and upper directories are made, spread
+    /// new trees over the filesystem ([`crate::spread`]).
     pub fn open(root: &Path) -> Result<LayerStore> {
         let store = LayerStore {
             root: root.to_path_buf(),
