@@ -320,10 +320,7 @@ fn helper(name: &'static str) -> Result<PathBuf, Unavailable> {
 
 /// The parent: starts the child, maps its ids, forwards signals and waits for it.
 fn parent(plan: &Plan) -> Result<Entry, RootlessError> {
-    let mut mask = SigSet::empty();
-    for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
-        mask.add(signal);
-    }
+    let mask = forwarded_mask();
     // Blocked before the child exists, so that none is lost; the child unblocks them.
     mask.thread_block()
         .map_err(errno("blocking signals (sigprocmask)"))?;
@@ -412,10 +409,7 @@ fn run_helper(helper: &Path, pid: u32, own: u32, ranges: &[IdRange]) -> Result<(
 /// reach it directly); its exit code, 128 + the signal's number when a signal ended it.
 /// Call it while the process has one thread: the signals are blocked in this one only.
 pub fn run_forwarding(command: &mut Command) -> Result<i32, RootlessError> {
-    let mut mask = SigSet::empty();
-    for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
-        mask.add(signal);
-    }
+    let mask = forwarded_mask();
     // Blocked before the command starts, so that none is lost (the command itself starts
     // with none blocked: `Command` clears the mask).
     let old = mask
@@ -430,6 +424,16 @@ pub fn run_forwarding(command: &mut Command) -> Result<i32, RootlessError> {
     old.thread_set_mask()
         .map_err(errno("restoring the signal mask (sigprocmask)"))?;
     waited
+}
+
+/// The signals a waiting process blocks and reads from a signalfd: those it forwards, and
+/// SIGCHLD, which wakes it when the child ends.
+fn forwarded_mask() -> SigSet {
+    let mut mask = SigSet::empty();
+    for signal in FORWARDED.into_iter().chain([Signal::SIGCHLD]) {
+        mask.add(signal);
+    }
+    mask
 }
 
 /// Forwards the signals sent to this process with `kill` to `child` until it ends; its
